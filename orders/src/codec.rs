@@ -1,0 +1,273 @@
+//! Fixed-size little-endian encodings of [`Order`] and [`Decision`], shared by the binary order
+//! file, the engine's wire frames, the risk protocol and the audit journal.
+//!
+//! ```text
+//! Order (ORDER_LEN_BYTES = 48), all integers little-endian
+//!  0               8               16              24              32      36              44  45  46  48
+//!  +---------------+---------------+---------------+---------------+-------+---------------+---+---+---+
+//!  | order_id u64  | ts_ns u64     | price i64     | qty u64       |acct   | symbol [u8;8] |sd |knd|0 0|
+//!  |               |               | (ticks)       |               |u32    | NUL-padded    |u8 |u8 |u16|
+//!  +---------------+---------------+---------------+---------------+-------+---------------+---+---+---+
+//!
+//! Decision (DECISION_LEN_BYTES = 80)
+//!  0               8                                               56      58          64              72              80
+//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
+//!  | input_seq u64 | order (48 bytes, as above)                    |reason |0 (6 bytes)| t_in_ns u64   | t_decided_ns  |
+//!  |               |                                               |u16    |           |               | u64           |
+//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
+//! ```
+//! Reserved bytes are written as zero and must read as zero.
+
+use crate::model::{Decision, Order, OrderKind, Reason, Side, Symbol, SYMBOL_LEN_BYTES};
+
+/// Encoded size of an [`Order`].
+pub const ORDER_LEN_BYTES: usize = 48;
+/// Encoded size of a [`Decision`].
+pub const DECISION_LEN_BYTES: usize = 80;
+
+const ORDER_ID_OFFSET: usize = 0;
+const TS_OFFSET: usize = 8;
+const PRICE_OFFSET: usize = 16;
+const QTY_OFFSET: usize = 24;
+const ACCOUNT_OFFSET: usize = 32;
+const SYMBOL_OFFSET: usize = 36;
+const SIDE_OFFSET: usize = 44;
+const KIND_OFFSET: usize = 45;
+const ORDER_RESERVED_OFFSET: usize = 46;
+const _: () = assert!(SYMBOL_OFFSET + SYMBOL_LEN_BYTES == SIDE_OFFSET);
+const _: () = assert!(ORDER_RESERVED_OFFSET + 2 == ORDER_LEN_BYTES);
+
+const D_INPUT_SEQ_OFFSET: usize = 0;
+const D_ORDER_OFFSET: usize = 8;
+const D_REASON_OFFSET: usize = 56;
+const D_RESERVED_OFFSET: usize = 58;
+const D_T_IN_OFFSET: usize = 64;
+const D_T_DECIDED_OFFSET: usize = 72;
+const _: () = assert!(D_ORDER_OFFSET + ORDER_LEN_BYTES == D_REASON_OFFSET);
+const _: () = assert!(D_T_DECIDED_OFFSET + 8 == DECISION_LEN_BYTES);
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than the fixed size.
+    #[error("expected {expected} bytes, got {got}")]
+    Length {
+        /// Bytes needed.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// A field holds a value outside its domain.
+    #[error("bad {field} value {value}")]
+    Field {
+        /// Which field.
+        field: &'static str,
+        /// The raw value.
+        value: u64,
+    },
+    /// The symbol bytes are not a canonical symbol.
+    #[error("bad symbol bytes")]
+    Symbol,
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Writes `order` into `out[..ORDER_LEN_BYTES]`.
+///
+/// # Panics
+/// If `out` is shorter than [`ORDER_LEN_BYTES`] (a programming error, never input).
+pub fn encode_order(order: &Order, out: &mut [u8]) {
+    let out = &mut out[..ORDER_LEN_BYTES];
+    out[ORDER_ID_OFFSET..TS_OFFSET].copy_from_slice(&order.order_id.to_le_bytes());
+    out[TS_OFFSET..PRICE_OFFSET].copy_from_slice(&order.ts_ns.to_le_bytes());
+    out[PRICE_OFFSET..QTY_OFFSET].copy_from_slice(&order.price.to_le_bytes());
+    out[QTY_OFFSET..ACCOUNT_OFFSET].copy_from_slice(&order.qty.to_le_bytes());
+    out[ACCOUNT_OFFSET..SYMBOL_OFFSET].copy_from_slice(&order.account.to_le_bytes());
+    out[SYMBOL_OFFSET..SIDE_OFFSET].copy_from_slice(&order.symbol.to_bytes());
+    out[SIDE_OFFSET] = order.side as u8;
+    out[KIND_OFFSET] = order.kind as u8;
+    out[ORDER_RESERVED_OFFSET..ORDER_LEN_BYTES].fill(0);
+}
+
+/// Reads an order from the first [`ORDER_LEN_BYTES`] of `b`, validating every field.
+pub fn decode_order(b: &[u8]) -> Result<Order, DecodeError> {
+    if b.len() < ORDER_LEN_BYTES {
+        return Err(DecodeError::Length {
+            expected: ORDER_LEN_BYTES,
+            got: b.len(),
+        });
+    }
+    let side = Side::from_u8(b[SIDE_OFFSET]).ok_or(DecodeError::Field {
+        field: "side",
+        value: b[SIDE_OFFSET] as u64,
+    })?;
+    let kind = OrderKind::from_u8(b[KIND_OFFSET]).ok_or(DecodeError::Field {
+        field: "kind",
+        value: b[KIND_OFFSET] as u64,
+    })?;
+    if b[ORDER_RESERVED_OFFSET] != 0 || b[ORDER_RESERVED_OFFSET + 1] != 0 {
+        return Err(DecodeError::Field {
+            field: "reserved",
+            value: u16::from_le_bytes([b[ORDER_RESERVED_OFFSET], b[ORDER_RESERVED_OFFSET + 1]])
+                as u64,
+        });
+    }
+    let mut sym = [0u8; SYMBOL_LEN_BYTES];
+    sym.copy_from_slice(&b[SYMBOL_OFFSET..SIDE_OFFSET]);
+    let symbol = Symbol::from_bytes(sym).map_err(|_| DecodeError::Symbol)?;
+    let mut acct = [0u8; 4];
+    acct.copy_from_slice(&b[ACCOUNT_OFFSET..SYMBOL_OFFSET]);
+    Ok(Order {
+        order_id: u64_at(b, ORDER_ID_OFFSET),
+        ts_ns: u64_at(b, TS_OFFSET),
+        price: u64_at(b, PRICE_OFFSET) as i64,
+        qty: u64_at(b, QTY_OFFSET),
+        account: u32::from_le_bytes(acct),
+        symbol,
+        side,
+        kind,
+    })
+}
+
+/// Writes `d` into `out[..DECISION_LEN_BYTES]`.
+///
+/// # Panics
+/// If `out` is shorter than [`DECISION_LEN_BYTES`] (a programming error, never input).
+pub fn encode_decision(d: &Decision, out: &mut [u8]) {
+    let out = &mut out[..DECISION_LEN_BYTES];
+    out[D_INPUT_SEQ_OFFSET..D_ORDER_OFFSET].copy_from_slice(&d.input_seq.to_le_bytes());
+    encode_order(&d.order, &mut out[D_ORDER_OFFSET..D_REASON_OFFSET]);
+    out[D_REASON_OFFSET..D_RESERVED_OFFSET].copy_from_slice(&d.reason.code().to_le_bytes());
+    out[D_RESERVED_OFFSET..D_T_IN_OFFSET].fill(0);
+    out[D_T_IN_OFFSET..D_T_DECIDED_OFFSET].copy_from_slice(&d.t_in_ns.to_le_bytes());
+    out[D_T_DECIDED_OFFSET..DECISION_LEN_BYTES].copy_from_slice(&d.t_decided_ns.to_le_bytes());
+}
+
+/// Reads a decision from exactly [`DECISION_LEN_BYTES`] bytes, validating every field.
+pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
+    if b.len() != DECISION_LEN_BYTES {
+        return Err(DecodeError::Length {
+            expected: DECISION_LEN_BYTES,
+            got: b.len(),
+        });
+    }
+    let order = decode_order(&b[D_ORDER_OFFSET..D_REASON_OFFSET])?;
+    let code = u16::from_le_bytes([b[D_REASON_OFFSET], b[D_REASON_OFFSET + 1]]);
+    let reason = Reason::from_u16(code).ok_or(DecodeError::Field {
+        field: "reason",
+        value: code as u64,
+    })?;
+    if b[D_RESERVED_OFFSET..D_T_IN_OFFSET].iter().any(|&x| x != 0) {
+        return Err(DecodeError::Field {
+            field: "reserved",
+            value: 0,
+        });
+    }
+    Ok(Decision {
+        input_seq: u64_at(b, D_INPUT_SEQ_OFFSET),
+        order,
+        reason,
+        t_in_ns: u64_at(b, D_T_IN_OFFSET),
+        t_decided_ns: u64_at(b, D_T_DECIDED_OFFSET),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_order() -> impl Strategy<Value = Order> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<i64>(),
+            any::<u64>(),
+            any::<u32>(),
+            "[A-Z0-9]{1,8}",
+            0u8..2,
+            0u8..5,
+        )
+            .prop_map(|(id, ts, px, qty, acct, sym, side, kind)| Order {
+                order_id: id,
+                ts_ns: ts,
+                price: px,
+                qty,
+                account: acct,
+                symbol: Symbol::new(&sym).expect("generated symbol is valid"),
+                side: Side::from_u8(side).expect("0..2"),
+                kind: OrderKind::from_u8(kind).expect("0..5"),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn order_round_trips(o in arb_order()) {
+            let mut buf = [0u8; ORDER_LEN_BYTES];
+            encode_order(&o, &mut buf);
+            prop_assert_eq!(decode_order(&buf).expect("decodes"), o);
+        }
+
+        #[test]
+        fn decision_round_trips(o in arb_order(), seq in any::<u64>(), r in 0u16..17, a in any::<u64>(), b in any::<u64>()) {
+            let d = Decision { input_seq: seq, order: o, reason: Reason::from_u16(r).expect("code"), t_in_ns: a, t_decided_ns: b };
+            let mut buf = [0u8; DECISION_LEN_BYTES];
+            encode_decision(&d, &mut buf);
+            prop_assert_eq!(decode_decision(&buf).expect("decodes"), d);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = decode_order(&bytes);
+            let _ = decode_decision(&bytes);
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut buf = [0u8; ORDER_LEN_BYTES];
+        encode_order(
+            &Order {
+                symbol: Symbol::new("AAPL").expect("valid"),
+                ..Order::default()
+            },
+            &mut buf,
+        );
+        let mut b = buf;
+        b[SIDE_OFFSET] = 7;
+        assert_eq!(
+            decode_order(&b),
+            Err(DecodeError::Field {
+                field: "side",
+                value: 7
+            })
+        );
+        let mut b = buf;
+        b[KIND_OFFSET] = 9;
+        assert!(matches!(
+            decode_order(&b),
+            Err(DecodeError::Field { field: "kind", .. })
+        ));
+        let mut b = buf;
+        b[SYMBOL_OFFSET] = b'a';
+        assert_eq!(decode_order(&b), Err(DecodeError::Symbol));
+        assert!(matches!(
+            decode_order(&buf[..10]),
+            Err(DecodeError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn reason_codes_are_dense_and_named() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.code() as usize, i);
+            assert_eq!(Reason::parse(r.as_str()), Some(*r));
+        }
+        assert_eq!(Reason::from_u16(Reason::ALL.len() as u16), None);
+    }
+}
