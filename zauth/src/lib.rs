@@ -1,0 +1,560 @@
+//! Endpoint policy and ZeroMQ authentication for every socket of the pipeline that faces a network.
+//!
+//! The rule: an endpoint that is not `inproc://`, `ipc://` or a loopback TCP address is *remote*,
+//! and a server socket bound there must authenticate its peers through ZeroMQ's ZAP protocol
+//! (RFC 27): an address allow-list, PLAIN credentials from a file, CURVE where the linked libzmq
+//! supports it. Binding a remote endpoint with none of these is refused unless the operator says
+//! `--insecure`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), zauth::AuthError> {
+//! let ctx = zmq::Context::new();
+//! let policy = zauth::ServerAuth {
+//!     allow: vec!["10.0.0.0/8".parse().expect("a network")],
+//!     ..zauth::ServerAuth::default()
+//! };
+//! let _zap = zauth::ZapHandler::start(&ctx, &policy)?; // one per context, before any bind
+//! let rep = ctx.socket(zmq::REP).expect("socket");
+//! zauth::bind(&rep, "tcp://0.0.0.0:5555", &policy)?;
+//! # Ok(()) }
+//! ```
+//!
+//! PLAIN sends the password in clear text: it authenticates, it does not encrypt. The `zmq`
+//! crate's vendored libzmq is built without libsodium, so CURVE encryption is not available in
+//! the default build ([`curve_available`] says so at run time; see `docs/security.md`).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ipnet::IpNet;
+
+/// The in-process endpoint where libzmq looks for the ZAP handler of a context (RFC 27).
+pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+/// The ZAP domain every authenticated server socket of this project uses.
+pub const ZAP_DOMAIN: &str = "titanic";
+/// How often the ZAP handler thread looks at its stop flag.
+const ZAP_POLL_MS: i64 = 100;
+/// Longest credentials file we read: a bound on memory taken from outside input.
+const CREDENTIALS_FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// Why an endpoint or an authentication setting was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The endpoint text is not `transport://address`.
+    #[error("endpoint {0:?} is not of the form tcp://HOST:PORT, ipc://PATH or inproc://NAME")]
+    BadEndpoint(String),
+    /// A remote endpoint would be bound without any authentication.
+    #[error(
+        "refusing to bind {0}: it is not loopback or ipc, and no authentication is configured \
+         (give an address allow-list or PLAIN credentials, or pass --insecure to accept anyone)"
+    )]
+    InsecureRemote(String),
+    /// The credentials file could not be read.
+    #[error("credentials file {path}: {source}")]
+    CredentialsIo {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The credentials file is readable by others.
+    #[error("credentials file {path} has mode {mode:o}: it must not be readable by group or others (chmod 600)")]
+    CredentialsMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A line of the credentials file is not `user:password`.
+    #[error("credentials file {path}, line {line}: expected USER:PASSWORD")]
+    CredentialsSyntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A ZeroMQ call failed.
+    #[error("{what}: {source}")]
+    Zmq {
+        /// What was being done.
+        what: &'static str,
+        /// The ZeroMQ error.
+        source: zmq::Error,
+    },
+}
+
+fn zerr(what: &'static str) -> impl FnOnce(zmq::Error) -> AuthError {
+    move |source| AuthError::Zmq { what, source }
+}
+
+/// Where an endpoint leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `inproc://`: inside this process.
+    InProcess,
+    /// `ipc://`: a Unix socket on this host (file permissions protect it).
+    Ipc,
+    /// TCP on a loopback address (127.0.0.0/8, ::1, `localhost`).
+    Loopback,
+    /// Anything else: reachable from other hosts.
+    Remote,
+}
+
+/// Classifies an endpoint. Host names other than `localhost` count as remote.
+pub fn scope(endpoint: &str) -> Result<Scope, AuthError> {
+    let bad = || AuthError::BadEndpoint(endpoint.to_owned());
+    let (transport, rest) = endpoint.split_once("://").ok_or_else(bad)?;
+    match transport {
+        "inproc" => Ok(Scope::InProcess),
+        "ipc" => Ok(Scope::Ipc),
+        "tcp" => {
+            // `tcp://source;dest` connects from `source`: the destination decides the scope.
+            let dest = rest.rsplit(';').next().ok_or_else(bad)?;
+            let (host, port) = dest.rsplit_once(':').ok_or_else(bad)?;
+            if port.is_empty() {
+                return Err(bad());
+            }
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.eq_ignore_ascii_case("localhost") {
+                return Ok(Scope::Loopback);
+            }
+            match host.parse::<IpAddr>() {
+                Ok(ip) if ip.is_loopback() => Ok(Scope::Loopback),
+                Ok(_) => Ok(Scope::Remote),
+                // `*`, an interface name or a host name: reachable from elsewhere.
+                Err(_) => Ok(Scope::Remote),
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// How a server socket authenticates its peers.
+#[derive(Clone, Default)]
+pub struct ServerAuth {
+    /// Peer addresses (networks) allowed to connect; empty means any address.
+    pub allow: Vec<IpNet>,
+    /// A file of `USER:PASSWORD` lines (mode 0600); when set, peers must log in with PLAIN.
+    pub plain_credentials: Option<PathBuf>,
+    /// Accept unauthenticated peers on remote endpoints (the operator's explicit choice).
+    pub insecure: bool,
+}
+
+impl fmt::Debug for ServerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAuth")
+            .field("allow", &self.allow)
+            .field("plain_credentials", &self.plain_credentials)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl ServerAuth {
+    /// Whether any authentication is configured (so a ZAP handler must run).
+    pub fn is_configured(&self) -> bool {
+        !self.allow.is_empty() || self.plain_credentials.is_some()
+    }
+}
+
+/// Binds `socket` to `endpoint` under `policy`: refuses an unauthenticated remote endpoint, and
+/// turns on ZAP (and PLAIN) when authentication is configured. Call [`ZapHandler::start`] on the
+/// socket's context first.
+pub fn bind(socket: &zmq::Socket, endpoint: &str, policy: &ServerAuth) -> Result<(), AuthError> {
+    let scope = scope(endpoint)?;
+    if scope == Scope::Remote && !policy.is_configured() && !policy.insecure {
+        return Err(AuthError::InsecureRemote(endpoint.to_owned()));
+    }
+    if policy.is_configured() && scope != Scope::InProcess {
+        socket
+            .set_zap_domain(ZAP_DOMAIN)
+            .map_err(zerr("setting the ZAP domain"))?;
+        if policy.plain_credentials.is_some() {
+            socket
+                .set_plain_server(true)
+                .map_err(zerr("enabling PLAIN"))?;
+        }
+    }
+    socket.bind(endpoint).map_err(zerr("binding"))
+}
+
+/// Whether the linked libzmq supports CURVE encryption (false for the default vendored build).
+pub fn curve_available() -> bool {
+    zmq::has("curve").unwrap_or(false)
+}
+
+/// Client-side credentials for a server that asks for PLAIN.
+#[derive(Clone, Default)]
+pub struct ClientAuth {
+    /// `(user, password)`.
+    pub plain: Option<(String, String)>,
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a password.
+        f.debug_struct("ClientAuth")
+            .field("plain_user", &self.plain.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl ClientAuth {
+    /// Reads `USER:PASSWORD` from the first line of a file (mode 0600).
+    pub fn from_file(path: &Path) -> Result<ClientAuth, AuthError> {
+        let creds = read_credentials(path)?;
+        let first = creds
+            .into_iter()
+            .next()
+            .ok_or(AuthError::CredentialsSyntax {
+                path: path.to_owned(),
+                line: 1,
+            })?;
+        Ok(ClientAuth { plain: Some(first) })
+    }
+
+    /// Sets the credentials on a client socket (before `connect`).
+    pub fn apply(&self, socket: &zmq::Socket) -> Result<(), AuthError> {
+        if let Some((user, pass)) = &self.plain {
+            socket
+                .set_plain_username(Some(user))
+                .map_err(zerr("setting the PLAIN user"))?;
+            socket
+                .set_plain_password(Some(pass))
+                .map_err(zerr("setting the PLAIN password"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `USER:PASSWORD` lines (`#` comments and blank lines ignored) from a file that only its
+/// owner may read.
+pub fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, AuthError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| AuthError::CredentialsIo {
+        path: path.to_owned(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(AuthError::CredentialsMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.take(CREDENTIALS_FILE_MAX_BYTES)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => {
+                out.push((u.to_owned(), p.to_owned()));
+            }
+            _ => {
+                return Err(AuthError::CredentialsSyntax {
+                    path: path.to_owned(),
+                    line: i + 1,
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Counters of the ZAP handler, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ZapStats {
+    /// Peers let in.
+    pub accepted: AtomicU64,
+    /// Peers refused (address not allowed, bad credentials, wrong mechanism).
+    pub refused: AtomicU64,
+}
+
+/// The ZAP handler of one ZeroMQ context: a thread answering libzmq's authentication requests.
+/// Stops (and joins) when dropped.
+#[derive(Debug)]
+pub struct ZapHandler {
+    stop: Arc<AtomicBool>,
+    stats: Arc<ZapStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The decision logic, apart from the socket, so that it is testable on its own.
+#[derive(Debug, Clone)]
+struct Policy {
+    allow: Vec<IpNet>,
+    users: Option<HashMap<String, String>>,
+}
+
+impl Policy {
+    /// `Ok(user_id)` to let the peer in, `Err(reason)` to refuse it.
+    fn decide(
+        &self,
+        address: &str,
+        mechanism: &str,
+        credentials: &[Vec<u8>],
+    ) -> Result<String, &'static str> {
+        if !self.allow.is_empty() {
+            let ip = parse_peer_ip(address).ok_or("unreadable peer address")?;
+            if !self.allow.iter().any(|net| net.contains(&ip)) {
+                return Err("address not allowed");
+            }
+        }
+        match &self.users {
+            None => Ok(String::new()),
+            Some(users) => {
+                if mechanism != "PLAIN" || credentials.len() != 2 {
+                    return Err("PLAIN credentials required");
+                }
+                let user = String::from_utf8_lossy(&credentials[0]);
+                match users.get(user.as_ref()) {
+                    Some(pass) if constant_time_eq(pass.as_bytes(), &credentials[1]) => {
+                        Ok(user.into_owned())
+                    }
+                    _ => Err("invalid credentials"),
+                }
+            }
+        }
+    }
+}
+
+fn parse_peer_ip(address: &str) -> Option<IpAddr> {
+    if let Ok(ip) = address.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // Some transports report `ip:port`.
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl ZapHandler {
+    /// Starts the handler for `ctx` when `policy` configures any authentication (returns `None`
+    /// otherwise). Must run before any socket of `ctx` binds with authentication; one per context.
+    pub fn start(ctx: &zmq::Context, policy: &ServerAuth) -> Result<Option<ZapHandler>, AuthError> {
+        if !policy.is_configured() {
+            return Ok(None);
+        }
+        let users = match &policy.plain_credentials {
+            Some(path) => Some(read_credentials(path)?.into_iter().collect()),
+            None => None,
+        };
+        let rules = Policy {
+            allow: policy.allow.clone(),
+            users,
+        };
+        let socket = ctx
+            .socket(zmq::REP)
+            .map_err(zerr("creating the ZAP socket"))?;
+        socket.set_linger(0).map_err(zerr("setting ZAP linger"))?;
+        socket
+            .bind(ZAP_ENDPOINT)
+            .map_err(zerr("binding the ZAP handler (one per context)"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ZapStats::default());
+        let (stop2, stats2) = (stop.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("zap".into())
+            .spawn(move || serve(socket, rules, &stop2, &stats2))
+            .map_err(|e| AuthError::CredentialsIo {
+                path: PathBuf::from("<zap thread>"),
+                source: e,
+            })?;
+        Ok(Some(ZapHandler {
+            stop,
+            stats,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Accept / refuse counters.
+    pub fn stats(&self) -> &ZapStats {
+        &self.stats
+    }
+}
+
+impl Drop for ZapHandler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(socket: zmq::Socket, rules: Policy, stop: &AtomicBool, stats: &ZapStats) {
+    while !stop.load(Ordering::Relaxed) {
+        match socket.poll(zmq::POLLIN, ZAP_POLL_MS) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(zmq::Error::ETERM) => return,
+            Err(_) => continue,
+        }
+        let frames = match socket.recv_multipart(0) {
+            Ok(f) => f,
+            Err(zmq::Error::ETERM) => return,
+            Err(_) => continue,
+        };
+        // RFC 27 request: version, request id, domain, address, identity, mechanism, credentials…
+        let (status, text, user, request_id) = if frames.len() < 6 || frames[0] != b"1.0" {
+            ("500", "malformed ZAP request", String::new(), Vec::new())
+        } else {
+            let address = String::from_utf8_lossy(&frames[3]);
+            let mechanism = String::from_utf8_lossy(&frames[5]);
+            match rules.decide(&address, &mechanism, &frames[6..]) {
+                Ok(user) => {
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    ("200", "OK", user, frames[1].clone())
+                }
+                Err(why) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(peer = %address, mechanism = %mechanism, "refused connection: {why}");
+                    ("400", why, String::new(), frames[1].clone())
+                }
+            }
+        };
+        let reply: [&[u8]; 6] = [
+            b"1.0",
+            &request_id,
+            status.as_bytes(),
+            text.as_bytes(),
+            user.as_bytes(),
+            b"",
+        ];
+        if let Err(zmq::Error::ETERM) = socket.send_multipart(reply, 0) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(scope("inproc://risk").ok(), Some(Scope::InProcess));
+        assert_eq!(scope("ipc:///tmp/x").ok(), Some(Scope::Ipc));
+        assert_eq!(scope("tcp://127.0.0.1:5555").ok(), Some(Scope::Loopback));
+        assert_eq!(scope("tcp://127.9.9.9:5555").ok(), Some(Scope::Loopback));
+        assert_eq!(scope("tcp://localhost:5555").ok(), Some(Scope::Loopback));
+        assert_eq!(scope("tcp://[::1]:5555").ok(), Some(Scope::Loopback));
+        assert_eq!(scope("tcp://*:5555").ok(), Some(Scope::Remote));
+        assert_eq!(scope("tcp://0.0.0.0:5555").ok(), Some(Scope::Remote));
+        assert_eq!(scope("tcp://10.1.2.3:5555").ok(), Some(Scope::Remote));
+        assert_eq!(scope("tcp://eth0:5555").ok(), Some(Scope::Remote));
+        assert_eq!(
+            scope("tcp://127.0.0.2;10.0.0.1:5555").ok(),
+            Some(Scope::Remote)
+        );
+        for bad in [
+            "",
+            "tcp:/x",
+            "udp://1.2.3.4:5",
+            "tcp://1.2.3.4",
+            "tcp://1.2.3.4:",
+        ] {
+            assert!(scope(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn remote_bind_without_auth_is_refused_unless_insecure() {
+        let ctx = zmq::Context::new();
+        let s = ctx.socket(zmq::REP).expect("socket");
+        let err = bind(&s, "tcp://0.0.0.0:*", &ServerAuth::default()).expect_err("refused");
+        assert!(matches!(err, AuthError::InsecureRemote(_)), "{err}");
+        assert!(err.to_string().contains("--insecure"));
+        let open = ServerAuth {
+            insecure: true,
+            ..ServerAuth::default()
+        };
+        bind(&s, "tcp://0.0.0.0:*", &open).expect("insecure bind is the operator's choice");
+        // Loopback needs nothing.
+        let s2 = ctx.socket(zmq::REP).expect("socket");
+        bind(&s2, "tcp://127.0.0.1:*", &ServerAuth::default()).expect("loopback");
+    }
+
+    #[test]
+    fn policy_decisions() {
+        let users: HashMap<String, String> = [("ops".to_owned(), "s3cret".to_owned())].into();
+        let p = Policy {
+            allow: vec!["127.0.0.1/32".parse().expect("net")],
+            users: Some(users),
+        };
+        let good = [b"ops".to_vec(), b"s3cret".to_vec()];
+        assert_eq!(p.decide("127.0.0.1", "PLAIN", &good), Ok("ops".into()));
+        assert!(p.decide("127.0.0.2", "PLAIN", &good).is_err());
+        assert!(p
+            .decide("127.0.0.1", "PLAIN", &[b"ops".to_vec(), b"wrong".to_vec()])
+            .is_err());
+        assert!(p.decide("127.0.0.1", "NULL", &[]).is_err());
+        assert!(p.decide("garbage", "PLAIN", &good).is_err());
+        let open = Policy {
+            allow: vec![],
+            users: None,
+        };
+        assert!(open.decide("8.8.8.8", "NULL", &[]).is_ok());
+    }
+
+    #[test]
+    fn credentials_file_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("creds");
+        fs::write(&path, "# users\nops:s3cret\n\nrisk:pa:ss\n").expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            read_credentials(&path),
+            Err(AuthError::CredentialsMode { .. })
+        ));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let creds = read_credentials(&path).expect("reads");
+        assert_eq!(
+            creds,
+            vec![
+                ("ops".to_owned(), "s3cret".to_owned()),
+                ("risk".to_owned(), "pa:ss".to_owned())
+            ]
+        );
+        fs::write(&path, "ops\n").expect("write");
+        let err = read_credentials(&path).expect_err("syntax");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let client = ClientAuth::from_file(&dir.path().join("missing"));
+        assert!(matches!(client, Err(AuthError::CredentialsIo { .. })));
+    }
+
+    #[test]
+    fn debug_never_prints_passwords() {
+        let c = ClientAuth {
+            plain: Some(("ops".into(), "s3cret".into())),
+        };
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
