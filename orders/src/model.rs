@@ -56,9 +56,14 @@ impl Symbol {
 
     /// Rebuilds a symbol from its 8 stored bytes, checking them as [`Symbol::new`] would.
     pub fn from_bytes(bytes: [u8; SYMBOL_LEN_BYTES]) -> Result<Self, SymbolError> {
-        let len = bytes.iter().position(|&b| b == 0).unwrap_or(SYMBOL_LEN_BYTES);
+        let len = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(SYMBOL_LEN_BYTES);
         if bytes[len..].iter().any(|&b| b != 0) {
-            return Err(SymbolError::BadChar(String::from_utf8_lossy(&bytes).into_owned()));
+            return Err(SymbolError::BadChar(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
         }
         let text = std::str::from_utf8(&bytes[..len])
             .map_err(|_| SymbolError::BadChar(String::from_utf8_lossy(&bytes).into_owned()))?;
@@ -77,7 +82,11 @@ impl Symbol {
 
     /// The symbol as text (without padding).
     pub fn as_str(&self) -> &str {
-        let len = self.0.iter().position(|&b| b == 0).unwrap_or(SYMBOL_LEN_BYTES);
+        let len = self
+            .0
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(SYMBOL_LEN_BYTES);
         // Only ASCII is ever stored (checked in `new` and `from_bytes`).
         std::str::from_utf8(&self.0[..len]).unwrap_or("?")
     }

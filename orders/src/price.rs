@@ -137,7 +137,9 @@ mod tests {
             parse_price_ticks("1.00000"),
             Err(PriceError::TooPrecise(_))
         ));
-        for bad in ["", " ", "abc", "1.2.3", "1e5", "--1", ".", "-", "1,5", "0x10"] {
+        for bad in [
+            "", " ", "abc", "1.2.3", "1e5", "--1", ".", "-", "1,5", "0x10",
+        ] {
             assert!(parse_price_ticks(bad).is_err(), "{bad:?} must be refused");
         }
     }

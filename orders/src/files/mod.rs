@@ -1,0 +1,514 @@
+//! Order files: CSV, a compact memory-mapped binary format, and LOBSTER message files (plain or
+//! gzipped). `docs/formats/orders.md` describes each format byte for byte.
+//!
+//! [`OrderFile::open`] detects the format (unless [`LoadOptions::format`] names it), reads and
+//! validates every order up front, and then hands them out cheaply with [`OrderFile::get`] and
+//! [`OrderFile::iter`]. Detection, in order:
+//!
+//! 1. gzip magic `1f 8b` → decompress, then detect on the content;
+//! 2. the binary magic `ORDRBIN\0` → [`Format::Binary`] (memory-mapped when not gzipped);
+//! 3. a first line starting `Time,Type` (a LOBSTER header) → [`Format::Lobster`];
+//! 4. a first line naming an `order_id` column → [`Format::Csv`];
+//! 5. a first line of 6 or 7 comma-separated fields whose first 6 are numbers →
+//!    [`Format::Lobster`];
+//! 6. anything else: [`FileErrorKind::UnknownFormat`].
+//!
+//! Bad input is a [`FileError`] naming the file, the line and column (text) or record and byte
+//! offset (binary), and what was expected. With [`LoadOptions::max_errors`] = N, up to N bad
+//! lines of a text file are skipped and counted ([`OrderFile::skipped`]); the next one is an
+//! error. Binary files are machine-written and never skipped: any bad record is an error.
+
+mod binary;
+mod csv_file;
+mod error;
+pub mod limits;
+mod lobster;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use memmap2::Mmap;
+
+pub use binary::VERSION as BINARY_VERSION;
+pub use binary::{HEADER_LEN_BYTES as BINARY_HEADER_LEN_BYTES, MAGIC as BINARY_MAGIC};
+pub use csv_file::HEADER as CSV_HEADER;
+pub use error::{Column, FileError, FileErrorKind, Location};
+pub use lobster::{parse_time_ns as parse_lobster_time_ns, LobsterCounts};
+
+use crate::model::{Order, Symbol};
+use limits::{GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SNIPPET_BYTES_MAX, WRITE_BUFFER_BYTES};
+
+/// An order-file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// CSV with a header naming the columns.
+    Csv,
+    /// The compact binary format (24-byte header, 48-byte records).
+    Binary,
+    /// A LOBSTER message file (read only).
+    Lobster,
+}
+
+impl Format {
+    /// `csv`, `binary` or `lobster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Binary => "binary",
+            Format::Lobster => "lobster",
+        }
+    }
+
+    /// The format an output path asks for by its extension: `.csv` → CSV, `.bin` → binary
+    /// (any case); `None` otherwise.
+    pub fn from_extension(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?;
+        if ext.eq_ignore_ascii_case("csv") {
+            Some(Format::Csv)
+        } else if ext.eq_ignore_ascii_case("bin") {
+            Some(Format::Binary)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is not `csv`, `binary` or `lobster`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: expected csv, binary or lobster")]
+pub struct UnknownFormatName(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormatName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Format::Csv, Format::Binary, Format::Lobster]
+            .into_iter()
+            .find(|f| s.eq_ignore_ascii_case(f.as_str()))
+            .ok_or_else(|| UnknownFormatName(s.to_owned()))
+    }
+}
+
+/// How to load an order file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The format; `None` detects it from the content (see the module docs).
+    pub format: Option<Format>,
+    /// LOBSTER only: the symbol of every order; `None` takes it from the file name
+    /// (`TICKER_DATE_...`). CSV and binary files carry their own symbols and ignore it.
+    pub symbol: Option<Symbol>,
+    /// Bad lines of a text file to skip (and count) before failing; 0 fails on the first.
+    pub max_errors: u64,
+    /// LOBSTER only: accounts to spread orders over (`account = 1 + order_id % N`), ≥ 1.
+    pub lobster_accounts: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            format: None,
+            symbol: None,
+            max_errors: 0,
+            lobster_accounts: LOBSTER_ACCOUNTS_DEFAULT,
+        }
+    }
+}
+
+/// Counts bad lines of a text file against `max_errors`.
+#[derive(Debug)]
+pub(crate) struct BadLines {
+    max_errors: u64,
+    skipped: u64,
+}
+
+impl BadLines {
+    pub(crate) fn new(max_errors: u64) -> Self {
+        BadLines {
+            max_errors,
+            skipped: 0,
+        }
+    }
+
+    /// Skips a bad line if the allowance permits, else returns its error.
+    pub(crate) fn skip(&mut self, e: FileError) -> Result<(), FileError> {
+        if self.skipped < self.max_errors {
+            self.skipped += 1;
+            return Ok(());
+        }
+        if self.max_errors == 0 {
+            return Err(e);
+        }
+        let max_errors = self.max_errors;
+        Err(e.map_kind(|problem| FileErrorKind::TooManyBadLines {
+            max_errors,
+            problem: Box::new(problem),
+        }))
+    }
+
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+enum Storage {
+    /// A validated binary file, mapped: record `i` is decoded on demand.
+    Mapped { map: Mmap, count: usize },
+    /// Orders parsed from text (or from gzipped binary).
+    Owned(Vec<Order>),
+}
+
+/// All orders of a file, validated at open.
+pub struct OrderFile {
+    path: PathBuf,
+    format: Format,
+    gzipped: bool,
+    storage: Storage,
+    skipped: u64,
+    lobster: Option<LobsterCounts>,
+}
+
+impl fmt::Debug for OrderFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrderFile")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("gzipped", &self.gzipped)
+            .field("mapped", &matches!(self.storage, Storage::Mapped { .. }))
+            .field("len", &self.len())
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::new(path, Location::File, FileErrorKind::Io { action, source })
+}
+
+impl OrderFile {
+    /// Opens, detects, reads and validates an order file.
+    ///
+    /// A binary file is memory-mapped: it must not be truncated or rewritten while the
+    /// returned value lives (see the `# Safety` notes of the binary module; files written by
+    /// [`write_binary`] are replaced atomically, never rewritten in place).
+    pub fn open(path: &Path, opts: &LoadOptions) -> Result<OrderFile, FileError> {
+        check_options(path, opts)?;
+        let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
+        let len = file
+            .metadata()
+            .map_err(io_error(path, "cannot read metadata"))?
+            .len();
+        if len == 0 {
+            return Err(FileError::new(path, Location::File, FileErrorKind::Empty));
+        }
+        let mut head = [0u8; BINARY_MAGIC.len()];
+        let head_len = read_up_to(&mut file, &mut head).map_err(io_error(path, "cannot read"))?;
+        let head = &head[..head_len];
+        let gzipped = head.starts_with(&GZIP_MAGIC);
+        let binary = match opts.format {
+            Some(f) => f == Format::Binary,
+            None => binary::has_magic(head),
+        };
+        if binary && !gzipped {
+            let map = binary::map_read_only(&file).map_err(io_error(path, "cannot map"))?;
+            let count = binary::check_header(path, &map)?;
+            binary::check_records(path, &map, count)?;
+            let count = usize::try_from(count).map_err(|_| {
+                FileError::new(
+                    path,
+                    Location::File,
+                    FileErrorKind::BadOption {
+                        option: "file",
+                        problem: "has more records than this machine can address",
+                    },
+                )
+            })?;
+            return Ok(OrderFile {
+                path: path.to_path_buf(),
+                format: Format::Binary,
+                gzipped: false,
+                storage: Storage::Mapped { map, count },
+                skipped: 0,
+                lobster: None,
+            });
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        bytes.extend_from_slice(head);
+        file.read_to_end(&mut bytes)
+            .map_err(io_error(path, "cannot read"))?;
+        OrderFile::from_bytes(path, &bytes, opts)
+    }
+
+    /// Loads orders from the bytes of a file (plain or gzipped). `path` names the origin in
+    /// errors and gives a LOBSTER file its symbol; nothing is read from it.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        opts: &LoadOptions,
+    ) -> Result<OrderFile, FileError> {
+        check_options(path, opts)?;
+        let gzipped = bytes.starts_with(&GZIP_MAGIC);
+        let unzipped;
+        let data = if gzipped {
+            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
+            flate2::read::MultiGzDecoder::new(bytes)
+                .read_to_end(&mut out)
+                .map_err(|e| FileError::new(path, Location::File, FileErrorKind::Gzip(e)))?;
+            unzipped = out;
+            &unzipped[..]
+        } else {
+            bytes
+        };
+        let format = match opts.format {
+            Some(f) => f,
+            None => detect(path, data)?,
+        };
+        let mut bad = BadLines::new(opts.max_errors);
+        let mut lobster_counts = None;
+        let orders = match format {
+            Format::Binary => {
+                let count = binary::check_header(path, data)?;
+                binary::check_records(path, data, count)?;
+                (0..count as usize)
+                    .map(|i| {
+                        binary::decode_record(data, i)
+                            .map_err(|e| binary::record_error(path, i as u64, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Format::Csv => csv_file::parse(path, text_of(data), &mut bad)?,
+            Format::Lobster => {
+                let symbol = match opts.symbol {
+                    Some(s) => s,
+                    None => lobster::symbol_from_file_name(path)
+                        .map_err(|k| FileError::new(path, Location::File, k))?,
+                };
+                if text_of(data).trim_ascii().is_empty() {
+                    return Err(FileError::new(path, Location::File, FileErrorKind::Empty));
+                }
+                let (orders, counts) =
+                    lobster::parse(path, text_of(data), symbol, opts.lobster_accounts, &mut bad)?;
+                lobster_counts = Some(counts);
+                orders
+            }
+        };
+        Ok(OrderFile {
+            path: path.to_path_buf(),
+            format,
+            gzipped,
+            storage: Storage::Owned(orders),
+            skipped: bad.skipped(),
+            lobster: lobster_counts,
+        })
+    }
+
+    /// Number of orders.
+    pub fn len(&self) -> usize {
+        match &self.storage {
+            Storage::Mapped { count, .. } => *count,
+            Storage::Owned(v) => v.len(),
+        }
+    }
+
+    /// Whether the file holds no orders.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Order `i` (0-based). Cheap: a copy, or one decode from the map (no allocation).
+    ///
+    /// # Panics
+    /// If `i >= self.len()`, or if a mapped binary file was rewritten after it was validated
+    /// at open (the contract of [`OrderFile::open`]; [`OrderFile::try_get`] reports it
+    /// instead).
+    pub fn get(&self, i: usize) -> Order {
+        match self.try_get(i) {
+            Some(Ok(order)) => order,
+            Some(Err(e)) => panic!("{e} (the file changed after it was validated at open)"),
+            None => panic!(
+                "order index {i} out of range: {} holds {} orders",
+                self.path.display(),
+                self.len()
+            ),
+        }
+    }
+
+    /// Order `i`, `None` when out of range, an error when a mapped binary record no longer
+    /// decodes (the file was rewritten while open).
+    pub fn try_get(&self, i: usize) -> Option<Result<Order, FileError>> {
+        match &self.storage {
+            Storage::Owned(v) => v.get(i).copied().map(Ok),
+            Storage::Mapped { map, count } => (i < *count).then(|| {
+                binary::decode_record(map, i)
+                    .map_err(|e| binary::record_error(&self.path, i as u64, e))
+            }),
+        }
+    }
+
+    /// Every order, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = Order> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Bad lines skipped under [`LoadOptions::max_errors`].
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Where the orders came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the file was gzipped.
+    pub fn gzipped(&self) -> bool {
+        self.gzipped
+    }
+
+    /// Whether the orders are read from a memory map (a plain binary file).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped { .. })
+    }
+
+    /// For a LOBSTER file, the rows imported per LOBSTER event type.
+    pub fn lobster_counts(&self) -> Option<&LobsterCounts> {
+        self.lobster.as_ref()
+    }
+}
+
+fn check_options(path: &Path, opts: &LoadOptions) -> Result<(), FileError> {
+    if opts.lobster_accounts == 0 {
+        return Err(FileError::new(
+            path,
+            Location::File,
+            FileErrorKind::BadOption {
+                option: "lobster_accounts",
+                problem: "must be at least 1",
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the end of the file; returns the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Text without a UTF-8 byte-order mark.
+fn text_of(data: &[u8]) -> &[u8] {
+    data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data)
+}
+
+/// Detects the format of (decompressed) file content.
+fn detect(path: &Path, data: &[u8]) -> Result<Format, FileError> {
+    if binary::has_magic(data) {
+        return Ok(Format::Binary);
+    }
+    let text = text_of(data);
+    let Some((line_no, first)) = text
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .find(|(_, l)| !l.trim_ascii().is_empty())
+    else {
+        return Err(FileError::new(path, Location::File, FileErrorKind::Empty));
+    };
+    if lobster::is_header(first) {
+        // Checked first: a LOBSTER header may spell its id column `order_id`.
+        Ok(Format::Lobster)
+    } else if csv_file::is_header(first) {
+        Ok(Format::Csv)
+    } else if lobster::looks_like_row(first) {
+        Ok(Format::Lobster)
+    } else {
+        let shown = &first[..first.len().min(SNIPPET_BYTES_MAX)];
+        Err(FileError::new(
+            path,
+            Location::Line {
+                line: line_no,
+                column: None,
+            },
+            FileErrorKind::UnknownFormat {
+                found: String::from_utf8_lossy(shown).into_owned(),
+            },
+        ))
+    }
+}
+
+/// Writes through a temporary file beside `path`, then renames it into place, so that a
+/// reader (or a memory map) never sees a half-written file.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<u64>,
+) -> Result<u64, FileError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+        let count = write(&mut w)?;
+        w.flush()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(count)
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file may not even exist.
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_error(path, "cannot write"))
+}
+
+/// Writes `orders` as CSV (header `order_id,account,symbol,side,qty,price,ts_ns,kind`).
+pub fn write_csv(path: &Path, orders: impl IntoIterator<Item = Order>) -> Result<(), FileError> {
+    write_atomically(path, |w| csv_file::write_to(w, orders)).map(|_| ())
+}
+
+/// Writes `orders` as a binary order file.
+pub fn write_binary(path: &Path, orders: impl IntoIterator<Item = Order>) -> Result<(), FileError> {
+    write_atomically(path, |w| binary::write_to(w, orders)).map(|_| ())
+}
+
+/// Writes `orders` in `format` (CSV or binary) and returns how many were written.
+pub fn write_orders(
+    path: &Path,
+    format: Format,
+    orders: impl IntoIterator<Item = Order>,
+) -> Result<u64, FileError> {
+    match format {
+        Format::Csv => write_atomically(path, |w| csv_file::write_to(w, orders)),
+        Format::Binary => write_atomically(path, |w| binary::write_to(w, orders)),
+        Format::Lobster => Err(FileError::new(
+            path,
+            Location::File,
+            FileErrorKind::NotWritable("lobster"),
+        )),
+    }
+}

@@ -1,0 +1,22 @@
+//! Order model, decision records and order files shared by the engine, the risk service, the
+//! audit journal and the benchmarks.
+//!
+//! - [`model`]: [`Order`], [`Side`], [`OrderKind`], [`Symbol`], [`Reason`], [`Decision`].
+//! - [`codec`]: the fixed-size little-endian encodings used on every wire and in the journal.
+//! - [`price`]: exact decimal ↔ tick conversion (1 tick = 0.0001).
+//! - [`files`]: order files (CSV, memory-mapped binary, LOBSTER), loaders and writers.
+#![deny(unsafe_code)] // one `#[allow]`: the read-only mmap of binary order files (files/binary.rs)
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod files;
+pub mod model;
+pub mod price;
+
+pub use codec::{
+    decode_decision, decode_order, encode_decision, encode_order, DecodeError, DECISION_LEN_BYTES,
+    ORDER_LEN_BYTES,
+};
+pub use files::{write_binary, write_csv, FileError, Format, LoadOptions, OrderFile};
+pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};
+pub use price::{format_price_ticks, parse_price_ticks, price_ticks_from_f64, PriceError};
