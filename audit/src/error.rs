@@ -1,0 +1,342 @@
+//! Typed errors of the audit crate.
+//!
+//! Two classes are kept apart because the `audit` binary maps them to different exit codes:
+//! [`JournalError::Damaged`] (the journal or its checkpoints are not what they claim: exit 1)
+//! and everything else (I/O, usage, configuration, sockets: exit 2).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What is wrong at a damaged place of a journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DamageKind {
+    /// The segment header does not decode.
+    Header(crate::format::HeaderProblem),
+    /// A header field disagrees with the file or the journal.
+    HeaderField {
+        /// Which field.
+        field: &'static str,
+        /// Value in the header.
+        found: u64,
+        /// Value expected.
+        expected: u64,
+    },
+    /// The record header does not decode.
+    Record(crate::format::RecordProblem),
+    /// The record would extend past the end of its segment.
+    RecordPastEnd {
+        /// Its `record_len`.
+        record_len: u32,
+    },
+    /// The sequence number is not the next one.
+    Seq {
+        /// Sequence number found.
+        found: u64,
+    },
+    /// Stored hash differs from SHA-256(previous hash ‖ record bytes).
+    Hash,
+    /// Padding bytes after the payload are not zero.
+    Padding,
+    /// Non-zero bytes follow a zero `record_len` word (the end of data), and they are not
+    /// the remains of one interrupted append.
+    DataAfterEnd {
+        /// How many bytes from the end of the chain to the last non-zero byte.
+        bytes: u64,
+    },
+    /// A partial record follows the last one: what an append in progress (or a writer that
+    /// crashed and was not reopened yet) leaves; reopening the journal for append cuts it.
+    TornTail {
+        /// Bytes of the partial record.
+        bytes: u64,
+    },
+    /// The first segment is not the start of the journal (pruned or removed segments).
+    MissingStart {
+        /// First sequence number of the first segment present.
+        first_seq: u64,
+    },
+    /// The segment's `prev_hash` is not the hash the previous segment ended on.
+    Link,
+    /// The segment does not start right after the previous one's last record.
+    SegmentSeq {
+        /// First sequence number in this segment's header.
+        found: u64,
+    },
+    /// A checkpoint names a record past the end of the journal: the tail was cut off.
+    TailCut {
+        /// The journal's last sequence number (0 when empty).
+        last_seq: u64,
+    },
+    /// A checkpoint's head hash differs from the journal's hash at that record (rewritten log).
+    CheckpointHash,
+    /// A checkpoint's Ed25519 signature does not verify under the given public key.
+    CheckpointSignature,
+    /// A checkpoint was made with another key than the one given.
+    CheckpointKey {
+        /// Key id in the checkpoint (hex).
+        found: String,
+        /// Key id of `--pubkey` (hex).
+        expected: String,
+    },
+    /// Checkpoints are not in increasing sequence order.
+    CheckpointOrder,
+    /// A checkpoint entry does not decode (bad magic/version).
+    CheckpointEntry,
+    /// A public key was given but the journal has no checkpoint to check it against.
+    NoCheckpoint,
+    /// `--expect-head SEQ:HASH`: the journal ends before SEQ.
+    ExpectedHeadMissing {
+        /// The journal's last sequence number.
+        last_seq: u64,
+    },
+    /// `--expect-head SEQ:HASH`: the hash at SEQ differs.
+    ExpectedHeadHash,
+}
+
+impl fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageKind::Header(p) => write!(f, "{p}"),
+            DamageKind::HeaderField {
+                field,
+                found,
+                expected,
+            } => write!(f, "segment header {field} is {found}, expected {expected}"),
+            DamageKind::Record(p) => write!(f, "{p}"),
+            DamageKind::RecordPastEnd { record_len } => {
+                write!(f, "record_len {record_len} runs past the end of the segment")
+            }
+            DamageKind::Seq { found } => write!(f, "sequence number {found} out of order"),
+            DamageKind::Hash => f.write_str(
+                "hash mismatch: stored hash differs from SHA-256(previous hash || record)",
+            ),
+            DamageKind::Padding => f.write_str("non-zero padding after the payload"),
+            DamageKind::DataAfterEnd { bytes } => write!(
+                f,
+                "end of data (zero record_len) followed by {bytes} bytes of data: not a torn tail"
+            ),
+            DamageKind::TornTail { bytes } => write!(
+                f,
+                "{bytes} bytes of an incomplete record after the last one (a writer is \
+                 appending, or crashed and was not reopened: opening the journal for append \
+                 cuts them)"
+            ),
+            DamageKind::MissingStart { first_seq } => write!(
+                f,
+                "journal starts at sequence {first_seq}, not 1: leading segments are missing"
+            ),
+            DamageKind::Link => f.write_str(
+                "segment prev_hash differs from the hash the previous segment ended on",
+            ),
+            DamageKind::SegmentSeq { found } => write!(
+                f,
+                "segment starts at sequence {found}, not right after the previous segment"
+            ),
+            DamageKind::TailCut { last_seq } => write!(
+                f,
+                "checkpoint is past the end of the journal (last sequence {last_seq}): tail cut off"
+            ),
+            DamageKind::CheckpointHash => f.write_str(
+                "checkpoint head hash differs from the journal's hash at that sequence: log rewritten",
+            ),
+            DamageKind::CheckpointSignature => {
+                f.write_str("checkpoint signature does not verify with the public key")
+            }
+            DamageKind::CheckpointKey { found, expected } => write!(
+                f,
+                "checkpoint signed by key {found}, not by the given key {expected}"
+            ),
+            DamageKind::CheckpointOrder => {
+                f.write_str("checkpoint sequence numbers go backwards")
+            }
+            DamageKind::CheckpointEntry => f.write_str("checkpoint entry does not decode"),
+            DamageKind::NoCheckpoint => {
+                f.write_str("a public key was given but the journal has no checkpoint")
+            }
+            DamageKind::ExpectedHeadMissing { last_seq } => write!(
+                f,
+                "expected head is past the end of the journal (last sequence {last_seq}): tail cut off"
+            ),
+            DamageKind::ExpectedHeadHash => f.write_str(
+                "hash at the expected head's sequence differs: log rewritten or replaced",
+            ),
+        }
+    }
+}
+
+/// Where a journal is damaged and how: the first bad place found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment (or checkpoint) file.
+    pub file: PathBuf,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// The sequence number expected at that place, when there is one.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub what: DamageKind,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, offset {}", self.file.display(), self.offset)?;
+        if let Some(seq) = self.seq {
+            write!(f, ", seq {seq}")?;
+        }
+        write!(f, ": {}", self.what)
+    }
+}
+
+/// Errors of the journal library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The journal (or its checkpoints) is damaged.
+    #[error("journal damaged: {0}")]
+    Damaged(Box<Damage>),
+    /// An I/O operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// No space left to pre-allocate a segment; nothing already written is affected.
+    #[error("journal full: cannot allocate {bytes} bytes for {}: {source}", path.display())]
+    Full {
+        /// The segment that could not be allocated.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// ENOSPC / EDQUOT.
+        #[source]
+        source: io::Error,
+    },
+    /// The payload is larger than the limit or than an empty segment can hold.
+    #[error("record payload of {payload_len} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge {
+        /// Payload size.
+        payload_len: usize,
+        /// The maximum accepted.
+        max: usize,
+    },
+    /// Another writer holds the journal.
+    #[error("journal {} is locked by another writer", dir.display())]
+    Locked {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+    /// The journal directory does not exist or holds no segment.
+    #[error("no journal in {}: no segment files", dir.display())]
+    NoJournal {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Invalid configuration or argument.
+    #[error("invalid {what}: {detail}")]
+    Config {
+        /// Which setting.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A key file is unreadable or malformed.
+    #[error("key file {}: {detail}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A ZeroMQ operation failed.
+    #[error("zmq {op} {endpoint}: {source}")]
+    Zmq {
+        /// What was being done.
+        op: &'static str,
+        /// The endpoint or socket.
+        endpoint: String,
+        /// The ZeroMQ error.
+        #[source]
+        source: zmq::Error,
+    },
+    /// A record received from the live feed or the gap-fill service does not chain: its hash
+    /// is not SHA-256(previous hash ‖ record).
+    #[error("hash chain broken at seq {seq} in the {from}")]
+    FeedHash {
+        /// The record.
+        seq: u64,
+        /// Where it came from.
+        from: &'static str,
+    },
+    /// A request got no answer.
+    #[error("no answer from {endpoint} within {ms} ms ({attempts} attempts)")]
+    Timeout {
+        /// The endpoint.
+        endpoint: String,
+        /// Timeout of each attempt.
+        ms: u64,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A message on the wire does not decode.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A previous failure left the writer unusable (a segment could not be mapped after
+    /// roll-over); reopen the journal.
+    #[error("writer is unusable after an earlier failure; reopen the journal")]
+    Poisoned,
+}
+
+impl JournalError {
+    /// Whether this error says the journal is damaged (exit 1) rather than unreadable or
+    /// misused (exit 2).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Damaged(_) | JournalError::FeedHash { .. }
+        )
+    }
+
+    /// The damage, when this is one.
+    pub fn damage(&self) -> Option<&Damage> {
+        match self {
+            JournalError::Damaged(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> JournalError {
+        JournalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn damaged(
+        file: &Path,
+        offset: u64,
+        seq: Option<u64>,
+        what: DamageKind,
+    ) -> JournalError {
+        JournalError::Damaged(Box::new(Damage {
+            file: file.to_path_buf(),
+            offset,
+            seq,
+            what,
+        }))
+    }
+
+    pub(crate) fn zmq(op: &'static str, endpoint: &str, source: zmq::Error) -> JournalError {
+        JournalError::Zmq {
+            op,
+            endpoint: endpoint.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Every limit of the audit crate, named once, units last.
+//!
+//! Limits that depend on each other are tied together with `const _: () = assert!(..)` so that a
+//! change to one that breaks another fails to compile instead of failing in production.
+
+use crate::format::{
+    CHECKPOINT_LEN_BYTES, HASH_LEN_BYTES, RECORD_ALIGN_BYTES, RECORD_HEADER_LEN_BYTES,
+    SEGMENT_HEADER_LEN_BYTES,
+};
+use crate::wire::{ENTRY_HEADER_LEN_BYTES, PUB_BATCH_HEADER_LEN_BYTES, REPLY_HEADER_LEN_BYTES};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+// ---------------------------------------------------------------------------------------------
+// Records and segments
+// ---------------------------------------------------------------------------------------------
+
+/// Largest payload one record may carry. Bounds the torn-tail window (below) and the size of
+/// every buffer that holds one record, so it is deliberately small: a decision is 80 bytes.
+pub const PAYLOAD_LEN_BYTES_MAX: u32 = 64 * KIB as u32;
+
+/// Largest record on disk: header + largest payload (already a multiple of 8) + hash.
+pub const RECORD_LEN_BYTES_MAX: u32 =
+    RECORD_HEADER_LEN_BYTES as u32 + PAYLOAD_LEN_BYTES_MAX + HASH_LEN_BYTES as u32;
+const _: () = assert!(PAYLOAD_LEN_BYTES_MAX % RECORD_ALIGN_BYTES as u32 == 0);
+
+/// Smallest record on disk (empty payload): header + hash.
+pub const RECORD_LEN_BYTES_MIN: u32 = (RECORD_HEADER_LEN_BYTES + HASH_LEN_BYTES) as u32;
+
+/// Default size of one segment file (pre-allocated, then mapped).
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 * MIB;
+
+/// Smallest segment accepted by the writer (tests use it to roll over often). A record that
+/// does not fit in an empty segment is refused with [`crate::JournalError::RecordTooLarge`].
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4 * KIB;
+
+/// Largest segment accepted (one mapping; offsets in diagnostics stay readable).
+pub const SEGMENT_SIZE_BYTES_MAX: u64 = 1024 * MIB;
+
+/// Segment sizes are whole pages, so that `msync` ranges never straddle two segments' pages.
+pub const SEGMENT_SIZE_ALIGN_BYTES: u64 = 4096;
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % SEGMENT_SIZE_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT % SEGMENT_SIZE_ALIGN_BYTES == 0);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MAX % SEGMENT_SIZE_ALIGN_BYTES == 0);
+
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN >= (SEGMENT_HEADER_LEN_BYTES + 2 * 64) as u64);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN % RECORD_ALIGN_BYTES as u64 == 0);
+// The default segment holds at least one record of the largest size.
+const _: () = assert!(
+    SEGMENT_SIZE_BYTES_DEFAULT >= SEGMENT_HEADER_LEN_BYTES as u64 + RECORD_LEN_BYTES_MAX as u64
+);
+const _: () = assert!(SEGMENT_SIZE_BYTES_MIN <= SEGMENT_SIZE_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_SIZE_BYTES_DEFAULT <= SEGMENT_SIZE_BYTES_MAX);
+
+/// Recovery: non-zero bytes that follow the end of the valid chain in the LAST segment are a
+/// torn tail (cut off and reported) when they all lie within this many bytes of the end; beyond
+/// it they cannot come from one interrupted append and the journal refuses to open.
+/// One interrupted append writes at most one record, hence one largest record.
+pub const TORN_TAIL_WINDOW_BYTES: u64 = RECORD_LEN_BYTES_MAX as u64;
+
+/// Readers (recovery, verify, dump, serve) read segment files with `pread` in chunks of this
+/// size; a chunk always holds at least one whole record.
+pub const READ_CHUNK_BYTES: usize = MIB as usize;
+const _: () = assert!(READ_CHUNK_BYTES >= 2 * RECORD_LEN_BYTES_MAX as usize);
+
+/// Zero-fill block used when `fallocate` is not supported by the file system.
+pub const ZERO_FILL_CHUNK_BYTES: usize = MIB as usize;
+
+// ---------------------------------------------------------------------------------------------
+// Durability and checkpoints
+// ---------------------------------------------------------------------------------------------
+
+/// `interval` without numbers: msync after this many unsynced records...
+pub const SYNC_INTERVAL_RECORDS_DEFAULT: u64 = 8192;
+/// ... or once the oldest unsynced record is this old (checked in `append` and `maintain`).
+pub const SYNC_INTERVAL_MS_DEFAULT: u64 = 10;
+
+/// Default checkpoint cadence for tools that enable checkpoints without numbers.
+pub const CHECKPOINT_EVERY_RECORDS_DEFAULT: u64 = 100_000;
+/// Default checkpoint cadence in time.
+pub const CHECKPOINT_EVERY_MS_DEFAULT: u64 = 1000;
+
+/// A checkpoint file larger than this is refused (about 8 M checkpoints).
+pub const CHECKPOINT_FILE_BYTES_MAX: u64 = 1024 * MIB;
+const _: () = assert!(CHECKPOINT_FILE_BYTES_MAX % CHECKPOINT_LEN_BYTES as u64 == 0);
+
+// ---------------------------------------------------------------------------------------------
+// Live publishing and gap fill
+// ---------------------------------------------------------------------------------------------
+
+/// A PUB message carries at most this many records...
+pub const PUB_BATCH_RECORDS_MAX: usize = 64;
+/// ... and at most this many bytes (one record always fits: see the assert).
+pub const PUB_BATCH_BYTES_MAX: usize = 64 * KIB as usize + RECORD_LEN_BYTES_MAX as usize;
+const _: () = assert!(
+    PUB_BATCH_BYTES_MAX
+        >= PUB_BATCH_HEADER_LEN_BYTES + ENTRY_HEADER_LEN_BYTES + PAYLOAD_LEN_BYTES_MAX as usize
+);
+const _: () = assert!(PUB_BATCH_RECORDS_MAX <= u16::MAX as usize);
+
+/// Send high-water mark of the publisher's sockets (messages).
+pub const PUB_SNDHWM_MESSAGES_DEFAULT: i32 = 10_000;
+
+/// How long a closed publisher socket keeps trying to deliver queued messages.
+pub const PUB_LINGER_MS: i32 = 200;
+
+/// A gap-fill reply carries at most this many records...
+pub const SERVE_REPLY_RECORDS_MAX: u32 = 16_384;
+/// ... and at most this many bytes (one record always fits).
+pub const SERVE_REPLY_BYTES_MAX: usize = 4 * MIB as usize;
+const _: () = assert!(
+    SERVE_REPLY_BYTES_MAX
+        >= REPLY_HEADER_LEN_BYTES + ENTRY_HEADER_LEN_BYTES + PAYLOAD_LEN_BYTES_MAX as usize
+);
+
+/// The gap-fill server remembers the position of every N-th record to seek quickly.
+pub const SERVE_INDEX_EVERY_RECORDS: u64 = 1024;
+
+/// The gap-fill server wakes up this often to check for a stop request.
+pub const SERVE_POLL_MS: i64 = 100;
+
+/// A gap-fill request larger than this is refused as malformed.
+pub const SERVE_REQUEST_BYTES_MAX: usize = 256;
+
+/// `audit tail`: how long one gap-fill request may take before the REQ socket is reopened.
+pub const TAIL_REQUEST_TIMEOUT_MS: u64 = 2000;
+/// `audit tail`: attempts per gap-fill request (Lazy Pirate) before giving up.
+pub const TAIL_REQUEST_ATTEMPTS: u32 = 3;
+/// `audit tail`: with no live message for this long, ask the server whether records were
+/// published while we could not see them (a drop at the very end of a burst has no later
+/// message to reveal it).
+pub const TAIL_IDLE_POLL_MS_DEFAULT: u64 = 200;
+/// `audit tail`: default receive high-water mark (messages).
+pub const TAIL_RCVHWM_MESSAGES_DEFAULT: i32 = 1000;
+/// `audit tail`: how long to keep asking for records the live feed proved exist but the
+/// server does not have yet (it reads committed data, so this only covers a restarted server).
+pub const TAIL_GAP_WAIT_MS_MAX: u64 = 2000;
+/// `audit tail`: pause between such attempts.
+pub const TAIL_GAP_RETRY_MS: u64 = 20;
+const _: () = assert!(TAIL_GAP_RETRY_MS < TAIL_GAP_WAIT_MS_MAX);

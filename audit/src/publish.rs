@@ -1,0 +1,308 @@
+//! The live feed: appended records on a ZeroMQ PUB socket (binary, batched), and optionally
+//! one JSON object per record on a second PUB socket for polyglot subscribers.
+//!
+//! PUB drops messages for a subscriber that falls behind its high-water mark: the feed is a
+//! fast path, not the source of truth. A subscriber that sees a gap in sequence numbers asks
+//! the gap-fill service (`audit serve`) for the missing range, which reads it from the files.
+
+use std::fmt;
+
+use orders::{decode_decision, decode_order, format_price_ticks, Decision, Order};
+use serde_json::{json, Map, Value};
+
+use crate::error::JournalError;
+use crate::format::HASH_LEN_BYTES;
+use crate::limits::{
+    PUB_BATCH_BYTES_MAX, PUB_BATCH_RECORDS_MAX, PUB_LINGER_MS, PUB_SNDHWM_MESSAGES_DEFAULT,
+};
+use crate::wire::{entry_len, push_entry, write_pub_header, PUB_BATCH_HEADER_LEN_BYTES};
+use crate::{KIND_DECISION, KIND_ORDER};
+
+/// Counters of a publisher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Binary messages sent.
+    pub messages: u64,
+    /// Records sent in them.
+    pub records: u64,
+    /// Binary messages that ZeroMQ refused to queue (would block).
+    pub dropped_messages: u64,
+    /// JSON messages sent.
+    pub json_messages: u64,
+}
+
+/// Publishes appended records; see the module documentation.
+pub struct Publisher {
+    socket: zmq::Socket,
+    endpoint: String,
+    json: Option<(zmq::Socket, String)>,
+    buf: Vec<u8>,
+    count: usize,
+    stats: PublisherStats,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("endpoint", &self.endpoint)
+            .field("json_endpoint", &self.json.as_ref().map(|(_, e)| e))
+            .field("buffered", &self.count)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn bind_pub(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    sndhwm: i32,
+) -> Result<(zmq::Socket, String), JournalError> {
+    let socket = ctx
+        .socket(zmq::PUB)
+        .map_err(|e| JournalError::zmq("create PUB socket", endpoint, e))?;
+    socket
+        .set_sndhwm(sndhwm)
+        .map_err(|e| JournalError::zmq("set SNDHWM", endpoint, e))?;
+    socket
+        .set_linger(PUB_LINGER_MS)
+        .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
+    socket
+        .bind(endpoint)
+        .map_err(|e| JournalError::zmq("bind", endpoint, e))?;
+    let resolved = socket
+        .get_last_endpoint()
+        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
+        .unwrap_or_else(|_| endpoint.to_owned());
+    Ok((socket, resolved))
+}
+
+impl Publisher {
+    /// Binds the binary feed on `endpoint` and, when given, the JSON feed on `json_endpoint`
+    /// (`tcp://127.0.0.1:*` picks a free port: see [`Publisher::endpoint`]).
+    pub fn bind(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        json_endpoint: Option<&str>,
+    ) -> Result<Publisher, JournalError> {
+        Publisher::bind_with_hwm(ctx, endpoint, json_endpoint, PUB_SNDHWM_MESSAGES_DEFAULT)
+    }
+
+    /// [`Publisher::bind`] with a given send high-water mark (messages).
+    pub fn bind_with_hwm(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        json_endpoint: Option<&str>,
+        sndhwm: i32,
+    ) -> Result<Publisher, JournalError> {
+        let (socket, endpoint) = bind_pub(ctx, endpoint, sndhwm)?;
+        let json = match json_endpoint {
+            Some(ep) => Some(bind_pub(ctx, ep, sndhwm)?),
+            None => None,
+        };
+        let mut buf = Vec::with_capacity(PUB_BATCH_BYTES_MAX);
+        buf.resize(PUB_BATCH_HEADER_LEN_BYTES, 0);
+        Ok(Publisher {
+            socket,
+            endpoint,
+            json,
+            buf,
+            count: 0,
+            stats: PublisherStats::default(),
+        })
+    }
+
+    /// The bound endpoint of the binary feed (with the port chosen for `:*`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The bound endpoint of the JSON feed.
+    pub fn json_endpoint(&self) -> Option<&str> {
+        self.json.as_ref().map(|(_, e)| e.as_str())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// Queues one record; sends the batch when it is full. No allocation on the binary path
+    /// (the batch buffer is sized at bind); the JSON object is built only when the JSON
+    /// endpoint is configured.
+    pub fn publish(
+        &mut self,
+        seq: u64,
+        hash: &[u8; HASH_LEN_BYTES],
+        kind: u16,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<(), JournalError> {
+        if self.count > 0 && self.buf.len() + entry_len(payload.len()) > PUB_BATCH_BYTES_MAX {
+            self.flush()?;
+        }
+        if self.buf.len() + entry_len(payload.len()) > PUB_BATCH_BYTES_MAX {
+            return Err(JournalError::RecordTooLarge {
+                payload_len: payload.len(),
+                max: PUB_BATCH_BYTES_MAX - PUB_BATCH_HEADER_LEN_BYTES - entry_len(0),
+            });
+        }
+        push_entry(&mut self.buf, seq, hash, kind, ts_ns, payload);
+        self.count += 1;
+        if let Some((socket, endpoint)) = &self.json {
+            let text = record_json(seq, hash, kind, ts_ns, payload).to_string();
+            socket
+                .send(text.as_bytes(), zmq::DONTWAIT)
+                .or_else(|e| {
+                    if e == zmq::Error::EAGAIN {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| JournalError::zmq("send JSON", endpoint, e))?;
+            self.stats.json_messages += 1;
+        }
+        if self.count >= PUB_BATCH_RECORDS_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered (call at the end of each batch of work).
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        write_pub_header(&mut self.buf, self.count as u16);
+        match self.socket.send(&self.buf[..], zmq::DONTWAIT) {
+            Ok(()) => {
+                self.stats.messages += 1;
+                self.stats.records += self.count as u64;
+            }
+            Err(zmq::Error::EAGAIN) => self.stats.dropped_messages += 1,
+            Err(e) => return Err(JournalError::zmq("send", &self.endpoint, e)),
+        }
+        self.buf.truncate(PUB_BATCH_HEADER_LEN_BYTES);
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// Name of a record kind (`decision`, `order`, or `kind-N`).
+pub fn kind_name(kind: u16) -> String {
+    match kind {
+        KIND_DECISION => "decision".into(),
+        KIND_ORDER => "order".into(),
+        k => format!("kind-{k}"),
+    }
+}
+
+fn order_fields(o: &Order, m: &mut Map<String, Value>) {
+    m.insert("order_id".into(), json!(o.order_id));
+    m.insert("order_kind".into(), json!(o.kind.as_str()));
+    m.insert("side".into(), json!(o.side.as_str()));
+    m.insert("symbol".into(), json!(o.symbol.as_str()));
+    m.insert("quantity".into(), json!(o.qty));
+    m.insert(
+        "price".into(),
+        json!(o.price as f64 / orders::TICKS_PER_UNIT as f64),
+    );
+    m.insert("price_ticks".into(), json!(o.price));
+    m.insert("price_text".into(), json!(format_price_ticks(o.price)));
+    m.insert("account".into(), json!(o.account));
+    m.insert("order_ts_ns".into(), json!(o.ts_ns));
+}
+
+fn decision_fields(d: &Decision, m: &mut Map<String, Value>) {
+    m.insert("input_seq".into(), json!(d.input_seq));
+    order_fields(&d.order, m);
+    m.insert(
+        "verdict".into(),
+        json!(if d.reason.is_accepted() {
+            "accepted"
+        } else {
+            "rejected"
+        }),
+    );
+    m.insert("reason".into(), json!(d.reason.as_str()));
+    m.insert("t_in_ns".into(), json!(d.t_in_ns));
+    m.insert("t_decided_ns".into(), json!(d.t_decided_ns));
+}
+
+/// One record as a JSON object: `seq`, `hash` (hex), `kind`, `kind_name`, `ts_ns`, and for
+/// decisions `order_id`, the order's fields, `verdict` (`accepted`/`rejected`) and `reason`;
+/// for orders the order's fields; for other kinds (or undecodable payloads) `payload_hex`.
+pub fn record_json(
+    seq: u64,
+    hash: &[u8; HASH_LEN_BYTES],
+    kind: u16,
+    ts_ns: u64,
+    payload: &[u8],
+) -> Value {
+    let mut m = Map::new();
+    m.insert("seq".into(), json!(seq));
+    m.insert("hash".into(), json!(hex::encode(hash)));
+    m.insert("kind".into(), json!(kind));
+    m.insert("kind_name".into(), json!(kind_name(kind)));
+    m.insert("ts_ns".into(), json!(ts_ns));
+    let decoded = match kind {
+        KIND_DECISION => decode_decision(payload)
+            .map(|d| decision_fields(&d, &mut m))
+            .map_err(|e| e.to_string()),
+        KIND_ORDER if payload.len() == orders::ORDER_LEN_BYTES => decode_order(payload)
+            .map(|o| order_fields(&o, &mut m))
+            .map_err(|e| e.to_string()),
+        _ => Err(String::new()),
+    };
+    if let Err(e) = decoded {
+        if !e.is_empty() {
+            m.insert("decode_error".into(), json!(e));
+        }
+        m.insert("payload_hex".into(), json!(hex::encode(payload)));
+    }
+    Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use orders::{encode_decision, OrderKind, Reason, Side, Symbol};
+
+    #[test]
+    fn decision_json_names_everything() {
+        let d = Decision {
+            input_seq: 4,
+            order: Order {
+                order_id: 77,
+                ts_ns: 5,
+                price: 1_852_500,
+                qty: 100,
+                account: 3,
+                symbol: Symbol::new("AAPL").unwrap(),
+                side: Side::Sell,
+                kind: OrderKind::New,
+            },
+            reason: Reason::MaxQty,
+            t_in_ns: 10,
+            t_decided_ns: 11,
+        };
+        let mut p = [0u8; orders::DECISION_LEN_BYTES];
+        encode_decision(&d, &mut p);
+        let v = record_json(9, &[0xab; 32], KIND_DECISION, 12, &p);
+        assert_eq!(v["seq"], 9);
+        assert_eq!(v["hash"], "ab".repeat(32));
+        assert_eq!(v["order_id"], 77);
+        assert_eq!(v["symbol"], "AAPL");
+        assert_eq!(v["side"], "SELL");
+        assert_eq!(v["price"], 185.25);
+        assert_eq!(v["quantity"], 100);
+        assert_eq!(v["verdict"], "rejected");
+        assert_eq!(v["reason"], "max-qty");
+        let other = record_json(1, &[0; 32], 77, 0, &[1, 2]);
+        assert_eq!(other["payload_hex"], "0102");
+        assert_eq!(other["kind_name"], "kind-77");
+        let bad = record_json(1, &[0; 32], KIND_DECISION, 0, &[1, 2]);
+        assert!(bad["decode_error"].is_string());
+    }
+}

@@ -1,0 +1,238 @@
+//! The gap-fill service (`audit serve`): a REP socket that returns any range of records from
+//! the journal files. The files, not the live feed, are the source of truth (Titanic).
+//!
+//! The service follows the journal as it grows: before each answer it reads (and verifies)
+//! the records appended since the previous one, remembering the position of every
+//! [`SERVE_INDEX_EVERY_RECORDS`]-th record so that a request seeks instead of scanning.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::JournalError;
+use crate::format::{GENESIS_HASH, HASH_LEN_BYTES};
+use crate::limits::{
+    SERVE_INDEX_EVERY_RECORDS, SERVE_POLL_MS, SERVE_REPLY_BYTES_MAX, SERVE_REPLY_RECORDS_MAX,
+    SERVE_REQUEST_BYTES_MAX,
+};
+use crate::reader::{Position, Reader};
+use crate::wire::{
+    entry_len, push_entry, GapReplyHeader, GapRequest, REPLY_HEADER_LEN_BYTES, STATUS_BAD_REQUEST,
+    STATUS_JOURNAL_ERROR, STATUS_OK,
+};
+
+/// Answers gap-fill requests for one journal directory.
+#[derive(Debug)]
+pub struct GapFill {
+    dir: PathBuf,
+    reader: Option<Reader>,
+    head: Option<Position>,
+    head_seq: u64,
+    head_hash: [u8; HASH_LEN_BYTES],
+    /// Positions of records 1, 1+K, 1+2K, ... (K = SERVE_INDEX_EVERY_RECORDS).
+    index: Vec<(u64, Position)>,
+}
+
+/// Counters of a running service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Records sent.
+    pub records: u64,
+    /// Requests answered with an error status.
+    pub errors: u64,
+}
+
+impl GapFill {
+    /// A service for the journal in `dir` (which may not exist yet).
+    pub fn new(dir: &Path) -> GapFill {
+        GapFill {
+            dir: dir.to_path_buf(),
+            reader: None,
+            head: None,
+            head_seq: 0,
+            head_hash: GENESIS_HASH,
+            index: Vec::new(),
+        }
+    }
+
+    /// The last record seen by the latest answer (0 and the genesis hash when empty).
+    pub fn head(&self) -> (u64, [u8; HASH_LEN_BYTES]) {
+        (self.head_seq, self.head_hash)
+    }
+
+    /// Reads the records appended since the last call, verifying them.
+    fn advance(&mut self) -> Result<(), JournalError> {
+        if self.reader.is_none() {
+            if !self.dir.exists() {
+                // The writer has not created the journal yet: nothing to serve, no error.
+                return Ok(());
+            }
+            match Reader::open(&self.dir) {
+                Ok(r) => self.reader = Some(r),
+                Err(JournalError::NoJournal { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let GapFill {
+            reader,
+            head,
+            head_seq,
+            head_hash,
+            index,
+            ..
+        } = self;
+        let Some(reader) = reader.as_mut() else {
+            return Ok(());
+        };
+        reader.refresh()?;
+        let mut it = match head {
+            Some(p) => reader.records_at(*p),
+            None => reader.iter_from(1),
+        };
+        loop {
+            let before = it.position();
+            match it.next() {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(r)) => {
+                    if (r.seq - 1) % SERVE_INDEX_EVERY_RECORDS == 0 {
+                        if let Some(p) = before {
+                            index.push((r.seq, p));
+                        }
+                    }
+                    *head_seq = r.seq;
+                    *head_hash = r.hash;
+                }
+            }
+        }
+        if let Some(p) = it.position() {
+            *head = Some(p);
+        }
+        Ok(())
+    }
+
+    /// Answers one request (the bytes received) into `out` (cleared first).
+    pub fn answer(&mut self, request: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(SERVE_REPLY_BYTES_MAX);
+        out.resize(REPLY_HEADER_LEN_BYTES, 0);
+        let req = match GapRequest::decode(request) {
+            Ok(r) => r,
+            Err(msg) => return self.error_reply(out, STATUS_BAD_REQUEST, &msg),
+        };
+        if let Err(e) = self.advance() {
+            return self.error_reply(out, STATUS_JOURNAL_ERROR, &e.to_string());
+        }
+        let max_records = match req.max_records {
+            0 => SERVE_REPLY_RECORDS_MAX,
+            n => n.min(SERVE_REPLY_RECORDS_MAX),
+        };
+        let mut count = 0u32;
+        if req.from_seq <= self.head_seq {
+            let Some(reader) = self.reader.as_ref() else {
+                return self.error_reply(out, STATUS_JOURNAL_ERROR, "journal vanished");
+            };
+            let at = self.index.partition_point(|(s, _)| *s <= req.from_seq);
+            let it = match at {
+                0 => reader.iter_from(req.from_seq),
+                i => reader.records_at(self.index[i - 1].1),
+            };
+            for r in it {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => return self.error_reply(out, STATUS_JOURNAL_ERROR, &e.to_string()),
+                };
+                if r.seq < req.from_seq {
+                    continue;
+                }
+                if r.seq > req.to_seq
+                    || count >= max_records
+                    || (count > 0 && out.len() + entry_len(r.payload.len()) > SERVE_REPLY_BYTES_MAX)
+                {
+                    break;
+                }
+                push_entry(out, r.seq, &r.hash, r.kind, r.ts_ns, &r.payload);
+                count += 1;
+            }
+        }
+        GapReplyHeader {
+            status: STATUS_OK,
+            count,
+            head_seq: self.head_seq,
+            head_hash: self.head_hash,
+        }
+        .encode_into(out);
+    }
+
+    fn error_reply(&self, out: &mut Vec<u8>, status: u16, msg: &str) {
+        out.clear();
+        out.resize(REPLY_HEADER_LEN_BYTES, 0);
+        GapReplyHeader {
+            status,
+            count: 0,
+            head_seq: self.head_seq,
+            head_hash: self.head_hash,
+        }
+        .encode_into(out);
+        out.extend_from_slice(msg.as_bytes());
+    }
+}
+
+/// Runs the gap-fill service on a REP socket bound to `endpoint` until `stop` is set.
+/// `on_bound` receives the bound endpoint (with the port chosen for `tcp://host:*`).
+pub fn serve(
+    ctx: &zmq::Context,
+    dir: &Path,
+    endpoint: &str,
+    stop: &AtomicBool,
+    on_bound: &mut dyn FnMut(&str),
+) -> Result<ServeStats, JournalError> {
+    let socket = ctx
+        .socket(zmq::REP)
+        .map_err(|e| JournalError::zmq("create REP socket", endpoint, e))?;
+    socket
+        .set_linger(0)
+        .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
+    socket
+        .bind(endpoint)
+        .map_err(|e| JournalError::zmq("bind", endpoint, e))?;
+    let bound = socket
+        .get_last_endpoint()
+        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
+        .unwrap_or_else(|_| endpoint.to_owned());
+    on_bound(&bound);
+    let mut gap = GapFill::new(dir);
+    let mut stats = ServeStats::default();
+    let mut out = Vec::with_capacity(SERVE_REPLY_BYTES_MAX);
+    while !stop.load(Ordering::Relaxed) {
+        let ready = socket
+            .poll(zmq::POLLIN, SERVE_POLL_MS)
+            .map_err(|e| JournalError::zmq("poll", &bound, e))?;
+        if ready == 0 {
+            continue;
+        }
+        let frames = socket
+            .recv_multipart(0)
+            .map_err(|e| JournalError::zmq("receive", &bound, e))?;
+        match frames.as_slice() {
+            [one] if one.len() <= SERVE_REQUEST_BYTES_MAX => gap.answer(one, &mut out),
+            _ => gap.error_reply(
+                &mut out,
+                STATUS_BAD_REQUEST,
+                "a request is one frame of 32 bytes",
+            ),
+        }
+        let (header, _) = GapReplyHeader::decode(&out)?;
+        stats.requests += 1;
+        if header.status == STATUS_OK {
+            stats.records += header.count as u64;
+        } else {
+            stats.errors += 1;
+        }
+        socket
+            .send(&out[..], 0)
+            .map_err(|e| JournalError::zmq("send", &bound, e))?;
+    }
+    Ok(stats)
+}

@@ -1,0 +1,340 @@
+//! Offline verification of a whole journal: every record, every link, every checkpoint.
+//!
+//! Segments are independent units of work: each is checked from its header's `prev_hash` in
+//! a pool of threads; then the links between segments (sequence continuity, `prev_hash` equal
+//! to the hash the previous segment ended on) are checked in order, then the checkpoints and
+//! an expected head. The first problem in journal order is reported.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::checkpoint::{check_signature, read_checkpoints};
+use crate::error::{DamageKind, JournalError};
+use crate::format::{GENESIS_HASH, HASH_LEN_BYTES};
+use crate::scan::{list_segments, scan_segment, SegmentFile, SegmentScan};
+
+/// What to check besides the chain.
+#[derive(Default)]
+pub struct VerifyOptions<'a> {
+    /// Worker threads (0 = one per available core).
+    pub threads: usize,
+    /// Check checkpoint signatures with this key, and require at least one checkpoint.
+    pub pubkey: Option<VerifyingKey>,
+    /// An outside record of the head: the journal must contain this sequence number with
+    /// this hash.
+    pub expect_head: Option<(u64, [u8; HASH_LEN_BYTES])>,
+    /// Accept a partial record after the last one whose length word is still zero (an append
+    /// in progress: verifying a live journal); it is reported in `torn_tail_bytes`.
+    pub allow_torn_tail: bool,
+    /// Called with the number of bytes read as verification advances (from several threads).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl std::fmt::Debug for VerifyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("threads", &self.threads)
+            .field("pubkey", &self.pubkey)
+            .field(
+                "expect_head",
+                &self.expect_head.map(|(s, h)| (s, hex::encode(h))),
+            )
+            .finish()
+    }
+}
+
+/// What a successful verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segment files read.
+    pub bytes: u64,
+    /// Records.
+    pub records: u64,
+    /// First sequence number (1), when there are records.
+    pub first_seq: Option<u64>,
+    /// Last sequence number, when there are records.
+    pub last_seq: Option<u64>,
+    /// Timestamp of the first record.
+    pub first_ts_ns: Option<u64>,
+    /// Timestamp of the last record.
+    pub last_ts_ns: Option<u64>,
+    /// Hash of the last record ([`GENESIS_HASH`] when empty).
+    pub head_hash: [u8; HASH_LEN_BYTES],
+    /// Checkpoints found (all were checked against the chain).
+    pub checkpoints: usize,
+    /// Whether their signatures were checked (a public key was given).
+    pub checkpoints_signed: bool,
+    /// The newest checkpoint's sequence number.
+    pub newest_checkpoint_seq: Option<u64>,
+    /// Bytes of a partial checkpoint entry at the end of the checkpoint file (ignored).
+    pub checkpoint_torn_bytes: u64,
+    /// Bytes after the last record of the last segment that are the remains of one
+    /// interrupted append (a writer mid-append, or crashed and not yet reopened).
+    pub torn_tail_bytes: u64,
+    /// Whether `expect_head` was given and matched.
+    pub expect_head_matched: bool,
+}
+
+/// Sum of the sizes of the journal's segment files (for a progress bar).
+pub fn journal_bytes(dir: &Path) -> Result<u64, JournalError> {
+    let listing = list_segments(dir)?;
+    let mut total = 0;
+    for s in &listing.segments {
+        total += std::fs::metadata(&s.path)
+            .map_err(|e| JournalError::io("stat", &s.path, e))?
+            .len();
+    }
+    Ok(total)
+}
+
+/// Verifies the journal in `dir`. `Err(JournalError::Damaged)` names the first bad place
+/// (file, offset, sequence number, what); other errors are I/O or usage problems.
+pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, JournalError> {
+    let listing = list_segments(dir)?;
+    if listing.segments.is_empty() {
+        return Err(JournalError::NoJournal {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let checkpoints = read_checkpoints(dir)?;
+    let mut wanted: Vec<u64> = checkpoints
+        .entries
+        .iter()
+        .filter_map(|(_, e)| e.map(|e| e.seq))
+        .chain(opts.expect_head.map(|(s, _)| s))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let noop = |_: u64| {};
+    let progress: &(dyn Fn(u64) + Sync) = opts.progress.unwrap_or(&noop);
+    let scans = scan_all(&listing.segments, &wanted, threads, progress);
+    let n = scans.len();
+    let summary = check_chain(scans, n, opts.allow_torn_tail)?;
+    let last_seq = summary.last_scan.end.next_seq - 1;
+    let found = |seq: u64| {
+        summary
+            .found
+            .binary_search_by_key(&seq, |(s, _)| *s)
+            .ok()
+            .map(|i| summary.found[i].1)
+    };
+
+    // Checkpoints, in file order.
+    let mut prev_seq = 0u64;
+    let mut newest = None;
+    for (off, entry) in &checkpoints.entries {
+        let damaged =
+            |what| JournalError::damaged(&checkpoints.path, *off, entry.map(|e| e.seq), what);
+        let Some(e) = entry else {
+            return Err(damaged(DamageKind::CheckpointEntry));
+        };
+        if let Some(key) = &opts.pubkey {
+            check_signature(e, key).map_err(damaged)?;
+        }
+        if e.seq <= prev_seq {
+            return Err(damaged(DamageKind::CheckpointOrder));
+        }
+        prev_seq = e.seq;
+        if e.seq > last_seq {
+            return Err(damaged(DamageKind::TailCut { last_seq }));
+        }
+        if found(e.seq) != Some(e.head_hash) {
+            return Err(damaged(DamageKind::CheckpointHash));
+        }
+        newest = Some(e.seq);
+    }
+    if opts.pubkey.is_some() && checkpoints.entries.is_empty() {
+        return Err(JournalError::damaged(
+            &checkpoints.path,
+            0,
+            None,
+            DamageKind::NoCheckpoint,
+        ));
+    }
+    let mut expect_head_matched = false;
+    if let Some((seq, hash)) = opts.expect_head {
+        let path = &summary.last_scan.path;
+        if seq > last_seq {
+            return Err(JournalError::damaged(
+                path,
+                summary.last_scan.end.off,
+                Some(seq),
+                DamageKind::ExpectedHeadMissing { last_seq },
+            ));
+        }
+        let ok = if seq == 0 {
+            hash == GENESIS_HASH
+        } else {
+            found(seq) == Some(hash)
+        };
+        if !ok {
+            return Err(JournalError::damaged(
+                path,
+                0,
+                Some(seq),
+                DamageKind::ExpectedHeadHash,
+            ));
+        }
+        expect_head_matched = true;
+    }
+    Ok(VerifyReport {
+        segments: n,
+        bytes: summary.bytes,
+        records: summary.records,
+        first_seq: (summary.records > 0).then_some(1),
+        last_seq: (summary.records > 0).then_some(last_seq),
+        first_ts_ns: summary.first_ts_ns,
+        last_ts_ns: summary.last_ts_ns,
+        head_hash: summary.last_scan.end.prev_hash,
+        checkpoints: checkpoints.entries.len(),
+        checkpoints_signed: opts.pubkey.is_some(),
+        newest_checkpoint_seq: newest,
+        checkpoint_torn_bytes: checkpoints.torn_bytes,
+        torn_tail_bytes: if summary.last_scan.invalid.is_none() {
+            summary.last_scan.torn_tail_bytes().unwrap_or(0)
+        } else {
+            0
+        },
+        expect_head_matched,
+    })
+}
+
+/// Scans every segment with `threads` workers; results are in segment order.
+pub(crate) fn scan_all(
+    segments: &[SegmentFile],
+    wanted: &[u64],
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<Result<SegmentScan, JournalError>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<SegmentScan, JournalError>>>> =
+        Mutex::new((0..segments.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= segments.len() {
+            break;
+        }
+        let r = scan_segment(&segments[i], i as u64, wanted, &mut |n| progress(n));
+        if let Ok(mut slots) = results.lock() {
+            slots[i] = Some(r);
+        }
+    };
+    let workers = threads.clamp(1, segments.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    let slots = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    slots
+        .into_iter()
+        .zip(segments)
+        .map(|(r, seg)| {
+            r.unwrap_or_else(|| {
+                Err(JournalError::io(
+                    "scan",
+                    &seg.path,
+                    std::io::Error::other("segment scan did not complete"),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The chain across all segments, when every check passed.
+#[derive(Debug)]
+pub(crate) struct ChainSummary {
+    pub records: u64,
+    pub bytes: u64,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    pub found: Vec<(u64, [u8; HASH_LEN_BYTES])>,
+    pub last_scan: SegmentScan,
+}
+
+/// Checks the links between segment scans in order; segments `0..clean_upto` must also end
+/// cleanly (only zeros after their last record). Returns the first problem in journal order.
+pub(crate) fn check_chain(
+    scans: Vec<Result<SegmentScan, JournalError>>,
+    clean_upto: usize,
+    tolerate_torn_tail: bool,
+) -> Result<ChainSummary, JournalError> {
+    let n = scans.len();
+    let mut records = 0;
+    let mut bytes = 0;
+    let mut first_ts_ns = None;
+    let mut last_ts_ns = None;
+    let mut found = Vec::new();
+    let mut prev: Option<SegmentScan> = None;
+    for (k, scan) in scans.into_iter().enumerate() {
+        let scan = scan?;
+        let h = &scan.header;
+        let (expect_seq, expect_hash) = match &prev {
+            None => (1, GENESIS_HASH),
+            Some(p) => (p.end.next_seq, p.end.prev_hash),
+        };
+        if h.first_seq != expect_seq {
+            let what = if prev.is_none() {
+                DamageKind::MissingStart {
+                    first_seq: h.first_seq,
+                }
+            } else {
+                DamageKind::SegmentSeq { found: h.first_seq }
+            };
+            return Err(JournalError::damaged(&scan.path, 0, Some(expect_seq), what));
+        }
+        if h.prev_hash != expect_hash {
+            return Err(JournalError::damaged(
+                &scan.path,
+                0,
+                Some(expect_seq),
+                DamageKind::Link,
+            ));
+        }
+        let tolerated = k + 1 == n
+            && tolerate_torn_tail
+            && scan.invalid.is_none()
+            && scan.torn_tail_bytes().is_some();
+        if k < clean_upto && !tolerated {
+            if let Some(e) = scan.trailing_damage() {
+                return Err(e);
+            }
+        }
+        records += scan.records;
+        bytes += scan.file_len;
+        if first_ts_ns.is_none() {
+            first_ts_ns = scan.first_ts_ns;
+        }
+        if scan.last_ts_ns.is_some() {
+            last_ts_ns = scan.last_ts_ns;
+        }
+        found.extend_from_slice(&scan.found);
+        prev = Some(scan);
+    }
+    let last_scan = prev.ok_or_else(|| {
+        JournalError::io(
+            "verify",
+            Path::new("."),
+            std::io::Error::other("no segment to verify"),
+        )
+    })?;
+    Ok(ChainSummary {
+        records,
+        bytes,
+        first_ts_ns,
+        last_ts_ns,
+        found,
+        last_scan,
+    })
+}

@@ -1,0 +1,1123 @@
+//! The single writer of a journal: pre-allocated, memory-mapped segments, a SHA-256 chain,
+//! a durability policy, signed checkpoints, and recovery of a torn tail on open.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ed25519_dalek::SigningKey;
+use memmap2::MmapMut;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{newest_checkpoint, CheckpointWriter};
+use crate::error::{DamageKind, JournalError};
+use crate::format::{
+    chain_hash_parts, padding_len, record_len_for, segment_file_name, RecordHeader, SegmentHeader,
+    GENESIS_HASH, HASH_LEN_BYTES, LOCK_FILE_NAME, RECORD_ALIGN_BYTES, RECORD_HEADER_LEN_BYTES,
+    SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX,
+};
+use crate::limits::{
+    PAYLOAD_LEN_BYTES_MAX, SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
+    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, SYNC_INTERVAL_MS_DEFAULT,
+    SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
+};
+use crate::mmap::{map_writable, Allocated};
+use crate::scan::{list_segments, SegmentFile, Step, Walker};
+use crate::verify::{check_chain, scan_all};
+
+const NS_PER_MS: u64 = 1_000_000;
+
+/// When appended records are forced to stable storage with `msync`.
+///
+/// | policy | survives a process crash (kill -9, panic) | survives a power loss / kernel crash |
+/// |---|---|---|
+/// | `none` | yes: the mapped pages are in the page cache | only what the kernel had written back |
+/// | `interval` | yes | everything up to the last group commit (≤ N records or T ms old) |
+/// | `always` | yes | every record whose `append` returned |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Never msync; the kernel writes pages back on its own schedule.
+    #[default]
+    None,
+    /// Group commit: msync once `records` records are unsynced, or once the oldest unsynced
+    /// record's timestamp is `ms` older than the newest record's (checked in `append`) or than
+    /// `now_ns` (checked in `maintain`).
+    Interval {
+        /// Unsynced records that trigger a sync (≥ 1).
+        records: u64,
+        /// Age of the oldest unsynced record that triggers a sync (ms, ≥ 1).
+        ms: u64,
+    },
+    /// msync the pages of each record before `append` returns.
+    Always,
+}
+
+impl FromStr for Durability {
+    type Err = JournalError;
+
+    /// `none`, `always`, `interval` (defaults), or `interval:RECORDS:MS`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |detail: String| JournalError::Config {
+            what: "durability",
+            detail,
+        };
+        match s.trim() {
+            "none" => Ok(Durability::None),
+            "always" => Ok(Durability::Always),
+            "interval" => Ok(Durability::Interval {
+                records: SYNC_INTERVAL_RECORDS_DEFAULT,
+                ms: SYNC_INTERVAL_MS_DEFAULT,
+            }),
+            other => {
+                let rest = other.strip_prefix("interval:").ok_or_else(|| {
+                    bad(format!(
+                        "{other:?}: expected none, always, interval or interval:RECORDS:MS"
+                    ))
+                })?;
+                let (r, m) = rest
+                    .split_once(':')
+                    .ok_or_else(|| bad(format!("{other:?}: expected interval:RECORDS:MS")))?;
+                let records: u64 = r
+                    .parse()
+                    .map_err(|_| bad(format!("{other:?}: RECORDS {r:?} is not a number")))?;
+                let ms: u64 = m
+                    .parse()
+                    .map_err(|_| bad(format!("{other:?}: MS {m:?} is not a number")))?;
+                let d = Durability::Interval { records, ms };
+                d.validate()?;
+                Ok(d)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::None => f.write_str("none"),
+            Durability::Always => f.write_str("always"),
+            Durability::Interval { records, ms } => write!(f, "interval:{records}:{ms}"),
+        }
+    }
+}
+
+impl Durability {
+    fn validate(&self) -> Result<(), JournalError> {
+        if let Durability::Interval { records, ms } = *self {
+            if records == 0 || ms == 0 {
+                return Err(JournalError::Config {
+                    what: "durability",
+                    detail: format!("interval:{records}:{ms}: both numbers must be at least 1"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn syncs(&self) -> bool {
+        !matches!(self, Durability::None)
+    }
+}
+
+/// When the writer signs a checkpoint of its head.
+#[derive(Clone)]
+pub struct CheckpointPolicy {
+    /// The journal's Ed25519 key (`audit keygen`, [`crate::load_signing_key`]).
+    pub signing_key: SigningKey,
+    /// Checkpoint after this many records since the last one (0 = not by count).
+    pub every_records: u64,
+    /// Checkpoint in `maintain(now_ns)` when the last one is this old and records were
+    /// appended since (0 = not by time).
+    pub every_ms: u64,
+}
+
+impl fmt::Debug for CheckpointPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointPolicy")
+            .field("signing_key", &"<secret>")
+            .field("every_records", &self.every_records)
+            .field("every_ms", &self.every_ms)
+            .finish()
+    }
+}
+
+/// How a journal is opened for append.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Size of each segment file (a multiple of 4096, 4 KiB ..= 1 GiB). Only used for new
+    /// segments; existing ones keep their size.
+    pub segment_size_bytes: u64,
+    /// When records are msync'ed.
+    pub durability: Durability,
+    /// Signed checkpoints, or none.
+    pub checkpoint: Option<CheckpointPolicy>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            segment_size_bytes: SEGMENT_SIZE_BYTES_DEFAULT,
+            durability: Durability::None,
+            checkpoint: None,
+        }
+    }
+}
+
+/// What opening a journal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Records in the journal (after cutting a torn tail).
+    pub records: u64,
+    /// The sequence number the next append gets.
+    pub next_seq: u64,
+    /// Hash of the last record ([`GENESIS_HASH`] when empty).
+    pub head_hash: [u8; HASH_LEN_BYTES],
+    /// Bytes of a torn tail that were zeroed (0 when the journal ended cleanly).
+    pub truncated_bytes: u64,
+    /// The sequence number the torn tail would have had.
+    pub truncated_from_seq: Option<u64>,
+    /// Bytes of a partial checkpoint entry cut from the checkpoint file.
+    pub checkpoint_bytes_cut: u64,
+    /// Leftover `*.seg.tmp` files (interrupted segment creation) or empty, header-less last
+    /// segments that were removed.
+    pub removed_files: Vec<PathBuf>,
+}
+
+/// The result of one append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The record's chain hash.
+    pub hash: [u8; HASH_LEN_BYTES],
+}
+
+/// The segment being appended to.
+struct Active {
+    index: u64,
+    path: PathBuf,
+    map: MmapMut,
+    write_off: usize,
+    synced_off: usize,
+    _file: File,
+}
+
+impl fmt::Debug for Active {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Active")
+            .field("index", &self.index)
+            .field("path", &self.path)
+            .field("write_off", &self.write_off)
+            .field("synced_off", &self.synced_off)
+            .finish()
+    }
+}
+
+/// The single writer of a journal directory (an exclusive `flock` on `journal.lock` keeps
+/// other writers out while it lives). Sequence numbers start at 1.
+#[derive(Debug)]
+pub struct Writer {
+    dir: PathBuf,
+    segment_size_bytes: u64,
+    durability: Durability,
+    seg: Option<Active>,
+    next_seq: u64,
+    head: [u8; HASH_LEN_BYTES],
+    hasher: Sha256,
+    unsynced_records: u64,
+    first_unsynced_ts_ns: Option<u64>,
+    checkpoint: Option<CheckpointState>,
+    /// The next segment, being prepared (allocated, zero-filled) on a background thread.
+    spare: Option<Spare>,
+    /// Whether the spare for the current segment was started (once per segment).
+    spare_started: bool,
+    /// Earlier segments whose pages may not be on stable storage yet (rolled over under
+    /// `none`, or found on open); a checkpoint `fdatasync`s them first.
+    pending_sync: Vec<PathBuf>,
+    /// An error from work done after a record was already appended (a checkpoint), reported
+    /// by the next `maintain`/`sync`.
+    deferred: Option<JournalError>,
+    lock: Flock<File>,
+}
+
+#[derive(Debug)]
+struct CheckpointState {
+    writer: CheckpointWriter,
+    every_records: u64,
+    every_ns: u64,
+    last_ns: Option<u64>,
+}
+
+impl Writer {
+    /// Opens the journal in `dir` for append, creating the directory (mode 0700) and the first
+    /// segment when absent. Recovery: every segment is validated (headers, record structure,
+    /// hash chain, links between segments); a torn tail of the last segment is cut off (zeroed)
+    /// and reported; damage anywhere else refuses to open and names segment, offset and seq.
+    pub fn open(dir: &Path, opts: WriterOptions) -> Result<(Writer, Recovery), JournalError> {
+        validate_options(&opts)?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| JournalError::io("create directory", dir, e))?;
+        }
+        let lock = lock_dir(dir)?;
+        let mut recovery = Recovery {
+            records: 0,
+            next_seq: 1,
+            head_hash: GENESIS_HASH,
+            truncated_bytes: 0,
+            truncated_from_seq: None,
+            checkpoint_bytes_cut: 0,
+            removed_files: Vec::new(),
+        };
+        let mut listing = list_segments(dir)?;
+        for tmp in listing.tmp_files.drain(..) {
+            std::fs::remove_file(&tmp).map_err(|e| JournalError::io("remove", &tmp, e))?;
+            recovery.removed_files.push(tmp);
+        }
+        // An all-zero last segment, whose header never reached the disk (power loss between
+        // the rename and the write-back of its first page), holds nothing: remove it.
+        while let Some(last) = listing.segments.last() {
+            if is_all_zero(&last.path)? {
+                let path = last.path.clone();
+                std::fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
+                recovery.removed_files.push(path);
+                listing.segments.pop();
+            } else {
+                break;
+            }
+        }
+        let durable = opts.durability.syncs();
+        let active = if listing.segments.is_empty() {
+            create_segment(
+                dir,
+                0,
+                1,
+                &GENESIS_HASH,
+                opts.segment_size_bytes,
+                durable,
+                &lock,
+            )?
+        } else {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let scans = scan_all(&listing.segments, &[], threads, &|_| {});
+            let n = scans.len();
+            // All but the last segment must end cleanly; the last may have a torn tail.
+            let summary = check_chain(scans, n - 1, false)?;
+            let last = summary.last_scan;
+            recovery.records = summary.records;
+            recovery.next_seq = last.end.next_seq;
+            recovery.head_hash = last.end.prev_hash;
+            let torn = match last.torn_tail_bytes() {
+                Some(bytes) => bytes,
+                None => {
+                    // Not the remains of one interrupted append: damage, refuse to open.
+                    if let Some(e) = last.trailing_damage() {
+                        return Err(e);
+                    }
+                    0
+                }
+            };
+            let seg = listing
+                .segments
+                .last()
+                .cloned()
+                .ok_or_else(|| JournalError::NoJournal {
+                    dir: dir.to_path_buf(),
+                })?;
+            let mut active = map_existing(&seg, last.header.segment_index, last.file_len, &lock)?;
+            active.write_off = last.end.off as usize;
+            if torn > 0 {
+                let from = last.end.off as usize;
+                let to = last.nonzero_end as usize;
+                active.map[from..to].fill(0);
+                active
+                    .map
+                    .flush_range(from, to - from)
+                    .map_err(|e| JournalError::io("msync", &active.path, e))?;
+                recovery.truncated_bytes = torn;
+                recovery.truncated_from_seq = Some(last.end.next_seq);
+            }
+            if durable {
+                // Records a crashed process left in the page cache become durable now.
+                active
+                    .map
+                    .flush_range(0, active.write_off)
+                    .map_err(|e| JournalError::io("msync", &active.path, e))?;
+            }
+            active.synced_off = active.write_off;
+            active
+        };
+        let last_seq = recovery.next_seq - 1;
+        // A checkpoint past the recovered end means records it vouched for are gone.
+        let newest = newest_checkpoint(dir)?;
+        if let Some((off, entry)) = newest {
+            if entry.seq > last_seq {
+                return Err(JournalError::damaged(
+                    &dir.join(crate::format::CHECKPOINT_FILE_NAME),
+                    off,
+                    Some(entry.seq),
+                    DamageKind::TailCut { last_seq },
+                ));
+            }
+        }
+        let checkpoint = match opts.checkpoint {
+            None => None,
+            Some(p) => {
+                let prev = newest.map_or(0, |(_, e)| e.seq);
+                let (writer, cut) = CheckpointWriter::open(dir, p.signing_key, durable, prev)?;
+                recovery.checkpoint_bytes_cut = cut;
+                Some(CheckpointState {
+                    writer,
+                    every_records: p.every_records,
+                    every_ns: p.every_ms.saturating_mul(NS_PER_MS),
+                    last_ns: None,
+                })
+            }
+        };
+        // With checkpoints, the segments before the last are synced before the first
+        // checkpoint (a process under `none` may have left their pages unwritten).
+        let pending_sync = if checkpoint.is_some() {
+            let n = listing.segments.len();
+            listing
+                .segments
+                .iter()
+                .take(n.saturating_sub(1))
+                .map(|s| s.path.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segment_size_bytes: opts.segment_size_bytes,
+            durability: opts.durability,
+            seg: Some(active),
+            next_seq: recovery.next_seq,
+            head: recovery.head_hash,
+            hasher: Sha256::new(),
+            unsynced_records: 0,
+            first_unsynced_ts_ns: None,
+            checkpoint,
+            spare: None,
+            spare_started: false,
+            pending_sync,
+            deferred: None,
+            lock,
+        };
+        Ok((writer, recovery))
+    }
+
+    /// Appends one record and returns its sequence number and chain hash. Allocates nothing
+    /// (except when rolling over to a new segment). The record is in the mapped file (visible
+    /// to readers, safe from a process crash) when this returns; the durability policy decides
+    /// when it reaches stable storage.
+    ///
+    /// Errors: [`JournalError::RecordTooLarge`] (nothing written), [`JournalError::Full`] when
+    /// a new segment cannot be allocated (nothing written; a later call retries),
+    /// [`JournalError::Io`] from `msync` under `always`/`interval` (the record IS in the
+    /// journal but may not be durable; the writer refuses further appends).
+    pub fn append(
+        &mut self,
+        kind: u16,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<Appended, JournalError> {
+        let payload_len = payload.len();
+        let record_len = record_len_for(payload_len);
+        let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
+        if payload_len > PAYLOAD_LEN_BYTES_MAX as usize || record_len > capacity {
+            return Err(JournalError::RecordTooLarge {
+                payload_len,
+                max: self.max_payload_len(),
+            });
+        }
+        let seg = self.seg.as_ref().ok_or(JournalError::Poisoned)?;
+        if seg.write_off + record_len > seg.map.len() {
+            self.roll()?;
+        }
+        let seq = self.next_seq;
+        let mut header = [0u8; RECORD_HEADER_LEN_BYTES];
+        RecordHeader {
+            record_len: record_len as u32,
+            payload_len: payload_len as u32,
+            seq,
+            ts_ns,
+            kind,
+        }
+        .encode(&mut header);
+        const ZEROS: [u8; RECORD_ALIGN_BYTES] = [0u8; RECORD_ALIGN_BYTES];
+        let pad = padding_len(payload_len);
+        let mut hash = [0u8; HASH_LEN_BYTES];
+        chain_hash_parts(
+            &mut self.hasher,
+            &self.head,
+            &header,
+            payload,
+            &ZEROS[..pad],
+            &mut hash,
+        );
+        let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+        let off = seg.write_off;
+        let rec = &mut seg.map[off..off + record_len];
+        debug_assert!(rec[..4].iter().all(|&b| b == 0), "appending over data");
+        let payload_end = RECORD_HEADER_LEN_BYTES + payload_len;
+        rec[4..RECORD_HEADER_LEN_BYTES].copy_from_slice(&header[4..]);
+        rec[RECORD_HEADER_LEN_BYTES..payload_end].copy_from_slice(payload);
+        rec[payload_end..payload_end + pad].fill(0);
+        rec[record_len - HASH_LEN_BYTES..].copy_from_slice(&hash);
+        // The length word goes last: a crash before this store leaves 0 (end of data).
+        fence(Ordering::Release);
+        rec[..4].copy_from_slice(&header[..4]);
+        seg.write_off = off + record_len;
+        self.next_seq = seq + 1;
+        self.head = hash;
+        if !self.spare_started && seg.write_off > seg.map.len() / 2 {
+            self.spare_started = true;
+            // Half full: prepare the next segment in the background (once per segment).
+            self.spare = spawn_spare(&self.dir, self.segment_size_bytes, self.durability.syncs());
+        }
+
+        match self.durability {
+            Durability::None => {}
+            Durability::Always => {
+                let r = seg.map.flush_range(off, record_len);
+                if let Err(e) = r {
+                    return Err(self.poison_io("msync", e));
+                }
+                seg.synced_off = seg.write_off;
+            }
+            Durability::Interval { records, ms } => {
+                self.unsynced_records += 1;
+                let first = *self.first_unsynced_ts_ns.get_or_insert(ts_ns);
+                if self.unsynced_records >= records
+                    || ts_ns.saturating_sub(first) >= ms.saturating_mul(NS_PER_MS)
+                {
+                    self.sync_range()?;
+                }
+            }
+        }
+        if let Some(cp) = &self.checkpoint {
+            if cp.every_records > 0 && seq - cp.writer.last_seq >= cp.every_records {
+                if let Err(e) = self.checkpoint_now(ts_ns) {
+                    // The record is appended; report the checkpoint failure later.
+                    self.deferred = Some(e);
+                }
+            }
+        }
+        Ok(Appended { seq, hash })
+    }
+
+    /// The largest payload [`Writer::append`] accepts with this segment size.
+    pub fn max_payload_len(&self) -> usize {
+        let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
+        let by_segment = capacity - RECORD_HEADER_LEN_BYTES - HASH_LEN_BYTES;
+        (by_segment / RECORD_ALIGN_BYTES * RECORD_ALIGN_BYTES).min(PAYLOAD_LEN_BYTES_MAX as usize)
+    }
+
+    /// The sequence number the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hash of the last record ([`GENESIS_HASH`] when the journal is empty).
+    pub fn head_hash(&self) -> [u8; HASH_LEN_BYTES] {
+        self.head
+    }
+
+    /// Bytes of the current segment written but not yet msync'ed (for metrics and tests).
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.seg
+            .as_ref()
+            .map_or(0, |s| (s.write_off - s.synced_off.min(s.write_off)) as u64)
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segment file being appended to.
+    pub fn current_segment(&self) -> Option<&Path> {
+        self.seg.as_ref().map(|s| s.path.as_path())
+    }
+
+    /// msyncs every record written so far, whatever the policy; also reports a deferred
+    /// checkpoint error.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.sync_range()?;
+        match self.deferred.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Idle-time work, `now_ns` on the same clock as the records' `ts_ns`: the time-based
+    /// group commit of `interval`, time-based checkpoints, and reporting a deferred error
+    /// (a checkpoint that failed inside `append`).
+    pub fn maintain(&mut self, now_ns: u64) -> Result<(), JournalError> {
+        if let Durability::Interval { ms, .. } = self.durability {
+            if let Some(first) = self.first_unsynced_ts_ns {
+                if now_ns.saturating_sub(first) >= ms.saturating_mul(NS_PER_MS) {
+                    self.sync_range()?;
+                }
+            }
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            let last = *cp.last_ns.get_or_insert(now_ns);
+            let due = cp.every_ns > 0
+                && self.next_seq - 1 > cp.writer.last_seq
+                && now_ns.saturating_sub(last) >= cp.every_ns;
+            if due {
+                self.checkpoint_now(now_ns)?;
+            }
+        }
+        match self.deferred.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Signs and stores a checkpoint of the current head now (after making the records durable).
+    /// A no-op without a checkpoint policy or when the head is already checkpointed.
+    pub fn checkpoint_now(&mut self, now_ns: u64) -> Result<(), JournalError> {
+        let last_seq = self.next_seq - 1;
+        match &self.checkpoint {
+            Some(cp) if last_seq > cp.writer.last_seq => {}
+            _ => return Ok(()),
+        }
+        // A checkpoint promises that the records it covers are on stable storage.
+        self.sync_range()?;
+        for path in &self.pending_sync {
+            File::open(path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| JournalError::io("fdatasync", path, e))?;
+        }
+        self.pending_sync.clear();
+        let head = self.head;
+        if let Some(cp) = &mut self.checkpoint {
+            cp.writer.write(last_seq, &head, now_ns)?;
+            cp.last_ns = Some(now_ns);
+        }
+        Ok(())
+    }
+
+    /// Payload of the newest record of `kind` (for resuming after a restart). Cold path:
+    /// walks the segments from the newest back; `None` when there is none (or it is unreadable).
+    pub fn last_payload(&self, kind: u16) -> Option<Vec<u8>> {
+        let listing = list_segments(&self.dir).ok()?;
+        for (index, seg) in listing.segments.iter().enumerate().rev() {
+            let mut walker = Walker::open(seg, index as u64).ok()?;
+            let mut found = None;
+            while let Ok(Step::Record(r)) = walker.step() {
+                if r.header.kind == kind {
+                    found = Some(r.payload.to_vec());
+                }
+                if r.header.seq + 1 >= self.next_seq {
+                    break;
+                }
+            }
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+
+    /// msyncs what is written and not yet synced. A failed msync poisons the writer: after
+    /// a write-back error the kernel may have dropped the dirty pages, so what is on disk is
+    /// unknown and appending more would hide it (reopening re-verifies the files).
+    fn sync_range(&mut self) -> Result<(), JournalError> {
+        let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+        if seg.write_off > seg.synced_off {
+            let (from, len) = (seg.synced_off, seg.write_off - seg.synced_off);
+            if let Err(e) = seg.map.flush_range(from, len) {
+                return Err(self.poison_io("msync", e));
+            }
+            let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+            seg.synced_off = seg.write_off;
+        }
+        self.unsynced_records = 0;
+        self.first_unsynced_ts_ns = None;
+        Ok(())
+    }
+
+    fn poison_io(&mut self, op: &'static str, e: std::io::Error) -> JournalError {
+        let path = self
+            .seg
+            .take()
+            .map(|s| s.path)
+            .unwrap_or_else(|| self.dir.clone());
+        JournalError::Io {
+            op,
+            path,
+            source: e,
+        }
+    }
+
+    /// Closes the current segment and starts the next one, from the spare prepared in the
+    /// background when there is one. On failure the current segment stays active (a later
+    /// append retries), so nothing is lost or damaged.
+    fn roll(&mut self) -> Result<(), JournalError> {
+        let durable = self.durability.syncs();
+        if durable {
+            // The old segment is complete on disk before the next one exists.
+            self.sync_range()?;
+        }
+        let index = self.seg.as_ref().ok_or(JournalError::Poisoned)?.index + 1;
+        let spare = self.spare.take().map(|sp| {
+            sp.handle.join().unwrap_or_else(|_| {
+                Err(JournalError::io(
+                    "prepare segment",
+                    &self.dir,
+                    std::io::Error::other("the segment preparer thread panicked"),
+                ))
+            })
+        });
+        let next = match spare {
+            // The spare must have this journal's segment size (it always does: same options).
+            Some(blank) => {
+                let blank = blank?;
+                install_segment(
+                    &self.dir,
+                    blank,
+                    index,
+                    self.next_seq,
+                    &self.head,
+                    durable,
+                    &self.lock,
+                )?
+            }
+            None => create_segment(
+                &self.dir,
+                index,
+                self.next_seq,
+                &self.head,
+                self.segment_size_bytes,
+                durable,
+                &self.lock,
+            )?,
+        };
+        let old = self.seg.replace(next);
+        if let Some(old) = old {
+            if !durable && self.checkpoint.is_some() {
+                // Unsynced under `none`: the next checkpoint syncs it.
+                self.pending_sync.push(old.path);
+            }
+        }
+        self.spare_started = false;
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.durability.syncs() {
+            // Best effort: an error here has no one to report to; `sync` reports it.
+            let _ = self.sync_range();
+        }
+        if let Some(sp) = self.spare.take() {
+            sp.cancel.store(true, Ordering::Relaxed);
+            if let Ok(Ok(blank)) = sp.handle.join() {
+                let _ = std::fs::remove_file(&blank.tmp);
+            }
+        }
+    }
+}
+
+fn validate_options(opts: &WriterOptions) -> Result<(), JournalError> {
+    let size = opts.segment_size_bytes;
+    if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
+        || size % SEGMENT_SIZE_ALIGN_BYTES != 0
+    {
+        return Err(JournalError::Config {
+            what: "segment_size_bytes",
+            detail: format!(
+                "{size}: must be a multiple of {SEGMENT_SIZE_ALIGN_BYTES} between \
+                 {SEGMENT_SIZE_BYTES_MIN} and {SEGMENT_SIZE_BYTES_MAX}"
+            ),
+        });
+    }
+    opts.durability.validate()?;
+    if let Some(cp) = &opts.checkpoint {
+        if cp.every_records == 0 && cp.every_ms == 0 {
+            return Err(JournalError::Config {
+                what: "checkpoint policy",
+                detail: "every_records and every_ms are both 0: no checkpoint would be written"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn lock_dir(dir: &Path) -> Result<Flock<File>, JournalError> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| JournalError::io("open lock file", &path, e))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == Errno::EWOULDBLOCK {
+            JournalError::Locked {
+                dir: dir.to_path_buf(),
+            }
+        } else {
+            JournalError::io("lock", &path, errno.into())
+        }
+    })
+}
+
+fn is_all_zero(path: &Path) -> Result<bool, JournalError> {
+    let mut cursor = crate::scan::Cursor::open(path)?;
+    // Any segment with a header is not: decide from the first bytes without reading it all.
+    let head = (cursor.len() as usize).min(SEGMENT_HEADER_LEN_BYTES);
+    if cursor.bytes(0, head)?.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    Ok(cursor.nonzero_end(0, &mut |_| {})? == 0)
+}
+
+fn now_epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Reserves `len` bytes for `file`: `fallocate`, or zero-filling where it is not supported.
+/// A full disk is reported here as [`JournalError::Full`], never later as `SIGBUS`.
+fn allocate(file: &File, path: &Path, len: u64) -> Result<Allocated, JournalError> {
+    let full = |e: std::io::Error| JournalError::Full {
+        path: path.to_path_buf(),
+        bytes: len,
+        source: e,
+    };
+    let is_full = |errno: Errno| matches!(errno, Errno::ENOSPC | Errno::EDQUOT | Errno::EFBIG);
+    match nix::fcntl::fallocate(
+        file.as_raw_fd(),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        len as i64,
+    ) {
+        Ok(()) => Ok(Allocated { len }),
+        Err(errno) if is_full(errno) => Err(full(errno.into())),
+        Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
+            zero_fill_file(file, path, len, None)?;
+            Ok(Allocated { len })
+        }
+        Err(errno) => Err(JournalError::io("fallocate", path, errno.into())),
+    }
+}
+
+/// A blank segment file made ahead of time under a temporary name: allocated (and, for a
+/// spare, zero-filled), waiting for its header.
+#[derive(Debug)]
+struct Blank {
+    file: File,
+    tmp: PathBuf,
+    allocated: Allocated,
+}
+
+/// The temporary name of the spare segment the background preparer makes.
+const SPARE_NAME: &str = "spare";
+
+/// Makes a blank segment at `tmp`: allocated with `fallocate` (a full disk is reported here)
+/// and, with `zero_fill`, written with zeros so that its blocks are ordinary written blocks:
+/// the first write to each page through the mapping is then a cheap fault (on ext4 a page
+/// of a merely pre-allocated, "unwritten" extent costs a journal transaction on first write).
+/// `zero_fill` is `Some(cancel)` for a spare: zero-filling stops early when `cancel` is set.
+fn prepare_blank(
+    tmp: PathBuf,
+    size: u64,
+    durable: bool,
+    zero_fill: Option<&AtomicBool>,
+) -> Result<Blank, JournalError> {
+    let _ = std::fs::remove_file(&tmp);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOSPC) | Some(Errno::EDQUOT) => JournalError::Full {
+                path: tmp.clone(),
+                bytes: size,
+                source: e,
+            },
+            _ => JournalError::io("create segment", &tmp, e),
+        })?;
+    let made = (|| {
+        let allocated = allocate(&file, &tmp, size)?;
+        if let Some(cancel) = zero_fill {
+            zero_fill_file(&file, &tmp, size, Some(cancel))?;
+        }
+        if durable {
+            file.sync_all()
+                .map_err(|e| JournalError::io("fsync", &tmp, e))?;
+        }
+        Ok(allocated)
+    })();
+    match made {
+        Ok(allocated) => Ok(Blank {
+            file,
+            tmp,
+            allocated,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The next segment, being prepared on a background thread.
+#[derive(Debug)]
+struct Spare {
+    handle: JoinHandle<Result<Blank, JournalError>>,
+    /// Set when the writer closes: the preparer stops zero-filling and removes its file.
+    cancel: Arc<AtomicBool>,
+}
+
+/// Prepares the next segment on a background thread while the current one fills; `None`
+/// when no thread can be started (the roll-over then makes the segment itself).
+fn spawn_spare(dir: &Path, size: u64, durable: bool) -> Option<Spare> {
+    let tmp = dir.join(format!("{SPARE_NAME}{SEGMENT_TMP_SUFFIX}"));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&cancel);
+    let handle = std::thread::Builder::new()
+        .name("audit-spare".into())
+        .spawn(move || prepare_blank(tmp, size, durable, Some(&stop)))
+        .ok()?;
+    Some(Spare { handle, cancel })
+}
+
+/// Gives a blank segment its header and its name (`first_seq`), then maps it. The header is
+/// written and the file renamed only now, so a crash never leaves a half-made segment under a
+/// segment name.
+#[allow(clippy::too_many_arguments)]
+fn install_segment(
+    dir: &Path,
+    blank: Blank,
+    index: u64,
+    first_seq: u64,
+    prev_hash: &[u8; HASH_LEN_BYTES],
+    durable: bool,
+    lock: &Flock<File>,
+) -> Result<Active, JournalError> {
+    let Blank {
+        file,
+        tmp,
+        allocated,
+    } = blank;
+    let path = dir.join(segment_file_name(first_seq));
+    let made = (|| {
+        if path.exists() {
+            return Err(JournalError::io(
+                "create segment",
+                &path,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment already exists"),
+            ));
+        }
+        let mut header = [0u8; SEGMENT_HEADER_LEN_BYTES];
+        SegmentHeader {
+            segment_size_bytes: allocated.len,
+            segment_index: index,
+            first_seq,
+            created_ns: now_epoch_ns(),
+            prev_hash: *prev_hash,
+        }
+        .encode(&mut header);
+        file.write_all_at(&header, 0)
+            .map_err(|e| JournalError::io("write segment header", &tmp, e))?;
+        if durable {
+            file.sync_data()
+                .map_err(|e| JournalError::io("fsync", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| JournalError::io("rename", &tmp, e))?;
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let mut active = map_file(file, &path, allocated, lock)?;
+    active.index = index;
+    active.write_off = SEGMENT_HEADER_LEN_BYTES;
+    active.synced_off = if durable { SEGMENT_HEADER_LEN_BYTES } else { 0 };
+    Ok(active)
+}
+
+/// Creates segment `index` starting at `first_seq` right now (no spare available).
+fn create_segment(
+    dir: &Path,
+    index: u64,
+    first_seq: u64,
+    prev_hash: &[u8; HASH_LEN_BYTES],
+    size: u64,
+    durable: bool,
+    lock: &Flock<File>,
+) -> Result<Active, JournalError> {
+    let name = segment_file_name(first_seq);
+    let tmp = dir.join(format!(
+        "{}{SEGMENT_TMP_SUFFIX}",
+        name.trim_end_matches(crate::format::SEGMENT_SUFFIX)
+    ));
+    let blank = prepare_blank(tmp, size, durable, None)?;
+    install_segment(dir, blank, index, first_seq, prev_hash, durable, lock)
+}
+
+fn zero_fill_file(
+    file: &File,
+    path: &Path,
+    len: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<(), JournalError> {
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+    let mut off = 0u64;
+    while off < len {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(JournalError::io(
+                "zero-fill",
+                path,
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"),
+            ));
+        }
+        let n = (len - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], off).map_err(|e| {
+            match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::ENOSPC) | Some(Errno::EDQUOT) | Some(Errno::EFBIG) => {
+                    JournalError::Full {
+                        path: path.to_path_buf(),
+                        bytes: len,
+                        source: e,
+                    }
+                }
+                _ => JournalError::io("zero-fill", path, e),
+            }
+        })?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JournalError::io("fsync directory", dir, e))
+}
+
+fn map_existing(
+    seg: &SegmentFile,
+    index: u64,
+    len: u64,
+    lock: &Flock<File>,
+) -> Result<Active, JournalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg.path)
+        .map_err(|e| JournalError::io("open", &seg.path, e))?;
+    // Existing segments were allocated when made, but a copy may be sparse: allocate again
+    // (a no-op for allocated blocks) so that a write can never fault on a missing block.
+    let allocated = allocate(&file, &seg.path, len)?;
+    let mut active = map_file(file, &seg.path, allocated, lock)?;
+    active.index = index;
+    Ok(active)
+}
+
+fn map_file(
+    file: File,
+    path: &Path,
+    allocated: Allocated,
+    lock: &Flock<File>,
+) -> Result<Active, JournalError> {
+    let map =
+        map_writable(&file, allocated, lock).map_err(|e| JournalError::io("mmap", path, e))?;
+    Ok(Active {
+        index: 0,
+        path: path.to_path_buf(),
+        map,
+        write_off: SEGMENT_HEADER_LEN_BYTES,
+        synced_off: 0,
+        _file: file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn with_checkpoints(durability: Durability) -> WriterOptions {
+        WriterOptions {
+            segment_size_bytes: 4096,
+            durability,
+            checkpoint: Some(CheckpointPolicy {
+                signing_key: crate::checkpoint::generate_signing_key(),
+                every_records: 0,
+                every_ms: 1000,
+            }),
+        }
+    }
+
+    #[test]
+    fn checkpoints_under_none_sync_the_segments_rolled_since_the_last_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("j");
+        let (mut w, _) = Writer::open(&dir, with_checkpoints(Durability::None)).unwrap();
+        for i in 0..200 {
+            w.append(1, i, &[3u8; 100]).unwrap();
+        }
+        let rolled = crate::scan::list_segments(&dir).unwrap().segments.len() - 1;
+        assert!(rolled >= 3);
+        assert_eq!(w.pending_sync.len(), rolled);
+        w.checkpoint_now(1).unwrap();
+        assert!(w.pending_sync.is_empty());
+        assert_eq!(w.unsynced_bytes(), 0);
+        drop(w);
+        // Reopened, the earlier segments are pending again (their state is unknown).
+        let (w, _) = Writer::open(&dir, with_checkpoints(Durability::None)).unwrap();
+        assert_eq!(w.pending_sync.len(), rolled);
+        // Durable policies sync each segment before rolling: nothing pending.
+        let (mut w, _) =
+            Writer::open(&tmp.path().join("k"), with_checkpoints(Durability::Always)).unwrap();
+        for i in 0..200 {
+            w.append(1, i, &[3u8; 100]).unwrap();
+        }
+        assert!(w.pending_sync.is_empty());
+    }
+
+    #[test]
+    fn durability_round_trips_through_text() {
+        for d in [
+            Durability::None,
+            Durability::Always,
+            Durability::Interval { records: 3, ms: 9 },
+        ] {
+            assert_eq!(d.to_string().parse::<Durability>().unwrap(), d);
+        }
+        let err = "interval:x:1"
+            .parse::<Durability>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RECORDS"), "{err}");
+    }
+}

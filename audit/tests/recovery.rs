@@ -1,0 +1,264 @@
+//! Recovery on open: a torn tail (the last record cut at any byte) is cut off and reported,
+//! keeping exactly the good prefix; damage anywhere else refuses to open.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use audit::{DamageKind, JournalError, VerifyOptions, Writer};
+use common::{assert_same, copy_dir, read_all, spans, write_journal, Span};
+
+fn zero(path: &Path, from: usize, to: usize) {
+    if to > from {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(&vec![0u8; to - from], from as u64).unwrap();
+    }
+}
+
+fn check_recovers_to(dir: &Path, written: &[common::Written], last: &Span, expect_cut: bool) {
+    let good = &written[..written.len() - 1];
+    let (mut w, rec) = Writer::open(dir, common::opts(4096)).unwrap();
+    assert_eq!(rec.records, good.len() as u64);
+    assert_eq!(rec.next_seq, last.seq);
+    assert_eq!(rec.head_hash, good.last().unwrap().hash);
+    if expect_cut {
+        assert_eq!(rec.truncated_from_seq, Some(last.seq));
+        assert!(rec.truncated_bytes > 0 && rec.truncated_bytes <= (last.end - last.start) as u64);
+    } else {
+        assert_eq!((rec.truncated_bytes, rec.truncated_from_seq), (0, None));
+    }
+    // The cut bytes are zero again, the chain continues from the good prefix.
+    let a = w.append(3, 33, b"after recovery").unwrap();
+    assert_eq!(a.seq, last.seq);
+    drop(w);
+    let read = read_all(dir);
+    assert_same(&read[..good.len()], good);
+    assert_eq!(read[good.len()].payload, b"after recovery");
+    audit::verify(dir, &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn a_torn_last_record_is_cut_at_every_byte_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    // Last record: a large payload with no zero bytes near its end; the first record of a
+    // segment in the second variant.
+    let written = write_journal(&base, 20, 120, 4096);
+    let spans = spans(&base);
+    let last = spans.last().unwrap().clone();
+    let len = last.end - last.start;
+    for cut in 0..=len {
+        // Process crash: everything but the length word may have been written, up to `cut`.
+        let dir = tmp.path().join(format!("crash-{cut}"));
+        copy_dir(&base, &dir);
+        let file = dir.join(last.file.file_name().unwrap());
+        zero(&file, last.start, last.start + 4);
+        zero(&file, last.start + cut.max(4), last.end);
+        let anything_left = std::fs::read(&file).unwrap()[last.start..last.end]
+            .iter()
+            .any(|&b| b != 0);
+        check_recovers_to(
+            &dir,
+            &written,
+            &Span {
+                file,
+                ..last.clone()
+            },
+            anything_left,
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Power loss: the header (one 32-byte unit) reached the disk, bytes from `cut` on
+        // did not.
+        if (32..len).contains(&cut) {
+            let dir = tmp.path().join(format!("power-{cut}"));
+            copy_dir(&base, &dir);
+            let file = dir.join(last.file.file_name().unwrap());
+            zero(&file, last.start + cut, last.end);
+            check_recovers_to(
+                &dir,
+                &written,
+                &Span {
+                    file,
+                    ..last.clone()
+                },
+                true,
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_torn_first_record_of_a_new_segment_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let mut written = write_journal(&base, 20, 120, 4096);
+    // Append until a new segment starts, then tear its first record.
+    let (mut w, _) = Writer::open(&base, common::opts(4096)).unwrap();
+    let segs = common::segments(&base).len();
+    while common::segments(&base).len() == segs {
+        written.extend(common::append_n(&mut w, 1, 120));
+    }
+    drop(w);
+    let last = spans(&base).last().unwrap().clone();
+    assert_eq!(last.start, 128, "the last record starts a segment");
+    zero(&last.file, last.start, last.start + 4);
+    check_recovers_to(&base, &written, &last, true);
+}
+
+#[test]
+fn garbage_after_the_end_within_one_record_is_cut_beyond_it_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let written = write_journal(&base, 10, 50, 256 * 1024);
+    let spans = spans(&base);
+    let end = spans.last().unwrap().end;
+    let file = spans[0].file.clone();
+    // A lost first page of a record: zero header, some bytes later on.
+    let dir = tmp.path().join("near");
+    copy_dir(&base, &dir);
+    let f = dir.join(file.file_name().unwrap());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .write_all_at(&[0xAB; 16], (end + 5000) as u64)
+        .unwrap();
+    // verify (strict) reports it, as the torn tail it is...
+    let err = audit::verify(&dir, &VerifyOptions::default()).unwrap_err();
+    assert!(
+        matches!(err.damage().unwrap().what, DamageKind::TornTail { .. }),
+        "{err}"
+    );
+    assert_eq!(err.damage().unwrap().seq, Some(11));
+    // ...unless told a writer may be appending.
+    let ok = audit::verify(
+        &dir,
+        &VerifyOptions {
+            allow_torn_tail: true,
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ok.torn_tail_bytes, 5016);
+    let (_, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
+    assert_eq!(
+        (rec.truncated_bytes, rec.truncated_from_seq),
+        (5016, Some(11))
+    );
+    assert_same(&read_all(&dir), &written);
+
+    // Beyond one largest record from the end: not a torn tail, refuse.
+    let dir = tmp.path().join("far");
+    copy_dir(&base, &dir);
+    let f = dir.join(file.file_name().unwrap());
+    let far = end as u64 + audit::limits::TORN_TAIL_WINDOW_BYTES + 8;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .write_all_at(&[0xAB; 16], far)
+        .unwrap();
+    let err = Writer::open(&dir, common::opts(4096)).unwrap_err();
+    let d = err.damage().unwrap();
+    assert_eq!((d.seq, d.offset), (Some(11), end as u64), "{err}");
+    assert!(matches!(d.what, DamageKind::DataAfterEnd { .. }), "{err}");
+    // Nothing was changed by the refusal.
+    assert_eq!(std::fs::read(&f).unwrap()[far as usize], 0xAB);
+}
+
+#[test]
+fn damage_before_the_tail_refuses_to_open_and_names_the_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_journal(&base, 300, 100, 8192);
+    let spans = spans(&base);
+    // A changed payload byte in an early segment and in the last segment, and a zeroed length
+    // word in the middle of the last segment.
+    let last_seg = spans.last().unwrap().file.clone();
+    let in_last: Vec<&Span> = spans.iter().filter(|s| s.file == last_seg).collect();
+    assert!(in_last.len() > 4);
+    let cases: Vec<(&Span, usize, u8)> = vec![
+        (&spans[3], 40, 0x01),
+        (in_last[1], 40, 0x01),
+        (in_last[2], 0, 0xFF),
+    ];
+    for (i, (s, delta, mask)) in cases.into_iter().enumerate() {
+        let dir = tmp.path().join(format!("case{i}"));
+        copy_dir(&base, &dir);
+        let file = dir.join(s.file.file_name().unwrap());
+        let before = std::fs::read(&file).unwrap();
+        let mut b = before.clone();
+        if mask == 0xFF {
+            b[s.start..s.start + 4].fill(0);
+        } else {
+            b[s.start + delta] ^= mask;
+        }
+        std::fs::write(&file, &b).unwrap();
+        let err = Writer::open(&dir, common::opts(8192)).unwrap_err();
+        let JournalError::Damaged(d) = &err else {
+            panic!("case {i}: {err}")
+        };
+        assert_eq!(d.seq, Some(s.seq), "case {i}: {err}");
+        assert_eq!(d.offset, s.start as u64, "case {i}: {err}");
+        assert_eq!(d.file, file, "case {i}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("seq {}", s.seq)) && text.contains("offset"),
+            "{text}"
+        );
+        // Refusing changes nothing.
+        assert_eq!(std::fs::read(&file).unwrap(), b);
+    }
+}
+
+#[test]
+fn leftovers_of_an_interrupted_segment_creation_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    let written = write_journal(&dir, 50, 100, 4096);
+    // A crash between creating the temporary file and renaming it.
+    let tmpfile = dir.join("00000000000000000051.seg.tmp");
+    std::fs::write(&tmpfile, [1u8; 100]).unwrap();
+    // A power loss that kept the rename but not the header of an empty last segment.
+    let next = spans(&dir).last().unwrap().seq + 1;
+    let empty = dir.join(format!("{next:020}.seg"));
+    std::fs::write(&empty, vec![0u8; 4096]).unwrap();
+    let (mut w, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
+    assert_eq!(rec.removed_files.len(), 2, "{rec:?}");
+    assert!(!tmpfile.exists());
+    assert_eq!(rec.next_seq, 51);
+    w.append(1, 1, b"x").unwrap();
+    drop(w);
+    assert_same(&read_all(&dir)[..50], &written);
+    audit::verify(&dir, &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn an_empty_last_segment_after_roll_over_is_continued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    write_journal(&dir, 37, 100, 4096);
+    // Fill the segment so the next append rolls, then "crash" right after the roll-over by
+    // making the new segment by hand the way the writer does (header, no records).
+    let (mut w, _) = Writer::open(&dir, common::opts(4096)).unwrap();
+    let before = common::segments(&dir).len();
+    while common::segments(&dir).len() == before {
+        common::append_n(&mut w, 1, 100);
+    }
+    let seq_in_new = w.next_seq() - 1;
+    drop(w);
+    // Cut the record in the new segment: the segment is empty now.
+    let last = spans(&dir).last().unwrap().clone();
+    assert_eq!((last.seq, last.start), (seq_in_new, 128));
+    zero(&last.file, last.start, last.end);
+    let (mut w, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
+    assert_eq!(rec.next_seq, seq_in_new);
+    assert_eq!(rec.truncated_bytes, 0);
+    assert_eq!(w.append(1, 1, b"again").unwrap().seq, seq_in_new);
+    drop(w);
+    audit::verify(&dir, &VerifyOptions::default()).unwrap();
+}
