@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DamageKind, JournalError};
 use crate::format::{CheckpointEntry, CHECKPOINT_FILE_NAME, CHECKPOINT_LEN_BYTES, HASH_LEN_BYTES};
-use crate::limits::CHECKPOINT_FILE_BYTES_MAX;
+use crate::limits::{CHECKPOINT_FILE_BYTES_MAX, KEY_FILE_BYTES_MAX};
 
 /// Makes a new random signing key (from the operating system's RNG).
 pub fn generate_signing_key() -> SigningKey {
@@ -77,15 +77,37 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Reads a key file: one line of 64 hex characters. At most [`KEY_FILE_BYTES_MAX`] bytes are
+/// read, and error messages never quote the file's content (it may be a secret key).
 fn read_hex_32(path: &Path) -> Result<[u8; 32], JournalError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| JournalError::io("read key file", path, e))?;
+    use std::io::Read;
     let key_err = |detail: String| JournalError::Key {
         path: path.to_path_buf(),
         detail,
     };
-    let bytes = hex::decode(text.trim())
-        .map_err(|e| key_err(format!("not a hex key ({e}); expected 64 hex characters")))?;
+    let file = File::open(path).map_err(|e| JournalError::io("read key file", path, e))?;
+    let mut raw = Vec::new();
+    file.take(KEY_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| JournalError::io("read key file", path, e))?;
+    if raw.len() as u64 > KEY_FILE_BYTES_MAX {
+        return Err(key_err(format!(
+            "longer than {KEY_FILE_BYTES_MAX} bytes: not a key file (expected 64 hex characters)"
+        )));
+    }
+    let text = raw.trim_ascii();
+    let bytes = hex::decode(text).map_err(|e| {
+        let what = match e {
+            hex::FromHexError::InvalidHexCharacter { index, .. } => {
+                format!("a character that is not hex at position {index}")
+            }
+            hex::FromHexError::OddLength => "an odd number of characters".to_owned(),
+            hex::FromHexError::InvalidStringLength => "a wrong length".to_owned(),
+        };
+        key_err(format!(
+            "not a hex key ({what}); expected 64 hex characters"
+        ))
+    })?;
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| key_err(format!("{} bytes, expected 32", bytes.len())))
 }
@@ -205,7 +227,7 @@ impl CheckpointWriter {
             .read(true)
             .append(true)
             .create(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| JournalError::io("open", &path, e))?;
         let len = file

@@ -286,6 +286,44 @@ pub enum JournalError {
     /// A message on the wire does not decode.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// An endpoint or an authentication setting was refused: a remote endpoint without
+    /// authentication (unless `insecure`), an unreadable credentials file, a failed bind.
+    #[error(transparent)]
+    Auth(#[from] zauth::AuthError),
+    /// A server socket is to authenticate its peers, but no ZAP handler runs on its ZeroMQ
+    /// context: libzmq would let peers in unchecked, so the bind is refused.
+    #[error(
+        "refusing to bind {endpoint}: authentication is configured but no ZAP handler runs on \
+         this ZeroMQ context (start zauth::ZapHandler on it before binding)"
+    )]
+    NoZapHandler {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// The server refused this client during the ZeroMQ handshake (ZAP said no).
+    #[error(
+        "{endpoint} refused the connection (ZAP status {status}): wrong or missing credentials \
+         (--credentials), or this address is not in the server's allow-list"
+    )]
+    AuthRefused {
+        /// The endpoint connected to.
+        endpoint: String,
+        /// The ZAP status code (400: refused, 500: the server's handler failed).
+        status: u32,
+    },
+    /// The handshake failed because client and server use different security mechanisms
+    /// (one side PLAIN, the other none).
+    #[error(
+        "{endpoint}: security mechanism mismatch in the handshake (the server requires \
+         credentials and none were given, or the other way round)"
+    )]
+    MechanismMismatch {
+        /// The endpoint connected to.
+        endpoint: String,
+    },
+    /// A signal interrupted a wait on a socket (`tail` ends cleanly when its stop flag is set).
+    #[error("interrupted by a signal")]
+    Interrupted,
     /// A previous failure left the writer unusable (a segment could not be mapped after
     /// roll-over); reopen the journal.
     #[error("writer is unusable after an earlier failure; reopen the journal")]

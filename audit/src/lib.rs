@@ -12,7 +12,9 @@
 //! - [`Reader`]: verified iteration over what is committed now.
 //! - [`verify()`]: the offline verifier behind `audit verify` (parallel per segment).
 //! - [`Publisher`], [`serve()`], [`tail()`]: the live feed, the gap-fill service and a
-//!   subscriber that fills gaps from it.
+//!   subscriber that fills gaps from it; [`Publisher::bind_secure`], [`serve_secure()`] and
+//!   [`TailOptions::client_auth`] put them under the endpoint policy of [`zauth`]
+//!   (`docs/security.md`).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -23,6 +25,7 @@ mod mmap;
 pub mod publish;
 pub mod reader;
 mod scan;
+pub mod security;
 pub mod serve;
 pub mod tail;
 pub mod verify;
@@ -38,7 +41,8 @@ pub use format::{chain_hash, CheckpointEntry, GENESIS_HASH, HASH_LEN_BYTES};
 pub use publish::{kind_name, record_json, Publisher, PublisherStats};
 pub use reader::{Position, Reader, Record, Records};
 pub use scan::SegmentFile;
-pub use serve::{serve, GapFill, ServeStats};
+pub use security::zap_handler_running;
+pub use serve::{serve, serve_secure, GapFill, ServeStats};
 pub use tail::{tail, TailOptions, TailRecord, TailStats};
 pub use verify::{journal_bytes, verify, VerifyOptions, VerifyReport};
 pub use writer::{Appended, CheckpointPolicy, Durability, Recovery, Writer, WriterOptions};

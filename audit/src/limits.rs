@@ -120,8 +120,29 @@ pub const SERVE_INDEX_EVERY_RECORDS: u64 = 1024;
 /// The gap-fill server wakes up this often to check for a stop request.
 pub const SERVE_POLL_MS: i64 = 100;
 
-/// A gap-fill request larger than this is refused as malformed.
+/// A gap-fill request larger than this is refused as malformed; it is also the REP socket's
+/// `ZMQ_MAXMSGSIZE`, so libzmq drops a peer announcing a larger frame before allocating it.
 pub const SERVE_REQUEST_BYTES_MAX: usize = 256;
+const _: () = assert!(SERVE_REQUEST_BYTES_MAX >= crate::wire::REQUEST_LEN_BYTES);
+
+/// The error text of a gap-fill reply is cut to this many bytes.
+pub const SERVE_ERROR_TEXT_BYTES_MAX: usize = 4 * KIB as usize;
+
+/// Largest gap-fill reply a client accepts (`ZMQ_MAXMSGSIZE` of `audit tail`'s REQ socket):
+/// records up to [`SERVE_REPLY_BYTES_MAX`], or a header and an error text.
+pub const TAIL_REPLY_BYTES_MAX: usize = SERVE_REPLY_BYTES_MAX;
+const _: () = assert!(TAIL_REPLY_BYTES_MAX >= REPLY_HEADER_LEN_BYTES + SERVE_ERROR_TEXT_BYTES_MAX);
+
+/// Largest feed message a subscriber accepts (`ZMQ_MAXMSGSIZE` of `audit tail`'s SUB socket):
+/// one full batch.
+pub const TAIL_FEED_MESSAGE_BYTES_MAX: usize = PUB_BATCH_BYTES_MAX;
+
+/// Largest message a publisher accepts from a subscriber (a subscription: one byte and a
+/// topic prefix; `ZMQ_MAXMSGSIZE` of the PUB sockets).
+pub const PUB_INBOUND_BYTES_MAX: usize = 1024;
+
+/// Longest key file read (`audit keygen` writes 65 bytes); a bound on memory taken from a file.
+pub const KEY_FILE_BYTES_MAX: u64 = 4 * KIB;
 
 /// `audit tail`: how long one gap-fill request may take before the REQ socket is reopened.
 pub const TAIL_REQUEST_TIMEOUT_MS: u64 = 2000;

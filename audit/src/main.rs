@@ -103,9 +103,39 @@ struct ServeArgs {
     /// Journal directory (it may not exist yet).
     dir: PathBuf,
     /// ZeroMQ endpoint to bind the REP socket to (`tcp://127.0.0.1:*` picks a free port; the
-    /// bound endpoint is printed on the first line of stdout).
+    /// bound endpoint is printed on the first line of stdout). An endpoint that is not
+    /// loopback, ipc or inproc needs --allow or --plain-credentials, or --insecure.
     #[arg(long, value_name = "ENDPOINT")]
     bind: String,
+    #[command(flatten)]
+    security: ServerSecurityArgs,
+}
+
+/// Who may connect to a server socket (ZeroMQ ZAP); see docs/security.md.
+#[derive(Debug, Args)]
+struct ServerSecurityArgs {
+    /// Accept connections only from this network (CIDR, e.g. 10.1.0.0/16 or 127.0.0.1/32);
+    /// repeat for several. Checked by a ZAP handler on every connection.
+    #[arg(long = "allow", value_name = "CIDR")]
+    allow: Vec<ipnet::IpNet>,
+    /// Require PLAIN credentials: a file of USER:PASSWORD lines (mode 0600, `#` comments).
+    /// PLAIN authenticates but does not encrypt: the password crosses the network in clear.
+    #[arg(long, value_name = "FILE")]
+    plain_credentials: Option<PathBuf>,
+    /// Bind a remote endpoint without any authentication (anyone who can reach it may read
+    /// the journal). Without this flag such a bind refuses to start.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl ServerSecurityArgs {
+    fn policy(&self) -> zauth::ServerAuth {
+        zauth::ServerAuth {
+            allow: self.allow.clone(),
+            plain_credentials: self.plain_credentials.clone(),
+            insecure: self.insecure,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -135,9 +165,15 @@ struct TailArgs {
     /// With no live message for this long, ask the server for records past the last one (ms).
     #[arg(long, default_value_t = audit::limits::TAIL_IDLE_POLL_MS_DEFAULT, value_name = "MS")]
     idle_poll_ms: u64,
-    /// Timeout of one gap-fill request before the REQ socket is reopened (ms; 3 attempts).
+    /// Timeout of one gap-fill request before the REQ socket is reopened (ms; 3 attempts,
+    /// then exit 2): bounds how long a tail waits on a silent or unreachable server.
     #[arg(long, default_value_t = audit::limits::TAIL_REQUEST_TIMEOUT_MS, value_name = "MS")]
     request_timeout_ms: u64,
+    /// PLAIN credentials for servers that require them: a file whose first line is
+    /// USER:PASSWORD (mode 0600). Used on both the feed and the gap-fill connection; a server
+    /// that refuses them ends the tail at once (exit 2).
+    #[arg(long, value_name = "FILE")]
+    credentials: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -531,16 +567,36 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag()?;
     let ctx = zmq::Context::new();
+    let policy = a.security.policy();
+    // A remote endpoint without authentication is refused by `serve_secure` (exit 2) unless
+    // --insecure; then say so.
+    let scope = zauth::scope(&a.bind).context("--bind")?;
+    if scope == zauth::Scope::Remote && !policy.is_configured() && policy.insecure {
+        eprintln!(
+            "audit serve: warning: --insecure: {} accepts unauthenticated peers",
+            a.bind
+        );
+    }
+    // One ZAP handler for this process's context, started before the bind.
+    let zap = zauth::ZapHandler::start(&ctx, &policy).context("starting the ZAP handler")?;
     let mut on_bound = |ep: &str| {
         println!("listening {ep}");
         let _ = std::io::stdout().flush();
     };
-    let stats = audit::serve(&ctx, &a.dir, &a.bind, &stop, &mut on_bound)
+    let stats = audit::serve_secure(&ctx, &a.dir, &a.bind, &policy, &stop, &mut on_bound)
         .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
     eprintln!(
         "audit serve: stopped after {} requests, {} records sent, {} errors",
         stats.requests, stats.records, stats.errors
     );
+    if let Some(zap) = &zap {
+        use std::sync::atomic::Ordering::Relaxed;
+        eprintln!(
+            "audit serve: authentication: {} connections accepted, {} refused",
+            zap.stats().accepted.load(Relaxed),
+            zap.stats().refused.load(Relaxed)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -553,6 +609,9 @@ fn cmd_tail(a: TailArgs) -> anyhow::Result<ExitCode> {
     opts.rcvhwm = a.rcvhwm;
     opts.idle_poll_ms = a.idle_poll_ms;
     opts.request_timeout_ms = a.request_timeout_ms;
+    if let Some(path) = &a.credentials {
+        opts.client_auth = zauth::ClientAuth::from_file(path).context("--credentials")?;
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err: Option<std::io::Error> = None;

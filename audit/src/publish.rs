@@ -4,17 +4,24 @@
 //! PUB drops messages for a subscriber that falls behind its high-water mark: the feed is a
 //! fast path, not the source of truth. A subscriber that sees a gap in sequence numbers asks
 //! the gap-fill service (`audit serve`) for the missing range, which reads it from the files.
+//!
+//! Security: [`Publisher::bind_secure`] binds under a [`zauth::ServerAuth`] policy (remote
+//! endpoints need ZAP authentication or an explicit `insecure`); [`Publisher::bind`] uses the
+//! default policy, which refuses remote endpoints. See `docs/security.md`.
 
 use std::fmt;
 
 use orders::{decode_decision, decode_order, format_price_ticks, Decision, Order};
 use serde_json::{json, Map, Value};
+use zauth::ServerAuth;
 
 use crate::error::JournalError;
 use crate::format::HASH_LEN_BYTES;
 use crate::limits::{
-    PUB_BATCH_BYTES_MAX, PUB_BATCH_RECORDS_MAX, PUB_LINGER_MS, PUB_SNDHWM_MESSAGES_DEFAULT,
+    PUB_BATCH_BYTES_MAX, PUB_BATCH_RECORDS_MAX, PUB_INBOUND_BYTES_MAX, PUB_LINGER_MS,
+    PUB_SNDHWM_MESSAGES_DEFAULT,
 };
+use crate::security::bind_server;
 use crate::wire::{entry_len, push_entry, write_pub_header, PUB_BATCH_HEADER_LEN_BYTES};
 use crate::{KIND_DECISION, KIND_ORDER};
 
@@ -56,6 +63,7 @@ fn bind_pub(
     ctx: &zmq::Context,
     endpoint: &str,
     sndhwm: i32,
+    auth: &ServerAuth,
 ) -> Result<(zmq::Socket, String), JournalError> {
     let socket = ctx
         .socket(zmq::PUB)
@@ -66,25 +74,44 @@ fn bind_pub(
     socket
         .set_linger(PUB_LINGER_MS)
         .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
+    // What a subscriber sends is a subscription: refuse anything larger before allocating it.
     socket
-        .bind(endpoint)
-        .map_err(|e| JournalError::zmq("bind", endpoint, e))?;
-    let resolved = socket
-        .get_last_endpoint()
-        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
-        .unwrap_or_else(|_| endpoint.to_owned());
+        .set_maxmsgsize(PUB_INBOUND_BYTES_MAX as i64)
+        .map_err(|e| JournalError::zmq("set MAXMSGSIZE", endpoint, e))?;
+    let resolved = bind_server(ctx, &socket, endpoint, auth)?;
     Ok((socket, resolved))
 }
 
 impl Publisher {
     /// Binds the binary feed on `endpoint` and, when given, the JSON feed on `json_endpoint`
-    /// (`tcp://127.0.0.1:*` picks a free port: see [`Publisher::endpoint`]).
+    /// (`tcp://127.0.0.1:*` picks a free port: see [`Publisher::endpoint`]), with the default
+    /// security policy: in-process, ipc and loopback endpoints only (a remote endpoint is
+    /// refused; use [`Publisher::bind_secure`]).
     pub fn bind(
         ctx: &zmq::Context,
         endpoint: &str,
         json_endpoint: Option<&str>,
     ) -> Result<Publisher, JournalError> {
-        Publisher::bind_with_hwm(ctx, endpoint, json_endpoint, PUB_SNDHWM_MESSAGES_DEFAULT)
+        Publisher::bind_secure(ctx, endpoint, json_endpoint, &ServerAuth::default())
+    }
+
+    /// [`Publisher::bind`] under an authentication policy, for both sockets: a remote
+    /// endpoint needs an allow-list or PLAIN credentials (or `auth.insecure`), and when `auth`
+    /// configures either, a ZAP handler must already run on `ctx`
+    /// ([`zauth::ZapHandler::start`], once per context, before binding).
+    pub fn bind_secure(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        json_endpoint: Option<&str>,
+        auth: &ServerAuth,
+    ) -> Result<Publisher, JournalError> {
+        Publisher::bind_secure_with_hwm(
+            ctx,
+            endpoint,
+            json_endpoint,
+            PUB_SNDHWM_MESSAGES_DEFAULT,
+            auth,
+        )
     }
 
     /// [`Publisher::bind`] with a given send high-water mark (messages).
@@ -94,9 +121,26 @@ impl Publisher {
         json_endpoint: Option<&str>,
         sndhwm: i32,
     ) -> Result<Publisher, JournalError> {
-        let (socket, endpoint) = bind_pub(ctx, endpoint, sndhwm)?;
+        Publisher::bind_secure_with_hwm(
+            ctx,
+            endpoint,
+            json_endpoint,
+            sndhwm,
+            &ServerAuth::default(),
+        )
+    }
+
+    /// [`Publisher::bind_secure`] with a given send high-water mark (messages).
+    pub fn bind_secure_with_hwm(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        json_endpoint: Option<&str>,
+        sndhwm: i32,
+        auth: &ServerAuth,
+    ) -> Result<Publisher, JournalError> {
+        let (socket, endpoint) = bind_pub(ctx, endpoint, sndhwm, auth)?;
         let json = match json_endpoint {
-            Some(ep) => Some(bind_pub(ctx, ep, sndhwm)?),
+            Some(ep) => Some(bind_pub(ctx, ep, sndhwm, auth)?),
             None => None,
         };
         let mut buf = Vec::with_capacity(PUB_BATCH_BYTES_MAX);

@@ -8,13 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use zauth::ServerAuth;
+
 use crate::error::JournalError;
 use crate::format::{GENESIS_HASH, HASH_LEN_BYTES};
 use crate::limits::{
-    SERVE_INDEX_EVERY_RECORDS, SERVE_POLL_MS, SERVE_REPLY_BYTES_MAX, SERVE_REPLY_RECORDS_MAX,
-    SERVE_REQUEST_BYTES_MAX,
+    SERVE_ERROR_TEXT_BYTES_MAX, SERVE_INDEX_EVERY_RECORDS, SERVE_POLL_MS, SERVE_REPLY_BYTES_MAX,
+    SERVE_REPLY_RECORDS_MAX, SERVE_REQUEST_BYTES_MAX,
 };
 use crate::reader::{Position, Reader};
+use crate::security::bind_server;
 use crate::wire::{
     entry_len, push_entry, GapReplyHeader, GapRequest, REPLY_HEADER_LEN_BYTES, STATUS_BAD_REQUEST,
     STATUS_JOURNAL_ERROR, STATUS_OK,
@@ -175,16 +178,45 @@ impl GapFill {
             head_hash: self.head_hash,
         }
         .encode_into(out);
-        out.extend_from_slice(msg.as_bytes());
+        out.extend_from_slice(truncate_text(msg, SERVE_ERROR_TEXT_BYTES_MAX).as_bytes());
     }
 }
 
-/// Runs the gap-fill service on a REP socket bound to `endpoint` until `stop` is set.
-/// `on_bound` receives the bound endpoint (with the port chosen for `tcp://host:*`).
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Runs the gap-fill service on a REP socket bound to `endpoint` until `stop` is set, with
+/// the default security policy (in-process, ipc and loopback endpoints only; see
+/// [`serve_secure`]). `on_bound` receives the bound endpoint (with the port chosen for
+/// `tcp://host:*`).
 pub fn serve(
     ctx: &zmq::Context,
     dir: &Path,
     endpoint: &str,
+    stop: &AtomicBool,
+    on_bound: &mut dyn FnMut(&str),
+) -> Result<ServeStats, JournalError> {
+    serve_secure(ctx, dir, endpoint, &ServerAuth::default(), stop, on_bound)
+}
+
+/// [`serve`] under an authentication policy: a remote endpoint needs an allow-list or PLAIN
+/// credentials (or `auth.insecure`), and when `auth` configures either, a ZAP handler must
+/// already run on `ctx` ([`zauth::ZapHandler::start`]). Requests larger than
+/// [`SERVE_REQUEST_BYTES_MAX`] are dropped by libzmq before they are allocated.
+pub fn serve_secure(
+    ctx: &zmq::Context,
+    dir: &Path,
+    endpoint: &str,
+    auth: &ServerAuth,
     stop: &AtomicBool,
     on_bound: &mut dyn FnMut(&str),
 ) -> Result<ServeStats, JournalError> {
@@ -195,26 +227,29 @@ pub fn serve(
         .set_linger(0)
         .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
     socket
-        .bind(endpoint)
-        .map_err(|e| JournalError::zmq("bind", endpoint, e))?;
-    let bound = socket
-        .get_last_endpoint()
-        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
-        .unwrap_or_else(|_| endpoint.to_owned());
+        .set_maxmsgsize(SERVE_REQUEST_BYTES_MAX as i64)
+        .map_err(|e| JournalError::zmq("set MAXMSGSIZE", endpoint, e))?;
+    let bound = bind_server(ctx, &socket, endpoint, auth)?;
     on_bound(&bound);
     let mut gap = GapFill::new(dir);
     let mut stats = ServeStats::default();
     let mut out = Vec::with_capacity(SERVE_REPLY_BYTES_MAX);
+    // A signal (SIGTERM, SIGINT: the caller's stop request) interrupts a blocking call with
+    // EINTR: the loop then looks at `stop` again instead of failing.
     while !stop.load(Ordering::Relaxed) {
-        let ready = socket
-            .poll(zmq::POLLIN, SERVE_POLL_MS)
-            .map_err(|e| JournalError::zmq("poll", &bound, e))?;
+        let ready = match socket.poll(zmq::POLLIN, SERVE_POLL_MS) {
+            Ok(n) => n,
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(JournalError::zmq("poll", &bound, e)),
+        };
         if ready == 0 {
             continue;
         }
-        let frames = socket
-            .recv_multipart(0)
-            .map_err(|e| JournalError::zmq("receive", &bound, e))?;
+        let frames = match socket.recv_multipart(0) {
+            Ok(f) => f,
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(JournalError::zmq("receive", &bound, e)),
+        };
         match frames.as_slice() {
             [one] if one.len() <= SERVE_REQUEST_BYTES_MAX => gap.answer(one, &mut out),
             _ => gap.error_reply(
@@ -230,9 +265,11 @@ pub fn serve(
         } else {
             stats.errors += 1;
         }
-        socket
-            .send(&out[..], 0)
-            .map_err(|e| JournalError::zmq("send", &bound, e))?;
+        match socket.send(&out[..], 0) {
+            // Interrupted by the stop request: the reply is lost, the loop ends.
+            Ok(()) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(JournalError::zmq("send", &bound, e)),
+        }
     }
     Ok(stats)
 }

@@ -5,12 +5,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use zauth::ClientAuth;
+
 use crate::error::JournalError;
 use crate::format::{chain_hash, GENESIS_HASH, HASH_LEN_BYTES};
 use crate::limits::{
-    TAIL_GAP_RETRY_MS, TAIL_GAP_WAIT_MS_MAX, TAIL_IDLE_POLL_MS_DEFAULT,
-    TAIL_RCVHWM_MESSAGES_DEFAULT, TAIL_REQUEST_ATTEMPTS, TAIL_REQUEST_TIMEOUT_MS,
+    TAIL_FEED_MESSAGE_BYTES_MAX, TAIL_GAP_RETRY_MS, TAIL_GAP_WAIT_MS_MAX,
+    TAIL_IDLE_POLL_MS_DEFAULT, TAIL_RCVHWM_MESSAGES_DEFAULT, TAIL_REPLY_BYTES_MAX,
+    TAIL_REQUEST_ATTEMPTS, TAIL_REQUEST_TIMEOUT_MS,
 };
+use crate::security::HandshakeWatch;
 use crate::wire::{decode_entries, decode_pub, EntryRef, GapReplyHeader, GapRequest, STATUS_OK};
 
 /// What to follow and when to stop.
@@ -31,6 +35,10 @@ pub struct TailOptions {
     pub idle_poll_ms: u64,
     /// Timeout of one gap-fill request before the REQ socket is reopened.
     pub request_timeout_ms: u64,
+    /// Credentials for servers that require PLAIN, used on both sockets (feed and gap fill).
+    /// A server that refuses them ends the tail at once with
+    /// [`JournalError::AuthRefused`].
+    pub client_auth: ClientAuth,
 }
 
 impl TailOptions {
@@ -44,6 +52,7 @@ impl TailOptions {
             rcvhwm: TAIL_RCVHWM_MESSAGES_DEFAULT,
             idle_poll_ms: TAIL_IDLE_POLL_MS_DEFAULT,
             request_timeout_ms: TAIL_REQUEST_TIMEOUT_MS,
+            client_auth: ClientAuth::default(),
         }
     }
 }
@@ -79,22 +88,81 @@ pub struct TailRecord<'a> {
 struct GapClient<'a> {
     ctx: &'a zmq::Context,
     endpoint: String,
-    socket: Option<zmq::Socket>,
+    auth: ClientAuth,
+    socket: Option<(zmq::Socket, HandshakeWatch)>,
     timeout_ms: u64,
 }
 
+/// A client socket with its credentials, size limit and handshake watch, not yet connected.
+fn client_socket(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &str,
+    auth: &ClientAuth,
+    max_message_bytes: usize,
+) -> Result<(zmq::Socket, HandshakeWatch), JournalError> {
+    let s = ctx
+        .socket(kind)
+        .map_err(|e| JournalError::zmq("create socket", endpoint, e))?;
+    s.set_linger(0)
+        .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
+    // A peer announcing a larger message is dropped by libzmq before it allocates it.
+    s.set_maxmsgsize(max_message_bytes as i64)
+        .map_err(|e| JournalError::zmq("set MAXMSGSIZE", endpoint, e))?;
+    auth.apply(&s)?;
+    let watch = HandshakeWatch::start(ctx, &s, endpoint)?;
+    Ok((s, watch))
+}
+
+/// Waits up to `timeout_ms` for `socket` to be readable; a refused handshake seen on `watch`
+/// meanwhile is an error, and so is a signal ([`JournalError::Interrupted`]). Returns whether
+/// the socket is readable.
+fn wait_readable(
+    socket: &zmq::Socket,
+    watch: &HandshakeWatch,
+    endpoint: &str,
+    timeout_ms: u64,
+) -> Result<bool, JournalError> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as i64;
+        let mut items = [
+            socket.as_poll_item(zmq::POLLIN),
+            watch.socket().as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, left) {
+            Ok(_) => {}
+            // A signal (the caller's stop request, usually): `tail` looks at its stop flag.
+            Err(zmq::Error::EINTR) => return Err(JournalError::Interrupted),
+            Err(e) => return Err(JournalError::zmq("poll", endpoint, e)),
+        }
+        if items[1].is_readable() {
+            watch.check()?;
+        }
+        if items[0].is_readable() {
+            return Ok(true);
+        }
+        if left == 0 {
+            return Ok(false);
+        }
+    }
+}
+
 impl GapClient<'_> {
-    fn socket(&mut self) -> Result<&zmq::Socket, JournalError> {
+    fn socket(&mut self) -> Result<&(zmq::Socket, HandshakeWatch), JournalError> {
         if self.socket.is_none() {
-            let s = self
-                .ctx
-                .socket(zmq::REQ)
-                .map_err(|e| JournalError::zmq("create REQ socket", &self.endpoint, e))?;
-            s.set_linger(0)
-                .map_err(|e| JournalError::zmq("set LINGER", &self.endpoint, e))?;
+            let (s, watch) = client_socket(
+                self.ctx,
+                zmq::REQ,
+                &self.endpoint,
+                &self.auth,
+                TAIL_REPLY_BYTES_MAX,
+            )?;
             s.connect(&self.endpoint)
                 .map_err(|e| JournalError::zmq("connect", &self.endpoint, e))?;
-            self.socket = Some(s);
+            self.socket = Some((s, watch));
         }
         self.socket
             .as_ref()
@@ -105,15 +173,12 @@ impl GapClient<'_> {
     fn request(&mut self, req: &GapRequest) -> Result<Vec<u8>, JournalError> {
         let bytes = req.encode();
         for _ in 0..TAIL_REQUEST_ATTEMPTS {
-            let timeout = self.timeout_ms as i64;
+            let timeout = self.timeout_ms;
             let endpoint = self.endpoint.clone();
-            let s = self.socket()?;
+            let (s, watch) = self.socket()?;
             s.send(&bytes[..], 0)
                 .map_err(|e| JournalError::zmq("send", &endpoint, e))?;
-            let ready = s
-                .poll(zmq::POLLIN, timeout)
-                .map_err(|e| JournalError::zmq("poll", &endpoint, e))?;
-            if ready > 0 {
+            if wait_readable(s, watch, &endpoint, timeout)? {
                 return s
                     .recv_bytes(0)
                     .map_err(|e| JournalError::zmq("receive", &endpoint, e));
@@ -246,13 +311,15 @@ pub fn tail(
     stop: &AtomicBool,
     on_record: &mut dyn FnMut(&TailRecord<'_>),
 ) -> Result<TailStats, JournalError> {
-    let sub = ctx
-        .socket(zmq::SUB)
-        .map_err(|e| JournalError::zmq("create SUB socket", &opts.sub_endpoint, e))?;
+    let (sub, sub_watch) = client_socket(
+        ctx,
+        zmq::SUB,
+        &opts.sub_endpoint,
+        &opts.client_auth,
+        TAIL_FEED_MESSAGE_BYTES_MAX,
+    )?;
     sub.set_rcvhwm(opts.rcvhwm)
         .map_err(|e| JournalError::zmq("set RCVHWM", &opts.sub_endpoint, e))?;
-    sub.set_linger(0)
-        .map_err(|e| JournalError::zmq("set LINGER", &opts.sub_endpoint, e))?;
     sub.set_subscribe(b"")
         .map_err(|e| JournalError::zmq("subscribe", &opts.sub_endpoint, e))?;
     sub.connect(&opts.sub_endpoint)
@@ -274,11 +341,28 @@ pub fn tail(
         client: GapClient {
             ctx,
             endpoint: opts.serve_endpoint.clone(),
+            auth: opts.client_auth.clone(),
             socket: None,
             timeout_ms: opts.request_timeout_ms,
         },
         on_record,
     };
+    match follow(&mut f, &sub, &sub_watch, opts, stop) {
+        Ok(()) => Ok(f.stats),
+        // A stop request (SIGINT/SIGTERM) interrupted a wait: a clean stop.
+        Err(JournalError::Interrupted) if stop.load(Ordering::Relaxed) => Ok(f.stats),
+        Err(e) => Err(e),
+    }
+}
+
+fn follow(
+    f: &mut Follower<'_, '_>,
+    sub: &zmq::Socket,
+    sub_watch: &HandshakeWatch,
+    opts: &TailOptions,
+    stop: &AtomicBool,
+) -> Result<(), JournalError> {
+    let from = f.expected;
     if from > 1 {
         // Anchor the chain at record from-1 as the server has it.
         let reply = f.client.request(&GapRequest {
@@ -302,10 +386,7 @@ pub fn tail(
         }
     }
     while !f.done() && !stop.load(Ordering::Relaxed) {
-        let ready = sub
-            .poll(zmq::POLLIN, opts.idle_poll_ms as i64)
-            .map_err(|e| JournalError::zmq("poll", &opts.sub_endpoint, e))?;
-        if ready == 0 {
+        if !wait_readable(sub, sub_watch, &opts.sub_endpoint, opts.idle_poll_ms)? {
             // Quiet feed: records dropped at the very end of a burst have no later message to
             // reveal them, so ask the server for anything past the last one.
             f.fetch(u64::MAX, false)?;
@@ -315,9 +396,10 @@ pub fn tail(
             match sub.recv_bytes(zmq::DONTWAIT) {
                 Ok(msg) => f.live(&msg)?,
                 Err(zmq::Error::EAGAIN) => break,
+                Err(zmq::Error::EINTR) => return Err(JournalError::Interrupted),
                 Err(e) => return Err(JournalError::zmq("receive", &opts.sub_endpoint, e)),
             }
         }
     }
-    Ok(f.stats)
+    Ok(())
 }

@@ -127,8 +127,17 @@ pub struct EntryRef<'a> {
     pub payload: &'a [u8],
 }
 
-/// Decodes `count` consecutive entries from `b`, validating each.
+/// Decodes `count` consecutive entries from `b`, validating each. A `count` that the bytes
+/// cannot hold (each entry takes at least [`ENTRY_HEADER_LEN_BYTES`]) is refused before
+/// anything is allocated for it: `count` comes from the wire.
 pub fn decode_entries(mut b: &[u8], count: usize) -> Result<Vec<EntryRef<'_>>, JournalError> {
+    if count > b.len() / ENTRY_HEADER_LEN_BYTES {
+        return Err(JournalError::Protocol(format!(
+            "message claims {count} entries but its {} bytes hold at most {}",
+            b.len(),
+            b.len() / ENTRY_HEADER_LEN_BYTES
+        )));
+    }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         if b.len() < ENTRY_HEADER_LEN_BYTES {
@@ -148,6 +157,14 @@ pub fn decode_entries(mut b: &[u8], count: usize) -> Result<Vec<EntryRef<'_>>, J
             return Err(JournalError::Protocol(format!(
                 "entry {i} of {count}: truncated ({} bytes left, need {len})",
                 b.len()
+            )));
+        }
+        if b[ENTRY_HEADER_LEN_BYTES + payload_len as usize..len]
+            .iter()
+            .any(|&x| x != 0)
+        {
+            return Err(JournalError::Protocol(format!(
+                "entry {i} of {count}: non-zero padding after the payload"
             )));
         }
         let mut hash = [0u8; HASH_LEN_BYTES];
@@ -329,6 +346,15 @@ mod tests {
             prop_assert_eq!(got.len(), recs.len());
             for (e, (seq, ts, kind, hash, payload)) in got.iter().zip(&recs) {
                 prop_assert_eq!((e.seq, e.ts_ns, e.kind, &e.hash, e.payload), (*seq, *ts, *kind, hash, payload.as_slice()));
+            }
+        }
+
+        #[test]
+        fn a_count_the_bytes_cannot_hold_is_refused(count in 1usize..=u32::MAX as usize, len in 0usize..600) {
+            let b = vec![0u8; len];
+            if count > len / ENTRY_HEADER_LEN_BYTES {
+                let err = decode_entries(&b, count).unwrap_err().to_string();
+                prop_assert!(err.contains("claims"), "{}", err);
             }
         }
 

@@ -45,7 +45,10 @@ fn help_explains_every_subcommand_and_flag() {
         ),
         ("dump", &["--from", "--to", "--json"][..]),
         ("keygen", &["--out", "--force"][..]),
-        ("serve", &["--bind"][..]),
+        (
+            "serve",
+            &["--bind", "--allow", "--plain-credentials", "--insecure"][..],
+        ),
         (
             "tail",
             &[
@@ -55,6 +58,8 @@ fn help_explains_every_subcommand_and_flag() {
                 "--json",
                 "--rcvhwm",
                 "--from",
+                "--credentials",
+                "--request-timeout-ms",
             ][..],
         ),
     ] {

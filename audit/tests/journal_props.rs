@@ -34,7 +34,7 @@ fn write(w: &mut Writer, recs: &[(u16, u64, Vec<u8>)], out: &mut Vec<Written>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::proptest_cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn streams_round_trip_across_reopens_and_small_segments(

@@ -379,3 +379,61 @@ fn tail_from_a_later_seq_anchors_on_the_served_hash_and_catches_up_without_a_fee
     assert_eq!(stats.head_hash, written[199].hash);
     assert_eq!((stats.live_records, stats.fetched_records), (0, 101));
 }
+
+#[test]
+fn serve_and_tail_stop_cleanly_on_sigterm() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    let (mut w, _) = Writer::open(&dir, common::opts(8192)).unwrap();
+    let written = common::append_n(&mut w, 40, 80);
+    let (serve, ep) = start_serve(&dir);
+    let mut tail = Kill(
+        Command::new(common::audit_bin())
+            .args(["tail", "--quiet", "--idle-poll-ms", "50"])
+            .args(["--sub", "tcp://127.0.0.1:1", "--serve", &ep])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Let both block in their waits (poll), then signal them: a signal interrupts the wait
+    // (EINTR), which must end them cleanly, not as an error.
+    std::thread::sleep(Duration::from_millis(600));
+    for child in [&tail.0, &serve.0] {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = tail.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "tail ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    tail.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    tail.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains("head seq=40"), "{out}");
+    assert!(out.contains(&hex::encode(written[39].hash)), "{out}");
+    let mut serve = serve;
+    let status = serve.0.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = serve.0.stderr.take() {
+        e.read_to_string(&mut err).unwrap();
+    }
+    assert!(status.success(), "serve: {status:?} {err}");
+}

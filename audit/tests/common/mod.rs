@@ -132,3 +132,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Cases for a property test that lowers proptest's default because each case is slow:
+/// `PROPTEST_CASES` (the long mode) when set, else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

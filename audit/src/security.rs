@@ -1,0 +1,236 @@
+//! The audit crate's sockets under the endpoint policy of [`zauth`] (see `docs/security.md`).
+//!
+//! Server side: a socket bound to an endpoint that is not in-process, ipc or loopback must
+//! authenticate its peers through ZAP (an address allow-list, PLAIN credentials), or the
+//! operator must say `insecure`. The ZAP handler belongs to the process, one per ZeroMQ
+//! context ([`zauth::ZapHandler::start`]); [`bind_server`] checks that one runs before it binds
+//! a socket that authenticates, because libzmq lets peers in unchecked when a socket has a ZAP
+//! domain but no handler answers (an allow-list without PLAIN): the test
+//! `without_a_handler_libzmq_lets_anyone_in` shows it.
+//!
+//! Client side: [`HandshakeWatch`] reads a socket's monitor events so that a client refused by
+//! the server's ZAP handler fails at once with [`JournalError::AuthRefused`] instead of waiting
+//! for a timeout (libzmq itself only retries the connection, silently).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use zauth::{Scope, ServerAuth};
+
+use crate::error::JournalError;
+
+/// `ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH` (libzmq 4.3 `zmq.h`): the value of a
+/// `HANDSHAKE_FAILED_PROTOCOL` event when the peers use different security mechanisms.
+const PROTOCOL_ERROR_MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
+/// Whether a ZAP handler is bound on `ctx` (at [`zauth::ZAP_ENDPOINT`]). Probes by binding
+/// that in-process endpoint: "address in use" means a handler holds it; a successful probe
+/// bind is undone at once.
+pub fn zap_handler_running(ctx: &zmq::Context) -> Result<bool, JournalError> {
+    let probe = ctx
+        .socket(zmq::REP)
+        .map_err(|e| JournalError::zmq("create ZAP probe", zauth::ZAP_ENDPOINT, e))?;
+    probe
+        .set_linger(0)
+        .map_err(|e| JournalError::zmq("set LINGER", zauth::ZAP_ENDPOINT, e))?;
+    match probe.bind(zauth::ZAP_ENDPOINT) {
+        Err(zmq::Error::EADDRINUSE) => Ok(true),
+        Ok(()) => {
+            probe
+                .unbind(zauth::ZAP_ENDPOINT)
+                .map_err(|e| JournalError::zmq("unbind ZAP probe", zauth::ZAP_ENDPOINT, e))?;
+            Ok(false)
+        }
+        Err(e) => Err(JournalError::zmq(
+            "probe for a ZAP handler",
+            zauth::ZAP_ENDPOINT,
+            e,
+        )),
+    }
+}
+
+/// Binds a server socket under `auth` and returns the bound endpoint (with the port chosen
+/// for `tcp://host:*`). Refuses a remote endpoint without authentication unless
+/// `auth.insecure` ([`zauth::bind`]), and a socket that authenticates when no ZAP handler runs
+/// on `ctx`.
+pub(crate) fn bind_server(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    endpoint: &str,
+    auth: &ServerAuth,
+) -> Result<String, JournalError> {
+    let scope = zauth::scope(endpoint)?;
+    if auth.is_configured() && scope != Scope::InProcess && !zap_handler_running(ctx)? {
+        return Err(JournalError::NoZapHandler {
+            endpoint: endpoint.to_owned(),
+        });
+    }
+    zauth::bind(socket, endpoint, auth).map_err(|e| match e {
+        zauth::AuthError::Zmq { source, .. } => JournalError::zmq("bind", endpoint, source),
+        other => JournalError::Auth(other),
+    })?;
+    Ok(socket
+        .get_last_endpoint()
+        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
+        .unwrap_or_else(|_| endpoint.to_owned()))
+}
+
+/// Monitor events of one client socket: tells a refused handshake from a silent server.
+pub(crate) struct HandshakeWatch {
+    monitor: zmq::Socket,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for HandshakeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeWatch")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl HandshakeWatch {
+    /// Starts monitoring `socket` (call before it connects to `endpoint`).
+    pub(crate) fn start(
+        ctx: &zmq::Context,
+        socket: &zmq::Socket,
+        endpoint: &str,
+    ) -> Result<HandshakeWatch, JournalError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "inproc://audit-handshake-watch-{}",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let events = i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw())
+            | i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw());
+        socket
+            .monitor(&name, events)
+            .map_err(|e| JournalError::zmq("monitor", endpoint, e))?;
+        let monitor = ctx
+            .socket(zmq::PAIR)
+            .map_err(|e| JournalError::zmq("create monitor socket", endpoint, e))?;
+        monitor
+            .set_linger(0)
+            .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
+        monitor
+            .connect(&name)
+            .map_err(|e| JournalError::zmq("connect monitor", endpoint, e))?;
+        Ok(HandshakeWatch {
+            monitor,
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    /// The monitor socket, to poll beside the watched one.
+    pub(crate) fn socket(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
+    /// Reads the events waiting; an authentication refusal or a mechanism mismatch is an
+    /// error, anything else is ignored (libzmq retries the connection on its own).
+    pub(crate) fn check(&self) -> Result<(), JournalError> {
+        loop {
+            let frames = match self.monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(e) => return Err(JournalError::zmq("read monitor", &self.endpoint, e)),
+            };
+            // Event frame: u16 event id, u32 value (native byte order); then the endpoint.
+            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
+                continue;
+            };
+            let event = u16::from_ne_bytes([first[0], first[1]]);
+            let value = u32::from_ne_bytes([first[2], first[3], first[4], first[5]]);
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
+                return Err(JournalError::AuthRefused {
+                    endpoint: self.endpoint.clone(),
+                    status: value,
+                });
+            }
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
+                && value == PROTOCOL_ERROR_MECHANISM_MISMATCH
+            {
+                return Err(JournalError::MechanismMismatch {
+                    endpoint: self.endpoint.clone(),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn allow_only(net: &str) -> ServerAuth {
+        ServerAuth {
+            allow: vec![net.parse().unwrap()],
+            ..ServerAuth::default()
+        }
+    }
+
+    #[test]
+    fn the_probe_sees_a_handler_and_leaves_no_trace() {
+        let ctx = zmq::Context::new();
+        assert!(!zap_handler_running(&ctx).unwrap());
+        // The probe unbound itself: a real handler can still start, and is then seen.
+        let handler = zauth::ZapHandler::start(&ctx, &allow_only("127.0.0.0/8")).unwrap();
+        assert!(handler.is_some());
+        assert!(zap_handler_running(&ctx).unwrap());
+        drop(handler);
+    }
+
+    #[test]
+    fn bind_server_refuses_remote_without_auth_and_auth_without_a_handler() {
+        let ctx = zmq::Context::new();
+        let s = ctx.socket(zmq::REP).unwrap();
+        let err = bind_server(&ctx, &s, "tcp://0.0.0.0:*", &ServerAuth::default()).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let err =
+            bind_server(&ctx, &s, "tcp://127.0.0.1:*", &allow_only("127.0.0.1/32")).unwrap_err();
+        assert!(matches!(err, JournalError::NoZapHandler { .. }), "{err}");
+        assert!(err.to_string().contains("ZapHandler"), "{err}");
+        // In-process endpoints need no handler (ZAP does not apply to inproc).
+        bind_server(&ctx, &s, "inproc://x", &allow_only("127.0.0.1/32")).unwrap();
+        let insecure = ServerAuth {
+            insecure: true,
+            ..ServerAuth::default()
+        };
+        let ep = bind_server(&ctx, &s, "tcp://0.0.0.0:*", &insecure).unwrap();
+        assert!(
+            ep.starts_with("tcp://0.0.0.0:") && !ep.ends_with('*'),
+            "{ep}"
+        );
+    }
+
+    /// Why [`bind_server`] insists on a running handler: with a ZAP domain set but nobody at
+    /// the ZAP endpoint, libzmq 4.3 accepts NULL-mechanism peers from any address.
+    #[test]
+    fn without_a_handler_libzmq_lets_anyone_in() {
+        let ctx = zmq::Context::new();
+        let rep = ctx.socket(zmq::REP).unwrap();
+        rep.set_linger(0).unwrap();
+        // What zauth::bind does for an allow-list, with an allow-list that excludes us.
+        zauth::bind(&rep, "tcp://127.0.0.1:*", &allow_only("10.0.0.0/8")).unwrap();
+        let ep = rep.get_last_endpoint().unwrap().unwrap();
+        let req = ctx.socket(zmq::REQ).unwrap();
+        req.set_linger(0).unwrap();
+        req.connect(&ep).unwrap();
+        req.send(&b"in"[..], 0).unwrap();
+        assert_eq!(rep.poll(zmq::POLLIN, 5000).unwrap(), 1, "not let in");
+    }
+
+    #[test]
+    fn the_default_build_has_no_curve() {
+        // docs/security.md says so; if this fails, libzmq was built with libsodium: update
+        // the document (and use CURVE).
+        assert_eq!(zmq::has("curve"), Some(false));
+        assert!(!zauth::curve_available());
+        let ctx = zmq::Context::new();
+        let s = ctx.socket(zmq::REP).unwrap();
+        assert!(s.set_curve_server(true).is_err(), "CURVE option accepted");
+        assert!(zmq::CurveKeyPair::new().is_err(), "CURVE key pair made");
+        // What the build does have.
+        assert_eq!(zmq::has("ipc"), Some(true));
+    }
+}
