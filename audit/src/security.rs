@@ -64,7 +64,7 @@ pub(crate) fn bind_server(
             endpoint: endpoint.to_owned(),
         });
     }
-    zauth::bind(socket, endpoint, auth).map_err(|e| match e {
+    zauth::bind(ctx, socket, endpoint, auth).map_err(|e| match e {
         zauth::AuthError::Zmq { source, .. } => JournalError::zmq("bind", endpoint, source),
         other => JournalError::Auth(other),
     })?;
@@ -210,8 +210,12 @@ mod tests {
         let ctx = zmq::Context::new();
         let rep = ctx.socket(zmq::REP).unwrap();
         rep.set_linger(0).unwrap();
-        // What zauth::bind does for an allow-list, with an allow-list that excludes us.
-        zauth::bind(&rep, "tcp://127.0.0.1:*", &allow_only("10.0.0.0/8")).unwrap();
+        // zauth::bind refuses this situation...
+        let err = zauth::bind(&ctx, &rep, "tcp://127.0.0.1:*", &allow_only("10.0.0.0/8"));
+        assert!(matches!(err, Err(zauth::AuthError::NoZapHandler(_))));
+        // ...because doing by hand what it would do shows libzmq letting anyone in.
+        rep.set_zap_domain(zauth::ZAP_DOMAIN).unwrap();
+        rep.bind("tcp://127.0.0.1:*").unwrap();
         let ep = rep.get_last_endpoint().unwrap().unwrap();
         let req = ctx.socket(zmq::REQ).unwrap();
         req.set_linger(0).unwrap();

@@ -15,7 +15,7 @@
 //! };
 //! let _zap = zauth::ZapHandler::start(&ctx, &policy)?; // one per context, before any bind
 //! let rep = ctx.socket(zmq::REP).expect("socket");
-//! zauth::bind(&rep, "tcp://0.0.0.0:5555", &policy)?;
+//! zauth::bind(&ctx, &rep, "tcp://0.0.0.0:5555", &policy)?;
 //! # Ok(()) }
 //! ```
 //!
@@ -82,6 +82,10 @@ pub enum AuthError {
         /// 1-based line number.
         line: usize,
     },
+    /// Authentication is configured but no ZAP handler runs on the socket's context: libzmq
+    /// would let every peer in.
+    #[error("refusing to bind {0} with authentication: no ZAP handler runs on this ZeroMQ context (start zauth::ZapHandler first)")]
+    NoZapHandler(String),
     /// A ZeroMQ call failed.
     #[error("{what}: {source}")]
     Zmq {
@@ -166,15 +170,47 @@ impl ServerAuth {
     }
 }
 
-/// Binds `socket` to `endpoint` under `policy`: refuses an unauthenticated remote endpoint, and
-/// turns on ZAP (and PLAIN) when authentication is configured. Call [`ZapHandler::start`] on the
-/// socket's context first.
-pub fn bind(socket: &zmq::Socket, endpoint: &str, policy: &ServerAuth) -> Result<(), AuthError> {
+/// Whether a ZAP handler is bound on `ctx` (probes by trying to bind its endpoint).
+pub fn handler_running(ctx: &zmq::Context) -> Result<bool, AuthError> {
+    let probe = ctx
+        .socket(zmq::REP)
+        .map_err(zerr("creating the ZAP probe"))?;
+    probe.set_linger(0).map_err(zerr("setting probe linger"))?;
+    match probe.bind(ZAP_ENDPOINT) {
+        Err(zmq::Error::EADDRINUSE) => Ok(true),
+        Ok(()) => {
+            probe
+                .unbind(ZAP_ENDPOINT)
+                .map_err(zerr("unbinding the ZAP probe"))?;
+            Ok(false)
+        }
+        Err(e) => Err(AuthError::Zmq {
+            what: "probing for a ZAP handler",
+            source: e,
+        }),
+    }
+}
+
+/// Binds `socket` (created on `ctx`) to `endpoint` under `policy` and returns the bound
+/// endpoint (with the port chosen for `tcp://host:*`).
+///
+/// Refuses an unauthenticated remote endpoint unless `policy.insecure`; when authentication is
+/// configured, turns on ZAP (and PLAIN) and refuses to bind unless a [`ZapHandler`] runs on
+/// `ctx` — without one, libzmq lets every peer in.
+pub fn bind(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    endpoint: &str,
+    policy: &ServerAuth,
+) -> Result<String, AuthError> {
     let scope = scope(endpoint)?;
     if scope == Scope::Remote && !policy.is_configured() && !policy.insecure {
         return Err(AuthError::InsecureRemote(endpoint.to_owned()));
     }
     if policy.is_configured() && scope != Scope::InProcess {
+        if !handler_running(ctx)? {
+            return Err(AuthError::NoZapHandler(endpoint.to_owned()));
+        }
         socket
             .set_zap_domain(ZAP_DOMAIN)
             .map_err(zerr("setting the ZAP domain"))?;
@@ -184,7 +220,11 @@ pub fn bind(socket: &zmq::Socket, endpoint: &str, policy: &ServerAuth) -> Result
                 .map_err(zerr("enabling PLAIN"))?;
         }
     }
-    socket.bind(endpoint).map_err(zerr("binding"))
+    socket.bind(endpoint).map_err(zerr("binding"))?;
+    Ok(socket
+        .get_last_endpoint()
+        .map_err(zerr("reading the bound endpoint"))?
+        .unwrap_or_else(|_| endpoint.to_owned()))
 }
 
 /// Whether the linked libzmq supports CURVE encryption (false for the default vendored build).
@@ -488,17 +528,36 @@ mod tests {
     fn remote_bind_without_auth_is_refused_unless_insecure() {
         let ctx = zmq::Context::new();
         let s = ctx.socket(zmq::REP).expect("socket");
-        let err = bind(&s, "tcp://0.0.0.0:*", &ServerAuth::default()).expect_err("refused");
+        let err = bind(&ctx, &s, "tcp://0.0.0.0:*", &ServerAuth::default()).expect_err("refused");
         assert!(matches!(err, AuthError::InsecureRemote(_)), "{err}");
         assert!(err.to_string().contains("--insecure"));
         let open = ServerAuth {
             insecure: true,
             ..ServerAuth::default()
         };
-        bind(&s, "tcp://0.0.0.0:*", &open).expect("insecure bind is the operator's choice");
+        bind(&ctx, &s, "tcp://0.0.0.0:*", &open).expect("insecure bind is the operator's choice");
         // Loopback needs nothing.
         let s2 = ctx.socket(zmq::REP).expect("socket");
-        bind(&s2, "tcp://127.0.0.1:*", &ServerAuth::default()).expect("loopback");
+        bind(&ctx, &s2, "tcp://127.0.0.1:*", &ServerAuth::default()).expect("loopback");
+    }
+
+    #[test]
+    fn authenticated_bind_needs_a_running_handler() {
+        let ctx = zmq::Context::new();
+        let policy = ServerAuth {
+            allow: vec!["127.0.0.1/32".parse().expect("net")],
+            ..ServerAuth::default()
+        };
+        let s = ctx.socket(zmq::REP).expect("socket");
+        assert!(!handler_running(&ctx).expect("probe"));
+        let err = bind(&ctx, &s, "tcp://127.0.0.1:*", &policy).expect_err("no handler");
+        assert!(matches!(err, AuthError::NoZapHandler(_)), "{err}");
+        let _zap = ZapHandler::start(&ctx, &policy)
+            .expect("zap")
+            .expect("configured");
+        assert!(handler_running(&ctx).expect("probe"));
+        let ep = bind(&ctx, &s, "tcp://127.0.0.1:*", &policy).expect("bind");
+        assert!(ep.starts_with("tcp://127.0.0.1:"), "{ep}");
     }
 
     #[test]

@@ -13,11 +13,7 @@ const REPLY_WAIT_MS: i64 = 1_500;
 fn echo_server(ctx: &zmq::Context, policy: &ServerAuth) -> (String, std::thread::JoinHandle<()>) {
     let rep = ctx.socket(zmq::REP).expect("socket");
     rep.set_linger(0).expect("linger");
-    zauth::bind(&rep, "tcp://127.0.0.1:*", policy).expect("bind");
-    let endpoint = rep
-        .get_last_endpoint()
-        .expect("endpoint")
-        .expect("utf-8 endpoint");
+    let endpoint = zauth::bind(ctx, &rep, "tcp://127.0.0.1:*", policy).expect("bind");
     let t = std::thread::spawn(move || loop {
         match rep.poll(zmq::POLLIN, 100) {
             Ok(0) => continue,
