@@ -1,0 +1,1057 @@
+//! The stateful checker: limits plus live state (positions, open orders, exposure, order-rate
+//! buckets, recent order ids, trading states), evaluated by the pure functions of
+//! [`crate::checks`].
+//!
+//! # Memory
+//! Every table is allocated when the checker is built, sized from the `[capacity]` section of
+//! the limits file and `global.duplicate_horizon_orders`. A check does not allocate: lookups
+//! and inserts go to pre-sized hash maps and vectors. Two things may still allocate, both
+//! amortised and documented in `docs/risk.md`: more open orders or positions than the
+//! configured capacity grow their tables (the limits stay enforced, only the memory grows), and
+//! the first position of a symbol held by a new account appends to that symbol's position list.
+//! Accounts and symbols are hard-bounded by the capacity: past it, new ones are rejected
+//! (`unknown-account` / `unknown-symbol`).
+
+use std::collections::VecDeque;
+
+use orders::{Decision, Order, OrderKind, Reason, Side, Symbol};
+use serde::{Deserialize, Serialize};
+
+use crate::checks::{
+    check_collar, check_credit, check_max_notional, check_max_qty, check_position, check_throttle,
+    check_trading_state, check_valid_new, PositionView,
+};
+use crate::config::{
+    pick, AccountLimits, Collar, Limits, SymbolLimits, Throttle, TradingState, UnknownPolicy,
+};
+use crate::hash::{id_map, IdMap};
+use crate::idtable::IdTable;
+use crate::limits::PREFETCH_TABLE_BYTES_MIN;
+
+/// What an admin command acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (the kill switch).
+    Global,
+    /// One account.
+    Account(u32),
+    /// One symbol.
+    Symbol(Symbol),
+}
+
+#[derive(Debug, Clone)]
+struct AccountSlot {
+    account: u32,
+    configured: bool,
+    max_order_qty: Option<u64>,
+    max_order_notional_ticks: Option<i128>,
+    max_long_qty: Option<u64>,
+    max_short_qty: Option<u64>,
+    credit_limit_ticks: i128,
+    throttle: Option<Throttle>,
+    config_state: TradingState,
+    admin_state: TradingState,
+    // Live state.
+    open_notional_ticks: i128,
+    position_value_ticks: i128,
+    tat_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+struct SymbolSlot {
+    symbol: Symbol,
+    configured: bool,
+    restricted: bool,
+    max_order_qty: Option<u64>,
+    max_order_notional_ticks: Option<i128>,
+    max_long_qty: Option<u64>,
+    max_short_qty: Option<u64>,
+    collar: Option<Collar>,
+    config_state: TradingState,
+    admin_state: TradingState,
+    // Live state.
+    event_halted: bool,
+    reference: Option<i64>,
+    positions: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PositionSlot {
+    account: u32,
+    symbol: u32,
+    view: PositionView,
+}
+
+/// Everything known about one order id: the open order (closed when `open_qty == 0`) and
+/// whether the id is still inside the duplicate horizon. One table for both, so that a new
+/// order costs one lookup.
+///
+/// Flat, 32 bytes (the table holds one per slot, so its size is the table's memory traffic).
+#[derive(Debug, Clone, Copy, Default)]
+struct IdSlot {
+    price: i64,
+    /// Open quantity; 0: closed (the slot then only remembers the id).
+    open_qty: u64,
+    /// When the id was accepted (for the time horizon).
+    accepted_ns: u64,
+    position: u32,
+    side: Side,
+    /// Still among the last `duplicate_horizon_orders` accepted ids.
+    remembered: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<IdSlot>() == 32);
+
+impl IdSlot {
+    fn order(&self) -> OpenOrder {
+        OpenOrder {
+            position: self.position,
+            side: self.side,
+            price: self.price,
+            open_qty: self.open_qty,
+        }
+    }
+}
+
+/// An open order. Its account and symbol are those of its position slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenOrder {
+    position: u32,
+    side: Side,
+    price: i64,
+    open_qty: u64,
+}
+
+/// Where a new order's account, symbol and position live (`None`: not in the tables yet).
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    account: Option<u32>,
+    symbol: Option<u32>,
+    position: Option<u32>,
+    tat_ns: u64,
+}
+
+/// Limits plus live risk state. See the module docs and `docs/risk.md`.
+#[derive(Debug)]
+pub struct Checker {
+    limits: Limits,
+    global_admin_state: TradingState,
+    accounts: Vec<AccountSlot>,
+    account_index: IdMap<u32, u32>,
+    symbols: Vec<SymbolSlot>,
+    symbol_index: IdMap<u64, u32>,
+    positions: Vec<PositionSlot>,
+    position_index: IdMap<u64, u32>,
+    ids: IdTable<IdSlot>,
+    open_count: usize,
+    /// Accepted ids in acceptance order with their acceptance time: the duplicate horizon.
+    ring: VecDeque<(u64, u64)>,
+    default_account: AccountSlot,
+    default_symbol: SymbolSlot,
+    replay_skipped: u64,
+}
+
+fn symbol_key(s: Symbol) -> u64 {
+    u64::from_le_bytes(s.to_bytes())
+}
+
+fn position_key(account: u32, symbol: u32) -> u64 {
+    (account as u64) << 32 | symbol as u64
+}
+
+fn usize_of(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+impl AccountSlot {
+    fn resolve(limits: &Limits, account: u32) -> Self {
+        Self::resolve_with(limits, account, limits.accounts.get(&account))
+    }
+
+    /// What an account the file does not name gets.
+    fn template(limits: &Limits) -> Self {
+        Self::resolve_with(limits, 0, None)
+    }
+
+    fn resolve_with(limits: &Limits, account: u32, o: Option<&AccountLimits>) -> Self {
+        AccountSlot {
+            account,
+            configured: o.is_some(),
+            max_order_qty: o.and_then(|a| a.max_order_qty),
+            max_order_notional_ticks: o.and_then(|a| a.max_order_notional_ticks),
+            max_long_qty: o.and_then(|a| a.max_long_qty),
+            max_short_qty: o.and_then(|a| a.max_short_qty),
+            credit_limit_ticks: o
+                .and_then(|a| a.credit_limit_notional_ticks)
+                .unwrap_or(limits.defaults.credit_limit_notional_ticks),
+            throttle: o.and_then(|a| a.throttle).or(limits.defaults.throttle),
+            config_state: o.map_or(TradingState::Active, |a| a.state),
+            admin_state: TradingState::Active,
+            open_notional_ticks: 0,
+            position_value_ticks: 0,
+            tat_ns: 0,
+        }
+    }
+
+    /// Takes the limits of `fresh`, keeps the live state and the admin state.
+    fn relimit(&mut self, fresh: AccountSlot) {
+        *self = AccountSlot {
+            admin_state: self.admin_state,
+            open_notional_ticks: self.open_notional_ticks,
+            position_value_ticks: self.position_value_ticks,
+            tat_ns: self.tat_ns,
+            ..fresh
+        };
+    }
+
+    fn state(&self) -> TradingState {
+        self.config_state.max(self.admin_state)
+    }
+
+    fn gross_exposure_ticks(&self) -> i128 {
+        self.open_notional_ticks + self.position_value_ticks
+    }
+}
+
+impl SymbolSlot {
+    fn resolve(limits: &Limits, symbol: Symbol) -> Self {
+        Self::resolve_with(limits, symbol, limits.symbols.get(&symbol))
+    }
+
+    /// What a symbol the file does not name gets.
+    fn template(limits: &Limits) -> Self {
+        Self::resolve_with(limits, Symbol::default(), None)
+    }
+
+    fn resolve_with(limits: &Limits, symbol: Symbol, o: Option<&SymbolLimits>) -> Self {
+        SymbolSlot {
+            symbol,
+            configured: o.is_some(),
+            restricted: o.is_some_and(|s| s.restricted),
+            max_order_qty: o.and_then(|s| s.max_order_qty),
+            max_order_notional_ticks: o.and_then(|s| s.max_order_notional_ticks),
+            max_long_qty: o.and_then(|s| s.max_long_qty),
+            max_short_qty: o.and_then(|s| s.max_short_qty),
+            collar: o.and_then(|s| s.collar).or(limits.defaults.collar),
+            config_state: o.map_or(TradingState::Active, |s| s.state),
+            admin_state: TradingState::Active,
+            event_halted: false,
+            reference: o.and_then(|s| s.reference_price),
+            positions: Vec::new(),
+        }
+    }
+
+    /// Takes the limits of `fresh`; keeps the admin state, halt events, the live reference
+    /// price (the configured one only fills a missing reference) and the position list.
+    fn relimit(&mut self, fresh: SymbolSlot) {
+        let positions = std::mem::take(&mut self.positions);
+        *self = SymbolSlot {
+            admin_state: self.admin_state,
+            event_halted: self.event_halted,
+            reference: self.reference.or(fresh.reference),
+            positions,
+            ..fresh
+        };
+    }
+
+    fn state(&self) -> TradingState {
+        let s = self.config_state.max(self.admin_state);
+        if self.event_halted {
+            TradingState::Halted
+        } else {
+            s
+        }
+    }
+}
+
+impl Checker {
+    /// Builds a checker with empty state and every table allocated to the configured capacity.
+    pub fn new(limits: Limits) -> Checker {
+        let cap = limits.capacity;
+        let horizon = usize_of(limits.duplicate_horizon_orders.max(1));
+        let mut c = Checker {
+            global_admin_state: TradingState::Active,
+            accounts: Vec::with_capacity(usize_of(cap.max_accounts)),
+            account_index: id_map(usize_of(cap.max_accounts)),
+            symbols: Vec::with_capacity(usize_of(cap.max_symbols)),
+            symbol_index: id_map(usize_of(cap.max_symbols)),
+            positions: Vec::with_capacity(usize_of(cap.max_positions)),
+            position_index: id_map(usize_of(cap.max_positions)),
+            ids: IdTable::with_capacity(usize_of(cap.max_open_orders).saturating_add(horizon)),
+            open_count: 0,
+            ring: VecDeque::with_capacity(horizon),
+            default_account: AccountSlot::template(&limits),
+            default_symbol: SymbolSlot::template(&limits),
+            replay_skipped: 0,
+            limits,
+        };
+        c.install_configured();
+        c
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Evaluates one order event at `now_ns` and, if accepted, applies its state effects.
+    /// Never allocates in steady state (see the module docs). Rejections change no state.
+    pub fn check(&mut self, order: &Order, now_ns: u64) -> Reason {
+        match order.kind {
+            OrderKind::New => match self.evaluate_new(order, now_ns) {
+                Ok(plan) => {
+                    self.commit_new(order, plan, now_ns);
+                    Reason::Accepted
+                }
+                Err(r) => r,
+            },
+            OrderKind::Cancel => self.cancel(order),
+            OrderKind::Fill => self.fill(order),
+            OrderKind::Halt | OrderKind::Resume => self.halt_event(order),
+        }
+    }
+
+    /// Starts the memory loads that checking `orders` will need (the order-id table slots of
+    /// their ids, and of the ids the duplicate horizon will forget while accepting them), so
+    /// that their cache misses overlap instead of being paid one after the other. A hint:
+    /// verdicts do not depend on it. Call it just before checking a batch.
+    pub fn prefetch(&self, orders: &[Order]) {
+        if self.ids.footprint_bytes() < PREFETCH_TABLE_BYTES_MIN {
+            // The table stays in cache: the extra pass would only cost time.
+            return;
+        }
+        let mut acc = 0u64;
+        let mut news = 0;
+        for o in orders {
+            let is_new = o.kind == OrderKind::New;
+            news += is_new as usize;
+            // A new order's id is usually absent: its key slot is all the lookup reads.
+            acc ^= self.ids.touch(o.order_id, !is_new);
+        }
+        if self.ring.len() as u64 >= self.limits.duplicate_horizon_orders {
+            for &(id, _) in self.ring.iter().take(news) {
+                acc ^= self.ids.touch(id, true);
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
+    /// Checks a batch in order: `out[i]` = the verdict of `orders[i]` (as [`Checker::check`]
+    /// one by one, after [`Checker::prefetch`]). `out` must be as long as `orders`; extra
+    /// slots on either side are left alone.
+    pub fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) {
+        self.prefetch(orders);
+        for (o, r) in orders.iter().zip(out.iter_mut()) {
+            *r = self.check(o, now_ns);
+        }
+    }
+
+    /// Replays a journaled decision (recovery): an accepted event's state effects are applied
+    /// without evaluating the limits again (they held when it was decided); a rejected one
+    /// changes nothing. Time-based state (throttle, duplicate horizon) uses `t_decided_ns`.
+    /// An accepted event that does not fit the current state (a new order whose id is open, a
+    /// cancel or fill of an order that is not open) is skipped and counted in
+    /// [`Checker::replay_skipped`].
+    pub fn apply_decision(&mut self, d: &Decision) {
+        if !d.reason.is_accepted() {
+            return;
+        }
+        let o = &d.order;
+        let now = d.t_decided_ns;
+        let applied = match o.kind {
+            OrderKind::New => {
+                if o.order_id == 0 || o.qty == 0 || self.open_order(o.order_id).is_some() {
+                    false
+                } else {
+                    let account = self.account_index.get(&o.account).copied();
+                    let symbol = self.symbol_index.get(&symbol_key(o.symbol)).copied();
+                    let position = match (account, symbol) {
+                        (Some(a), Some(s)) => self.position_index.get(&position_key(a, s)).copied(),
+                        _ => None,
+                    };
+                    let acct =
+                        account.map_or(&self.default_account, |a| &self.accounts[a as usize]);
+                    let tat_ns = match acct.throttle {
+                        Some(t) => acct.tat_ns.max(now).saturating_add(t.interval_ns),
+                        None => acct.tat_ns,
+                    };
+                    let plan = Plan {
+                        account,
+                        symbol,
+                        position,
+                        tat_ns,
+                    };
+                    self.commit_new(o, plan, now);
+                    true
+                }
+            }
+            OrderKind::Cancel | OrderKind::Fill | OrderKind::Halt | OrderKind::Resume => {
+                self.check(o, now).is_accepted()
+            }
+        };
+        if !applied {
+            self.replay_skipped += 1;
+        }
+    }
+
+    /// Accepted journaled events that [`Checker::apply_decision`] could not apply.
+    pub fn replay_skipped(&self) -> u64 {
+        self.replay_skipped
+    }
+
+    /// Replaces the limits, keeping all live state: positions, open orders, exposure, rate
+    /// buckets, remembered order ids, reference prices, admin states and halt events. Trading
+    /// states set by the file are replaced by the new file's.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        let cap = self.limits.capacity;
+        reserve_to(&mut self.position_index, cap.max_positions);
+        reserve_to(&mut self.account_index, cap.max_accounts);
+        reserve_to(&mut self.symbol_index, cap.max_symbols);
+        let horizon = usize_of(self.limits.duplicate_horizon_orders.max(1));
+        while self.ring.len() > horizon {
+            self.forget_oldest();
+        }
+        if self.ring.capacity() < horizon {
+            self.ring.reserve(horizon - self.ring.len());
+        }
+        self.ids
+            .reserve_to(usize_of(cap.max_open_orders).saturating_add(horizon));
+        for i in 0..self.accounts.len() {
+            let fresh = AccountSlot::resolve(&self.limits, self.accounts[i].account);
+            self.accounts[i].relimit(fresh);
+        }
+        for i in 0..self.symbols.len() {
+            let fresh = SymbolSlot::resolve(&self.limits, self.symbols[i].symbol);
+            self.symbols[i].relimit(fresh);
+        }
+        self.default_account = AccountSlot::template(&self.limits);
+        self.default_symbol = SymbolSlot::template(&self.limits);
+        self.install_configured();
+    }
+
+    /// Sets the admin trading state of a scope (halt / reduce / resume). Resuming a symbol also
+    /// clears a halt set by a market halt event. The file's own states still apply: the
+    /// effective state is the most severe of the file's, the admin's and halt events.
+    pub fn set_trading_state(&mut self, scope: Scope, state: TradingState) {
+        match scope {
+            Scope::Global => self.global_admin_state = state,
+            Scope::Account(a) => {
+                let i = self.intern_account(a);
+                self.accounts[i as usize].admin_state = state;
+            }
+            Scope::Symbol(s) => {
+                let i = self.intern_symbol(s);
+                let slot = &mut self.symbols[i as usize];
+                slot.admin_state = state;
+                if state == TradingState::Active {
+                    slot.event_halted = false;
+                }
+            }
+        }
+    }
+
+    /// The position and open quantities of an (account, symbol) pair (zero if never traded).
+    pub fn position(&self, account: u32, symbol: Symbol) -> PositionView {
+        self.find_position(account, symbol)
+            .map_or(PositionView::default(), |p| self.positions[p as usize].view)
+    }
+
+    /// The account's gross exposure in notional ticks (open notional + Σ |position| × ref).
+    pub fn gross_exposure_ticks(&self, account: u32) -> i128 {
+        self.account_index
+            .get(&account)
+            .map_or(0, |&a| self.accounts[a as usize].gross_exposure_ticks())
+    }
+
+    /// The symbol's reference price in ticks, if it has one.
+    pub fn reference_price(&self, symbol: Symbol) -> Option<i64> {
+        match self.symbol_index.get(&symbol_key(symbol)) {
+            Some(&s) => self.symbols[s as usize].reference,
+            None => self
+                .limits
+                .symbols
+                .get(&symbol)
+                .and_then(|s| s.reference_price),
+        }
+    }
+
+    /// Number of open orders.
+    pub fn open_orders(&self) -> usize {
+        self.open_count
+    }
+
+    /// Number of remembered order ids (duplicate horizon).
+    pub fn remembered_order_ids(&self) -> usize {
+        self.ring.len()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // New orders.
+
+    fn evaluate_new(&self, o: &Order, now_ns: u64) -> Result<Plan, Reason> {
+        check_valid_new(o.order_id, o.qty, o.price, o.symbol != Symbol::default())?;
+        if self.is_duplicate(o.order_id, now_ns) {
+            return Err(Reason::DuplicateOrderId);
+        }
+        let account = self.account_index.get(&o.account).copied();
+        let acct = account.map_or(&self.default_account, |a| &self.accounts[a as usize]);
+        if !acct.configured && self.limits.unknown_account == UnknownPolicy::Reject
+            || account.is_none() && self.accounts.len() as u64 >= self.limits.capacity.max_accounts
+        {
+            return Err(Reason::UnknownAccount);
+        }
+        let symbol = self.symbol_index.get(&symbol_key(o.symbol)).copied();
+        let sym = symbol.map_or(&self.default_symbol, |s| &self.symbols[s as usize]);
+        if !sym.configured && self.limits.unknown_symbol == UnknownPolicy::Reject
+            || symbol.is_none() && self.symbols.len() as u64 >= self.limits.capacity.max_symbols
+        {
+            return Err(Reason::UnknownSymbol);
+        }
+        if sym.restricted {
+            return Err(Reason::RestrictedSymbol);
+        }
+        let position = match (account, symbol) {
+            (Some(a), Some(s)) => self.position_index.get(&position_key(a, s)).copied(),
+            _ => None,
+        };
+        let pos = position.map_or(PositionView::default(), |p| self.positions[p as usize].view);
+        let state = self
+            .limits
+            .state
+            .max(self.global_admin_state)
+            .max(acct.state())
+            .max(sym.state());
+        check_trading_state(state, o.side, o.qty, &pos)?;
+        let d = &self.limits.defaults;
+        check_max_qty(
+            o.qty,
+            pick(acct.max_order_qty, sym.max_order_qty, d.max_order_qty),
+        )?;
+        check_max_notional(
+            o.price,
+            o.qty,
+            pick(
+                acct.max_order_notional_ticks,
+                sym.max_order_notional_ticks,
+                d.max_order_notional_ticks,
+            ),
+        )?;
+        check_collar(o.price, sym.reference, sym.collar)?;
+        check_position(
+            o.side,
+            o.qty,
+            &pos,
+            pick(acct.max_long_qty, sym.max_long_qty, d.max_long_qty),
+            pick(acct.max_short_qty, sym.max_short_qty, d.max_short_qty),
+        )?;
+        check_credit(
+            acct.gross_exposure_ticks(),
+            o.price,
+            o.qty,
+            acct.credit_limit_ticks,
+        )?;
+        let tat_ns = check_throttle(acct.tat_ns, now_ns, acct.throttle)?;
+        Ok(Plan {
+            account,
+            symbol,
+            position,
+            tat_ns,
+        })
+    }
+
+    fn commit_new(&mut self, o: &Order, plan: Plan, now_ns: u64) {
+        let a = plan
+            .account
+            .unwrap_or_else(|| self.intern_account(o.account));
+        let s = plan.symbol.unwrap_or_else(|| self.intern_symbol(o.symbol));
+        let p = plan.position.unwrap_or_else(|| self.intern_position(a, s));
+        let acct = &mut self.accounts[a as usize];
+        acct.open_notional_ticks += o.price as i128 * o.qty as i128;
+        acct.tat_ns = plan.tat_ns;
+        let view = &mut self.positions[p as usize].view;
+        match o.side {
+            Side::Buy => view.open_buy_qty += o.qty,
+            Side::Sell => view.open_sell_qty += o.qty,
+        }
+        self.symbols[s as usize].reference.get_or_insert(o.price);
+        self.make_room_in_horizon(now_ns);
+        self.ring.push_back((o.order_id, now_ns));
+        self.ids.insert(
+            o.order_id,
+            IdSlot {
+                price: o.price,
+                open_qty: o.qty,
+                accepted_ns: now_ns,
+                position: p,
+                side: o.side,
+                remembered: true,
+            },
+        );
+        self.open_count += 1;
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Cancels, fills, halt events.
+
+    fn cancel(&mut self, o: &Order) -> Reason {
+        if o.qty == 0 {
+            return Reason::InvalidOrder;
+        }
+        let Some(open_qty) = self.open_order(o.order_id).map(|oo| oo.open_qty) else {
+            return Reason::UnknownOrder;
+        };
+        self.reduce_open(o.order_id, o.qty.min(open_qty));
+        Reason::Accepted
+    }
+
+    fn fill(&mut self, o: &Order) -> Reason {
+        if o.qty == 0 || o.price <= 0 {
+            return Reason::InvalidOrder;
+        }
+        if o.order_id != 0 {
+            if let Some(oo) = self.open_order(o.order_id) {
+                if o.qty > oo.open_qty {
+                    return Reason::InvalidOrder;
+                }
+                self.set_reference(self.positions[oo.position as usize].symbol, o.price);
+                let signed = oo.side.sign() * o.qty as i64;
+                self.move_position(oo.position, signed);
+                self.reduce_open(o.order_id, o.qty);
+                return Reason::Accepted;
+            }
+        }
+        // Not one of our open orders (hidden / auction execution, or an order we never saw):
+        // the trade only moves the symbol's reference price.
+        match self.resolve_symbol_event(o.symbol) {
+            Ok(s) => {
+                self.set_reference(s, o.price);
+                Reason::Accepted
+            }
+            Err(r) => r,
+        }
+    }
+
+    fn halt_event(&mut self, o: &Order) -> Reason {
+        match self.resolve_symbol_event(o.symbol) {
+            Ok(s) => {
+                self.symbols[s as usize].event_halted = o.kind == OrderKind::Halt;
+                Reason::Accepted
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// The symbol of a fill or halt event, added if the policy allows.
+    fn resolve_symbol_event(&mut self, symbol: Symbol) -> Result<u32, Reason> {
+        if symbol == Symbol::default() {
+            return Err(Reason::InvalidOrder);
+        }
+        match self.symbol_index.get(&symbol_key(symbol)).copied() {
+            Some(s) => {
+                if !self.symbols[s as usize].configured
+                    && self.limits.unknown_symbol == UnknownPolicy::Reject
+                {
+                    Err(Reason::UnknownSymbol)
+                } else {
+                    Ok(s)
+                }
+            }
+            None => {
+                if self.limits.unknown_symbol == UnknownPolicy::Reject
+                    && !self.limits.symbols.contains_key(&symbol)
+                    || self.symbols.len() as u64 >= self.limits.capacity.max_symbols
+                {
+                    Err(Reason::UnknownSymbol)
+                } else {
+                    Ok(self.intern_symbol(symbol))
+                }
+            }
+        }
+    }
+
+    /// Removes `qty` (≤ open quantity) from an open order, releasing its exposure.
+    fn reduce_open(&mut self, order_id: u64, qty: u64) {
+        let Some(i) = self.ids.find(order_id) else {
+            return;
+        };
+        let slot = self.ids.at_mut(i);
+        debug_assert!(qty <= slot.open_qty);
+        slot.open_qty -= qty;
+        let oo = slot.order();
+        if oo.open_qty == 0 {
+            self.open_count -= 1;
+            if !slot.remembered {
+                self.ids.remove_at(i);
+            }
+        }
+        let account = self.positions[oo.position as usize].account;
+        self.accounts[account as usize].open_notional_ticks -= oo.price as i128 * qty as i128;
+        let view = &mut self.positions[oo.position as usize].view;
+        match oo.side {
+            Side::Buy => view.open_buy_qty -= qty,
+            Side::Sell => view.open_sell_qty -= qty,
+        }
+    }
+
+    /// Moves the reference price of a symbol, revaluing every position held in it.
+    fn set_reference(&mut self, symbol: u32, price: i64) {
+        let Checker {
+            symbols,
+            positions,
+            accounts,
+            ..
+        } = self;
+        let slot = &mut symbols[symbol as usize];
+        let old = slot.reference.unwrap_or(0);
+        if old != price {
+            let delta = price as i128 - old as i128;
+            for &p in &slot.positions {
+                let ps = &positions[p as usize];
+                accounts[ps.account as usize].position_value_ticks +=
+                    ps.view.position.unsigned_abs() as i128 * delta;
+            }
+        }
+        slot.reference = Some(price);
+    }
+
+    /// Adds `signed` shares to a position, revaluing the account's exposure at the reference.
+    fn move_position(&mut self, position: u32, signed: i64) {
+        let ps = &mut self.positions[position as usize];
+        let old = ps.view.position;
+        ps.view.position += signed;
+        let reference = self.symbols[ps.symbol as usize].reference.unwrap_or(0) as i128;
+        let delta_abs = ps.view.position.unsigned_abs() as i128 - old.unsigned_abs() as i128;
+        self.accounts[ps.account as usize].position_value_ticks += delta_abs * reference;
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Tables.
+
+    fn install_configured(&mut self) {
+        let accounts: Vec<u32> = self.limits.accounts.keys().copied().collect();
+        for a in accounts {
+            self.intern_account(a);
+        }
+        let symbols: Vec<Symbol> = self.limits.symbols.keys().copied().collect();
+        for s in symbols {
+            self.intern_symbol(s);
+        }
+    }
+
+    fn intern_account(&mut self, account: u32) -> u32 {
+        if let Some(&i) = self.account_index.get(&account) {
+            return i;
+        }
+        let i = self.accounts.len() as u32;
+        self.accounts
+            .push(AccountSlot::resolve(&self.limits, account));
+        self.account_index.insert(account, i);
+        i
+    }
+
+    fn intern_symbol(&mut self, symbol: Symbol) -> u32 {
+        if let Some(&i) = self.symbol_index.get(&symbol_key(symbol)) {
+            return i;
+        }
+        let i = self.symbols.len() as u32;
+        self.symbols.push(SymbolSlot::resolve(&self.limits, symbol));
+        self.symbol_index.insert(symbol_key(symbol), i);
+        i
+    }
+
+    fn intern_position(&mut self, account: u32, symbol: u32) -> u32 {
+        let key = position_key(account, symbol);
+        if let Some(&i) = self.position_index.get(&key) {
+            return i;
+        }
+        let i = self.positions.len() as u32;
+        self.positions.push(PositionSlot {
+            account,
+            symbol,
+            view: PositionView::default(),
+        });
+        self.position_index.insert(key, i);
+        self.symbols[symbol as usize].positions.push(i);
+        i
+    }
+
+    fn find_position(&self, account: u32, symbol: Symbol) -> Option<u32> {
+        let a = *self.account_index.get(&account)?;
+        let s = *self.symbol_index.get(&symbol_key(symbol))?;
+        self.position_index.get(&position_key(a, s)).copied()
+    }
+
+    /// The open order with this id, if any.
+    fn open_order(&self, order_id: u64) -> Option<OpenOrder> {
+        self.ids
+            .get(order_id)
+            .filter(|s| s.open_qty > 0)
+            .map(|s| s.order())
+    }
+
+    /// Open, or accepted within the duplicate horizon.
+    fn is_duplicate(&self, order_id: u64, now_ns: u64) -> bool {
+        let horizon_ns = self.limits.duplicate_horizon_ns;
+        self.ids.get(order_id).is_some_and(|s| {
+            s.open_qty > 0
+                || s.remembered
+                    && (horizon_ns == 0 || now_ns.saturating_sub(s.accepted_ns) <= horizon_ns)
+        })
+    }
+
+    /// Forgets ids past the time horizon, and the oldest one if the ring is full.
+    fn make_room_in_horizon(&mut self, now_ns: u64) {
+        let horizon_ns = self.limits.duplicate_horizon_ns;
+        if horizon_ns > 0 {
+            while let Some(&(_, t)) = self.ring.front() {
+                if now_ns.saturating_sub(t) > horizon_ns {
+                    self.forget_oldest();
+                } else {
+                    break;
+                }
+            }
+        }
+        if self.ring.len() as u64 >= self.limits.duplicate_horizon_orders.max(1) {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        let Some((id, t)) = self.ring.pop_front() else {
+            return;
+        };
+        if let Some(i) = self.ids.find(id) {
+            let slot = self.ids.at_mut(i);
+            // The id may have been accepted again after its time horizon: that newer
+            // acceptance has its own ring entry.
+            if slot.remembered && slot.accepted_ns == t {
+                if slot.open_qty > 0 {
+                    slot.remembered = false;
+                } else {
+                    self.ids.remove_at(i);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Introspection.
+
+    /// Recomputes the derived state (open quantities per position, open notional and position
+    /// value per account) from the open orders and positions, and compares it with the
+    /// incrementally maintained values. `Err` names the first difference.
+    pub fn verify_consistency(&self) -> Result<(), String> {
+        let mut open_buy = vec![0u64; self.positions.len()];
+        let mut open_sell = vec![0u64; self.positions.len()];
+        let mut open_notional = vec![0i128; self.accounts.len()];
+        let mut open_count = 0;
+        for (id, slot) in self.ids.iter() {
+            let oo = &slot.order();
+            if oo.open_qty == 0 {
+                if !slot.remembered {
+                    return Err(format!("closed order {id} is neither open nor remembered"));
+                }
+                continue;
+            }
+            open_count += 1;
+            let ps = &self.positions[oo.position as usize];
+            match oo.side {
+                Side::Buy => open_buy[oo.position as usize] += oo.open_qty,
+                Side::Sell => open_sell[oo.position as usize] += oo.open_qty,
+            }
+            open_notional[ps.account as usize] += oo.price as i128 * oo.open_qty as i128;
+        }
+        if self.ids.iter().count() != self.ids.len() {
+            return Err("the order-id table miscounts its entries".to_owned());
+        }
+        if open_count != self.open_count {
+            return Err(format!(
+                "{open_count} open orders in the table, {} counted",
+                self.open_count
+            ));
+        }
+        let remembered = self.ids.iter().filter(|(_, s)| s.remembered).count();
+        if remembered > self.ring.len() {
+            return Err(format!(
+                "{remembered} remembered ids but {} in the horizon ring",
+                self.ring.len()
+            ));
+        }
+        let mut position_value = vec![0i128; self.accounts.len()];
+        for (i, ps) in self.positions.iter().enumerate() {
+            if ps.view.open_buy_qty != open_buy[i] || ps.view.open_sell_qty != open_sell[i] {
+                return Err(format!(
+                    "position {i}: open buy/sell {}/{} but open orders sum to {}/{}",
+                    ps.view.open_buy_qty, ps.view.open_sell_qty, open_buy[i], open_sell[i]
+                ));
+            }
+            let reference = self.symbols[ps.symbol as usize].reference.unwrap_or(0) as i128;
+            position_value[ps.account as usize] +=
+                ps.view.position.unsigned_abs() as i128 * reference;
+        }
+        for (i, a) in self.accounts.iter().enumerate() {
+            if a.open_notional_ticks != open_notional[i] {
+                return Err(format!(
+                    "account {}: open notional {} but open orders sum to {}",
+                    a.account, a.open_notional_ticks, open_notional[i]
+                ));
+            }
+            if a.position_value_ticks != position_value[i] {
+                return Err(format!(
+                    "account {}: position value {} but positions sum to {}",
+                    a.account, a.position_value_ticks, position_value[i]
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of the live state for the admin `snapshot` request, sorted by account / symbol.
+    pub fn snapshot(&self) -> StateSnapshot {
+        let mut accounts: Vec<AccountSnapshot> = self
+            .accounts
+            .iter()
+            .map(|a| AccountSnapshot {
+                account: a.account,
+                configured: a.configured,
+                config_state: a.config_state,
+                admin_state: a.admin_state,
+                open_notional_ticks: a.open_notional_ticks,
+                position_value_ticks: a.position_value_ticks,
+                gross_exposure_ticks: a.gross_exposure_ticks(),
+                credit_limit_ticks: a.credit_limit_ticks,
+            })
+            .collect();
+        accounts.sort_by_key(|a| a.account);
+        let mut symbols: Vec<SymbolSnapshot> = self
+            .symbols
+            .iter()
+            .map(|s| SymbolSnapshot {
+                symbol: s.symbol.to_string(),
+                configured: s.configured,
+                restricted: s.restricted,
+                config_state: s.config_state,
+                admin_state: s.admin_state,
+                halt_event: s.event_halted,
+                reference_price_ticks: s.reference,
+            })
+            .collect();
+        symbols.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        let mut positions: Vec<PositionSnapshot> = self
+            .positions
+            .iter()
+            .map(|p| PositionSnapshot {
+                account: self.accounts[p.account as usize].account,
+                symbol: self.symbols[p.symbol as usize].symbol.to_string(),
+                position: p.view.position,
+                open_buy_qty: p.view.open_buy_qty,
+                open_sell_qty: p.view.open_sell_qty,
+            })
+            .collect();
+        positions.sort_by(|a, b| (a.account, &a.symbol).cmp(&(b.account, &b.symbol)));
+        StateSnapshot {
+            origin: self.limits.origin.clone(),
+            config_state: self.limits.state,
+            admin_state: self.global_admin_state,
+            open_orders: self.open_count as u64,
+            remembered_order_ids: self.ring.len() as u64,
+            replay_skipped: self.replay_skipped,
+            accounts,
+            symbols,
+            positions,
+        }
+    }
+}
+
+fn reserve_to<K, V>(map: &mut IdMap<K, V>, capacity: u64)
+where
+    K: std::hash::Hash + Eq,
+{
+    let want = usize_of(capacity);
+    if map.capacity() < want {
+        map.reserve(want - map.len());
+    }
+}
+
+/// The live state, as the admin `snapshot` request returns it (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshot {
+    /// Where the limits in force came from.
+    pub origin: String,
+    /// Global state set by the limits file.
+    pub config_state: TradingState,
+    /// Global state set by admin requests.
+    pub admin_state: TradingState,
+    /// Open orders.
+    pub open_orders: u64,
+    /// Order ids remembered for the duplicate check.
+    pub remembered_order_ids: u64,
+    /// Accepted journal events that recovery could not apply.
+    pub replay_skipped: u64,
+    /// Accounts.
+    pub accounts: Vec<AccountSnapshot>,
+    /// Symbols.
+    pub symbols: Vec<SymbolSnapshot>,
+    /// Positions per (account, symbol).
+    pub positions: Vec<PositionSnapshot>,
+}
+
+/// One account in a [`StateSnapshot`]. Notional values are in notional ticks (× 0.0001).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSnapshot {
+    /// Account number.
+    pub account: u32,
+    /// Named in the limits file.
+    pub configured: bool,
+    /// State set by the file.
+    pub config_state: TradingState,
+    /// State set by admin requests.
+    pub admin_state: TradingState,
+    /// Σ price × open qty of open orders.
+    pub open_notional_ticks: i128,
+    /// Σ |position| × reference price.
+    pub position_value_ticks: i128,
+    /// Open notional + position value.
+    pub gross_exposure_ticks: i128,
+    /// The credit limit in force.
+    pub credit_limit_ticks: i128,
+}
+
+/// One symbol in a [`StateSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolSnapshot {
+    /// Symbol.
+    pub symbol: String,
+    /// Named in the limits file.
+    pub configured: bool,
+    /// New orders refused.
+    pub restricted: bool,
+    /// State set by the file.
+    pub config_state: TradingState,
+    /// State set by admin requests.
+    pub admin_state: TradingState,
+    /// Halted by a market halt event.
+    pub halt_event: bool,
+    /// Reference price in ticks.
+    pub reference_price_ticks: Option<i64>,
+}
+
+/// One (account, symbol) position in a [`StateSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionSnapshot {
+    /// Account number.
+    pub account: u32,
+    /// Symbol.
+    pub symbol: String,
+    /// Filled position (+ long, − short).
+    pub position: i64,
+    /// Open buy quantity.
+    pub open_buy_qty: u64,
+    /// Open sell quantity.
+    pub open_sell_qty: u64,
+}
+
+#[cfg(test)]
+#[path = "checker_tests.rs"]
+mod tests;

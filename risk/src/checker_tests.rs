@@ -1,0 +1,847 @@
+#![allow(clippy::unwrap_used)]
+//! Checker tests: every check at its edges through the full checker, overrides, policies,
+//! state effects, reload, recovery, and property tests over random event streams.
+
+use super::*;
+use proptest::prelude::*;
+
+const BASE: &str = r#"
+[global]
+duplicate_horizon_orders = 1000
+[capacity]
+max_open_orders = 1024
+max_positions = 64
+max_accounts = 8
+max_symbols = 8
+[defaults]
+max_order_qty = 1000
+max_order_notional = 50000
+max_long_qty = 2000
+max_short_qty = 1500
+credit_limit_notional = 200000
+collar_bps = 500
+[symbols.AAPL]
+reference_price = 100.0
+[symbols.LOW]
+reference_price = 10.0
+"#;
+
+fn limits(extra: &str) -> Limits {
+    Limits::from_toml_str(&format!("{BASE}\n{extra}"), "test").unwrap()
+}
+
+fn sym(s: &str) -> Symbol {
+    Symbol::new(s).unwrap()
+}
+
+fn px(units: f64) -> i64 {
+    orders::price_ticks_from_f64(units).unwrap()
+}
+
+fn ev(
+    kind: OrderKind,
+    id: u64,
+    account: u32,
+    symbol: &str,
+    side: Side,
+    qty: u64,
+    price: i64,
+) -> Order {
+    Order {
+        order_id: id,
+        ts_ns: 0,
+        price,
+        qty,
+        account,
+        symbol: sym(symbol),
+        side,
+        kind,
+    }
+}
+
+fn buy(id: u64, account: u32, symbol: &str, qty: u64, price: i64) -> Order {
+    ev(OrderKind::New, id, account, symbol, Side::Buy, qty, price)
+}
+
+fn sell(id: u64, account: u32, symbol: &str, qty: u64, price: i64) -> Order {
+    ev(OrderKind::New, id, account, symbol, Side::Sell, qty, price)
+}
+
+fn cancel(id: u64, qty: u64) -> Order {
+    ev(OrderKind::Cancel, id, 0, "X", Side::Buy, qty, 0)
+}
+
+fn fill(id: u64, symbol: &str, qty: u64, price: i64) -> Order {
+    ev(OrderKind::Fill, id, 0, symbol, Side::Buy, qty, price)
+}
+
+/// Checks `o` and asserts the verdict; a rejection must leave the state unchanged.
+#[track_caller]
+fn expect(c: &mut Checker, o: Order, now: u64, want: Reason) {
+    let before = c.snapshot();
+    let got = c.check(&o, now);
+    assert_eq!(got, want, "{o:?}");
+    if !got.is_accepted() {
+        assert_eq!(c.snapshot(), before, "a rejection changed state: {o:?}");
+    }
+    c.verify_consistency().unwrap();
+}
+
+#[test]
+fn max_qty_at_the_edge_with_account_and_symbol_overrides() {
+    let mut c = Checker::new(limits(
+        "[accounts.7]\nmax_order_qty = 10\n[symbols.MSFT]\nmax_order_qty = 5\n",
+    ));
+    let p = px(10.0);
+    expect(&mut c, buy(1, 1, "LOW", 1000, p), 0, Reason::Accepted);
+    expect(&mut c, buy(2, 1, "LOW", 1001, p), 0, Reason::MaxQty);
+    expect(&mut c, buy(3, 7, "LOW", 10, p), 0, Reason::Accepted);
+    expect(&mut c, buy(4, 7, "LOW", 11, p), 0, Reason::MaxQty);
+    expect(&mut c, buy(5, 7, "MSFT", 5, p), 0, Reason::Accepted);
+    expect(&mut c, buy(6, 7, "MSFT", 6, p), 0, Reason::MaxQty);
+    expect(&mut c, buy(7, 1, "MSFT", 5, p), 0, Reason::Accepted);
+    expect(&mut c, buy(8, 1, "MSFT", 6, p), 0, Reason::MaxQty);
+}
+
+#[test]
+fn max_notional_at_the_edge() {
+    let mut c = Checker::new(limits("[accounts.2]\nmax_order_notional = 1000.5\n"));
+    // 500 × 100.0 = 50 000 units: exactly the default limit.
+    expect(
+        &mut c,
+        buy(1, 1, "AAPL", 500, px(100.0)),
+        0,
+        Reason::Accepted,
+    );
+    expect(
+        &mut c,
+        buy(2, 1, "AAPL", 501, px(100.0)),
+        0,
+        Reason::MaxNotional,
+    );
+    // 10 × 100.05 = 1000.5 units.
+    expect(
+        &mut c,
+        buy(3, 2, "AAPL", 10, px(100.05)),
+        0,
+        Reason::Accepted,
+    );
+    expect(
+        &mut c,
+        buy(4, 2, "AAPL", 10, px(100.0501)),
+        0,
+        Reason::MaxNotional,
+    );
+}
+
+#[test]
+fn collar_at_the_edge_and_reference_from_first_order() {
+    let mut c = Checker::new(limits(
+        "[symbols.TCK]\nreference_price = 1.0\ncollar_ticks = 100\n",
+    ));
+    expect(&mut c, buy(1, 1, "AAPL", 1, px(105.0)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(2, 1, "AAPL", 1, px(105.0001)),
+        0,
+        Reason::PriceCollar,
+    );
+    expect(&mut c, sell(3, 1, "AAPL", 1, px(95.0)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        sell(4, 1, "AAPL", 1, px(94.9999)),
+        0,
+        Reason::PriceCollar,
+    );
+    expect(&mut c, buy(5, 1, "TCK", 1, 10_100), 0, Reason::Accepted);
+    expect(&mut c, buy(6, 1, "TCK", 1, 10_101), 0, Reason::PriceCollar);
+    // An unknown symbol: the first accepted order sets the reference.
+    assert_eq!(c.reference_price(sym("NEW")), None);
+    expect(&mut c, buy(7, 1, "NEW", 1, px(50.0)), 0, Reason::Accepted);
+    assert_eq!(c.reference_price(sym("NEW")), Some(px(50.0)));
+    expect(&mut c, buy(8, 1, "NEW", 1, px(52.5)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(9, 1, "NEW", 1, px(52.5001)),
+        0,
+        Reason::PriceCollar,
+    );
+    // A fill moves the reference.
+    expect(&mut c, fill(0, "NEW", 10, px(60.0)), 0, Reason::Accepted);
+    expect(&mut c, buy(10, 1, "NEW", 1, px(63.0)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(11, 1, "NEW", 1, px(52.5)),
+        0,
+        Reason::PriceCollar,
+    );
+}
+
+#[test]
+fn position_limit_long_and_short_count_open_orders() {
+    let mut c = Checker::new(limits(
+        "[symbols.LOW2]\nreference_price = 10.0\nmax_long_qty = 100\n",
+    ));
+    let p = px(10.0);
+    expect(&mut c, buy(1, 1, "LOW", 1000, p), 0, Reason::Accepted);
+    expect(&mut c, buy(2, 1, "LOW", 1000, p), 0, Reason::Accepted);
+    expect(&mut c, buy(3, 1, "LOW", 1, p), 0, Reason::PositionLimit);
+    expect(&mut c, sell(4, 1, "LOW", 1000, p), 0, Reason::Accepted);
+    expect(&mut c, sell(5, 1, "LOW", 500, p), 0, Reason::Accepted);
+    expect(&mut c, sell(6, 1, "LOW", 1, p), 0, Reason::PositionLimit);
+    // A fill of a buy moves open exposure into the position: the long side is unchanged.
+    expect(&mut c, fill(1, "LOW", 1000, p), 0, Reason::Accepted);
+    assert_eq!(
+        c.position(1, sym("LOW")),
+        PositionView {
+            position: 1000,
+            open_buy_qty: 1000,
+            open_sell_qty: 1500
+        }
+    );
+    expect(&mut c, buy(7, 1, "LOW", 1, p), 0, Reason::PositionLimit);
+    // The short side gains room: 1000 − 1500 − qty ≥ −1500 ⇔ qty ≤ 1000.
+    expect(&mut c, sell(8, 1, "LOW", 1000, p), 0, Reason::Accepted);
+    expect(&mut c, sell(9, 1, "LOW", 1, p), 0, Reason::PositionLimit);
+    // Per-symbol override.
+    expect(&mut c, buy(10, 2, "LOW2", 100, p), 0, Reason::Accepted);
+    expect(&mut c, buy(11, 2, "LOW2", 1, p), 0, Reason::PositionLimit);
+}
+
+#[test]
+fn credit_limit_counts_open_notional_and_positions() {
+    let mut c = Checker::new(limits("[accounts.9]\ncredit_limit_notional = 1000\n"));
+    let p = px(10.0);
+    expect(&mut c, buy(1, 9, "LOW", 100, p), 0, Reason::Accepted); // 1000 units: at the limit
+    expect(&mut c, sell(2, 9, "LOW", 1, p), 0, Reason::CreditLimit);
+    expect(&mut c, cancel(1, 50), 0, Reason::Accepted);
+    assert_eq!(c.gross_exposure_ticks(9), 500 * 10_000);
+    expect(&mut c, buy(3, 9, "LOW", 50, p), 0, Reason::Accepted);
+    expect(&mut c, buy(4, 9, "LOW", 1, p), 0, Reason::CreditLimit);
+    // Filled at 10: the position is valued at the new reference (10) → same exposure.
+    expect(&mut c, fill(1, "LOW", 50, p), 0, Reason::Accepted);
+    assert_eq!(c.gross_exposure_ticks(9), 1000 * 10_000);
+    // The market moves the reference down (a trade not ours): the position is worth less.
+    expect(&mut c, fill(0, "LOW", 5, px(9.0)), 0, Reason::Accepted);
+    assert_eq!(c.gross_exposure_ticks(9), (500 + 450) * 10_000);
+    expect(&mut c, buy(5, 9, "LOW", 5, px(9.0)), 0, Reason::Accepted);
+    expect(&mut c, buy(6, 9, "LOW", 1, px(9.0)), 0, Reason::CreditLimit);
+}
+
+#[test]
+fn throttle_per_account_is_deterministic_on_now() {
+    let mut c = Checker::new(limits(
+        "[accounts.5]\nmax_orders_per_s = 10\nburst_orders = 2\n",
+    ));
+    let p = px(10.0);
+    let t0 = 5_000_000_000;
+    expect(&mut c, buy(1, 5, "LOW", 1, p), t0, Reason::Accepted);
+    expect(&mut c, buy(2, 5, "LOW", 1, p), t0, Reason::Accepted);
+    expect(&mut c, buy(3, 5, "LOW", 1, p), t0, Reason::RateThrottle);
+    expect(
+        &mut c,
+        buy(3, 5, "LOW", 1, p),
+        t0 + 99_999_999,
+        Reason::RateThrottle,
+    );
+    expect(
+        &mut c,
+        buy(3, 5, "LOW", 1, p),
+        t0 + 100_000_000,
+        Reason::Accepted,
+    );
+    // Another account is not throttled (no default throttle).
+    for id in 10..20 {
+        expect(&mut c, buy(id, 1, "LOW", 1, p), t0, Reason::Accepted);
+    }
+    // A rejected order does not consume the rate: 2 more after a full refill.
+    let t1 = t0 + 1_000_000_000;
+    expect(&mut c, buy(30, 5, "LOW", 2000, p), t1, Reason::MaxQty);
+    expect(&mut c, buy(31, 5, "LOW", 1, p), t1, Reason::Accepted);
+    expect(&mut c, buy(32, 5, "LOW", 1, p), t1, Reason::Accepted);
+    expect(&mut c, buy(33, 5, "LOW", 1, p), t1, Reason::RateThrottle);
+}
+
+#[test]
+fn restricted_and_unknown_policies() {
+    let mut c = Checker::new(limits("[symbols.BAD]\nrestricted = true\n"));
+    expect(
+        &mut c,
+        buy(1, 1, "BAD", 1, px(1.0)),
+        0,
+        Reason::RestrictedSymbol,
+    );
+    expect(
+        &mut c,
+        buy(2, 12345, "ANY", 1, px(1.0)),
+        0,
+        Reason::Accepted,
+    );
+
+    // A second [global] table would be a TOML error, so edit the base text.
+    let text = BASE.replace(
+        "[global]\n",
+        "[global]\nunknown_account = \"reject\"\nunknown_symbol = \"reject\"\n",
+    ) + "[accounts.1]\n";
+    let mut c = Checker::new(Limits::from_toml_str(&text, "t").unwrap());
+    expect(
+        &mut c,
+        buy(1, 2, "AAPL", 1, px(100.0)),
+        0,
+        Reason::UnknownAccount,
+    );
+    expect(
+        &mut c,
+        buy(2, 1, "ZZZ", 1, px(100.0)),
+        0,
+        Reason::UnknownSymbol,
+    );
+    expect(&mut c, buy(3, 1, "AAPL", 1, px(100.0)), 0, Reason::Accepted);
+    expect(&mut c, fill(0, "ZZZ", 1, px(1.0)), 0, Reason::UnknownSymbol);
+    // An admin command naming an unconfigured account does not make it known.
+    c.set_trading_state(Scope::Account(2), TradingState::Active);
+    expect(
+        &mut c,
+        buy(4, 2, "AAPL", 1, px(100.0)),
+        0,
+        Reason::UnknownAccount,
+    );
+}
+
+#[test]
+fn capacity_bounds_accounts_and_symbols() {
+    let text = BASE
+        .replace("max_accounts = 8", "max_accounts = 1")
+        .replace("max_symbols = 8", "max_symbols = 3");
+    let mut c = Checker::new(Limits::from_toml_str(&text, "t").unwrap());
+    expect(&mut c, buy(1, 1, "AAPL", 1, px(100.0)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(2, 2, "AAPL", 1, px(100.0)),
+        0,
+        Reason::UnknownAccount,
+    );
+    expect(&mut c, buy(3, 1, "S3", 1, px(100.0)), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(4, 1, "S4", 1, px(100.0)),
+        0,
+        Reason::UnknownSymbol,
+    );
+}
+
+#[test]
+fn duplicate_ids_by_count_and_by_time() {
+    let text = BASE.replace(
+        "duplicate_horizon_orders = 1000",
+        "duplicate_horizon_orders = 2",
+    );
+    let mut c = Checker::new(Limits::from_toml_str(&text, "t").unwrap());
+    let p = px(10.0);
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::Accepted);
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::DuplicateOrderId); // open
+    expect(&mut c, cancel(1, 1), 0, Reason::Accepted);
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::DuplicateOrderId); // remembered
+    expect(&mut c, buy(2, 1, "LOW", 1, p), 0, Reason::Accepted);
+    expect(&mut c, buy(3, 1, "LOW", 1, p), 0, Reason::Accepted); // forgets id 1
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::Accepted);
+    expect(&mut c, buy(2, 1, "LOW", 1, p), 0, Reason::DuplicateOrderId); // still open
+
+    let text = BASE.replace(
+        "duplicate_horizon_orders = 1000",
+        "duplicate_horizon_ms = 1",
+    );
+    let mut c = Checker::new(Limits::from_toml_str(&text, "t").unwrap());
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::Accepted);
+    expect(&mut c, cancel(1, 1), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        buy(1, 1, "LOW", 1, p),
+        1_000_000,
+        Reason::DuplicateOrderId,
+    );
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 1_000_001, Reason::Accepted);
+}
+
+#[test]
+fn trading_states_global_account_symbol_and_halt_events() {
+    let mut c = Checker::new(limits(
+        "[accounts.3]\nstate = \"halted\"\n[symbols.HLT]\nstate = \"halted\"\n",
+    ));
+    let p = px(100.0);
+    expect(&mut c, buy(1, 3, "AAPL", 1, p), 0, Reason::Halted);
+    expect(&mut c, buy(2, 1, "HLT", 1, p), 0, Reason::Halted);
+    expect(&mut c, buy(3, 1, "AAPL", 1, p), 0, Reason::Accepted);
+    // A market halt event halts the symbol; resume lifts it.
+    expect(
+        &mut c,
+        ev(OrderKind::Halt, 0, 0, "AAPL", Side::Buy, 0, 0),
+        0,
+        Reason::Accepted,
+    );
+    expect(&mut c, buy(4, 1, "AAPL", 1, p), 0, Reason::Halted);
+    // Cancels and fills still pass while halted.
+    expect(&mut c, fill(3, "AAPL", 1, p), 0, Reason::Accepted);
+    expect(
+        &mut c,
+        ev(OrderKind::Resume, 0, 0, "AAPL", Side::Buy, 0, 0),
+        0,
+        Reason::Accepted,
+    );
+    expect(&mut c, buy(5, 1, "AAPL", 1, p), 0, Reason::Accepted);
+    // Kill switch.
+    c.set_trading_state(Scope::Global, TradingState::Halted);
+    expect(&mut c, buy(6, 1, "AAPL", 1, p), 0, Reason::Halted);
+    expect(&mut c, cancel(5, 1), 0, Reason::Accepted);
+    c.set_trading_state(Scope::Global, TradingState::Active);
+    expect(&mut c, buy(7, 1, "AAPL", 1, p), 0, Reason::Accepted);
+    // Admin resume of a symbol halted by the file does not override the file.
+    c.set_trading_state(Scope::Symbol(sym("HLT")), TradingState::Active);
+    expect(&mut c, buy(8, 1, "HLT", 1, p), 0, Reason::Halted);
+    // Admin halt of one account.
+    c.set_trading_state(Scope::Account(1), TradingState::Halted);
+    expect(&mut c, buy(9, 1, "AAPL", 1, p), 0, Reason::Halted);
+    expect(&mut c, buy(9, 2, "AAPL", 1, p), 0, Reason::Accepted);
+}
+
+#[test]
+fn reducing_lets_only_position_reducing_orders_through() {
+    let mut c = Checker::new(limits(""));
+    let p = px(10.0);
+    expect(&mut c, buy(1, 1, "LOW", 100, p), 0, Reason::Accepted);
+    expect(&mut c, fill(1, "LOW", 100, p), 0, Reason::Accepted);
+    c.set_trading_state(Scope::Account(1), TradingState::Reducing);
+    expect(&mut c, buy(2, 1, "LOW", 1, p), 0, Reason::ReduceOnly);
+    expect(&mut c, sell(3, 1, "LOW", 60, p), 0, Reason::Accepted);
+    expect(&mut c, sell(4, 1, "LOW", 40, p), 0, Reason::Accepted);
+    expect(&mut c, sell(5, 1, "LOW", 1, p), 0, Reason::ReduceOnly);
+    // Another account with no position cannot open one.
+    c.set_trading_state(Scope::Symbol(sym("LOW")), TradingState::Reducing);
+    expect(&mut c, sell(6, 2, "LOW", 1, p), 0, Reason::ReduceOnly);
+}
+
+#[test]
+fn cancels_and_fills() {
+    let mut c = Checker::new(limits(""));
+    let p = px(10.0);
+    expect(&mut c, cancel(99, 1), 0, Reason::UnknownOrder);
+    expect(&mut c, buy(1, 1, "LOW", 100, p), 0, Reason::Accepted);
+    expect(&mut c, cancel(1, 0), 0, Reason::InvalidOrder);
+    expect(&mut c, cancel(1, 30), 0, Reason::Accepted);
+    assert_eq!(c.position(1, sym("LOW")).open_buy_qty, 70);
+    expect(&mut c, fill(1, "LOW", 71, p), 0, Reason::InvalidOrder);
+    expect(&mut c, fill(1, "LOW", 0, p), 0, Reason::InvalidOrder);
+    expect(&mut c, fill(1, "LOW", 20, px(10.5)), 0, Reason::Accepted);
+    assert_eq!(
+        c.position(1, sym("LOW")),
+        PositionView {
+            position: 20,
+            open_buy_qty: 50,
+            open_sell_qty: 0
+        }
+    );
+    assert_eq!(c.reference_price(sym("LOW")), Some(px(10.5)));
+    // Over-cancel closes the order.
+    expect(&mut c, cancel(1, 1000), 0, Reason::Accepted);
+    assert_eq!(c.open_orders(), 0);
+    expect(&mut c, cancel(1, 1), 0, Reason::UnknownOrder);
+    // Unknown-order fills and id-0 fills move the reference only.
+    expect(&mut c, fill(12345, "LOW", 7, px(11.0)), 0, Reason::Accepted);
+    assert_eq!(c.position(1, sym("LOW")).position, 20);
+    assert_eq!(c.reference_price(sym("LOW")), Some(px(11.0)));
+    assert_eq!(c.gross_exposure_ticks(1), 20 * px(11.0) as i128);
+    expect(&mut c, fill(0, "LOW", 7, 0), 0, Reason::InvalidOrder);
+    expect(&mut c, buy(0, 1, "LOW", 1, p), 0, Reason::InvalidOrder);
+    expect(&mut c, buy(50, 1, "LOW", 1, 0), 0, Reason::InvalidOrder);
+}
+
+#[test]
+fn reload_changes_limits_and_keeps_state() {
+    let mut c = Checker::new(limits(""));
+    let p = px(10.0);
+    expect(&mut c, buy(1, 1, "LOW", 500, p), 0, Reason::Accepted);
+    expect(&mut c, fill(1, "LOW", 200, p), 0, Reason::Accepted);
+    c.set_trading_state(Scope::Account(4), TradingState::Halted);
+    let before = c.position(1, sym("LOW"));
+    c.set_limits(limits("[accounts.1]\nmax_order_qty = 10\n"));
+    assert_eq!(c.position(1, sym("LOW")), before);
+    expect(&mut c, buy(1, 1, "LOW", 1, p), 0, Reason::DuplicateOrderId);
+    expect(&mut c, buy(2, 1, "LOW", 11, p), 0, Reason::MaxQty);
+    expect(&mut c, buy(3, 1, "LOW", 10, p), 0, Reason::Accepted);
+    expect(&mut c, buy(4, 4, "LOW", 10, p), 0, Reason::Halted);
+    c.verify_consistency().unwrap();
+}
+
+#[test]
+fn apply_decision_rebuilds_the_same_state() {
+    let l = limits("[accounts.5]\nmax_orders_per_s = 10\nburst_orders = 2\n");
+    let mut live = Checker::new(l.clone());
+    let p = px(10.0);
+    let stream = [
+        buy(1, 5, "LOW", 100, p),
+        buy(2, 5, "LOW", 100, p),
+        buy(3, 5, "LOW", 100, p), // throttled
+        fill(1, "LOW", 40, px(10.2)),
+        cancel(2, 100),
+        sell(4, 1, "AAPL", 10, px(100.0)),
+        fill(0, "AAPL", 1, px(101.0)),
+        ev(OrderKind::Halt, 0, 0, "LOW", Side::Buy, 0, 0),
+    ];
+    let mut journal = Vec::new();
+    for (i, o) in stream.iter().enumerate() {
+        let now = 1_000 + i as u64;
+        let reason = live.check(o, now);
+        journal.push(Decision {
+            input_seq: i as u64,
+            order: *o,
+            reason,
+            t_in_ns: now,
+            t_decided_ns: now,
+        });
+    }
+    let mut recovered = Checker::new(l);
+    for d in &journal {
+        recovered.apply_decision(d);
+    }
+    assert_eq!(recovered.replay_skipped(), 0);
+    assert_eq!(recovered.snapshot(), live.snapshot());
+    recovered.verify_consistency().unwrap();
+    let next = [
+        buy(1, 5, "LOW", 1, p),
+        buy(5, 5, "LOW", 1, p),
+        buy(6, 1, "AAPL", 1, px(101.0)),
+    ];
+    for o in next {
+        assert_eq!(recovered.check(&o, 2_000), live.check(&o, 2_000), "{o:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests over random event streams.
+
+const PROP: &str = r#"
+[global]
+duplicate_horizon_orders = 64
+[capacity]
+max_open_orders = 256
+max_positions = 16
+[defaults]
+max_order_qty = 500
+max_order_notional = 4000
+max_long_qty = 1000
+max_short_qty = 800
+credit_limit_notional = 15000
+collar_bps = 500
+max_orders_per_s = 1000
+burst_orders = 5
+[accounts.2]
+max_long_qty = 300
+credit_limit_notional = 5000
+[symbols.AAA]
+reference_price = 10.0
+[symbols.BBB]
+reference_price = 20.0
+max_short_qty = 200
+"#;
+
+fn prop_limits() -> Limits {
+    Limits::from_toml_str(PROP, "prop").unwrap()
+}
+
+/// One step of a random stream. Cancels and fills mostly name an order that is open at that
+/// moment (picked by index among the open orders), so that they do something; `Raw` events
+/// use ids at random (mostly unknown).
+#[derive(Debug, Clone)]
+enum Action {
+    New {
+        account: u32,
+        aaa: bool,
+        buy: bool,
+        qty: u64,
+        move_pct: i64,
+    },
+    Cancel {
+        k: usize,
+        pct: u64,
+    },
+    Fill {
+        k: usize,
+        pct: u64,
+        move_pct: i64,
+    },
+    Raw(Order),
+    Halt {
+        aaa: bool,
+        halt: bool,
+    },
+}
+
+fn arb_action() -> impl Strategy<Value = (Action, u64)> {
+    let new = (
+        1u32..4,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        1u64..600,
+        -12i64..12,
+    )
+        .prop_map(|(account, aaa, buy, qty, move_pct)| Action::New {
+            account,
+            aaa,
+            buy,
+            qty,
+            move_pct,
+        });
+    let cancel = (any::<usize>(), 1u64..130).prop_map(|(k, pct)| Action::Cancel { k, pct });
+    let fill = (any::<usize>(), 1u64..130, -12i64..12)
+        .prop_map(|(k, pct, move_pct)| Action::Fill { k, pct, move_pct });
+    let raw = (
+        0u64..60,
+        1u64..300,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        0u8..2,
+    )
+        .prop_map(|(id, qty, aaa, buy, k)| {
+            let (symbol, reference) = if aaa {
+                ("AAA", 100_000)
+            } else {
+                ("BBB", 200_000)
+            };
+            Action::Raw(Order {
+                order_id: id,
+                ts_ns: 0,
+                price: reference,
+                qty,
+                account: 1,
+                symbol: sym(symbol),
+                side: if buy { Side::Buy } else { Side::Sell },
+                kind: if k == 0 {
+                    OrderKind::Cancel
+                } else {
+                    OrderKind::Fill
+                },
+            })
+        });
+    let halt =
+        (prop::bool::ANY, prop::bool::ANY).prop_map(|(aaa, halt)| Action::Halt { aaa, halt });
+    (
+        prop_oneof![5 => new, 2 => cancel, 3 => fill, 1 => raw, 1 => halt],
+        0u64..3_000_000,
+    )
+}
+
+fn reference_of(aaa: bool) -> (&'static str, i64) {
+    if aaa {
+        ("AAA", 100_000)
+    } else {
+        ("BBB", 200_000)
+    }
+}
+
+/// Turns an action into a concrete event against the checker's current state.
+fn materialize(c: &Checker, a: &Action) -> Order {
+    let mut open: Vec<(u64, OpenOrder)> = c
+        .ids
+        .iter()
+        .filter(|(_, s)| s.open_qty > 0)
+        .map(|(id, s)| (id, s.order()))
+        .collect();
+    open.sort_by_key(|(id, _)| *id);
+    let pick = |k: usize| open.get(k % open.len().max(1)).copied();
+    let next_id = c.ids.iter().map(|(id, _)| id).max().unwrap_or(0) + 1;
+    match *a {
+        Action::New {
+            account,
+            aaa,
+            buy,
+            qty,
+            move_pct,
+        } => {
+            let (symbol, reference) = reference_of(aaa);
+            // Now and then reuse a recent id to exercise the duplicate check.
+            let id = if qty % 17 == 0 {
+                next_id.saturating_sub(1).max(1)
+            } else {
+                next_id
+            };
+            Order {
+                order_id: id,
+                ts_ns: 0,
+                price: reference + reference * move_pct / 100,
+                qty,
+                account,
+                symbol: sym(symbol),
+                side: if buy { Side::Buy } else { Side::Sell },
+                kind: OrderKind::New,
+            }
+        }
+        Action::Cancel { k, pct } => match pick(k) {
+            Some((id, oo)) => cancel(id, (oo.open_qty * pct / 100).max(1)),
+            None => cancel(999, 1),
+        },
+        Action::Fill { k, pct, move_pct } => match pick(k) {
+            Some((id, oo)) => {
+                let symbol = c.symbols[c.positions[oo.position as usize].symbol as usize].symbol;
+                Order {
+                    order_id: id,
+                    ts_ns: 0,
+                    price: oo.price + oo.price * move_pct / 100,
+                    qty: (oo.open_qty * pct / 100).max(1),
+                    account: 0,
+                    symbol,
+                    side: oo.side,
+                    kind: OrderKind::Fill,
+                }
+            }
+            None => fill(0, "AAA", 1, 100_000),
+        },
+        Action::Raw(o) => o,
+        Action::Halt { aaa, halt } => ev(
+            if halt {
+                OrderKind::Halt
+            } else {
+                OrderKind::Resume
+            },
+            0,
+            0,
+            reference_of(aaa).0,
+            Side::Buy,
+            0,
+            0,
+        ),
+    }
+}
+
+/// Runs actions; returns the concrete events with their times and verdicts.
+fn run(c: &mut Checker, actions: &[(Action, u64)], start_ns: u64) -> Vec<(Order, u64, Reason)> {
+    let mut now = start_ns;
+    actions
+        .iter()
+        .map(|(a, dt)| {
+            now += dt;
+            let o = materialize(c, a);
+            (o, now, c.check(&o, now))
+        })
+        .collect()
+}
+
+fn limits_hold(c: &Checker) -> Result<(), TestCaseError> {
+    let l = c.limits();
+    for ps in &c.positions {
+        let a = &c.accounts[ps.account as usize];
+        let s = &c.symbols[ps.symbol as usize];
+        let max_long = pick(a.max_long_qty, s.max_long_qty, l.defaults.max_long_qty);
+        let max_short = pick(a.max_short_qty, s.max_short_qty, l.defaults.max_short_qty);
+        prop_assert!(ps.view.worst_long() <= max_long as i128, "{ps:?}");
+        prop_assert!(ps.view.worst_short() >= -(max_short as i128), "{ps:?}");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn streams_keep_limits_consistency_and_determinism(
+        actions in prop::collection::vec(arb_action(), 1..150)
+    ) {
+        let mut c = Checker::new(prop_limits());
+        let mut now = 1_000_000_000;
+        let mut events = Vec::new();
+        for (a, dt) in &actions {
+            now += dt;
+            let o = materialize(&c, a);
+            let before = c.snapshot();
+            let r = c.check(&o, now);
+            events.push((o, now, r));
+            if r.is_accepted() {
+                if o.kind == OrderKind::New {
+                    let a = c.account_index[&o.account];
+                    let acct = &c.accounts[a as usize];
+                    prop_assert!(acct.gross_exposure_ticks() <= acct.credit_limit_ticks);
+                }
+            } else {
+                prop_assert_eq!(c.snapshot(), before, "rejected {:?} changed state", o);
+            }
+            if let Err(e) = c.verify_consistency() {
+                return Err(TestCaseError::fail(e));
+            }
+            limits_hold(&c)?;
+        }
+        // Replaying the same events gives the same verdicts.
+        let mut again = Checker::new(prop_limits());
+        for (o, now, r) in &events {
+            prop_assert_eq!(again.check(o, *now), *r, "{:?}", o);
+        }
+        // Recovery from the decisions rebuilds the same state.
+        let mut recovered = Checker::new(prop_limits());
+        for (o, now, r) in &events {
+            recovered.apply_decision(&Decision { input_seq: 0, order: *o, reason: *r, t_in_ns: *now, t_decided_ns: *now });
+        }
+        prop_assert_eq!(recovered.replay_skipped(), 0);
+        prop_assert_eq!(recovered.snapshot(), c.snapshot());
+    }
+
+    #[test]
+    fn halted_rejects_every_new_order(
+        before in prop::collection::vec(arb_action(), 0..60),
+        after in prop::collection::vec(arb_action(), 1..80),
+        scope in 0u8..3,
+    ) {
+        let mut c = Checker::new(prop_limits());
+        run(&mut c, &before, 1_000_000_000);
+        let scope = match scope {
+            0 => Scope::Global,
+            1 => Scope::Account(1),
+            _ => Scope::Symbol(sym("AAA")),
+        };
+        c.set_trading_state(scope, TradingState::Halted);
+        for (o, _, r) in run(&mut c, &after, 2_000_000_000) {
+            let in_scope = match scope {
+                Scope::Global => true,
+                Scope::Account(a) => o.account == a,
+                Scope::Symbol(s) => o.symbol == s,
+            };
+            if o.kind == OrderKind::New && in_scope {
+                prop_assert!(!r.is_accepted(), "{:?} accepted while halted", o);
+            }
+        }
+    }
+
+    #[test]
+    fn reducing_never_increases_absolute_position(
+        before in prop::collection::vec(arb_action(), 0..80),
+        after in prop::collection::vec(arb_action(), 1..120),
+    ) {
+        let mut c = Checker::new(prop_limits());
+        run(&mut c, &before, 1_000_000_000);
+        // Cancel everything left open, then switch to REDUCING.
+        let open: Vec<(u64, u64)> = c
+            .ids
+            .iter()
+            .filter(|(_, s)| s.open_qty > 0)
+            .map(|(id, s)| (id, s.open_qty))
+            .collect();
+        for (id, qty) in open {
+            prop_assert_eq!(c.check(&cancel(id, qty), 0), Reason::Accepted);
+        }
+        c.set_trading_state(Scope::Global, TradingState::Reducing);
+        let abs = |c: &Checker| -> Vec<u64> { c.positions.iter().map(|p| p.view.position.unsigned_abs()).collect() };
+        let mut last = abs(&c);
+        let mut now = 3_000_000_000;
+        for (a, dt) in &after {
+            now += dt;
+            let o = materialize(&c, a);
+            c.check(&o, now);
+            let cur = abs(&c);
+            for (i, (a, b)) in last.iter().zip(&cur).enumerate() {
+                prop_assert!(b <= a, "position {} grew from {} to {} on {:?}", i, a, b, o);
+            }
+            // New positions start at zero and cannot grow either.
+            for b in cur.iter().skip(last.len()) {
+                prop_assert_eq!(*b, 0);
+            }
+            last = cur;
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The risk service: pre-trade checks over ZeroMQ REQ/REP with a hard timeout, batched,
+//! stateful and restartable.
+//!
+//! - [`config`]: the limits file (TOML) → validated [`Limits`].
+//! - [`checks`]: each check as a small pure function returning a [`orders::Reason`].
+//! - [`checker`]: [`Checker`], limits plus live state (positions, open orders, exposure,
+//!   rate buckets, recent ids, trading states); [`Checker::apply_decision`] for recovery.
+//! - [`protocol`]: the binary batch request / reply layout (`docs/formats/risk-protocol.md`).
+//! - [`service`]: the request handler (binary batches, JSON orders, admin requests).
+//! - [`server`]: the REP loop of `risk-server` and the embedded mode ([`spawn_embedded`]).
+//! - [`client`]: [`RiskClient`], one REQ message per batch, timeout, Lazy Pirate, failover.
+//! - [`recover`]: [`replay_journal`], state from the audit journal's decision records.
+//! - [`limits`]: every compile-time limit, units last.
+//!
+//! A rejection is a verdict ([`orders::Reason`]), never an error; [`RiskError`] is for
+//! sockets, files and configuration.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod checker;
+pub mod checks;
+pub mod client;
+pub mod config;
+pub mod error;
+mod hash;
+mod idtable;
+pub mod limits;
+pub mod protocol;
+pub mod recover;
+pub mod server;
+pub mod service;
+
+pub use checker::{Checker, Scope, StateSnapshot};
+pub use checks::PositionView;
+pub use client::{BatchOutcome, ClientStats, RiskClient};
+pub use config::{ConfigError, Limits, Problem, TradingState, UnknownPolicy};
+pub use error::{error_chain, RiskError};
+pub use recover::{replay_journal, ReplayStats};
+pub use server::{spawn_embedded, spawn_embedded_with, EmbeddedRisk, Server};
+pub use service::{Service, ServiceOptions, ServiceStats};

@@ -1,0 +1,148 @@
+//! `risk-server`: the pre-trade risk service on a ZeroMQ REP socket.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use risk::limits::{MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX};
+use risk::{replay_journal, Checker, Limits, Server, Service, ServiceOptions};
+
+/// Pre-trade risk checks over ZeroMQ REQ/REP.
+///
+/// Answers binary order batches (one verdict per order), the source design's JSON orders
+/// ({"symbol":"AAPL","quantity":100,"price":185.25} → OK / REJECT <reason>) and JSON admin
+/// requests ({"admin":"halt"|"reduce"|"resume"|"reload"|"stats"|"snapshot"}, optionally with
+/// "account" or "symbol") on the same socket. Protocol: docs/formats/risk-protocol.md.
+///
+/// Prints "listening on <endpoint>" on stdout for every bound endpoint once it serves.
+/// SIGHUP reloads the limits file without dropping state (a bad file is logged and the old
+/// limits stay); SIGINT / SIGTERM stop it cleanly (exit code 0). Logs go to stderr
+/// (RUST_LOG=debug|info|warn, default info). Exit code 1: unusable limits file, journal or
+/// endpoint; 2: bad command line.
+#[derive(Debug, Parser)]
+#[command(name = "risk-server", version, verbatim_doc_comment)]
+struct Args {
+    /// The limits file (TOML; annotated example: examples/limits.toml). Every problem in it is
+    /// reported at once. Reloaded on SIGHUP and on the admin request {"admin":"reload"}.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Endpoint to bind the REP socket to: tcp://HOST:PORT, tcp://HOST:* (a free port, printed
+    /// on stdout) or ipc:///path/to/socket. Repeat the flag to bind several endpoints.
+    #[arg(long, value_name = "ENDPOINT", default_value = "tcp://127.0.0.1:5555")]
+    bind: Vec<String>,
+
+    /// Before serving, rebuild positions, open orders and exposure, remembered order ids,
+    /// throttle state, reference prices and halt events by replaying the decision records of
+    /// the audit journal in JOURNAL_DIR (written by the engine). A missing or damaged journal
+    /// is an error.
+    #[arg(long, value_name = "JOURNAL_DIR")]
+    recover_from: Option<PathBuf>,
+
+    /// Largest batch (orders per request) accepted; larger requests get a too-large error
+    /// reply. Clients must use a max batch no larger than this.
+    #[arg(long, value_name = "ORDERS", default_value_t = MAX_BATCH_ORDERS_DEFAULT,
+          value_parser = parse_max_batch)]
+    max_batch: usize,
+}
+
+fn parse_max_batch(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if n == 0 || n > MAX_BATCH_ORDERS_MAX {
+        return Err(format!("must be in 1..={MAX_BATCH_ORDERS_MAX}"));
+    }
+    Ok(n)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("risk-server: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let limits = Limits::from_file(&args.config).context("loading the limits")?;
+    let mut checker = Checker::new(limits);
+    if let Some(dir) = &args.recover_from {
+        let stats = replay_journal(&mut checker, dir)
+            .with_context(|| format!("recovering risk state from {}", dir.display()))?;
+        tracing::info!(
+            records = stats.records,
+            decisions = stats.decisions,
+            accepted = stats.accepted,
+            skipped = stats.skipped,
+            last_seq = stats.last_seq,
+            open_orders = checker.open_orders(),
+            "risk state recovered from the journal"
+        );
+        if stats.skipped > 0 {
+            tracing::warn!(
+                skipped = stats.skipped,
+                "accepted journal events did not fit the rebuilt state and were skipped"
+            );
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .with_context(|| format!("installing the handler for signal {sig}"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
+
+    let ctx = zmq::Context::new();
+    let service = Service::new(
+        checker,
+        ServiceOptions {
+            max_batch_orders: args.max_batch,
+            config_path: Some(args.config.clone()),
+        },
+    );
+    let mut server = Server::bind(&ctx, &args.bind, service).context("binding the REP socket")?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        for ep in server.endpoints() {
+            writeln!(out, "listening on {ep}").context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")?;
+    }
+    server.run(&stop, &reload).context("serving")?;
+    let stats = server.service().stats();
+    tracing::info!(
+        requests = stats.requests,
+        batches = stats.batches,
+        batch_orders = stats.batch_orders,
+        json_orders = stats.json_orders,
+        admin = stats.admin_requests,
+        malformed = stats.malformed,
+        too_large = stats.too_large,
+        reloads = stats.reloads,
+        "risk-server stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,558 @@
+//! The risk wire protocol: binary batch requests and replies (this module), plus the JSON
+//! single-order and admin requests on the same socket (see [`crate::service`]). The server
+//! tells them apart by the first byte: `R` (the binary magic) or `{` (after optional
+//! whitespace). `docs/formats/risk-protocol.md` repeats these layouts for outside readers.
+//!
+//! All integers are little-endian. Reserved bytes are written as zero and must read as zero.
+//!
+//! ```text
+//! Batch request: REQUEST_HEADER_LEN_BYTES (32) + count × ORDER_LEN_BYTES (48)
+//!  0       4       6       8               16              24      28      32
+//!  +-------+-------+-------+---------------+---------------+-------+-------+----------------
+//!  | magic | ver   | type  | batch_id      | now_ns        | count | 0     | count orders,
+//!  | "RSKQ"| u16=1 | u16=1 | u64           | u64           | u32   | u32   | 48 bytes each
+//!  +-------+-------+-------+---------------+---------------+-------+-------+ (orders::codec)
+//!
+//! Reply: REPLY_HEADER_LEN_BYTES (24) + count × VERDICT_LEN_BYTES (16) + text_len
+//!  0       4       6       8               16      20      24
+//!  +-------+-------+-------+---------------+-------+-------+---------------------------------
+//!  | magic | ver   |status | batch_id      | count |text   | count verdicts, then text_len
+//!  | "RSKA"| u16=1 | u16   | u64           | u32   |len u32| bytes of UTF-8 error text
+//!  +-------+-------+-------+---------------+-------+-------+---------------------------------
+//!
+//! Verdict (16 bytes), one per order, in request order:
+//!  0               8       10                      16
+//!  +---------------+-------+-----------------------+
+//!  | order_id u64  |reason | 0 (6 bytes)           |
+//!  |               |u16    |                       |
+//!  +---------------+-------+-----------------------+
+//! ```
+//!
+//! `status` 0 (`ok`) carries `count` verdicts (= the request's count) and no text; any other
+//! status carries no verdicts and a short text. `batch_id` echoes the request's (0 when the
+//! request was too broken to read it).
+
+use orders::{Order, Reason, ORDER_LEN_BYTES};
+
+/// First four bytes of a batch request.
+pub const REQUEST_MAGIC: [u8; 4] = *b"RSKQ";
+/// First four bytes of a binary reply.
+pub const REPLY_MAGIC: [u8; 4] = *b"RSKA";
+/// Protocol version written and accepted.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Request type: a batch of orders to check.
+pub const REQUEST_TYPE_CHECK: u16 = 1;
+
+/// Size of the request header.
+pub const REQUEST_HEADER_LEN_BYTES: usize = 32;
+const RQ_MAGIC_OFFSET: usize = 0;
+const RQ_VERSION_OFFSET: usize = 4;
+const RQ_TYPE_OFFSET: usize = 6;
+const RQ_BATCH_ID_OFFSET: usize = 8;
+const RQ_NOW_OFFSET: usize = 16;
+const RQ_COUNT_OFFSET: usize = 24;
+const RQ_RESERVED_OFFSET: usize = 28;
+const _: () = assert!(RQ_RESERVED_OFFSET + 4 == REQUEST_HEADER_LEN_BYTES);
+
+/// Size of the reply header.
+pub const REPLY_HEADER_LEN_BYTES: usize = 24;
+const RP_MAGIC_OFFSET: usize = 0;
+const RP_VERSION_OFFSET: usize = 4;
+const RP_STATUS_OFFSET: usize = 6;
+const RP_BATCH_ID_OFFSET: usize = 8;
+const RP_COUNT_OFFSET: usize = 16;
+const RP_TEXT_LEN_OFFSET: usize = 20;
+const _: () = assert!(RP_TEXT_LEN_OFFSET + 4 == REPLY_HEADER_LEN_BYTES);
+
+/// Size of one verdict.
+pub const VERDICT_LEN_BYTES: usize = 16;
+const V_ORDER_ID_OFFSET: usize = 0;
+const V_REASON_OFFSET: usize = 8;
+const V_RESERVED_OFFSET: usize = 10;
+const _: () = assert!(V_RESERVED_OFFSET + 6 == VERDICT_LEN_BYTES);
+
+// The binary magic must never look like JSON (`{` or whitespace) to the server's dispatch.
+const _: () = assert!(REQUEST_MAGIC[0] != b'{' && !REQUEST_MAGIC[0].is_ascii_whitespace());
+
+/// Bytes of a batch request with `count` orders.
+pub const fn request_len_bytes(count: usize) -> usize {
+    REQUEST_HEADER_LEN_BYTES + count * ORDER_LEN_BYTES
+}
+
+/// Bytes of an `ok` reply with `count` verdicts.
+pub const fn reply_len_bytes(count: usize) -> usize {
+    REPLY_HEADER_LEN_BYTES + count * VERDICT_LEN_BYTES
+}
+
+/// Reply status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Status {
+    /// Verdicts follow.
+    Ok = 0,
+    /// The request could not be read (bad magic, truncated, reserved bytes set, …).
+    Malformed = 1,
+    /// More orders than the server's `max_batch`, or a frame above its size limit.
+    TooLarge = 2,
+    /// A protocol version the server does not speak.
+    UnsupportedVersion = 3,
+    /// A request type the server does not know.
+    UnsupportedType = 4,
+}
+
+impl Status {
+    /// Decodes a status code.
+    pub fn from_u16(v: u16) -> Option<Status> {
+        match v {
+            0 => Some(Status::Ok),
+            1 => Some(Status::Malformed),
+            2 => Some(Status::TooLarge),
+            3 => Some(Status::UnsupportedVersion),
+            4 => Some(Status::UnsupportedType),
+            _ => None,
+        }
+    }
+
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Malformed => "malformed",
+            Status::TooLarge => "too-large",
+            Status::UnsupportedVersion => "unsupported-version",
+            Status::UnsupportedType => "unsupported-type",
+        }
+    }
+}
+
+/// Why a frame did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// Shorter than a header.
+    #[error("frame of {got} bytes is shorter than the {expected}-byte header")]
+    Short {
+        /// Header size.
+        expected: usize,
+        /// Frame size.
+        got: usize,
+    },
+    /// Wrong magic.
+    #[error("bad magic {0:02x?}")]
+    Magic([u8; 4]),
+    /// Unsupported version.
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    /// Unknown request type.
+    #[error("unknown request type {0}")]
+    Type(u16),
+    /// A reserved field is not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
+    /// The frame length does not match the count.
+    #[error("frame is {got} bytes but its header announces {expected}")]
+    Length {
+        /// Length implied by the header.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// More orders than allowed.
+    #[error("batch of {count} orders exceeds the maximum of {max}")]
+    TooLarge {
+        /// Orders announced.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Unknown status code in a reply.
+    #[error("unknown reply status {0}")]
+    Status(u16),
+    /// Unknown reason code in a verdict.
+    #[error("unknown reason code {0}")]
+    Reason(u16),
+}
+
+impl ProtocolError {
+    /// The reply status a server answers this request error with.
+    pub fn status(&self) -> Status {
+        match self {
+            ProtocolError::Version(_) => Status::UnsupportedVersion,
+            ProtocolError::Type(_) => Status::UnsupportedType,
+            ProtocolError::TooLarge { .. } => Status::TooLarge,
+            _ => Status::Malformed,
+        }
+    }
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// A decoded request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// Client-chosen id, echoed in the reply.
+    pub batch_id: u64,
+    /// The client's clock (ns), used for the order-rate throttle and the duplicate horizon.
+    pub now_ns: u64,
+    /// Number of orders.
+    pub count: u32,
+}
+
+/// Writes a batch request into `out` and returns its length.
+///
+/// # Panics
+/// If `out` is shorter than [`request_len_bytes`]`(orders.len())` (a programming error).
+pub fn encode_request(batch_id: u64, now_ns: u64, orders: &[Order], out: &mut [u8]) -> usize {
+    let len = request_len_bytes(orders.len());
+    let out = &mut out[..len];
+    out[RQ_MAGIC_OFFSET..RQ_VERSION_OFFSET].copy_from_slice(&REQUEST_MAGIC);
+    out[RQ_VERSION_OFFSET..RQ_TYPE_OFFSET].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out[RQ_TYPE_OFFSET..RQ_BATCH_ID_OFFSET].copy_from_slice(&REQUEST_TYPE_CHECK.to_le_bytes());
+    out[RQ_BATCH_ID_OFFSET..RQ_NOW_OFFSET].copy_from_slice(&batch_id.to_le_bytes());
+    out[RQ_NOW_OFFSET..RQ_COUNT_OFFSET].copy_from_slice(&now_ns.to_le_bytes());
+    out[RQ_COUNT_OFFSET..RQ_RESERVED_OFFSET].copy_from_slice(&(orders.len() as u32).to_le_bytes());
+    out[RQ_RESERVED_OFFSET..REQUEST_HEADER_LEN_BYTES].fill(0);
+    for (i, o) in orders.iter().enumerate() {
+        let at = REQUEST_HEADER_LEN_BYTES + i * ORDER_LEN_BYTES;
+        orders::encode_order(o, &mut out[at..at + ORDER_LEN_BYTES]);
+    }
+    len
+}
+
+/// The batch id of a frame that starts with the request magic, if it is long enough to hold
+/// one (used to address error replies).
+pub fn peek_batch_id(frame: &[u8]) -> u64 {
+    if frame.len() >= RQ_NOW_OFFSET && frame[..4] == REQUEST_MAGIC {
+        u64_at(frame, RQ_BATCH_ID_OFFSET)
+    } else {
+        0
+    }
+}
+
+/// Validates a batch request frame: magic, version, type, reserved bytes, `count ≤ max_batch`
+/// and `frame.len() == request_len_bytes(count)`. The orders themselves are decoded one by one
+/// with [`request_order`].
+pub fn decode_request_header(
+    frame: &[u8],
+    max_batch: usize,
+) -> Result<RequestHeader, ProtocolError> {
+    if frame.len() < REQUEST_HEADER_LEN_BYTES {
+        return Err(ProtocolError::Short {
+            expected: REQUEST_HEADER_LEN_BYTES,
+            got: frame.len(),
+        });
+    }
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(&frame[RQ_MAGIC_OFFSET..RQ_VERSION_OFFSET]);
+    if magic != REQUEST_MAGIC {
+        return Err(ProtocolError::Magic(magic));
+    }
+    let version = u16_at(frame, RQ_VERSION_OFFSET);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(version));
+    }
+    let kind = u16_at(frame, RQ_TYPE_OFFSET);
+    if kind != REQUEST_TYPE_CHECK {
+        return Err(ProtocolError::Type(kind));
+    }
+    if u32_at(frame, RQ_RESERVED_OFFSET) != 0 {
+        return Err(ProtocolError::Reserved);
+    }
+    let count = u32_at(frame, RQ_COUNT_OFFSET);
+    if count as usize > max_batch {
+        return Err(ProtocolError::TooLarge {
+            count: count as usize,
+            max: max_batch,
+        });
+    }
+    let expected = request_len_bytes(count as usize);
+    if frame.len() != expected {
+        return Err(ProtocolError::Length {
+            expected,
+            got: frame.len(),
+        });
+    }
+    Ok(RequestHeader {
+        batch_id: u64_at(frame, RQ_BATCH_ID_OFFSET),
+        now_ns: u64_at(frame, RQ_NOW_OFFSET),
+        count,
+    })
+}
+
+/// The raw bytes of order `i` of a validated request frame.
+pub fn request_order(frame: &[u8], i: usize) -> &[u8] {
+    let at = REQUEST_HEADER_LEN_BYTES + i * ORDER_LEN_BYTES;
+    &frame[at..at + ORDER_LEN_BYTES]
+}
+
+/// The order id of raw order bytes, readable even when the rest does not decode.
+pub fn raw_order_id(order: &[u8]) -> u64 {
+    u64_at(order, 0)
+}
+
+/// A decoded reply header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyHeader {
+    /// `ok`, or why the request failed.
+    pub status: Status,
+    /// The request's batch id.
+    pub batch_id: u64,
+    /// Verdicts that follow.
+    pub count: u32,
+    /// Bytes of error text after the verdicts.
+    pub text_len: u32,
+}
+
+/// Writes a reply header into `out[..REPLY_HEADER_LEN_BYTES]`.
+pub fn encode_reply_header(h: &ReplyHeader, out: &mut [u8]) {
+    let out = &mut out[..REPLY_HEADER_LEN_BYTES];
+    out[RP_MAGIC_OFFSET..RP_VERSION_OFFSET].copy_from_slice(&REPLY_MAGIC);
+    out[RP_VERSION_OFFSET..RP_STATUS_OFFSET].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out[RP_STATUS_OFFSET..RP_BATCH_ID_OFFSET].copy_from_slice(&(h.status as u16).to_le_bytes());
+    out[RP_BATCH_ID_OFFSET..RP_COUNT_OFFSET].copy_from_slice(&h.batch_id.to_le_bytes());
+    out[RP_COUNT_OFFSET..RP_TEXT_LEN_OFFSET].copy_from_slice(&h.count.to_le_bytes());
+    out[RP_TEXT_LEN_OFFSET..REPLY_HEADER_LEN_BYTES].copy_from_slice(&h.text_len.to_le_bytes());
+}
+
+/// Writes verdict `i` of a reply (after the header).
+pub fn encode_verdict(i: usize, order_id: u64, reason: Reason, out: &mut [u8]) {
+    let at = REPLY_HEADER_LEN_BYTES + i * VERDICT_LEN_BYTES;
+    let v = &mut out[at..at + VERDICT_LEN_BYTES];
+    v[V_ORDER_ID_OFFSET..V_REASON_OFFSET].copy_from_slice(&order_id.to_le_bytes());
+    v[V_REASON_OFFSET..V_RESERVED_OFFSET].copy_from_slice(&reason.code().to_le_bytes());
+    v[V_RESERVED_OFFSET..VERDICT_LEN_BYTES].fill(0);
+}
+
+/// Replaces `out` with an error reply (no verdicts, `text` truncated to
+/// [`crate::limits::ERROR_TEXT_LEN_BYTES_MAX`] at a char boundary). Does not allocate when
+/// `out` has room for a header and the longest text.
+pub fn encode_error_reply(batch_id: u64, status: Status, text: &str, out: &mut Vec<u8>) {
+    let mut end = text.len().min(crate::limits::ERROR_TEXT_LEN_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &text.as_bytes()[..end];
+    out.clear();
+    out.resize(REPLY_HEADER_LEN_BYTES, 0);
+    encode_reply_header(
+        &ReplyHeader {
+            status,
+            batch_id,
+            count: 0,
+            text_len: text.len() as u32,
+        },
+        out,
+    );
+    out.extend_from_slice(text);
+}
+
+/// Validates a reply frame's header and its length; returns the header. A non-`ok` status is
+/// returned as is (its text is [`reply_text`]).
+pub fn decode_reply_header(frame: &[u8]) -> Result<ReplyHeader, ProtocolError> {
+    if frame.len() < REPLY_HEADER_LEN_BYTES {
+        return Err(ProtocolError::Short {
+            expected: REPLY_HEADER_LEN_BYTES,
+            got: frame.len(),
+        });
+    }
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(&frame[RP_MAGIC_OFFSET..RP_VERSION_OFFSET]);
+    if magic != REPLY_MAGIC {
+        return Err(ProtocolError::Magic(magic));
+    }
+    let version = u16_at(frame, RP_VERSION_OFFSET);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version(version));
+    }
+    let code = u16_at(frame, RP_STATUS_OFFSET);
+    let status = Status::from_u16(code).ok_or(ProtocolError::Status(code))?;
+    let h = ReplyHeader {
+        status,
+        batch_id: u64_at(frame, RP_BATCH_ID_OFFSET),
+        count: u32_at(frame, RP_COUNT_OFFSET),
+        text_len: u32_at(frame, RP_TEXT_LEN_OFFSET),
+    };
+    let expected = (reply_len_bytes(h.count as usize)).saturating_add(h.text_len as usize);
+    if frame.len() != expected {
+        return Err(ProtocolError::Length {
+            expected,
+            got: frame.len(),
+        });
+    }
+    Ok(h)
+}
+
+/// Verdict `i` of a reply whose header validated.
+pub fn decode_verdict(frame: &[u8], i: usize) -> Result<(u64, Reason), ProtocolError> {
+    let at = REPLY_HEADER_LEN_BYTES + i * VERDICT_LEN_BYTES;
+    let v = &frame[at..at + VERDICT_LEN_BYTES];
+    if v[V_RESERVED_OFFSET..].iter().any(|&b| b != 0) {
+        return Err(ProtocolError::Reserved);
+    }
+    let code = u16_at(v, V_REASON_OFFSET);
+    let reason = Reason::from_u16(code).ok_or(ProtocolError::Reason(code))?;
+    Ok((u64_at(v, V_ORDER_ID_OFFSET), reason))
+}
+
+/// The error text of a reply whose header validated (lossy UTF-8).
+pub fn reply_text(frame: &[u8], h: &ReplyHeader) -> String {
+    let at = reply_len_bytes(h.count as usize);
+    String::from_utf8_lossy(&frame[at..at + h.text_len as usize]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use orders::{OrderKind, Side, Symbol};
+    use proptest::prelude::*;
+
+    fn order(i: u64) -> Order {
+        Order {
+            order_id: i,
+            ts_ns: i * 7,
+            price: 1_852_500 + i as i64,
+            qty: 100 + i,
+            account: (i % 16) as u32 + 1,
+            symbol: Symbol::new("AAPL").unwrap(),
+            side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+            kind: OrderKind::New,
+        }
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let orders: Vec<Order> = (1..=5).map(order).collect();
+        let mut buf = vec![0u8; request_len_bytes(5)];
+        let n = encode_request(42, 99, &orders, &mut buf);
+        assert_eq!(n, 32 + 5 * 48);
+        assert_eq!(&buf[..4], b"RSKQ");
+        let h = decode_request_header(&buf, 8).unwrap();
+        assert_eq!(
+            h,
+            RequestHeader {
+                batch_id: 42,
+                now_ns: 99,
+                count: 5
+            }
+        );
+        for (i, o) in orders.iter().enumerate() {
+            assert_eq!(orders::decode_order(request_order(&buf, i)).unwrap(), *o);
+            assert_eq!(raw_order_id(request_order(&buf, i)), o.order_id);
+        }
+        assert_eq!(peek_batch_id(&buf), 42);
+    }
+
+    #[test]
+    fn request_errors_are_specific() {
+        let orders: Vec<Order> = (1..=3).map(order).collect();
+        let mut buf = vec![0u8; request_len_bytes(3)];
+        encode_request(1, 0, &orders, &mut buf);
+        assert_eq!(
+            decode_request_header(&buf, 2).unwrap_err(),
+            ProtocolError::TooLarge { count: 3, max: 2 }
+        );
+        assert_eq!(
+            decode_request_header(&buf, 2).unwrap_err().status(),
+            Status::TooLarge
+        );
+        assert!(matches!(
+            decode_request_header(&buf[..100], 8),
+            Err(ProtocolError::Length {
+                expected: 176,
+                got: 100
+            })
+        ));
+        assert!(matches!(
+            decode_request_header(&buf[..10], 8),
+            Err(ProtocolError::Short { .. })
+        ));
+        let mut b = buf.clone();
+        b[4] = 9;
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Version(9)));
+        let mut b = buf.clone();
+        b[6] = 7;
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Type(7)));
+        let mut b = buf.clone();
+        b[30] = 1;
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Reserved));
+        let mut b = buf;
+        b[0] = b'X';
+        assert!(matches!(
+            decode_request_header(&b, 8),
+            Err(ProtocolError::Magic(_))
+        ));
+    }
+
+    #[test]
+    fn reply_round_trip_and_error_reply() {
+        let mut out = vec![0u8; reply_len_bytes(2)];
+        encode_reply_header(
+            &ReplyHeader {
+                status: Status::Ok,
+                batch_id: 7,
+                count: 2,
+                text_len: 0,
+            },
+            &mut out,
+        );
+        encode_verdict(0, 11, Reason::Accepted, &mut out);
+        encode_verdict(1, 12, Reason::PriceCollar, &mut out);
+        let h = decode_reply_header(&out).unwrap();
+        assert_eq!((h.status, h.batch_id, h.count), (Status::Ok, 7, 2));
+        assert_eq!(decode_verdict(&out, 0).unwrap(), (11, Reason::Accepted));
+        assert_eq!(decode_verdict(&out, 1).unwrap(), (12, Reason::PriceCollar));
+
+        let mut e = Vec::with_capacity(512);
+        let long = "é".repeat(300);
+        encode_error_reply(9, Status::Malformed, &long, &mut e);
+        let h = decode_reply_header(&e).unwrap();
+        assert_eq!((h.status, h.batch_id, h.count), (Status::Malformed, 9, 0));
+        let text = reply_text(&e, &h);
+        assert!(text.len() <= crate::limits::ERROR_TEXT_LEN_BYTES_MAX && text.starts_with("éé"));
+        // A verdict with an unknown reason is refused.
+        let mut bad = out.clone();
+        bad[REPLY_HEADER_LEN_BYTES + 8] = 200;
+        assert_eq!(decode_verdict(&bad, 0), Err(ProtocolError::Reason(200)));
+        assert!(matches!(
+            decode_reply_header(&out[..30]),
+            Err(ProtocolError::Length { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_frames_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400), magic in any::<bool>()) {
+            let mut bytes = bytes;
+            if magic && bytes.len() >= 4 {
+                bytes[..4].copy_from_slice(&REQUEST_MAGIC);
+            }
+            if let Ok(h) = decode_request_header(&bytes, 16) {
+                for i in 0..h.count as usize {
+                    let _ = orders::decode_order(request_order(&bytes, i));
+                }
+            }
+            if let Ok(h) = decode_reply_header(&bytes) {
+                for i in 0..h.count as usize {
+                    let _ = decode_verdict(&bytes, i);
+                }
+                let _ = reply_text(&bytes, &h);
+            }
+            let _ = peek_batch_id(&bytes);
+        }
+    }
+}

@@ -1,0 +1,796 @@
+//! The request handler behind the REP socket: one request frame in, one reply frame out,
+//! whatever the frame holds. It never panics on input and always produces a reply, so a REQ
+//! client is never left waiting.
+//!
+//! Dispatch on the first byte:
+//! - the binary magic `RSKQ` → a batch of orders ([`crate::protocol`]), answered with one
+//!   verdict per order;
+//! - `{` (after optional whitespace) → JSON: the source design's single order
+//!   `{"symbol":"AAPL","quantity":100,"price":185.25}` (optional `account`, `order_id`, `side`,
+//!   `kind`) answered `OK` or `REJECT <reason>`, or an admin request `{"admin":"…"}` answered
+//!   with a JSON object;
+//! - anything else → `ERROR <text>`.
+//!
+//! Malformed and oversized requests are answered with an error reply and counted.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use orders::{Order, OrderKind, Reason, Side, Symbol};
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{Checker, Scope};
+use crate::config::{Limits, TradingState};
+use crate::error::{error_chain, RiskError};
+use crate::limits::{
+    ERROR_TEXT_LEN_BYTES_MAX, JSON_ORDER_ID_BASE, JSON_REQUEST_LEN_BYTES_MAX,
+    MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
+};
+use crate::protocol::{
+    decode_request_header, encode_error_reply, encode_reply_header, encode_verdict, peek_batch_id,
+    raw_order_id, reply_len_bytes, request_len_bytes, request_order, ReplyHeader, Status,
+    REQUEST_MAGIC,
+};
+
+/// Counters of the service, as the admin `stats` request returns them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStats {
+    /// Requests received (every kind).
+    pub requests: u64,
+    /// Binary batches answered with verdicts.
+    pub batches: u64,
+    /// Orders checked in binary batches.
+    pub batch_orders: u64,
+    /// JSON single orders checked.
+    pub json_orders: u64,
+    /// Admin requests handled.
+    pub admin_requests: u64,
+    /// Requests answered with an error because they could not be read.
+    pub malformed: u64,
+    /// Requests answered with an error because they were too large.
+    pub too_large: u64,
+    /// Successful reloads of the limits file.
+    pub reloads: u64,
+    /// Failed reloads (the previous limits stayed in force).
+    pub reload_failures: u64,
+    /// Replies the socket refused to send.
+    pub send_errors: u64,
+    /// Verdicts by reason name (binary and JSON orders).
+    pub verdicts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Sizes and the reload source of a service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Largest batch accepted; larger requests get a `too-large` error reply.
+    pub max_batch_orders: usize,
+    /// The limits file reloaded on SIGHUP / admin `reload` (`None`: reload is refused).
+    pub config_path: Option<PathBuf>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            max_batch_orders: MAX_BATCH_ORDERS_DEFAULT,
+            config_path: None,
+        }
+    }
+}
+
+/// The request handler: a [`Checker`] plus counters.
+#[derive(Debug)]
+pub struct Service {
+    checker: Checker,
+    max_batch: usize,
+    config_path: Option<PathBuf>,
+    stats: ServiceStats,
+    verdicts: [u64; Reason::ALL.len()],
+    json_seq: u64,
+    /// Per-batch scratch, allocated for `max_batch` orders at start-up.
+    decoded: Vec<Option<Order>>,
+    valid: Vec<Order>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRequest {
+    admin: Option<String>,
+    symbol: Option<String>,
+    quantity: Option<u64>,
+    price: Option<f64>,
+    account: Option<u32>,
+    order_id: Option<u64>,
+    side: Option<String>,
+    kind: Option<String>,
+}
+
+fn wall_clock_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Service {
+    /// A service around `checker`. `max_batch_orders` is clamped to `1..=MAX_BATCH_ORDERS_MAX`.
+    pub fn new(checker: Checker, opts: ServiceOptions) -> Service {
+        let max_batch = opts.max_batch_orders.clamp(1, MAX_BATCH_ORDERS_MAX);
+        Service {
+            checker,
+            max_batch,
+            decoded: vec![None; max_batch],
+            valid: vec![Order::default(); max_batch],
+            config_path: opts.config_path,
+            stats: ServiceStats::default(),
+            verdicts: [0; Reason::ALL.len()],
+            json_seq: 0,
+        }
+    }
+
+    /// Bytes a reply buffer needs so that no batch reply or error reply allocates.
+    pub fn reply_capacity_bytes(&self) -> usize {
+        reply_len_bytes(self.max_batch).max(TEXT_REPLY_LEN_BYTES_INITIAL) + ERROR_TEXT_LEN_BYTES_MAX
+    }
+
+    /// Largest batch accepted.
+    pub fn max_batch_orders(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The checker.
+    pub fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    /// The checker, mutably (recovery, tests).
+    pub fn checker_mut(&mut self) -> &mut Checker {
+        &mut self.checker
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ServiceStats {
+        let mut s = self.stats.clone();
+        s.verdicts = Reason::ALL
+            .iter()
+            .zip(self.verdicts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.as_str().to_owned(), n))
+            .collect();
+        s
+    }
+
+    /// Counts a reply the socket could not send.
+    pub fn count_send_error(&mut self) {
+        self.stats.send_errors += 1;
+    }
+
+    /// Reloads the limits file given at start-up, keeping all live state. On error the old
+    /// limits stay in force.
+    pub fn reload(&mut self) -> Result<(), RiskError> {
+        let result = match &self.config_path {
+            None => Err(RiskError::NoConfigPath),
+            Some(path) => Limits::from_file(path).map_err(RiskError::from),
+        };
+        match result {
+            Ok(limits) => {
+                self.set_limits(limits);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.reload_failures += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the limits, keeping all live state.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.checker.set_limits(limits);
+        self.stats.reloads += 1;
+    }
+
+    /// Answers a request that arrived as several frames (not part of the protocol).
+    pub fn handle_multipart(&mut self, first: &[u8], reply: &mut Vec<u8>) {
+        self.stats.requests += 1;
+        self.stats.malformed += 1;
+        let text = "multi-part requests are not supported: send one frame";
+        if first.starts_with(&REQUEST_MAGIC) {
+            encode_error_reply(peek_batch_id(first), Status::Malformed, text, reply);
+        } else {
+            error_text(reply, format_args!("{text}"));
+        }
+    }
+
+    /// Answers one request frame; `reply` is replaced by the reply frame.
+    pub fn handle(&mut self, request: &[u8], reply: &mut Vec<u8>) {
+        self.stats.requests += 1;
+        reply.clear();
+        if request.starts_with(&REQUEST_MAGIC) {
+            self.handle_batch(request, reply);
+            return;
+        }
+        match request.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => self.handle_json(request, reply),
+            _ => {
+                self.stats.malformed += 1;
+                error_text(
+                    reply,
+                    format_args!(
+                        "malformed request: expected the binary magic \"RSKQ\" or a JSON object"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn handle_batch(&mut self, request: &[u8], reply: &mut Vec<u8>) {
+        let max_len = request_len_bytes(self.max_batch);
+        if request.len() > max_len {
+            self.stats.too_large += 1;
+            let text = format!(
+                "request of {} bytes exceeds the maximum of {max_len} ({} orders)",
+                request.len(),
+                self.max_batch
+            );
+            encode_error_reply(peek_batch_id(request), Status::TooLarge, &text, reply);
+            return;
+        }
+        let h = match decode_request_header(request, self.max_batch) {
+            Ok(h) => h,
+            Err(e) => {
+                if e.status() == Status::TooLarge {
+                    self.stats.too_large += 1;
+                } else {
+                    self.stats.malformed += 1;
+                }
+                encode_error_reply(peek_batch_id(request), e.status(), &e.to_string(), reply);
+                return;
+            }
+        };
+        let count = h.count as usize;
+        reply.resize(reply_len_bytes(count), 0);
+        encode_reply_header(
+            &ReplyHeader {
+                status: Status::Ok,
+                batch_id: h.batch_id,
+                count: h.count,
+                text_len: 0,
+            },
+            reply,
+        );
+        // Decode first (undecodable order bytes are rejected on their own, the batch goes on),
+        // start the memory loads of the whole batch, then check in order.
+        for i in 0..count {
+            self.decoded[i] = orders::decode_order(request_order(request, i)).ok();
+        }
+        let mut valid = 0;
+        for o in self.decoded[..count].iter().flatten() {
+            self.valid[valid] = *o;
+            valid += 1;
+        }
+        self.checker.prefetch(&self.valid[..valid]);
+        for i in 0..count {
+            let (order_id, reason) = match &self.decoded[i] {
+                Some(o) => (o.order_id, self.checker.check(o, h.now_ns)),
+                None => (
+                    raw_order_id(request_order(request, i)),
+                    Reason::InvalidOrder,
+                ),
+            };
+            self.verdicts[reason.code() as usize] += 1;
+            encode_verdict(i, order_id, reason, reply);
+        }
+        self.stats.batches += 1;
+        self.stats.batch_orders += count as u64;
+    }
+
+    fn handle_json(&mut self, request: &[u8], reply: &mut Vec<u8>) {
+        if request.len() > JSON_REQUEST_LEN_BYTES_MAX {
+            self.stats.too_large += 1;
+            error_text(
+                reply,
+                format_args!(
+                    "JSON request of {} bytes exceeds the maximum of {JSON_REQUEST_LEN_BYTES_MAX}",
+                    request.len()
+                ),
+            );
+            return;
+        }
+        let req: JsonRequest = match serde_json::from_slice(request) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.malformed += 1;
+                error_text(reply, format_args!("malformed JSON request: {e}"));
+                return;
+            }
+        };
+        match req.admin.as_deref() {
+            Some(cmd) => {
+                let cmd = cmd.to_owned();
+                self.handle_admin(&cmd, req, reply)
+            }
+            None => match self.json_order(&req) {
+                Ok(order) => {
+                    let reason = self.checker.check(&order, wall_clock_ns());
+                    self.verdicts[reason.code() as usize] += 1;
+                    self.stats.json_orders += 1;
+                    if reason.is_accepted() {
+                        reply.extend_from_slice(b"OK");
+                    } else {
+                        let _ = write!(reply, "REJECT {}", reason.as_str());
+                    }
+                }
+                Err(text) => {
+                    self.stats.malformed += 1;
+                    error_text(reply, format_args!("malformed JSON order: {text}"));
+                }
+            },
+        }
+    }
+
+    fn json_order(&mut self, req: &JsonRequest) -> Result<Order, String> {
+        let symbol = req.symbol.as_deref().ok_or("missing field `symbol`")?;
+        let symbol = Symbol::new(symbol).map_err(|e| e.to_string())?;
+        let qty = req.quantity.ok_or("missing field `quantity`")?;
+        let price = req.price.ok_or("missing field `price`")?;
+        let price = orders::price_ticks_from_f64(price).map_err(|e| e.to_string())?;
+        let side = match req.side.as_deref() {
+            None => Side::Buy,
+            Some(s) => Side::parse(s).ok_or_else(|| format!("side {s:?} is not BUY or SELL"))?,
+        };
+        let kind = match req.kind.as_deref() {
+            None => OrderKind::New,
+            Some(k) => OrderKind::parse(k)
+                .ok_or_else(|| format!("kind {k:?} is not new, cancel, fill, halt or resume"))?,
+        };
+        let order_id = match req.order_id {
+            Some(id) => id,
+            None => {
+                self.json_seq += 1;
+                JSON_ORDER_ID_BASE | self.json_seq
+            }
+        };
+        Ok(Order {
+            order_id,
+            ts_ns: 0,
+            price,
+            qty,
+            account: req.account.unwrap_or(self.checker.limits().json_account),
+            symbol,
+            side,
+            kind,
+        })
+    }
+
+    fn handle_admin(&mut self, cmd: &str, req: JsonRequest, reply: &mut Vec<u8>) {
+        self.stats.admin_requests += 1;
+        let value = match self.admin(cmd, &req) {
+            Ok(v) => v,
+            Err(e) => serde_json::json!({ "ok": false, "error": e }),
+        };
+        if serde_json::to_writer(&mut *reply, &value).is_err() {
+            reply.clear();
+            reply.extend_from_slice(br#"{"ok":false,"error":"reply could not be encoded"}"#);
+        }
+    }
+
+    fn admin(&mut self, cmd: &str, req: &JsonRequest) -> Result<serde_json::Value, String> {
+        if req.quantity.is_some()
+            || req.price.is_some()
+            || req.order_id.is_some()
+            || req.side.is_some()
+            || req.kind.is_some()
+        {
+            return Err("admin requests take only `account` or `symbol`".to_owned());
+        }
+        let state = match cmd {
+            "halt" => Some(TradingState::Halted),
+            "reduce" => Some(TradingState::Reducing),
+            "resume" => Some(TradingState::Active),
+            _ => None,
+        };
+        if let Some(state) = state {
+            let scope = match (req.account, req.symbol.as_deref()) {
+                (None, None) => Scope::Global,
+                (Some(a), None) => Scope::Account(a),
+                (None, Some(s)) => Scope::Symbol(Symbol::new(s).map_err(|e| e.to_string())?),
+                (Some(_), Some(_)) => {
+                    return Err("name an account or a symbol, not both".to_owned())
+                }
+            };
+            self.checker.set_trading_state(scope, state);
+            let scope = match scope {
+                Scope::Global => serde_json::json!("global"),
+                Scope::Account(a) => serde_json::json!({ "account": a }),
+                Scope::Symbol(s) => serde_json::json!({ "symbol": s.as_str() }),
+            };
+            return Ok(serde_json::json!({ "ok": true, "scope": scope, "admin_state": state }));
+        }
+        if req.account.is_some() || req.symbol.is_some() {
+            return Err(format!("admin `{cmd}` takes no account or symbol"));
+        }
+        match cmd {
+            "reload" => match self.reload() {
+                Ok(()) => Ok(serde_json::json!({
+                    "ok": true,
+                    "origin": self.checker.limits().origin,
+                })),
+                Err(e) => Err(error_chain(&e)),
+            },
+            "stats" => Ok(serde_json::json!({ "ok": true, "stats": self.stats() })),
+            "snapshot" => {
+                Ok(serde_json::json!({ "ok": true, "snapshot": self.checker.snapshot() }))
+            }
+            _ => Err(format!(
+                "unknown admin command {cmd:?} (halt, reduce, resume, reload, stats, snapshot)"
+            )),
+        }
+    }
+}
+
+/// Writes `ERROR <text>` (truncated to the error text limit) into `reply`.
+fn error_text(reply: &mut Vec<u8>, text: std::fmt::Arguments<'_>) {
+    reply.clear();
+    reply.extend_from_slice(b"ERROR ");
+    let _ = reply.write_fmt(text);
+    let max = b"ERROR ".len() + ERROR_TEXT_LEN_BYTES_MAX;
+    if reply.len() > max {
+        let mut end = max;
+        while end > 0 && (reply[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+        reply.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::protocol::{decode_reply_header, decode_verdict, encode_request, reply_text};
+    use proptest::prelude::*;
+
+    const LIMITS: &str = r#"
+[global]
+json_account = 3
+duplicate_horizon_orders = 1024
+[capacity]
+max_open_orders = 1024
+[defaults]
+max_order_qty = 1000
+max_order_notional = 1000000
+max_long_qty = 100000
+max_short_qty = 100000
+credit_limit_notional = 100000000
+collar_bps = 1000
+[symbols.AAPL]
+reference_price = 185.25
+"#;
+
+    fn service(max_batch: usize) -> Service {
+        let limits = Limits::from_toml_str(LIMITS, "t").unwrap();
+        Service::new(
+            Checker::new(limits),
+            ServiceOptions {
+                max_batch_orders: max_batch,
+                config_path: None,
+            },
+        )
+    }
+
+    fn text(reply: &[u8]) -> &str {
+        std::str::from_utf8(reply).unwrap()
+    }
+
+    fn order(id: u64, qty: u64) -> Order {
+        Order {
+            order_id: id,
+            ts_ns: 0,
+            price: 1_852_500,
+            qty,
+            account: 1,
+            symbol: Symbol::new("AAPL").unwrap(),
+            side: Side::Buy,
+            kind: OrderKind::New,
+        }
+    }
+
+    #[test]
+    fn binary_batch_round_trip() {
+        let mut s = service(8);
+        let orders = [order(1, 10), order(2, 2000), order(1, 10)];
+        let mut req = vec![0u8; request_len_bytes(3)];
+        encode_request(77, 5, &orders, &mut req);
+        // Corrupt the third order's side byte: it is rejected on its own.
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.batch_id, h.count), (Status::Ok, 77, 3));
+        assert_eq!(decode_verdict(&reply, 0).unwrap(), (1, Reason::Accepted));
+        assert_eq!(decode_verdict(&reply, 1).unwrap(), (2, Reason::MaxQty));
+        assert_eq!(
+            decode_verdict(&reply, 2).unwrap(),
+            (1, Reason::DuplicateOrderId)
+        );
+        req[32 + 2 * 48 + 44] = 9;
+        s.handle(&req, &mut reply);
+        assert_eq!(
+            decode_verdict(&reply, 2).unwrap(),
+            (1, Reason::InvalidOrder)
+        );
+        let st = s.stats();
+        assert_eq!((st.batches, st.batch_orders), (2, 6));
+        assert_eq!(st.verdicts["accepted"], 1);
+    }
+
+    #[test]
+    fn truncated_oversized_and_garbage_frames_get_error_replies() {
+        let mut s = service(2);
+        let orders = [order(1, 1), order(2, 1), order(3, 1)];
+        let mut req = vec![0u8; request_len_bytes(3)];
+        encode_request(5, 0, &orders, &mut req);
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.batch_id), (Status::TooLarge, 5));
+        assert!(
+            reply_text(&reply, &h).contains("exceeds"),
+            "{}",
+            reply_text(&reply, &h)
+        );
+        // Truncated (count says 2, one order present).
+        encode_request(6, 0, &orders[..2], &mut req);
+        s.handle(&req[..request_len_bytes(1)], &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.batch_id), (Status::Malformed, 6));
+        // Bad version.
+        let mut bad = req[..request_len_bytes(2)].to_vec();
+        bad[4] = 2;
+        s.handle(&bad, &mut reply);
+        assert_eq!(
+            decode_reply_header(&reply).unwrap().status,
+            Status::UnsupportedVersion
+        );
+        // Garbage and empty frames.
+        s.handle(b"hello", &mut reply);
+        assert!(
+            text(&reply).starts_with("ERROR malformed request"),
+            "{}",
+            text(&reply)
+        );
+        s.handle(b"", &mut reply);
+        assert!(text(&reply).starts_with("ERROR "));
+        let big = vec![b' '; JSON_REQUEST_LEN_BYTES_MAX]
+            .into_iter()
+            .chain(*b"{}")
+            .collect::<Vec<u8>>();
+        s.handle(&big, &mut reply);
+        assert!(
+            text(&reply).starts_with("ERROR JSON request of"),
+            "{}",
+            text(&reply)
+        );
+        let st = s.stats();
+        assert_eq!((st.malformed, st.too_large), (4, 2));
+    }
+
+    #[test]
+    fn json_orders_as_in_the_source_design() {
+        let mut s = service(8);
+        let mut reply = Vec::new();
+        s.handle(
+            br#"{"symbol":"AAPL","quantity":100,"price":185.25}"#,
+            &mut reply,
+        );
+        assert_eq!(text(&reply), "OK");
+        s.handle(
+            br#"  {"symbol":"AAPL","quantity":1001,"price":185.25}"#,
+            &mut reply,
+        );
+        assert_eq!(text(&reply), "REJECT max-qty");
+        s.handle(br#"{"symbol":"AAPL","quantity":1,"price":500}"#, &mut reply);
+        assert_eq!(text(&reply), "REJECT price-collar");
+        s.handle(br#"{"symbol":"AAPL","quantity":1,"price":185.25,"order_id":9,"side":"SELL","account":4}"#, &mut reply);
+        assert_eq!(text(&reply), "OK");
+        s.handle(
+            br#"{"symbol":"AAPL","quantity":1,"price":185.25,"order_id":9}"#,
+            &mut reply,
+        );
+        assert_eq!(text(&reply), "REJECT duplicate-order-id");
+        // Orders without an id get distinct server ids; without an account, json_account.
+        assert_eq!(
+            s.checker()
+                .position(3, Symbol::new("AAPL").unwrap())
+                .open_buy_qty,
+            100
+        );
+        assert_eq!(
+            s.checker()
+                .position(4, Symbol::new("AAPL").unwrap())
+                .open_sell_qty,
+            1
+        );
+        for (bad, want) in [
+            (
+                &br#"{"symbol":"AAPL","quantity":1}"#[..],
+                "missing field `price`",
+            ),
+            (
+                br#"{"symbol":"AAPL","quantity":-1,"price":1}"#,
+                "malformed JSON request",
+            ),
+            (
+                br#"{"symbol":"AAPL","qty":1,"price":1}"#,
+                "unknown field `qty`",
+            ),
+            (
+                br#"{"symbol":"AAPL","quantity":1,"price":1.00001}"#,
+                "more than 4 decimal places",
+            ),
+            (
+                br#"{"symbol":"AAPL","quantity":1,"price":1,"side":"up"}"#,
+                "side \"up\"",
+            ),
+            (br#"{"symbol":"AAPL","#, "malformed JSON request"),
+            (
+                br#"{"symbol":"THIS IS TOO LONG","quantity":1,"price":1}"#,
+                "symbol",
+            ),
+        ] {
+            s.handle(bad, &mut reply);
+            let t = text(&reply);
+            assert!(
+                t.starts_with("ERROR ") && t.contains(want),
+                "{t:?} should contain {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_requests() {
+        let mut s = service(8);
+        let mut reply = Vec::new();
+        let mut admin = |s: &mut Service, req: &str| -> serde_json::Value {
+            s.handle(req.as_bytes(), &mut reply);
+            serde_json::from_slice(&reply).unwrap()
+        };
+        let v = admin(&mut s, r#"{"admin":"halt","symbol":"AAPL"}"#);
+        assert_eq!(v["ok"], true, "{v}");
+        let mut r = Vec::new();
+        s.handle(br#"{"symbol":"AAPL","quantity":1,"price":185.25}"#, &mut r);
+        assert_eq!(text(&r), "REJECT halted");
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"resume","symbol":"AAPL"}"#)["ok"],
+            true
+        );
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"reduce","account":3}"#)["ok"],
+            true
+        );
+        s.handle(br#"{"symbol":"AAPL","quantity":1,"price":185.25}"#, &mut r);
+        assert_eq!(text(&r), "REJECT reduce-only");
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"halt"}"#)["admin_state"],
+            "halted"
+        );
+        let v = admin(&mut s, r#"{"admin":"snapshot"}"#);
+        assert_eq!(v["snapshot"]["admin_state"], "halted", "{v}");
+        let v = admin(&mut s, r#"{"admin":"stats"}"#);
+        assert_eq!(v["stats"]["admin_requests"], 6, "{v}");
+        let v = admin(&mut s, r#"{"admin":"reload"}"#);
+        assert_eq!(v["ok"], false);
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("without a limits file"),
+            "{v}"
+        );
+        assert_eq!(admin(&mut s, r#"{"admin":"explode"}"#)["ok"], false);
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"halt","account":1,"symbol":"X"}"#)["ok"],
+            false
+        );
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"stats","account":1}"#)["ok"],
+            false
+        );
+        assert_eq!(
+            admin(&mut s, r#"{"admin":"halt","quantity":1}"#)["ok"],
+            false
+        );
+    }
+
+    #[test]
+    fn reload_from_file_keeps_state_and_survives_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limits.toml");
+        std::fs::write(&path, LIMITS).unwrap();
+        let mut s = Service::new(
+            Checker::new(Limits::from_file(&path).unwrap()),
+            ServiceOptions {
+                max_batch_orders: 8,
+                config_path: Some(path.clone()),
+            },
+        );
+        let mut r = Vec::new();
+        s.handle(
+            br#"{"symbol":"AAPL","quantity":500,"price":185.25,"order_id":1}"#,
+            &mut r,
+        );
+        assert_eq!(text(&r), "OK");
+        std::fs::write(
+            &path,
+            LIMITS.replace("max_order_qty = 1000", "max_order_qty = 10"),
+        )
+        .unwrap();
+        s.reload().unwrap();
+        s.handle(br#"{"symbol":"AAPL","quantity":11,"price":185.25}"#, &mut r);
+        assert_eq!(text(&r), "REJECT max-qty");
+        assert_eq!(
+            s.checker()
+                .position(3, Symbol::new("AAPL").unwrap())
+                .open_buy_qty,
+            500
+        );
+        std::fs::write(&path, "[defaults]\nmax_order_qty = 0\n").unwrap();
+        let e = s.reload().unwrap_err();
+        assert!(
+            error_chain(&e).contains("max_order_qty: must be > 0"),
+            "{}",
+            error_chain(&e)
+        );
+        s.handle(br#"{"symbol":"AAPL","quantity":10,"price":185.25}"#, &mut r);
+        assert_eq!(text(&r), "OK", "the old limits stay after a failed reload");
+        let st = s.stats();
+        assert_eq!((st.reloads, st.reload_failures), (1, 1));
+    }
+
+    #[test]
+    fn multipart_gets_an_error_reply() {
+        let mut s = service(8);
+        let mut reply = Vec::new();
+        s.handle_multipart(b"{}", &mut reply);
+        assert!(text(&reply).starts_with("ERROR multi-part"));
+        s.handle_multipart(b"RSKQ\x01\x00\x01\x00\x09\0\0\0\0\0\0\0", &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.batch_id), (Status::Malformed, 9));
+    }
+
+    proptest! {
+        #[test]
+        fn random_requests_always_get_a_reply(bytes in prop::collection::vec(any::<u8>(), 0..600), prefix in 0u8..3) {
+            let mut s = service(4);
+            let mut frame = match prefix {
+                0 => REQUEST_MAGIC.to_vec(),
+                1 => b"{".to_vec(),
+                _ => Vec::new(),
+            };
+            frame.extend_from_slice(&bytes);
+            let mut reply = Vec::new();
+            s.handle(&frame, &mut reply);
+            prop_assert!(!reply.is_empty());
+            if frame.starts_with(&REQUEST_MAGIC) {
+                prop_assert!(decode_reply_header(&reply).is_ok());
+            } else {
+                let t = String::from_utf8_lossy(&reply);
+                prop_assert!(t == "OK" || t.starts_with("REJECT ") || t.starts_with("ERROR ") || t.starts_with('{'), "{}", t);
+            }
+        }
+
+        #[test]
+        fn random_valid_headers_with_random_orders(count in 0usize..6, body in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut s = service(4);
+            let mut frame = vec![0u8; 32];
+            encode_request(1, 0, &[], &mut frame);
+            frame[24..28].copy_from_slice(&(count as u32).to_le_bytes());
+            frame.extend_from_slice(&body);
+            let mut reply = Vec::new();
+            s.handle(&frame, &mut reply);
+            let h = decode_reply_header(&reply).unwrap();
+            if h.status == Status::Ok {
+                prop_assert_eq!(h.count as usize, count);
+            }
+        }
+    }
+}
