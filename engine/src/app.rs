@@ -1,0 +1,896 @@
+//! The two commands, `replay` and `run`: validated settings in, a pipeline run, a report out.
+//!
+//! Both share the start-up (journal opened and recovered, resume point found, risk connected,
+//! egress connected) and the end (journal synced, embedded risk stopped, report).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use orders::{decode_decision, Decision, Reason};
+
+use crate::cli::{CoreSpec, ReplayArgs, RunArgs};
+use crate::clock::Clock;
+use crate::config::{
+    check_endpoint, check_ring_and_batch, CheckpointSettings, EgressTarget, JournalSettings,
+    Problems, RiskSettings, RiskTarget, ServiceConfig, StageSettings, CHECKPOINT_EVERY_MS_DEFAULT,
+    CHECKPOINT_EVERY_RECORDS_DEFAULT,
+};
+use crate::idle::IdleKind;
+use crate::latency::write_hgrm;
+use crate::limits::{EGRESS_LINGER_MS, RISK_TIMEOUT_MS_MAX};
+use crate::metrics::{Metrics, MetricsServer};
+use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
+use crate::report::{hex, Backpressure, EgressReport, JournalReport, Report, RiskReport};
+use crate::schedule::{Rate, Schedule};
+use crate::stages::journal::{chain, AuditLog};
+use crate::topology::{parse_per_stage, PerStage};
+
+/// An opened journal and where to resume.
+struct OpenedJournal {
+    log: AuditLog,
+    recovery: audit::Recovery,
+    /// The newest decision record, if any.
+    last: Option<Decision>,
+    /// Records in the journal when opened.
+    records_before: u64,
+}
+
+fn open_journal(ctx: &zmq::Context, s: &JournalSettings) -> anyhow::Result<OpenedJournal> {
+    let checkpoint = match &s.checkpoint {
+        None => None,
+        Some(c) => Some(audit::CheckpointPolicy {
+            signing_key: audit::load_signing_key(&c.key_file)
+                .with_context(|| format!("cannot load checkpoint key {}", c.key_file.display()))?,
+            every_records: c.every_records,
+            every_ms: c.every_ms,
+        }),
+    };
+    let opts = audit::WriterOptions {
+        segment_size_bytes: s.segment_size_bytes,
+        durability: s.durability,
+        checkpoint,
+    };
+    let (writer, recovery) = audit::Writer::open(&s.dir, opts)
+        .with_context(|| format!("cannot open the journal in {}", s.dir.display()))?;
+    if recovery.truncated_bytes > 0 {
+        tracing::warn!(
+            "journal {}: cut a torn tail of {} bytes (from seq {:?}) left by a crash",
+            s.dir.display(),
+            recovery.truncated_bytes,
+            recovery.truncated_from_seq
+        );
+    }
+    let last = match writer.last_payload(audit::KIND_DECISION) {
+        None => None,
+        Some(p) => Some(decode_decision(&p).with_context(|| {
+            format!(
+                "the newest decision record in {} does not decode",
+                s.dir.display()
+            )
+        })?),
+    };
+    let publisher = match &s.pub_endpoint {
+        None => None,
+        Some(ep) => Some(
+            audit::Publisher::bind(ctx, ep, s.json_pub_endpoint.as_deref())
+                .with_context(|| format!("cannot bind the audit publisher on {ep}"))?,
+        ),
+    };
+    let records_before = writer.next_seq().saturating_sub(1);
+    Ok(OpenedJournal {
+        log: AuditLog { writer, publisher },
+        recovery,
+        last,
+        records_before,
+    })
+}
+
+/// The built-in limits of the embedded risk service when no limits file is given: the
+/// annotated `examples/limits.toml`, compiled in (so a fresh clone replays with the limits the
+/// example order file was made for, from any directory).
+pub const BUILT_IN_LIMITS_TOML: &str = include_str!("../../examples/limits.toml");
+const BUILT_IN_LIMITS_ORIGIN: &str = "built-in default limits";
+
+/// `--fresh`: deletes the journal files in `dir` (segments and checkpoints), holding the
+/// journal's writer lock so that a live writer is never pulled from under. Anything in `dir`
+/// that is not a journal file makes it refuse, deleting nothing.
+fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
+    use audit::format::{parse_segment_file_name, CHECKPOINT_FILE_NAME, LOCK_FILE_NAME};
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut doomed = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == LOCK_FILE_NAME {
+            continue;
+        }
+        if parse_segment_file_name(&name).is_none() && name != CHECKPOINT_FILE_NAME {
+            bail!(
+                "--fresh refuses to wipe {}: it holds {name:?}, which is not a journal file",
+                dir.display()
+            );
+        }
+        doomed.push(entry.path());
+    }
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE_NAME))
+        .with_context(|| format!("cannot open the lock of {}", dir.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "--fresh refuses to wipe {}: another process has the journal open ({e})",
+                dir.display()
+            )
+        })?;
+    for p in &doomed {
+        std::fs::remove_file(p).with_context(|| format!("cannot delete {}", p.display()))?;
+    }
+    Ok(doomed.len() as u64)
+}
+
+/// The risk gate and, for the embedded service, its server thread. The embedded service
+/// rebuilds its state (positions, open orders, throttles, seen ids) from the decisions already
+/// in the journal, so a resumed run checks exactly as an uninterrupted one would.
+fn connect_risk(
+    ctx: &zmq::Context,
+    s: &RiskSettings,
+    max_batch: usize,
+    journal: Option<&Path>,
+) -> anyhow::Result<(risk::RiskClient, Option<risk::EmbeddedRisk>)> {
+    match &s.target {
+        RiskTarget::Embedded { limits_file } => {
+            let limits = match limits_file {
+                Some(f) => risk::Limits::from_file(f)
+                    .with_context(|| format!("bad risk limits {}", f.display()))?,
+                None => risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN)
+                    .context("the built-in default risk limits do not validate")?,
+            };
+            let mut checker = risk::Checker::new(limits);
+            if let Some(dir) = journal {
+                let stats = risk::replay_journal(&mut checker, dir).with_context(|| {
+                    format!(
+                        "cannot rebuild risk state from the journal in {}",
+                        dir.display()
+                    )
+                })?;
+                if stats.skipped > 0 {
+                    tracing::warn!(
+                        "risk state rebuilt from {} decisions; {} accepted ones did not fit and were skipped",
+                        stats.decisions,
+                        stats.skipped
+                    );
+                }
+            }
+            let endpoint = format!("inproc://engine-risk-{}", std::process::id());
+            let opts = risk::ServiceOptions {
+                max_batch_orders: max_batch,
+                config_path: limits_file.clone(),
+            };
+            let server =
+                risk::spawn_embedded_with(ctx, checker, std::slice::from_ref(&endpoint), opts)
+                    .context("cannot start the embedded risk service")?;
+            let client = risk::RiskClient::connect(ctx, &[endpoint], s.timeout, max_batch)
+                .context("cannot connect to the embedded risk service")?;
+            Ok((client, Some(server)))
+        }
+        RiskTarget::Remote { endpoints } => {
+            let client = risk::RiskClient::connect(ctx, endpoints, s.timeout, max_batch)
+                .with_context(|| format!("cannot connect to risk service {endpoints:?}"))?;
+            Ok((client, None))
+        }
+    }
+}
+
+fn connect_egress(
+    ctx: &zmq::Context,
+    target: &EgressTarget,
+) -> anyhow::Result<Option<zmq::Socket>> {
+    let EgressTarget::Push { endpoint, sndhwm } = target else {
+        return Ok(None);
+    };
+    let s = ctx
+        .socket(zmq::PUSH)
+        .context("cannot create the egress socket")?;
+    // Queue nothing for peers that are not connected: egress waits instead.
+    s.set_immediate(true).context("egress ZMQ_IMMEDIATE")?;
+    s.set_sndhwm(*sndhwm).context("egress ZMQ_SNDHWM")?;
+    s.set_linger(EGRESS_LINGER_MS)
+        .context("egress ZMQ_LINGER")?;
+    s.connect(endpoint)
+        .with_context(|| format!("cannot connect egress to {endpoint}"))?;
+    Ok(Some(s))
+}
+
+/// Extra orders beyond the egress ring re-sent on resume: a few frames that may have sat in
+/// ZeroMQ's send queue when the previous process died.
+const REDELIVER_MARGIN_FRAMES: usize = 8;
+
+/// At-least-once delivery across a crash. An accepted order's record is in the journal before
+/// egress sends it, so after `kill -9` the orders decided last may have been journaled but never
+/// sent (still in the egress ring, or in ZeroMQ's queue). On resume, before taking new input,
+/// the accepted orders of the journal's last `ring_capacity + REDELIVER_MARGIN_FRAMES ×
+/// max_batch` records are sent again. Some may arrive twice: the downstream tells them apart by
+/// `input_seq` (and order id), as `bench sink` does. Returns the orders re-sent.
+fn redeliver_tail(
+    socket: &zmq::Socket,
+    dir: &Path,
+    records: u64,
+    ring_capacity: usize,
+    max_batch: usize,
+) -> anyhow::Result<u64> {
+    use crate::frames::{EgressEntry, EgressFrameBuilder};
+    let window = ring_capacity.saturating_add(max_batch.saturating_mul(REDELIVER_MARGIN_FRAMES));
+    let from = records.saturating_sub(window as u64).max(1);
+    let reader = audit::Reader::open(dir)
+        .with_context(|| format!("cannot read the journal {} to redeliver", dir.display()))?;
+    let mut frame = EgressFrameBuilder::new(max_batch);
+    let mut sent = 0u64;
+    let send = |frame: &mut EgressFrameBuilder| -> anyhow::Result<()> {
+        if !frame.is_empty() {
+            socket
+                .send(frame.finish(), 0)
+                .context("cannot redeliver accepted orders downstream")?;
+            frame.clear();
+        }
+        Ok(())
+    };
+    for rec in reader.iter_from(from) {
+        let rec = rec.context("cannot read the journal to redeliver")?;
+        if rec.kind != audit::KIND_DECISION {
+            continue;
+        }
+        let d = decode_decision(&rec.payload)
+            .with_context(|| format!("journal record {} is not a decision", rec.seq))?;
+        if !d.reason.is_accepted() {
+            continue;
+        }
+        frame.push(&EgressEntry {
+            input_seq: d.input_seq,
+            journal_seq: rec.seq,
+            order: d.order,
+        });
+        sent += 1;
+        if frame.is_full() {
+            send(&mut frame)?;
+        }
+    }
+    send(&mut frame)?;
+    Ok(sent)
+}
+
+/// `mlockall(MCL_CURRENT | MCL_FUTURE)` when asked: rings, buffers and the journal mapping stay
+/// resident.
+fn lock_memory(wanted: bool) -> anyhow::Result<()> {
+    if wanted {
+        use nix::sys::mman::{mlockall, MlockAllFlags};
+        mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).context(
+            "mlockall failed: raise the memlock limit (ulimit -l, LimitMEMLOCK=infinity) or grant \
+             CAP_IPC_LOCK (docs/tuning.md)",
+        )?;
+    }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM: the first sets `stop` (drain and exit 0); a second one while draining exits
+/// at once with status 1 (the journal is safe: what is appended is in the page cache).
+fn install_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(stop))
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(stop))
+            .context("cannot install signal handlers")?;
+    }
+    Ok(())
+}
+
+/// The end of a run common to both commands: sync, stop embedded risk, fill the report.
+fn finish(
+    result: PipelineResult<risk::RiskClient, AuditLog>,
+    embedded: Option<risk::EmbeddedRisk>,
+    metrics: &Metrics,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let PipelineResult {
+        gate,
+        log,
+        egress_socket,
+        accepted,
+        rejected,
+        t0_ns,
+        last_end_ns,
+        idle,
+        errors,
+    } = result;
+    report.errors = errors
+        .iter()
+        .map(|(stage, e)| format!("{stage} stage: {e}"))
+        .collect();
+    report.idle = idle.map(|m| m.as_str().to_owned());
+    if let Some(mut log) = log {
+        if let Err(e) = log.writer.sync() {
+            report
+                .errors
+                .push(format!("final journal sync: {}", chain(&e)));
+        }
+        // Anchor the final head (a no-op without a checkpoint key or when already anchored).
+        if let Err(e) = log.writer.checkpoint_now(Clock::new().now_ns()) {
+            report
+                .errors
+                .push(format!("final checkpoint: {}", chain(&e)));
+        }
+        let next = log.writer.next_seq();
+        report.journal.records = next.saturating_sub(1);
+        report.journal.last_seq = next.saturating_sub(1);
+        report.journal.head_hash = hex(&log.writer.head_hash());
+    }
+    drop(gate);
+    if let Some(server) = embedded {
+        server.stop();
+    }
+    // Closing the egress socket lets ZeroMQ deliver what it accepted (bounded by its linger).
+    drop(egress_socket);
+
+    let j = &metrics.journal;
+    report.orders = j.records.load(Relaxed);
+    report.accepted = j.accepted();
+    report.rejected = report.orders - report.accepted.min(report.orders);
+    report.rejected_by_reason = Reason::ALL
+        .iter()
+        .filter(|r| !r.is_accepted())
+        .filter_map(|r| {
+            let n = j.by_reason[r.code() as usize].load(Relaxed);
+            (n > 0).then(|| (r.as_str().to_owned(), n))
+        })
+        .collect::<BTreeMap<_, _>>();
+    if report.orders > 0 {
+        report.journal.first_seq = report.journal.last_seq + 1 - report.orders;
+    }
+    report.set_latency(&accepted, &rejected);
+    if let (Some(t0), Some(end)) = (t0_ns, last_end_ns) {
+        report.elapsed_s = end.saturating_sub(t0) as f64 / 1e9;
+    }
+    if report.elapsed_s > 0.0 {
+        report.throughput_per_s = report.orders as f64 / report.elapsed_s;
+    }
+    let r = &metrics.risk;
+    let batches = r.batches.load(Relaxed);
+    report.risk.batches = batches;
+    report.risk.mean_batch = if batches > 0 {
+        r.orders.load(Relaxed) as f64 / batches as f64
+    } else {
+        0.0
+    };
+    report.risk.timeouts = r.timeouts.load(Relaxed);
+    report.risk.failed_batches = r.failed_batches.load(Relaxed);
+    report.risk.failovers = r.failovers.load(Relaxed);
+    report.risk.wait_max_us = r.wait_max_ns.load(Relaxed) as f64 / 1e3;
+    report.backpressure_waits = Backpressure {
+        ingress: metrics.ingress.backpressure_waits.load(Relaxed),
+        risk: r.backpressure_waits.load(Relaxed),
+        journal: j.backpressure_waits.load(Relaxed),
+        egress: metrics.egress.backpressure_waits.load(Relaxed),
+    };
+    report.egress.frames = metrics.egress.frames.load(Relaxed);
+    report.egress.orders = metrics.egress.orders.load(Relaxed);
+    Ok(())
+}
+
+fn write_outputs(
+    report: &Report,
+    json: Option<&Path>,
+    hgrm: Option<(&Path, &crate::latency::LatencySet)>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write the report {}", path.display()))?;
+    }
+    if let Some((path, set)) = hgrm {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        );
+        write_hgrm(&set.total, &mut f)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::io::Write::flush(&mut f)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// replay
+
+/// Validated `engine replay` settings.
+#[derive(Debug)]
+struct ReplaySettings {
+    schedule: Schedule,
+    risk: RiskSettings,
+    journal: JournalSettings,
+    egress: EgressTarget,
+    stages: StageSettings,
+    format: Option<orders::files::Format>,
+    symbol: Option<orders::Symbol>,
+}
+
+fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
+    let mut p = Problems::default();
+    let schedule = match (a.pace, a.rate) {
+        (Some(speedup), _) => Schedule::Recorded { speedup },
+        (None, Rate::Max) => Schedule::Max,
+        (None, Rate::PerSecond(per_s)) => Schedule::Rate { per_s },
+    };
+    let target = if a.risk.len() == 1 && a.risk[0] == "embedded" {
+        RiskTarget::Embedded {
+            limits_file: a.limits.clone(),
+        }
+    } else {
+        for e in &a.risk {
+            if e == "embedded" {
+                p.add("--risk", "`embedded` cannot be mixed with endpoints");
+            } else if let Err(m) = check_endpoint(e) {
+                p.add("--risk", m);
+            }
+        }
+        if a.limits.is_some() {
+            p.add(
+                "--limits",
+                "only for --risk embedded (a risk-server has its own limits)",
+            );
+        }
+        RiskTarget::Remote {
+            endpoints: a.risk.clone(),
+        }
+    };
+    if a.risk_timeout_ms == 0 || a.risk_timeout_ms > RISK_TIMEOUT_MS_MAX {
+        p.add(
+            "--risk-timeout-ms",
+            format!("{} is outside 1..={RISK_TIMEOUT_MS_MAX}", a.risk_timeout_ms),
+        );
+    }
+    let durability = match a.durability.parse::<audit::Durability>() {
+        Ok(d) => d,
+        Err(e) => {
+            p.add("--durability", e.to_string());
+            audit::Durability::None
+        }
+    };
+    if let Some(ep) = &a.audit_pub {
+        if let Err(m) = check_endpoint(ep) {
+            p.add("--audit-pub", m);
+        }
+    }
+    let egress = if a.out == "none" {
+        EgressTarget::None
+    } else {
+        if let Err(m) = check_endpoint(&a.out) {
+            p.add("--out", m);
+        }
+        if a.out_hwm < 1 {
+            p.add("--out-hwm", "must be ≥ 1 (0 would queue without bound)");
+        }
+        EgressTarget::Push {
+            endpoint: a.out.clone(),
+            sndhwm: a.out_hwm,
+        }
+    };
+    check_ring_and_batch(
+        &mut p,
+        "--ring-capacity",
+        a.ring_capacity,
+        "--max-batch",
+        a.max_batch,
+    );
+    let idle = match parse_per_stage::<IdleKind>(&a.idle, IdleKind::Backoff) {
+        Ok(v) => v,
+        Err(e) => {
+            p.add("--idle", e.to_string());
+            PerStage::all(IdleKind::Backoff)
+        }
+    };
+    let cores = match &a.pin {
+        None => PerStage::all(None),
+        Some(text) => match parse_per_stage::<CoreSpec>(text, CoreSpec(None)) {
+            Ok(v) => v.map(|c| c.0),
+            Err(e) => {
+                p.add("--pin", e.to_string());
+                PerStage::all(None)
+            }
+        },
+    };
+    crate::config::check_cores(&mut p, "--pin ", &cores);
+    let format = match a.format.as_deref() {
+        None => None,
+        Some("csv") => Some(orders::files::Format::Csv),
+        Some("binary" | "bin") => Some(orders::files::Format::Binary),
+        Some("lobster") => Some(orders::files::Format::Lobster),
+        Some(other) => {
+            p.add(
+                "--format",
+                format!("{other:?} is not csv, binary or lobster"),
+            );
+            None
+        }
+    };
+    let symbol = match a.symbol.as_deref().map(orders::Symbol::new) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            p.add("--symbol", e.to_string());
+            None
+        }
+    };
+    if let Some(addr) = &a.metrics {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            p.add("--metrics", format!("{addr:?} is not ip:port"));
+        }
+    }
+    if !p.0.is_empty() {
+        let lines: Vec<String> = p.0.iter().map(|x| x.to_string()).collect();
+        bail!("invalid arguments:\n  {}", lines.join("\n  "));
+    }
+    Ok(ReplaySettings {
+        schedule,
+        risk: RiskSettings {
+            target,
+            timeout: Duration::from_millis(a.risk_timeout_ms),
+        },
+        journal: JournalSettings {
+            dir: a.journal.clone(),
+            durability,
+            segment_size_bytes: a.segment_size_bytes,
+            checkpoint: a.checkpoint_key.clone().map(|key_file| CheckpointSettings {
+                key_file,
+                every_records: CHECKPOINT_EVERY_RECORDS_DEFAULT,
+                every_ms: CHECKPOINT_EVERY_MS_DEFAULT,
+            }),
+            pub_endpoint: a.audit_pub.clone(),
+            json_pub_endpoint: None,
+        },
+        egress,
+        stages: StageSettings {
+            ring_capacity: a.ring_capacity,
+            max_batch: a.max_batch,
+            idle,
+            cores,
+            lock_memory: a.lock_memory,
+        },
+        format,
+        symbol,
+    })
+}
+
+fn risk_target_name(t: &RiskTarget) -> String {
+    match t {
+        RiskTarget::Embedded { limits_file: None } => {
+            "embedded (built-in examples/limits.toml)".into()
+        }
+        RiskTarget::Embedded {
+            limits_file: Some(f),
+        } => format!("embedded ({})", f.display()),
+        RiskTarget::Remote { endpoints } => endpoints.join(" "),
+    }
+}
+
+/// `engine replay`.
+pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let s = validate_replay(&a)?;
+    let opts = orders::files::LoadOptions {
+        format: s.format,
+        symbol: s.symbol,
+        max_errors: a.max_errors,
+        lobster_accounts: a.lobster_accounts,
+    };
+    let file = orders::files::OrderFile::open(&a.file, &opts)
+        .with_context(|| format!("cannot load the order file {}", a.file.display()))?;
+    let skipped = file.skipped();
+    if a.fresh {
+        let n = wipe_journal(&s.journal.dir)?;
+        if n > 0 {
+            eprintln!(
+                "engine: --fresh: deleted {n} journal file(s) in {}",
+                s.journal.dir.display()
+            );
+        }
+    }
+    let ctx = zmq::Context::new();
+    let opened = open_journal(&ctx, &s.journal)?;
+    let start = match (&opened.last, a.resume) {
+        (None, _) if opened.records_before == 0 => 0,
+        (_, false) => bail!(
+            "the journal in {} already holds {} records{}; pass --resume to continue it, --fresh \
+             to delete it and start over, or --journal with another directory",
+            s.journal.dir.display(),
+            opened.records_before,
+            opened
+                .last
+                .map(|d| format!(" (last decided input_seq {})", d.input_seq))
+                .unwrap_or_default()
+        ),
+        (None, true) => 0,
+        (Some(last), true) => {
+            let i = usize::try_from(last.input_seq).unwrap_or(usize::MAX);
+            if i >= file.len() || file.get(i) != last.order {
+                bail!(
+                    "the journal in {} was not written from {}: its last decision (input_seq {}, \
+                     order_id {}) does not match the file",
+                    s.journal.dir.display(),
+                    a.file.display(),
+                    last.input_seq,
+                    last.order.order_id
+                );
+            }
+            i + 1
+        }
+    };
+    let resume_dir = (opened.records_before > 0).then_some(s.journal.dir.as_path());
+    let (gate, embedded) = connect_risk(&ctx, &s.risk, s.stages.max_batch, resume_dir)?;
+    let egress = connect_egress(&ctx, &s.egress)?;
+    if let (Some(sock), true) = (&egress, opened.records_before > 0) {
+        let n = redeliver_tail(
+            sock,
+            &s.journal.dir,
+            opened.records_before,
+            s.stages.ring_capacity,
+            s.stages.max_batch,
+        )?;
+        eprintln!(
+            "engine: resumed: re-sent {n} accepted orders from the journal's tail (at-least-once)"
+        );
+    }
+    lock_memory(s.stages.lock_memory)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(&stop)?;
+    let metrics = Arc::new(Metrics::default());
+    let metrics_server = match &a.metrics {
+        None => None,
+        Some(addr) => {
+            let m = MetricsServer::start(addr, Arc::clone(&metrics))?;
+            eprintln!("engine: metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+    };
+    let total = file.len();
+    let to_send = total.saturating_sub(start) as u64;
+    let progress = (!a.no_progress && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(to_send);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} orders ({per_sec}) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb
+    });
+    let mut report = Report {
+        command: "replay".into(),
+        input: a.file.display().to_string(),
+        schedule: s.schedule.to_string(),
+        start_index: start as u64,
+        resumed: a.resume && opened.records_before > 0,
+        warmup: a.warmup.min(to_send),
+        bad_input: skipped,
+        max_batch: s.stages.max_batch,
+        ring_capacity: s.stages.ring_capacity,
+        cores: s.stages.cores,
+        risk: RiskReport {
+            target: risk_target_name(&s.risk.target),
+            timeout_ms: s.risk.timeout.as_millis() as u64,
+            ..RiskReport::default()
+        },
+        egress: EgressReport {
+            target: a.out.clone(),
+            ..EgressReport::default()
+        },
+        journal: JournalReport {
+            dir: s.journal.dir.display().to_string(),
+            recovered_truncated_bytes: opened.recovery.truncated_bytes,
+            durability: a.durability.clone(),
+            ..JournalReport::default()
+        },
+        ..Report::default()
+    };
+    let popts = PipelineOptions {
+        stages: s.stages.clone(),
+        warmup_until_seq: (start as u64).saturating_add(a.warmup),
+        publish_latency: metrics_server.is_some(),
+    };
+    let m2 = Arc::clone(&metrics);
+    let result = pipeline::run(
+        IngressSource::Replay {
+            orders: Box::new(file),
+            start,
+            schedule: s.schedule,
+        },
+        gate,
+        opened.log,
+        egress,
+        &popts,
+        Clock::new(),
+        Arc::clone(&stop),
+        Arc::clone(&metrics),
+        || {
+            if let Some(pb) = &progress {
+                pb.set_position(m2.journal.records.load(Relaxed));
+            }
+        },
+    )?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let mut all = result.accepted.clone();
+    all.merge(&result.rejected);
+    finish(result, embedded, &metrics, &mut report)?;
+    if let Some(m) = metrics_server {
+        m.stop();
+    }
+    print!("{}", report.table());
+    write_outputs(
+        &report,
+        a.report.as_deref(),
+        a.hgrm.as_deref().map(|p| (p, &all)),
+    )?;
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if stop.load(Relaxed) {
+        eprintln!(
+            "engine: stopped by signal after {} orders; continue with --resume",
+            report.orders
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+
+/// `engine run --config FILE`.
+pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = ServiceConfig::from_file(&a.config)?;
+    let ctx = zmq::Context::new();
+    let opened = open_journal(&ctx, &cfg.journal)?;
+    let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
+    let resume_dir = (opened.records_before > 0).then_some(cfg.journal.dir.as_path());
+    let (gate, embedded) = connect_risk(&ctx, &cfg.risk, cfg.stages.max_batch, resume_dir)?;
+    let egress = connect_egress(&ctx, &cfg.egress)?;
+    if let (Some(sock), true) = (&egress, opened.records_before > 0) {
+        let n = redeliver_tail(
+            sock,
+            &cfg.journal.dir,
+            opened.records_before,
+            cfg.stages.ring_capacity,
+            cfg.stages.max_batch,
+        )?;
+        eprintln!("engine: restarted: re-sent {n} accepted orders from the journal's tail (at-least-once)");
+    }
+    let pull = ctx
+        .socket(zmq::PULL)
+        .context("cannot create the ingress socket")?;
+    pull.set_rcvhwm(cfg.ingress.rcvhwm)
+        .context("ingress ZMQ_RCVHWM")?;
+    pull.set_linger(0).context("ingress ZMQ_LINGER")?;
+    pull.bind(&cfg.ingress.bind)
+        .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
+    let bound = pull
+        .get_last_endpoint()
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_else(|| cfg.ingress.bind.clone());
+    lock_memory(cfg.stages.lock_memory)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(&stop)?;
+    let metrics = Arc::new(Metrics::default());
+    let metrics_server = match &cfg.metrics_bind {
+        None => None,
+        Some(addr) => {
+            let m = MetricsServer::start(addr, Arc::clone(&metrics))?;
+            eprintln!("engine: metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+    };
+    eprintln!(
+        "engine: ingress bound to {bound}; journal {} ({} records, next input_seq {next_seq}); risk {}; egress {}",
+        cfg.journal.dir.display(),
+        opened.records_before,
+        risk_target_name(&cfg.risk.target),
+        match &cfg.egress {
+            EgressTarget::None => "none".to_owned(),
+            EgressTarget::Push { endpoint, .. } => endpoint.clone(),
+        }
+    );
+    let mut report = Report {
+        command: "run".into(),
+        input: bound,
+        schedule: "live".into(),
+        start_index: next_seq,
+        resumed: opened.records_before > 0,
+        max_batch: cfg.stages.max_batch,
+        ring_capacity: cfg.stages.ring_capacity,
+        cores: cfg.stages.cores,
+        risk: RiskReport {
+            target: risk_target_name(&cfg.risk.target),
+            timeout_ms: cfg.risk.timeout.as_millis() as u64,
+            ..RiskReport::default()
+        },
+        egress: EgressReport {
+            target: match &cfg.egress {
+                EgressTarget::None => "none".to_owned(),
+                EgressTarget::Push { endpoint, .. } => endpoint.clone(),
+            },
+            ..EgressReport::default()
+        },
+        journal: JournalReport {
+            dir: cfg.journal.dir.display().to_string(),
+            recovered_truncated_bytes: opened.recovery.truncated_bytes,
+            durability: cfg.journal.durability.to_string(),
+            ..JournalReport::default()
+        },
+        ..Report::default()
+    };
+    let popts = PipelineOptions {
+        stages: cfg.stages.clone(),
+        warmup_until_seq: 0,
+        publish_latency: metrics_server.is_some(),
+    };
+    let clock = Clock::new();
+    let t_start = clock.now_ns();
+    let result = pipeline::run(
+        IngressSource::Pull {
+            socket: pull,
+            next_seq,
+        },
+        gate,
+        opened.log,
+        egress,
+        &popts,
+        clock,
+        Arc::clone(&stop),
+        Arc::clone(&metrics),
+        || {},
+    )?;
+    let mut result = result;
+    result.t0_ns = Some(t_start);
+    finish(result, embedded, &metrics, &mut report)?;
+    report.bad_input = metrics.ingress.bad_frames.load(Relaxed);
+    if let Some(m) = metrics_server {
+        m.stop();
+    }
+    eprint!("{}", report.table());
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!("engine: stopped cleanly; journal synced");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_limits_validate() {
+        if let Err(e) = risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN) {
+            panic!("{e}");
+        }
+    }
+}

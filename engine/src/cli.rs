@@ -1,0 +1,189 @@
+//! Command-line flags of the `engine` binary (raw), turned into validated settings by
+//! [`crate::app`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::limits::{
+    EGRESS_SNDHWM_MESSAGES_DEFAULT, MAX_BATCH_ORDERS_DEFAULT, RING_CAPACITY_ORDERS_DEFAULT,
+    RISK_TIMEOUT_MS_DEFAULT,
+};
+use crate::schedule::Rate;
+
+/// The order engine: pinned stages on lock-free rings, risk over REQ, journal first, PUSH out.
+#[derive(Debug, Parser)]
+#[command(name = "engine", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The engine's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a long-lived service: orders in over ZeroMQ PULL, until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Replay an order file (CSV, binary or LOBSTER) through the full pipeline and report
+    /// its latency distribution.
+    Replay(Box<ReplayArgs>),
+}
+
+/// `engine run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The service configuration (TOML; see examples/engine.toml for every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// A core for `--pin`: a core id, or `-` for "not pinned".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CoreSpec(pub Option<usize>);
+
+impl FromStr for CoreSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "-" | "none" => Ok(CoreSpec(None)),
+            t => t
+                .parse::<usize>()
+                .map(|c| CoreSpec(Some(c)))
+                .map_err(|_| format!("{t:?} is not a core id or '-'")),
+        }
+    }
+}
+
+/// `engine replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The order file: CSV, binary (.bin) or a LOBSTER message file (.csv named
+    /// `*_message_*`); the format is detected from the name and content unless --format.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Open-loop send rate in orders per second (`100000`, `100k`, `1.2M`), or `max` to send
+    /// as fast as the pipeline takes them.
+    #[arg(long, default_value = "max", value_name = "N|max")]
+    pub rate: Rate,
+
+    /// Send at the file's own timestamps (`recorded`), optionally sped up
+    /// (`recorded:10` = ten times faster). Overrides --rate.
+    #[arg(long, value_name = "recorded[:SPEEDUP]", value_parser = crate::schedule::parse_pace)]
+    pub pace: Option<f64>,
+
+    /// Risk service: `embedded` (a server thread in this process over inproc) or one or more
+    /// risk-server endpoints, tried in order on failure (`tcp://127.0.0.1:5560 tcp://...`).
+    #[arg(long, num_args = 1.., default_value = "embedded", value_name = "embedded|ENDPOINT")]
+    pub risk: Vec<String>,
+
+    /// Limits file for the embedded risk service (TOML). Without it the built-in limits apply:
+    /// examples/limits.toml as it was when the engine was built.
+    #[arg(long, value_name = "FILE")]
+    pub limits: Option<PathBuf>,
+
+    /// Longest wait for one risk batch; on timeout the whole batch is rejected risk-timeout.
+    #[arg(long, default_value_t = RISK_TIMEOUT_MS_DEFAULT, value_name = "MS")]
+    pub risk_timeout_ms: u64,
+
+    /// Journal directory (created if absent). A non-empty journal needs --resume.
+    #[arg(long, default_value = crate::config::JOURNAL_DIR_DEFAULT, value_name = "DIR")]
+    pub journal: PathBuf,
+
+    /// Journal durability: `none` (page cache; survives a process crash), `interval`,
+    /// `interval:RECORDS:MS` (msync every N records or T ms) or `always` (msync per record).
+    #[arg(long, default_value = "none", value_name = "POLICY")]
+    pub durability: String,
+
+    /// Size of each pre-allocated journal segment in bytes.
+    #[arg(long, default_value_t = crate::config::SEGMENT_SIZE_BYTES_DEFAULT, value_name = "BYTES")]
+    pub segment_size_bytes: u64,
+
+    /// Sign checkpoints of the journal head with this ed25519 key file (`audit keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint_key: Option<PathBuf>,
+
+    /// Publish every journal record live on this PUB endpoint.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub audit_pub: Option<String>,
+
+    /// Where accepted orders go: a PUSH endpoint to connect to (e.g. a `bench sink`), or
+    /// `none` to only measure.
+    #[arg(long, default_value = "none", value_name = "ENDPOINT|none")]
+    pub out: String,
+
+    /// Send high-water mark of the egress PUSH socket, in frames.
+    #[arg(long, default_value_t = EGRESS_SNDHWM_MESSAGES_DEFAULT, value_name = "FRAMES")]
+    pub out_hwm: i32,
+
+    /// Leave the first N orders of this run out of the latency histograms.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub warmup: u64,
+
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+
+    /// Write the latency percentile distribution here (HdrHistogram text format, µs).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+
+    /// Continue the journal in --journal: start after the last order it decided.
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+
+    /// Start a new journal in --journal: delete the journal files already there (segments,
+    /// checkpoints) first. Refused if the directory holds any other file or another process
+    /// has the journal open.
+    #[arg(long)]
+    pub fresh: bool,
+
+    /// Skip up to N malformed lines of the order file (each is reported) instead of failing.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_errors: u64,
+
+    /// Symbol for LOBSTER files (default: from the file name, e.g. AAPL_2012-06-21_...).
+    #[arg(long, value_name = "SYM")]
+    pub symbol: Option<String>,
+
+    /// Accounts to spread LOBSTER orders over.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub lobster_accounts: u32,
+
+    /// Order file format: csv, binary or lobster (default: detect).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// Most orders a stage handles as one unit (one risk request, one egress frame).
+    #[arg(long, default_value_t = MAX_BATCH_ORDERS_DEFAULT, value_name = "N")]
+    pub max_batch: usize,
+
+    /// Slots of each ring between stages.
+    #[arg(long, default_value_t = RING_CAPACITY_ORDERS_DEFAULT, value_name = "N")]
+    pub ring_capacity: usize,
+
+    /// Idle strategy: spin, yield, backoff or auto, for all stages (`backoff`), in stage order
+    /// (`spin,backoff,backoff,backoff`) or by name (`ingress=spin,risk=yield`).
+    #[arg(long, default_value = "backoff", value_name = "STRATEGY")]
+    pub idle: String,
+
+    /// Pin stages to cores: in stage order ingress,risk,journal,egress (`0,1,1,0`; `-` = not
+    /// pinned) or by name (`ingress=0,journal=1`).
+    #[arg(long, value_name = "CORES")]
+    pub pin: Option<String>,
+
+    /// Lock all of the process's memory (mlockall) before the replay starts, so that no page
+    /// of a ring or the journal is paged out (needs RLIMIT_MEMLOCK or CAP_IPC_LOCK).
+    #[arg(long)]
+    pub lock_memory: bool,
+
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9100`) during the replay.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}

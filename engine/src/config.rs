@@ -1,0 +1,936 @@
+//! `engine run --config engine.toml`: the raw TOML (serde, unknown keys refused), then
+//! validation into [`ServiceConfig`], reporting every problem at once with its key.
+//!
+//! The shared pieces ([`StageSettings`], [`RiskSettings`], [`JournalSettings`],
+//! [`EgressTarget`]) are also what `engine replay` builds from its flags, so both commands run
+//! the same pipeline. `examples/engine.toml` documents every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::idle::IdleKind;
+use crate::limits::{
+    EGRESS_SNDHWM_MESSAGES_DEFAULT, INGRESS_FRAME_ORDERS_MAX, INGRESS_RCVHWM_MESSAGES_DEFAULT,
+    MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, RING_CAPACITY_ORDERS_DEFAULT,
+    RING_CAPACITY_ORDERS_MAX, RING_CAPACITY_ORDERS_MIN, RISK_TIMEOUT_MS_DEFAULT,
+    RISK_TIMEOUT_MS_MAX,
+};
+use crate::topology::{PerStage, StageId};
+
+/// Default journal directory.
+pub const JOURNAL_DIR_DEFAULT: &str = "./journal";
+/// Default journal segment size: 64 MiB.
+pub const SEGMENT_SIZE_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default checkpoint interval in records.
+pub const CHECKPOINT_EVERY_RECORDS_DEFAULT: u64 = 100_000;
+/// Default checkpoint interval in milliseconds.
+pub const CHECKPOINT_EVERY_MS_DEFAULT: u64 = 1_000;
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings (used by both `run` and `replay`).
+
+/// Rings, batches, idle strategies and the core map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSettings {
+    /// Slots of each inter-stage ring.
+    pub ring_capacity: usize,
+    /// Most orders a stage handles as one unit.
+    pub max_batch: usize,
+    /// Idle strategy of each stage (`auto` resolved at start).
+    pub idle: PerStage<IdleKind>,
+    /// Core each stage is pinned to, if any.
+    pub cores: PerStage<Option<usize>>,
+    /// `mlockall` before the stages start.
+    pub lock_memory: bool,
+}
+
+impl Default for StageSettings {
+    fn default() -> Self {
+        StageSettings {
+            ring_capacity: RING_CAPACITY_ORDERS_DEFAULT,
+            max_batch: MAX_BATCH_ORDERS_DEFAULT,
+            idle: PerStage::all(IdleKind::Backoff),
+            cores: PerStage::all(None),
+            lock_memory: false,
+        }
+    }
+}
+
+/// Where risk verdicts come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RiskTarget {
+    /// A server thread in this process over `inproc://`, with limits from a file (or the
+    /// built-in defaults).
+    Embedded {
+        /// The limits file.
+        limits_file: Option<PathBuf>,
+    },
+    /// Remote `risk-server`s over REQ, in failover order.
+    Remote {
+        /// ZeroMQ endpoints.
+        endpoints: Vec<String>,
+    },
+}
+
+/// The risk stage's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskSettings {
+    /// Where verdicts come from.
+    pub target: RiskTarget,
+    /// Longest wait for one batch's verdicts.
+    pub timeout: Duration,
+}
+
+/// Checkpoint signing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointSettings {
+    /// File holding the ed25519 signing key.
+    pub key_file: PathBuf,
+    /// Sign a checkpoint at least every this many records.
+    pub every_records: u64,
+    /// … or every this many milliseconds.
+    pub every_ms: u64,
+}
+
+/// The journal's settings.
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    /// Directory of segment files.
+    pub dir: PathBuf,
+    /// msync policy.
+    pub durability: audit::Durability,
+    /// Size of each pre-allocated segment.
+    pub segment_size_bytes: u64,
+    /// Signed checkpoints, if configured.
+    pub checkpoint: Option<CheckpointSettings>,
+    /// Live PUB endpoint of the audit publisher (binary records), if any.
+    pub pub_endpoint: Option<String>,
+    /// Optional second PUB endpoint with JSON records.
+    pub json_pub_endpoint: Option<String>,
+}
+
+/// Where accepted orders go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EgressTarget {
+    /// Nowhere: egress only records latency (benchmarks).
+    None,
+    /// A ZeroMQ PUSH socket connected to `endpoint`.
+    Push {
+        /// Downstream endpoint (the PUSH socket connects to it).
+        endpoint: String,
+        /// Send high-water mark in messages (> 0: ZeroMQ then pushes back).
+        sndhwm: i32,
+    },
+}
+
+/// The ingress of the service: a PULL socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullSettings {
+    /// Endpoint the PULL socket binds.
+    pub bind: String,
+    /// Receive high-water mark in messages.
+    pub rcvhwm: i32,
+}
+
+/// Everything `engine run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The file it came from.
+    pub origin: String,
+    /// Ingress PULL socket.
+    pub ingress: PullSettings,
+    /// Risk stage.
+    pub risk: RiskSettings,
+    /// Journal and audit publisher.
+    pub journal: JournalSettings,
+    /// Egress.
+    pub egress: EgressTarget,
+    /// Rings, batches, idle strategies, core map.
+    pub stages: StageSettings,
+    /// Prometheus endpoint (`host:port`), if any.
+    pub metrics_bind: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem of a configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key (`risk.timeout_ms`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key of the wrong type / unknown key (the message names it).
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file.
+        origin: String,
+        /// The TOML error, with line and key.
+        message: String,
+    },
+    /// Parsed, but values are invalid.
+    #[error("config {origin} has {} problem(s):\n  {}", problems.len(), problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// Every problem found.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw TOML.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    ingress: Option<RawIngress>,
+    risk: Option<RawRisk>,
+    journal: Option<RawJournal>,
+    egress: Option<RawEgress>,
+    pipeline: Option<RawPipeline>,
+    stages: Option<RawStages>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    bind: Option<String>,
+    rcvhwm: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    mode: Option<String>,
+    limits: Option<PathBuf>,
+    endpoints: Option<Vec<String>>,
+    timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    dir: Option<PathBuf>,
+    durability: Option<String>,
+    segment_size_bytes: Option<i64>,
+    checkpoint_key: Option<PathBuf>,
+    checkpoint_every_records: Option<i64>,
+    checkpoint_every_ms: Option<i64>,
+    pub_endpoint: Option<String>,
+    json_pub_endpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    connect: Option<String>,
+    sndhwm: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    ring_capacity: Option<i64>,
+    max_batch: Option<i64>,
+    idle: Option<String>,
+    lock_memory: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStages {
+    ingress: Option<RawStage>,
+    risk: Option<RawStage>,
+    journal: Option<RawStage>,
+    egress: Option<RawStage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    core: Option<i64>,
+    idle: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    bind: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation helpers (shared with the replay flags).
+
+/// Collects problems while validating.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<ConfigProblem>);
+
+impl Problems {
+    /// Records a problem.
+    pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a ZeroMQ endpoint's shape (`tcp://host:port`, `ipc://path`, `inproc://name`).
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some((transport, rest)) = endpoint.split_once("://") else {
+        return Err(format!(
+            "{endpoint:?} is not a ZeroMQ endpoint (tcp://host:port, ipc://path, inproc://name)"
+        ));
+    };
+    match transport {
+        "tcp" => {
+            let port = rest.rsplit_once(':').map(|(_, p)| p);
+            match port {
+                Some("*") => Ok(()),
+                Some(p) if p.parse::<u16>().is_ok() => Ok(()),
+                _ => Err(format!("{endpoint:?}: tcp endpoints need host:port")),
+            }
+        }
+        "ipc" | "inproc" if !rest.is_empty() => Ok(()),
+        _ => Err(format!(
+            "{endpoint:?}: transport must be tcp, ipc or inproc with an address"
+        )),
+    }
+}
+
+fn int_in<T: TryFrom<i64>>(
+    p: &mut Problems,
+    key: &str,
+    v: Option<i64>,
+    default: T,
+    min: i64,
+    max: i64,
+) -> T {
+    match v {
+        None => default,
+        Some(x) if x < min || x > max => {
+            p.add(key, format!("{x} is outside {min}..={max}"));
+            default
+        }
+        Some(x) => T::try_from(x).unwrap_or(default),
+    }
+}
+
+/// Validates ring capacity and batch size together.
+pub fn check_ring_and_batch(
+    p: &mut Problems,
+    ring_key: &str,
+    ring_capacity: usize,
+    batch_key: &str,
+    max_batch: usize,
+) {
+    if !(RING_CAPACITY_ORDERS_MIN..=RING_CAPACITY_ORDERS_MAX).contains(&ring_capacity) {
+        p.add(
+            ring_key,
+            format!(
+                "{ring_capacity} is outside {RING_CAPACITY_ORDERS_MIN}..={RING_CAPACITY_ORDERS_MAX}"
+            ),
+        );
+    }
+    if !(1..=MAX_BATCH_ORDERS_MAX).contains(&max_batch) {
+        p.add(
+            batch_key,
+            format!("{max_batch} is outside 1..={MAX_BATCH_ORDERS_MAX}"),
+        );
+    } else if max_batch > ring_capacity {
+        p.add(
+            batch_key,
+            format!("{max_batch} is larger than the ring capacity {ring_capacity}"),
+        );
+    }
+}
+
+/// Validates a core map against the cores of this host.
+pub fn check_cores(p: &mut Problems, key_prefix: &str, cores: &PerStage<Option<usize>>) {
+    let available = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for s in StageId::ALL {
+        if let Some(c) = cores.get(s) {
+            if !available.contains(c) {
+                p.add(
+                    format!("{key_prefix}{s}"),
+                    format!("core {c} is not available here (cores: {available:?})"),
+                );
+            }
+        }
+    }
+}
+
+/// Parses an idle strategy name, recording a problem on failure.
+fn idle_kind(p: &mut Problems, key: &str, v: Option<&str>, default: IdleKind) -> IdleKind {
+    match v.map(IdleKind::from_str) {
+        None => default,
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            p.add(key, e.to_string());
+            default
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+impl ServiceConfig {
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &Path) -> Result<ServiceConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ServiceConfig::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<ServiceConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        validate(raw, origin)
+    }
+}
+
+fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> {
+    let mut p = Problems::default();
+
+    // [ingress]
+    let ri = raw.ingress.unwrap_or_default();
+    let bind = match ri.bind {
+        Some(b) => {
+            if let Err(e) = check_endpoint(&b) {
+                p.add("ingress.bind", e);
+            }
+            b
+        }
+        None => {
+            p.add(
+                "ingress.bind",
+                "missing: the endpoint the PULL socket binds",
+            );
+            String::new()
+        }
+    };
+    let rcvhwm = int_in(
+        &mut p,
+        "ingress.rcvhwm",
+        ri.rcvhwm,
+        INGRESS_RCVHWM_MESSAGES_DEFAULT,
+        1,
+        i32::MAX as i64,
+    );
+
+    // [risk]
+    let rr = raw.risk.unwrap_or_default();
+    let timeout_ms: u64 = int_in(
+        &mut p,
+        "risk.timeout_ms",
+        rr.timeout_ms,
+        RISK_TIMEOUT_MS_DEFAULT,
+        1,
+        RISK_TIMEOUT_MS_MAX as i64,
+    );
+    let target = match rr.mode.as_deref().unwrap_or("embedded") {
+        "embedded" => {
+            if rr.endpoints.is_some() {
+                p.add("risk.endpoints", "only for mode = \"remote\"");
+            }
+            if let Some(f) = &rr.limits {
+                if !f.is_file() {
+                    p.add(
+                        "risk.limits",
+                        format!("{} is not a readable file", f.display()),
+                    );
+                }
+            }
+            RiskTarget::Embedded {
+                limits_file: rr.limits,
+            }
+        }
+        "remote" => {
+            if rr.limits.is_some() {
+                p.add(
+                    "risk.limits",
+                    "only for mode = \"embedded\" (a remote risk-server has its own limits)",
+                );
+            }
+            let endpoints = rr.endpoints.unwrap_or_default();
+            if endpoints.is_empty() {
+                p.add(
+                    "risk.endpoints",
+                    "mode = \"remote\" needs at least one endpoint",
+                );
+            }
+            for (i, e) in endpoints.iter().enumerate() {
+                if let Err(m) = check_endpoint(e) {
+                    p.add(format!("risk.endpoints[{i}]"), m);
+                }
+            }
+            RiskTarget::Remote { endpoints }
+        }
+        other => {
+            p.add(
+                "risk.mode",
+                format!("{other:?} is not \"embedded\" or \"remote\""),
+            );
+            RiskTarget::Embedded { limits_file: None }
+        }
+    };
+
+    // [journal]
+    let rj = raw.journal.unwrap_or_default();
+    let dir = rj.dir.unwrap_or_else(|| PathBuf::from(JOURNAL_DIR_DEFAULT));
+    if dir.as_os_str().is_empty() {
+        p.add("journal.dir", "is empty");
+    }
+    let durability = match rj.durability.as_deref() {
+        None => audit::Durability::None,
+        Some(text) => match text.parse::<audit::Durability>() {
+            Ok(d) => d,
+            Err(e) => {
+                p.add("journal.durability", e.to_string());
+                audit::Durability::None
+            }
+        },
+    };
+    let segment_size_bytes: u64 = int_in(
+        &mut p,
+        "journal.segment_size_bytes",
+        rj.segment_size_bytes,
+        SEGMENT_SIZE_BYTES_DEFAULT,
+        1,
+        i64::MAX,
+    );
+    let every_records: u64 = int_in(
+        &mut p,
+        "journal.checkpoint_every_records",
+        rj.checkpoint_every_records,
+        CHECKPOINT_EVERY_RECORDS_DEFAULT,
+        1,
+        i64::MAX,
+    );
+    let every_ms: u64 = int_in(
+        &mut p,
+        "journal.checkpoint_every_ms",
+        rj.checkpoint_every_ms,
+        CHECKPOINT_EVERY_MS_DEFAULT,
+        1,
+        i64::MAX,
+    );
+    let checkpoint = match rj.checkpoint_key {
+        Some(key_file) => {
+            if !key_file.is_file() {
+                p.add(
+                    "journal.checkpoint_key",
+                    format!("{} is not a readable file", key_file.display()),
+                );
+            }
+            Some(CheckpointSettings {
+                key_file,
+                every_records,
+                every_ms,
+            })
+        }
+        None => {
+            if rj.checkpoint_every_records.is_some() || rj.checkpoint_every_ms.is_some() {
+                p.add(
+                    "journal.checkpoint_key",
+                    "checkpoint intervals are set but no checkpoint_key",
+                );
+            }
+            None
+        }
+    };
+    for (key, v) in [
+        ("journal.pub_endpoint", &rj.pub_endpoint),
+        ("journal.json_pub_endpoint", &rj.json_pub_endpoint),
+    ] {
+        if let Some(e) = v {
+            if let Err(m) = check_endpoint(e) {
+                p.add(key, m);
+            }
+        }
+    }
+    if rj.json_pub_endpoint.is_some() && rj.pub_endpoint.is_none() {
+        p.add(
+            "journal.json_pub_endpoint",
+            "needs journal.pub_endpoint as well",
+        );
+    }
+
+    // [egress]
+    let egress = match raw.egress {
+        None => EgressTarget::None,
+        Some(re) => {
+            let sndhwm = int_in(
+                &mut p,
+                "egress.sndhwm",
+                re.sndhwm,
+                EGRESS_SNDHWM_MESSAGES_DEFAULT,
+                1,
+                i32::MAX as i64,
+            );
+            match re.connect {
+                None => {
+                    if re.sndhwm.is_some() {
+                        p.add("egress.connect", "missing (egress.sndhwm is set)");
+                    }
+                    EgressTarget::None
+                }
+                Some(endpoint) => {
+                    if let Err(m) = check_endpoint(&endpoint) {
+                        p.add("egress.connect", m);
+                    }
+                    EgressTarget::Push { endpoint, sndhwm }
+                }
+            }
+        }
+    };
+
+    // [pipeline] and [stages.*]
+    let rp = raw.pipeline.unwrap_or_default();
+    let ring_capacity: usize = int_in(
+        &mut p,
+        "pipeline.ring_capacity",
+        rp.ring_capacity,
+        RING_CAPACITY_ORDERS_DEFAULT,
+        i64::MIN,
+        i64::MAX,
+    );
+    let max_batch: usize = int_in(
+        &mut p,
+        "pipeline.max_batch",
+        rp.max_batch,
+        MAX_BATCH_ORDERS_DEFAULT,
+        i64::MIN,
+        i64::MAX,
+    );
+    if rp.ring_capacity.is_some_and(|v| v < 0) {
+        p.add("pipeline.ring_capacity", "must be positive");
+    }
+    if rp.max_batch.is_some_and(|v| v < 0) {
+        p.add("pipeline.max_batch", "must be positive");
+    }
+    check_ring_and_batch(
+        &mut p,
+        "pipeline.ring_capacity",
+        ring_capacity,
+        "pipeline.max_batch",
+        max_batch,
+    );
+    if ring_capacity < INGRESS_FRAME_ORDERS_MAX {
+        p.add(
+            "pipeline.ring_capacity",
+            format!(
+                "{ring_capacity} cannot hold one full ingress frame ({INGRESS_FRAME_ORDERS_MAX} orders)"
+            ),
+        );
+    }
+    let default_idle = idle_kind(
+        &mut p,
+        "pipeline.idle",
+        rp.idle.as_deref(),
+        IdleKind::Backoff,
+    );
+    let mut idle = PerStage::all(default_idle);
+    let mut cores = PerStage::all(None);
+    let rs = raw.stages.unwrap_or_default();
+    for (s, st) in [
+        (StageId::Ingress, rs.ingress),
+        (StageId::Risk, rs.risk),
+        (StageId::Journal, rs.journal),
+        (StageId::Egress, rs.egress),
+    ] {
+        let Some(st) = st else { continue };
+        *idle.get_mut(s) = idle_kind(
+            &mut p,
+            &format!("stages.{s}.idle"),
+            st.idle.as_deref(),
+            default_idle,
+        );
+        if let Some(c) = st.core {
+            if c < 0 {
+                p.add(format!("stages.{s}.core"), "must be ≥ 0");
+            } else {
+                *cores.get_mut(s) = usize::try_from(c).ok();
+            }
+        }
+    }
+    let mut core_problems = Problems::default();
+    check_cores(&mut core_problems, "stages.", &cores);
+    for cp in core_problems.0 {
+        p.add(format!("{}.core", cp.key), cp.message);
+    }
+
+    // [metrics]
+    let metrics_bind = raw.metrics.and_then(|m| m.bind);
+    if let Some(b) = &metrics_bind {
+        if b.parse::<SocketAddr>().is_err() {
+            p.add("metrics.bind", format!("{b:?} is not ip:port"));
+        }
+    }
+
+    if !p.0.is_empty() {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems: p.0,
+        });
+    }
+    Ok(ServiceConfig {
+        origin: origin.to_owned(),
+        ingress: PullSettings { bind, rcvhwm },
+        risk: RiskSettings {
+            target,
+            timeout: Duration::from_millis(timeout_ms),
+        },
+        journal: JournalSettings {
+            dir,
+            durability,
+            segment_size_bytes,
+            checkpoint,
+            pub_endpoint: rj.pub_endpoint,
+            json_pub_endpoint: rj.json_pub_endpoint,
+        },
+        egress,
+        stages: StageSettings {
+            ring_capacity,
+            max_batch,
+            idle,
+            cores,
+            lock_memory: rp.lock_memory.unwrap_or(false),
+        },
+        metrics_bind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn problems(text: &str) -> Vec<ConfigProblem> {
+        match ServiceConfig::from_toml_str(text, "test.toml") {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    fn keys(text: &str) -> Vec<String> {
+        problems(text).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = ServiceConfig::from_toml_str("[ingress]\nbind = \"tcp://127.0.0.1:5555\"\n", "t")
+            .unwrap();
+        assert_eq!(c.ingress.rcvhwm, INGRESS_RCVHWM_MESSAGES_DEFAULT);
+        assert_eq!(c.risk.target, RiskTarget::Embedded { limits_file: None });
+        assert_eq!(c.risk.timeout, Duration::from_millis(100));
+        assert_eq!(c.journal.dir, PathBuf::from("./journal"));
+        assert_eq!(c.egress, EgressTarget::None);
+        assert_eq!(c.stages, StageSettings::default());
+        assert!(c.metrics_bind.is_none());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let text = r#"
+            [ingress]
+            bind = "tcp://127.0.0.1:5555"
+            rcvhwm = 500
+            [risk]
+            mode = "remote"
+            endpoints = ["tcp://127.0.0.1:5560", "ipc:///tmp/risk.sock"]
+            timeout_ms = 250
+            [journal]
+            dir = "/tmp/j"
+            durability = "always"
+            segment_size_bytes = 1048576
+            pub_endpoint = "tcp://127.0.0.1:5570"
+            [egress]
+            connect = "tcp://127.0.0.1:5580"
+            sndhwm = 10
+            [pipeline]
+            ring_capacity = 4096
+            max_batch = 128
+            idle = "yield"
+            lock_memory = true
+            [stages.risk]
+            idle = "spin"
+            core = 0
+            [metrics]
+            bind = "127.0.0.1:9100"
+        "#;
+        let c = ServiceConfig::from_toml_str(text, "t").unwrap();
+        assert_eq!(
+            c.risk.target,
+            RiskTarget::Remote {
+                endpoints: vec!["tcp://127.0.0.1:5560".into(), "ipc:///tmp/risk.sock".into()]
+            }
+        );
+        assert_eq!(c.risk.timeout, Duration::from_millis(250));
+        assert_eq!(c.stages.idle.risk, IdleKind::Spin);
+        assert_eq!(c.stages.idle.journal, IdleKind::Yield);
+        assert_eq!(c.stages.cores.risk, Some(0));
+        assert!(c.stages.lock_memory);
+        assert_eq!(
+            c.egress,
+            EgressTarget::Push {
+                endpoint: "tcp://127.0.0.1:5580".into(),
+                sndhwm: 10
+            }
+        );
+        assert_eq!(c.metrics_bind.as_deref(), Some("127.0.0.1:9100"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [ingress]
+            rcvhwm = 0
+            [risk]
+            mode = "remote"
+            timeout_ms = 0
+            [journal]
+            durability = "sometimes"
+            [egress]
+            connect = "localhost:5580"
+            [pipeline]
+            ring_capacity = 8
+            max_batch = 100000
+            idle = "nap"
+            [stages.journal]
+            core = 9999
+            [metrics]
+            bind = "nowhere"
+        "#;
+        let k = keys(text);
+        for key in [
+            "ingress.bind",
+            "ingress.rcvhwm",
+            "risk.timeout_ms",
+            "risk.endpoints",
+            "journal.durability",
+            "egress.connect",
+            "pipeline.ring_capacity",
+            "pipeline.max_batch",
+            "pipeline.idle",
+            "stages.journal.core",
+            "metrics.bind",
+        ] {
+            assert!(k.iter().any(|x| x == key), "missing {key} in {k:?}");
+        }
+        // The error text lists them all, one per line.
+        let e = ServiceConfig::from_toml_str(text, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config bad.toml has "), "{e}");
+        assert!(
+            e.contains("\n  risk.timeout_ms: 0 is outside 1..=60000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let e = ServiceConfig::from_toml_str("[ingress]\nbnd = \"x\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bnd"), "{e}");
+        let e = ServiceConfig::from_toml_str("[risk]\ntimeout_ms = \"fast\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = ServiceConfig::from_toml_str("[colour]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn mode_specific_keys_are_checked() {
+        let k = keys(
+            "[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[risk]\nmode=\"embedded\"\nendpoints=[\"tcp://a:1\"]\nlimits=\"/no/such/file\"\n",
+        );
+        assert!(k.contains(&"risk.endpoints".to_string()), "{k:?}");
+        assert!(k.contains(&"risk.limits".to_string()), "{k:?}");
+        let k = keys("[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[journal]\ncheckpoint_every_ms = 5\njson_pub_endpoint = \"tcp://127.0.0.1:2\"\n");
+        assert!(k.contains(&"journal.checkpoint_key".to_string()), "{k:?}");
+        assert!(
+            k.contains(&"journal.json_pub_endpoint".to_string()),
+            "{k:?}"
+        );
+        let k = keys("[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[risk]\nmode=\"carrier-pigeon\"\n");
+        assert_eq!(k, vec!["risk.mode".to_string()]);
+    }
+
+    #[test]
+    fn endpoints() {
+        assert!(check_endpoint("tcp://127.0.0.1:5555").is_ok());
+        assert!(check_endpoint("tcp://*:5555").is_ok());
+        assert!(check_endpoint("tcp://127.0.0.1:*").is_ok());
+        assert!(check_endpoint("ipc:///tmp/x").is_ok());
+        assert!(check_endpoint("inproc://risk").is_ok());
+        for bad in [
+            "127.0.0.1:5555",
+            "tcp://host",
+            "tcp://h:99999",
+            "udp://h:1",
+            "ipc://",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/engine.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Relative paths in the example are relative to the repository root.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = text.replace("\"examples/", &format!("\"{}/examples/", root.display()));
+        let c = ServiceConfig::from_toml_str(&text, "examples/engine.toml").unwrap();
+        // The documented defaults are the real ones.
+        assert_eq!(c.stages, StageSettings::default());
+        assert_eq!(
+            c.risk.timeout,
+            Duration::from_millis(RISK_TIMEOUT_MS_DEFAULT)
+        );
+        assert_eq!(c.ingress.rcvhwm, INGRESS_RCVHWM_MESSAGES_DEFAULT);
+        assert_eq!(c.journal.segment_size_bytes, SEGMENT_SIZE_BYTES_DEFAULT);
+    }
+}

@@ -1,0 +1,367 @@
+//! Idle strategies: what a stage does when it found no work.
+//!
+//! A stage loop is `let n = stage.do_work(); idle.idle(n);` (Agrona's `IdleStrategy`). Work
+//! resets the strategy; each empty round moves it one step further:
+//!
+//! ```text
+//!  spin     busy-poll with a spin-loop hint               (an isolated core per stage)
+//!  yield    sched_yield                                   (a core shared with few threads)
+//!  backoff  spin ×64 → yield ×8 → park 1 µs, 2 µs, … 50 µs (default: 4 stages on 2 cores)
+//! ```
+//!
+//! `auto` resolves to `spin` only for a stage pinned to a core of its own with a core to spare
+//! for ZeroMQ's I/O threads and the OS, and to `backoff` otherwise; see [`resolve`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::limits::{
+    BACKOFF_PARK_MAX_NS, BACKOFF_PARK_MIN_NS, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
+    SCHEDULE_SPIN_WINDOW_NS,
+};
+use crate::topology::{PerStage, StageId};
+
+/// An idle strategy as configured (before `auto` is resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdleKind {
+    /// Busy-poll.
+    Spin,
+    /// `sched_yield` between polls.
+    Yield,
+    /// Spin, then yield, then park for a growing time (default).
+    #[default]
+    Backoff,
+    /// `spin` where the stage has a core of its own and one is left over, else `backoff`.
+    Auto,
+}
+
+impl IdleKind {
+    /// The config / CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleKind::Spin => "spin",
+            IdleKind::Yield => "yield",
+            IdleKind::Backoff => "backoff",
+            IdleKind::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for IdleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An idle strategy name that is not one of `spin`, `yield`, `backoff`, `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown idle strategy {0:?} (expected spin, yield, backoff or auto)")]
+pub struct IdleKindError(pub String);
+
+impl FromStr for IdleKind {
+    type Err = IdleKindError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "spin" => Ok(IdleKind::Spin),
+            "yield" => Ok(IdleKind::Yield),
+            "backoff" => Ok(IdleKind::Backoff),
+            "auto" => Ok(IdleKind::Auto),
+            other => Err(IdleKindError(other.to_owned())),
+        }
+    }
+}
+
+/// A resolved idle strategy (never `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Busy-poll.
+    Spin,
+    /// `sched_yield` between polls.
+    Yield,
+    /// Spin, then yield, then park.
+    Backoff,
+}
+
+impl IdleMode {
+    /// The name, as in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleMode::Spin => "spin",
+            IdleMode::Yield => "yield",
+            IdleMode::Backoff => "backoff",
+        }
+    }
+}
+
+/// Resolves `auto` for every stage: `spin` for a stage pinned to a core no other stage is
+/// pinned to, as long as the exclusively pinned stages leave at least one core of
+/// `cores_available` free (for ZeroMQ's I/O threads and the OS); `backoff` otherwise.
+/// Explicit choices are kept as given.
+pub fn resolve(
+    kinds: &PerStage<IdleKind>,
+    cores: &PerStage<Option<usize>>,
+    cores_available: usize,
+) -> PerStage<IdleMode> {
+    let exclusive = |s: StageId| match cores.get(s) {
+        Some(c) => StageId::ALL
+            .into_iter()
+            .filter(|&o| o != s)
+            .all(|o| *cores.get(o) != Some(*c)),
+        None => false,
+    };
+    let exclusive_count = StageId::ALL.into_iter().filter(|&s| exclusive(s)).count();
+    let spare = cores_available > exclusive_count;
+    let mut out = PerStage::all(IdleMode::Backoff);
+    for s in StageId::ALL {
+        *out.get_mut(s) = match kinds.get(s) {
+            IdleKind::Spin => IdleMode::Spin,
+            IdleKind::Yield => IdleMode::Yield,
+            IdleKind::Backoff => IdleMode::Backoff,
+            IdleKind::Auto if exclusive(s) && spare => IdleMode::Spin,
+            IdleKind::Auto => IdleMode::Backoff,
+        };
+    }
+    out
+}
+
+/// Where a backoff strategy stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Busy-spinning (count of empty rounds so far).
+    Spinning(u32),
+    /// Yielding (count of yields so far).
+    Yielding(u32),
+    /// Parking; the next park lasts this many nanoseconds.
+    Parking(u64),
+}
+
+/// The per-thread idle state. Cheap to call; never allocates.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    mode: IdleMode,
+    phase: Phase,
+    spins_max: u32,
+    yields_max: u32,
+    park_min_ns: u64,
+    park_max_ns: u64,
+}
+
+impl Idle {
+    /// A strategy with the default backoff bounds of [`crate::limits`].
+    pub fn new(mode: IdleMode) -> Idle {
+        Idle::with_bounds(
+            mode,
+            BACKOFF_SPINS_MAX,
+            BACKOFF_YIELDS_MAX,
+            BACKOFF_PARK_MIN_NS,
+            BACKOFF_PARK_MAX_NS,
+        )
+    }
+
+    /// A strategy with explicit backoff bounds (`park_min_ns ≤ park_max_ns`, both > 0).
+    pub fn with_bounds(
+        mode: IdleMode,
+        spins_max: u32,
+        yields_max: u32,
+        park_min_ns: u64,
+        park_max_ns: u64,
+    ) -> Idle {
+        let park_min_ns = park_min_ns.max(1);
+        let park_max_ns = park_max_ns.max(park_min_ns);
+        Idle {
+            mode,
+            phase: Phase::Spinning(0),
+            spins_max,
+            yields_max,
+            park_min_ns,
+            park_max_ns,
+        }
+    }
+
+    /// The resolved mode.
+    pub fn mode(&self) -> IdleMode {
+        self.mode
+    }
+
+    /// Where the backoff stands (always `Spinning` for `spin` and `yield`).
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Back to the first step: call when work was done.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.phase = Phase::Spinning(0);
+    }
+
+    /// Called after each unit of work with how much was done: resets on work, otherwise
+    /// waits one step.
+    #[inline]
+    pub fn idle(&mut self, work: usize) {
+        if work > 0 {
+            self.reset();
+            return;
+        }
+        self.step(u64::MAX);
+    }
+
+    /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never parking
+    /// past the deadline. In `spin` mode it busy-spins; in `yield` mode it yields until the
+    /// deadline is near, then spins.
+    #[inline]
+    pub fn idle_until(&mut self, remaining_ns: u64) {
+        if remaining_ns == 0 {
+            return;
+        }
+        match self.mode {
+            IdleMode::Spin => std::hint::spin_loop(),
+            IdleMode::Yield if remaining_ns <= SCHEDULE_SPIN_WINDOW_NS => std::hint::spin_loop(),
+            _ => self.step(remaining_ns),
+        }
+    }
+
+    fn step(&mut self, cap_ns: u64) {
+        match self.mode {
+            IdleMode::Spin => std::hint::spin_loop(),
+            IdleMode::Yield => std::thread::yield_now(),
+            IdleMode::Backoff => match self.phase {
+                Phase::Spinning(n) => {
+                    std::hint::spin_loop();
+                    self.phase = if n + 1 >= self.spins_max {
+                        Phase::Yielding(0)
+                    } else {
+                        Phase::Spinning(n + 1)
+                    };
+                }
+                Phase::Yielding(n) => {
+                    std::thread::yield_now();
+                    self.phase = if n + 1 >= self.yields_max {
+                        Phase::Parking(self.park_min_ns)
+                    } else {
+                        Phase::Yielding(n + 1)
+                    };
+                }
+                Phase::Parking(ns) => {
+                    std::thread::sleep(Duration::from_nanos(ns.min(cap_ns)));
+                    self.phase = Phase::Parking(ns.saturating_mul(2).min(self.park_max_ns));
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn names_round_trip() {
+        for k in [
+            IdleKind::Spin,
+            IdleKind::Yield,
+            IdleKind::Backoff,
+            IdleKind::Auto,
+        ] {
+            assert_eq!(k.as_str().parse::<IdleKind>(), Ok(k));
+        }
+        assert!("busy".parse::<IdleKind>().is_err());
+        assert_eq!(IdleKind::default(), IdleKind::Backoff);
+    }
+
+    #[test]
+    fn backoff_spins_then_yields_then_parks_growing_and_bounded() {
+        let mut idle = Idle::with_bounds(IdleMode::Backoff, 3, 2, 1_000, 4_000);
+        assert_eq!(idle.phase(), Phase::Spinning(0));
+        idle.idle(0);
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Spinning(2));
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Yielding(0));
+        idle.idle(0);
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Parking(1_000));
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Parking(2_000));
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Parking(4_000));
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Parking(4_000), "park is capped");
+        idle.idle(1);
+        assert_eq!(idle.phase(), Phase::Spinning(0), "work resets");
+    }
+
+    #[test]
+    fn backoff_parks_for_real() {
+        let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 2_000_000, 2_000_000);
+        idle.idle(0); // spinning → yielding (0 spins)
+        idle.idle(0); // yielding → parking
+        let t = Instant::now();
+        idle.idle(0);
+        assert!(t.elapsed() >= Duration::from_millis(2));
+    }
+
+    #[test]
+    fn idle_until_never_parks_past_the_deadline() {
+        let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 5_000_000_000, 5_000_000_000);
+        idle.idle(0);
+        idle.idle(0);
+        assert_eq!(idle.phase(), Phase::Parking(5_000_000_000));
+        let t = Instant::now();
+        idle.idle_until(1_000_000);
+        // Parked at most ~1 ms (the cap), nowhere near the 5 s park; the bound is generous.
+        assert!(t.elapsed() < Duration::from_secs(2));
+        idle.idle_until(0); // due now: returns at once
+    }
+
+    #[test]
+    fn spin_and_yield_do_not_advance_phase() {
+        for mode in [IdleMode::Spin, IdleMode::Yield] {
+            let mut idle = Idle::new(mode);
+            for _ in 0..1000 {
+                idle.idle(0);
+            }
+            assert_eq!(idle.phase(), Phase::Spinning(0));
+            idle.idle_until(10);
+        }
+    }
+
+    #[test]
+    fn auto_spins_only_with_an_exclusive_core_and_one_to_spare() {
+        let kinds = PerStage::all(IdleKind::Auto);
+        // Nothing pinned: backoff everywhere.
+        let r = resolve(&kinds, &PerStage::all(None), 2);
+        assert_eq!(r, PerStage::all(IdleMode::Backoff));
+        // 2 cores, ingress alone on core 0, the rest share core 1: ingress spins.
+        let cores = PerStage {
+            ingress: Some(0),
+            risk: Some(1),
+            journal: Some(1),
+            egress: Some(1),
+        };
+        let r = resolve(&kinds, &cores, 2);
+        assert_eq!(r.ingress, IdleMode::Spin);
+        assert_eq!(r.risk, IdleMode::Backoff);
+        // 2 cores, two stages each on a core of their own: none spare, nobody spins.
+        let cores = PerStage {
+            ingress: Some(0),
+            risk: Some(1),
+            journal: None,
+            egress: None,
+        };
+        assert_eq!(resolve(&kinds, &cores, 2), PerStage::all(IdleMode::Backoff));
+        // 8 cores, four exclusive pins: all spin.
+        let cores = PerStage {
+            ingress: Some(1),
+            risk: Some(2),
+            journal: Some(3),
+            egress: Some(4),
+        };
+        assert_eq!(resolve(&kinds, &cores, 8), PerStage::all(IdleMode::Spin));
+        // Explicit choices are kept.
+        let mut kinds = PerStage::all(IdleKind::Auto);
+        kinds.risk = IdleKind::Yield;
+        assert_eq!(resolve(&kinds, &cores, 8).risk, IdleMode::Yield);
+    }
+}

@@ -1,0 +1,98 @@
+//! Every named limit of the engine, in one place, units last.
+//!
+//! The pipeline allocates everything it needs at start-up from these numbers (and the
+//! configuration values they bound): ring slots, batch buffers, frame buffers, histograms.
+//! Nothing on the per-order path grows a buffer, so every bound below is also a memory bound.
+
+/// Slots of each inter-stage ring when the configuration does not say.
+///
+/// 8192 orders × ~100 bytes per slot ≈ 0.8 MiB per ring: enough to absorb a few milliseconds of
+/// bursts at a million orders per second, small enough to stay in L2/L3.
+pub const RING_CAPACITY_ORDERS_DEFAULT: usize = 8_192;
+/// Smallest ring accepted by the configuration.
+pub const RING_CAPACITY_ORDERS_MIN: usize = 16;
+/// Largest ring accepted by the configuration (4 Mi slots ≈ 400 MiB per ring).
+pub const RING_CAPACITY_ORDERS_MAX: usize = 1 << 22;
+
+/// Orders a stage takes from its input ring as one unit when the configuration does not say.
+///
+/// Smart batching: a stage takes everything waiting up to this bound, so batches grow under
+/// load and stay at one when idle. 1024 orders × 48 bytes = 48 KiB per risk request, the
+/// largest a `risk-server` takes by default. Measured on the 2-core machines (full pipeline,
+/// risk-server over tcp, sink, `--rate max`): 256 → 0.9 M orders/s, 1024 → 1.6 M orders/s; at
+/// a fixed rate below capacity batches stay small, so the bound does not cost latency.
+pub const MAX_BATCH_ORDERS_DEFAULT: usize = 1_024;
+/// Largest batch accepted by the configuration. Bounds the risk request, the egress frame
+/// and every per-stage batch buffer.
+pub const MAX_BATCH_ORDERS_MAX: usize = 4_096;
+
+/// A stage takes at most `max_batch` orders and must always be able to take one full batch,
+/// so a batch never exceeds the ring it comes from.
+const _: () = assert!(MAX_BATCH_ORDERS_DEFAULT <= RING_CAPACITY_ORDERS_DEFAULT);
+const _: () = assert!(RING_CAPACITY_ORDERS_MIN >= 1);
+const _: () = assert!(MAX_BATCH_ORDERS_MAX <= RING_CAPACITY_ORDERS_MAX);
+/// One engine batch is one risk request: the risk protocol must carry the largest batch, and a
+/// `risk-server` with its default `--max-batch` must take the engine's default batch.
+const _: () = assert!(MAX_BATCH_ORDERS_MAX <= risk::limits::MAX_BATCH_ORDERS_MAX);
+const _: () = assert!(MAX_BATCH_ORDERS_DEFAULT <= risk::limits::MAX_BATCH_ORDERS_DEFAULT);
+
+/// Risk round-trip timeout when the configuration does not say (the source design's 100 ms).
+pub const RISK_TIMEOUT_MS_DEFAULT: u64 = 100;
+/// Largest risk timeout accepted by the configuration.
+pub const RISK_TIMEOUT_MS_MAX: u64 = 60_000;
+
+/// Backoff idle strategy: busy-spin rounds (with `spin_loop` hints) before yielding.
+pub const BACKOFF_SPINS_MAX: u32 = 64;
+/// Backoff idle strategy: `sched_yield` rounds before parking.
+pub const BACKOFF_YIELDS_MAX: u32 = 8;
+/// Backoff idle strategy: first park duration; it doubles up to the maximum.
+pub const BACKOFF_PARK_MIN_NS: u64 = 1_000;
+/// Backoff idle strategy: longest park (50 µs). Bounds the latency added to an order that
+/// arrives at an idle stage, and the CPU burnt by four idle stages on two cores (≈ 20 k
+/// wake-ups per second per stage).
+pub const BACKOFF_PARK_MAX_NS: u64 = 50_000;
+const _: () = assert!(BACKOFF_PARK_MIN_NS <= BACKOFF_PARK_MAX_NS);
+
+/// Replay ingress in `spin` mode: below this distance to a deadline the ingress busy-spins
+/// instead of yielding, so it wakes on time.
+pub const SCHEDULE_SPIN_WINDOW_NS: u64 = 20_000;
+
+/// Largest number of orders in one binary ingress frame.
+pub const INGRESS_FRAME_ORDERS_MAX: usize = 1_024;
+/// Largest ingress message in bytes (a full binary frame); longer messages are bad frames.
+pub const INGRESS_MESSAGE_BYTES_MAX: usize =
+    crate::frames::INGRESS_HEADER_LEN_BYTES + INGRESS_FRAME_ORDERS_MAX * orders::ORDER_LEN_BYTES;
+/// The service ingress only receives a message when the ring has room for the largest frame,
+/// so the ring must be able to hold one.
+const _: () = assert!(INGRESS_FRAME_ORDERS_MAX <= RING_CAPACITY_ORDERS_DEFAULT);
+/// Messages the service ingress takes from its socket per unit of work.
+pub const INGRESS_MESSAGES_PER_WORK_MAX: usize = 64;
+/// Receive high-water mark of the ingress PULL socket (messages) when the config does not say.
+pub const INGRESS_RCVHWM_MESSAGES_DEFAULT: i32 = 1_000;
+/// Send high-water mark of the egress PUSH socket (messages) when the config does not say.
+pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 1_000;
+/// Egress waits this long for the downstream socket to become writable before retrying.
+pub const EGRESS_POLL_MS: i64 = 10;
+/// Linger of the egress socket at shutdown: how long ZeroMQ keeps trying to deliver frames it
+/// already accepted once the engine closes the socket.
+pub const EGRESS_LINGER_MS: i32 = 30_000;
+
+/// Journal stage: call `Writer::maintain` (interval msync, time-based checkpoints) at most this
+/// often.
+pub const JOURNAL_MAINTAIN_INTERVAL_NS: u64 = 1_000_000;
+
+/// Recording stages publish latency quantiles for the metrics endpoint this often.
+pub const METRICS_PUBLISH_INTERVAL_NS: u64 = 1_000_000_000;
+/// The metrics HTTP thread wakes this often to notice shutdown.
+pub const METRICS_POLL_MS: u64 = 100;
+
+/// Highest latency a histogram records exactly (1 hour in ns); longer values saturate.
+pub const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
+/// Significant decimal digits kept by the latency histograms.
+pub const LATENCY_SIGFIGS: u8 = 3;
+
+/// At most one bad-frame log line per this interval (the count is always exact).
+pub const BAD_FRAME_LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// The main thread refreshes the progress bar and checks the stages this often.
+pub const SUPERVISE_INTERVAL_MS: u64 = 50;

@@ -1,0 +1,546 @@
+//! Wiring: rings allocated at start-up, one named thread per stage (optionally pinned), the
+//! supervising loop, and the orderly end.
+//!
+//! ```text
+//!             ring A (Inbound)      ring B (Decided)       ring C (Outbound, accepted)
+//!  ingress ─────────────────► risk ─────────────────► journal ─────────────────► egress
+//!  file / PULL               REQ batch ≤ max_batch    append + publish, then     PUSH frame
+//!                            timeout → risk-timeout   hand on (Titanic)          per batch
+//! ```
+//! The pipeline ends when the ingress is done (end of the replay file, or the stop flag set by
+//! SIGINT/SIGTERM or by a failing stage): each stage then drains its input ring and ends when
+//! its producer is gone, so everything in flight is decided, journaled and pushed. A stage
+//! that fails sets the stop flag, so intake stops and the others drain.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rtrb::RingBuffer;
+
+use crate::clock::Clock;
+use crate::config::StageSettings;
+use crate::idle::{resolve, Idle, IdleMode};
+use crate::latency::{LatencySet, Recorder};
+use crate::limits::SUPERVISE_INTERVAL_MS;
+use crate::metrics::Metrics;
+use crate::schedule::Schedule;
+use crate::stages::egress::EgressStage;
+use crate::stages::ingress::{OrderSource, PullIngress, ReplayIngress};
+use crate::stages::journal::{DecisionLog, JournalStage};
+use crate::stages::risk::{RiskGate, RiskStage};
+use crate::stages::{run_stage, Decided, Inbound, Outbound, StageError};
+use crate::topology::{PerStage, StageId};
+
+/// Where orders come from.
+pub enum IngressSource {
+    /// Replay `orders[start..]` on a schedule (input_seq = index).
+    Replay {
+        /// The orders.
+        orders: Box<dyn OrderSource>,
+        /// First index to send.
+        start: usize,
+        /// When to send each.
+        schedule: Schedule,
+    },
+    /// A bound PULL socket; input_seq continues from `next_seq`.
+    Pull {
+        /// The socket.
+        socket: zmq::Socket,
+        /// input_seq of the first order taken.
+        next_seq: u64,
+    },
+}
+
+impl std::fmt::Debug for IngressSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngressSource::Replay {
+                start,
+                schedule,
+                orders,
+            } => f
+                .debug_struct("Replay")
+                .field("start", start)
+                .field("len", &orders.len())
+                .field("schedule", schedule)
+                .finish(),
+            IngressSource::Pull { next_seq, .. } => {
+                f.debug_struct("Pull").field("next_seq", next_seq).finish()
+            }
+        }
+    }
+}
+
+/// How to run the stages.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Rings, batches, idle strategies, core map.
+    pub stages: StageSettings,
+    /// Orders with `input_seq` below this are not recorded in the latency histograms.
+    pub warmup_until_seq: u64,
+    /// Publish latency quantiles for the metrics endpoint.
+    pub publish_latency: bool,
+}
+
+/// What a finished pipeline hands back.
+pub struct PipelineResult<G, L> {
+    /// The risk gate (to stop an embedded server), unless its thread died.
+    pub gate: Option<G>,
+    /// The decision log (to sync the journal and read its head), unless its thread died.
+    pub log: Option<L>,
+    /// The egress socket, kept open until the caller lets ZeroMQ deliver what it queued.
+    pub egress_socket: Option<zmq::Socket>,
+    /// Latency of accepted orders (egress).
+    pub accepted: LatencySet,
+    /// Latency of rejected orders (journal).
+    pub rejected: LatencySet,
+    /// When the first replayed order was scheduled (replay only).
+    pub t0_ns: Option<u64>,
+    /// When the last order completed (ns), if any did.
+    pub last_end_ns: Option<u64>,
+    /// The idle strategy each stage ran with.
+    pub idle: PerStage<IdleMode>,
+    /// Stage failures, in the order they were seen.
+    pub errors: Vec<(StageId, String)>,
+}
+
+impl<G, L> std::fmt::Debug for PipelineResult<G, L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineResult")
+            .field("t0_ns", &self.t0_ns)
+            .field("last_end_ns", &self.last_end_ns)
+            .field("idle", &self.idle)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+type Errors = Arc<Mutex<Vec<(StageId, String)>>>;
+
+fn record_error(errors: &Errors, stage: StageId, e: &StageError, stop: &AtomicBool) {
+    stop.store(true, Relaxed);
+    if let Ok(mut v) = errors.lock() {
+        v.push((stage, e.to_string()));
+    }
+}
+
+/// Thread set-up common to all stages: pinning and a fine timer slack.
+fn prepare_thread(stage: StageId, core: Option<usize>) {
+    if let Some(id) = core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            tracing::warn!("could not pin the {stage} stage to core {id}; running unpinned");
+        }
+    }
+    // Parks of a few µs would otherwise be rounded up to the default 50 µs timer slack.
+    if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
+        tracing::debug!("timer slack unchanged for {stage}: {e}");
+    }
+}
+
+fn spawn<T: Send + 'static>(
+    stage: StageId,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(stage.as_str().to_owned())
+        .spawn(f)
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the {stage} thread: {source}")]
+pub struct SpawnError {
+    /// The stage.
+    pub stage: StageId,
+    /// The OS error.
+    pub source: std::io::Error,
+}
+
+/// Runs the pipeline to its end. `supervise` is called on the calling thread every
+/// [`SUPERVISE_INTERVAL_MS`] while the stages run (progress bar, signal checks).
+#[allow(clippy::too_many_arguments)]
+pub fn run<G, L>(
+    ingress: IngressSource,
+    gate: G,
+    log: L,
+    egress_socket: Option<zmq::Socket>,
+    opts: &PipelineOptions,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    mut supervise: impl FnMut(),
+) -> Result<PipelineResult<G, L>, SpawnError>
+where
+    G: RiskGate + 'static,
+    L: DecisionLog + 'static,
+{
+    let st = &opts.stages;
+    let cores_available = core_affinity::get_core_ids().map_or(1, |v| v.len().max(1));
+    let idle = resolve(&st.idle, &st.cores, cores_available);
+    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
+    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
+    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let errors: Errors = Arc::new(Mutex::new(Vec::new()));
+    let max_batch = st.max_batch;
+
+    // Downstream first, so that consumers are running when orders arrive.
+    let egress = {
+        let (metrics, stop, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+        let (core, mode) = (st.cores.egress, idle.egress);
+        spawn(StageId::Egress, move || {
+            prepare_thread(StageId::Egress, core);
+            let mut s = EgressStage::new(egress_socket, c_rx, max_batch, clock, metrics, recorder);
+            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+                record_error(&errors, StageId::Egress, &e, &stop);
+            }
+            s.finish()
+        })
+        .map_err(|source| SpawnError {
+            stage: StageId::Egress,
+            source,
+        })?
+    };
+    let journal = {
+        let (metrics, stop, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+        let (core, mode) = (st.cores.journal, idle.journal);
+        spawn(StageId::Journal, move || {
+            prepare_thread(StageId::Journal, core);
+            let mut s = JournalStage::new(log, b_rx, c_tx, max_batch, clock, metrics, recorder);
+            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+                record_error(&errors, StageId::Journal, &e, &stop);
+            }
+            s.finish()
+        })
+        .map_err(|source| SpawnError {
+            stage: StageId::Journal,
+            source,
+        })?
+    };
+    let risk = {
+        let (metrics, stop, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let (core, mode) = (st.cores.risk, idle.risk);
+        spawn(StageId::Risk, move || {
+            prepare_thread(StageId::Risk, core);
+            let mut s = RiskStage::new(gate, a_rx, b_tx, max_batch, clock, metrics);
+            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+                record_error(&errors, StageId::Risk, &e, &stop);
+            }
+            s.into_gate()
+        })
+        .map_err(|source| SpawnError {
+            stage: StageId::Risk,
+            source,
+        })?
+    };
+    let ingress = {
+        let (metrics, stop2, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let (core, mode) = (st.cores.ingress, idle.ingress);
+        spawn(StageId::Ingress, move || {
+            prepare_thread(StageId::Ingress, core);
+            let mut idle = Idle::new(mode);
+            match ingress {
+                IngressSource::Replay {
+                    orders,
+                    start,
+                    schedule,
+                } => {
+                    let mut s = ReplayIngress::new(
+                        orders,
+                        start,
+                        schedule,
+                        a_tx,
+                        max_batch,
+                        clock,
+                        Arc::clone(&stop2),
+                        metrics,
+                    );
+                    if let Err(e) = run_stage(&mut s, &mut idle, &clock) {
+                        record_error(&errors, StageId::Ingress, &e, &stop2);
+                    }
+                    s.t0_ns()
+                }
+                IngressSource::Pull { socket, next_seq } => {
+                    let mut s = PullIngress::new(
+                        socket,
+                        next_seq,
+                        a_tx,
+                        clock,
+                        Arc::clone(&stop2),
+                        metrics,
+                    );
+                    if let Err(e) = run_stage(&mut s, &mut idle, &clock) {
+                        record_error(&errors, StageId::Ingress, &e, &stop2);
+                    }
+                    None
+                }
+            }
+        })
+        .map_err(|source| SpawnError {
+            stage: StageId::Ingress,
+            source,
+        })?
+    };
+
+    while !(ingress.is_finished()
+        && risk.is_finished()
+        && journal.is_finished()
+        && egress.is_finished())
+    {
+        supervise();
+        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
+    }
+    supervise();
+
+    let mut panics = Vec::new();
+    let t0_ns = ingress.join().unwrap_or_else(|_| {
+        panics.push((StageId::Ingress, "stage thread panicked".to_owned()));
+        None
+    });
+    let gate = risk
+        .join()
+        .map_err(|_| panics.push((StageId::Risk, "stage thread panicked".to_owned())))
+        .ok();
+    let (log, rejected_rec) = match journal.join() {
+        Ok((l, r)) => (Some(l), Some(r)),
+        Err(_) => {
+            panics.push((StageId::Journal, "stage thread panicked".to_owned()));
+            (None, None)
+        }
+    };
+    let (accepted_rec, egress_socket) = match egress.join() {
+        Ok((r, s)) => (Some(r), s),
+        Err(_) => {
+            panics.push((StageId::Egress, "stage thread panicked".to_owned()));
+            (None, None)
+        }
+    };
+    let mut errors = match Arc::try_unwrap(errors) {
+        Ok(m) => m.into_inner().unwrap_or_default(),
+        Err(shared) => shared.lock().map(|v| v.clone()).unwrap_or_default(),
+    };
+    errors.extend(panics);
+
+    let mut last_end_ns = None;
+    let mut take = |rec: Option<Recorder>| -> LatencySet {
+        match rec {
+            Some(r) => {
+                let (set, window) = r.finish();
+                if let Some((_, last)) = window {
+                    last_end_ns = Some(last_end_ns.map_or(last, |x: u64| x.max(last)));
+                }
+                set
+            }
+            None => LatencySet::new(),
+        }
+    };
+    let accepted = take(accepted_rec);
+    let rejected = take(rejected_rec);
+    Ok(PipelineResult {
+        gate,
+        log,
+        egress_socket,
+        accepted,
+        rejected,
+        t0_ns,
+        last_end_ns,
+        idle,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::stages::risk::GateOutcome;
+    use orders::{decode_decision, Order, Reason, Symbol};
+
+    /// Rejects every 5th order (max-qty), accepts the rest; optionally slow.
+    struct Gate {
+        delay: Duration,
+    }
+    impl RiskGate for Gate {
+        fn check_batch(&mut self, orders: &[Order], _now: u64, out: &mut [Reason]) -> GateOutcome {
+            std::thread::sleep(self.delay);
+            for (o, r) in orders.iter().zip(out.iter_mut()) {
+                *r = if o.order_id % 5 == 0 {
+                    Reason::MaxQty
+                } else {
+                    Reason::Accepted
+                };
+            }
+            GateOutcome::Replied
+        }
+        fn failovers(&self) -> u64 {
+            0
+        }
+    }
+
+    /// In-memory log that fails at record `fail_at` (1-based) if set.
+    #[derive(Default)]
+    struct Log {
+        records: Vec<Vec<u8>>,
+        fail_at: Option<usize>,
+    }
+    impl DecisionLog for Log {
+        fn append(&mut self, _ts: u64, payload: &[u8]) -> Result<u64, StageError> {
+            if self.fail_at == Some(self.records.len() + 1) {
+                return Err(StageError::Journal {
+                    input_seq: 0,
+                    message: "disk full".into(),
+                });
+            }
+            self.records.push(payload.to_vec());
+            Ok(self.records.len() as u64)
+        }
+        fn end_batch(&mut self) -> Result<(), StageError> {
+            Ok(())
+        }
+        fn maintain(&mut self, _now: u64) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn flow(n: usize) -> Vec<Order> {
+        (0..n)
+            .map(|i| Order {
+                order_id: i as u64 + 1,
+                symbol: Symbol::new("AAPL").unwrap(),
+                price: 100,
+                qty: 1,
+                ..Order::default()
+            })
+            .collect()
+    }
+
+    fn opts(ring: usize, batch: usize) -> PipelineOptions {
+        PipelineOptions {
+            stages: StageSettings {
+                ring_capacity: ring,
+                max_batch: batch,
+                ..StageSettings::default()
+            },
+            warmup_until_seq: 0,
+            publish_latency: true,
+        }
+    }
+
+    #[test]
+    fn every_order_is_decided_once_in_order_through_small_rings() {
+        let metrics = Arc::new(Metrics::default());
+        let r = run(
+            IngressSource::Replay {
+                orders: Box::new(flow(10_000)),
+                start: 0,
+                schedule: Schedule::Max,
+            },
+            Gate {
+                delay: Duration::ZERO,
+            },
+            Log::default(),
+            None,
+            &opts(64, 16),
+            Clock::new(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::clone(&metrics),
+            || {},
+        )
+        .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let log = r.log.unwrap();
+        assert_eq!(log.records.len(), 10_000);
+        for (i, rec) in log.records.iter().enumerate() {
+            assert_eq!(decode_decision(rec).unwrap().input_seq, i as u64);
+        }
+        assert_eq!(r.accepted.total.len(), 8_000);
+        assert_eq!(r.rejected.total.len(), 2_000);
+        assert!(r.t0_ns.is_some() && r.last_end_ns.is_some());
+        assert_eq!(metrics.egress.orders.load(Relaxed), 8_000);
+        assert_eq!(metrics.ring_depths(), crate::metrics::RingDepths::default());
+        assert!(
+            metrics.latency_accepted.count.load(Relaxed) > 0,
+            "published"
+        );
+        assert_eq!(r.idle, PerStage::all(IdleMode::Backoff));
+    }
+
+    #[test]
+    fn the_stop_flag_stops_intake_and_drains_what_was_taken() {
+        let metrics = Arc::new(Metrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let m2 = Arc::clone(&metrics);
+        let r = run(
+            IngressSource::Replay {
+                orders: Box::new(flow(1_000_000)),
+                start: 0,
+                schedule: Schedule::Rate { per_s: 20_000 },
+            },
+            Gate {
+                delay: Duration::ZERO,
+            },
+            Log::default(),
+            None,
+            &opts(256, 32),
+            Clock::new(),
+            Arc::clone(&stop),
+            Arc::clone(&metrics),
+            move || {
+                if m2.ingress.orders.load(Relaxed) >= 500 {
+                    stop2.store(true, Relaxed);
+                }
+            },
+        )
+        .unwrap();
+        let taken = metrics.ingress.orders.load(Relaxed);
+        assert!((500..1_000_000).contains(&taken), "{taken}");
+        assert_eq!(
+            r.log.unwrap().records.len() as u64,
+            taken,
+            "all taken in are decided"
+        );
+    }
+
+    #[test]
+    fn a_journal_failure_stops_the_pipeline_with_the_error() {
+        let metrics = Arc::new(Metrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let r = run(
+            IngressSource::Replay {
+                orders: Box::new(flow(100_000)),
+                start: 0,
+                schedule: Schedule::Max,
+            },
+            Gate {
+                delay: Duration::from_micros(50),
+            },
+            Log {
+                fail_at: Some(1_000),
+                ..Log::default()
+            },
+            None,
+            &opts(128, 16),
+            Clock::new(),
+            Arc::clone(&stop),
+            Arc::clone(&metrics),
+            || {},
+        )
+        .unwrap();
+        assert!(stop.load(Relaxed), "intake stopped");
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!(r.errors[0].0, StageId::Journal);
+        assert!(r.errors[0].1.contains("disk full"));
+        assert_eq!(r.log.unwrap().records.len(), 999);
+        // Nothing beyond the failing record reached egress.
+        assert!(metrics.egress.orders.load(Relaxed) <= 999);
+        assert!(metrics.ingress.orders.load(Relaxed) < 100_000);
+    }
+}

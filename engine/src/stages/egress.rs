@@ -1,0 +1,248 @@
+//! The egress stage: accepted orders out over ZeroMQ PUSH, one frame per batch.
+//!
+//! It takes everything waiting (at most `max_batch`), encodes one egress frame
+//! ([`crate::frames`]) into a buffer allocated at start-up and hands it to ZeroMQ without
+//! blocking. If downstream cannot take it (no peer connected — the socket is `ZMQ_IMMEDIATE`,
+//! so nothing queues for absent peers — or its high-water mark is reached), egress waits for
+//! the socket to become writable, [`EGRESS_POLL_MS`] at a time, and tries again, counting each
+//! wait in `engine_egress_backpressure_waits_total`. It never drops: while it waits its ring
+//! fills, the journal stops, and so on back to the ingress. The latency of an accepted order
+//! ends when its frame has been handed to ZeroMQ. With no downstream (`--out none`) egress
+//! only records latency.
+
+use std::sync::Arc;
+
+use rtrb::Consumer;
+
+use crate::clock::Clock;
+use crate::frames::{EgressEntry, EgressFrameBuilder};
+use crate::latency::Recorder;
+use crate::limits::EGRESS_POLL_MS;
+use crate::metrics::{bump, Metrics};
+use crate::stages::{Outbound, Stage, StageError, Step};
+
+/// The egress stage.
+pub struct EgressStage {
+    socket: Option<zmq::Socket>,
+    input: Consumer<Outbound>,
+    frame: EgressFrameBuilder,
+    max_batch: usize,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for EgressStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressStage")
+            .field("push", &self.socket.is_some())
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EgressStage {
+    /// Egress to `socket` (a connected PUSH socket), or nowhere when `None`.
+    pub fn new(
+        socket: Option<zmq::Socket>,
+        input: Consumer<Outbound>,
+        max_batch: usize,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> EgressStage {
+        let max_batch = max_batch.max(1);
+        EgressStage {
+            socket,
+            input,
+            frame: EgressFrameBuilder::new(max_batch),
+            max_batch,
+            clock,
+            metrics,
+            recorder,
+        }
+    }
+
+    /// The acceptance latencies (and the socket, so its linger can deliver what is queued).
+    pub fn finish(self) -> (Recorder, Option<zmq::Socket>) {
+        (self.recorder, self.socket)
+    }
+}
+
+impl Stage for EgressStage {
+    fn do_work(&mut self) -> Result<Step, StageError> {
+        let avail = self.input.slots();
+        if avail == 0 {
+            return Ok(if self.input.is_abandoned() && self.input.slots() == 0 {
+                Step::Done
+            } else {
+                Step::Idle
+            });
+        }
+        let n = avail.min(self.max_batch);
+        let Ok(chunk) = self.input.read_chunk(n) else {
+            return Ok(Step::Idle);
+        };
+        let (a, b) = chunk.as_slices();
+        if let Some(socket) = &self.socket {
+            self.frame.clear();
+            for o in a.iter().chain(b.iter()) {
+                self.frame.push(&EgressEntry {
+                    input_seq: o.input_seq,
+                    journal_seq: o.journal_seq,
+                    order: o.order,
+                });
+            }
+            let bytes = self.frame.finish();
+            loop {
+                match socket.send(bytes, zmq::DONTWAIT) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                        bump(&self.metrics.egress.backpressure_waits, 1);
+                        // Wait (bounded) for downstream to take something, then retry.
+                        if let Err(source) = socket.poll(zmq::POLLOUT, EGRESS_POLL_MS) {
+                            if source != zmq::Error::EINTR {
+                                return Err(StageError::Zmq {
+                                    what: "egress poll",
+                                    source,
+                                });
+                            }
+                        }
+                    }
+                    Err(source) => {
+                        return Err(StageError::Zmq {
+                            what: "egress send",
+                            source,
+                        })
+                    }
+                }
+            }
+            bump(&self.metrics.egress.frames, 1);
+        }
+        let t_end = self.clock.now_ns();
+        for o in a.iter().chain(b.iter()) {
+            self.recorder.record(
+                o.input_seq,
+                o.t_sched_ns,
+                o.t_in_ns,
+                o.t_sent_ns,
+                o.t_decided_ns,
+                t_end,
+            );
+        }
+        chunk.commit_all();
+        bump(&self.metrics.egress.orders, n as u64);
+        self.recorder
+            .maybe_publish(t_end, &self.metrics.latency_accepted);
+        Ok(Step::Worked(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::frames::EgressFrame;
+    use rtrb::RingBuffer;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn outbound(i: u64) -> Outbound {
+        Outbound {
+            input_seq: i,
+            journal_seq: 10 + i,
+            order: orders::Order {
+                order_id: 500 + i,
+                symbol: orders::Symbol::new("AAPL").unwrap(),
+                ..orders::Order::default()
+            },
+            t_sched_ns: 1,
+            t_in_ns: 2,
+            t_sent_ns: 3,
+            t_decided_ns: 3,
+        }
+    }
+
+    #[test]
+    fn sends_one_frame_per_batch_and_waits_for_a_peer() {
+        let ctx = zmq::Context::new();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_immediate(true).unwrap();
+        push.set_sndhwm(1).unwrap();
+        // ipc, as in production: libzmq's inproc transport does not honour ZMQ_IMMEDIATE
+        // when the peer binds after the connect.
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}", dir.path().join("egress.ipc").display());
+        push.connect(&endpoint).unwrap();
+        let (mut p, c) = RingBuffer::new(16);
+        let m = Arc::new(Metrics::default());
+        for i in 0..5 {
+            p.push(outbound(i)).unwrap();
+        }
+        drop(p);
+        let mut stage = EgressStage::new(
+            Some(push),
+            c,
+            3,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        );
+        // The sink binds only after a while: egress must wait, not drop.
+        let ctx2 = ctx.clone();
+        let endpoint2 = endpoint.clone();
+        let sink = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let pull = ctx2.socket(zmq::PULL).unwrap();
+            pull.set_rcvtimeo(10_000).unwrap(); // fail, never hang
+            pull.bind(&endpoint2).unwrap();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                let msg = pull.recv_bytes(0).unwrap();
+                let f = EgressFrame::parse(&msg).unwrap();
+                got.extend(
+                    f.iter()
+                        .map(|e| (e.input_seq, e.journal_seq, e.order.order_id)),
+                );
+            }
+            got
+        });
+        let clock = Clock::new();
+        let mut idle = crate::idle::Idle::new(crate::idle::IdleMode::Backoff);
+        crate::stages::run_stage(&mut stage, &mut idle, &clock).unwrap();
+        let got = sink.join().unwrap();
+        assert_eq!(
+            got,
+            (0..5).map(|i| (i, 10 + i, 500 + i)).collect::<Vec<_>>()
+        );
+        assert_eq!(m.egress.frames.load(Relaxed), 2, "batches of 3 + 2");
+        assert_eq!(m.egress.orders.load(Relaxed), 5);
+        assert!(
+            m.egress.backpressure_waits.load(Relaxed) >= 1,
+            "it waited for the peer"
+        );
+        let (rec, _) = stage.finish();
+        assert_eq!(rec.finish().0.total.len(), 5);
+    }
+
+    #[test]
+    fn no_downstream_only_records() {
+        let (mut p, c) = RingBuffer::new(4);
+        let m = Arc::new(Metrics::default());
+        p.push(outbound(0)).unwrap();
+        let mut stage = EgressStage::new(
+            None,
+            c,
+            8,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(1, false),
+        );
+        assert_eq!(stage.do_work().unwrap(), Step::Worked(1));
+        assert_eq!(stage.do_work().unwrap(), Step::Idle);
+        drop(p);
+        assert_eq!(stage.do_work().unwrap(), Step::Done);
+        assert_eq!(m.egress.frames.load(Relaxed), 0);
+        let (rec, _) = stage.finish();
+        assert_eq!(rec.finish().0.total.len(), 0, "input_seq 0 is warm-up");
+    }
+}

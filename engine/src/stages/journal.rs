@@ -1,0 +1,442 @@
+//! The journal stage: the single writer of the audit log (Titanic: persist, then act).
+//!
+//! Per batch: for each decided order, encode the decision into a stack buffer, append it to
+//! the hash-chained journal, and publish the record; then flush the publisher, then hand the
+//! accepted orders to egress, then record the latency of the rejected ones (their journey
+//! ends here). An accepted order therefore never reaches egress before its record is in the
+//! mapped file. A journal error (disk full, I/O error) is fatal: the orders whose records are
+//! already appended are still handed on (they are persisted), nothing after the failing
+//! record is decided, and the stage returns the error so that the pipeline stops intake and
+//! the process exits non-zero.
+
+use std::sync::Arc;
+
+use orders::{encode_decision, Decision, DECISION_LEN_BYTES};
+use rtrb::{Consumer, Producer};
+
+use crate::clock::Clock;
+use crate::latency::Recorder;
+use crate::limits::JOURNAL_MAINTAIN_INTERVAL_NS;
+use crate::metrics::{bump, Metrics};
+use crate::stages::{Decided, Outbound, Stage, StageError, Step};
+
+/// Where decision records go: the audit journal (+ publisher), or a stand-in in tests.
+pub trait DecisionLog: Send {
+    /// Appends one decision record and publishes it; returns its sequence number.
+    fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError>;
+    /// End of a batch: send what the publisher buffered.
+    fn end_batch(&mut self) -> Result<(), StageError>;
+    /// Periodic work when due (interval msync, time-based checkpoint).
+    fn maintain(&mut self, now_ns: u64) -> Result<(), StageError>;
+}
+
+/// The real decision log: the audit journal writer and its optional live publisher.
+pub struct AuditLog {
+    /// The journal writer.
+    pub writer: audit::Writer,
+    /// The live publisher, if configured.
+    pub publisher: Option<audit::Publisher>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("next_seq", &self.writer.next_seq())
+            .field("publisher", &self.publisher.is_some())
+            .finish()
+    }
+}
+
+/// Formats an error with its source chain (cold path only).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+impl DecisionLog for AuditLog {
+    #[inline]
+    fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError> {
+        let a = self
+            .writer
+            .append(audit::KIND_DECISION, ts_ns, payload)
+            .map_err(|e| StageError::Journal {
+                input_seq: payload
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0),
+                message: chain(&e),
+            })?;
+        if let Some(p) = &mut self.publisher {
+            p.publish(a.seq, &a.hash, audit::KIND_DECISION, ts_ns, payload)
+                .map_err(|e| StageError::Publish(chain(&e)))?;
+        }
+        Ok(a.seq)
+    }
+
+    #[inline]
+    fn end_batch(&mut self) -> Result<(), StageError> {
+        if let Some(p) = &mut self.publisher {
+            p.flush().map_err(|e| StageError::Publish(chain(&e)))?;
+        }
+        Ok(())
+    }
+
+    fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
+        self.writer
+            .maintain(now_ns)
+            .map_err(|e| StageError::JournalMaintenance(chain(&e)))
+    }
+}
+
+/// The journal stage.
+pub struct JournalStage<L: DecisionLog> {
+    log: L,
+    input: Consumer<Decided>,
+    out: Producer<Outbound>,
+    accepted: Vec<Outbound>,
+    max_batch: usize,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    next_maintain_ns: u64,
+}
+
+impl<L: DecisionLog> std::fmt::Debug for JournalStage<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalStage")
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: DecisionLog> JournalStage<L> {
+    /// A stage writing to `log`; `recorder` records the latency of rejections.
+    pub fn new(
+        log: L,
+        input: Consumer<Decided>,
+        out: Producer<Outbound>,
+        max_batch: usize,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> JournalStage<L> {
+        let max_batch = max_batch.max(1);
+        JournalStage {
+            log,
+            input,
+            out,
+            accepted: Vec::with_capacity(max_batch),
+            max_batch,
+            clock,
+            metrics,
+            recorder,
+            next_maintain_ns: 0,
+        }
+    }
+
+    /// The log and the rejection latencies, once the stage is done.
+    pub fn finish(self) -> (L, Recorder) {
+        (self.log, self.recorder)
+    }
+}
+
+/// Hands the accepted orders of a batch to egress (room was reserved before the batch).
+fn hand_on(out: &mut Producer<Outbound>, accepted: &mut Vec<Outbound>) {
+    let n = accepted.len();
+    if n == 0 {
+        return;
+    }
+    if let Ok(chunk) = out.write_chunk_uninit(n) {
+        chunk.fill_from_iter(accepted.drain(..));
+    } else {
+        // Cannot happen: the batch was bounded by the egress ring's free room, and only this
+        // stage pushes to it.
+        accepted.clear();
+    }
+}
+
+impl<L: DecisionLog> Stage for JournalStage<L> {
+    fn do_work(&mut self) -> Result<Step, StageError> {
+        let now = self.clock.now_ns();
+        if now >= self.next_maintain_ns {
+            self.next_maintain_ns = now.saturating_add(JOURNAL_MAINTAIN_INTERVAL_NS);
+            self.log.maintain(now)?;
+        }
+        let avail = self.input.slots();
+        if avail == 0 {
+            return Ok(if self.input.is_abandoned() && self.input.slots() == 0 {
+                Step::Done
+            } else {
+                Step::Idle
+            });
+        }
+        // Room for the whole batch downstream, so every accepted order can be handed on at
+        // once. An abandoned egress (it failed) has room for everything: records still go to
+        // the journal, which is the source of truth.
+        let free = if self.out.is_abandoned() {
+            self.max_batch
+        } else {
+            self.out.slots()
+        };
+        if free == 0 {
+            bump(&self.metrics.journal.backpressure_waits, 1);
+            return Ok(Step::Idle);
+        }
+        let n = avail.min(free).min(self.max_batch);
+        let Ok(chunk) = self.input.read_chunk(n) else {
+            return Ok(Step::Idle);
+        };
+        let (a, b) = chunk.as_slices();
+        let mut buf = [0u8; DECISION_LEN_BYTES];
+        let mut failure = None;
+        let mut done = 0;
+        for d in a.iter().chain(b.iter()) {
+            let decision = Decision {
+                input_seq: d.inbound.input_seq,
+                order: d.inbound.order,
+                reason: d.reason,
+                t_in_ns: d.inbound.t_in_ns,
+                t_decided_ns: d.t_decided_ns,
+            };
+            encode_decision(&decision, &mut buf);
+            let seq = match self.log.append(now, &buf) {
+                Ok(seq) => seq,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            done += 1;
+            bump(&self.metrics.journal.by_reason[d.reason.code() as usize], 1);
+            if d.reason.is_accepted() {
+                self.accepted.push(Outbound {
+                    input_seq: d.inbound.input_seq,
+                    journal_seq: seq,
+                    order: d.inbound.order,
+                    t_sched_ns: d.inbound.t_sched_ns,
+                    t_in_ns: d.inbound.t_in_ns,
+                    t_sent_ns: d.t_sent_ns,
+                    t_decided_ns: d.t_decided_ns,
+                });
+            }
+        }
+        // Publish what was appended (even on failure: those records exist).
+        let flushed = self.log.end_batch();
+        let t_end = self.clock.now_ns();
+        if self.out.is_abandoned() {
+            self.accepted.clear();
+        } else {
+            hand_on(&mut self.out, &mut self.accepted);
+        }
+        for d in a.iter().chain(b.iter()).take(done) {
+            if !d.reason.is_accepted() {
+                self.recorder.record(
+                    d.inbound.input_seq,
+                    d.inbound.t_sched_ns,
+                    d.inbound.t_in_ns,
+                    d.t_sent_ns,
+                    d.t_decided_ns,
+                    t_end,
+                );
+            }
+        }
+        chunk.commit(done);
+        bump(&self.metrics.journal.records, done as u64);
+        self.recorder
+            .maybe_publish(t_end, &self.metrics.latency_rejected);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        flushed?;
+        Ok(Step::Worked(done))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::stages::Inbound;
+    use orders::{decode_decision, Order, Reason};
+    use rtrb::RingBuffer;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// In-memory log that fails after `fail_after` records.
+    #[derive(Default)]
+    struct MemLog {
+        records: Vec<Vec<u8>>,
+        fail_after: Option<usize>,
+        batches_flushed: usize,
+    }
+
+    impl DecisionLog for MemLog {
+        fn append(&mut self, _ts: u64, payload: &[u8]) -> Result<u64, StageError> {
+            if self.fail_after == Some(self.records.len()) {
+                return Err(StageError::Journal {
+                    input_seq: 0,
+                    message: "No space left on device".into(),
+                });
+            }
+            self.records.push(payload.to_vec());
+            Ok(self.records.len() as u64)
+        }
+        fn end_batch(&mut self) -> Result<(), StageError> {
+            self.batches_flushed += 1;
+            Ok(())
+        }
+        fn maintain(&mut self, _now: u64) -> Result<(), StageError> {
+            Ok(())
+        }
+    }
+
+    fn decided(i: u64, reason: Reason) -> Decided {
+        Decided {
+            inbound: Inbound {
+                input_seq: i,
+                order: Order {
+                    order_id: 100 + i,
+                    symbol: orders::Symbol::new("MSFT").unwrap(),
+                    ..Order::default()
+                },
+                t_sched_ns: 10,
+                t_in_ns: 20,
+            },
+            reason,
+            t_sent_ns: 25,
+            t_decided_ns: 30,
+        }
+    }
+
+    fn reason_of(i: u64) -> Reason {
+        if i % 3 == 0 {
+            Reason::PriceCollar
+        } else {
+            Reason::Accepted
+        }
+    }
+
+    #[test]
+    fn journals_in_order_then_hands_accepted_on() {
+        let (mut ip, ic) = RingBuffer::new(32);
+        let (op, mut oc) = RingBuffer::new(32);
+        let m = Arc::new(Metrics::default());
+        let mut s = JournalStage::new(
+            MemLog::default(),
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        );
+        for i in 0..10 {
+            ip.push(decided(i, reason_of(i))).unwrap();
+        }
+        assert_eq!(s.do_work().unwrap(), Step::Worked(10));
+        let out: Vec<Outbound> = std::iter::from_fn(|| oc.pop().ok()).collect();
+        assert_eq!(
+            out.iter().map(|o| o.input_seq).collect::<Vec<_>>(),
+            vec![1, 2, 4, 5, 7, 8]
+        );
+        // journal_seq points at the record of that very order.
+        let (log, rec) = {
+            drop(ip);
+            assert_eq!(s.do_work().unwrap(), Step::Done);
+            s.finish()
+        };
+        for o in &out {
+            let d = decode_decision(&log.records[o.journal_seq as usize - 1]).unwrap();
+            assert_eq!(d.input_seq, o.input_seq);
+            assert_eq!(d.order, o.order);
+            assert!(d.reason.is_accepted());
+        }
+        let seqs: Vec<u64> = log
+            .records
+            .iter()
+            .map(|r| decode_decision(r).unwrap().input_seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..10).collect::<Vec<_>>(),
+            "one record each, in order"
+        );
+        assert_eq!(m.journal.records.load(Relaxed), 10);
+        assert_eq!(m.journal.accepted(), 6);
+        assert_eq!(
+            m.journal.by_reason[Reason::PriceCollar.code() as usize].load(Relaxed),
+            4
+        );
+        assert_eq!(log.batches_flushed, 1);
+        let (set, _) = rec.finish();
+        assert_eq!(set.total.len(), 4, "rejections recorded here");
+    }
+
+    #[test]
+    fn waits_for_room_downstream() {
+        let (mut ip, ic) = RingBuffer::new(32);
+        let (op, mut oc) = RingBuffer::new(4);
+        let m = Arc::new(Metrics::default());
+        let mut s = JournalStage::new(
+            MemLog::default(),
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        );
+        for i in 0..10 {
+            ip.push(decided(i, Reason::Accepted)).unwrap();
+        }
+        assert_eq!(s.do_work().unwrap(), Step::Worked(4));
+        assert_eq!(s.do_work().unwrap(), Step::Idle);
+        assert_eq!(m.journal.backpressure_waits.load(Relaxed), 1);
+        assert_eq!(
+            m.journal.records.load(Relaxed),
+            4,
+            "nothing journaled ahead of room"
+        );
+        oc.pop().unwrap();
+        assert_eq!(s.do_work().unwrap(), Step::Worked(1));
+    }
+
+    #[test]
+    fn a_journal_error_is_fatal_and_nothing_unrecorded_moves_on() {
+        let (mut ip, ic) = RingBuffer::new(32);
+        let (op, mut oc) = RingBuffer::new(32);
+        let m = Arc::new(Metrics::default());
+        let log = MemLog {
+            fail_after: Some(3),
+            ..MemLog::default()
+        };
+        let mut s = JournalStage::new(
+            log,
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        );
+        for i in 0..6 {
+            ip.push(decided(i, Reason::Accepted)).unwrap();
+        }
+        let e = s.do_work().unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        // The three recorded orders went on; the others did not.
+        let out: Vec<u64> = std::iter::from_fn(|| oc.pop().ok())
+            .map(|o| o.input_seq)
+            .collect();
+        assert_eq!(out, vec![0, 1, 2]);
+        assert_eq!(m.journal.records.load(Relaxed), 3);
+        let (log, _) = s.finish();
+        assert_eq!(log.records.len(), 3);
+    }
+}
