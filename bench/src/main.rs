@@ -1,0 +1,52 @@
+//! `bench`: order-file generator and converter, and the benchmark helpers.
+//!
+//! One subcommand per module of the `bench` library; adding one is a variant in [`Command`]
+//! and an arm in [`main`].
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Order files and benchmark helpers for the trading pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a deterministic synthetic order file (new orders, cancels, fills and orders
+    /// that break typical risk limits).
+    Gen(bench::gen::GenArgs),
+    /// Convert an order file (CSV, binary or LOBSTER, plain or gzipped) to CSV or binary.
+    Convert(bench::convert::ConvertArgs),
+    /// Draw latency and throughput pictures from a results directory.
+    Plot(bench::plot::PlotArgs),
+    /// Pull the engine's egress frames, count them, check for duplicates, gaps and order, and
+    /// (optionally) that each order's record was already in the journal when it arrived.
+    Sink(bench::sink::SinkArgs),
+    /// Replay an order file the way the source design does (one synchronous JSON risk request
+    /// per order, PUSH, PUB with a per-message SHA-256, no journal), for comparison.
+    Baseline(bench::baseline::BaselineArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen(args) => bench::gen::run(args),
+        Command::Convert(args) => bench::convert::run(args),
+        Command::Plot(args) => bench::plot::run(args),
+        Command::Sink(args) => bench::sink::run(args),
+        Command::Baseline(args) => bench::baseline::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! `bench sink`: the downstream end of the engine for tests and benchmarks.
+//!
+//! Binds a ZeroMQ PULL socket, takes the engine's egress frames (`docs/formats/egress.md`),
+//! and checks what arrives:
+//! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too);
+//! - **order**: `journal_seq` must strictly increase across everything received (the engine
+//!   sends in decision order), a regression is counted as out of order;
+//! - **missing**: with `--expect N`, fewer than N distinct orders by the end;
+//! - **journal first** (`--verify-journal DIR`): when an order arrives, its decision record
+//!   `journal_seq` must already be in the journal, with the same input_seq and order, accepted.
+//!   This is the observable side of "an accepted order is pushed only after its record is in
+//!   the journal".
+//!
+//! `--stall-after N --stall-ms MS` stops pulling for a while after N orders (a slow
+//! downstream), so that the engine's back-pressure can be tested. It prints
+//! `sink: bound to ENDPOINT` on stdout once it listens, a summary on stderr at the end, and
+//! writes a JSON report with `--report`. Exit status 0 when every check passed, 1 otherwise,
+//! 2 on usage or socket errors.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use engine::frames::{EgressEntry, EgressFrame};
+use serde::Serialize;
+
+/// How often the receive loop wakes to check its exit conditions.
+const SINK_POLL_MS: i64 = 50;
+/// Duplicates / mismatches listed in the report at most (the counts are exact).
+const SINK_LISTED_MAX: usize = 100;
+/// input_seq values below this are tracked in a bitset; larger ones in a hash set.
+const SINK_BITSET_SEQ_MAX: u64 = 1 << 32;
+
+/// `bench sink` flags.
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// Endpoint to bind the PULL socket to (`tcp://127.0.0.1:*` picks a free port; the bound
+    /// endpoint is printed as `sink: bound to ENDPOINT`).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub bind: String,
+
+    /// Stop once this many distinct orders have arrived; fewer at the end count as missing.
+    #[arg(long, value_name = "N")]
+    pub expect: Option<u64>,
+
+    /// Stop when nothing has arrived for this long (0: wait until --expect or a signal). The
+    /// clock starts at bind time.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub idle_exit_ms: u64,
+
+    /// After this many orders, stop pulling for --stall-ms (a slow downstream).
+    #[arg(long, value_name = "N", requires = "stall_ms")]
+    pub stall_after: Option<u64>,
+
+    /// How long to stop pulling after --stall-after orders.
+    #[arg(long, value_name = "MS")]
+    pub stall_ms: Option<u64>,
+
+    /// Receive high-water mark in frames (small values make back-pressure reach the engine
+    /// sooner).
+    #[arg(long, default_value_t = 1000, value_name = "FRAMES")]
+    pub rcvhwm: i32,
+
+    /// Check each arriving order against the journal in DIR: its decision record must
+    /// already be there.
+    #[arg(long, value_name = "DIR")]
+    pub verify_journal: Option<PathBuf>,
+
+    /// Write every received order as CSV `input_seq,journal_seq,order_id` here.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+}
+
+/// The sink's report (JSON keys as the field names).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkReport {
+    /// The bound endpoint.
+    pub endpoint: String,
+    /// Frames received.
+    pub frames: u64,
+    /// Orders received (with duplicates).
+    pub orders: u64,
+    /// Distinct input_seq values.
+    pub unique: u64,
+    /// Orders whose input_seq was already seen.
+    pub duplicates: u64,
+    /// Some duplicated input_seq values.
+    pub duplicate_input_seqs: Vec<u64>,
+    /// Their order ids.
+    pub duplicate_order_ids: Vec<u64>,
+    /// Times journal_seq did not increase.
+    pub out_of_order: u64,
+    /// First journal_seq received (0: none).
+    pub first_journal_seq: u64,
+    /// Last journal_seq received.
+    pub last_journal_seq: u64,
+    /// Messages that were not valid egress frames.
+    pub bad_frames: u64,
+    /// `--expect`, if given.
+    pub expected: Option<u64>,
+    /// `expected − unique` when positive.
+    pub missing: u64,
+    /// Orders checked against the journal.
+    pub journal_checked: u64,
+    /// Orders whose record was absent or different when they arrived.
+    pub journal_mismatches: u64,
+    /// The first mismatches, described.
+    pub journal_mismatch_examples: Vec<String>,
+    /// Time spent stalled on purpose.
+    pub stalled_ms: u64,
+    /// First frame → last frame, seconds.
+    pub elapsed_s: f64,
+    /// `orders / elapsed_s`.
+    pub throughput_per_s: f64,
+    /// Every check passed.
+    pub ok: bool,
+}
+
+/// Distinct input_seq tracking: a bitset for the usual dense range, a set beyond.
+#[derive(Debug, Default)]
+struct SeenSet {
+    bits: Vec<u64>,
+    far: HashSet<u64>,
+}
+
+impl SeenSet {
+    /// Marks `seq`; false if it was already marked.
+    fn insert(&mut self, seq: u64) -> bool {
+        if seq >= SINK_BITSET_SEQ_MAX {
+            return self.far.insert(seq);
+        }
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.bits.len() {
+            self.bits.resize((word + 1).next_power_of_two(), 0);
+        }
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        fresh
+    }
+}
+
+/// Follows the journal forward as orders arrive (journal_seq increases, so one pass). The
+/// journal is opened when the first order arrives: its record is written before the order is
+/// sent, so the journal exists by then even if the sink started first.
+struct JournalCheck {
+    dir: PathBuf,
+    reader: Option<audit::Reader>,
+    pos: Option<audit::Position>,
+}
+
+impl std::fmt::Debug for JournalCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalCheck").finish_non_exhaustive()
+    }
+}
+
+impl JournalCheck {
+    fn new(dir: &Path) -> JournalCheck {
+        JournalCheck {
+            dir: dir.to_owned(),
+            reader: None,
+            pos: None,
+        }
+    }
+
+    /// Checks the entries of one frame (journal_seq increasing) in one forward pass over the
+    /// journal; returns a description of each failure.
+    fn check_frame(&mut self, entries: &[EgressEntry]) -> Vec<String> {
+        let mut fails = Vec::new();
+        let mut pending = entries;
+        for attempt in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let reader = match &mut self.reader {
+                Some(r) => {
+                    if attempt == 1 {
+                        // A new segment may have appeared since the listing.
+                        if let Err(e) = r.refresh() {
+                            fails.push(format!("cannot list the journal: {e}"));
+                            return fails;
+                        }
+                    }
+                    r
+                }
+                None => match audit::Reader::open(&self.dir) {
+                    Ok(r) => self.reader.insert(r),
+                    Err(e) => {
+                        fails.extend(pending.iter().map(|x| {
+                            format!(
+                                "record {} cannot be read: journal {}: {e}",
+                                x.journal_seq,
+                                self.dir.display()
+                            )
+                        }));
+                        return fails;
+                    }
+                },
+            };
+            let first = pending[0].journal_seq;
+            let mut it = match self.pos {
+                Some(p) if p.next_seq() <= first => reader.records_at(p),
+                _ => reader.iter_from(first),
+            };
+            let mut i = 0;
+            while i < pending.len() {
+                match it.next() {
+                    None => break,
+                    Some(Err(e)) => {
+                        fails.extend(
+                            pending[i..]
+                                .iter()
+                                .map(|x| format!("record {}: journal damaged: {e}", x.journal_seq)),
+                        );
+                        self.pos = None;
+                        return fails;
+                    }
+                    Some(Ok(r)) => {
+                        self.pos = it.position();
+                        while i < pending.len() && pending[i].journal_seq <= r.seq {
+                            if pending[i].journal_seq == r.seq {
+                                if let Err(why) = check_record(&r, &pending[i]) {
+                                    fails.push(why);
+                                }
+                            } else {
+                                fails.push(format!(
+                                    "record {} lies behind the journal position (duplicate or out of order)",
+                                    pending[i].journal_seq
+                                ));
+                            }
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            pending = &pending[i..];
+        }
+        fails.extend(
+            pending
+                .iter()
+                .map(|x| format!("record {} is not in the journal yet", x.journal_seq)),
+        );
+        fails
+    }
+}
+
+/// The record of a pushed order must be its accepted decision.
+fn check_record(r: &audit::Record, e: &EgressEntry) -> Result<(), String> {
+    if r.kind != audit::KIND_DECISION {
+        return Err(format!(
+            "record {} is of kind {}, not a decision",
+            r.seq, r.kind
+        ));
+    }
+    let d = orders::decode_decision(&r.payload)
+        .map_err(|err| format!("record {} does not decode: {err}", r.seq))?;
+    if d.input_seq != e.input_seq || d.order != e.order {
+        return Err(format!(
+            "record {} holds input_seq {} order_id {}, the frame input_seq {} order_id {}",
+            r.seq, d.input_seq, d.order.order_id, e.input_seq, e.order.order_id
+        ));
+    }
+    if !d.reason.is_accepted() {
+        return Err(format!(
+            "record {} is a rejection ({}), yet the order was pushed",
+            r.seq, d.reason
+        ));
+    }
+    Ok(())
+}
+
+/// `bench sink`.
+pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
+    let ctx = zmq::Context::new();
+    let pull = ctx
+        .socket(zmq::PULL)
+        .context("cannot create the PULL socket")?;
+    pull.set_rcvhwm(args.rcvhwm).context("ZMQ_RCVHWM")?;
+    pull.set_linger(0).context("ZMQ_LINGER")?;
+    pull.bind(&args.bind)
+        .with_context(|| format!("cannot bind {}", args.bind))?;
+    let endpoint = pull
+        .get_last_endpoint()
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_else(|| args.bind.clone());
+    println!("sink: bound to {endpoint}");
+    std::io::stdout().flush().context("stdout")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+    let mut check = args.verify_journal.as_deref().map(JournalCheck::new);
+    let mut dump = match &args.dump {
+        None => None,
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+    };
+
+    let mut rep = SinkReport {
+        endpoint,
+        expected: args.expect,
+        ..SinkReport::default()
+    };
+    let mut seen = SeenSet::default();
+    let mut stalled = false;
+    let mut last_arrival = Instant::now();
+    let mut first_frame: Option<Instant> = None;
+    let mut last_frame = Instant::now();
+    let mut msg = zmq::Message::new();
+    let mut entries: Vec<EgressEntry> =
+        Vec::with_capacity(engine::frames::EGRESS_FRAME_ENTRIES_MAX);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if args.expect.is_some_and(|n| rep.unique >= n) {
+            break;
+        }
+        if args.idle_exit_ms > 0
+            && last_arrival.elapsed() >= Duration::from_millis(args.idle_exit_ms)
+        {
+            break;
+        }
+        if !stalled {
+            if let (Some(after), Some(ms)) = (args.stall_after, args.stall_ms) {
+                if rep.orders >= after {
+                    stalled = true;
+                    eprintln!("sink: stalling for {ms} ms after {} orders", rep.orders);
+                    std::thread::sleep(Duration::from_millis(ms));
+                    rep.stalled_ms = ms;
+                    last_arrival = Instant::now();
+                    eprintln!("sink: pulling again");
+                }
+            }
+        }
+        match pull.poll(zmq::POLLIN, SINK_POLL_MS) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(e).context("poll"),
+        }
+        match pull.recv(&mut msg, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(e).context("receive"),
+        }
+        let now = Instant::now();
+        last_arrival = now;
+        let frame = match EgressFrame::parse(&msg) {
+            Ok(f) => f,
+            Err(e) => {
+                rep.bad_frames += 1;
+                eprintln!("sink: bad frame of {} bytes: {e}", msg.len());
+                continue;
+            }
+        };
+        first_frame.get_or_insert(now);
+        last_frame = now;
+        rep.frames += 1;
+        entries.clear();
+        entries.extend(frame.iter());
+        if let Some(c) = &mut check {
+            rep.journal_checked += entries.len() as u64;
+            for why in c.check_frame(&entries) {
+                rep.journal_mismatches += 1;
+                if rep.journal_mismatch_examples.len() < SINK_LISTED_MAX {
+                    rep.journal_mismatch_examples.push(why);
+                }
+            }
+        }
+        for e in &entries {
+            rep.orders += 1;
+            if seen.insert(e.input_seq) {
+                rep.unique += 1;
+            } else {
+                rep.duplicates += 1;
+                if rep.duplicate_input_seqs.len() < SINK_LISTED_MAX {
+                    rep.duplicate_input_seqs.push(e.input_seq);
+                    rep.duplicate_order_ids.push(e.order.order_id);
+                }
+            }
+            if rep.first_journal_seq == 0 {
+                rep.first_journal_seq = e.journal_seq;
+            } else if e.journal_seq <= rep.last_journal_seq {
+                rep.out_of_order += 1;
+            }
+            rep.last_journal_seq = rep.last_journal_seq.max(e.journal_seq);
+            if let Some(d) = &mut dump {
+                writeln!(d, "{},{},{}", e.input_seq, e.journal_seq, e.order.order_id)
+                    .context("cannot write the dump")?;
+            }
+        }
+    }
+    if let Some(mut d) = dump {
+        d.flush().context("cannot write the dump")?;
+    }
+    if let Some(first) = first_frame {
+        rep.elapsed_s = last_frame.duration_since(first).as_secs_f64();
+        if rep.elapsed_s > 0.0 {
+            rep.throughput_per_s = rep.orders as f64 / rep.elapsed_s;
+        }
+    }
+    rep.missing = args.expect.map_or(0, |n| n.saturating_sub(rep.unique));
+    rep.ok = rep.duplicates == 0
+        && rep.out_of_order == 0
+        && rep.bad_frames == 0
+        && rep.missing == 0
+        && rep.journal_mismatches == 0;
+    eprintln!(
+        "sink: {} orders in {} frames ({} distinct), {} duplicates, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
+        rep.orders,
+        rep.frames,
+        rep.unique,
+        rep.duplicates,
+        rep.out_of_order,
+        rep.missing,
+        rep.bad_frames,
+        rep.journal_mismatches,
+        rep.journal_checked,
+        if rep.ok { "OK" } else { "FAILED" }
+    );
+    for m in &rep.journal_mismatch_examples {
+        eprintln!("sink: journal check: {m}");
+    }
+    if let Some(p) = &args.report {
+        let text = serde_json::to_string_pretty(&rep).context("cannot encode the report")?;
+        std::fs::write(p, text + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(if rep.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_set_spots_duplicates_near_and_far() {
+        let mut s = SeenSet::default();
+        assert!(s.insert(0));
+        assert!(s.insert(1_000_000));
+        assert!(!s.insert(0));
+        assert!(!s.insert(1_000_000));
+        assert!(s.insert(SINK_BITSET_SEQ_MAX + 5));
+        assert!(!s.insert(SINK_BITSET_SEQ_MAX + 5));
+        assert!(s.insert(63) && s.insert(64));
+    }
+}
