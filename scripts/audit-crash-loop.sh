@@ -25,6 +25,9 @@ for i in $(seq 1 "$kills"); do
   "$bin" append-test "$journal" --count 1000000000 --vary --payload-bytes 200 \
     --segment-size-bytes 65536 --durability "$durability" >"$work/out" 2>/dev/null &
   pid=$!
+  # Opening verifies the whole journal first (time grows with its size): wait (at most 30 s)
+  # for the first append, so that every kill lands mid-stream.
+  for _ in $(seq 300); do grep -qE '^[0-9]+$' "$work/out" && break; sleep 0.1; done
   # 2..200 ms of appending, then SIGKILL.
   sleep "0.$(printf '%03d' $((RANDOM % 199 + 2)))"
   kill -9 "$pid"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The long fault run: the engine's kill -9 loop with N kills (CI runs 20), then the journal
+# crash loop of the audit writer with N kills.
+#
+#   scripts/chaos.sh [N]     (default 200)
+#
+# Each kill is followed by `audit verify`; at the end every input order must have exactly one
+# decision and every accepted order must have reached the sink at least once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-200}
+case "$N" in ''|*[!0-9]*) echo "chaos.sh: N must be a number of kills" >&2; exit 2 ;; esac
+echo "==> engine kill -9 loop: $N kills"
+CHAOS_KILLS=$N cargo test -p engine --test chaos -- --nocapture 2>&1 | grep -E "chaos:|test result|panicked"
+echo "==> journal writer crash loop: $N kills"
+scripts/audit-crash-loop.sh "$N"
