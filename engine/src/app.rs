@@ -786,13 +786,15 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     pull.set_rcvhwm(cfg.ingress.rcvhwm)
         .context("ingress ZMQ_RCVHWM")?;
     pull.set_linger(0).context("ingress ZMQ_LINGER")?;
-    pull.bind(&cfg.ingress.bind)
-        .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
-    let bound = pull
-        .get_last_endpoint()
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_else(|| cfg.ingress.bind.clone());
+    // Loopback, ipc and inproc only: the engine has no authentication settings of its own
+    // yet, so a remote ingress endpoint is refused (docs/security.md).
+    let bound = zauth::bind(
+        &ctx,
+        &pull,
+        &cfg.ingress.bind,
+        &zauth::ServerAuth::default(),
+    )
+    .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
     lock_memory(cfg.stages.lock_memory)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;

@@ -18,6 +18,10 @@ pub enum RiskError {
         #[source]
         source: zmq::Error,
     },
+    /// An endpoint refused by the security policy (remote without authentication, no ZAP
+    /// handler, unreadable credentials).
+    #[error(transparent)]
+    Auth(#[from] zauth::AuthError),
     /// An endpoint string is unusable (empty, or contains a NUL byte).
     #[error("bad endpoint {0:?}: must be a non-empty zmq endpoint without NUL bytes")]
     Endpoint(String),

@@ -48,6 +48,21 @@ struct Args {
     #[arg(long, value_name = "ORDERS", default_value_t = MAX_BATCH_ORDERS_DEFAULT,
           value_parser = parse_max_batch)]
     max_batch: usize,
+
+    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16; repeatable).
+    /// Enables ZAP authentication on every endpoint.
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<ipnet::IpNet>,
+
+    /// Require PLAIN credentials from a file of USER:PASSWORD lines (mode 0600). PLAIN
+    /// authenticates but does not encrypt (docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    plain_credentials: Option<PathBuf>,
+
+    /// Allow binding a non-loopback endpoint without any authentication (anyone who can reach
+    /// it may send orders and admin requests). Refused without this flag.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_max_batch(text: &str) -> Result<usize, String> {
@@ -122,7 +137,17 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             config_path: Some(args.config.clone()),
         },
     );
-    let mut server = Server::bind(&ctx, &args.bind, service).context("binding the REP socket")?;
+    let auth = zauth::ServerAuth {
+        allow: args.allow.clone(),
+        plain_credentials: args.plain_credentials.clone(),
+        insecure: args.insecure,
+    };
+    if args.insecure {
+        tracing::warn!("--insecure: remote endpoints accept unauthenticated peers");
+    }
+    let _zap = zauth::ZapHandler::start(&ctx, &auth).context("starting ZAP authentication")?;
+    let mut server =
+        Server::bind_secure(&ctx, &args.bind, service, &auth).context("binding the REP socket")?;
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();

@@ -42,11 +42,24 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Creates a REP socket on `ctx` and binds it to every endpoint (`tcp://host:*` picks a
-    /// free port; [`Server::endpoints`] tells which).
+    /// free port; [`Server::endpoints`] tells which), under the default security policy:
+    /// loopback, ipc and inproc only (see [`Server::bind_secure`]).
     pub fn bind(
         ctx: &zmq::Context,
         endpoints: &[String],
         service: Service,
+    ) -> Result<Server, RiskError> {
+        Server::bind_secure(ctx, endpoints, service, &zauth::ServerAuth::default())
+    }
+
+    /// As [`Server::bind`], authenticating peers under `auth` (a [`zauth::ZapHandler`] must
+    /// run on `ctx` when `auth` configures any authentication). A remote endpoint without
+    /// authentication is refused unless `auth.insecure`.
+    pub fn bind_secure(
+        ctx: &zmq::Context,
+        endpoints: &[String],
+        service: Service,
+        auth: &zauth::ServerAuth,
     ) -> Result<Server, RiskError> {
         if endpoints.is_empty() {
             return Err(RiskError::NoEndpoints);
@@ -66,13 +79,12 @@ impl Server {
         let mut bound = Vec::with_capacity(endpoints.len());
         for ep in endpoints {
             check_endpoint(ep)?;
-            socket
-                .bind(ep)
-                .map_err(|e| RiskError::zmq(format!("bind {ep}"), e))?;
-            let last = socket
-                .get_last_endpoint()
-                .map_err(|e| RiskError::zmq("getsockopt(LAST_ENDPOINT)", e))?
-                .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+            let last = zauth::bind(ctx, &socket, ep, auth).map_err(|e| match e {
+                zauth::AuthError::Zmq { source, .. } => {
+                    RiskError::zmq(format!("bind {ep}"), source)
+                }
+                other => RiskError::Auth(other),
+            })?;
             bound.push(if last.is_empty() { ep.clone() } else { last });
         }
         let reply = Vec::with_capacity(service.reply_capacity_bytes());

@@ -416,3 +416,56 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
+
+#[test]
+fn remote_bind_without_authentication_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_limits(dir.path(), LIMITS);
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--bind", "tcp://0.0.0.0:*"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "must refuse to start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure"), "names the way out: {err}");
+}
+
+#[test]
+fn plain_credentials_refuse_wrong_passwords_and_serve_right_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_limits(dir.path(), LIMITS);
+    let creds = dir.path().join("users");
+    std::fs::write(&creds, "engine:correct-horse\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = start(
+        dir.path(),
+        &cfg,
+        &["--plain-credentials", creds.to_str().unwrap()],
+        1,
+    );
+    let ctx = zmq::Context::new();
+    let ask = |user: &str, pass: &str| -> Option<String> {
+        let s = ctx.socket(zmq::REQ).unwrap();
+        s.set_linger(0).unwrap();
+        zauth::ClientAuth {
+            plain: Some((user.into(), pass.into())),
+        }
+        .apply(&s)
+        .unwrap();
+        s.connect(server.endpoint()).unwrap();
+        s.send(&br#"{"symbol":"AAPL","quantity":1,"price":185.25}"#[..], 0)
+            .unwrap();
+        (s.poll(zmq::POLLIN, 1_500).unwrap() > 0)
+            .then(|| String::from_utf8(s.recv_bytes(0).unwrap()).unwrap())
+    };
+    assert_eq!(
+        ask("engine", "battery-staple"),
+        None,
+        "wrong password refused"
+    );
+    let reply = ask("engine", "correct-horse").expect("right password served");
+    assert!(reply == "OK" || reply.starts_with("REJECT"), "{reply}");
+}
