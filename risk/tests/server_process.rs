@@ -394,7 +394,11 @@ fn bad_config_exits_non_zero_naming_every_problem() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bind nonsense://x"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nonsense://x") && err.contains("binding"),
+        "names the endpoint: {err}"
+    );
 }
 
 #[test]
