@@ -270,6 +270,15 @@ fn redeliver_tail(
     Ok(sent)
 }
 
+/// Prints [`crate::topology::placement_warnings`] for the stages' cores and idle strategies.
+fn warn_placement(stages: &crate::config::StageSettings) {
+    let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated").unwrap_or_default();
+    let isolated = crate::topology::parse_cpu_list(&isolated);
+    for w in crate::topology::placement_warnings(&stages.cores, &stages.idle, &isolated) {
+        eprintln!("engine: warning: {w}");
+    }
+}
+
 /// `mlockall(MCL_CURRENT | MCL_FUTURE)` when asked: rings, buffers and the journal mapping stay
 /// resident.
 fn lock_memory(wanted: bool) -> anyhow::Result<()> {
@@ -650,6 +659,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             "engine: resumed: re-sent {n} accepted orders from the journal's tail (at-least-once)"
         );
     }
+    warn_placement(&s.stages);
     lock_memory(s.stages.lock_memory)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
@@ -795,6 +805,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &zauth::ServerAuth::default(),
     )
     .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
+    warn_placement(&cfg.stages);
     lock_memory(cfg.stages.lock_memory)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;

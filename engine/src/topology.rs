@@ -222,3 +222,101 @@ mod tests {
         }
     }
 }
+
+/// Parses a kernel CPU list such as `2-3,6` (as in `/sys/devices/system/cpu/isolated`).
+pub fn parse_cpu_list(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                    out.extend(a..=b.min(a.saturating_add(4096)));
+                }
+            }
+            None => {
+                if let Ok(c) = part.trim().parse() {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Start-up warnings about the placement of the stages (never errors): a stage pinned to a core
+/// the kernel does not isolate (other work will run there and cost tail latency), and a `spin`
+/// stage that does not have a core to itself (it would steal the core from whatever shares it).
+/// `isolated` is the kernel's isolated CPU list.
+pub fn placement_warnings(
+    cores: &PerStage<Option<usize>>,
+    idle: &PerStage<crate::idle::IdleKind>,
+    isolated: &[usize],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in StageId::ALL {
+        let core = *cores.get(s);
+        if let Some(c) = core {
+            if !isolated.contains(&c) {
+                out.push(format!(
+                    "stage {} is pinned to core {c}, which is not isolated (isolcpus): other work \
+                     will share it (scripts/tune-host.sh --check)",
+                    s.as_str()
+                ));
+            }
+        }
+        if *idle.get(s) == crate::idle::IdleKind::Spin {
+            let shared = match core {
+                None => true,
+                Some(c) => StageId::ALL
+                    .into_iter()
+                    .any(|o| o != s && *cores.get(o) == Some(c)),
+            };
+            if shared {
+                out.push(format!(
+                    "stage {} spins without a core of its own: it will take CPU time from the \
+                     threads that share its core (pin it alone to an isolated core, or use backoff)",
+                    s.as_str()
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::*;
+    use crate::idle::IdleKind;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("2-3,6\n"), vec![2, 3, 6]);
+        assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x,1"), vec![1]);
+    }
+
+    #[test]
+    fn warns_on_unisolated_cores_and_shared_spinners() {
+        let mut cores = PerStage::all(None);
+        cores.ingress = Some(2);
+        cores.risk = Some(2);
+        let mut idle = PerStage::all(IdleKind::Backoff);
+        idle.risk = IdleKind::Spin;
+        idle.egress = IdleKind::Spin;
+        let w = placement_warnings(&cores, &idle, &[]);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[0].contains("ingress is pinned to core 2, which is not isolated"));
+        assert!(w
+            .iter()
+            .any(|m| m.contains("risk spins without a core of its own")));
+        assert!(w
+            .iter()
+            .any(|m| m.contains("egress spins without a core of its own")));
+        // Isolated and alone: nothing to say.
+        let mut cores = PerStage::all(None);
+        cores.risk = Some(3);
+        let mut idle = PerStage::all(IdleKind::Backoff);
+        idle.risk = IdleKind::Spin;
+        assert!(placement_warnings(&cores, &idle, &[3]).is_empty());
+    }
+}
