@@ -8,7 +8,7 @@
 //!   is skipped with a note on stderr; a file that is not JSON at all is an error.
 //! - `<scenario>.hgrm`: HdrHistogram's standard percentile-distribution text (columns `Value`,
 //!   `Percentile`, `TotalCount`, `1/(1-Percentile)`; `#[Mean …]`, `#[Max …]` footer lines), with
-//!   values in microseconds. [`write_hgrm`] writes it from a [`Histogram`].
+//!   values in microseconds. `engine::latency::write_hgrm` writes it from a histogram.
 //!
 //! Output, in `--out` (default `RESULTS_DIR/plots`), each as PNG and SVG:
 //! - `latency.{png,svg}`: one percentile curve per scenario on HdrHistogram's usual axis:
@@ -30,7 +30,6 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -497,57 +496,6 @@ pub fn parse_hgrm(path: &Path, text: &str) -> Result<PercentileDistribution, Plo
         ));
     }
     Ok(PercentileDistribution { points, max })
-}
-
-/// Writes `hist` as HdrHistogram's standard percentile-distribution text (what
-/// `outputPercentileDistribution` prints in Java, and what [`parse_hgrm`] reads): each recorded
-/// value divided by `value_units_per_output` (1000 for a histogram of nanoseconds written in
-/// µs), `ticks_per_half_distance` rows per halving of the remaining distance to 100 % (5 is
-/// the usual), and the `#[Mean]`, `#[Max]`, `#[Buckets]` footer.
-pub fn write_hgrm<W: Write>(
-    hist: &Histogram<u64>,
-    value_units_per_output: f64,
-    ticks_per_half_distance: u32,
-    out: &mut W,
-) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:>12} {:>14} {:>10} {:>14}\n",
-        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
-    )?;
-    let mut total = 0u64;
-    for v in hist.iter_quantiles(ticks_per_half_distance) {
-        total += v.count_since_last_iteration();
-        let value = v.value_iterated_to() as f64 / value_units_per_output;
-        let q = v.quantile_iterated_to();
-        if q < 1.0 {
-            writeln!(
-                out,
-                "{value:12.3} {q:1.12} {total:10} {:14.2}",
-                1.0 / (1.0 - q)
-            )?;
-        } else {
-            writeln!(out, "{value:12.3} {q:1.12} {total:10}")?;
-        }
-    }
-    writeln!(
-        out,
-        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
-        hist.mean() / value_units_per_output,
-        hist.stdev() / value_units_per_output
-    )?;
-    writeln!(
-        out,
-        "#[Max     = {:12.3}, Total count    = {:12}]",
-        hist.max() as f64 / value_units_per_output,
-        hist.len()
-    )?;
-    writeln!(
-        out,
-        "#[Buckets = {:12}, SubBuckets     = {:12}]",
-        hist.buckets(),
-        hist.distinct_values()
-    )
 }
 
 // ---- what is drawn -------------------------------------------------------------------------
@@ -1076,8 +1024,8 @@ mod tests {
     }
 
     /// A histogram of ns around `median_ns`, with a tail.
-    fn histogram(median_ns: u64, samples: u64) -> Histogram<u64> {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    fn histogram(median_ns: u64, samples: u64) -> hdrhistogram::Histogram<u64> {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
         for i in 0..samples {
             // Deterministic spread: most near the median, 1 % up to 20× it.
             let v = if i % 100 == 0 {
@@ -1102,7 +1050,7 @@ mod tests {
             )
             .unwrap();
             let mut f = fs::File::create(dir.join(format!("{name}.hgrm"))).unwrap();
-            write_hgrm(&histogram(median_ns, 200_000), 1000.0, 5, &mut f).unwrap();
+            engine::latency::write_hgrm(&histogram(median_ns, 200_000), &mut f).unwrap();
         }
         // A report with no histogram: its curve comes from the five percentiles.
         fs::write(
@@ -1180,7 +1128,7 @@ mod tests {
     fn hgrm_round_trips_through_writer_and_parser() {
         let h = histogram(20_000, 10_000);
         let mut text = Vec::new();
-        write_hgrm(&h, 1000.0, 5, &mut text).unwrap();
+        engine::latency::write_hgrm(&h, &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
         let d = parse_hgrm(Path::new("x.hgrm"), &text).unwrap();
         let last = d.points.last().unwrap();

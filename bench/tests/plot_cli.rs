@@ -41,7 +41,7 @@ fn write_scenario(dir: &Path, name: &str, median_ns: u64, throughput: f64, basel
         h.record(median_ns / 2 + (i * 104_729) % median_ns).unwrap();
     }
     let mut f = fs::File::create(dir.join(format!("{name}.hgrm"))).unwrap();
-    bench::plot::write_hgrm(&h, 1000.0, 5, &mut f).unwrap();
+    engine::latency::write_hgrm(&h, &mut f).unwrap();
 }
 
 #[test]
