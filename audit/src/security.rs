@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use zauth::{Scope, ServerAuth};
+use zauth::ServerAuth;
 
 use crate::error::JournalError;
 
@@ -22,56 +22,26 @@ use crate::error::JournalError;
 /// `HANDSHAKE_FAILED_PROTOCOL` event when the peers use different security mechanisms.
 const PROTOCOL_ERROR_MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
-/// Whether a ZAP handler is bound on `ctx` (at [`zauth::ZAP_ENDPOINT`]). Probes by binding
-/// that in-process endpoint: "address in use" means a handler holds it; a successful probe
-/// bind is undone at once.
+/// Whether a ZAP handler is bound on `ctx` (at [`zauth::ZAP_ENDPOINT`]); see
+/// [`zauth::handler_running`].
 pub fn zap_handler_running(ctx: &zmq::Context) -> Result<bool, JournalError> {
-    let probe = ctx
-        .socket(zmq::REP)
-        .map_err(|e| JournalError::zmq("create ZAP probe", zauth::ZAP_ENDPOINT, e))?;
-    probe
-        .set_linger(0)
-        .map_err(|e| JournalError::zmq("set LINGER", zauth::ZAP_ENDPOINT, e))?;
-    match probe.bind(zauth::ZAP_ENDPOINT) {
-        Err(zmq::Error::EADDRINUSE) => Ok(true),
-        Ok(()) => {
-            probe
-                .unbind(zauth::ZAP_ENDPOINT)
-                .map_err(|e| JournalError::zmq("unbind ZAP probe", zauth::ZAP_ENDPOINT, e))?;
-            Ok(false)
-        }
-        Err(e) => Err(JournalError::zmq(
-            "probe for a ZAP handler",
-            zauth::ZAP_ENDPOINT,
-            e,
-        )),
-    }
+    Ok(zauth::handler_running(ctx)?)
 }
 
 /// Binds a server socket under `auth` and returns the bound endpoint (with the port chosen
-/// for `tcp://host:*`). Refuses a remote endpoint without authentication unless
-/// `auth.insecure` ([`zauth::bind`]), and a socket that authenticates when no ZAP handler runs
-/// on `ctx`.
+/// for `tcp://host:*`). [`zauth::bind`] refuses a remote endpoint without authentication
+/// unless `auth.insecure`, and a socket that authenticates when no ZAP handler runs on `ctx`.
 pub(crate) fn bind_server(
     ctx: &zmq::Context,
     socket: &zmq::Socket,
     endpoint: &str,
     auth: &ServerAuth,
 ) -> Result<String, JournalError> {
-    let scope = zauth::scope(endpoint)?;
-    if auth.is_configured() && scope != Scope::InProcess && !zap_handler_running(ctx)? {
-        return Err(JournalError::NoZapHandler {
-            endpoint: endpoint.to_owned(),
-        });
-    }
     zauth::bind(ctx, socket, endpoint, auth).map_err(|e| match e {
         zauth::AuthError::Zmq { source, .. } => JournalError::zmq("bind", endpoint, source),
+        zauth::AuthError::NoZapHandler(endpoint) => JournalError::NoZapHandler { endpoint },
         other => JournalError::Auth(other),
-    })?;
-    Ok(socket
-        .get_last_endpoint()
-        .map_err(|e| JournalError::zmq("get last endpoint", endpoint, e))?
-        .unwrap_or_else(|_| endpoint.to_owned()))
+    })
 }
 
 /// Monitor events of one client socket: tells a refused handshake from a silent server.
