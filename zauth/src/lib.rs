@@ -493,6 +493,197 @@ fn serve(socket: zmq::Socket, rules: Policy, stop: &AtomicBool, stats: &ZapStats
     }
 }
 
+/// `ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH` (libzmq 4.3 `zmq.h`): the value of a
+/// `HANDSHAKE_FAILED_PROTOCOL` event when the peers use different security mechanisms (a
+/// client without credentials talking to a PLAIN server).
+pub const PROTOCOL_ERROR_MECHANISM_MISMATCH: u32 = 0x1100_0002;
+
+/// How a client socket's security handshake with a server ended, as its monitor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// The server let the client in.
+    Succeeded,
+    /// The server's ZAP handler refused the client (ZAP status code, e.g. 400): wrong or
+    /// missing credentials, or an address outside the server's allow-list.
+    Refused {
+        /// ZAP status code.
+        status: u32,
+    },
+    /// Client and server use different mechanisms (e.g. the server wants PLAIN, the client
+    /// sends no credentials).
+    MechanismMismatch,
+    /// The server closed the connection during the handshake without saying why. libzmq
+    /// reports a mechanism mismatch this way when the server notices it first (a race: about
+    /// half the attempts of a client without credentials to a PLAIN server end like this, the
+    /// others as [`Handshake::MechanismMismatch`]).
+    Closed,
+}
+
+impl fmt::Display for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Handshake::Succeeded => f.write_str("handshake succeeded"),
+            Handshake::Refused { status } => write!(
+                f,
+                "refused the connection (ZAP status {status}): wrong or missing credentials, or \
+                 this address is not in the server's allow-list"
+            ),
+            Handshake::MechanismMismatch => f.write_str(
+                "security mechanism mismatch: the server requires credentials (PLAIN) and none \
+                 were given, or the other way round",
+            ),
+            Handshake::Closed => f.write_str(
+                "closed the connection during the security handshake: it probably requires \
+                 credentials (PLAIN) and none were given, or the other way round",
+            ),
+        }
+    }
+}
+
+/// The handshake events of one client socket. libzmq on its own only retries a refused
+/// connection, silently; this tells a refusal from a server that is merely absent.
+pub struct HandshakeWatch {
+    monitor: zmq::Socket,
+}
+
+impl fmt::Debug for HandshakeWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeWatch").finish_non_exhaustive()
+    }
+}
+
+impl HandshakeWatch {
+    /// Starts monitoring `socket` (created on `ctx`); call before it connects.
+    pub fn start(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<HandshakeWatch, AuthError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "inproc://zauth-handshake-watch-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let events = i32::from(zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw())
+            | i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw())
+            | i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw())
+            | i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw());
+        socket
+            .monitor(&name, events)
+            .map_err(zerr("starting the socket monitor"))?;
+        let monitor = ctx
+            .socket(zmq::PAIR)
+            .map_err(zerr("creating the monitor socket"))?;
+        monitor
+            .set_linger(0)
+            .map_err(zerr("setting monitor linger"))?;
+        monitor
+            .connect(&name)
+            .map_err(zerr("connecting the monitor socket"))?;
+        Ok(HandshakeWatch { monitor })
+    }
+
+    /// Waits up to `timeout_ms` (0: do not wait, -1: forever) for the next handshake result;
+    /// `None` if there was none by then.
+    pub fn next(&self, timeout_ms: i64) -> Result<Option<Handshake>, AuthError> {
+        let deadline = (timeout_ms >= 0).then(|| {
+            std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms as u64)
+        });
+        loop {
+            let wait = match deadline {
+                None => -1,
+                Some(d) => d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as i64,
+            };
+            match self.monitor.poll(zmq::POLLIN, wait) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    return Err(AuthError::Zmq {
+                        what: "polling the monitor",
+                        source: e,
+                    })
+                }
+            }
+            let frames = match self.monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+                Err(e) => {
+                    return Err(AuthError::Zmq {
+                        what: "reading the monitor",
+                        source: e,
+                    })
+                }
+            };
+            // Event frame: u16 event id, u32 value (native byte order); then the endpoint.
+            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
+                continue;
+            };
+            let event = u16::from_ne_bytes([first[0], first[1]]);
+            let value = u32::from_ne_bytes([first[2], first[3], first[4], first[5]]);
+            if event == zmq::SocketEvent::HANDSHAKE_SUCCEEDED.to_raw() {
+                return Ok(Some(Handshake::Succeeded));
+            }
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
+                return Ok(Some(Handshake::Refused { status: value }));
+            }
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
+                && value == PROTOCOL_ERROR_MECHANISM_MISMATCH
+            {
+                return Ok(Some(Handshake::MechanismMismatch));
+            }
+            if event == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL.to_raw() {
+                return Ok(Some(Handshake::Closed));
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Connects a throw-away client socket of `socket_type` with `auth` to `endpoint` and waits up
+/// to `wait` for the handshake: `Some(result)`, or `None` when no server answered in time (it
+/// may be down: that is for the caller's timeouts to handle). Sends nothing, so a REP server
+/// sees only a connection come and go. [`Handshake::Closed`] is not final (libzmq retries and
+/// the next attempt may say more): it is returned only if nothing else came by `wait`.
+pub fn probe(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    socket_type: zmq::SocketType,
+    auth: &ClientAuth,
+    wait: std::time::Duration,
+) -> Result<Option<Handshake>, AuthError> {
+    let s = ctx
+        .socket(socket_type)
+        .map_err(zerr("creating the probe"))?;
+    s.set_linger(0).map_err(zerr("setting probe linger"))?;
+    auth.apply(&s)?;
+    let watch = HandshakeWatch::start(ctx, &s)?;
+    s.connect(endpoint).map_err(zerr("connecting the probe"))?;
+    wait_decisive(&watch, wait)
+}
+
+/// Waits up to `wait` for a handshake result other than [`Handshake::Closed`]; returns
+/// `Closed` at the deadline if that is all there was, `None` if there was nothing.
+pub fn wait_decisive(
+    watch: &HandshakeWatch,
+    wait: std::time::Duration,
+) -> Result<Option<Handshake>, AuthError> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut closed = false;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match watch.next(i64::try_from(left.as_millis()).unwrap_or(i64::MAX))? {
+            Some(Handshake::Closed) => closed = true,
+            Some(decisive) => return Ok(Some(decisive)),
+            None => return Ok(closed.then_some(Handshake::Closed)),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(closed.then_some(Handshake::Closed));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,6 +798,63 @@ mod tests {
         assert!(err.to_string().contains("line 1"), "{err}");
         let client = ClientAuth::from_file(&dir.path().join("missing"));
         assert!(matches!(client, Err(AuthError::CredentialsIo { .. })));
+    }
+
+    #[test]
+    fn probes_tell_refusal_mismatch_success_and_silence_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let users = dir.path().join("users");
+        fs::write(&users, "engine:right\n").expect("write");
+        fs::set_permissions(&users, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let ctx = zmq::Context::new();
+        let policy = ServerAuth {
+            plain_credentials: Some(users),
+            ..ServerAuth::default()
+        };
+        let _zap = ZapHandler::start(&ctx, &policy).expect("zap");
+        let rep = ctx.socket(zmq::REP).expect("socket");
+        let ep = bind(&ctx, &rep, "tcp://127.0.0.1:*", &policy).expect("bind");
+        let client = |u: &str, p: &str| ClientAuth {
+            plain: Some((u.into(), p.into())),
+        };
+        let wait = std::time::Duration::from_secs(5);
+        let c2 = zmq::Context::new();
+        assert_eq!(
+            probe(&c2, &ep, zmq::REQ, &client("engine", "right"), wait).expect("probe"),
+            Some(Handshake::Succeeded)
+        );
+        let refused = probe(&c2, &ep, zmq::REQ, &client("engine", "wrong"), wait).expect("probe");
+        assert!(
+            matches!(refused, Some(Handshake::Refused { status: 400 })),
+            "{refused:?}"
+        );
+        assert!(refused
+            .expect("some")
+            .to_string()
+            .contains("ZAP status 400"));
+        // Without credentials: a mismatch, unless every attempt within the wait lost the race
+        // (the server closed first); either way the message says credentials are required.
+        let none = probe(&c2, &ep, zmq::REQ, &ClientAuth::default(), wait).expect("probe");
+        assert!(
+            matches!(none, Some(Handshake::MechanismMismatch | Handshake::Closed)),
+            "{none:?}"
+        );
+        assert!(none
+            .expect("some")
+            .to_string()
+            .contains("requires credentials"));
+        // Nobody there: no answer within the wait, not an error. (An ipc path nobody binds:
+        // a tcp port freed here could be taken at once by a parallel test's socket.)
+        let free = format!("ipc://{}", dir.path().join("nobody").display());
+        let silent = probe(
+            &c2,
+            &free,
+            zmq::REQ,
+            &client("engine", "right"),
+            std::time::Duration::from_millis(200),
+        );
+        assert_eq!(silent.expect("probe"), None);
     }
 
     #[test]
