@@ -1,7 +1,8 @@
 //! Risk benchmarks (criterion):
 //! - `check_set`: the full check set on accepted new orders (every check runs), per order, in
 //!   batches of 1024 as the server runs it (`Checker::check_batch`, which prefetches), with
-//!   ascending and with scattered order ids, and one by one without the prefetch;
+//!   ascending and with scattered order ids, one by one without the prefetch, and with the
+//!   undo log recording each batch (as the server does, for `void` requests);
 //! - `roundtrip_tcp/batch/N`: one REQ socket over tcp loopback to a REP server thread, batches
 //!   of N new orders followed by N cancels (state stays bounded); per-order cost = time / 2N;
 //! - `roundtrip_tcp/json_per_order`: the source design, one JSON request per order.
@@ -91,16 +92,17 @@ fn check_set(c: &mut Criterion) {
     const BATCH: usize = 1024;
     let mut g = c.benchmark_group("check_set");
     g.throughput(Throughput::Elements(BATCH as u64));
-    // (name, ids, batched, duplicate horizon, open-order capacity)
-    type Case = (&'static str, fn(u64) -> u64, bool, u64, u64);
+    // (name, ids, batched, duplicate horizon, open-order capacity, undo log recording)
+    type Case = (&'static str, fn(u64) -> u64, bool, u64, u64, bool);
     let sequential: fn(u64) -> u64 = |n| n;
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "batch_1024/tables_1k/sequential_ids",
             sequential,
             true,
             1_024,
             1_024,
+            false,
         ),
         (
             "batch_1024/tables_example/sequential_ids",
@@ -108,6 +110,15 @@ fn check_set(c: &mut Criterion) {
             true,
             65_536,
             196_608,
+            false,
+        ),
+        (
+            "batch_1024/tables_example/sequential_ids/undo_log",
+            sequential,
+            true,
+            65_536,
+            196_608,
+            true,
         ),
         (
             "batch_1024/tables_example/scattered_ids",
@@ -115,6 +126,7 @@ fn check_set(c: &mut Criterion) {
             true,
             65_536,
             196_608,
+            false,
         ),
         (
             "one_by_one/tables_example/sequential_ids",
@@ -122,6 +134,7 @@ fn check_set(c: &mut Criterion) {
             false,
             65_536,
             196_608,
+            false,
         ),
         (
             "batch_1024/tables_256k/sequential_ids",
@@ -129,9 +142,10 @@ fn check_set(c: &mut Criterion) {
             true,
             262_144,
             262_144,
+            false,
         ),
     ];
-    for (name, id_of, batched, horizon, open) in cases {
+    for (name, id_of, batched, horizon, open, undo) in cases {
         let text = LIMITS
             .replace(
                 "duplicate_horizon_orders = 65536",
@@ -142,6 +156,9 @@ fn check_set(c: &mut Criterion) {
                 &format!("max_open_orders = {open}"),
             );
         let mut checker = Checker::new(Limits::from_toml_str(&text, "bench").unwrap());
+        if undo {
+            checker.enable_undo(BATCH);
+        }
         let mut counter = 1u64;
         let mut now = 1_000_000_000u64;
         let mut batch = vec![Order::default(); BATCH];
@@ -161,7 +178,11 @@ fn check_set(c: &mut Criterion) {
                     }
                     now += 1_000_000;
                     let t = Instant::now();
-                    if batched {
+                    if undo {
+                        checker.begin_batch(1, counter);
+                        checker.check_batch(black_box(&batch), now, &mut out);
+                        checker.end_batch();
+                    } else if batched {
                         checker.check_batch(black_box(&batch), now, &mut out);
                     } else {
                         for (o, r) in batch.iter().zip(out.iter_mut()) {
@@ -172,7 +193,9 @@ fn check_set(c: &mut Criterion) {
                     total += t.elapsed();
                     debug_assert!(out.iter().all(|r| r.is_accepted()));
                     // Untimed: cancel them so that open exposure stays bounded.
+                    checker.begin_batch(2, counter);
                     checker.check_batch(&cancels, now, &mut out);
+                    checker.end_batch();
                     assert!(out.iter().all(|r| r.is_accepted()));
                 }
                 total

@@ -10,7 +10,13 @@
 //! configured capacity grow their tables (the limits stay enforced, only the memory grows), and
 //! the first position of a symbol held by a new account appends to that symbol's position list.
 //! Accounts and symbols are hard-bounded by the capacity: past it, new ones are rejected
-//! (`unknown-account` / `unknown-symbol`).
+//! (`unknown-account` / `unknown-symbol`). The order-id table grows incrementally (bounded
+//! work per insert, see [`crate::idtable`]), never by a whole-table rehash inside one check.
+//!
+//! # Undo (void)
+//! Between [`Checker::begin_batch`] and [`Checker::end_batch`] every state change is recorded
+//! in an undo log ([`crate::undo`]) so that [`Checker::void_batches`] can take the newest
+//! batches back exactly. Every state change outside a recorded batch seals the log.
 
 use std::collections::VecDeque;
 
@@ -26,7 +32,8 @@ use crate::config::{
 };
 use crate::hash::{id_map, IdMap};
 use crate::idtable::IdTable;
-use crate::limits::PREFETCH_TABLE_BYTES_MIN;
+use crate::limits::{ORDER_QTY_LIMIT_MAX, PREFETCH_TABLE_BYTES_MIN, VOID_BATCH_IDS_MAX};
+use crate::undo::{UndoLog, UndoOp, VoidOutcome};
 
 /// What an admin command acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,33 +89,80 @@ struct PositionSlot {
     view: PositionView,
 }
 
-/// Everything known about one order id: the open order (closed when `open_qty == 0`) and
-/// whether the id is still inside the duplicate horizon. One table for both, so that a new
+/// Everything known about one order id: the open order (closed when the open quantity is 0)
+/// and whether the id is still inside the duplicate horizon. One table for both, so that a new
 /// order costs one lookup.
 ///
-/// Flat, 32 bytes (the table holds one per slot, so its size is the table's memory traffic).
-#[derive(Debug, Clone, Copy, Default)]
-struct IdSlot {
+/// Flat, 24 bytes, so that key + value make a 32-byte slot, two per cache line (the table
+/// holds one per slot, so its size is the table's memory traffic). The acceptance time lives
+/// in the horizon ring, found through `tag`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct IdSlot {
     price: i64,
-    /// Open quantity; 0: closed (the slot then only remembers the id).
-    open_qty: u64,
-    /// When the id was accepted (for the time horizon).
-    accepted_ns: u64,
+    /// Open quantity in bits 0..48 (0: closed; the slot then only remembers the id), the side
+    /// in bit 62 (set: sell), "remembered" in bit 63 (still among the last
+    /// `duplicate_horizon_orders` accepted ids).
+    qty_flags: u64,
     position: u32,
-    side: Side,
-    /// Still among the last `duplicate_horizon_orders` accepted ids.
-    remembered: bool,
+    /// Low 32 bits of the acceptance sequence number: the id's entry in the horizon ring.
+    tag: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<IdSlot>() == 32);
+const _: () = assert!(std::mem::size_of::<IdSlot>() == 24);
+const _: () = assert!(crate::idtable::slot_bytes::<IdSlot>() == 32);
+// One undo-log entry (docs/formats/risk-protocol.md sizes the log from it: ≤ 48 bytes).
+const _: () = assert!(std::mem::size_of::<UndoOp<IdSlot>>() <= 48);
+const QTY_MASK: u64 = (1 << 48) - 1;
+const SELL_BIT: u64 = 1 << 62;
+const REMEMBERED_BIT: u64 = 1 << 63;
+// Every open quantity fits the 48 bits (accepted orders are at most ORDER_QTY_LIMIT_MAX).
+const _: () = assert!(ORDER_QTY_LIMIT_MAX <= QTY_MASK);
+// The tag identifies a ring entry: the ring is shorter than 2^32.
+const _: () = assert!(crate::limits::DUPLICATE_HORIZON_ORDERS_MAX < 1 << 32);
 
 impl IdSlot {
+    fn new(price: i64, qty: u64, side: Side, position: u32, tag: u32) -> Self {
+        debug_assert!(qty <= QTY_MASK);
+        let side_bit = if side == Side::Sell { SELL_BIT } else { 0 };
+        IdSlot {
+            price,
+            qty_flags: (qty & QTY_MASK) | side_bit | REMEMBERED_BIT,
+            position,
+            tag,
+        }
+    }
+
+    fn open_qty(&self) -> u64 {
+        self.qty_flags & QTY_MASK
+    }
+
+    fn set_open_qty(&mut self, qty: u64) {
+        debug_assert!(qty <= QTY_MASK);
+        self.qty_flags = (self.qty_flags & !QTY_MASK) | (qty & QTY_MASK);
+    }
+
+    fn side(&self) -> Side {
+        if self.qty_flags & SELL_BIT != 0 {
+            Side::Sell
+        } else {
+            Side::Buy
+        }
+    }
+
+    fn remembered(&self) -> bool {
+        self.qty_flags & REMEMBERED_BIT != 0
+    }
+
+    fn forget(&mut self) {
+        self.qty_flags &= !REMEMBERED_BIT;
+    }
+
     fn order(&self) -> OpenOrder {
         OpenOrder {
             position: self.position,
-            side: self.side,
+            side: self.side(),
             price: self.price,
-            open_qty: self.open_qty,
+            open_qty: self.open_qty(),
         }
     }
 }
@@ -146,6 +200,10 @@ pub struct Checker {
     open_count: usize,
     /// Accepted ids in acceptance order with their acceptance time: the duplicate horizon.
     ring: VecDeque<(u64, u64)>,
+    /// Acceptance sequence number of `ring.front()` (entry `i` has `ring_head_seq + i`).
+    ring_head_seq: u64,
+    /// Undo records of the newest batches (see the module docs).
+    undo: UndoLog<IdSlot>,
     default_account: AccountSlot,
     default_symbol: SymbolSlot,
     replay_skipped: u64,
@@ -280,6 +338,8 @@ impl Checker {
             ids: IdTable::with_capacity(usize_of(cap.max_open_orders).saturating_add(horizon)),
             open_count: 0,
             ring: VecDeque::with_capacity(horizon),
+            ring_head_seq: 0,
+            undo: UndoLog::new(0, false),
             default_account: AccountSlot::template(&limits),
             default_symbol: SymbolSlot::template(&limits),
             replay_skipped: 0,
@@ -323,14 +383,13 @@ impl Checker {
         let mut acc = 0u64;
         let mut news = 0;
         for o in orders {
-            let is_new = o.kind == OrderKind::New;
-            news += is_new as usize;
-            // A new order's id is usually absent: its key slot is all the lookup reads.
-            acc ^= self.ids.touch(o.order_id, !is_new);
+            news += (o.kind == OrderKind::New) as usize;
+            // One slot (key and value) per id: the line the lookup and the insert touch.
+            acc ^= self.ids.touch(o.order_id);
         }
         if self.ring.len() as u64 >= self.limits.duplicate_horizon_orders {
             for &(id, _) in self.ring.iter().take(news) {
-                acc ^= self.ids.touch(id, true);
+                acc ^= self.ids.touch(id);
             }
         }
         std::hint::black_box(acc);
@@ -356,11 +415,16 @@ impl Checker {
         if !d.reason.is_accepted() {
             return;
         }
+        self.undo.seal();
         let o = &d.order;
         let now = d.t_decided_ns;
         let applied = match o.kind {
             OrderKind::New => {
-                if o.order_id == 0 || o.qty == 0 || self.open_order(o.order_id).is_some() {
+                if o.order_id == 0
+                    || o.qty == 0
+                    || o.qty > ORDER_QTY_LIMIT_MAX
+                    || self.open_order(o.order_id).is_some()
+                {
                     false
                 } else {
                     let account = self.account_index.get(&o.account).copied();
@@ -403,6 +467,7 @@ impl Checker {
     /// buckets, remembered order ids, reference prices, admin states and halt events. Trading
     /// states set by the file are replaced by the new file's.
     pub fn set_limits(&mut self, limits: Limits) {
+        self.undo.seal();
         self.limits = limits;
         let cap = self.limits.capacity;
         reserve_to(&mut self.position_index, cap.max_positions);
@@ -434,6 +499,7 @@ impl Checker {
     /// clears a halt set by a market halt event. The file's own states still apply: the
     /// effective state is the most severe of the file's, the admin's and halt events.
     pub fn set_trading_state(&mut self, scope: Scope, state: TradingState) {
+        self.undo.seal();
         match scope {
             Scope::Global => self.global_admin_state = state,
             Scope::Account(a) => {
@@ -484,6 +550,121 @@ impl Checker {
     /// Number of remembered order ids (duplicate horizon).
     pub fn remembered_order_ids(&self) -> usize {
         self.ring.len()
+    }
+
+    /// Slots of the order-id table, and how many (incremental) growths it has started.
+    pub fn id_table_stats(&self) -> (usize, u64) {
+        (self.ids.slots(), self.ids.grows())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Undo (void).
+
+    /// Allocates the undo log for batches of up to `max_batch` orders (see the module docs).
+    /// Without it, batches are not recorded and no void can undo anything.
+    pub fn enable_undo(&mut self, max_batch: usize) {
+        self.undo = UndoLog::new(max_batch, true);
+    }
+
+    /// Starts recording batch `batch_id` of client session `session` (0: a client without a
+    /// session; its batches are recorded but cannot be named by a void). Returns `false` if a
+    /// void already named this batch: it must not be applied (and nothing is recorded).
+    pub fn begin_batch(&mut self, session: u64, batch_id: u64) -> bool {
+        self.undo.begin(session, batch_id)
+    }
+
+    /// Ends the batch started by [`Checker::begin_batch`]: it becomes the newest record.
+    pub fn end_batch(&mut self) {
+        self.undo.end();
+    }
+
+    /// Voids batches of `session`: `out[i]` = what happened to `batch_ids[i]` (extra slots of
+    /// `out` are left alone). The newest recorded batches are undone, newest first, as long as
+    /// the newest is one of `batch_ids`; the state is then exactly as if they had never been
+    /// checked. See [`VoidOutcome`] for the others.
+    pub fn void_batches(&mut self, session: u64, batch_ids: &[u64], out: &mut [VoidOutcome]) {
+        debug_assert!(!self.undo.recording());
+        let n = batch_ids.len().min(out.len()).min(VOID_BATCH_IDS_MAX);
+        let (batch_ids, out) = (&batch_ids[..n], &mut out[..n]);
+        let mut done = [false; VOID_BATCH_IDS_MAX];
+        while let Some((k, start, end)) = self.undo.pop_newest(session, batch_ids) {
+            for pos in (start..end).rev() {
+                let op = self.undo.op(pos);
+                self.undo_op(op);
+            }
+            self.undo.truncate_to(start);
+            self.undo.tombstone(session, batch_ids[k]);
+            done[k] = true;
+            out[k] = VoidOutcome::Voided;
+        }
+        for (k, &id) in batch_ids.iter().enumerate() {
+            if !done[k] {
+                out[k] = self.undo.not_undone(session, id);
+            }
+        }
+    }
+
+    /// The inverse of one recorded state change.
+    fn undo_op(&mut self, op: UndoOp<IdSlot>) {
+        match op {
+            UndoOp::PushAccount => {
+                if let Some(a) = self.accounts.pop() {
+                    self.account_index.remove(&a.account);
+                }
+            }
+            UndoOp::PushSymbol => {
+                if let Some(s) = self.symbols.pop() {
+                    self.symbol_index.remove(&symbol_key(s.symbol));
+                }
+            }
+            UndoOp::PushPosition => {
+                if let Some(p) = self.positions.pop() {
+                    self.position_index
+                        .remove(&position_key(p.account, p.symbol));
+                    self.symbols[p.symbol as usize].positions.pop();
+                }
+            }
+            UndoOp::Tat { account, old } => self.accounts[account as usize].tat_ns = old,
+            UndoOp::Reference {
+                symbol,
+                old,
+                revalued,
+            } => {
+                if revalued {
+                    self.revalue(symbol, old.unwrap_or(0));
+                }
+                self.symbols[symbol as usize].reference = old;
+            }
+            UndoOp::EventHalted { symbol, old } => {
+                self.symbols[symbol as usize].event_halted = old;
+            }
+            UndoOp::Open {
+                position,
+                side,
+                price,
+                qty,
+                added,
+            } => self.change_open(position, side, price, qty, !added),
+            UndoOp::Slot { id, before } => {
+                let now_open = self.ids.get(id).is_some_and(|s| s.open_qty() > 0);
+                let was_open = before.is_some_and(|s| s.open_qty() > 0);
+                match before {
+                    Some(slot) => self.ids.insert(id, slot),
+                    None => {
+                        self.ids.remove(id);
+                    }
+                }
+                self.open_count = self.open_count + was_open as usize - now_open as usize;
+            }
+            UndoOp::RingPush => {
+                self.ring.pop_back();
+            }
+            UndoOp::RingPop { id, t } => {
+                self.ring.push_front((id, t));
+                self.ring_head_seq -= 1;
+            }
+            UndoOp::Move { position, signed } => self.shift_position(position, -signed),
+        }
     }
 
     // ------------------------------------------------------------------------------------
@@ -566,29 +747,76 @@ impl Checker {
             .unwrap_or_else(|| self.intern_account(o.account));
         let s = plan.symbol.unwrap_or_else(|| self.intern_symbol(o.symbol));
         let p = plan.position.unwrap_or_else(|| self.intern_position(a, s));
-        let acct = &mut self.accounts[a as usize];
-        acct.open_notional_ticks += o.price as i128 * o.qty as i128;
-        acct.tat_ns = plan.tat_ns;
-        let view = &mut self.positions[p as usize].view;
-        match o.side {
-            Side::Buy => view.open_buy_qty += o.qty,
-            Side::Sell => view.open_sell_qty += o.qty,
+        let old_tat = self.accounts[a as usize].tat_ns;
+        self.log(UndoOp::Tat {
+            account: a,
+            old: old_tat,
+        });
+        self.accounts[a as usize].tat_ns = plan.tat_ns;
+        self.add_open(p, o.side, o.price, o.qty);
+        if self.symbols[s as usize].reference.is_none() {
+            self.log(UndoOp::Reference {
+                symbol: s,
+                old: None,
+                revalued: false,
+            });
+            self.symbols[s as usize].reference = Some(o.price);
         }
-        self.symbols[s as usize].reference.get_or_insert(o.price);
         self.make_room_in_horizon(now_ns);
+        let tag = (self.ring_head_seq + self.ring.len() as u64) as u32;
         self.ring.push_back((o.order_id, now_ns));
-        self.ids.insert(
-            o.order_id,
-            IdSlot {
-                price: o.price,
-                open_qty: o.qty,
-                accepted_ns: now_ns,
-                position: p,
-                side: o.side,
-                remembered: true,
-            },
-        );
+        self.log(UndoOp::RingPush);
+        let before = self.ids.get(o.order_id).copied();
+        self.log(UndoOp::Slot {
+            id: o.order_id,
+            before,
+        });
+        self.ids
+            .insert(o.order_id, IdSlot::new(o.price, o.qty, o.side, p, tag));
         self.open_count += 1;
+    }
+
+    /// Adds open quantity to a position's side and its account's open notional.
+    fn add_open(&mut self, position: u32, side: Side, price: i64, qty: u64) {
+        self.log(UndoOp::Open {
+            position,
+            side,
+            price,
+            qty,
+            added: true,
+        });
+        self.change_open(position, side, price, qty, true);
+    }
+
+    fn change_open(&mut self, position: u32, side: Side, price: i64, qty: u64, add: bool) {
+        let ps = &mut self.positions[position as usize];
+        let notional = price as i128 * qty as i128;
+        let acct = &mut self.accounts[ps.account as usize];
+        let view = &mut ps.view;
+        if add {
+            acct.open_notional_ticks += notional;
+            match side {
+                Side::Buy => view.open_buy_qty += qty,
+                Side::Sell => view.open_sell_qty += qty,
+            }
+        } else {
+            acct.open_notional_ticks -= notional;
+            match side {
+                Side::Buy => view.open_buy_qty -= qty,
+                Side::Sell => view.open_sell_qty -= qty,
+            }
+        }
+    }
+
+    /// Records a state change in the undo log while a batch is recorded; any other state
+    /// change seals the log (a later void can no longer undo exactly).
+    #[inline(always)]
+    fn log(&mut self, op: UndoOp<IdSlot>) {
+        if self.undo.recording() {
+            self.undo.push(op);
+        } else if self.undo.has_records() {
+            self.undo.seal();
+        }
     }
 
     // ------------------------------------------------------------------------------------
@@ -635,6 +863,8 @@ impl Checker {
     fn halt_event(&mut self, o: &Order) -> Reason {
         match self.resolve_symbol_event(o.symbol) {
             Ok(s) => {
+                let old = self.symbols[s as usize].event_halted;
+                self.log(UndoOp::EventHalted { symbol: s, old });
                 self.symbols[s as usize].event_halted = o.kind == OrderKind::Halt;
                 Reason::Accepted
             }
@@ -675,27 +905,44 @@ impl Checker {
         let Some(i) = self.ids.find(order_id) else {
             return;
         };
+        let before = *self.ids.at(i);
+        self.log(UndoOp::Slot {
+            id: order_id,
+            before: Some(before),
+        });
         let slot = self.ids.at_mut(i);
-        debug_assert!(qty <= slot.open_qty);
-        slot.open_qty -= qty;
+        debug_assert!(qty <= slot.open_qty());
+        slot.set_open_qty(slot.open_qty() - qty);
         let oo = slot.order();
         if oo.open_qty == 0 {
             self.open_count -= 1;
-            if !slot.remembered {
+            if !slot.remembered() {
                 self.ids.remove_at(i);
             }
         }
-        let account = self.positions[oo.position as usize].account;
-        self.accounts[account as usize].open_notional_ticks -= oo.price as i128 * qty as i128;
-        let view = &mut self.positions[oo.position as usize].view;
-        match oo.side {
-            Side::Buy => view.open_buy_qty -= qty,
-            Side::Sell => view.open_sell_qty -= qty,
-        }
+        self.log(UndoOp::Open {
+            position: oo.position,
+            side: oo.side,
+            price: oo.price,
+            qty,
+            added: false,
+        });
+        self.change_open(oo.position, oo.side, oo.price, qty, false);
     }
 
     /// Moves the reference price of a symbol, revaluing every position held in it.
     fn set_reference(&mut self, symbol: u32, price: i64) {
+        let old = self.symbols[symbol as usize].reference;
+        self.log(UndoOp::Reference {
+            symbol,
+            old,
+            revalued: true,
+        });
+        self.revalue(symbol, price);
+    }
+
+    /// Sets the reference price of a symbol, revaluing every position held in it (no log).
+    fn revalue(&mut self, symbol: u32, price: i64) {
         let Checker {
             symbols,
             positions,
@@ -717,6 +964,11 @@ impl Checker {
 
     /// Adds `signed` shares to a position, revaluing the account's exposure at the reference.
     fn move_position(&mut self, position: u32, signed: i64) {
+        self.log(UndoOp::Move { position, signed });
+        self.shift_position(position, signed);
+    }
+
+    fn shift_position(&mut self, position: u32, signed: i64) {
         let ps = &mut self.positions[position as usize];
         let old = ps.view.position;
         ps.view.position += signed;
@@ -744,6 +996,7 @@ impl Checker {
             return i;
         }
         let i = self.accounts.len() as u32;
+        self.log(UndoOp::PushAccount);
         self.accounts
             .push(AccountSlot::resolve(&self.limits, account));
         self.account_index.insert(account, i);
@@ -755,6 +1008,7 @@ impl Checker {
             return i;
         }
         let i = self.symbols.len() as u32;
+        self.log(UndoOp::PushSymbol);
         self.symbols.push(SymbolSlot::resolve(&self.limits, symbol));
         self.symbol_index.insert(symbol_key(symbol), i);
         i
@@ -766,6 +1020,7 @@ impl Checker {
             return i;
         }
         let i = self.positions.len() as u32;
+        self.log(UndoOp::PushPosition);
         self.positions.push(PositionSlot {
             account,
             symbol,
@@ -786,7 +1041,7 @@ impl Checker {
     fn open_order(&self, order_id: u64) -> Option<OpenOrder> {
         self.ids
             .get(order_id)
-            .filter(|s| s.open_qty > 0)
+            .filter(|s| s.open_qty() > 0)
             .map(|s| s.order())
     }
 
@@ -794,10 +1049,21 @@ impl Checker {
     fn is_duplicate(&self, order_id: u64, now_ns: u64) -> bool {
         let horizon_ns = self.limits.duplicate_horizon_ns;
         self.ids.get(order_id).is_some_and(|s| {
-            s.open_qty > 0
-                || s.remembered
-                    && (horizon_ns == 0 || now_ns.saturating_sub(s.accepted_ns) <= horizon_ns)
+            s.open_qty() > 0
+                || s.remembered()
+                    && (horizon_ns == 0 || now_ns.saturating_sub(self.accepted_ns(s)) <= horizon_ns)
         })
+    }
+
+    /// Index in the horizon ring of a remembered slot's acceptance.
+    fn ring_index(&self, s: &IdSlot) -> usize {
+        debug_assert!(s.remembered());
+        s.tag.wrapping_sub(self.ring_head_seq as u32) as usize
+    }
+
+    /// When a remembered id was accepted (its horizon ring entry).
+    fn accepted_ns(&self, s: &IdSlot) -> u64 {
+        self.ring.get(self.ring_index(s)).map_or(0, |e| e.1)
     }
 
     /// Forgets ids past the time horizon, and the oldest one if the ring is full.
@@ -821,13 +1087,20 @@ impl Checker {
         let Some((id, t)) = self.ring.pop_front() else {
             return;
         };
+        let seq = self.ring_head_seq;
+        self.ring_head_seq += 1;
+        self.log(UndoOp::RingPop { id, t });
         if let Some(i) = self.ids.find(id) {
-            let slot = self.ids.at_mut(i);
+            let before = *self.ids.at(i);
             // The id may have been accepted again after its time horizon: that newer
-            // acceptance has its own ring entry.
-            if slot.remembered && slot.accepted_ns == t {
-                if slot.open_qty > 0 {
-                    slot.remembered = false;
+            // acceptance has its own ring entry (and tag).
+            if before.remembered() && before.tag == seq as u32 {
+                self.log(UndoOp::Slot {
+                    id,
+                    before: Some(before),
+                });
+                if before.open_qty() > 0 {
+                    self.ids.at_mut(i).forget();
                 } else {
                     self.ids.remove_at(i);
                 }
@@ -848,8 +1121,17 @@ impl Checker {
         let mut open_count = 0;
         for (id, slot) in self.ids.iter() {
             let oo = &slot.order();
+            if slot.remembered() {
+                let entry = self.ring.get(self.ring_index(slot));
+                if entry.map(|e| e.0) != Some(id) {
+                    return Err(format!(
+                        "remembered id {id} does not own horizon ring entry {:?}",
+                        entry
+                    ));
+                }
+            }
             if oo.open_qty == 0 {
-                if !slot.remembered {
+                if !slot.remembered() {
                     return Err(format!("closed order {id} is neither open nor remembered"));
                 }
                 continue;
@@ -871,7 +1153,7 @@ impl Checker {
                 self.open_count
             ));
         }
-        let remembered = self.ids.iter().filter(|(_, s)| s.remembered).count();
+        let remembered = self.ids.iter().filter(|(_, s)| s.remembered()).count();
         if remembered > self.ring.len() {
             return Err(format!(
                 "{remembered} remembered ids but {} in the horizon ring",

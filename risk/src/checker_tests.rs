@@ -643,7 +643,7 @@ fn materialize(c: &Checker, a: &Action) -> Order {
     let mut open: Vec<(u64, OpenOrder)> = c
         .ids
         .iter()
-        .filter(|(_, s)| s.open_qty > 0)
+        .filter(|(_, s)| s.open_qty() > 0)
         .map(|(id, s)| (id, s.order()))
         .collect();
     open.sort_by_key(|(id, _)| *id);
@@ -819,8 +819,8 @@ proptest! {
         let open: Vec<(u64, u64)> = c
             .ids
             .iter()
-            .filter(|(_, s)| s.open_qty > 0)
-            .map(|(id, s)| (id, s.open_qty))
+            .filter(|(_, s)| s.open_qty() > 0)
+            .map(|(id, s)| (id, s.open_qty()))
             .collect();
         for (id, qty) in open {
             prop_assert_eq!(c.check(&cancel(id, qty), 0), Reason::Accepted);
@@ -843,5 +843,315 @@ proptest! {
             }
             last = cur;
         }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Undo (void): a batch the client timed out on is taken back exactly.
+
+/// Checks `events` as recorded batch `batch` of session 7 at `now`; returns the verdicts.
+fn recorded(c: &mut Checker, batch: u64, events: &[Order], now: u64) -> Vec<Reason> {
+    assert!(c.begin_batch(7, batch));
+    let v = events.iter().map(|o| c.check(o, now)).collect();
+    c.end_batch();
+    v
+}
+
+/// Everything the state snapshot leaves out: throttle states, the horizon ring and every
+/// order-id table entry (sorted; the physical slot layout may differ).
+fn deep_state(c: &Checker) -> String {
+    let tats: Vec<(u32, u64)> = c.accounts.iter().map(|a| (a.account, a.tat_ns)).collect();
+    let mut ids: Vec<(u64, IdSlot)> = c.ids.iter().map(|(k, v)| (k, *v)).collect();
+    ids.sort_by_key(|e| e.0);
+    let positions: Vec<(u32, u32, Vec<u32>)> = c
+        .symbols
+        .iter()
+        .map(|s| (0, 0, s.positions.clone()))
+        .collect();
+    format!(
+        "{tats:?} {:?} {} {ids:?} {} {positions:?}",
+        c.ring, c.ring_head_seq, c.open_count
+    )
+}
+
+fn void(c: &mut Checker, ids: &[u64]) -> Vec<VoidOutcome> {
+    let mut out = vec![VoidOutcome::Unknown; ids.len()];
+    c.void_batches(7, ids, &mut out);
+    out
+}
+
+/// Runs `setup` on two checkers, then `batch` on one of them as recorded batch 2 and voids it:
+/// both must then have the same state (snapshot, consistency, and verdicts of `probe`).
+#[track_caller]
+fn assert_void_restores(limits: Limits, setup: &[Order], batch: &[Order], probe: &[Order]) {
+    let mut c = Checker::new(limits.clone());
+    c.enable_undo(16);
+    let mut reference = Checker::new(limits);
+    recorded(&mut c, 1, setup, 1_000);
+    for o in setup {
+        reference.check(o, 1_000);
+    }
+    let before = c.snapshot();
+    let verdicts = recorded(&mut c, 2, batch, 2_000);
+    assert!(
+        verdicts.iter().any(|r| r.is_accepted()),
+        "the batch should change something: {verdicts:?}"
+    );
+    assert_eq!(void(&mut c, &[2]), [VoidOutcome::Voided]);
+    assert_eq!(c.snapshot(), before);
+    assert_eq!(c.snapshot(), reference.snapshot());
+    assert_eq!(deep_state(&c), deep_state(&reference));
+    c.verify_consistency().unwrap();
+    for o in probe {
+        assert_eq!(c.check(o, 3_000), reference.check(o, 3_000), "{o:?}");
+    }
+    assert_eq!(c.snapshot(), reference.snapshot());
+    // A second void of the same batch finds nothing to undo.
+    assert_eq!(void(&mut c, &[2]), [VoidOutcome::Unknown]);
+}
+
+#[test]
+fn void_undoes_new_orders_with_new_account_symbol_position_and_reference() {
+    let p = px(10.0);
+    // Account 5 and symbol NEW are unknown (added under `defaults`); NEW has no reference, so
+    // the first order sets it; a duplicate inside the batch is rejected.
+    assert_void_restores(
+        limits(""),
+        &[buy(1, 1, "LOW", 10, p)],
+        &[
+            buy(2, 5, "NEW", 10, px(3.0)),
+            sell(3, 1, "LOW", 5, p),
+            buy(2, 5, "NEW", 10, px(3.0)),
+        ],
+        &[
+            buy(2, 5, "NEW", 10, px(30.0)),
+            sell(3, 1, "LOW", 1000, p),
+            buy(4, 5, "NEW", 1, px(3.0)),
+        ],
+    );
+}
+
+#[test]
+fn void_undoes_the_throttle_and_the_duplicate_horizon_evictions() {
+    let p = px(10.0);
+    // Horizon of 2 ids: each new order evicts the oldest (a closed id is removed from the
+    // table, an open one only forgotten); a throttle of 2 back to back.
+    let l = Limits::from_toml_str(
+        &BASE
+            .replace(
+                "duplicate_horizon_orders = 1000",
+                "duplicate_horizon_orders = 2",
+            )
+            .replace(
+                "collar_bps = 500",
+                "collar_bps = 500\nmax_orders_per_s = 1\nburst_orders = 2",
+            ),
+        "t",
+    )
+    .unwrap();
+    assert_void_restores(
+        l,
+        &[buy(1, 1, "LOW", 1, p), cancel(1, 1), buy(2, 1, "LOW", 1, p)],
+        &[buy(3, 2, "LOW", 1, p), buy(4, 2, "LOW", 1, p)],
+        &[
+            buy(1, 1, "LOW", 1, p), // a duplicate again once the evictions are undone
+            buy(2, 1, "LOW", 1, p),
+            buy(3, 2, "LOW", 1, p),
+            buy(5, 2, "LOW", 1, p),
+            buy(6, 2, "LOW", 1, p),
+        ],
+    );
+}
+
+#[test]
+fn void_undoes_cancels_partial_and_closing() {
+    let p = px(10.0);
+    assert_void_restores(
+        limits(""),
+        &[buy(1, 1, "LOW", 10, p), sell(2, 1, "LOW", 10, p)],
+        &[cancel(1, 4), cancel(2, 50), cancel(9, 1)],
+        &[
+            cancel(2, 1),
+            buy(2, 1, "LOW", 1, p),
+            buy(10, 1, "LOW", 1994, p),
+            cancel(1, 10),
+        ],
+    );
+}
+
+#[test]
+fn void_undoes_fills_of_open_orders_and_reference_moves() {
+    let p = px(100.0);
+    assert_void_restores(
+        limits(""),
+        &[
+            buy(1, 1, "AAPL", 10, p),
+            sell(2, 2, "AAPL", 10, p),
+            buy(3, 1, "LOW", 10, px(10.0)),
+        ],
+        &[
+            fill(1, "AAPL", 4, px(101.0)),
+            fill(2, "AAPL", 10, px(99.0)),
+            fill(0, "LOW", 3, px(10.4)),
+            fill(0, "FRESH", 3, px(1.0)),
+        ],
+        &[
+            buy(4, 1, "AAPL", 1, px(104.0)),
+            sell(5, 2, "AAPL", 1500, px(100.0)),
+            fill(1, "AAPL", 10, px(100.0)),
+            buy(6, 1, "AAPL", 1990, px(100.0)),
+        ],
+    );
+}
+
+#[test]
+fn void_undoes_halt_and_resume_events() {
+    let p = px(10.0);
+    assert_void_restores(
+        limits(""),
+        &[buy(1, 1, "LOW", 1, p)],
+        &[
+            ev(OrderKind::Halt, 0, 0, "LOW", Side::Buy, 0, 0),
+            ev(OrderKind::Halt, 0, 0, "NEWSYM", Side::Buy, 0, 0),
+        ],
+        &[buy(2, 1, "LOW", 1, p), buy(3, 1, "NEWSYM", 1, p)],
+    );
+}
+
+#[test]
+fn void_of_several_newest_batches_and_what_is_not_undone() {
+    let p = px(10.0);
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    recorded(&mut c, 1, &[buy(1, 1, "LOW", 1, p)], 1);
+    let after_1 = c.snapshot();
+    recorded(&mut c, 2, &[buy(2, 1, "LOW", 1, p)], 2);
+    recorded(&mut c, 3, &[buy(3, 1, "LOW", 1, p)], 3);
+    // Both newest batches, named in any order; 9 never arrived.
+    assert_eq!(
+        void(&mut c, &[2, 9, 3]),
+        [
+            VoidOutcome::Voided,
+            VoidOutcome::Unknown,
+            VoidOutcome::Voided
+        ]
+    );
+    assert_eq!(c.snapshot(), after_1);
+    // Batch 9 arriving late is refused (nothing applied).
+    assert!(!c.begin_batch(7, 9));
+    // Another session's batch came after batch 4: 4 is not undone.
+    recorded(&mut c, 4, &[buy(4, 1, "LOW", 1, p)], 4);
+    assert!(c.begin_batch(8, 1));
+    c.check(&buy(5, 1, "LOW", 1, p), 5);
+    c.end_batch();
+    assert_eq!(void(&mut c, &[4]), [VoidOutcome::TooOld]);
+    assert_eq!(c.open_orders(), 3);
+    // A change outside a recorded batch (a JSON order) seals the log.
+    recorded(&mut c, 5, &[buy(6, 1, "LOW", 1, p)], 6);
+    c.check(&buy(7, 1, "LOW", 1, p), 7);
+    assert_eq!(void(&mut c, &[5]), [VoidOutcome::TooOld]);
+    // So does an admin state change (it may add an account).
+    recorded(&mut c, 6, &[buy(8, 1, "LOW", 1, p)], 8);
+    c.set_trading_state(Scope::Account(42), TradingState::Active);
+    assert_eq!(void(&mut c, &[6]), [VoidOutcome::TooOld]);
+    assert_eq!(c.open_orders(), 6);
+    // Without an undo log nothing can be undone.
+    let mut plain = Checker::new(limits(""));
+    assert!(plain.begin_batch(7, 1));
+    plain.check(&buy(1, 1, "LOW", 1, p), 1);
+    plain.end_batch();
+    let mut out = [VoidOutcome::Unknown];
+    plain.void_batches(7, &[1], &mut out);
+    assert_eq!(out, [VoidOutcome::TooOld]);
+    assert_eq!(plain.open_orders(), 1);
+}
+
+/// Splits `actions` into batches (each with one `now`), checks them as recorded batches of
+/// session 7 against `c` (materializing each event against `c`) and returns the concrete
+/// batches.
+fn run_batches(
+    c: &mut Checker,
+    actions: &[(Action, u64)],
+    cuts: &[usize],
+    first_batch: u64,
+    start_ns: u64,
+) -> Vec<(Vec<Order>, u64)> {
+    let mut now = start_ns;
+    let mut batches = Vec::new();
+    let mut rest = actions;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let n = cuts.get(k).copied().unwrap_or(4).clamp(1, rest.len());
+        let (batch, tail) = rest.split_at(n);
+        rest = tail;
+        now += batch.iter().map(|(_, dt)| dt).sum::<u64>();
+        assert!(c.begin_batch(7, first_batch + k as u64));
+        let orders: Vec<Order> = batch
+            .iter()
+            .map(|(a, _)| {
+                let o = materialize(c, a);
+                c.check(&o, now);
+                o
+            })
+            .collect();
+        c.end_batch();
+        batches.push((orders, now));
+        k += 1;
+    }
+    batches
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Random streams in random batches; the last one or two batches are voided: the state
+    /// then equals that of a checker that never saw them (snapshot, consistency, and the
+    /// verdicts of a random probe stream), with the count horizon or a time horizon.
+    #[test]
+    fn voiding_the_newest_batches_equals_never_seeing_them(
+        prefix in prop::collection::vec(arb_action(), 0..80),
+        victims in prop::collection::vec(arb_action(), 1..30),
+        probe in prop::collection::vec(arb_action(), 1..60),
+        cuts in prop::collection::vec(1usize..9, 0..20),
+        two in prop::bool::ANY,
+        time_horizon in prop::bool::ANY,
+    ) {
+        let text = if time_horizon {
+            PROP.replace("duplicate_horizon_orders = 64", "duplicate_horizon_orders = 64\nduplicate_horizon_ms = 2")
+        } else {
+            PROP.to_owned()
+        };
+        let limits = Limits::from_toml_str(&text, "prop").unwrap();
+        let mut c = Checker::new(limits.clone());
+        c.enable_undo(32);
+        let prefix_batches = run_batches(&mut c, &prefix, &cuts, 1, 1_000_000_000);
+        let mut reference = Checker::new(limits);
+        for (orders, now) in &prefix_batches {
+            for o in orders {
+                reference.check(o, *now);
+            }
+        }
+        prop_assert_eq!(c.snapshot(), reference.snapshot());
+        let first_victim = 1_000;
+        let split = if two { victims.len() / 2 } else { victims.len() };
+        let start = prefix_batches.last().map_or(1_000_000_000, |b| b.1);
+        let victim_cuts = [split.max(1), victims.len()];
+        let victim_batches = run_batches(&mut c, &victims, &victim_cuts, first_victim, start);
+        let ids: Vec<u64> = (0..victim_batches.len() as u64).map(|k| first_victim + k).collect();
+        let mut out = vec![VoidOutcome::Unknown; ids.len()];
+        c.void_batches(7, &ids, &mut out);
+        prop_assert!(out.iter().all(|o| *o == VoidOutcome::Voided), "{:?}", out);
+        if let Err(e) = c.verify_consistency() {
+            return Err(TestCaseError::fail(e));
+        }
+        prop_assert_eq!(c.snapshot(), reference.snapshot());
+        prop_assert_eq!(deep_state(&c), deep_state(&reference));
+        let mut now = start + 5_000_000;
+        for (a, dt) in &probe {
+            now += dt;
+            let o = materialize(&reference, a);
+            prop_assert_eq!(c.check(&o, now), reference.check(&o, now), "{:?}", o);
+        }
+        prop_assert_eq!(c.snapshot(), reference.snapshot());
     }
 }

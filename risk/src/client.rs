@@ -11,8 +11,14 @@
 //!   endpoint (round-robin; the same one if there is only one). A REQ socket cannot send again
 //!   before it receives, so reopening is the only way on (the Lazy Pirate pattern).
 //! - The batch is not retried: the server may have applied it before going silent, and a retry
-//!   would apply it twice. Its exposure stays counted on that server until cancels or fills
-//!   release it (see `docs/formats/risk-protocol.md`, "Known limitations").
+//!   would apply it twice. Instead the client remembers the batch id (per endpoint, at most
+//!   [`VOID_BATCH_IDS_MAX`]) and, on its next contact with that endpoint, first sends a *void*
+//!   request naming it (same deadline as the batch that follows): the server undoes the batch
+//!   if it applied it and nothing came after, and refuses it should it arrive later, so its
+//!   state matches the engine's journal, where those orders are `risk-timeout` rejections
+//!   (`docs/formats/risk-protocol.md`, "Void").
+//! - Requests are protocol version 2 and carry a random session id (one per client), which
+//!   makes (session, batch id) unique across the clients of one server.
 //! - A reply must carry the batch id of the request, the same count, and the order ids in
 //!   order; anything else (or an error reply) gives every order [`Reason::RiskError`].
 
@@ -21,10 +27,12 @@ use std::time::{Duration, Instant};
 use orders::{Order, Reason};
 
 use crate::error::{check_endpoint, RiskError};
-use crate::limits::MAX_BATCH_ORDERS_MAX;
+use crate::limits::{MAX_BATCH_ORDERS_MAX, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
-    decode_reply_header, decode_verdict, encode_request, request_len_bytes, Status,
+    decode_reply_header, decode_verdict, decode_void_result, encode_request_v2,
+    encode_void_request, request_v2_len_bytes, void_request_len_bytes, Status,
 };
+use crate::undo::VoidOutcome;
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +59,18 @@ pub struct ClientStats {
     pub errors: u64,
     /// Round-trip time of the last answered batch (ns).
     pub last_rtt_ns: u64,
+    /// Void requests answered (each names the timed-out batches of one endpoint).
+    pub void_requests: u64,
+    /// Timed-out batches the server had applied and undid (outcome `voided`).
+    pub voided: u64,
+    /// Timed-out batches the server had not applied, and now never will (`unknown`).
+    pub void_unknown: u64,
+    /// Timed-out batches the server had applied and could not undo (`too-old`): its state
+    /// over-counts them until cancels, or a restart with `--recover-from`.
+    pub void_too_old: u64,
+    /// Timed-out batch ids forgotten without a void (more than `VOID_BATCH_IDS_MAX` pending
+    /// for one endpoint, or a void answered with an error).
+    pub void_dropped: u64,
 }
 
 /// See the module docs.
@@ -65,6 +85,14 @@ pub struct RiskClient {
     reply: zmq::Message,
     next_batch_id: u64,
     stats: ClientStats,
+    /// PLAIN credentials every REQ socket logs in with (none by default).
+    auth: zauth::ClientAuth,
+    /// Random, non-zero: names this client's batches in void requests.
+    session_id: u64,
+    /// Per endpoint: batch ids that timed out there and are not voided yet (oldest first).
+    pending: Vec<Vec<u64>>,
+    /// Void request buffer (fixed size).
+    void_request: Vec<u8>,
 }
 
 impl std::fmt::Debug for RiskClient {
@@ -79,12 +107,24 @@ impl std::fmt::Debug for RiskClient {
     }
 }
 
-fn open_socket(ctx: &zmq::Context, endpoint: &str) -> Result<zmq::Socket, RiskError> {
+fn open_socket(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    auth: &zauth::ClientAuth,
+) -> Result<zmq::Socket, RiskError> {
     let s = ctx
         .socket(zmq::REQ)
         .map_err(|e| RiskError::zmq("socket(REQ)", e))?;
     s.set_linger(0)
         .map_err(|e| RiskError::zmq("setsockopt(LINGER)", e))?;
+    // `apply` fails only on a socket option; the credentials themselves were read before.
+    auth.apply(&s).map_err(|e| {
+        let source = match e {
+            zauth::AuthError::Zmq { source, .. } => source,
+            _ => zmq::Error::EINVAL,
+        };
+        RiskError::zmq("setsockopt(PLAIN credentials)", source)
+    })?;
     s.connect(endpoint)
         .map_err(|e| RiskError::zmq(format!("connect {endpoint}"), e))?;
     Ok(s)
@@ -100,6 +140,25 @@ impl RiskClient {
         timeout: Duration,
         max_batch: usize,
     ) -> Result<RiskClient, RiskError> {
+        RiskClient::connect_with_auth(
+            ctx,
+            endpoints,
+            timeout,
+            max_batch,
+            zauth::ClientAuth::default(),
+        )
+    }
+
+    /// As [`RiskClient::connect`], every REQ socket (the first and each one reopened after a
+    /// timeout) logging in with `auth` (PLAIN), for servers started with
+    /// `--plain-credentials`.
+    pub fn connect_with_auth(
+        ctx: &zmq::Context,
+        endpoints: &[String],
+        timeout: Duration,
+        max_batch: usize,
+        auth: zauth::ClientAuth,
+    ) -> Result<RiskClient, RiskError> {
         if endpoints.is_empty() {
             return Err(RiskError::NoEndpoints);
         }
@@ -112,7 +171,7 @@ impl RiskClient {
         if timeout.is_zero() {
             return Err(RiskError::ZeroTimeout);
         }
-        let socket = open_socket(ctx, &endpoints[0])?;
+        let socket = open_socket(ctx, &endpoints[0], &auth)?;
         Ok(RiskClient {
             ctx: ctx.clone(),
             endpoints: endpoints.to_vec(),
@@ -120,11 +179,27 @@ impl RiskClient {
             socket: Some(socket),
             timeout,
             max_batch,
-            request: vec![0u8; request_len_bytes(max_batch)],
+            request: vec![0u8; request_v2_len_bytes(max_batch)],
             reply: zmq::Message::new(),
             next_batch_id: 1,
             stats: ClientStats::default(),
+            auth,
+            session_id: random_session_id(),
+            pending: (0..endpoints.len())
+                .map(|_| Vec::with_capacity(VOID_BATCH_IDS_MAX))
+                .collect(),
+            void_request: vec![0u8; void_request_len_bytes(VOID_BATCH_IDS_MAX)],
         })
+    }
+
+    /// This client's session id (random, non-zero), sent with every request.
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Batch ids that timed out on the current endpoint and will be voided on the next call.
+    pub fn pending_voids(&self) -> &[u64] {
+        &self.pending[self.current]
     }
 
     /// Counters so far.
@@ -155,58 +230,27 @@ impl RiskClient {
         let start = Instant::now();
         let deadline = start + self.timeout;
         if self.socket.is_none() {
-            match open_socket(&self.ctx, &self.endpoints[self.current]) {
+            match open_socket(&self.ctx, &self.endpoints[self.current], &self.auth) {
                 Ok(s) => self.socket = Some(s),
                 Err(_) => return self.failed(out),
             }
         }
+        // Batches that timed out on this endpoint first: void them (same deadline).
+        if !self.pending[self.current].is_empty() {
+            match self.void_pending(deadline) {
+                Exchange::Done => {}
+                // The batch was not sent: nothing new to void.
+                Exchange::TimedOut => return self.timed_out(out, None),
+                Exchange::Reset => return self.reset_failed(out),
+            }
+        }
         let batch_id = self.next_batch_id;
         self.next_batch_id = self.next_batch_id.wrapping_add(1);
-        let len = encode_request(batch_id, now_ns, orders, &mut self.request);
-
-        // Send without blocking; a peer that is not ready gets until the deadline.
-        loop {
-            let Some(socket) = self.socket.as_ref() else {
-                return self.failed(out);
-            };
-            match socket.send(&self.request[..len], zmq::DONTWAIT) {
-                Ok(()) => break,
-                Err(zmq::Error::EINTR) => continue,
-                Err(zmq::Error::EAGAIN) => {
-                    let Some(ms) = remaining_ms(deadline) else {
-                        return self.timed_out(out);
-                    };
-                    match socket.poll(zmq::POLLOUT, ms) {
-                        Ok(_) | Err(zmq::Error::EINTR) => continue,
-                        Err(_) => return self.reset_failed(out),
-                    }
-                }
-                Err(_) => return self.reset_failed(out),
-            }
-        }
-
-        // Wait for the reply until the deadline.
-        loop {
-            let Some(ms) = remaining_ms(deadline) else {
-                return self.timed_out(out);
-            };
-            let Some(socket) = self.socket.as_ref() else {
-                return self.failed(out);
-            };
-            match socket.poll(zmq::POLLIN, ms) {
-                Ok(0) | Err(zmq::Error::EINTR) => continue,
-                Ok(_) => {}
-                Err(_) => return self.reset_failed(out),
-            }
-            match socket.recv(&mut self.reply, zmq::DONTWAIT) {
-                Ok(()) => break,
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
-                Err(_) => return self.reset_failed(out),
-            }
-        }
-        if self.reply.get_more() {
-            // Not our protocol: a fresh socket drops the remaining frames.
-            return self.reset_failed(out);
+        let len = encode_request_v2(self.session_id, batch_id, now_ns, orders, &mut self.request);
+        match self.exchange(len, false, deadline) {
+            Exchange::Done => {}
+            Exchange::TimedOut => return self.timed_out(out, Some(batch_id)),
+            Exchange::Reset => return self.reset_failed(out),
         }
         if self.read_reply(batch_id, orders, out).is_err() {
             return self.failed(out);
@@ -214,6 +258,116 @@ impl RiskClient {
         self.stats.batches += 1;
         self.stats.last_rtt_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         BatchOutcome::Replied
+    }
+
+    /// Sends the void request for the current endpoint's pending batch ids and reads the
+    /// results. Every batch id with a result is settled; on an error reply they are dropped
+    /// (counted): the server cannot void them.
+    fn void_pending(&mut self, deadline: Instant) -> Exchange {
+        let request_id = self.next_batch_id;
+        self.next_batch_id = self.next_batch_id.wrapping_add(1);
+        let len = encode_void_request(
+            self.session_id,
+            request_id,
+            &self.pending[self.current],
+            &mut self.void_request,
+        );
+        match self.exchange(len, true, deadline) {
+            Exchange::Done => {}
+            other => return other,
+        }
+        let frame: &[u8] = &self.reply;
+        let pending = &mut self.pending[self.current];
+        let mut results = [VoidOutcome::Unknown; VOID_BATCH_IDS_MAX];
+        let settled = match decode_reply_header(frame) {
+            Ok(h)
+                if h.status == Status::Ok
+                    && h.batch_id == request_id
+                    && h.count as usize == pending.len() =>
+            {
+                pending
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &id)| match decode_void_result(frame, i) {
+                        Ok((got, outcome)) if got == id => {
+                            results[i] = outcome;
+                            true
+                        }
+                        _ => false,
+                    })
+            }
+            _ => false,
+        };
+        if settled {
+            self.stats.void_requests += 1;
+            for outcome in &results[..pending.len()] {
+                match outcome {
+                    VoidOutcome::Voided => self.stats.voided += 1,
+                    VoidOutcome::Unknown => self.stats.void_unknown += 1,
+                    VoidOutcome::TooOld => self.stats.void_too_old += 1,
+                }
+            }
+        } else {
+            self.stats.errors += 1;
+            self.stats.void_dropped += pending.len() as u64;
+        }
+        pending.clear();
+        Exchange::Done
+    }
+
+    /// Sends `self.request[..len]` (or `self.void_request[..len]`) and waits for one reply
+    /// frame in `self.reply`, until `deadline`.
+    fn exchange(&mut self, len: usize, void: bool, deadline: Instant) -> Exchange {
+        // Send without blocking; a peer that is not ready gets until the deadline.
+        loop {
+            let Some(socket) = self.socket.as_ref() else {
+                return Exchange::Reset;
+            };
+            let frame = if void {
+                &self.void_request[..len]
+            } else {
+                &self.request[..len]
+            };
+            match socket.send(frame, zmq::DONTWAIT) {
+                Ok(()) => break,
+                Err(zmq::Error::EINTR) => continue,
+                Err(zmq::Error::EAGAIN) => {
+                    let Some(ms) = remaining_ms(deadline) else {
+                        return Exchange::TimedOut;
+                    };
+                    match socket.poll(zmq::POLLOUT, ms) {
+                        Ok(_) | Err(zmq::Error::EINTR) => continue,
+                        Err(_) => return Exchange::Reset,
+                    }
+                }
+                Err(_) => return Exchange::Reset,
+            }
+        }
+
+        // Wait for the reply until the deadline.
+        loop {
+            let Some(ms) = remaining_ms(deadline) else {
+                return Exchange::TimedOut;
+            };
+            let Some(socket) = self.socket.as_ref() else {
+                return Exchange::Reset;
+            };
+            match socket.poll(zmq::POLLIN, ms) {
+                Ok(0) | Err(zmq::Error::EINTR) => continue,
+                Ok(_) => {}
+                Err(_) => return Exchange::Reset,
+            }
+            match socket.recv(&mut self.reply, zmq::DONTWAIT) {
+                Ok(()) => break,
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+                Err(_) => return Exchange::Reset,
+            }
+        }
+        if self.reply.get_more() {
+            // Not our protocol: a fresh socket drops the remaining frames.
+            return Exchange::Reset;
+        }
+        Exchange::Done
     }
 
     fn read_reply(&self, batch_id: u64, orders: &[Order], out: &mut [Reason]) -> Result<(), ()> {
@@ -240,13 +394,23 @@ impl RiskClient {
 
     /// A socket error: the REQ state machine may be stuck, so start over on the same endpoint.
     fn reset_failed(&mut self, out: &mut [Reason]) -> BatchOutcome {
-        self.socket = open_socket(&self.ctx, &self.endpoints[self.current]).ok();
+        self.socket = open_socket(&self.ctx, &self.endpoints[self.current], &self.auth).ok();
         self.failed(out)
     }
 
-    fn timed_out(&mut self, out: &mut [Reason]) -> BatchOutcome {
+    /// A timeout: `sent` is the batch id of a batch the server may have received (to void on
+    /// the next contact with this endpoint), `None` if the batch was not sent.
+    fn timed_out(&mut self, out: &mut [Reason], sent: Option<u64>) -> BatchOutcome {
         out.fill(Reason::RiskTimeout);
         self.stats.timeouts += 1;
+        if let Some(id) = sent {
+            let pending = &mut self.pending[self.current];
+            if pending.len() == VOID_BATCH_IDS_MAX {
+                pending.remove(0);
+                self.stats.void_dropped += 1;
+            }
+            pending.push(id);
+        }
         // Lazy Pirate: close (LINGER 0 drops the request) and reopen, on the next endpoint.
         self.socket = None;
         if self.endpoints.len() > 1 {
@@ -254,9 +418,33 @@ impl RiskClient {
             self.stats.failovers += 1;
         }
         // If this fails (context terminated), the next batch tries again and fails fast.
-        self.socket = open_socket(&self.ctx, &self.endpoints[self.current]).ok();
+        self.socket = open_socket(&self.ctx, &self.endpoints[self.current], &self.auth).ok();
         BatchOutcome::TimedOut
     }
+}
+
+/// How one request / reply exchange ended.
+enum Exchange {
+    /// A single-frame reply is in `reply`.
+    Done,
+    /// The deadline passed.
+    TimedOut,
+    /// A socket error (or a multi-part reply): the socket must be reopened.
+    Reset,
+}
+
+/// A random non-zero session id: std's `RandomState` keys come from the OS's randomness
+/// (and differ per instance), mixed with the time and the process id.
+fn random_session_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 /// Milliseconds left until `deadline`, rounded up; `None` once it has passed.

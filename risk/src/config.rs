@@ -403,7 +403,16 @@ impl Validator {
             self.push(key, format!("must be ≤ {MONEY_UNITS_MAX:e} (got {v})"));
             return None;
         }
-        Some((v * TICKS_PER_UNIT as f64).round() as i128)
+        let ticks = (v * TICKS_PER_UNIT as f64).round() as i128;
+        if ticks == 0 {
+            // Below half a notional tick: "> 0" as written, a limit of 0 once converted.
+            self.push(
+                key,
+                format!("must be at least one notional tick, 1e-4 (got {v})"),
+            );
+            return None;
+        }
+        Some(ticks)
     }
 
     fn state(&mut self, key: &str, v: Option<&str>) -> TradingState {

@@ -1,5 +1,5 @@
 //! The order-id table: open addressing with Robin Hood linear probing and backward-shift
-//! deletion, keyed by non-zero `u64` order ids.
+//! deletion, keyed by non-zero `u64` order ids, growing incrementally.
 //!
 //! Why not `std::collections::HashMap`: the duplicate horizon inserts one id and removes an old
 //! one per accepted order, forever. SwissTable marks removed slots as tombstones when their
@@ -10,18 +10,41 @@
 //! a lookup of an absent id stop early.
 //!
 //! Home slots come from Fibonacci hashing (the top bits of `id × 2^64/φ`), which spreads ids
-//! that differ in low bits and ids that differ only in high bits alike, in one multiply. A locality-keeping mapping
-//! (home = id modulo the table size, so that ascending ids fill consecutive slots) was tried
-//! and dropped: it is fast while every id is short-lived, but orders that stay open for long
-//! (half of them in a `bench gen` file) sit in the slots the ids a table-size later map to, the
-//! sliding window of fresh ids piles up behind them, and one removal then shifts a run of
-//! hundreds of thousands of entries. With a mixing hash, each access to a large table costs about
-//! one cache miss; [`IdTable::touch`] lets a caller start those misses for a whole batch at once
-//! (see `Checker::prefetch`).
+//! that differ in low bits and ids that differ only in high bits alike, in one multiply. A
+//! locality-keeping mapping (home = id modulo the table size, so that ascending ids fill
+//! consecutive slots) was tried and dropped: it is fast while every id is short-lived, but
+//! orders that stay open for long (half of them in a `bench gen` file) sit in the slots the ids
+//! a table-size later map to, the sliding window of fresh ids piles up behind them, and one
+//! removal then shifts a run of hundreds of thousands of entries.
 //!
-//! The table holds at most half its slots (load ≤ 50 %); it is allocated at start-up for the
-//! configured capacity and doubles (one re-allocation, amortised) if more ids than that must be
-//! held.
+//! # Layout
+//! A slot is the key and its value side by side, aligned to [`SLOT_ALIGN_BYTES`]: with the
+//! checker's 24-byte value a slot is 32 bytes, two per cache line, so a lookup, an insert and
+//! a removal of one id touch one line (most probe runs are 1–2 slots at load ≤ 50 %). An
+//! earlier layout kept keys and values in separate arrays (a probe read 8 keys per line), but
+//! then an insert or a removal touched two lines of a table larger than the cache.
+//! [`IdTable::touch`] lets a caller start those misses for a whole batch at once.
+//!
+//! # Growth without a spike
+//! The table is allocated at start-up for the configured capacity (load ≤ 50 % at capacity)
+//! and every slot is written then, so its pages are faulted in before the first order. When
+//! more ids must be held, it grows to twice the slots **incrementally**, so that no single
+//! operation pays for a whole-table rehash (a 2^20-slot table took ~100 ms to rebuild inside
+//! one request):
+//!
+//! 1. *prepare*: once the table holds more than [`GROW_PREPARE_LOAD_PERCENT`] % of its slots,
+//!    each insert initialises the next [`GROW_INIT_SLOTS_PER_INSERT`] slots of the new table
+//!    (allocated with its capacity reserved, so the allocation itself is one `mmap` and the
+//!    page faults are spread over the inserts);
+//! 2. *migrate*: when the new table is fully initialised it takes over; inserts go to it, and
+//!    each insert first moves the entries of the next [`GROW_MIGRATE_SLOTS_PER_INSERT`] slots of
+//!    the old table across. Lookups and removals look in both tables until the old one is
+//!    empty, which the constants below guarantee happens before the new table reaches the
+//!    prepare threshold itself.
+//!
+//! So an insert costs at most ~40 slot writes and ~3 slot moves more than usual while a growth
+//! is under way. [`IdTable::reserve_to`] (a reload that raises the capacity: an admin action)
+//! rebuilds in one go.
 
 /// Smallest table, in slots.
 const SLOTS_MIN: usize = 16;
@@ -31,91 +54,97 @@ const EMPTY: u64 = 0;
 /// Fibonacci hashing: `2^64 / φ`, odd. The top bits of `id × it` depend on every bit of the id.
 const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// See the module docs.
+/// Alignment of a slot (and so of the slot array): a 32-byte slot never straddles two cache
+/// lines.
+pub const SLOT_ALIGN_BYTES: usize = 32;
+
+/// Growth starts (the *prepare* phase) once the table holds more than this share of its slots.
+pub const GROW_PREPARE_LOAD_PERCENT: usize = 45;
+/// Most entries a table holds, in percent of its slots: inserts past it would make probe
+/// runs long. The prepare phase must end before it is reached.
+pub const LOAD_MAX_PERCENT: usize = 50;
+/// Slots of the new (2×) table initialised per insert during the prepare phase. The prepare
+/// phase lasts at least `(50 − 45) % × S` inserts (S = old slots) and must initialise `2 S`
+/// slots: `2 S / (0.05 S) = 40`.
+pub const GROW_INIT_SLOTS_PER_INSERT: usize = 40;
+const _: () =
+    assert!(GROW_INIT_SLOTS_PER_INSERT * (LOAD_MAX_PERCENT - GROW_PREPARE_LOAD_PERCENT) >= 2 * 100);
+/// Slots of the old table migrated per insert during the migrate phase. Migration lasts
+/// `S / 3` inserts, after which the new table (`2 S` slots) holds at most
+/// `0.5 S + S / 3 ≈ 0.83 S` entries = 41.7 % < the 45 % that would start the next growth.
+pub const GROW_MIGRATE_SLOTS_PER_INSERT: usize = 3;
+const _: () = assert!(
+    // (50 % of S + S / m) / 2 S < 45 %  ⇔  50 m + 100 < 90 m
+    LOAD_MAX_PERCENT * GROW_MIGRATE_SLOTS_PER_INSERT + 100
+        < 2 * GROW_PREPARE_LOAD_PERCENT * GROW_MIGRATE_SLOTS_PER_INSERT
+);
+
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Slot<V> {
+    key: u64,
+    value: V,
+}
+
+/// Bytes of one slot holding a `V`.
+pub const fn slot_bytes<V>() -> usize {
+    std::mem::size_of::<Slot<V>>()
+}
+
+const _: () = assert!(std::mem::align_of::<Slot<u8>>() == SLOT_ALIGN_BYTES);
+
+/// Where an entry lives: a handle from [`IdTable::find`], valid until the table next changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotRef {
+    /// In the old table (a growth is migrating).
+    old: bool,
+    i: usize,
+}
+
+/// One open-addressing table (the current one, or the old one while a growth migrates).
 #[derive(Debug, Clone)]
-pub struct IdTable<V> {
-    // Keys apart from values: a probe (most lookups of a new order's id find nothing) reads
-    // only the dense key array, 8 keys per cache line.
-    keys: Vec<u64>,
-    values: Vec<V>,
+struct Table<V> {
+    slots: Vec<Slot<V>>,
     mask: usize,
     /// `64 − log2(slots)`: the home slot is the top bits of the product.
     shift: u32,
     len: usize,
 }
 
-impl<V: Copy + Default> IdTable<V> {
-    /// A table with room for `capacity` ids without re-allocating.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let slots = capacity
-            .saturating_mul(2)
-            .max(SLOTS_MIN)
-            .checked_next_power_of_two()
-            .unwrap_or(1 << (usize::BITS - 1));
-        IdTable {
-            keys: vec![EMPTY; slots],
-            values: vec![V::default(); slots],
-            mask: slots - 1,
-            shift: 64 - slots.trailing_zeros(),
+impl<V: Copy + Default> Table<V> {
+    fn from_slots(slots: Vec<Slot<V>>) -> Self {
+        debug_assert!(slots.len().is_power_of_two() && slots.len() >= SLOTS_MIN);
+        Table {
+            mask: slots.len() - 1,
+            shift: 64 - slots.len().trailing_zeros(),
+            slots,
             len: 0,
         }
     }
 
-    /// Ids held.
-    pub fn len(&self) -> usize {
-        self.len
+    fn with_slots(n: usize) -> Self {
+        Self::from_slots(vec![Slot::default(); n])
     }
 
-    /// Ids the table holds before it re-allocates.
-    pub fn capacity(&self) -> usize {
-        self.keys.len() / 2
-    }
-
-    /// Grows (re-allocates) so that `capacity` ids fit.
-    pub fn reserve_to(&mut self, capacity: usize) {
-        if capacity > self.capacity() {
-            self.rebuild(capacity);
-        }
-    }
-
+    #[inline]
     fn home(&self, key: u64) -> usize {
         // One multiply: this runs several times per order (lookup, insert, eviction, and
         // once per slot a removal shifts).
         (key.wrapping_mul(FIBONACCI) >> self.shift) as usize
     }
 
-    /// Bytes of the key and value arrays.
-    pub fn footprint_bytes(&self) -> usize {
-        self.keys.len() * (std::mem::size_of::<u64>() + std::mem::size_of::<V>())
-    }
-
-    /// Reads the home slot of `key` (its key, and its value when `with_value`) and returns a
-    /// digest of what it read, so that the cache lines are loaded now: independent calls for
-    /// many keys overlap their cache misses (memory-level parallelism), and the lookups that
-    /// follow find the lines in cache. A hint only.
-    pub fn touch(&self, key: u64, with_value: bool) -> u64 {
-        let i = self.home(key);
-        if with_value {
-            std::hint::black_box(self.values[i]);
-        }
-        self.keys[i]
-    }
-
     /// How far the entry with `key` in slot `i` sits from its home slot.
+    #[inline]
     fn distance(&self, i: usize, key: u64) -> usize {
         i.wrapping_sub(self.home(key)) & self.mask
     }
 
-    /// The slot holding `key`, if any (a handle for [`IdTable::at_mut`] and
-    /// [`IdTable::remove_at`], valid until the table is next changed).
-    pub fn find(&self, key: u64) -> Option<usize> {
-        if key == EMPTY {
-            return None;
-        }
+    #[inline]
+    fn find(&self, key: u64) -> Option<usize> {
         let mut i = self.home(key);
         let mut d = 0;
         loop {
-            let k = self.keys[i];
+            let k = self.slots[i].key;
             if k == key {
                 return Some(i);
             }
@@ -129,47 +158,29 @@ impl<V: Copy + Default> IdTable<V> {
         }
     }
 
-    /// The value in slot `i` (from [`IdTable::find`]), mutably.
-    pub fn at_mut(&mut self, i: usize) -> &mut V {
-        &mut self.values[i]
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: u64) -> Option<&V> {
-        self.find(key).map(|i| &self.values[i])
-    }
-
-    /// Inserts or replaces, in one pass. `key` must not be 0 (ignored if it is).
-    pub fn insert(&mut self, key: u64, value: V) {
-        debug_assert_ne!(key, EMPTY, "order id 0 is never stored");
-        if key == EMPTY {
-            return;
-        }
-        if (self.len + 1) * 2 > self.keys.len() {
-            self.rebuild(self.capacity().saturating_mul(2));
-        }
-        let (mut cur_key, mut cur_value) = (key, value);
+    /// Inserts or replaces. The caller keeps the load ≤ 50 %.
+    fn insert(&mut self, key: u64, value: V) {
+        debug_assert!((self.len + 1) * 100 <= self.slots.len() * LOAD_MAX_PERCENT + 100);
+        let mut cur = Slot { key, value };
         let mut i = self.home(key);
         let mut d = 0;
         let mut placed = false; // `key` is placed; we carry a displaced entry on
         loop {
-            let k = self.keys[i];
+            let k = self.slots[i].key;
             if k == EMPTY {
-                self.keys[i] = cur_key;
-                self.values[i] = cur_value;
+                self.slots[i] = cur;
                 self.len += 1;
                 return;
             }
             if !placed && k == key {
-                self.values[i] = value;
+                self.slots[i].value = value;
                 return;
             }
             let kd = self.distance(i, k);
             if kd < d {
                 // Robin Hood: `key` is not further on (see `find`). Take the slot of the entry
                 // nearer to its home; carry that one on.
-                std::mem::swap(&mut self.keys[i], &mut cur_key);
-                std::mem::swap(&mut self.values[i], &mut cur_value);
+                std::mem::swap(&mut self.slots[i], &mut cur);
                 placed = true;
                 d = kd;
             }
@@ -178,48 +189,256 @@ impl<V: Copy + Default> IdTable<V> {
         }
     }
 
-    /// Removes the entry in slot `i` (from [`IdTable::find`]), shifting the rest of its probe
-    /// run back so no tombstone is left.
-    pub fn remove_at(&mut self, i: usize) -> V {
-        let removed = self.values[i];
+    /// Removes the entry in slot `i`, shifting the rest of its probe run back so no tombstone
+    /// is left.
+    fn remove_at(&mut self, i: usize) -> V {
+        let removed = self.slots[i].value;
         let mut hole = i;
         self.len -= 1;
         loop {
             let j = (hole + 1) & self.mask;
-            let k = self.keys[j];
+            let k = self.slots[j].key;
             if k == EMPTY || self.distance(j, k) == 0 {
                 break;
             }
-            self.keys[hole] = k;
-            self.values[hole] = self.values[j];
+            self.slots[hole] = self.slots[j];
             hole = j;
         }
-        self.keys[hole] = EMPTY;
+        self.slots[hole].key = EMPTY;
         removed
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct IdTable<V> {
+    /// Where inserts go.
+    cur: Table<V>,
+    /// The table being drained into `cur` (migrate phase).
+    old: Option<Table<V>>,
+    /// Next slot of `old` to migrate.
+    cursor: usize,
+    /// The next table being initialised (prepare phase): capacity reserved, `len` grows.
+    next: Option<Vec<Slot<V>>>,
+    /// Growths started.
+    grows: u64,
+}
+
+impl<V: Copy + Default> IdTable<V> {
+    /// A table with room for `capacity` ids at load ≤ 50 %, every slot written now.
+    pub fn with_capacity(capacity: usize) -> Self {
+        IdTable {
+            cur: Table::with_slots(slots_for(capacity)),
+            old: None,
+            cursor: 0,
+            next: None,
+            grows: 0,
+        }
+    }
+
+    /// Ids held.
+    pub fn len(&self) -> usize {
+        self.cur.len + self.old.as_ref().map_or(0, |t| t.len)
+    }
+
+    /// Ids the current table holds at load 50 % (growth starts a little before).
+    pub fn capacity(&self) -> usize {
+        self.cur.slots.len() * LOAD_MAX_PERCENT / 100
+    }
+
+    /// Slots of the current table.
+    pub fn slots(&self) -> usize {
+        self.cur.slots.len()
+    }
+
+    /// Growths started since the table was built.
+    pub fn grows(&self) -> u64 {
+        self.grows
+    }
+
+    /// A growth is under way (prepare or migrate phase).
+    pub fn growing(&self) -> bool {
+        self.old.is_some() || self.next.is_some()
+    }
+
+    /// Makes room for `capacity` ids, in one go (a cold path: reload).
+    pub fn reserve_to(&mut self, capacity: usize) {
+        if capacity > self.capacity() || self.growing() {
+            let slots = slots_for(capacity.max(self.len())).max(self.cur.slots.len());
+            let mut fresh = Table::with_slots(slots);
+            for (k, v) in self.iter() {
+                fresh.insert(k, *v);
+            }
+            *self = IdTable {
+                cur: fresh,
+                old: None,
+                cursor: 0,
+                next: None,
+                grows: self.grows,
+            };
+        }
+    }
+
+    /// Bytes of the slot arrays (both tables while migrating).
+    pub fn footprint_bytes(&self) -> usize {
+        let old = self.old.as_ref().map_or(0, |t| t.slots.len());
+        (self.cur.slots.len() + old) * slot_bytes::<V>()
+    }
+
+    /// Reads the home slot of `key` and returns a digest of it, so that its cache line is
+    /// loaded now: independent calls for many keys overlap their cache misses
+    /// (memory-level parallelism), and the lookups that follow find the lines in cache. A hint.
+    pub fn touch(&self, key: u64) -> u64 {
+        let t = &self.cur;
+        let mut acc = t.slots[t.home(key)].key;
+        if let Some(o) = &self.old {
+            acc ^= o.slots[o.home(key)].key;
+        }
+        acc
+    }
+
+    /// The slot holding `key`, if any (a handle for [`IdTable::at`], [`IdTable::at_mut`] and
+    /// [`IdTable::remove_at`], valid until the table is next changed).
+    #[inline]
+    pub fn find(&self, key: u64) -> Option<SlotRef> {
+        if key == EMPTY {
+            return None;
+        }
+        if let Some(i) = self.cur.find(key) {
+            return Some(SlotRef { old: false, i });
+        }
+        let i = self.old.as_ref()?.find(key)?;
+        Some(SlotRef { old: true, i })
+    }
+
+    #[inline]
+    fn table(&self, old: bool) -> &Table<V> {
+        match (&self.old, old) {
+            (Some(t), true) => t,
+            _ => &self.cur,
+        }
+    }
+
+    #[inline]
+    fn table_mut(&mut self, old: bool) -> &mut Table<V> {
+        match (&mut self.old, old) {
+            (Some(t), true) => t,
+            _ => &mut self.cur,
+        }
+    }
+
+    /// The value in slot `r` (from [`IdTable::find`]).
+    #[inline]
+    pub fn at(&self, r: SlotRef) -> &V {
+        &self.table(r.old).slots[r.i].value
+    }
+
+    /// The value in slot `r` (from [`IdTable::find`]), mutably.
+    #[inline]
+    pub fn at_mut(&mut self, r: SlotRef) -> &mut V {
+        &mut self.table_mut(r.old).slots[r.i].value
+    }
+
+    /// The value of `key`.
+    #[inline]
+    pub fn get(&self, key: u64) -> Option<&V> {
+        self.find(key).map(|r| self.at(r))
+    }
+
+    /// Inserts or replaces. `key` must not be 0 (ignored if it is). Never rehashes the whole
+    /// table: see the module docs for the bounded extra work of a growth.
+    pub fn insert(&mut self, key: u64, value: V) {
+        debug_assert_ne!(key, EMPTY, "order id 0 is never stored");
+        if key == EMPTY {
+            return;
+        }
+        self.grow_step();
+        if let Some(old) = &mut self.old {
+            if let Some(i) = old.find(key) {
+                old.remove_at(i);
+            }
+        }
+        self.cur.insert(key, value);
+    }
+
+    /// Removes the entry in slot `r` (from [`IdTable::find`]), shifting the rest of its probe
+    /// run back so no tombstone is left.
+    pub fn remove_at(&mut self, r: SlotRef) -> V {
+        self.table_mut(r.old).remove_at(r.i)
     }
 
     /// Removes `key`.
-    #[cfg(test)]
     pub fn remove(&mut self, key: u64) -> Option<V> {
-        self.find(key).map(|i| self.remove_at(i))
+        self.find(key).map(|r| self.remove_at(r))
     }
 
-    /// Every (id, value), in slot order.
+    /// Every (id, value): the current table's in slot order, then the old one's.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
-        self.keys
+        self.cur
+            .slots
             .iter()
-            .zip(&self.values)
-            .filter(|(k, _)| **k != EMPTY)
-            .map(|(k, v)| (*k, v))
+            .chain(self.old.iter().flat_map(|t| t.slots.iter()))
+            .filter(|s| s.key != EMPTY)
+            .map(|s| (s.key, &s.value))
     }
 
-    fn rebuild(&mut self, capacity: usize) {
-        let mut bigger = IdTable::with_capacity(capacity.max(self.len));
-        for (k, v) in self.iter() {
-            bigger.insert(k, *v);
+    /// The bounded growth work of one insert (module docs): start or continue the prepare
+    /// phase, switch tables when the new one is ready, migrate a few old slots.
+    fn grow_step(&mut self) {
+        if let Some(old) = &mut self.old {
+            for _ in 0..GROW_MIGRATE_SLOTS_PER_INSERT {
+                if self.cursor == old.slots.len() {
+                    break;
+                }
+                // Backward shift may pull the next entry of the run into the cursor's slot:
+                // empty the slot before moving on. Nothing moves behind the cursor (the slots
+                // there are empty and the old table takes no inserts).
+                while old.slots[self.cursor].key != EMPTY {
+                    let key = old.slots[self.cursor].key;
+                    let value = old.remove_at(self.cursor);
+                    self.cur.insert(key, value);
+                }
+                self.cursor += 1;
+            }
+            if self.cursor == old.slots.len() {
+                debug_assert_eq!(old.len, 0);
+                self.old = None;
+                self.cursor = 0;
+            }
+            return;
         }
-        *self = bigger;
+        let slots = self.cur.slots.len();
+        if self.next.is_none() && (self.cur.len + 1) * 100 > slots * GROW_PREPARE_LOAD_PERCENT {
+            self.grows += 1;
+            self.next = Some(Vec::with_capacity(slots * 2));
+        }
+        let Some(next) = &mut self.next else {
+            return;
+        };
+        let want = (next.len() + GROW_INIT_SLOTS_PER_INSERT).min(next.capacity());
+        next.resize(want, Slot::default());
+        // By the constants above the new table is ready before the current one is half full;
+        // finish it now should that ever not hold (it would only cost time, never correctness).
+        if (self.cur.len + 1) * 100 > slots * LOAD_MAX_PERCENT {
+            next.resize(next.capacity(), Slot::default());
+        }
+        if next.len() == next.capacity() {
+            if let Some(ready) = self.next.take() {
+                let cur = std::mem::replace(&mut self.cur, Table::from_slots(ready));
+                self.old = Some(cur);
+                self.cursor = 0;
+            }
+        }
     }
+}
+
+/// Slots for `capacity` ids at load ≤ 50 %: a power of two, at least [`SLOTS_MIN`].
+fn slots_for(capacity: usize) -> usize {
+    capacity
+        .saturating_mul(100 / LOAD_MAX_PERCENT)
+        .max(SLOTS_MIN)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << (usize::BITS - 1))
 }
 
 #[cfg(test)]
@@ -277,18 +496,28 @@ mod tests {
         }
     }
 
-    /// Slots a lookup of `key` visits.
+    /// Slots a lookup of `key` visits in the current table.
     fn probes(t: &IdTable<u32>, key: u64) -> usize {
-        let mut i = t.home(key);
+        let c = &t.cur;
+        let mut i = c.home(key);
         let mut d = 0;
         loop {
-            let k = t.keys[i];
-            if k == key || k == EMPTY || t.distance(i, k) < d {
+            let k = c.slots[i].key;
+            if k == key || k == EMPTY || c.distance(i, k) < d {
                 return d + 1;
             }
-            i = (i + 1) & t.mask;
+            i = (i + 1) & c.mask;
             d += 1;
         }
+    }
+
+    #[test]
+    fn slots_are_32_bytes_and_aligned_for_the_checker_value() {
+        #[derive(Clone, Copy, Default)]
+        struct Value24(#[allow(dead_code)] [u64; 3]);
+        assert_eq!(slot_bytes::<Value24>(), 32);
+        let t = IdTable::<Value24>::with_capacity(100);
+        assert_eq!(t.cur.slots.as_ptr() as usize % SLOT_ALIGN_BYTES, 0);
     }
 
     #[test]
@@ -297,7 +526,7 @@ mod tests {
         // third id staying (an order left open), as in a generated order file.
         let window = 4096u64;
         let mut t = IdTable::<u32>::with_capacity(window as usize * 4);
-        let slots = t.keys.len();
+        let slots = t.slots();
         let mut kept = 0usize;
         for n in 1..100_000u64 {
             if n > window {
@@ -310,7 +539,8 @@ mod tests {
             }
             t.insert(n, n as u32);
         }
-        assert_eq!(t.keys.len(), slots, "no growth");
+        assert_eq!(t.slots(), slots, "no growth");
+        assert_eq!(t.grows(), 0);
         let fresh = (200_000..201_000u64).map(|k| probes(&t, k)).max().unwrap();
         let live = (100_000 - window..100_000)
             .map(|k| probes(&t, k))
@@ -328,7 +558,71 @@ mod tests {
         }
         assert_eq!(t.len(), cap * 3);
         assert!(t.capacity() >= cap * 3);
+        assert!(t.grows() >= 1);
         assert_eq!(t.get(0), None);
         assert_eq!(t.remove(0), None);
+        for k in 1..=(cap as u64 * 3) {
+            assert_eq!(t.get(k), Some(&1), "{k}");
+        }
+    }
+
+    /// Regression (issue #4, a ~99 ms request in a long-lived risk-server at ~1 M orders): an
+    /// insert past the capacity never rebuilds the whole table. Every insert moves at most
+    /// `GROW_MIGRATE_SLOTS_PER_INSERT` slots' runs and initialises at most
+    /// `GROW_INIT_SLOTS_PER_INSERT` new slots; the table never exceeds load 50 %.
+    #[test]
+    fn growth_is_incremental_with_bounded_work_per_insert() {
+        let mut t = IdTable::<u32>::with_capacity(1 << 12);
+        let start_slots = t.slots();
+        let mut phases = (0, 0); // inserts seen in (prepare, migrate)
+        for k in 1..=(1u64 << 16) {
+            let (len_before, old_before) = (t.len(), t.old.as_ref().map(|o| o.len));
+            let next_before = t.next.as_ref().map(|n| n.len());
+            t.insert(k, k as u32);
+            assert_eq!(t.len(), len_before + 1);
+            if let (Some(before), Some(o)) = (old_before, t.old.as_ref()) {
+                // Migrated entries this insert: at most the runs of 3 slots.
+                assert!(before - o.len <= 3 * 8, "moved {} entries", before - o.len);
+                phases.1 += 1;
+            }
+            if let (Some(before), Some(n)) = (next_before, t.next.as_ref()) {
+                assert!(n.len() - before <= GROW_INIT_SLOTS_PER_INSERT);
+                phases.0 += 1;
+            }
+            assert!(
+                t.cur.len * 100 <= t.cur.slots.len() * LOAD_MAX_PERCENT,
+                "load above 50 % at {k}"
+            );
+            if k % 4099 == 0 {
+                // Everything stays findable while tables are migrating.
+                for j in (1..=k).step_by(97) {
+                    assert_eq!(t.get(j), Some(&(j as u32)), "{j} after {k}");
+                }
+            }
+        }
+        assert!(t.slots() >= start_slots * 16);
+        assert!(t.grows() >= 4);
+        assert!(phases.0 > 0 && phases.1 > 0, "{phases:?}");
+        // Removing everything (found in whichever table) empties it.
+        for k in 1..=(1u64 << 16) {
+            assert_eq!(t.remove(k), Some(k as u32));
+        }
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn reserve_to_finishes_a_growth_in_one_go() {
+        let mut t = IdTable::<u32>::with_capacity(64);
+        let mut k = 1;
+        while !t.growing() {
+            t.insert(k, 7);
+            k += 1;
+        }
+        t.reserve_to(1000);
+        assert!(!t.growing());
+        assert!(t.capacity() >= 1000);
+        for j in 1..k {
+            assert_eq!(t.get(j), Some(&7));
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! - [`config`]: the limits file (TOML) → validated [`Limits`].
 //! - [`checks`]: each check as a small pure function returning a [`orders::Reason`].
 //! - [`checker`]: [`Checker`], limits plus live state (positions, open orders, exposure,
-//!   rate buckets, recent ids, trading states); [`Checker::apply_decision`] for recovery.
+//!   rate buckets, recent ids, trading states); [`Checker::apply_decision`] for recovery;
+//!   [`Checker::void_batches`] to take back batches a client timed out on (undo log in
+//!   `undo.rs`).
 //! - [`protocol`]: the binary batch request / reply layout (`docs/formats/risk-protocol.md`).
 //! - [`service`]: the request handler (binary batches, JSON orders, admin requests).
 //! - [`server`]: the REP loop of `risk-server` and the embedded mode ([`spawn_embedded`]).
@@ -29,6 +31,7 @@ pub mod protocol;
 pub mod recover;
 pub mod server;
 pub mod service;
+mod undo;
 
 pub use checker::{Checker, Scope, StateSnapshot};
 pub use checks::PositionView;
@@ -38,3 +41,4 @@ pub use error::{error_chain, RiskError};
 pub use recover::{replay_journal, ReplayStats};
 pub use server::{spawn_embedded, spawn_embedded_with, EmbeddedRisk, Server};
 pub use service::{Service, ServiceOptions, ServiceStats};
+pub use undo::VoidOutcome;

@@ -14,6 +14,26 @@ pub const MAX_BATCH_ORDERS_DEFAULT: usize = 1024;
 pub const MAX_BATCH_ORDERS_MAX: usize = 65_536;
 const _: () = assert!(MAX_BATCH_ORDERS_DEFAULT <= MAX_BATCH_ORDERS_MAX);
 
+/// Batches whose effects the server can undo (the newest ones; a `void` request names
+/// batches a client timed out on). Timeouts are rare and a client voids on its next contact,
+/// so the newest one is what matters; a few more cover a void that itself timed out.
+pub const UNDO_BATCHES_MAX: usize = 4;
+/// Undo-log ops reserved per order of a batch: a new order records up to ~10 (its account,
+/// symbol and position when new, the throttle, open exposure, the reference when first set,
+/// the horizon ring push and the slot, the id it evicts from the horizon and that slot), a
+/// cancel 2, a fill 4. A batch whose ops exceed its share borrows from older records; one that
+/// does not fit the whole log (a time horizon expiring thousands of ids at once) cannot be
+/// voided.
+pub const UNDO_OPS_PER_ORDER: usize = 8;
+/// Most batch ids one `void` request may name (and a client remembers per endpoint).
+pub const VOID_BATCH_IDS_MAX: usize = 16;
+/// Client sessions whose highest applied batch id the server remembers (to answer `too-old`
+/// rather than `unknown` for a batch it applied but can no longer undo).
+pub const SESSIONS_TRACKED_MAX: usize = 64;
+/// Batches voided before they arrived that the server refuses should they arrive late.
+pub const VOID_TOMBSTONES_MAX: usize = 256;
+const _: () = assert!(VOID_TOMBSTONES_MAX >= VOID_BATCH_IDS_MAX);
+
 /// The client's default time budget for one batch round trip (the source design's 100 ms).
 pub const RISK_TIMEOUT_MS_DEFAULT: u64 = 100;
 

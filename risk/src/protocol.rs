@@ -6,12 +6,26 @@
 //! All integers are little-endian. Reserved bytes are written as zero and must read as zero.
 //!
 //! ```text
-//! Batch request: REQUEST_HEADER_LEN_BYTES (32) + count × ORDER_LEN_BYTES (48)
+//! Batch request, version 1: REQUEST_HEADER_LEN_BYTES (32) + count × ORDER_LEN_BYTES (48)
 //!  0       4       6       8               16              24      28      32
 //!  +-------+-------+-------+---------------+---------------+-------+-------+----------------
 //!  | magic | ver   | type  | batch_id      | now_ns        | count | 0     | count orders,
 //!  | "RSKQ"| u16=1 | u16=1 | u64           | u64           | u32   | u32   | 48 bytes each
 //!  +-------+-------+-------+---------------+---------------+-------+-------+ (orders::codec)
+//!
+//! Batch request, version 2: REQUEST_V2_HEADER_LEN_BYTES (40) + count × 48
+//!  0       4       6       8               16              24      28      32              40
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+---
+//!  | magic | ver   | type  | batch_id      | now_ns        | count | 0     | session_id    | count
+//!  | "RSKQ"| u16=2 | u16=1 | u64           | u64           | u32   | u32   | u64, ≠ 0      | orders
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+---
+//!
+//! Void request (version 2 only): 40 + count × 8
+//!  0       4       6       8               16              24      28      32              40
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+---
+//!  | magic | ver   | type  | request_id    | 0             | count | 0     | session_id    | count
+//!  | "RSKQ"| u16=2 | u16=2 | u64           | u64           | u32   | u32   | u64, ≠ 0      | batch
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+ ids u64
 //!
 //! Reply: REPLY_HEADER_LEN_BYTES (24) + count × VERDICT_LEN_BYTES (16) + text_len
 //!  0       4       6       8               16      20      24
@@ -26,22 +40,37 @@
 //!  | order_id u64  |reason | 0 (6 bytes)           |
 //!  |               |u16    |                       |
 //!  +---------------+-------+-----------------------+
+//!
+//! Void result (16 bytes), one per batch id of a void request, in request order:
+//!  0               8       10                      16
+//!  +---------------+-------+-----------------------+
+//!  | batch_id u64  |outcome| 0 (6 bytes)           |
+//!  |               |u16    |                       |
+//!  +---------------+-------+-----------------------+
 //! ```
 //!
-//! `status` 0 (`ok`) carries `count` verdicts (= the request's count) and no text; any other
-//! status carries no verdicts and a short text. `batch_id` echoes the request's (0 when the
-//! request was too broken to read it).
+//! `status` 0 (`ok`) carries `count` verdicts or void results (= the request's count) and no
+//! text; any other status carries none and a short text. `batch_id` echoes the request's
+//! (0 when the request was too broken to read it). The reply layout is the same for both
+//! request versions and keeps `ver` = 1.
 
 use orders::{Order, Reason, ORDER_LEN_BYTES};
+
+use crate::undo::VoidOutcome;
 
 /// First four bytes of a batch request.
 pub const REQUEST_MAGIC: [u8; 4] = *b"RSKQ";
 /// First four bytes of a binary reply.
 pub const REPLY_MAGIC: [u8; 4] = *b"RSKA";
-/// Protocol version written and accepted.
+/// Protocol version of the reply layout (the same for both request versions), and of the
+/// version-1 request header (no session).
 pub const PROTOCOL_VERSION: u16 = 1;
+/// Request version 2: the header carries the client's session id (needed to void a batch).
+pub const PROTOCOL_VERSION_2: u16 = 2;
 /// Request type: a batch of orders to check.
 pub const REQUEST_TYPE_CHECK: u16 = 1;
+/// Request type (version 2): void batches the client timed out on.
+pub const REQUEST_TYPE_VOID: u16 = 2;
 
 /// Size of the request header.
 pub const REQUEST_HEADER_LEN_BYTES: usize = 32;
@@ -53,6 +82,12 @@ const RQ_NOW_OFFSET: usize = 16;
 const RQ_COUNT_OFFSET: usize = 24;
 const RQ_RESERVED_OFFSET: usize = 28;
 const _: () = assert!(RQ_RESERVED_OFFSET + 4 == REQUEST_HEADER_LEN_BYTES);
+/// Size of the version-2 request header (the version-1 header plus the session id).
+pub const REQUEST_V2_HEADER_LEN_BYTES: usize = 40;
+const RQ_SESSION_OFFSET: usize = 32;
+const _: () = assert!(RQ_SESSION_OFFSET + 8 == REQUEST_V2_HEADER_LEN_BYTES);
+/// Bytes of one batch id in a void request.
+pub const VOID_BATCH_ID_LEN_BYTES: usize = 8;
 
 /// Size of the reply header.
 pub const REPLY_HEADER_LEN_BYTES: usize = 24;
@@ -74,9 +109,19 @@ const _: () = assert!(V_RESERVED_OFFSET + 6 == VERDICT_LEN_BYTES);
 // The binary magic must never look like JSON (`{` or whitespace) to the server's dispatch.
 const _: () = assert!(REQUEST_MAGIC[0] != b'{' && !REQUEST_MAGIC[0].is_ascii_whitespace());
 
-/// Bytes of a batch request with `count` orders.
+/// Bytes of a (version-1) batch request with `count` orders.
 pub const fn request_len_bytes(count: usize) -> usize {
     REQUEST_HEADER_LEN_BYTES + count * ORDER_LEN_BYTES
+}
+
+/// Bytes of a version-2 batch request with `count` orders.
+pub const fn request_v2_len_bytes(count: usize) -> usize {
+    REQUEST_V2_HEADER_LEN_BYTES + count * ORDER_LEN_BYTES
+}
+
+/// Bytes of a void request naming `count` batches.
+pub const fn void_request_len_bytes(count: usize) -> usize {
+    REQUEST_V2_HEADER_LEN_BYTES + count * VOID_BATCH_ID_LEN_BYTES
 }
 
 /// Bytes of an `ok` reply with `count` verdicts.
@@ -98,6 +143,9 @@ pub enum Status {
     UnsupportedVersion = 3,
     /// A request type the server does not know.
     UnsupportedType = 4,
+    /// The batch was voided (by a void request of its session) before it arrived: nothing was
+    /// applied. Only a client that already gave up on the batch can see it.
+    Voided = 5,
 }
 
 impl Status {
@@ -109,6 +157,7 @@ impl Status {
             2 => Some(Status::TooLarge),
             3 => Some(Status::UnsupportedVersion),
             4 => Some(Status::UnsupportedType),
+            5 => Some(Status::Voided),
             _ => None,
         }
     }
@@ -121,6 +170,7 @@ impl Status {
             Status::TooLarge => "too-large",
             Status::UnsupportedVersion => "unsupported-version",
             Status::UnsupportedType => "unsupported-type",
+            Status::Voided => "voided",
         }
     }
 }
@@ -171,6 +221,20 @@ pub enum ProtocolError {
     /// Unknown reason code in a verdict.
     #[error("unknown reason code {0}")]
     Reason(u16),
+    /// A version-2 request with session id 0.
+    #[error("a version-2 request needs a non-zero session id")]
+    Session,
+    /// A void request naming no batch, or more than allowed.
+    #[error("a void request names {count} batches, not 1..={max}")]
+    VoidCount {
+        /// Batches named.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Unknown outcome code in a void result.
+    #[error("unknown void outcome code {0}")]
+    Outcome(u16),
 }
 
 impl ProtocolError {
@@ -204,15 +268,112 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 /// A decoded request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
-    /// Client-chosen id, echoed in the reply.
+    /// Client-chosen id, echoed in the reply (a void request's own id for a void).
     pub batch_id: u64,
     /// The client's clock (ns), used for the order-rate throttle and the duplicate horizon.
     pub now_ns: u64,
-    /// Number of orders.
+    /// Number of orders (batch ids for a void).
     pub count: u32,
+    /// [`REQUEST_TYPE_CHECK`] or [`REQUEST_TYPE_VOID`].
+    pub kind: u16,
+    /// The client's session (0 for a version-1 request).
+    pub session_id: u64,
 }
 
-/// Writes a batch request into `out` and returns its length.
+impl RequestHeader {
+    /// Bytes of the header (32 for version 1, 40 for version 2).
+    pub fn header_len_bytes(&self) -> usize {
+        if self.session_id == 0 {
+            REQUEST_HEADER_LEN_BYTES
+        } else {
+            REQUEST_V2_HEADER_LEN_BYTES
+        }
+    }
+}
+
+/// Writes the header fields shared by both versions.
+fn encode_header(version: u16, kind: u16, id: u64, now_ns: u64, count: usize, out: &mut [u8]) {
+    out[RQ_MAGIC_OFFSET..RQ_VERSION_OFFSET].copy_from_slice(&REQUEST_MAGIC);
+    out[RQ_VERSION_OFFSET..RQ_TYPE_OFFSET].copy_from_slice(&version.to_le_bytes());
+    out[RQ_TYPE_OFFSET..RQ_BATCH_ID_OFFSET].copy_from_slice(&kind.to_le_bytes());
+    out[RQ_BATCH_ID_OFFSET..RQ_NOW_OFFSET].copy_from_slice(&id.to_le_bytes());
+    out[RQ_NOW_OFFSET..RQ_COUNT_OFFSET].copy_from_slice(&now_ns.to_le_bytes());
+    out[RQ_COUNT_OFFSET..RQ_RESERVED_OFFSET].copy_from_slice(&(count as u32).to_le_bytes());
+    out[RQ_RESERVED_OFFSET..REQUEST_HEADER_LEN_BYTES].fill(0);
+}
+
+/// Writes a version-2 batch request (with the client's `session_id`, which must not be 0)
+/// into `out` and returns its length.
+///
+/// # Panics
+/// If `out` is shorter than [`request_v2_len_bytes`]`(orders.len())` (a programming error).
+pub fn encode_request_v2(
+    session_id: u64,
+    batch_id: u64,
+    now_ns: u64,
+    orders: &[Order],
+    out: &mut [u8],
+) -> usize {
+    debug_assert_ne!(session_id, 0);
+    let len = request_v2_len_bytes(orders.len());
+    let out = &mut out[..len];
+    let kind = REQUEST_TYPE_CHECK;
+    encode_header(
+        PROTOCOL_VERSION_2,
+        kind,
+        batch_id,
+        now_ns,
+        orders.len(),
+        out,
+    );
+    out[RQ_SESSION_OFFSET..REQUEST_V2_HEADER_LEN_BYTES].copy_from_slice(&session_id.to_le_bytes());
+    for (i, o) in orders.iter().enumerate() {
+        let at = REQUEST_V2_HEADER_LEN_BYTES + i * ORDER_LEN_BYTES;
+        orders::encode_order(o, &mut out[at..at + ORDER_LEN_BYTES]);
+    }
+    len
+}
+
+/// Writes a void request (session `session_id`, naming `batch_ids`) into `out` and returns its
+/// length.
+///
+/// # Panics
+/// If `out` is shorter than [`void_request_len_bytes`]`(batch_ids.len())`.
+pub fn encode_void_request(
+    session_id: u64,
+    request_id: u64,
+    batch_ids: &[u64],
+    out: &mut [u8],
+) -> usize {
+    let len = void_request_len_bytes(batch_ids.len());
+    let out = &mut out[..len];
+    let kind = REQUEST_TYPE_VOID;
+    encode_header(
+        PROTOCOL_VERSION_2,
+        kind,
+        request_id,
+        0,
+        batch_ids.len(),
+        out,
+    );
+    out[RQ_SESSION_OFFSET..REQUEST_V2_HEADER_LEN_BYTES].copy_from_slice(&session_id.to_le_bytes());
+    for (i, id) in batch_ids.iter().enumerate() {
+        let at = REQUEST_V2_HEADER_LEN_BYTES + i * VOID_BATCH_ID_LEN_BYTES;
+        out[at..at + VOID_BATCH_ID_LEN_BYTES].copy_from_slice(&id.to_le_bytes());
+    }
+    len
+}
+
+/// Batch id `i` of a validated void request frame.
+pub fn void_batch_id(frame: &[u8], i: usize) -> u64 {
+    u64_at(
+        frame,
+        REQUEST_V2_HEADER_LEN_BYTES + i * VOID_BATCH_ID_LEN_BYTES,
+    )
+}
+
+/// Writes a version-1 batch request (no session: such a batch can never be voided) into
+/// `out` and returns its length.
 ///
 /// # Panics
 /// If `out` is shorter than [`request_len_bytes`]`(orders.len())` (a programming error).
@@ -243,9 +404,10 @@ pub fn peek_batch_id(frame: &[u8]) -> u64 {
     }
 }
 
-/// Validates a batch request frame: magic, version, type, reserved bytes, `count ≤ max_batch`
-/// and `frame.len() == request_len_bytes(count)`. The orders themselves are decoded one by one
-/// with [`request_order`].
+/// Validates a request frame: magic, version (1 or 2), type (check; void in version 2),
+/// reserved bytes, a non-zero session id (version 2), `count ≤ max_batch` (a void: `1..=`
+/// [`crate::limits::VOID_BATCH_IDS_MAX`]) and the frame length for the count. The orders
+/// themselves are decoded one by one with [`request_order`].
 pub fn decode_request_header(
     frame: &[u8],
     max_batch: usize,
@@ -262,24 +424,54 @@ pub fn decode_request_header(
         return Err(ProtocolError::Magic(magic));
     }
     let version = u16_at(frame, RQ_VERSION_OFFSET);
-    if version != PROTOCOL_VERSION {
+    if version != PROTOCOL_VERSION && version != PROTOCOL_VERSION_2 {
         return Err(ProtocolError::Version(version));
     }
     let kind = u16_at(frame, RQ_TYPE_OFFSET);
-    if kind != REQUEST_TYPE_CHECK {
+    let void = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_VOID;
+    if kind != REQUEST_TYPE_CHECK && !void {
         return Err(ProtocolError::Type(kind));
     }
     if u32_at(frame, RQ_RESERVED_OFFSET) != 0 {
         return Err(ProtocolError::Reserved);
     }
+    let session_id = if version == PROTOCOL_VERSION_2 {
+        if frame.len() < REQUEST_V2_HEADER_LEN_BYTES {
+            return Err(ProtocolError::Short {
+                expected: REQUEST_V2_HEADER_LEN_BYTES,
+                got: frame.len(),
+            });
+        }
+        match u64_at(frame, RQ_SESSION_OFFSET) {
+            0 => return Err(ProtocolError::Session),
+            s => s,
+        }
+    } else {
+        0
+    };
     let count = u32_at(frame, RQ_COUNT_OFFSET);
-    if count as usize > max_batch {
-        return Err(ProtocolError::TooLarge {
-            count: count as usize,
-            max: max_batch,
-        });
-    }
-    let expected = request_len_bytes(count as usize);
+    let expected = if void {
+        let max = crate::limits::VOID_BATCH_IDS_MAX;
+        if count == 0 || count as usize > max {
+            return Err(ProtocolError::VoidCount {
+                count: count as usize,
+                max,
+            });
+        }
+        void_request_len_bytes(count as usize)
+    } else {
+        if count as usize > max_batch {
+            return Err(ProtocolError::TooLarge {
+                count: count as usize,
+                max: max_batch,
+            });
+        }
+        if session_id == 0 {
+            request_len_bytes(count as usize)
+        } else {
+            request_v2_len_bytes(count as usize)
+        }
+    };
     if frame.len() != expected {
         return Err(ProtocolError::Length {
             expected,
@@ -290,12 +482,19 @@ pub fn decode_request_header(
         batch_id: u64_at(frame, RQ_BATCH_ID_OFFSET),
         now_ns: u64_at(frame, RQ_NOW_OFFSET),
         count,
+        kind,
+        session_id,
     })
 }
 
-/// The raw bytes of order `i` of a validated request frame.
+/// The raw bytes of order `i` of a validated batch request frame (either version).
 pub fn request_order(frame: &[u8], i: usize) -> &[u8] {
-    let at = REQUEST_HEADER_LEN_BYTES + i * ORDER_LEN_BYTES;
+    let header = if u16_at(frame, RQ_VERSION_OFFSET) == PROTOCOL_VERSION_2 {
+        REQUEST_V2_HEADER_LEN_BYTES
+    } else {
+        REQUEST_HEADER_LEN_BYTES
+    };
+    let at = header + i * ORDER_LEN_BYTES;
     &frame[at..at + ORDER_LEN_BYTES]
 }
 
@@ -408,6 +607,27 @@ pub fn decode_verdict(frame: &[u8], i: usize) -> Result<(u64, Reason), ProtocolE
     Ok((u64_at(v, V_ORDER_ID_OFFSET), reason))
 }
 
+/// Writes void result `i` of a reply (after the header).
+pub fn encode_void_result(i: usize, batch_id: u64, outcome: VoidOutcome, out: &mut [u8]) {
+    let at = REPLY_HEADER_LEN_BYTES + i * VERDICT_LEN_BYTES;
+    let v = &mut out[at..at + VERDICT_LEN_BYTES];
+    v[V_ORDER_ID_OFFSET..V_REASON_OFFSET].copy_from_slice(&batch_id.to_le_bytes());
+    v[V_REASON_OFFSET..V_RESERVED_OFFSET].copy_from_slice(&(outcome as u16).to_le_bytes());
+    v[V_RESERVED_OFFSET..VERDICT_LEN_BYTES].fill(0);
+}
+
+/// Void result `i` of a reply whose header validated.
+pub fn decode_void_result(frame: &[u8], i: usize) -> Result<(u64, VoidOutcome), ProtocolError> {
+    let at = REPLY_HEADER_LEN_BYTES + i * VERDICT_LEN_BYTES;
+    let v = &frame[at..at + VERDICT_LEN_BYTES];
+    if v[V_RESERVED_OFFSET..].iter().any(|&b| b != 0) {
+        return Err(ProtocolError::Reserved);
+    }
+    let code = u16_at(v, V_REASON_OFFSET);
+    let outcome = VoidOutcome::from_u16(code).ok_or(ProtocolError::Outcome(code))?;
+    Ok((u64_at(v, V_ORDER_ID_OFFSET), outcome))
+}
+
 /// The error text of a reply whose header validated (lossy UTF-8).
 pub fn reply_text(frame: &[u8], h: &ReplyHeader) -> String {
     let at = reply_len_bytes(h.count as usize);
@@ -447,7 +667,9 @@ mod tests {
             RequestHeader {
                 batch_id: 42,
                 now_ns: 99,
-                count: 5
+                count: 5,
+                kind: REQUEST_TYPE_CHECK,
+                session_id: 0,
             }
         );
         for (i, o) in orders.iter().enumerate() {
@@ -455,6 +677,60 @@ mod tests {
             assert_eq!(raw_order_id(request_order(&buf, i)), o.order_id);
         }
         assert_eq!(peek_batch_id(&buf), 42);
+    }
+
+    #[test]
+    fn v2_request_and_void_round_trip() {
+        let orders: Vec<Order> = (1..=3).map(order).collect();
+        let mut buf = vec![0u8; request_v2_len_bytes(3)];
+        let n = encode_request_v2(0xABCD, 42, 99, &orders, &mut buf);
+        assert_eq!(n, 40 + 3 * 48);
+        let h = decode_request_header(&buf, 8).unwrap();
+        assert_eq!((h.batch_id, h.now_ns, h.count), (42, 99, 3));
+        assert_eq!(
+            (h.kind, h.session_id, h.header_len_bytes()),
+            (1, 0xABCD, 40)
+        );
+        for (i, o) in orders.iter().enumerate() {
+            assert_eq!(orders::decode_order(request_order(&buf, i)).unwrap(), *o);
+        }
+        assert_eq!(peek_batch_id(&buf), 42);
+        // Session 0 is refused in version 2; a v1-sized frame with ver = 2 is short/long.
+        let mut b = buf.clone();
+        b[32..40].fill(0);
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Session));
+        assert!(matches!(
+            decode_request_header(&buf[..request_len_bytes(3)], 8),
+            Err(ProtocolError::Length { .. })
+        ));
+
+        let mut v = vec![0u8; void_request_len_bytes(2)];
+        assert_eq!(encode_void_request(7, 5, &[11, 12], &mut v), 56);
+        let h = decode_request_header(&v, 1).unwrap();
+        assert_eq!(
+            (h.kind, h.session_id, h.count, h.batch_id),
+            (REQUEST_TYPE_VOID, 7, 2, 5)
+        );
+        assert_eq!((void_batch_id(&v, 0), void_batch_id(&v, 1)), (11, 12));
+        let mut none = vec![0u8; void_request_len_bytes(0)];
+        encode_void_request(7, 5, &[], &mut none);
+        assert!(matches!(
+            decode_request_header(&none, 1),
+            Err(ProtocolError::VoidCount { count: 0, .. })
+        ));
+        // A void in a version-1 header is an unknown type.
+        let mut v1 = v.clone();
+        v1[4] = 1;
+        assert_eq!(decode_request_header(&v1, 8), Err(ProtocolError::Type(2)));
+
+        let mut out = vec![0u8; reply_len_bytes(1)];
+        encode_void_result(0, 11, VoidOutcome::TooOld, &mut out);
+        assert_eq!(
+            decode_void_result(&out, 0).unwrap(),
+            (11, VoidOutcome::TooOld)
+        );
+        out[REPLY_HEADER_LEN_BYTES + 8] = 9;
+        assert_eq!(decode_void_result(&out, 0), Err(ProtocolError::Outcome(9)));
     }
 
     #[test]
@@ -484,6 +760,9 @@ mod tests {
         let mut b = buf.clone();
         b[4] = 9;
         assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Version(9)));
+        let mut b = buf.clone();
+        b[6] = 2;
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Type(2)));
         let mut b = buf.clone();
         b[6] = 7;
         assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Type(7)));

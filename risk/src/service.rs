@@ -4,7 +4,7 @@
 //!
 //! Dispatch on the first byte:
 //! - the binary magic `RSKQ` → a batch of orders ([`crate::protocol`]), answered with one
-//!   verdict per order;
+//!   verdict per order, or a void request (version 2), answered with one result per batch;
 //! - `{` (after optional whitespace) → JSON: the source design's single order
 //!   `{"symbol":"AAPL","quantity":100,"price":185.25}` (optional `account`, `order_id`, `side`,
 //!   `kind`) answered `OK` or `REJECT <reason>`, or an admin request `{"admin":"…"}` answered
@@ -23,15 +23,18 @@ use serde::{Deserialize, Serialize};
 use crate::checker::{Checker, Scope};
 use crate::config::{Limits, TradingState};
 use crate::error::{error_chain, RiskError};
+use crate::limits::VOID_BATCH_IDS_MAX;
 use crate::limits::{
     ERROR_TEXT_LEN_BYTES_MAX, JSON_ORDER_ID_BASE, JSON_REQUEST_LEN_BYTES_MAX,
     MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
 };
 use crate::protocol::{
-    decode_request_header, encode_error_reply, encode_reply_header, encode_verdict, peek_batch_id,
-    raw_order_id, reply_len_bytes, request_len_bytes, request_order, ReplyHeader, Status,
-    REQUEST_MAGIC,
+    decode_request_header, encode_error_reply, encode_reply_header, encode_verdict,
+    encode_void_result, peek_batch_id, raw_order_id, reply_len_bytes, request_order,
+    request_v2_len_bytes, void_batch_id, ReplyHeader, RequestHeader, Status, REQUEST_MAGIC,
+    REQUEST_TYPE_VOID,
 };
+use crate::undo::VoidOutcome;
 
 /// Counters of the service, as the admin `stats` request returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,28 @@ pub struct ServiceStats {
     pub send_errors: u64,
     /// Verdicts by reason name (binary and JSON orders).
     pub verdicts: std::collections::BTreeMap<String, u64>,
+    /// Void requests answered.
+    #[serde(default)]
+    pub void_requests: u64,
+    /// Batches undone by void requests (outcome `voided`).
+    #[serde(default)]
+    pub voided_batches: u64,
+    /// Batch ids a void named that the server had not applied (outcome `unknown`).
+    #[serde(default)]
+    pub void_unknown: u64,
+    /// Batch ids a void named that the server had applied but could not undo (`too-old`).
+    #[serde(default)]
+    pub void_too_old: u64,
+    /// Batches refused on arrival because a void had named them before (status `voided`).
+    #[serde(default)]
+    pub refused_voided_batches: u64,
+    /// Slots of the order-id table now (it grows incrementally past its configured size).
+    #[serde(default)]
+    pub order_id_table_slots: u64,
+    /// Incremental growths of the order-id table since start-up (each doubles it; a non-zero
+    /// count says `capacity.max_open_orders` is too small for the flow).
+    #[serde(default)]
+    pub order_id_table_grows: u64,
 }
 
 /// Sizes and the reload source of a service.
@@ -113,8 +138,10 @@ fn wall_clock_ns() -> u64 {
 
 impl Service {
     /// A service around `checker`. `max_batch_orders` is clamped to `1..=MAX_BATCH_ORDERS_MAX`.
-    pub fn new(checker: Checker, opts: ServiceOptions) -> Service {
+    /// Allocates the checker's undo log (for void requests) for batches of that size.
+    pub fn new(mut checker: Checker, opts: ServiceOptions) -> Service {
         let max_batch = opts.max_batch_orders.clamp(1, MAX_BATCH_ORDERS_MAX);
+        checker.enable_undo(max_batch);
         Service {
             checker,
             max_batch,
@@ -156,6 +183,9 @@ impl Service {
             .filter(|(_, n)| *n > 0)
             .map(|(r, n)| (r.as_str().to_owned(), n))
             .collect();
+        let (slots, grows) = self.checker.id_table_stats();
+        s.order_id_table_slots = slots as u64;
+        s.order_id_table_grows = grows;
         s
     }
 
@@ -224,7 +254,7 @@ impl Service {
     }
 
     fn handle_batch(&mut self, request: &[u8], reply: &mut Vec<u8>) {
-        let max_len = request_len_bytes(self.max_batch);
+        let max_len = request_v2_len_bytes(self.max_batch);
         if request.len() > max_len {
             self.stats.too_large += 1;
             let text = format!(
@@ -247,6 +277,18 @@ impl Service {
                 return;
             }
         };
+        if h.kind == REQUEST_TYPE_VOID {
+            self.handle_void(request, &h, reply);
+            return;
+        }
+        if !self.checker.begin_batch(h.session_id, h.batch_id) {
+            // A void of this session named this batch before it arrived: the client has
+            // already rejected its orders; applying it now would over-count.
+            self.stats.refused_voided_batches += 1;
+            let text = "this batch was voided before it arrived; nothing was applied";
+            encode_error_reply(h.batch_id, Status::Voided, text, reply);
+            return;
+        }
         let count = h.count as usize;
         reply.resize(reply_len_bytes(count), 0);
         encode_reply_header(
@@ -280,8 +322,42 @@ impl Service {
             self.verdicts[reason.code() as usize] += 1;
             encode_verdict(i, order_id, reason, reply);
         }
+        self.checker.end_batch();
         self.stats.batches += 1;
         self.stats.batch_orders += count as u64;
+    }
+
+    /// A void request: undo the named batches of the session if they are the newest applied
+    /// (see [`Checker::void_batches`]); one result per batch id.
+    fn handle_void(&mut self, request: &[u8], h: &RequestHeader, reply: &mut Vec<u8>) {
+        let count = h.count as usize;
+        debug_assert!(count <= VOID_BATCH_IDS_MAX);
+        let mut ids = [0u64; VOID_BATCH_IDS_MAX];
+        for (i, id) in ids[..count].iter_mut().enumerate() {
+            *id = void_batch_id(request, i);
+        }
+        let mut outcomes = [VoidOutcome::Unknown; VOID_BATCH_IDS_MAX];
+        self.checker
+            .void_batches(h.session_id, &ids[..count], &mut outcomes[..count]);
+        reply.resize(reply_len_bytes(count), 0);
+        encode_reply_header(
+            &ReplyHeader {
+                status: Status::Ok,
+                batch_id: h.batch_id,
+                count: h.count,
+                text_len: 0,
+            },
+            reply,
+        );
+        for (i, (&id, &outcome)) in ids[..count].iter().zip(&outcomes[..count]).enumerate() {
+            match outcome {
+                VoidOutcome::Voided => self.stats.voided_batches += 1,
+                VoidOutcome::Unknown => self.stats.void_unknown += 1,
+                VoidOutcome::TooOld => self.stats.void_too_old += 1,
+            }
+            encode_void_result(i, id, outcome, reply);
+        }
+        self.stats.void_requests += 1;
     }
 
     fn handle_json(&mut self, request: &[u8], reply: &mut Vec<u8>) {
@@ -447,7 +523,10 @@ fn error_text(reply: &mut Vec<u8>, text: std::fmt::Arguments<'_>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::protocol::{decode_reply_header, decode_verdict, encode_request, reply_text};
+    use crate::protocol::{
+        decode_reply_header, decode_verdict, decode_void_result, encode_request, encode_request_v2,
+        encode_void_request, reply_text, request_len_bytes, void_request_len_bytes,
+    };
     use proptest::prelude::*;
 
     const LIMITS: &str = r#"
@@ -545,7 +624,7 @@ reference_price = 185.25
         assert_eq!((h.status, h.batch_id), (Status::Malformed, 6));
         // Bad version.
         let mut bad = req[..request_len_bytes(2)].to_vec();
-        bad[4] = 2;
+        bad[4] = 9;
         s.handle(&bad, &mut reply);
         assert_eq!(
             decode_reply_header(&reply).unwrap().status,
@@ -744,6 +823,117 @@ reference_price = 185.25
         assert_eq!(text(&r), "OK", "the old limits stay after a failed reload");
         let st = s.stats();
         assert_eq!((st.reloads, st.reload_failures), (1, 1));
+    }
+
+    fn batch_v2(s: &mut Service, session: u64, batch: u64, orders: &[Order]) -> Vec<u8> {
+        let mut req = vec![0u8; request_v2_len_bytes(orders.len())];
+        encode_request_v2(session, batch, 5, orders, &mut req);
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        reply
+    }
+
+    fn void_req(s: &mut Service, session: u64, ids: &[u64]) -> Vec<(u64, VoidOutcome)> {
+        let mut req = vec![0u8; void_request_len_bytes(ids.len())];
+        encode_void_request(session, 900, ids, &mut req);
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!(
+            (h.status, h.batch_id, h.count as usize),
+            (Status::Ok, 900, ids.len())
+        );
+        (0..ids.len())
+            .map(|i| decode_void_result(&reply, i).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn void_request_undoes_the_last_batch_and_refuses_late_ones() {
+        let mut s = service(8);
+        let before = s.checker().snapshot();
+        let reply = batch_v2(&mut s, 77, 1, &[order(1, 10), order(2, 20)]);
+        assert_eq!(decode_verdict(&reply, 1).unwrap(), (2, Reason::Accepted));
+        assert_ne!(s.checker().snapshot(), before);
+        assert_eq!(
+            void_req(&mut s, 77, &[1, 2]),
+            [(1, VoidOutcome::Voided), (2, VoidOutcome::Unknown)]
+        );
+        assert_eq!(s.checker().snapshot(), before);
+        // Batch 2 arrives after its void: refused, nothing applied.
+        let reply = batch_v2(&mut s, 77, 2, &[order(3, 10)]);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.count), (Status::Voided, 0));
+        assert_eq!(s.checker().snapshot(), before);
+        // A JSON order after a batch: the batch can no longer be undone.
+        batch_v2(&mut s, 77, 3, &[order(4, 10)]);
+        let mut r = Vec::new();
+        s.handle(br#"{"symbol":"AAPL","quantity":1,"price":185.25}"#, &mut r);
+        assert_eq!(text(&r), "OK");
+        assert_eq!(void_req(&mut s, 77, &[3]), [(3, VoidOutcome::TooOld)]);
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.void_requests,
+                st.voided_batches,
+                st.void_unknown,
+                st.void_too_old
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(st.refused_voided_batches, 1);
+        // The admin stats carry the counters.
+        s.handle(br#"{"admin":"stats"}"#, &mut r);
+        let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
+        assert_eq!(v["stats"]["voided_batches"], 1, "{v}");
+        // Malformed voids get error replies: no batch ids, session 0.
+        let mut req = vec![0u8; void_request_len_bytes(1)];
+        encode_void_request(77, 1, &[5], &mut req);
+        req[24] = 0;
+        s.handle(&req, &mut r);
+        assert_eq!(decode_reply_header(&r).unwrap().status, Status::Malformed);
+    }
+
+    /// Regression (issue #4): more ids than the configured capacity grow the order-id table
+    /// incrementally, and the admin `stats` show it (slots and growths).
+    #[test]
+    fn order_id_table_growth_shows_in_the_stats() {
+        let limits = Limits::from_toml_str(
+            &LIMITS
+                .replace(
+                    "duplicate_horizon_orders = 1024",
+                    "duplicate_horizon_orders = 16",
+                )
+                .replace("max_open_orders = 1024", "max_open_orders = 16")
+                .replace("max_long_qty = 100000", "max_long_qty = 100000000")
+                .replace(
+                    "credit_limit_notional = 100000000",
+                    "credit_limit_notional = 100000000000",
+                ),
+            "t",
+        )
+        .unwrap();
+        let mut s = Service::new(Checker::new(limits), ServiceOptions::default());
+        let slots = s.stats().order_id_table_slots;
+        assert_eq!((slots, s.stats().order_id_table_grows), (64, 0));
+        for b in 0..64u64 {
+            let orders: Vec<Order> = (0..8).map(|i| order(1 + b * 8 + i, 1)).collect();
+            let reply = batch_v2(&mut s, 5, b + 1, &orders);
+            assert_eq!(decode_verdict(&reply, 7).unwrap().1, Reason::Accepted);
+        }
+        let mut r = Vec::new();
+        s.handle(br#"{"admin":"stats"}"#, &mut r);
+        let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
+        assert!(
+            v["stats"]["order_id_table_slots"].as_u64().unwrap() >= 1024,
+            "{v}"
+        );
+        assert!(
+            v["stats"]["order_id_table_grows"].as_u64().unwrap() >= 4,
+            "{v}"
+        );
+        assert_eq!(s.checker().open_orders(), 512);
+        s.checker().verify_consistency().unwrap();
     }
 
     #[test]
