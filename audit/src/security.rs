@@ -12,15 +12,9 @@
 //! the server's ZAP handler fails at once with [`JournalError::AuthRefused`] instead of waiting
 //! for a timeout (libzmq itself only retries the connection, silently).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use zauth::ServerAuth;
 
 use crate::error::JournalError;
-
-/// `ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH` (libzmq 4.3 `zmq.h`): the value of a
-/// `HANDSHAKE_FAILED_PROTOCOL` event when the peers use different security mechanisms.
-const PROTOCOL_ERROR_MECHANISM_MISMATCH: u32 = 0x1100_0002;
 
 /// Whether a ZAP handler is bound on `ctx` (at [`zauth::ZAP_ENDPOINT`]); see
 /// [`zauth::handler_running`].
@@ -44,9 +38,10 @@ pub(crate) fn bind_server(
     })
 }
 
-/// Monitor events of one client socket: tells a refused handshake from a silent server.
+/// Monitor events of one client socket ([`zauth::HandshakeWatch`]), with the endpoint the
+/// errors name: tells a refused handshake from a silent server.
 pub(crate) struct HandshakeWatch {
-    monitor: zmq::Socket,
+    watch: zauth::HandshakeWatch,
     endpoint: String,
 }
 
@@ -65,63 +60,37 @@ impl HandshakeWatch {
         socket: &zmq::Socket,
         endpoint: &str,
     ) -> Result<HandshakeWatch, JournalError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "inproc://audit-handshake-watch-{}",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let events = i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw())
-            | i32::from(zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw());
-        socket
-            .monitor(&name, events)
-            .map_err(|e| JournalError::zmq("monitor", endpoint, e))?;
-        let monitor = ctx
-            .socket(zmq::PAIR)
-            .map_err(|e| JournalError::zmq("create monitor socket", endpoint, e))?;
-        monitor
-            .set_linger(0)
-            .map_err(|e| JournalError::zmq("set LINGER", endpoint, e))?;
-        monitor
-            .connect(&name)
-            .map_err(|e| JournalError::zmq("connect monitor", endpoint, e))?;
         Ok(HandshakeWatch {
-            monitor,
+            watch: zauth::HandshakeWatch::start(ctx, socket)?,
             endpoint: endpoint.to_owned(),
         })
     }
 
     /// The monitor socket, to poll beside the watched one.
     pub(crate) fn socket(&self) -> &zmq::Socket {
-        &self.monitor
+        self.watch.socket()
     }
 
-    /// Reads the events waiting; an authentication refusal or a mechanism mismatch is an
-    /// error, anything else is ignored (libzmq retries the connection on its own).
+    /// Reads the results waiting; an authentication refusal or a mechanism mismatch is an
+    /// error. A handshake closed without a reason is not final (libzmq reconnects and a later
+    /// attempt reports the mismatch, see [`zauth::Handshake::Closed`]); it and a success are
+    /// ignored.
     pub(crate) fn check(&self) -> Result<(), JournalError> {
         loop {
-            let frames = match self.monitor.recv_multipart(zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return Ok(()),
-                Err(e) => return Err(JournalError::zmq("read monitor", &self.endpoint, e)),
-            };
-            // Event frame: u16 event id, u32 value (native byte order); then the endpoint.
-            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
-                continue;
-            };
-            let event = u16::from_ne_bytes([first[0], first[1]]);
-            let value = u32::from_ne_bytes([first[2], first[3], first[4], first[5]]);
-            if event == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH.to_raw() {
-                return Err(JournalError::AuthRefused {
-                    endpoint: self.endpoint.clone(),
-                    status: value,
-                });
-            }
-            if event == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL.to_raw()
-                && value == PROTOCOL_ERROR_MECHANISM_MISMATCH
-            {
-                return Err(JournalError::MechanismMismatch {
-                    endpoint: self.endpoint.clone(),
-                });
+            match self.watch.next(0)? {
+                None => return Ok(()),
+                Some(zauth::Handshake::Refused { status }) => {
+                    return Err(JournalError::AuthRefused {
+                        endpoint: self.endpoint.clone(),
+                        status,
+                    })
+                }
+                Some(zauth::Handshake::MechanismMismatch) => {
+                    return Err(JournalError::MechanismMismatch {
+                        endpoint: self.endpoint.clone(),
+                    })
+                }
+                Some(zauth::Handshake::Succeeded | zauth::Handshake::Closed) => {}
             }
         }
     }

@@ -580,6 +580,12 @@ impl HandshakeWatch {
         Ok(HandshakeWatch { monitor })
     }
 
+    /// The monitor socket, for a caller that polls it beside the watched socket and then
+    /// reads the results with `next(0)`.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.monitor
+    }
+
     /// Waits up to `timeout_ms` (0: do not wait, -1: forever) for the next handshake result;
     /// `None` if there was none by then.
     pub fn next(&self, timeout_ms: i64) -> Result<Option<Handshake>, AuthError> {
