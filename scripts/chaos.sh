@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The long fault run: the engine's kill -9 loop with N kills (CI runs 20), then the journal
-# crash loop of the audit writer with N kills.
+# The long fault run: the engine's kill -9 loop with N kills (CI runs 20), the journal
+# crash loop of the audit writer with N kills, then the risk-service faults at the engine level
+# (slow replies, kill -9 + restart with --recover-from) on 30,000 orders with a 3 s fault.
 #
 #   scripts/chaos.sh [N]     (default 200)
 #
@@ -14,3 +15,6 @@ echo "==> engine kill -9 loop: $N kills"
 CHAOS_KILLS=$N cargo test -p engine --test chaos -- --nocapture 2>&1 | grep -E "chaos:|test result|panicked"
 echo "==> journal writer crash loop: $N kills"
 scripts/audit-crash-loop.sh "$N"
+echo "==> risk service slow / killed and restarted: 30000 orders, 3 s fault"
+RISK_FAULT_ORDERS=30000 RISK_FAULT_SLOW_MS=3000 cargo test -p engine --test risk_faults -- --nocapture 2>&1 \
+  | grep -E "orders [0-9]+:|slow service:|restart:|test result|panicked"

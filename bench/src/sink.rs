@@ -76,6 +76,21 @@ pub struct SinkArgs {
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
 
+    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16; repeatable).
+    /// Enables ZAP authentication on the endpoint.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<ipnet::IpNet>,
+
+    /// Require PLAIN credentials from a file of USER:PASSWORD lines (mode 0600), as the
+    /// engine's `[security] credentials` sends them (docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    pub plain_credentials: Option<PathBuf>,
+
+    /// Allow binding a non-loopback endpoint without any authentication. Refused without
+    /// this flag.
+    #[arg(long)]
+    pub insecure: bool,
+
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -287,13 +302,16 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         .context("cannot create the PULL socket")?;
     pull.set_rcvhwm(args.rcvhwm).context("ZMQ_RCVHWM")?;
     pull.set_linger(0).context("ZMQ_LINGER")?;
-    pull.bind(&args.bind)
+    let auth = zauth::ServerAuth {
+        allow: args.allow.clone(),
+        plain_credentials: args.plain_credentials.clone(),
+        insecure: args.insecure,
+    };
+    // A ZAP handler runs only when the sink authenticates; `zauth::bind` refuses a remote
+    // endpoint without authentication (unless --insecure).
+    let _zap = zauth::ZapHandler::start(&ctx, &auth).context("starting ZAP authentication")?;
+    let endpoint = zauth::bind(&ctx, &pull, &args.bind, &auth)
         .with_context(|| format!("cannot bind {}", args.bind))?;
-    let endpoint = pull
-        .get_last_endpoint()
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_else(|| args.bind.clone());
     println!("sink: bound to {endpoint}");
     std::io::stdout().flush().context("stdout")?;
 

@@ -17,17 +17,19 @@ use orders::{decode_decision, Decision, Reason};
 use crate::cli::{CoreSpec, ReplayArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{
-    check_endpoint, check_ring_and_batch, CheckpointSettings, EgressTarget, JournalSettings,
-    Problems, RiskSettings, RiskTarget, ServiceConfig, StageSettings, CHECKPOINT_EVERY_MS_DEFAULT,
+    check_endpoint, check_ring_and_batch, check_security, check_segment_size, CheckpointSettings,
+    EgressTarget, JournalSettings, Problems, RiskSettings, RiskTarget, SecurityKeys,
+    SecuritySettings, ServiceConfig, StageSettings, CHECKPOINT_EVERY_MS_DEFAULT,
     CHECKPOINT_EVERY_RECORDS_DEFAULT,
 };
 use crate::idle::IdleKind;
 use crate::latency::write_hgrm;
-use crate::limits::{EGRESS_LINGER_MS, RISK_TIMEOUT_MS_MAX};
+use crate::limits::{EGRESS_LINGER_MS, RISK_AUTH_PROBE_MS, RISK_TIMEOUT_MS_MAX};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
 use crate::report::{hex, Backpressure, EgressReport, JournalReport, Report, RiskReport};
 use crate::schedule::{Rate, Schedule};
+use crate::stages::egress::send_waiting;
 use crate::stages::journal::{chain, AuditLog};
 use crate::topology::{parse_per_stage, PerStage};
 
@@ -41,7 +43,11 @@ struct OpenedJournal {
     records_before: u64,
 }
 
-fn open_journal(ctx: &zmq::Context, s: &JournalSettings) -> anyhow::Result<OpenedJournal> {
+fn open_journal(
+    ctx: &zmq::Context,
+    s: &JournalSettings,
+    auth: &zauth::ServerAuth,
+) -> anyhow::Result<OpenedJournal> {
     let checkpoint = match &s.checkpoint {
         None => None,
         Some(c) => Some(audit::CheckpointPolicy {
@@ -78,7 +84,7 @@ fn open_journal(ctx: &zmq::Context, s: &JournalSettings) -> anyhow::Result<Opene
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
-            audit::Publisher::bind(ctx, ep, s.json_pub_endpoint.as_deref())
+            audit::Publisher::bind_secure(ctx, ep, s.json_pub_endpoint.as_deref(), auth)
                 .with_context(|| format!("cannot bind the audit publisher on {ep}"))?,
         ),
     };
@@ -148,6 +154,7 @@ fn connect_risk(
     s: &RiskSettings,
     max_batch: usize,
     journal: Option<&Path>,
+    client: &zauth::ClientAuth,
 ) -> anyhow::Result<(risk::RiskClient, Option<risk::EmbeddedRisk>)> {
     match &s.target {
         RiskTarget::Embedded { limits_file } => {
@@ -186,16 +193,98 @@ fn connect_risk(
             Ok((client, Some(server)))
         }
         RiskTarget::Remote { endpoints } => {
-            let client = risk::RiskClient::connect(ctx, endpoints, s.timeout, max_batch)
-                .with_context(|| format!("cannot connect to risk service {endpoints:?}"))?;
+            probe_risk_handshakes(ctx, endpoints, client)?;
+            let client = risk::RiskClient::connect_with_auth(
+                ctx,
+                endpoints,
+                s.timeout,
+                max_batch,
+                client.clone(),
+            )
+            .with_context(|| format!("cannot connect to risk service {endpoints:?}"))?;
             Ok((client, None))
         }
     }
 }
 
+/// Start-up check of the remote risk services' authentication: a throw-away REQ per endpoint
+/// (sending nothing) with the engine's credentials, all waited for together for at most
+/// [`RISK_AUTH_PROBE_MS`]. A server that refuses them, or wants credentials the engine does not
+/// send, is a configuration error named here; once running, a refused REQ socket would only
+/// show as `risk-timeout` on every order. A server that does not answer in time may just be
+/// down: the run starts, and its timeouts and failover handle it.
+fn probe_risk_handshakes(
+    ctx: &zmq::Context,
+    endpoints: &[String],
+    client: &zauth::ClientAuth,
+) -> anyhow::Result<()> {
+    let mut probes = Vec::with_capacity(endpoints.len());
+    for ep in endpoints {
+        let s = ctx
+            .socket(zmq::REQ)
+            .context("cannot create the risk probe socket")?;
+        s.set_linger(0).context("risk probe ZMQ_LINGER")?;
+        client
+            .apply(&s)
+            .context("cannot set the risk credentials")?;
+        let watch = zauth::HandshakeWatch::start(ctx, &s)
+            .context("cannot monitor the risk probe socket")?;
+        s.connect(ep)
+            .with_context(|| format!("cannot connect to risk service {ep}"))?;
+        probes.push((ep, s, watch));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(RISK_AUTH_PROBE_MS);
+    for (ep, _socket, watch) in &probes {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match zauth::wait_decisive(watch, left)
+            .with_context(|| format!("cannot watch the handshake with risk service {ep}"))?
+        {
+            None | Some(zauth::Handshake::Succeeded) => {}
+            Some(refused) => bail!(
+                "risk service {ep} {refused} (engine: [security] credentials in engine.toml, \
+                 --credentials for replay)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Watches the egress socket's handshakes on a thread of its own. Egress never drops an
+/// order: it waits for downstream, so a downstream that refuses the engine's credentials would
+/// make the engine wait for ever. The refusal instead ends the process at once with exit code
+/// 1 and a message naming the endpoint; every decision is in the journal (as after `kill -9`),
+/// and a restart with the right credentials re-sends the journal's tail.
+fn watch_egress(ctx: &zmq::Context, socket: &zmq::Socket, endpoint: &str) -> anyhow::Result<()> {
+    let watch =
+        zauth::HandshakeWatch::start(ctx, socket).context("cannot monitor the egress socket")?;
+    let endpoint = endpoint.to_owned();
+    std::thread::Builder::new()
+        .name("egress-auth".into())
+        .spawn(move || loop {
+            match watch.next(-1) {
+                // `Closed` is not final: libzmq retries, and a refusal shows on a later attempt.
+                Ok(None | Some(zauth::Handshake::Succeeded | zauth::Handshake::Closed)) => {}
+                Ok(Some(refused)) => {
+                    eprintln!(
+                        "engine: error: egress {endpoint} {refused}; accepted orders cannot be \
+                         delivered, so the engine stops (exit 1). Every decision is in the \
+                         journal: fix the credentials ([security] credentials, --credentials) \
+                         and restart (replay: --resume) to re-send the journal's tail"
+                    );
+                    std::process::exit(1);
+                }
+                // The context is ending: the run is over.
+                Err(_) => return,
+            }
+        })
+        .context("cannot start the egress handshake watcher")?;
+    Ok(())
+}
+
 fn connect_egress(
     ctx: &zmq::Context,
     target: &EgressTarget,
+    client: &zauth::ClientAuth,
 ) -> anyhow::Result<Option<zmq::Socket>> {
     let EgressTarget::Push { endpoint, sndhwm } = target else {
         return Ok(None);
@@ -203,6 +292,10 @@ fn connect_egress(
     let s = ctx
         .socket(zmq::PUSH)
         .context("cannot create the egress socket")?;
+    client
+        .apply(&s)
+        .context("cannot set the egress credentials")?;
+    watch_egress(ctx, &s, endpoint)?;
     // Queue nothing for peers that are not connected: egress waits instead.
     s.set_immediate(true).context("egress ZMQ_IMMEDIATE")?;
     s.set_sndhwm(*sndhwm).context("egress ZMQ_SNDHWM")?;
@@ -217,19 +310,41 @@ fn connect_egress(
 /// ZeroMQ's send queue when the previous process died.
 const REDELIVER_MARGIN_FRAMES: usize = 8;
 
+/// How a redelivery of the journal's tail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redelivery {
+    /// Every accepted order of the tail was handed to ZeroMQ.
+    Done {
+        /// Orders re-sent.
+        sent: u64,
+    },
+    /// SIGINT/SIGTERM arrived while downstream was not taking frames: the rest was not sent.
+    /// Nothing is lost: the orders are in the journal, and the next start re-sends them.
+    Stopped {
+        /// Orders handed to ZeroMQ before the stop.
+        sent: u64,
+    },
+}
+
 /// At-least-once delivery across a crash. An accepted order's record is in the journal before
 /// egress sends it, so after `kill -9` the orders decided last may have been journaled but never
 /// sent (still in the egress ring, or in ZeroMQ's queue). On resume, before taking new input,
 /// the accepted orders of the journal's last `ring_capacity + REDELIVER_MARGIN_FRAMES ×
 /// max_batch` records are sent again. Some may arrive twice: the downstream tells them apart by
-/// `input_seq` (and order id), as `bench sink` does. Returns the orders re-sent.
+/// `input_seq` (and order id), as `bench sink` does.
+///
+/// It waits for downstream as egress does ([`send_waiting`]: never blocking, polling
+/// [`crate::limits::EGRESS_POLL_MS`] at a time, each wait counted in `waits`), and gives up
+/// when `stop` is set (a signal), so a restart with no downstream connected can be stopped.
 fn redeliver_tail(
     socket: &zmq::Socket,
     dir: &Path,
     records: u64,
     ring_capacity: usize,
     max_batch: usize,
-) -> anyhow::Result<u64> {
+    stop: &AtomicBool,
+    waits: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<Redelivery> {
     use crate::frames::{EgressEntry, EgressFrameBuilder};
     let window = ring_capacity.saturating_add(max_batch.saturating_mul(REDELIVER_MARGIN_FRAMES));
     let from = records.saturating_sub(window as u64).max(1);
@@ -237,14 +352,17 @@ fn redeliver_tail(
         .with_context(|| format!("cannot read the journal {} to redeliver", dir.display()))?;
     let mut frame = EgressFrameBuilder::new(max_batch);
     let mut sent = 0u64;
-    let send = |frame: &mut EgressFrameBuilder| -> anyhow::Result<()> {
-        if !frame.is_empty() {
-            socket
-                .send(frame.finish(), 0)
-                .context("cannot redeliver accepted orders downstream")?;
+    // Sends the buffered frame; false when stopped before downstream took it.
+    let send = |frame: &mut EgressFrameBuilder| -> anyhow::Result<bool> {
+        if frame.is_empty() {
+            return Ok(true);
+        }
+        let taken = send_waiting(socket, frame.finish(), waits, Some(stop))
+            .context("cannot redeliver accepted orders downstream")?;
+        if taken {
             frame.clear();
         }
-        Ok(())
+        Ok(taken)
     };
     for rec in reader.iter_from(from) {
         let rec = rec.context("cannot read the journal to redeliver")?;
@@ -261,13 +379,70 @@ fn redeliver_tail(
             journal_seq: rec.seq,
             order: d.order,
         });
-        sent += 1;
         if frame.is_full() {
-            send(&mut frame)?;
+            let n = frame.len() as u64;
+            if !send(&mut frame)? {
+                return Ok(Redelivery::Stopped { sent });
+            }
+            sent += n;
         }
     }
-    send(&mut frame)?;
-    Ok(sent)
+    let n = frame.len() as u64;
+    if !send(&mut frame)? {
+        return Ok(Redelivery::Stopped { sent });
+    }
+    Ok(Redelivery::Done { sent: sent + n })
+}
+
+/// On a start with a non-empty journal and a downstream: [`redeliver_tail`], saying what it did.
+/// Its waits for downstream count as egress back-pressure waits. Returns `false` when a signal
+/// stopped it: the caller then ends (exit 0, an orderly stop: nothing was taken in, and the
+/// orders not re-sent are still in the journal for the next start to re-send).
+fn redeliver_on_start(
+    egress: Option<&zmq::Socket>,
+    dir: &Path,
+    records_before: u64,
+    stages: &StageSettings,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> anyhow::Result<bool> {
+    let Some(sock) = egress else {
+        return Ok(true);
+    };
+    if records_before == 0 {
+        return Ok(true);
+    }
+    let waits = &metrics.egress.backpressure_waits;
+    eprintln!(
+        "engine: re-sending the accepted orders of the journal's tail downstream \
+         (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
+    );
+    match redeliver_tail(
+        sock,
+        dir,
+        records_before,
+        stages.ring_capacity,
+        stages.max_batch,
+        stop,
+        waits,
+    )? {
+        Redelivery::Done { sent } => {
+            eprintln!(
+                "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
+                 (at-least-once)"
+            );
+            Ok(true)
+        }
+        Redelivery::Stopped { sent } => {
+            eprintln!(
+                "engine: stopped by signal while re-sending the journal's tail: downstream took \
+                 {sent} accepted orders before the stop and was not taking more ({} waits); \
+                 nothing is lost: the orders are in the journal and the next start re-sends them",
+                waits.load(Relaxed)
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// Prints [`crate::topology::placement_warnings`] for the stages' cores and idle strategies.
@@ -432,7 +607,16 @@ struct ReplaySettings {
     stages: StageSettings,
     format: Option<orders::files::Format>,
     symbol: Option<orders::Symbol>,
+    security: SecuritySettings,
 }
+
+/// The replay flags of the security settings, for problems.
+const SECURITY_FLAG_KEYS: SecurityKeys = SecurityKeys {
+    credentials: "--credentials",
+    allow: "--allow",
+    plain_credentials: "--plain-credentials",
+    insecure: "--insecure",
+};
 
 fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
     let mut p = Problems::default();
@@ -481,6 +665,21 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             p.add("--audit-pub", m);
         }
     }
+    check_segment_size(&mut p, "--segment-size-bytes", a.segment_size_bytes);
+    let bound: Vec<(&str, &str)> = a
+        .audit_pub
+        .iter()
+        .map(|ep| ("--audit-pub", ep.as_str()))
+        .collect();
+    let security = check_security(
+        &mut p,
+        SECURITY_FLAG_KEYS,
+        a.credentials.as_deref(),
+        &a.allow,
+        a.plain_credentials.as_deref(),
+        a.insecure,
+        &bound,
+    );
     let egress = if a.out == "none" {
         EgressTarget::None
     } else {
@@ -578,6 +777,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         },
         format,
         symbol,
+        security,
     })
 }
 
@@ -615,7 +815,11 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let ctx = zmq::Context::new();
-    let opened = open_journal(&ctx, &s.journal)?;
+    let server_auth = s.security.server_auth();
+    // One ZAP handler for the context, before any socket binds (none without authentication).
+    let _zap =
+        zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
+    let opened = open_journal(&ctx, &s.journal, &server_auth)?;
     let start = match (&opened.last, a.resume) {
         (None, _) if opened.records_before == 0 => 0,
         (_, false) => bail!(
@@ -645,25 +849,34 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let resume_dir = (opened.records_before > 0).then_some(s.journal.dir.as_path());
-    let (gate, embedded) = connect_risk(&ctx, &s.risk, s.stages.max_batch, resume_dir)?;
-    let egress = connect_egress(&ctx, &s.egress)?;
-    if let (Some(sock), true) = (&egress, opened.records_before > 0) {
-        let n = redeliver_tail(
-            sock,
-            &s.journal.dir,
-            opened.records_before,
-            s.stages.ring_capacity,
-            s.stages.max_batch,
-        )?;
-        eprintln!(
-            "engine: resumed: re-sent {n} accepted orders from the journal's tail (at-least-once)"
-        );
-    }
-    warn_placement(&s.stages);
-    lock_memory(s.stages.lock_memory)?;
+    let (gate, embedded) = connect_risk(
+        &ctx,
+        &s.risk,
+        s.stages.max_batch,
+        resume_dir,
+        &s.security.client,
+    )?;
+    let egress = connect_egress(&ctx, &s.egress, &s.security.client)?;
+    // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
     let metrics = Arc::new(Metrics::default());
+    if !redeliver_on_start(
+        egress.as_ref(),
+        &s.journal.dir,
+        opened.records_before,
+        &s.stages,
+        &stop,
+        &metrics,
+    )? {
+        drop(gate);
+        if let Some(server) = embedded {
+            server.stop();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    warn_placement(&s.stages);
+    lock_memory(s.stages.lock_memory)?;
     let metrics_server = match &a.metrics {
         None => None,
         Some(addr) => {
@@ -775,20 +988,38 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = ServiceConfig::from_file(&a.config)?;
     let ctx = zmq::Context::new();
-    let opened = open_journal(&ctx, &cfg.journal)?;
+    let server_auth = cfg.security.server_auth();
+    // One ZAP handler for the context, before any socket binds (none without authentication).
+    let _zap =
+        zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
+    let opened = open_journal(&ctx, &cfg.journal, &server_auth)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
     let resume_dir = (opened.records_before > 0).then_some(cfg.journal.dir.as_path());
-    let (gate, embedded) = connect_risk(&ctx, &cfg.risk, cfg.stages.max_batch, resume_dir)?;
-    let egress = connect_egress(&ctx, &cfg.egress)?;
-    if let (Some(sock), true) = (&egress, opened.records_before > 0) {
-        let n = redeliver_tail(
-            sock,
-            &cfg.journal.dir,
-            opened.records_before,
-            cfg.stages.ring_capacity,
-            cfg.stages.max_batch,
-        )?;
-        eprintln!("engine: restarted: re-sent {n} accepted orders from the journal's tail (at-least-once)");
+    let (gate, embedded) = connect_risk(
+        &ctx,
+        &cfg.risk,
+        cfg.stages.max_batch,
+        resume_dir,
+        &cfg.security.client,
+    )?;
+    let egress = connect_egress(&ctx, &cfg.egress, &cfg.security.client)?;
+    // Signals before the redelivery, which may wait for an absent downstream.
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(&stop)?;
+    let metrics = Arc::new(Metrics::default());
+    if !redeliver_on_start(
+        egress.as_ref(),
+        &cfg.journal.dir,
+        opened.records_before,
+        &cfg.stages,
+        &stop,
+        &metrics,
+    )? {
+        drop(gate);
+        if let Some(server) = embedded {
+            server.stop();
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let pull = ctx
         .socket(zmq::PULL)
@@ -796,20 +1027,17 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     pull.set_rcvhwm(cfg.ingress.rcvhwm)
         .context("ingress ZMQ_RCVHWM")?;
     pull.set_linger(0).context("ingress ZMQ_LINGER")?;
-    // Loopback, ipc and inproc only: the engine has no authentication settings of its own
-    // yet, so a remote ingress endpoint is refused (docs/security.md).
-    let bound = zauth::bind(
-        &ctx,
-        &pull,
-        &cfg.ingress.bind,
-        &zauth::ServerAuth::default(),
-    )
-    .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
+    // Under [security]: a remote endpoint needs an allow-list or PLAIN credentials (checked by
+    // the ZAP handler started above), or `insecure` (docs/security.md).
+    let bound = zauth::bind(&ctx, &pull, &cfg.ingress.bind, &server_auth)
+        .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
+    if cfg.security.insecure && zauth::scope(&bound).ok() == Some(zauth::Scope::Remote) {
+        eprintln!(
+            "engine: warning: security.insecure: ingress {bound} accepts unauthenticated peers"
+        );
+    }
     warn_placement(&cfg.stages);
     lock_memory(cfg.stages.lock_memory)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signals(&stop)?;
-    let metrics = Arc::new(Metrics::default());
     let metrics_server = match &cfg.metrics_bind {
         None => None,
         Some(addr) => {

@@ -105,9 +105,31 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint_key: Option<PathBuf>,
 
-    /// Publish every journal record live on this PUB endpoint.
+    /// Publish every journal record live on this PUB endpoint. A non-loopback endpoint needs
+    /// --allow or --plain-credentials (or --insecure).
     #[arg(long, value_name = "ENDPOINT")]
     pub audit_pub: Option<String>,
+
+    /// Log in to the risk-servers (--risk ENDPOINT) and the downstream (--out) with the PLAIN
+    /// credentials in FILE: its first USER:PASSWORD line; the file must be mode 0600. Needed
+    /// when they run with --plain-credentials. Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+
+    /// Accept audit feed (--audit-pub) subscribers only from these networks (CIDR, e.g.
+    /// 10.1.0.0/16, or one address; repeatable). Turns on ZAP authentication.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Audit feed subscribers must log in with PLAIN credentials listed in FILE (USER:PASSWORD
+    /// lines, mode 0600). PLAIN authenticates; it does not encrypt (docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    pub plain_credentials: Option<PathBuf>,
+
+    /// Allow a non-loopback --audit-pub endpoint without authentication (anyone who reaches it
+    /// reads every decision).
+    #[arg(long)]
+    pub insecure: bool,
 
     /// Where accepted orders go: a PUSH endpoint to connect to (e.g. a `bench sink`), or
     /// `none` to only measure.

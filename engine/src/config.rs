@@ -2,8 +2,8 @@
 //! validation into [`ServiceConfig`], reporting every problem at once with its key.
 //!
 //! The shared pieces ([`StageSettings`], [`RiskSettings`], [`JournalSettings`],
-//! [`EgressTarget`]) are also what `engine replay` builds from its flags, so both commands run
-//! the same pipeline. `examples/engine.toml` documents every key.
+//! [`EgressTarget`], [`SecuritySettings`]) are also what `engine replay` builds from its flags,
+//! so both commands run the same pipeline. `examples/engine.toml` documents every key.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -137,6 +137,148 @@ pub struct PullSettings {
     pub rcvhwm: i32,
 }
 
+/// Authentication of the engine's network links (`[security]`, docs/security.md).
+///
+/// Client side: the risk REQ and egress PUSH sockets log in with PLAIN credentials read from
+/// `credentials` (kept as a [`zauth::ClientAuth`], whose `Debug` never prints the password).
+/// Server side: the bound sockets (the `engine run` ingress PULL, the audit PUB feeds) go
+/// through [`zauth::bind`] under [`SecuritySettings::server_auth`]: a remote endpoint needs an
+/// allow-list or PLAIN credentials, or `insecure`.
+#[derive(Debug, Clone, Default)]
+pub struct SecuritySettings {
+    /// The credentials file the client sockets log in with, if any.
+    pub credentials_file: Option<PathBuf>,
+    /// Its first `USER:PASSWORD` line (empty when no file).
+    pub client: zauth::ClientAuth,
+    /// Peer networks the bound sockets accept (empty: any).
+    pub allow: Vec<ipnet::IpNet>,
+    /// `USER:PASSWORD` file (mode 0600) the bound sockets' peers must log in with.
+    pub plain_credentials: Option<PathBuf>,
+    /// Accept unauthenticated peers on remote endpoints.
+    pub insecure: bool,
+}
+
+impl SecuritySettings {
+    /// The policy of the bound sockets.
+    pub fn server_auth(&self) -> zauth::ServerAuth {
+        zauth::ServerAuth {
+            allow: self.allow.clone(),
+            plain_credentials: self.plain_credentials.clone(),
+            insecure: self.insecure,
+        }
+    }
+}
+
+/// The names of the security settings in the config file or on the command line, for
+/// problems.
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityKeys {
+    /// Client credentials file.
+    pub credentials: &'static str,
+    /// Allow-list.
+    pub allow: &'static str,
+    /// Server PLAIN credentials file.
+    pub plain_credentials: &'static str,
+    /// Insecure flag.
+    pub insecure: &'static str,
+}
+
+/// The `[security]` keys of engine.toml.
+pub const SECURITY_TOML_KEYS: SecurityKeys = SecurityKeys {
+    credentials: "security.credentials",
+    allow: "security.allow",
+    plain_credentials: "security.plain_credentials",
+    insecure: "security.insecure",
+};
+
+/// Validates security settings: the client credentials file is read (mode 0600, a
+/// `USER:PASSWORD` line), the server credentials file too, every allow-list entry is a
+/// network, and each bound endpoint in `bound` (`(key, endpoint)`) that is remote has
+/// authentication or `insecure`.
+pub fn check_security(
+    p: &mut Problems,
+    keys: SecurityKeys,
+    credentials: Option<&Path>,
+    allow: &[String],
+    plain_credentials: Option<&Path>,
+    insecure: bool,
+    bound: &[(&str, &str)],
+) -> SecuritySettings {
+    let client = match credentials {
+        None => zauth::ClientAuth::default(),
+        Some(f) => zauth::ClientAuth::from_file(f).unwrap_or_else(|e| {
+            p.add(keys.credentials, e.to_string());
+            zauth::ClientAuth::default()
+        }),
+    };
+    let mut nets = Vec::with_capacity(allow.len());
+    for (i, a) in allow.iter().enumerate() {
+        match a.parse::<ipnet::IpNet>() {
+            Ok(n) => nets.push(n),
+            Err(_) => {
+                // A bare address means that one host.
+                match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => nets.push(ipnet::IpNet::from(ip)),
+                    Err(_) => p.add(
+                        format!("{}[{i}]", keys.allow),
+                        format!("{a:?} is not a network (CIDR, e.g. 10.1.0.0/16) or an address"),
+                    ),
+                }
+            }
+        }
+    }
+    if let Some(f) = plain_credentials {
+        match zauth::read_credentials(f) {
+            Ok(users) if users.is_empty() => p.add(
+                keys.plain_credentials,
+                format!("{} holds no USER:PASSWORD line", f.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => p.add(keys.plain_credentials, e.to_string()),
+        }
+    }
+    let s = SecuritySettings {
+        credentials_file: credentials.map(Path::to_path_buf),
+        client,
+        allow: nets,
+        plain_credentials: plain_credentials.map(Path::to_path_buf),
+        insecure,
+    };
+    let auth = s.server_auth();
+    for (key, endpoint) in bound {
+        if let Ok(zauth::Scope::Remote) = zauth::scope(endpoint) {
+            if !auth.is_configured() && !insecure {
+                p.add(
+                    *key,
+                    format!(
+                        "{endpoint} is not loopback or ipc: bound sockets there need \
+                         authentication ({} or {}), or {} to accept anyone",
+                        keys.allow, keys.plain_credentials, keys.insecure
+                    ),
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Checks a journal segment size against the journal writer's bounds (whole pages,
+/// [`audit::limits::SEGMENT_SIZE_BYTES_MIN`]..=[`audit::limits::SEGMENT_SIZE_BYTES_MAX`]).
+pub fn check_segment_size(p: &mut Problems, key: &str, bytes: u64) {
+    use audit::limits::{SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
+    if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&bytes)
+        || bytes % SEGMENT_SIZE_ALIGN_BYTES != 0
+    {
+        p.add(
+            key,
+            format!(
+                "{bytes} is not a multiple of {SEGMENT_SIZE_ALIGN_BYTES} in \
+                 {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_MAX}"
+            ),
+        );
+    }
+}
+
 /// Everything `engine run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -154,6 +296,8 @@ pub struct ServiceConfig {
     pub stages: StageSettings,
     /// Prometheus endpoint (`host:port`), if any.
     pub metrics_bind: Option<String>,
+    /// Authentication of the network links.
+    pub security: SecuritySettings,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -217,6 +361,16 @@ struct RawConfig {
     pipeline: Option<RawPipeline>,
     stages: Option<RawStages>,
     metrics: Option<RawMetrics>,
+    security: Option<RawSecurity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    credentials: Option<PathBuf>,
+    allow: Option<Vec<String>>,
+    plain_credentials: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,6 +689,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         1,
         i64::MAX,
     );
+    check_segment_size(&mut p, "journal.segment_size_bytes", segment_size_bytes);
     let every_records: u64 = int_in(
         &mut p,
         "journal.checkpoint_every_records",
@@ -704,6 +859,25 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         }
     }
 
+    // [security]
+    let rsec = raw.security.unwrap_or_default();
+    let mut bound = vec![("ingress.bind", bind.as_str())];
+    if let Some(e) = &rj.pub_endpoint {
+        bound.push(("journal.pub_endpoint", e));
+    }
+    if let Some(e) = &rj.json_pub_endpoint {
+        bound.push(("journal.json_pub_endpoint", e));
+    }
+    let security = check_security(
+        &mut p,
+        SECURITY_TOML_KEYS,
+        rsec.credentials.as_deref(),
+        rsec.allow.as_deref().unwrap_or_default(),
+        rsec.plain_credentials.as_deref(),
+        rsec.insecure.unwrap_or(false),
+        &bound,
+    );
+
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid {
             origin: origin.to_owned(),
@@ -734,6 +908,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             lock_memory: rp.lock_memory.unwrap_or(false),
         },
         metrics_bind,
+        security,
     })
 }
 
@@ -896,6 +1071,57 @@ mod tests {
         );
         let k = keys("[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[risk]\nmode=\"carrier-pigeon\"\n");
         assert_eq!(k, vec!["risk.mode".to_string()]);
+    }
+
+    #[test]
+    fn security_is_validated_by_key_and_never_prints_the_password() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::write(&creds, "engine:s3cret-pa55\n").unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "[ingress]\nbind = \"tcp://0.0.0.0:5590\"\n[security]\ncredentials = \"{0}\"\n\
+             plain_credentials = \"{0}\"\nallow = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+            creds.display()
+        );
+        let c = ServiceConfig::from_toml_str(&text, "t").unwrap();
+        assert_eq!(c.security.allow.len(), 2);
+        assert_eq!(
+            c.security.client.plain,
+            Some(("engine".to_owned(), "s3cret-pa55".to_owned()))
+        );
+        assert!(c.security.server_auth().is_configured());
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret-pa55"), "{debug}");
+
+        // A remote bind without authentication, a bad network, a file others can read.
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[ingress]\nbind = \"tcp://0.0.0.0:5590\"\n[journal]\npub_endpoint = \"tcp://*:5591\"\n\
+             [security]\ncredentials = \"{}\"\nallow = [\"nowhere\"]\n",
+            creds.display()
+        );
+        let k = keys(&text);
+        for key in ["security.credentials", "security.allow[0]"] {
+            assert!(k.contains(&key.to_string()), "{key} in {k:?}");
+        }
+        // Without authentication, each remote bind is refused under its own key.
+        let k = keys("[ingress]\nbind = \"tcp://0.0.0.0:5590\"\n[journal]\npub_endpoint = \"tcp://*:5591\"\n");
+        assert_eq!(
+            k,
+            vec!["ingress.bind".to_owned(), "journal.pub_endpoint".to_owned()]
+        );
+        let c = ServiceConfig::from_toml_str(
+            "[ingress]\nbind = \"tcp://0.0.0.0:5590\"\n[security]\ninsecure = true\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.security.insecure);
+        let e = ServiceConfig::from_toml_str("[security]\npassword = \"x\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password"), "{e}");
     }
 
     #[test]

@@ -7,20 +7,30 @@
 //!  spin     busy-poll with a spin-loop hint               (an isolated core per stage)
 //!  yield    sched_yield                                   (a core shared with few threads)
 //!  backoff  spin ×64 → yield ×8 → park 1 µs, 2 µs, … 50 µs (default: 4 stages on 2 cores)
+//!           with a bell: spin ×64 → yield ×8 → park ≤ 1 ms, unparked by a neighbour
 //! ```
 //!
 //! `auto` resolves to `spin` only for a stage pinned to a core of its own with a core to spare
 //! for ZeroMQ's I/O threads and the OS, and to `backoff` otherwise; see [`resolve`].
+//!
+//! **Hand-off** ([`crate::wake`]): a `backoff` strategy given a [`Bell`] ([`Idle::with_bell`])
+//! parks on it instead of sleeping: after the spin and yield phases it publishes "sleeping",
+//! re-checks its rings (the `ready` closure) and parks for up to [`HANDOFF_PARK_MAX_NS`]; the
+//! neighbour that gives it work unparks it. Parks then no longer need to be short to be
+//! responsive, so they go straight to the long cap: fewer idle wake-ups on a shared core.
+//! Deadline waits ([`Idle::idle_until`]) never use the bell (nobody rings for a deadline).
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::{
     BACKOFF_PARK_MAX_NS, BACKOFF_PARK_MIN_NS, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
-    SCHEDULE_SPIN_WINDOW_NS,
+    HANDOFF_PARK_MAX_NS, SCHEDULE_SPIN_WINDOW_NS,
 };
 use crate::topology::{PerStage, StageId};
+use crate::wake::Bell;
 
 /// An idle strategy as configured (before `auto` is resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,6 +155,9 @@ pub struct Idle {
     yields_max: u32,
     park_min_ns: u64,
     park_max_ns: u64,
+    /// With a bell, parks are hand-off parks of `bell_park_ns` (see the module docs).
+    bell: Option<Arc<Bell>>,
+    bell_park_ns: u64,
 }
 
 impl Idle {
@@ -176,7 +189,27 @@ impl Idle {
             yields_max,
             park_min_ns,
             park_max_ns,
+            bell: None,
+            bell_park_ns: HANDOFF_PARK_MAX_NS,
         }
+    }
+
+    /// Parks on `bell` (woken by a neighbour) for up to [`HANDOFF_PARK_MAX_NS`] instead of
+    /// sleeping for growing times. Only `backoff` parks; `spin` and `yield` ignore the bell.
+    pub fn with_bell(self, bell: Arc<Bell>) -> Idle {
+        self.with_bell_park(bell, HANDOFF_PARK_MAX_NS)
+    }
+
+    /// [`Idle::with_bell`] with an explicit park cap (> 0), for tests.
+    pub fn with_bell_park(mut self, bell: Arc<Bell>, park_ns: u64) -> Idle {
+        self.bell = Some(bell);
+        self.bell_park_ns = park_ns.max(1);
+        self
+    }
+
+    /// Whether parks are hand-off parks.
+    pub fn has_bell(&self) -> bool {
+        self.bell.is_some()
     }
 
     /// The resolved mode.
@@ -199,11 +232,19 @@ impl Idle {
     /// waits one step.
     #[inline]
     pub fn idle(&mut self, work: usize) {
+        self.idle_or_park(work, || false);
+    }
+
+    /// [`Idle::idle`] for a stage with a bell: `ready` says whether work has arrived (its
+    /// rings re-checked); it is called right before a hand-off park, after "sleeping" is
+    /// published, and the park is skipped when it returns true.
+    #[inline]
+    pub fn idle_or_park(&mut self, work: usize, ready: impl FnOnce() -> bool) {
         if work > 0 {
             self.reset();
             return;
         }
-        self.step(u64::MAX);
+        self.step(None, ready);
     }
 
     /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never parking
@@ -217,11 +258,13 @@ impl Idle {
         match self.mode {
             IdleMode::Spin => std::hint::spin_loop(),
             IdleMode::Yield if remaining_ns <= SCHEDULE_SPIN_WINDOW_NS => std::hint::spin_loop(),
-            _ => self.step(remaining_ns),
+            _ => self.step(Some(remaining_ns), || false),
         }
     }
 
-    fn step(&mut self, cap_ns: u64) {
+    /// One step of the strategy; `deadline_ns` caps a park (a scheduled deadline), `None`
+    /// when the stage waits for work.
+    fn step(&mut self, deadline_ns: Option<u64>, ready: impl FnOnce() -> bool) {
         match self.mode {
             IdleMode::Spin => std::hint::spin_loop(),
             IdleMode::Yield => std::thread::yield_now(),
@@ -242,10 +285,18 @@ impl Idle {
                         Phase::Yielding(n + 1)
                     };
                 }
-                Phase::Parking(ns) => {
-                    std::thread::sleep(Duration::from_nanos(ns.min(cap_ns)));
-                    self.phase = Phase::Parking(ns.saturating_mul(2).min(self.park_max_ns));
-                }
+                Phase::Parking(ns) => match (&self.bell, deadline_ns) {
+                    // Waiting for work with a bell: a neighbour rings when it comes.
+                    (Some(bell), None) => {
+                        bell.park(Duration::from_nanos(self.bell_park_ns), ready);
+                    }
+                    // A deadline (nobody rings for it), or no bell: a bounded sleep.
+                    _ => {
+                        let cap_ns = deadline_ns.unwrap_or(u64::MAX);
+                        std::thread::sleep(Duration::from_nanos(ns.min(cap_ns)));
+                        self.phase = Phase::Parking(ns.saturating_mul(2).min(self.park_max_ns));
+                    }
+                },
             },
         }
     }
@@ -253,6 +304,7 @@ impl Idle {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::time::Instant;
 
@@ -313,6 +365,58 @@ mod tests {
         // Parked at most ~1 ms (the cap), nowhere near the 5 s park; the bound is generous.
         assert!(t.elapsed() < Duration::from_secs(2));
         idle.idle_until(0); // due now: returns at once
+    }
+
+    #[test]
+    fn a_backoff_with_a_bell_parks_until_rung_not_until_its_cap() {
+        use crate::wake::{Bell, Waker};
+        let bell = Bell::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stage = {
+            let bell = std::sync::Arc::clone(&bell);
+            std::thread::spawn(move || {
+                // One spin, one yield, then 10 s hand-off parks.
+                let mut idle = Idle::with_bounds(IdleMode::Backoff, 1, 1, 1_000, 1_000)
+                    .with_bell_park(bell, 10_000_000_000);
+                idle.idle(0);
+                assert_eq!(idle.phase(), Phase::Yielding(0));
+                idle.idle(0);
+                assert_eq!(idle.phase(), Phase::Parking(1_000));
+                let _ = tx.send(());
+                let t = Instant::now();
+                idle.idle_or_park(0, || false);
+                t.elapsed()
+            })
+        };
+        let waker = Waker::new(std::sync::Arc::clone(&bell), stage.thread().clone());
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // Ring until the stage is woken (it may not be parked yet when we first ring).
+        let t = Instant::now();
+        while !stage.is_finished() && t.elapsed() < Duration::from_secs(20) {
+            waker.wake();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let parked = stage.join().unwrap();
+        assert!(parked < Duration::from_secs(2), "woken early: {parked:?}");
+        assert!(bell.wakeups() >= 1);
+    }
+
+    #[test]
+    fn deadline_waits_never_park_on_the_bell() {
+        let bell = crate::wake::Bell::new();
+        let mut idle = Idle::with_bounds(IdleMode::Backoff, 1, 1, 1_000, 1_000)
+            .with_bell_park(bell, 10_000_000_000);
+        assert!(idle.has_bell());
+        idle.idle_until(1_000_000);
+        idle.idle_until(1_000_000);
+        assert_eq!(idle.phase(), Phase::Parking(1_000));
+        let t = Instant::now();
+        idle.idle_until(1_000_000); // 1 ms deadline: a bounded sleep, not a 10 s park
+        assert!(t.elapsed() < Duration::from_secs(2));
+        // Work already there: the hand-off park is skipped.
+        let t = Instant::now();
+        idle.idle_or_park(0, || true);
+        assert!(t.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! - [`stages`]: the four stages and the items on their rings; [`pipeline`] wires them into
 //!   named (optionally pinned) threads joined by `rtrb` rings allocated at start-up.
-//! - [`idle`]: spin / yield / backoff idle strategies; [`schedule`]: open-loop replay timing.
+//! - [`idle`]: spin / yield / backoff idle strategies; [`wake`]: the wake-up hand-off that
+//!   lets a parked stage be unparked by its neighbour; [`schedule`]: open-loop replay timing.
 //! - [`frames`]: ingress (binary + JSON) and egress wire frames.
 //! - [`latency`], [`metrics`], [`report`]: HdrHistogram recording, Prometheus counters, the
 //!   replay report.
@@ -38,3 +39,4 @@ pub mod report;
 pub mod schedule;
 pub mod stages;
 pub mod topology;
+pub mod wake;

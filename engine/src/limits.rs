@@ -52,6 +52,15 @@ pub const BACKOFF_PARK_MIN_NS: u64 = 1_000;
 /// wake-ups per second per stage).
 pub const BACKOFF_PARK_MAX_NS: u64 = 50_000;
 const _: () = assert!(BACKOFF_PARK_MIN_NS <= BACKOFF_PARK_MAX_NS);
+/// Backoff with a wake-up hand-off (`crate::wake`): longest park of a stage that its
+/// neighbours unpark when they give it work or room (1 ms). It no longer bounds the latency of
+/// an order, only what no neighbour rings for: the journal's periodic `maintain`, the replay
+/// ingress noticing the stop flag. Long parks mean few idle wake-ups (1 k/s per idle stage
+/// instead of 20 k/s), which leaves the shared cores to the threads that have work.
+pub const HANDOFF_PARK_MAX_NS: u64 = 1_000_000;
+const _: () = assert!(BACKOFF_PARK_MAX_NS <= HANDOFF_PARK_MAX_NS);
+/// A parked journal stage still runs `maintain` on time (interval msync, checkpoints).
+const _: () = assert!(HANDOFF_PARK_MAX_NS <= JOURNAL_MAINTAIN_INTERVAL_NS);
 
 /// Replay ingress in `spin` mode: below this distance to a deadline the ingress busy-spins
 /// instead of yielding, so it wakes on time.
@@ -96,3 +105,8 @@ pub const BAD_FRAME_LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// The main thread refreshes the progress bar and checks the stages this often.
 pub const SUPERVISE_INTERVAL_MS: u64 = 50;
+
+/// Start-up check of remote risk services' authentication: the longest wait for their
+/// handshakes, all endpoints together. A refusal is usually known within milliseconds; a
+/// server that is down simply runs the wait out (the run then starts; timeouts handle it).
+pub const RISK_AUTH_PROBE_MS: u64 = 1_000;

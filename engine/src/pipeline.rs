@@ -13,7 +13,7 @@
 //! that fails sets the stop flag, so intake stops and the others drain.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,8 +30,9 @@ use crate::stages::egress::EgressStage;
 use crate::stages::ingress::{OrderSource, PullIngress, ReplayIngress};
 use crate::stages::journal::{DecisionLog, JournalStage};
 use crate::stages::risk::{RiskGate, RiskStage};
-use crate::stages::{run_stage, Decided, Inbound, Outbound, StageError};
+use crate::stages::{run_linked, Decided, Inbound, Outbound, StageError};
 use crate::topology::{PerStage, StageId};
+use crate::wake::{Bell, Links, Waker};
 
 /// Where orders come from.
 pub enum IngressSource {
@@ -185,19 +186,45 @@ where
     let errors: Errors = Arc::new(Mutex::new(Vec::new()));
     let max_batch = st.max_batch;
 
+    // Hand-off bells: a `backoff` stage parks on its bell and its neighbours unpark it
+    // (`crate::wake`); `spin` and `yield` stages never park and get none. The PULL ingress
+    // waits on a socket, which no neighbour can ring for, so it keeps timed parks.
+    let replay = matches!(ingress, IngressSource::Replay { .. });
+    let bells = PerStage {
+        ingress: (replay && idle.ingress == IdleMode::Backoff).then(Bell::new),
+        risk: (idle.risk == IdleMode::Backoff).then(Bell::new),
+        journal: (idle.journal == IdleMode::Backoff).then(Bell::new),
+        egress: (idle.egress == IdleMode::Backoff).then(Bell::new),
+    };
+    let stage_idle = |stage: StageId| {
+        let i = Idle::new(*idle.get(stage));
+        match bells.get(stage) {
+            Some(b) => i.with_bell(Arc::clone(b)),
+            None => i,
+        }
+    };
+    // Each thread waits for its neighbours' wakers, sent once every thread exists.
+    let (egress_links_tx, egress_links) = mpsc::channel::<Links>();
+    let (journal_links_tx, journal_links) = mpsc::channel::<Links>();
+    let (risk_links_tx, risk_links) = mpsc::channel::<Links>();
+    let (ingress_links_tx, ingress_links) = mpsc::channel::<Links>();
+
     // Downstream first, so that consumers are running when orders arrive.
     let egress = {
         let (metrics, stop, errors) =
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
-        let (core, mode) = (st.cores.egress, idle.egress);
+        let (core, mut idle) = (st.cores.egress, stage_idle(StageId::Egress));
         spawn(StageId::Egress, move || {
             prepare_thread(StageId::Egress, core);
+            let links = egress_links.recv().unwrap_or_default();
             let mut s = EgressStage::new(egress_socket, c_rx, max_batch, clock, metrics, recorder);
-            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+            if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                 record_error(&errors, StageId::Egress, &e, &stop);
             }
-            s.finish()
+            let out = s.finish();
+            links.wake_now();
+            out
         })
         .map_err(|source| SpawnError {
             stage: StageId::Egress,
@@ -208,14 +235,17 @@ where
         let (metrics, stop, errors) =
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
-        let (core, mode) = (st.cores.journal, idle.journal);
+        let (core, mut idle) = (st.cores.journal, stage_idle(StageId::Journal));
         spawn(StageId::Journal, move || {
             prepare_thread(StageId::Journal, core);
+            let links = journal_links.recv().unwrap_or_default();
             let mut s = JournalStage::new(log, b_rx, c_tx, max_batch, clock, metrics, recorder);
-            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+            if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                 record_error(&errors, StageId::Journal, &e, &stop);
             }
-            s.finish()
+            let out = s.finish();
+            links.wake_now();
+            out
         })
         .map_err(|source| SpawnError {
             stage: StageId::Journal,
@@ -225,14 +255,17 @@ where
     let risk = {
         let (metrics, stop, errors) =
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
-        let (core, mode) = (st.cores.risk, idle.risk);
+        let (core, mut idle) = (st.cores.risk, stage_idle(StageId::Risk));
         spawn(StageId::Risk, move || {
             prepare_thread(StageId::Risk, core);
+            let links = risk_links.recv().unwrap_or_default();
             let mut s = RiskStage::new(gate, a_rx, b_tx, max_batch, clock, metrics);
-            if let Err(e) = run_stage(&mut s, &mut Idle::new(mode), &clock) {
+            if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                 record_error(&errors, StageId::Risk, &e, &stop);
             }
-            s.into_gate()
+            let gate = s.into_gate();
+            links.wake_now();
+            gate
         })
         .map_err(|source| SpawnError {
             stage: StageId::Risk,
@@ -242,11 +275,11 @@ where
     let ingress = {
         let (metrics, stop2, errors) =
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
-        let (core, mode) = (st.cores.ingress, idle.ingress);
+        let (core, mut idle) = (st.cores.ingress, stage_idle(StageId::Ingress));
         spawn(StageId::Ingress, move || {
             prepare_thread(StageId::Ingress, core);
-            let mut idle = Idle::new(mode);
-            match ingress {
+            let links = ingress_links.recv().unwrap_or_default();
+            let t0 = match ingress {
                 IngressSource::Replay {
                     orders,
                     start,
@@ -262,7 +295,7 @@ where
                         Arc::clone(&stop2),
                         metrics,
                     );
-                    if let Err(e) = run_stage(&mut s, &mut idle, &clock) {
+                    if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                         record_error(&errors, StageId::Ingress, &e, &stop2);
                     }
                     s.t0_ns()
@@ -276,18 +309,50 @@ where
                         Arc::clone(&stop2),
                         metrics,
                     );
-                    if let Err(e) = run_stage(&mut s, &mut idle, &clock) {
+                    if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                         record_error(&errors, StageId::Ingress, &e, &stop2);
                     }
                     None
                 }
-            }
+            };
+            // The stage (and its producer end of ring A) is gone: let risk notice at once.
+            links.wake_now();
+            t0
         })
         .map_err(|source| SpawnError {
             stage: StageId::Ingress,
             source,
         })?
     };
+    let waker = |stage: StageId, thread: &std::thread::Thread| {
+        bells
+            .get(stage)
+            .as_ref()
+            .map(|b| Waker::new(Arc::clone(b), thread.clone()))
+    };
+    let (w_ingress, w_risk, w_journal, w_egress) = (
+        waker(StageId::Ingress, ingress.thread()),
+        waker(StageId::Risk, risk.thread()),
+        waker(StageId::Journal, journal.thread()),
+        waker(StageId::Egress, egress.thread()),
+    );
+    // A thread that already ended (it failed at once) has dropped its receiver: nothing to do.
+    let _ = ingress_links_tx.send(Links {
+        upstream: None,
+        downstream: w_risk.clone(),
+    });
+    let _ = risk_links_tx.send(Links {
+        upstream: w_ingress,
+        downstream: w_journal.clone(),
+    });
+    let _ = journal_links_tx.send(Links {
+        upstream: w_risk,
+        downstream: w_egress,
+    });
+    let _ = egress_links_tx.send(Links {
+        upstream: w_journal,
+        downstream: None,
+    });
 
     while !(ingress.is_finished()
         && risk.is_finished()

@@ -10,6 +10,7 @@
 //! ends when its frame has been handed to ZeroMQ. With no downstream (`--out none`) egress
 //! only records latency.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use rtrb::Consumer;
@@ -20,6 +21,45 @@ use crate::latency::Recorder;
 use crate::limits::EGRESS_POLL_MS;
 use crate::metrics::{bump, Metrics};
 use crate::stages::{Outbound, Stage, StageError, Step};
+
+/// Hands one frame to ZeroMQ without ever blocking for long: when downstream cannot take it
+/// (no peer connected, or its high-water mark reached), waits for the socket to become
+/// writable [`EGRESS_POLL_MS`] at a time and retries, counting each wait in `waits`. With
+/// `stop`, gives up (returns `Ok(false)`, nothing sent) once the flag is set; without it,
+/// waits until the frame is taken. Returns `Ok(true)` when the frame was handed over.
+pub fn send_waiting(
+    socket: &zmq::Socket,
+    bytes: &[u8],
+    waits: &AtomicU64,
+    stop: Option<&AtomicBool>,
+) -> Result<bool, StageError> {
+    loop {
+        match socket.send(bytes, zmq::DONTWAIT) {
+            Ok(()) => return Ok(true),
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                if stop.is_some_and(|s| s.load(Relaxed)) {
+                    return Ok(false);
+                }
+                bump(waits, 1);
+                // Wait (bounded) for downstream to take something, then retry.
+                if let Err(source) = socket.poll(zmq::POLLOUT, EGRESS_POLL_MS) {
+                    if source != zmq::Error::EINTR {
+                        return Err(StageError::Zmq {
+                            what: "egress poll",
+                            source,
+                        });
+                    }
+                }
+            }
+            Err(source) => {
+                return Err(StageError::Zmq {
+                    what: "egress send",
+                    source,
+                })
+            }
+        }
+    }
+}
 
 /// The egress stage.
 pub struct EgressStage {
@@ -94,29 +134,8 @@ impl Stage for EgressStage {
                 });
             }
             let bytes = self.frame.finish();
-            loop {
-                match socket.send(bytes, zmq::DONTWAIT) {
-                    Ok(()) => break,
-                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
-                        bump(&self.metrics.egress.backpressure_waits, 1);
-                        // Wait (bounded) for downstream to take something, then retry.
-                        if let Err(source) = socket.poll(zmq::POLLOUT, EGRESS_POLL_MS) {
-                            if source != zmq::Error::EINTR {
-                                return Err(StageError::Zmq {
-                                    what: "egress poll",
-                                    source,
-                                });
-                            }
-                        }
-                    }
-                    Err(source) => {
-                        return Err(StageError::Zmq {
-                            what: "egress send",
-                            source,
-                        })
-                    }
-                }
-            }
+            // Egress drains everything in flight, so it does not give up on a stop flag.
+            send_waiting(socket, bytes, &self.metrics.egress.backpressure_waits, None)?;
             bump(&self.metrics.egress.frames, 1);
         }
         let t_end = self.clock.now_ns();
@@ -136,6 +155,10 @@ impl Stage for EgressStage {
             .maybe_publish(t_end, &self.metrics.latency_accepted);
         Ok(Step::Worked(n))
     }
+
+    fn ready(&self) -> bool {
+        !self.input.is_empty() || self.input.is_abandoned()
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +167,6 @@ mod tests {
     use super::*;
     use crate::frames::EgressFrame;
     use rtrb::RingBuffer;
-    use std::sync::atomic::Ordering::Relaxed;
 
     fn outbound(i: u64) -> Outbound {
         Outbound {
@@ -222,6 +244,33 @@ mod tests {
         );
         let (rec, _) = stage.finish();
         assert_eq!(rec.finish().0.total.len(), 5);
+    }
+
+    #[test]
+    fn a_send_with_no_peer_waits_bounded_and_gives_up_on_stop() {
+        let ctx = zmq::Context::new();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_immediate(true).unwrap();
+        push.set_linger(0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        push.connect(&format!(
+            "ipc://{}",
+            dir.path().join("nobody.ipc").display()
+        ))
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stop2.store(true, Relaxed);
+        });
+        let waits = AtomicU64::new(0);
+        let t = std::time::Instant::now();
+        let sent = send_waiting(&push, b"frame", &waits, Some(&stop)).unwrap();
+        setter.join().unwrap();
+        assert!(!sent, "nobody took it: not sent");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        assert!(waits.load(Relaxed) >= 1, "each wait is counted");
     }
 
     #[test]

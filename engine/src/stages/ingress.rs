@@ -178,6 +178,11 @@ impl Stage for ReplayIngress {
         bump(&self.metrics.ingress.orders, pushed as u64);
         Ok(Step::Worked(pushed))
     }
+
+    fn ready(&self) -> bool {
+        // It parks only on a full ring (a schedule wait is a deadline, not a park).
+        self.out.slots() > 0 || self.out.is_abandoned() || self.stop.load(Relaxed)
+    }
 }
 
 /// Takes orders from a ZeroMQ PULL socket.

@@ -257,6 +257,12 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
         flushed?;
         Ok(Step::Worked(done))
     }
+
+    fn ready(&self) -> bool {
+        // Decisions waiting and room for the accepted ones, or a neighbour gone.
+        (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
+            || self.input.is_abandoned()
+    }
 }
 
 #[cfg(test)]

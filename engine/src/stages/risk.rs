@@ -158,6 +158,12 @@ impl<G: RiskGate> Stage for RiskStage<G> {
         r.failovers.store(self.gate.failovers(), Relaxed);
         Ok(Step::Worked(n))
     }
+
+    fn ready(&self) -> bool {
+        // Orders waiting and room for their verdicts, or a neighbour gone.
+        (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
+            || self.input.is_abandoned()
+    }
 }
 
 #[cfg(test)]

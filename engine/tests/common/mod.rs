@@ -272,15 +272,34 @@ pub struct RiskServer {
 
 impl RiskServer {
     pub fn start(limits: &Path) -> RiskServer {
+        RiskServer::start_with(limits, "tcp://127.0.0.1:*", &[], None)
+    }
+
+    /// A risk-server bound to `bind` with extra flags (`--recover-from`, `--plain-credentials`,
+    /// ...); its stderr lines go to `stderr` when given (else nowhere).
+    pub fn start_with(
+        limits: &Path,
+        bind: &str,
+        extra: &[&std::ffi::OsStr],
+        stderr: Option<&mut Option<mpsc::Receiver<String>>>,
+    ) -> RiskServer {
         let mut child = Command::new(other_bin("risk-server"))
             .arg("--config")
             .arg(limits)
-            .args(["--bind", "tcp://127.0.0.1:*"])
+            .args(["--bind", bind])
+            .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if stderr.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn risk-server");
         let out = lines_of(child.stdout.take().unwrap());
+        if let Some(slot) = stderr {
+            *slot = Some(lines_of(child.stderr.take().unwrap()));
+        }
         let line = wait_for_line(&out, "listening on ", Duration::from_secs(20));
         let endpoint = line
             .split("listening on ")
@@ -290,6 +309,27 @@ impl RiskServer {
             .to_owned();
         RiskServer { child, endpoint }
     }
+
+    /// One JSON admin request (`{"admin":"stats"}`, `{"admin":"snapshot"}`) on the server's
+    /// REP socket; `None` if it does not answer within `limit`.
+    pub fn admin(&self, request: &str, limit: Duration) -> Option<serde_json::Value> {
+        admin_request(&self.endpoint, request, limit)
+    }
+}
+
+/// One JSON admin request to a risk-server at `endpoint` over a fresh REQ socket.
+pub fn admin_request(endpoint: &str, request: &str, limit: Duration) -> Option<serde_json::Value> {
+    let ctx = zmq::Context::new();
+    let s = ctx.socket(zmq::REQ).unwrap();
+    s.set_linger(0).unwrap();
+    s.connect(endpoint).unwrap();
+    s.send(request.as_bytes(), 0).unwrap();
+    let ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    if s.poll(zmq::POLLIN, ms).unwrap() == 0 {
+        return None;
+    }
+    let reply = s.recv_bytes(0).unwrap();
+    Some(serde_json::from_slice(&reply).expect("admin replies are JSON"))
 }
 
 impl Drop for RiskServer {
