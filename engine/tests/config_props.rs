@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use engine::config::{check_endpoint, ConfigError, EgressTarget, RiskTarget, ServiceConfig};
@@ -17,16 +17,10 @@ use engine::limits::{
 };
 use proptest::prelude::*;
 
-/// A file that exists (for `risk.limits`, `journal.checkpoint_key`, the credentials keys).
+/// A file that exists (for `risk.limits`, `journal.checkpoint_key`, the credentials keys): the
+/// crate's own manifest, so the test leaves nothing behind.
 fn existing_file() -> &'static Path {
-    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    FILE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("engine-config-props-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("some.file");
-        std::fs::write(&f, "x").unwrap();
-        f
-    })
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
 }
 
 /// Every key of engine.toml: `(table, key)`.
