@@ -67,6 +67,11 @@ pub struct SinkArgs {
     #[arg(long, default_value_t = 1000, value_name = "FRAMES")]
     pub rcvhwm: i32,
 
+    /// Kernel receive buffer of the socket in bytes (`ZMQ_RCVBUF`; 0: the OS default and
+    /// autotuning). Small values bound what a stalled sink's kernel holds.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub rcvbuf: i32,
+
     /// Check each arriving order against the journal in DIR: its decision record must
     /// already be there.
     #[arg(long, value_name = "DIR")]
@@ -301,6 +306,9 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         .socket(zmq::PULL)
         .context("cannot create the PULL socket")?;
     pull.set_rcvhwm(args.rcvhwm).context("ZMQ_RCVHWM")?;
+    if args.rcvbuf > 0 {
+        pull.set_rcvbuf(args.rcvbuf).context("ZMQ_RCVBUF")?;
+    }
     pull.set_linger(0).context("ZMQ_LINGER")?;
     let auth = zauth::ServerAuth {
         allow: args.allow.clone(),

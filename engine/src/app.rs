@@ -24,7 +24,10 @@ use crate::config::{
 };
 use crate::idle::IdleKind;
 use crate::latency::write_hgrm;
-use crate::limits::{EGRESS_LINGER_MS, RISK_AUTH_PROBE_MS, RISK_TIMEOUT_MS_MAX};
+use crate::limits::{
+    EGRESS_LINGER_MS, EGRESS_SNDBUF_BYTES, EGRESS_SNDHWM_MESSAGES_DEFAULT, RISK_AUTH_PROBE_MS,
+    RISK_TIMEOUT_MS_MAX,
+};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
 use crate::report::{hex, Backpressure, EgressReport, JournalReport, Report, RiskReport};
@@ -299,16 +302,15 @@ fn connect_egress(
     // Queue nothing for peers that are not connected: egress waits instead.
     s.set_immediate(true).context("egress ZMQ_IMMEDIATE")?;
     s.set_sndhwm(*sndhwm).context("egress ZMQ_SNDHWM")?;
+    // A known kernel buffer: the redelivery window covers it (limits::EGRESS_SNDBUF_BYTES).
+    s.set_sndbuf(EGRESS_SNDBUF_BYTES)
+        .context("egress ZMQ_SNDBUF")?;
     s.set_linger(EGRESS_LINGER_MS)
         .context("egress ZMQ_LINGER")?;
     s.connect(endpoint)
         .with_context(|| format!("cannot connect egress to {endpoint}"))?;
     Ok(Some(s))
 }
-
-/// Extra orders beyond the egress ring re-sent on resume: a few frames that may have sat in
-/// ZeroMQ's send queue when the previous process died.
-const REDELIVER_MARGIN_FRAMES: usize = 8;
 
 /// How a redelivery of the journal's tail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,9 +330,9 @@ enum Redelivery {
 
 /// At-least-once delivery across a crash. An accepted order's record is in the journal before
 /// egress sends it, so after `kill -9` the orders decided last may have been journaled but never
-/// sent (still in the egress ring, or in ZeroMQ's queue). On resume, before taking new input,
-/// the accepted orders of the journal's last `ring_capacity + REDELIVER_MARGIN_FRAMES ×
-/// max_batch` records are sent again. Some may arrive twice: the downstream tells them apart by
+/// sent (still in the egress ring, in ZeroMQ's queue, or in the kernel's socket buffer). On
+/// resume, before taking new input, the accepted orders of the journal's last `window` records
+/// ([`crate::limits::redelivery_window_records`]) are sent again. Some may arrive twice: the downstream tells them apart by
 /// `input_seq` (and order id), as `bench sink` does.
 ///
 /// It waits for downstream as egress does ([`send_waiting`]: never blocking, polling
@@ -340,13 +342,12 @@ fn redeliver_tail(
     socket: &zmq::Socket,
     dir: &Path,
     records: u64,
-    ring_capacity: usize,
+    window: usize,
     max_batch: usize,
     stop: &AtomicBool,
     waits: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Redelivery> {
     use crate::frames::{EgressEntry, EgressFrameBuilder};
-    let window = ring_capacity.saturating_add(max_batch.saturating_mul(REDELIVER_MARGIN_FRAMES));
     let from = records.saturating_sub(window as u64).max(1);
     let reader = audit::Reader::open(dir)
         .with_context(|| format!("cannot read the journal {} to redeliver", dir.display()))?;
@@ -413,6 +414,16 @@ fn redeliver_on_start(
         return Ok(true);
     }
     let waits = &metrics.egress.backpressure_waits;
+    // The window from this socket's queue and buffer sizes: the previous run is assumed to
+    // have used sizes no larger (the defaults, or the same configuration).
+    let sndhwm = sock.get_sndhwm().context("egress ZMQ_SNDHWM")?;
+    let sndbuf = sock.get_sndbuf().context("egress ZMQ_SNDBUF")?;
+    let window = crate::limits::redelivery_window_records(
+        stages.ring_capacity,
+        stages.max_batch,
+        usize::try_from(sndhwm.max(EGRESS_SNDHWM_MESSAGES_DEFAULT)).unwrap_or(usize::MAX),
+        usize::try_from(sndbuf.max(EGRESS_SNDBUF_BYTES)).unwrap_or(usize::MAX),
+    );
     eprintln!(
         "engine: re-sending the accepted orders of the journal's tail downstream \
          (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
@@ -421,7 +432,7 @@ fn redeliver_on_start(
         sock,
         dir,
         records_before,
-        stages.ring_capacity,
+        window,
         stages.max_batch,
         stop,
         waits,

@@ -7,8 +7,8 @@ use std::str::FromStr;
 use clap::{Args, Parser, Subcommand};
 
 use crate::limits::{
-    EGRESS_SNDHWM_MESSAGES_DEFAULT, MAX_BATCH_ORDERS_DEFAULT, RING_CAPACITY_ORDERS_DEFAULT,
-    RISK_TIMEOUT_MS_DEFAULT,
+    EGRESS_SNDHWM_MESSAGES_DEFAULT, EGRESS_SNDHWM_MESSAGES_MAX, MAX_BATCH_ORDERS_DEFAULT,
+    RING_CAPACITY_ORDERS_DEFAULT, RISK_TIMEOUT_MS_DEFAULT,
 };
 use crate::schedule::Rate;
 
@@ -136,8 +136,11 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "none", value_name = "ENDPOINT|none")]
     pub out: String,
 
-    /// Send high-water mark of the egress PUSH socket, in frames.
-    #[arg(long, default_value_t = EGRESS_SNDHWM_MESSAGES_DEFAULT, value_name = "FRAMES")]
+    /// Send high-water mark of the egress PUSH socket, in frames (1..=1024). Frames queued in
+    /// ZeroMQ are lost if the engine is killed; `--resume` re-sends a journal tail that covers
+    /// them, so a larger value means more duplicates after a crash.
+    #[arg(long, default_value_t = EGRESS_SNDHWM_MESSAGES_DEFAULT, value_name = "FRAMES",
+          value_parser = clap::value_parser!(i32).range(1..=EGRESS_SNDHWM_MESSAGES_MAX as i64))]
     pub out_hwm: i32,
 
     /// Leave the first N orders of this run out of the latency histograms.

@@ -15,10 +15,10 @@ use serde::Deserialize;
 
 use crate::idle::IdleKind;
 use crate::limits::{
-    EGRESS_SNDHWM_MESSAGES_DEFAULT, INGRESS_FRAME_ORDERS_MAX, INGRESS_RCVHWM_MESSAGES_DEFAULT,
-    MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, RING_CAPACITY_ORDERS_DEFAULT,
-    RING_CAPACITY_ORDERS_MAX, RING_CAPACITY_ORDERS_MIN, RISK_TIMEOUT_MS_DEFAULT,
-    RISK_TIMEOUT_MS_MAX,
+    EGRESS_SNDHWM_MESSAGES_DEFAULT, EGRESS_SNDHWM_MESSAGES_MAX, INGRESS_FRAME_ORDERS_MAX,
+    INGRESS_RCVHWM_MESSAGES_DEFAULT, MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX,
+    RING_CAPACITY_ORDERS_DEFAULT, RING_CAPACITY_ORDERS_MAX, RING_CAPACITY_ORDERS_MIN,
+    RISK_TIMEOUT_MS_DEFAULT, RISK_TIMEOUT_MS_MAX,
 };
 use crate::topology::{PerStage, StageId};
 
@@ -757,7 +757,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                 re.sndhwm,
                 EGRESS_SNDHWM_MESSAGES_DEFAULT,
                 1,
-                i32::MAX as i64,
+                EGRESS_SNDHWM_MESSAGES_MAX as i64,
             );
             match re.connect {
                 None => {

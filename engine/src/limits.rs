@@ -78,8 +78,43 @@ const _: () = assert!(INGRESS_FRAME_ORDERS_MAX <= RING_CAPACITY_ORDERS_DEFAULT);
 pub const INGRESS_MESSAGES_PER_WORK_MAX: usize = 64;
 /// Receive high-water mark of the ingress PULL socket (messages) when the config does not say.
 pub const INGRESS_RCVHWM_MESSAGES_DEFAULT: i32 = 1_000;
-/// Send high-water mark of the egress PUSH socket (messages) when the config does not say.
-pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 1_000;
+/// Send high-water mark of the egress PUSH socket (frames) when the config does not say.
+///
+/// Frames in ZeroMQ's send queue are lost if the process is killed, so after `kill -9` the
+/// resume re-sends the journal's tail, and that window grows with this number (see
+/// [`redelivery_window_records`]). A short queue keeps the window, and so the duplicates, small;
+/// a downstream that cannot keep up makes egress wait sooner (back-pressure, as designed).
+/// 16 frames hold up to 16 × `max_batch` orders, beside the kernel's socket buffer.
+pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 16;
+/// Largest egress send high-water mark accepted (frames): bounds the redelivery window.
+pub const EGRESS_SNDHWM_MESSAGES_MAX: i32 = 1_024;
+const _: () = assert!(EGRESS_SNDHWM_MESSAGES_DEFAULT >= 1);
+const _: () = assert!(EGRESS_SNDHWM_MESSAGES_DEFAULT <= EGRESS_SNDHWM_MESSAGES_MAX);
+/// Kernel send buffer of the egress socket (`ZMQ_SNDBUF`, bytes). Fixed rather than
+/// autotuned (up to several MiB) so that the redelivery window can cover what sat in it when
+/// the process died (Linux doubles the value it is given; the window counts that).
+pub const EGRESS_SNDBUF_BYTES: i32 = 256 * 1024;
+/// Extra frames beyond the send queue counted in the redelivery window: the frame ZeroMQ's I/O
+/// thread was encoding, and slack.
+pub const REDELIVER_MARGIN_FRAMES: usize = 8;
+
+/// Journal records re-read on resume to re-send their accepted orders (at-least-once): every
+/// place an accepted, journaled order can have been when the previous process died without
+/// reaching the downstream process — the journal → egress ring (`ring_capacity`), ZeroMQ's
+/// send queue (`sndhwm` frames of up to `max_batch` orders, plus [`REDELIVER_MARGIN_FRAMES`]),
+/// and the kernel's send buffer (2 × `sndbuf_bytes` of 64-byte entries). Counted in records,
+/// which include rejections, so the window is conservative.
+pub const fn redelivery_window_records(
+    ring_capacity: usize,
+    max_batch: usize,
+    sndhwm: usize,
+    sndbuf_bytes: usize,
+) -> usize {
+    let queued = sndhwm.saturating_add(REDELIVER_MARGIN_FRAMES);
+    ring_capacity
+        .saturating_add(queued.saturating_mul(max_batch))
+        .saturating_add(sndbuf_bytes.saturating_mul(2) / crate::frames::EGRESS_ENTRY_LEN_BYTES)
+}
 /// Egress waits this long for the downstream socket to become writable before retrying.
 pub const EGRESS_POLL_MS: i64 = 10;
 /// Linger of the egress socket at shutdown: how long ZeroMQ keeps trying to deliver frames it
@@ -110,3 +145,28 @@ pub const SUPERVISE_INTERVAL_MS: u64 = 50;
 /// handshakes, all endpoints together. A refusal is usually known within milliseconds; a
 /// server that is down simply runs the wait out (the run then starts; timeouts handle it).
 pub const RISK_AUTH_PROBE_MS: u64 = 1_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redelivery_window_covers_ring_send_queue_and_kernel_buffer() {
+        // Defaults: 8192-slot ring, batches of 1024, 16 frames queued, 256 KiB kernel buffer.
+        let w = redelivery_window_records(
+            RING_CAPACITY_ORDERS_DEFAULT,
+            MAX_BATCH_ORDERS_DEFAULT,
+            EGRESS_SNDHWM_MESSAGES_DEFAULT as usize,
+            EGRESS_SNDBUF_BYTES as usize,
+        );
+        assert_eq!(w, 8_192 + (16 + 8) * 1_024 + 2 * 256 * 1_024 / 64);
+        // Each part counts: a larger queue or buffer widens the window.
+        assert!(redelivery_window_records(8_192, 1_024, 1_000, 262_144) > w);
+        assert!(redelivery_window_records(8_192, 1_024, 16, 4 << 20) > w);
+        // No overflow at the extremes.
+        assert_eq!(
+            redelivery_window_records(usize::MAX, usize::MAX, usize::MAX, usize::MAX),
+            usize::MAX
+        );
+    }
+}
