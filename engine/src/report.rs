@@ -175,9 +175,15 @@ impl Report {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        // `bench baseline` (the source design) prints its report with this table too.
+        let program = if self.command == "baseline" {
+            "bench"
+        } else {
+            "engine"
+        };
         let _ = writeln!(
             s,
-            "engine {}: {} ({}, from input_seq {}{})",
+            "{program} {}: {} ({}, from input_seq {}{})",
             self.command,
             self.input,
             self.schedule,
@@ -304,6 +310,9 @@ mod tests {
         assert_eq!(r.recorded, 1);
         let t = r.table();
         assert!(t.contains("p99.99") && t.contains("journal+egress"), "{t}");
+        assert!(t.starts_with("engine "), "{t}");
+        r.command = "baseline".into();
+        assert!(r.table().starts_with("bench baseline: "), "{}", r.table());
     }
 
     #[test]
