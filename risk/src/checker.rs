@@ -32,7 +32,9 @@ use crate::config::{
 };
 use crate::hash::{id_map, IdMap};
 use crate::idtable::IdTable;
-use crate::limits::{ORDER_QTY_LIMIT_MAX, PREFETCH_TABLE_BYTES_MIN, VOID_BATCH_IDS_MAX};
+use crate::limits::{
+    ORDER_QTY_LIMIT_MAX, PREFETCH_CHUNK_ORDERS, PREFETCH_TABLE_BYTES_MIN, VOID_BATCH_IDS_MAX,
+};
 use crate::undo::{UndoLog, UndoOp, VoidOutcome};
 
 /// What an admin command acts on.
@@ -399,9 +401,14 @@ impl Checker {
     /// one by one, after [`Checker::prefetch`]). `out` must be as long as `orders`; extra
     /// slots on either side are left alone.
     pub fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) {
-        self.prefetch(orders);
-        for (o, r) in orders.iter().zip(out.iter_mut()) {
-            *r = self.check(o, now_ns);
+        for (chunk, outs) in orders
+            .chunks(PREFETCH_CHUNK_ORDERS)
+            .zip(out.chunks_mut(PREFETCH_CHUNK_ORDERS))
+        {
+            self.prefetch(chunk);
+            for (o, r) in chunk.iter().zip(outs.iter_mut()) {
+                *r = self.check(o, now_ns);
+            }
         }
     }
 

@@ -103,6 +103,12 @@ pub const COLLAR_BPS_MAX: u32 = 100_000;
 /// warm-up pass (measured: the pass costs ~5 ns per order and saves nothing there). 1 MiB is
 /// the L2 size of the build machine's cores (AMD EPYC); most current x86 cores have 1–2 MiB.
 pub const PREFETCH_TABLE_BYTES_MIN: usize = 1 << 20;
+/// A batch is checked in chunks of this many orders, each after its own warm-up pass: the
+/// chunk's ~2 cache lines per order (and their pages' TLB entries) are still warm when its
+/// checks read them. One pass over a whole batch of 1024 touches ~2,048 lines on as many
+/// pages, more than the L2 TLB holds, so the checks missed again.
+pub const PREFETCH_CHUNK_ORDERS: usize = 64;
+const _: () = assert!(PREFETCH_CHUNK_ORDERS >= 1);
 
 /// Largest money value (currency units) a limit may name: 10^15. In notional ticks
 /// (× 10 000) that is 10^19, far inside `i128`.

@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::checker::{Checker, Scope};
 use crate::config::{Limits, TradingState};
 use crate::error::{error_chain, RiskError};
-use crate::limits::VOID_BATCH_IDS_MAX;
 use crate::limits::{
     ERROR_TEXT_LEN_BYTES_MAX, JSON_ORDER_ID_BASE, JSON_REQUEST_LEN_BYTES_MAX,
     MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
 };
+use crate::limits::{PREFETCH_CHUNK_ORDERS, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
     decode_request_header, encode_error_reply, encode_reply_header, encode_verdict,
     encode_void_result, peek_batch_id, raw_order_id, reply_len_bytes, request_order,
@@ -301,7 +301,8 @@ impl Service {
             reply,
         );
         // Decode first (undecodable order bytes are rejected on their own, the batch goes on),
-        // start the memory loads of the whole batch, then check in order.
+        // then check in order, a chunk at a time after starting the chunk's memory loads
+        // (`PREFETCH_CHUNK_ORDERS`).
         for i in 0..count {
             self.decoded[i] = orders::decode_order(request_order(request, i)).ok();
         }
@@ -310,8 +311,15 @@ impl Service {
             self.valid[valid] = *o;
             valid += 1;
         }
-        self.checker.prefetch(&self.valid[..valid]);
+        let mut warmed = 0; // valid orders whose loads have been started
         for i in 0..count {
+            if i % PREFETCH_CHUNK_ORDERS == 0 {
+                let end = (i + PREFETCH_CHUNK_ORDERS).min(count);
+                let n = self.decoded[i..end].iter().flatten().count();
+                self.checker
+                    .prefetch(&self.valid[warmed..(warmed + n).min(valid)]);
+                warmed += n;
+            }
             let (order_id, reason) = match &self.decoded[i] {
                 Some(o) => (o.order_id, self.checker.check(o, h.now_ns)),
                 None => (
@@ -600,6 +608,38 @@ reference_price = 185.25
         let st = s.stats();
         assert_eq!((st.batches, st.batch_orders), (2, 6));
         assert_eq!(st.verdicts["accepted"], 1);
+    }
+
+    /// A batch spanning several prefetch chunks, with undecodable orders in it: the verdicts
+    /// are those of checking the orders one by one (`InvalidOrder` where the bytes are bad).
+    #[test]
+    fn chunked_batches_with_invalid_orders_match_one_by_one_checks() {
+        let n = 5 * PREFETCH_CHUNK_ORDERS + 7;
+        let mut s = service(n);
+        let orders: Vec<Order> = (0..n as u64)
+            .map(|i| order(1 + i % (n as u64 - 40), if i % 11 == 0 { 2000 } else { 10 }))
+            .collect();
+        let mut req = vec![0u8; request_len_bytes(n)];
+        encode_request(9, 5, &orders, &mut req);
+        let bad: Vec<usize> = (0..n).filter(|i| i % 7 == 3).collect();
+        for &i in &bad {
+            req[32 + i * 48 + 44] = 9; // side byte: does not decode
+        }
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        let mut reference = Checker::new(Limits::from_toml_str(LIMITS, "t").unwrap());
+        for (i, o) in orders.iter().enumerate() {
+            let want = if bad.contains(&i) {
+                Reason::InvalidOrder
+            } else {
+                reference.check(o, 5)
+            };
+            assert_eq!(
+                decode_verdict(&reply, i).unwrap(),
+                (o.order_id, want),
+                "{i}"
+            );
+        }
     }
 
     #[test]
