@@ -456,6 +456,58 @@ fn redeliver_on_start(
     }
 }
 
+/// What `replay` and `run` set up between opening the journal and starting the pipeline.
+struct Links {
+    gate: risk::RiskClient,
+    embedded: Option<risk::EmbeddedRisk>,
+    egress: Option<zmq::Socket>,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Connects the risk service (starting the embedded one, recovered from the journal when it has
+/// records) and the egress socket, installs the signal handlers, and re-sends the journal's tail
+/// downstream ([`redeliver_on_start`]). `None`: a signal stopped the redelivery; the embedded
+/// risk service has been stopped and the caller ends with exit 0.
+fn connect_links(
+    ctx: &zmq::Context,
+    risk: &RiskSettings,
+    egress: &EgressTarget,
+    stages: &StageSettings,
+    client: &zauth::ClientAuth,
+    journal_dir: &Path,
+    records_before: u64,
+) -> anyhow::Result<Option<Links>> {
+    let resume_dir = (records_before > 0).then_some(journal_dir);
+    let (gate, embedded) = connect_risk(ctx, risk, stages.max_batch, resume_dir, client)?;
+    let egress = connect_egress(ctx, egress, client)?;
+    // Signals before the redelivery, which may wait for an absent downstream.
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(&stop)?;
+    let metrics = Arc::new(Metrics::default());
+    if !redeliver_on_start(
+        egress.as_ref(),
+        journal_dir,
+        records_before,
+        stages,
+        &stop,
+        &metrics,
+    )? {
+        drop(gate);
+        if let Some(server) = embedded {
+            server.stop();
+        }
+        return Ok(None);
+    }
+    Ok(Some(Links {
+        gate,
+        embedded,
+        egress,
+        stop,
+        metrics,
+    }))
+}
+
 /// Prints [`crate::topology::placement_warnings`] for the stages' cores and idle strategies.
 fn warn_placement(stages: &crate::config::StageSettings) {
     let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated").unwrap_or_default();
@@ -859,33 +911,24 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             i + 1
         }
     };
-    let resume_dir = (opened.records_before > 0).then_some(s.journal.dir.as_path());
-    let (gate, embedded) = connect_risk(
+    let Some(Links {
+        gate,
+        embedded,
+        egress,
+        stop,
+        metrics,
+    }) = connect_links(
         &ctx,
         &s.risk,
-        s.stages.max_batch,
-        resume_dir,
+        &s.egress,
+        &s.stages,
         &s.security.client,
-    )?;
-    let egress = connect_egress(&ctx, &s.egress, &s.security.client)?;
-    // Signals before the redelivery, which may wait for an absent downstream.
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signals(&stop)?;
-    let metrics = Arc::new(Metrics::default());
-    if !redeliver_on_start(
-        egress.as_ref(),
         &s.journal.dir,
         opened.records_before,
-        &s.stages,
-        &stop,
-        &metrics,
-    )? {
-        drop(gate);
-        if let Some(server) = embedded {
-            server.stop();
-        }
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     warn_placement(&s.stages);
     lock_memory(s.stages.lock_memory)?;
     let metrics_server = match &a.metrics {
@@ -1005,33 +1048,24 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
     let opened = open_journal(&ctx, &cfg.journal, &server_auth)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
-    let resume_dir = (opened.records_before > 0).then_some(cfg.journal.dir.as_path());
-    let (gate, embedded) = connect_risk(
+    let Some(Links {
+        gate,
+        embedded,
+        egress,
+        stop,
+        metrics,
+    }) = connect_links(
         &ctx,
         &cfg.risk,
-        cfg.stages.max_batch,
-        resume_dir,
+        &cfg.egress,
+        &cfg.stages,
         &cfg.security.client,
-    )?;
-    let egress = connect_egress(&ctx, &cfg.egress, &cfg.security.client)?;
-    // Signals before the redelivery, which may wait for an absent downstream.
-    let stop = Arc::new(AtomicBool::new(false));
-    install_signals(&stop)?;
-    let metrics = Arc::new(Metrics::default());
-    if !redeliver_on_start(
-        egress.as_ref(),
         &cfg.journal.dir,
         opened.records_before,
-        &cfg.stages,
-        &stop,
-        &metrics,
-    )? {
-        drop(gate);
-        if let Some(server) = embedded {
-            server.stop();
-        }
+    )?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let pull = ctx
         .socket(zmq::PULL)
         .context("cannot create the ingress socket")?;
