@@ -197,7 +197,7 @@ pub struct Checker {
     symbols: Vec<SymbolSlot>,
     symbol_index: IdMap<u64, u32>,
     positions: Vec<PositionSlot>,
-    position_index: IdMap<u64, u32>,
+    position_index: IdMap<(u32, u64), u32>,
     ids: IdTable<IdSlot>,
     open_count: usize,
     /// Accepted ids in acceptance order with their acceptance time: the duplicate horizon.
@@ -215,8 +215,10 @@ fn symbol_key(s: Symbol) -> u64 {
     u64::from_le_bytes(s.to_bytes())
 }
 
-fn position_key(account: u32, symbol: u32) -> u64 {
-    (account as u64) << 32 | symbol as u64
+/// A position is keyed by the order's own account and symbol (not by their table indices), so
+/// that a new order in a traded pair finds account, symbol and position in one lookup.
+fn position_key(account: u32, symbol: Symbol) -> (u32, u64) {
+    (account, symbol_key(symbol))
 }
 
 fn usize_of(v: u64) -> usize {
@@ -434,12 +436,7 @@ impl Checker {
                 {
                     false
                 } else {
-                    let account = self.account_index.get(&o.account).copied();
-                    let symbol = self.symbol_index.get(&symbol_key(o.symbol)).copied();
-                    let position = match (account, symbol) {
-                        (Some(a), Some(s)) => self.position_index.get(&position_key(a, s)).copied(),
-                        _ => None,
-                    };
+                    let (account, symbol, position) = self.locate(o.account, o.symbol);
                     let acct =
                         account.map_or(&self.default_account, |a| &self.accounts[a as usize]);
                     let tat_ns = match acct.throttle {
@@ -626,8 +623,9 @@ impl Checker {
             }
             UndoOp::PushPosition => {
                 if let Some(p) = self.positions.pop() {
-                    self.position_index
-                        .remove(&position_key(p.account, p.symbol));
+                    let account = self.accounts[p.account as usize].account;
+                    let symbol = self.symbols[p.symbol as usize].symbol;
+                    self.position_index.remove(&position_key(account, symbol));
                     self.symbols[p.symbol as usize].positions.pop();
                 }
             }
@@ -656,7 +654,9 @@ impl Checker {
                 let now_open = self.ids.get(id).is_some_and(|s| s.open_qty() > 0);
                 let was_open = before.is_some_and(|s| s.open_qty() > 0);
                 match before {
-                    Some(slot) => self.ids.insert(id, slot),
+                    Some(slot) => {
+                        self.ids.insert(id, slot);
+                    }
                     None => {
                         self.ids.remove(id);
                     }
@@ -682,14 +682,13 @@ impl Checker {
         if self.is_duplicate(o.order_id, now_ns) {
             return Err(Reason::DuplicateOrderId);
         }
-        let account = self.account_index.get(&o.account).copied();
+        let (account, symbol, position) = self.locate(o.account, o.symbol);
         let acct = account.map_or(&self.default_account, |a| &self.accounts[a as usize]);
         if !acct.configured && self.limits.unknown_account == UnknownPolicy::Reject
             || account.is_none() && self.accounts.len() as u64 >= self.limits.capacity.max_accounts
         {
             return Err(Reason::UnknownAccount);
         }
-        let symbol = self.symbol_index.get(&symbol_key(o.symbol)).copied();
         let sym = symbol.map_or(&self.default_symbol, |s| &self.symbols[s as usize]);
         if !sym.configured && self.limits.unknown_symbol == UnknownPolicy::Reject
             || symbol.is_none() && self.symbols.len() as u64 >= self.limits.capacity.max_symbols
@@ -699,10 +698,6 @@ impl Checker {
         if sym.restricted {
             return Err(Reason::RestrictedSymbol);
         }
-        let position = match (account, symbol) {
-            (Some(a), Some(s)) => self.position_index.get(&position_key(a, s)).copied(),
-            _ => None,
-        };
         let pos = position.map_or(PositionView::default(), |p| self.positions[p as usize].view);
         let state = self
             .limits
@@ -773,13 +768,15 @@ impl Checker {
         let tag = (self.ring_head_seq + self.ring.len() as u64) as u32;
         self.ring.push_back((o.order_id, now_ns));
         self.log(UndoOp::RingPush);
-        let before = self.ids.get(o.order_id).copied();
+        // The insert hands back what it replaced (a forgotten id accepted again): the undo
+        // record needs it, and a separate lookup would cost a second probe run.
+        let before = self
+            .ids
+            .insert(o.order_id, IdSlot::new(o.price, o.qty, o.side, p, tag));
         self.log(UndoOp::Slot {
             id: o.order_id,
             before,
         });
-        self.ids
-            .insert(o.order_id, IdSlot::new(o.price, o.qty, o.side, p, tag));
         self.open_count += 1;
     }
 
@@ -1022,7 +1019,10 @@ impl Checker {
     }
 
     fn intern_position(&mut self, account: u32, symbol: u32) -> u32 {
-        let key = position_key(account, symbol);
+        let key = position_key(
+            self.accounts[account as usize].account,
+            self.symbols[symbol as usize].symbol,
+        );
         if let Some(&i) = self.position_index.get(&key) {
             return i;
         }
@@ -1039,9 +1039,25 @@ impl Checker {
     }
 
     fn find_position(&self, account: u32, symbol: Symbol) -> Option<u32> {
-        let a = *self.account_index.get(&account)?;
-        let s = *self.symbol_index.get(&symbol_key(symbol))?;
-        self.position_index.get(&position_key(a, s)).copied()
+        self.position_index
+            .get(&position_key(account, symbol))
+            .copied()
+    }
+
+    /// The table indices of an order's account, symbol and position (`None`: not in the
+    /// tables yet). A pair that has traded before costs one lookup (its position slot names
+    /// its account and symbol); otherwise the account and the symbol are looked up.
+    #[inline]
+    fn locate(&self, account: u32, symbol: Symbol) -> (Option<u32>, Option<u32>, Option<u32>) {
+        if let Some(&p) = self.position_index.get(&position_key(account, symbol)) {
+            let ps = &self.positions[p as usize];
+            return (Some(ps.account), Some(ps.symbol), Some(p));
+        }
+        (
+            self.account_index.get(&account).copied(),
+            self.symbol_index.get(&symbol_key(symbol)).copied(),
+            None,
+        )
     }
 
     /// The open order with this id, if any.

@@ -158,8 +158,8 @@ impl<V: Copy + Default> Table<V> {
         }
     }
 
-    /// Inserts or replaces. The caller keeps the load ≤ 50 %.
-    fn insert(&mut self, key: u64, value: V) {
+    /// Inserts or replaces, returning the value replaced. The caller keeps the load ≤ 50 %.
+    fn insert(&mut self, key: u64, value: V) -> Option<V> {
         debug_assert!((self.len + 1) * 100 <= self.slots.len() * LOAD_MAX_PERCENT + 100);
         let mut cur = Slot { key, value };
         let mut i = self.home(key);
@@ -170,11 +170,10 @@ impl<V: Copy + Default> Table<V> {
             if k == EMPTY {
                 self.slots[i] = cur;
                 self.len += 1;
-                return;
+                return None;
             }
             if !placed && k == key {
-                self.slots[i].value = value;
-                return;
+                return Some(std::mem::replace(&mut self.slots[i].value, value));
             }
             let kd = self.distance(i, k);
             if kd < d {
@@ -345,20 +344,25 @@ impl<V: Copy + Default> IdTable<V> {
         self.find(key).map(|r| self.at(r))
     }
 
-    /// Inserts or replaces. `key` must not be 0 (ignored if it is). Never rehashes the whole
-    /// table: see the module docs for the bounded extra work of a growth.
-    pub fn insert(&mut self, key: u64, value: V) {
+    /// Inserts or replaces, returning the value replaced (one probe run: no separate lookup
+    /// is needed to learn it). `key` must not be 0 (ignored if it is). Never rehashes the
+    /// whole table: see the module docs for the bounded extra work of a growth.
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
         debug_assert_ne!(key, EMPTY, "order id 0 is never stored");
         if key == EMPTY {
-            return;
+            return None;
         }
         self.grow_step();
-        if let Some(old) = &mut self.old {
-            if let Some(i) = old.find(key) {
-                old.remove_at(i);
-            }
-        }
-        self.cur.insert(key, value);
+        let moved = match &mut self.old {
+            Some(old) => old.find(key).map(|i| old.remove_at(i)),
+            None => None,
+        };
+        let replaced = self.cur.insert(key, value);
+        debug_assert!(
+            moved.is_none() || replaced.is_none(),
+            "a key lives in one table"
+        );
+        replaced.or(moved)
     }
 
     /// Removes the entry in slot `r` (from [`IdTable::find`]), shifting the rest of its probe
@@ -480,8 +484,7 @@ mod tests {
                 match op {
                     Op::Insert(k, v) => {
                         if k != 0 {
-                            t.insert(k, v);
-                            m.insert(k, v);
+                            prop_assert_eq!(t.insert(k, v), m.insert(k, v));
                         }
                     }
                     Op::Remove(k) => prop_assert_eq!(t.remove(k), m.remove(&k)),
