@@ -19,6 +19,13 @@
 //! neighbour that gives it work unparks it. Parks then no longer need to be short to be
 //! responsive, so they go straight to the long cap: fewer idle wake-ups on a shared core.
 //! Deadline waits ([`Idle::idle_until`]) never use the bell (nobody rings for a deadline).
+//!
+//! **Deadline waits** (the replay ingress waiting for an order's scheduled time): `backoff`
+//! sleeps until the deadline (at most [`HANDOFF_PARK_MAX_NS`] per call, with the stage
+//! threads' 1 µs timer slack) and spins only for the last [`SCHEDULE_SLEEP_MIN_NS`]. The
+//! spin → yield → park sequence restarted after every order, so at 100 k orders/s the ingress
+//! spun and yielded most of one of the two cores away from the stages and the risk server
+//! (`docs/results.md`, "Ingress deadline sleep").
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,7 +34,7 @@ use std::time::Duration;
 
 use crate::limits::{
     BACKOFF_PARK_MAX_NS, BACKOFF_PARK_MIN_NS, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
-    HANDOFF_PARK_MAX_NS, SCHEDULE_SPIN_WINDOW_NS,
+    HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SCHEDULE_SPIN_WINDOW_NS,
 };
 use crate::topology::{PerStage, StageId};
 use crate::wake::Bell;
@@ -247,9 +254,11 @@ impl Idle {
         self.step(None, ready);
     }
 
-    /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never parking
-    /// past the deadline. In `spin` mode it busy-spins; in `yield` mode it yields until the
-    /// deadline is near, then spins.
+    /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never past
+    /// the deadline. In `spin` mode it busy-spins; in `yield` mode it yields until the
+    /// deadline is near, then spins; in `backoff` mode it sleeps until the deadline (at most
+    /// [`HANDOFF_PARK_MAX_NS`], so a stop flag is seen) unless it is nearer than
+    /// [`SCHEDULE_SLEEP_MIN_NS`], then spins.
     #[inline]
     pub fn idle_until(&mut self, remaining_ns: u64) {
         if remaining_ns == 0 {
@@ -258,7 +267,11 @@ impl Idle {
         match self.mode {
             IdleMode::Spin => std::hint::spin_loop(),
             IdleMode::Yield if remaining_ns <= SCHEDULE_SPIN_WINDOW_NS => std::hint::spin_loop(),
-            _ => self.step(Some(remaining_ns), || false),
+            IdleMode::Yield => std::thread::yield_now(),
+            IdleMode::Backoff if remaining_ns <= SCHEDULE_SLEEP_MIN_NS => std::hint::spin_loop(),
+            IdleMode::Backoff => {
+                std::thread::sleep(Duration::from_nanos(remaining_ns.min(HANDOFF_PARK_MAX_NS)))
+            }
         }
     }
 
@@ -354,6 +367,31 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(2));
     }
 
+    /// Voluntary context switches of the calling thread so far (each sleep is one).
+    fn voluntary_switches() -> i64 {
+        use nix::sys::resource::{getrusage, UsageWho};
+        getrusage(UsageWho::RUSAGE_THREAD)
+            .expect("getrusage")
+            .voluntary_context_switches()
+    }
+
+    #[test]
+    fn a_backoff_deadline_wait_sleeps_at_once_instead_of_spinning_and_yielding() {
+        // Fresh strategy (spinning phase): the old behaviour spun 64 rounds and yielded 8
+        // before its first (1 µs) sleep, restarting after every order.
+        let mut idle = Idle::new(IdleMode::Backoff);
+        let before = voluntary_switches();
+        let t = Instant::now();
+        idle.idle_until(3_000_000);
+        // One call slept to the per-call cap (the OS sleeps at least that long).
+        assert!(t.elapsed() >= Duration::from_nanos(HANDOFF_PARK_MAX_NS));
+        assert!(voluntary_switches() > before, "the wait was a sleep");
+        // A deadline nearer than the sleep threshold is spun for: no sleep.
+        let before = voluntary_switches();
+        idle.idle_until(SCHEDULE_SLEEP_MIN_NS);
+        assert_eq!(voluntary_switches(), before);
+    }
+
     #[test]
     fn idle_until_never_parks_past_the_deadline() {
         let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 5_000_000_000, 5_000_000_000);
@@ -407,12 +445,13 @@ mod tests {
         let mut idle = Idle::with_bounds(IdleMode::Backoff, 1, 1, 1_000, 1_000)
             .with_bell_park(bell, 10_000_000_000);
         assert!(idle.has_bell());
-        idle.idle_until(1_000_000);
-        idle.idle_until(1_000_000);
-        assert_eq!(idle.phase(), Phase::Parking(1_000));
-        let t = Instant::now();
-        idle.idle_until(1_000_000); // 1 ms deadline: a bounded sleep, not a 10 s park
-        assert!(t.elapsed() < Duration::from_secs(2));
+        for _ in 0..3 {
+            let t = Instant::now();
+            idle.idle_until(1_000_000); // 1 ms deadline: a bounded sleep, not a 10 s park
+            assert!(t.elapsed() < Duration::from_secs(2));
+        }
+        // A deadline wait is not an empty round: the backoff for work waits is untouched.
+        assert_eq!(idle.phase(), Phase::Spinning(0));
         // Work already there: the hand-off park is skipped.
         let t = Instant::now();
         idle.idle_or_park(0, || true);

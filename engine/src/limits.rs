@@ -66,6 +66,10 @@ const _: () = assert!(HANDOFF_PARK_MAX_NS <= JOURNAL_MAINTAIN_INTERVAL_NS);
 /// instead of yielding, so it wakes on time.
 pub const SCHEDULE_SPIN_WINDOW_NS: u64 = 20_000;
 
+/// Replay ingress in `backoff` mode: a deadline further away than this is slept for (with
+/// the stage threads' 1 µs timer slack), a nearer one is spun for.
+pub const SCHEDULE_SLEEP_MIN_NS: u64 = 2_000;
+
 /// Largest number of orders in one binary ingress frame.
 pub const INGRESS_FRAME_ORDERS_MAX: usize = 1_024;
 /// Largest ingress message in bytes (a full binary frame); longer messages are bad frames.
