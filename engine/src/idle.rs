@@ -7,17 +7,20 @@
 //!  spin     busy-poll with a spin-loop hint               (an isolated core per stage)
 //!  yield    sched_yield                                   (a core shared with few threads)
 //!  backoff  spin ×64 → yield ×8 → park 1 µs, 2 µs, … 50 µs (default: 4 stages on 2 cores)
-//!           with a bell: spin ×64 → yield ×8 → park ≤ 1 ms, unparked by a neighbour
+//!           with a bell: spin ×64 → park ≤ 1 ms, unparked by a neighbour (no yields)
 //! ```
 //!
 //! `auto` resolves to `spin` only for a stage pinned to a core of its own with a core to spare
 //! for ZeroMQ's I/O threads and the OS, and to `backoff` otherwise; see [`resolve`].
 //!
 //! **Hand-off** ([`crate::wake`]): a `backoff` strategy given a [`Bell`] ([`Idle::with_bell`])
-//! parks on it instead of sleeping: after the spin and yield phases it publishes "sleeping",
-//! re-checks its rings (the `ready` closure) and parks for up to [`HANDOFF_PARK_MAX_NS`]; the
-//! neighbour that gives it work unparks it. Parks then no longer need to be short to be
-//! responsive, so they go straight to the long cap: fewer idle wake-ups on a shared core.
+//! parks on it instead of sleeping: after the spin phase it publishes "sleeping", re-checks its
+//! rings (the `ready` closure) and parks for up to [`HANDOFF_PARK_MAX_NS`]; the neighbour that
+//! gives it work unparks it. Parks then no longer need to be short to be responsive, so they go
+//! straight to the long cap: fewer idle wake-ups on a shared core. It skips the yield phase:
+//! with a neighbour to wake it, `sched_yield` only cost context switches (on 2 vCPUs each
+//! yield hands the core to another thread and back) and measured worse at 100 k orders/s
+//! (`docs/results.md`, "No yield phase for stages with a bell").
 //! Deadline waits ([`Idle::idle_until`]) never use the bell (nobody rings for a deadline).
 //!
 //! **Deadline waits** (the replay ingress waiting for an order's scheduled time): `backoff`
@@ -202,8 +205,10 @@ impl Idle {
     }
 
     /// Parks on `bell` (woken by a neighbour) for up to [`HANDOFF_PARK_MAX_NS`] instead of
-    /// sleeping for growing times. Only `backoff` parks; `spin` and `yield` ignore the bell.
-    pub fn with_bell(self, bell: Arc<Bell>) -> Idle {
+    /// sleeping for growing times, straight after the spin phase (no yields: see the module
+    /// docs). Only `backoff` parks; `spin` and `yield` ignore the bell.
+    pub fn with_bell(mut self, bell: Arc<Bell>) -> Idle {
+        self.yields_max = 0;
         self.with_bell_park(bell, HANDOFF_PARK_MAX_NS)
     }
 
@@ -251,7 +256,7 @@ impl Idle {
             self.reset();
             return;
         }
-        self.step(None, ready);
+        self.step(ready);
     }
 
     /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never past
@@ -275,19 +280,20 @@ impl Idle {
         }
     }
 
-    /// One step of the strategy; `deadline_ns` caps a park (a scheduled deadline), `None`
-    /// when the stage waits for work.
-    fn step(&mut self, deadline_ns: Option<u64>, ready: impl FnOnce() -> bool) {
+    /// One step of the strategy while the stage waits for work.
+    fn step(&mut self, ready: impl FnOnce() -> bool) {
         match self.mode {
             IdleMode::Spin => std::hint::spin_loop(),
             IdleMode::Yield => std::thread::yield_now(),
             IdleMode::Backoff => match self.phase {
                 Phase::Spinning(n) => {
                     std::hint::spin_loop();
-                    self.phase = if n + 1 >= self.spins_max {
-                        Phase::Yielding(0)
-                    } else {
+                    self.phase = if n + 1 < self.spins_max {
                         Phase::Spinning(n + 1)
+                    } else if self.yields_max == 0 {
+                        Phase::Parking(self.park_min_ns)
+                    } else {
+                        Phase::Yielding(0)
                     };
                 }
                 Phase::Yielding(n) => {
@@ -298,15 +304,14 @@ impl Idle {
                         Phase::Yielding(n + 1)
                     };
                 }
-                Phase::Parking(ns) => match (&self.bell, deadline_ns) {
-                    // Waiting for work with a bell: a neighbour rings when it comes.
-                    (Some(bell), None) => {
+                Phase::Parking(ns) => match &self.bell {
+                    // With a bell: a neighbour rings when work comes.
+                    Some(bell) => {
                         bell.park(Duration::from_nanos(self.bell_park_ns), ready);
                     }
-                    // A deadline (nobody rings for it), or no bell: a bounded sleep.
-                    _ => {
-                        let cap_ns = deadline_ns.unwrap_or(u64::MAX);
-                        std::thread::sleep(Duration::from_nanos(ns.min(cap_ns)));
+                    // No bell: a bounded sleep, growing.
+                    None => {
+                        std::thread::sleep(Duration::from_nanos(ns));
                         self.phase = Phase::Parking(ns.saturating_mul(2).min(self.park_max_ns));
                     }
                 },
@@ -360,8 +365,8 @@ mod tests {
     #[test]
     fn backoff_parks_for_real() {
         let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 2_000_000, 2_000_000);
-        idle.idle(0); // spinning → yielding (0 spins)
-        idle.idle(0); // yielding → parking
+        idle.idle(0); // spinning → parking (no spins, no yields)
+        assert_eq!(idle.phase(), Phase::Parking(2_000_000));
         let t = Instant::now();
         idle.idle(0);
         assert!(t.elapsed() >= Duration::from_millis(2));
@@ -395,8 +400,7 @@ mod tests {
     #[test]
     fn idle_until_never_parks_past_the_deadline() {
         let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 5_000_000_000, 5_000_000_000);
-        idle.idle(0);
-        idle.idle(0);
+        idle.idle(0); // no spins, no yields: straight to parking
         assert_eq!(idle.phase(), Phase::Parking(5_000_000_000));
         let t = Instant::now();
         idle.idle_until(1_000_000);
@@ -437,6 +441,27 @@ mod tests {
         let parked = stage.join().unwrap();
         assert!(parked < Duration::from_secs(2), "woken early: {parked:?}");
         assert!(bell.wakeups() >= 1);
+    }
+
+    #[test]
+    fn a_stage_with_a_bell_parks_right_after_spinning_without_yielding() {
+        let mut idle = Idle::new(IdleMode::Backoff).with_bell(crate::wake::Bell::new());
+        for _ in 0..BACKOFF_SPINS_MAX - 1 {
+            idle.idle(0);
+        }
+        assert_eq!(idle.phase(), Phase::Spinning(BACKOFF_SPINS_MAX - 1));
+        idle.idle(0);
+        // Without a bell the next phase would be `Yielding(0)` (8 rounds of sched_yield).
+        assert!(
+            matches!(idle.phase(), Phase::Parking(_)),
+            "{:?}",
+            idle.phase()
+        );
+        let mut plain = Idle::new(IdleMode::Backoff);
+        for _ in 0..BACKOFF_SPINS_MAX {
+            plain.idle(0);
+        }
+        assert_eq!(plain.phase(), Phase::Yielding(0));
     }
 
     #[test]
