@@ -8,6 +8,8 @@
 //!  yield    sched_yield                                   (a core shared with few threads)
 //!  backoff  spin ×64 → yield ×8 → park 1 µs, 2 µs, … 50 µs (default: 4 stages on 2 cores)
 //!           with a bell: spin ×64 → park ≤ 1 ms, unparked by a neighbour (no yields)
+//!           socket-fed:  spin ×64 → yield ×8 → block on the socket ≤ 1 ms
+//!                        ([`crate::stages::Stage::wait_for_input`])
 //! ```
 //!
 //! `auto` resolves to `spin` only for a stage pinned to a core of its own with a core to spare
@@ -222,6 +224,15 @@ impl Idle {
     /// Whether parks are hand-off parks.
     pub fn has_bell(&self) -> bool {
         self.bell.is_some()
+    }
+
+    /// Whether the next empty round would be a timed park: `backoff` without a bell, past
+    /// its spin and yield phases. A socket-fed stage then blocks on its socket instead
+    /// ([`crate::stages::Stage::wait_for_input`]).
+    pub fn parks_timed(&self) -> bool {
+        self.mode == IdleMode::Backoff
+            && self.bell.is_none()
+            && matches!(self.phase, Phase::Parking(_))
     }
 
     /// The resolved mode.

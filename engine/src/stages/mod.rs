@@ -21,9 +21,16 @@ pub mod risk;
 
 use orders::{Order, Reason};
 
+use std::time::Duration;
+
 use crate::clock::Clock;
 use crate::idle::Idle;
+use crate::limits::HANDOFF_PARK_MAX_NS;
 use crate::wake::Links;
+
+/// Longest blocking wait of a socket-fed stage ([`Stage::wait_for_input`]): like a hand-off
+/// park, it only bounds what nothing wakes the stage for (the stop flag, room on its ring).
+const SOCKET_PARK_MAX: Duration = Duration::from_nanos(HANDOFF_PARK_MAX_NS);
 
 /// ingress → risk: an order taken in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +136,14 @@ pub trait Stage {
     fn ready(&self) -> bool {
         false
     }
+
+    /// For a stage whose input is a socket (nobody can ring a bell for it): blocks for at
+    /// most `timeout` until input may be there, and returns `true`; `false` when the stage
+    /// has no such wait now, so that the idle strategy's own park is used. Called instead of
+    /// that park once a `backoff` strategy without a bell reaches its parking phase.
+    fn wait_for_input(&mut self, _timeout: Duration) -> bool {
+        false
+    }
 }
 
 /// Drives a stage until it is done: `let n = stage.do_work(); idle.idle(n);`.
@@ -156,7 +171,11 @@ pub fn run_linked<S: Stage>(
                 links.wake();
                 idle.idle(n);
             }
-            Step::Idle => idle.idle_or_park(0, || stage.ready()),
+            Step::Idle => {
+                if !(idle.parks_timed() && stage.wait_for_input(SOCKET_PARK_MAX)) {
+                    idle.idle_or_park(0, || stage.ready());
+                }
+            }
             Step::WaitUntil(deadline_ns) => {
                 idle.idle_until(deadline_ns.saturating_sub(clock.now_ns()));
             }
