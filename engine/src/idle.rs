@@ -27,10 +27,12 @@
 //!
 //! **Deadline waits** (the replay ingress waiting for an order's scheduled time): `backoff`
 //! sleeps until the deadline (at most [`HANDOFF_PARK_MAX_NS`] per call, with the stage
-//! threads' 1 µs timer slack) and spins only for the last [`SCHEDULE_SLEEP_MIN_NS`]. The
+//! threads' 1 µs timer slack), but never less than [`SCHEDULE_SLEEP_QUANTUM_NS`], and spins
+//! only when the deadline is within [`SCHEDULE_SLEEP_MIN_NS`] ([`deadline_sleep_ns`]). The
 //! spin → yield → park sequence restarted after every order, so at 100 k orders/s the ingress
-//! spun and yielded most of one of the two cores away from the stages and the risk server
-//! (`docs/results.md`, "Ingress deadline sleep").
+//! spun and yielded most of one of the two cores away from the stages and the risk server;
+//! one timer sleep per order still cost a third of a core (`docs/results.md`, "the ingress
+//! sleeps until an order is due" and "a 20 µs sleep quantum").
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,7 +41,7 @@ use std::time::Duration;
 
 use crate::limits::{
     BACKOFF_PARK_MAX_NS, BACKOFF_PARK_MIN_NS, BACKOFF_SPINS_MAX, BACKOFF_YIELDS_MAX,
-    HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SCHEDULE_SPIN_WINDOW_NS,
+    HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SCHEDULE_SLEEP_QUANTUM_NS, SCHEDULE_SPIN_WINDOW_NS,
 };
 use crate::topology::{PerStage, StageId};
 use crate::wake::Bell;
@@ -270,11 +272,11 @@ impl Idle {
         self.step(ready);
     }
 
-    /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step, never past
-    /// the deadline. In `spin` mode it busy-spins; in `yield` mode it yields until the
-    /// deadline is near, then spins; in `backoff` mode it sleeps until the deadline (at most
-    /// [`HANDOFF_PARK_MAX_NS`], so a stop flag is seen) unless it is nearer than
-    /// [`SCHEDULE_SLEEP_MIN_NS`], then spins.
+    /// Nothing to do for `remaining_ns` (a scheduled deadline): waits one step. In `spin`
+    /// mode it busy-spins; in `yield` mode it yields until the deadline is near, then spins;
+    /// in `backoff` mode it sleeps for [`deadline_sleep_ns`] (up to the deadline, at least a
+    /// quantum, at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen), or spins when the
+    /// deadline is within [`SCHEDULE_SLEEP_MIN_NS`].
     #[inline]
     pub fn idle_until(&mut self, remaining_ns: u64) {
         if remaining_ns == 0 {
@@ -284,10 +286,10 @@ impl Idle {
             IdleMode::Spin => std::hint::spin_loop(),
             IdleMode::Yield if remaining_ns <= SCHEDULE_SPIN_WINDOW_NS => std::hint::spin_loop(),
             IdleMode::Yield => std::thread::yield_now(),
-            IdleMode::Backoff if remaining_ns <= SCHEDULE_SLEEP_MIN_NS => std::hint::spin_loop(),
-            IdleMode::Backoff => {
-                std::thread::sleep(Duration::from_nanos(remaining_ns.min(HANDOFF_PARK_MAX_NS)))
-            }
+            IdleMode::Backoff => match deadline_sleep_ns(remaining_ns) {
+                Some(ns) => std::thread::sleep(Duration::from_nanos(ns)),
+                None => std::hint::spin_loop(),
+            },
         }
     }
 
@@ -329,6 +331,14 @@ impl Idle {
             },
         }
     }
+}
+
+/// How long a `backoff` deadline wait sleeps when the deadline is `remaining_ns` away: `None`
+/// (spin) within [`SCHEDULE_SLEEP_MIN_NS`]; otherwise the remaining time, raised to
+/// [`SCHEDULE_SLEEP_QUANTUM_NS`] and capped at [`HANDOFF_PARK_MAX_NS`].
+pub fn deadline_sleep_ns(remaining_ns: u64) -> Option<u64> {
+    (remaining_ns > SCHEDULE_SLEEP_MIN_NS)
+        .then(|| remaining_ns.clamp(SCHEDULE_SLEEP_QUANTUM_NS, HANDOFF_PARK_MAX_NS))
 }
 
 #[cfg(test)]
@@ -409,7 +419,21 @@ mod tests {
     }
 
     #[test]
-    fn idle_until_never_parks_past_the_deadline() {
+    fn deadline_sleeps_are_quantised_and_capped() {
+        assert_eq!(deadline_sleep_ns(1), None, "spun for");
+        assert_eq!(deadline_sleep_ns(SCHEDULE_SLEEP_MIN_NS), None);
+        // A 5 µs wait sleeps the 20 µs quantum: fewer timer wake-ups, a little lateness.
+        assert_eq!(deadline_sleep_ns(5_000), Some(SCHEDULE_SLEEP_QUANTUM_NS));
+        assert_eq!(
+            deadline_sleep_ns(300_000),
+            Some(300_000),
+            "until the deadline"
+        );
+        assert_eq!(deadline_sleep_ns(5_000_000_000), Some(HANDOFF_PARK_MAX_NS));
+    }
+
+    #[test]
+    fn idle_until_sleeps_for_the_deadline_not_for_the_idle_park() {
         let mut idle = Idle::with_bounds(IdleMode::Backoff, 0, 0, 5_000_000_000, 5_000_000_000);
         idle.idle(0); // no spins, no yields: straight to parking
         assert_eq!(idle.phase(), Phase::Parking(5_000_000_000));
