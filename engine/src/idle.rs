@@ -23,9 +23,9 @@
 //! with a neighbour to wake it, `sched_yield` only cost context switches (on 2 vCPUs each
 //! yield hands the core to another thread and back) and measured worse at 100 k orders/s
 //! (`docs/results.md`, "No yield phase for stages with a bell").
-//! Deadline waits ([`Idle::idle_until`]) never use the bell (nobody rings for a deadline).
 //!
-//! **Deadline waits** (the replay ingress waiting for an order's scheduled time): `backoff`
+//! **Deadline waits** ([`Idle::idle_until`]: the replay ingress waiting for an order's
+//! scheduled time) never use the bell, since nobody rings for a deadline. `backoff`
 //! sleeps until the deadline (at most [`HANDOFF_PARK_MAX_NS`] per call, with the stage
 //! threads' 1 µs timer slack), but never less than [`SCHEDULE_SLEEP_QUANTUM_NS`], and spins
 //! only when the deadline is within [`SCHEDULE_SLEEP_MIN_NS`] ([`deadline_sleep_ns`]). The

@@ -651,16 +651,13 @@ impl Checker {
                 added,
             } => self.change_open(position, side, price, qty, !added),
             UndoOp::Slot { id, before } => {
-                let now_open = self.ids.get(id).is_some_and(|s| s.open_qty() > 0);
+                // What the slot held since (replaced or removed now) says whether it was open.
+                let since = match before {
+                    Some(slot) => self.ids.insert(id, slot),
+                    None => self.ids.remove(id),
+                };
+                let now_open = since.is_some_and(|s| s.open_qty() > 0);
                 let was_open = before.is_some_and(|s| s.open_qty() > 0);
-                match before {
-                    Some(slot) => {
-                        self.ids.insert(id, slot);
-                    }
-                    None => {
-                        self.ids.remove(id);
-                    }
-                }
                 self.open_count = self.open_count + was_open as usize - now_open as usize;
             }
             UndoOp::RingPush => {

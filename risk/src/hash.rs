@@ -1,8 +1,10 @@
 //! A fast hasher for the checker's small integer-keyed tables (accounts, symbols, positions).
 //!
 //! `std`'s SipHash costs ~15–20 ns per lookup, a large slice of the 100 ns budget for the full
-//! check set (three of these lookups per order). Keys here are single integers, so the hasher
-//! state is the key itself and `finish` does the mixing, in the manner of rustc's FxHasher:
+//! check set (one to three of these lookups per order). Keys here are one or two integers (a
+//! position is keyed by account and symbol), so the hasher state is the key itself, or the two
+//! folded together (rotate and xor), and `finish` does the mixing, in the manner of rustc's
+//! FxHasher:
 //! fold the high half onto the low half (symbols are 8 ASCII bytes that often differ only in
 //! their last ones), multiply by an odd constant, and rotate the well-mixed high bits down to
 //! where hashbrown takes the bucket index. The seed is fixed so runs are reproducible; verdicts

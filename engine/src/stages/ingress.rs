@@ -568,7 +568,8 @@ mod tests {
         stop.store(true, Relaxed);
         stage.join().unwrap().unwrap();
         let switches = rx.recv().unwrap();
-        // ~300 socket waits of ≤ 1 ms each; timed parks of ≤ 50 µs would be ≥ 3,000.
+        // ~300 socket waits of ≤ 1 ms each; the timed parks of ≤ 50 µs it replaced made
+        // 2,681 here on the 2-vCPU build machine.
         assert!(switches < 1_000, "{switches} voluntary context switches");
     }
 }
