@@ -446,13 +446,19 @@ mod tests {
         assert_eq!(ing.do_work().unwrap(), Step::Done);
     }
 
+    /// A PULL socket bound to `endpoint` and a PUSH socket connected to it.
+    fn pull_push(ctx: &zmq::Context, endpoint: &str) -> (zmq::Socket, zmq::Socket) {
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.bind(endpoint).unwrap();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect(endpoint).unwrap();
+        (pull, push)
+    }
+
     #[test]
     fn pull_ingress_takes_frames_and_json_and_skips_garbage() {
         let ctx = zmq::Context::new();
-        let pull = ctx.socket(zmq::PULL).unwrap();
-        pull.bind("inproc://ingress-test").unwrap();
-        let push = ctx.socket(zmq::PUSH).unwrap();
-        push.connect("inproc://ingress-test").unwrap();
+        let (pull, push) = pull_push(&ctx, "inproc://ingress-test");
         let (p, mut c) = RingBuffer::new(4 * INGRESS_FRAME_ORDERS_MAX);
         let m = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -528,10 +534,7 @@ mod tests {
         use nix::sys::resource::{getrusage, UsageWho};
 
         let ctx = zmq::Context::new();
-        let pull = ctx.socket(zmq::PULL).unwrap();
-        pull.bind("inproc://ingress-quiet").unwrap();
-        let push = ctx.socket(zmq::PUSH).unwrap();
-        push.connect("inproc://ingress-quiet").unwrap();
+        let (pull, push) = pull_push(&ctx, "inproc://ingress-quiet");
         let (p, mut c) = RingBuffer::new(4 * INGRESS_FRAME_ORDERS_MAX);
         let m = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
