@@ -34,6 +34,7 @@ use crate::report::{hex, Backpressure, EgressReport, JournalReport, Report, Risk
 use crate::schedule::{Rate, Schedule};
 use crate::stages::egress::send_waiting;
 use crate::stages::journal::{chain, AuditLog};
+use crate::stages::risk::{Gate, InlineRisk};
 use crate::topology::{parse_per_stage, PerStage};
 
 /// An opened journal and where to resume.
@@ -93,7 +94,7 @@ fn open_journal(
     };
     let records_before = writer.next_seq().saturating_sub(1);
     Ok(OpenedJournal {
-        log: AuditLog { writer, publisher },
+        log: AuditLog::new(writer, publisher),
         recovery,
         last,
         records_before,
@@ -149,40 +150,56 @@ fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
     Ok(doomed.len() as u64)
 }
 
-/// The risk gate and, for the embedded service, its server thread. The embedded service
-/// rebuilds its state (positions, open orders, throttles, seen ids) from the decisions already
-/// in the journal, so a resumed run checks exactly as an uninterrupted one would.
+/// Limits from `limits_file`, or the built-in ones, and a checker whose state is rebuilt from
+/// the decisions already in the journal `journal` (if any), so that a resumed run checks
+/// exactly as an uninterrupted one would.
+fn recovered_checker(
+    limits_file: Option<&Path>,
+    journal: Option<&Path>,
+) -> anyhow::Result<risk::Checker> {
+    let limits = match limits_file {
+        Some(f) => risk::Limits::from_file(f)
+            .with_context(|| format!("bad risk limits {}", f.display()))?,
+        None => risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN)
+            .context("the built-in default risk limits do not validate")?,
+    };
+    let mut checker = risk::Checker::new(limits);
+    if let Some(dir) = journal {
+        let stats = risk::replay_journal(&mut checker, dir).with_context(|| {
+            format!(
+                "cannot rebuild risk state from the journal in {}",
+                dir.display()
+            )
+        })?;
+        if stats.skipped > 0 {
+            tracing::warn!(
+                "risk state rebuilt from {} decisions; {} accepted ones did not fit and were skipped",
+                stats.decisions,
+                stats.skipped
+            );
+        }
+    }
+    Ok(checker)
+}
+
+/// The risk gate and, for the embedded service, its server thread. The embedded service and
+/// the inline checks rebuild their state (positions, open orders, throttles, seen ids) from the
+/// decisions already in the journal, so a resumed run checks exactly as an uninterrupted one
+/// would.
 fn connect_risk(
     ctx: &zmq::Context,
     s: &RiskSettings,
     max_batch: usize,
     journal: Option<&Path>,
     client: &zauth::ClientAuth,
-) -> anyhow::Result<(risk::RiskClient, Option<risk::EmbeddedRisk>)> {
+) -> anyhow::Result<(Gate, Option<risk::EmbeddedRisk>)> {
     match &s.target {
+        RiskTarget::Inline { limits_file } => {
+            let checker = recovered_checker(limits_file.as_deref(), journal)?;
+            Ok((Gate::Inline(Box::new(InlineRisk::new(checker))), None))
+        }
         RiskTarget::Embedded { limits_file } => {
-            let limits = match limits_file {
-                Some(f) => risk::Limits::from_file(f)
-                    .with_context(|| format!("bad risk limits {}", f.display()))?,
-                None => risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN)
-                    .context("the built-in default risk limits do not validate")?,
-            };
-            let mut checker = risk::Checker::new(limits);
-            if let Some(dir) = journal {
-                let stats = risk::replay_journal(&mut checker, dir).with_context(|| {
-                    format!(
-                        "cannot rebuild risk state from the journal in {}",
-                        dir.display()
-                    )
-                })?;
-                if stats.skipped > 0 {
-                    tracing::warn!(
-                        "risk state rebuilt from {} decisions; {} accepted ones did not fit and were skipped",
-                        stats.decisions,
-                        stats.skipped
-                    );
-                }
-            }
+            let checker = recovered_checker(limits_file.as_deref(), journal)?;
             let endpoint = format!("inproc://engine-risk-{}", std::process::id());
             let opts = risk::ServiceOptions {
                 max_batch_orders: max_batch,
@@ -193,7 +210,7 @@ fn connect_risk(
                     .context("cannot start the embedded risk service")?;
             let client = risk::RiskClient::connect(ctx, &[endpoint], s.timeout, max_batch)
                 .context("cannot connect to the embedded risk service")?;
-            Ok((client, Some(server)))
+            Ok((Gate::Client(Box::new(client)), Some(server)))
         }
         RiskTarget::Remote { endpoints } => {
             probe_risk_handshakes(ctx, endpoints, client)?;
@@ -205,7 +222,7 @@ fn connect_risk(
                 client.clone(),
             )
             .with_context(|| format!("cannot connect to risk service {endpoints:?}"))?;
-            Ok((client, None))
+            Ok((Gate::Client(Box::new(client)), None))
         }
     }
 }
@@ -458,7 +475,7 @@ fn redeliver_on_start(
 
 /// What `replay` and `run` set up between opening the journal and starting the pipeline.
 struct Links {
-    gate: risk::RiskClient,
+    gate: Gate,
     embedded: Option<risk::EmbeddedRisk>,
     egress: Option<zmq::Socket>,
     stop: Arc<AtomicBool>,
@@ -544,7 +561,7 @@ fn install_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
 
 /// The end of a run common to both commands: sync, stop embedded risk, fill the report.
 fn finish(
-    result: PipelineResult<risk::RiskClient, AuditLog>,
+    result: PipelineResult<Gate, AuditLog>,
     embedded: Option<risk::EmbeddedRisk>,
     metrics: &Metrics,
     report: &mut Report,
@@ -558,8 +575,10 @@ fn finish(
         t0_ns,
         last_end_ns,
         idle,
+        threading,
         errors,
     } = result;
+    report.threading = Some(threading);
     report.errors = errors
         .iter()
         .map(|(stage, e)| format!("{stage} stage: {e}"))
@@ -692,10 +711,14 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         RiskTarget::Embedded {
             limits_file: a.limits.clone(),
         }
+    } else if a.risk.len() == 1 && a.risk[0] == "inline" {
+        RiskTarget::Inline {
+            limits_file: a.limits.clone(),
+        }
     } else {
         for e in &a.risk {
-            if e == "embedded" {
-                p.add("--risk", "`embedded` cannot be mixed with endpoints");
+            if e == "embedded" || e == "inline" {
+                p.add("--risk", format!("`{e}` cannot be mixed with endpoints"));
             } else if let Err(m) = check_endpoint(e) {
                 p.add("--risk", m);
             }
@@ -837,6 +860,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             idle,
             cores,
             lock_memory: a.lock_memory,
+            threading: a.threading,
         },
         format,
         symbol,
@@ -846,6 +870,10 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
 
 fn risk_target_name(t: &RiskTarget) -> String {
     match t {
+        RiskTarget::Inline { limits_file: None } => "inline (built-in examples/limits.toml)".into(),
+        RiskTarget::Inline {
+            limits_file: Some(f),
+        } => format!("inline ({})", f.display()),
         RiskTarget::Embedded { limits_file: None } => {
             "embedded (built-in examples/limits.toml)".into()
         }
@@ -930,6 +958,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     warn_placement(&s.stages);
+    eprintln!("engine: {}", pipeline::threading_plan(&s.stages));
     lock_memory(s.stages.lock_memory)?;
     let metrics_server = match &a.metrics {
         None => None,
@@ -1082,6 +1111,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     warn_placement(&cfg.stages);
+    eprintln!("engine: {}", pipeline::threading_plan(&cfg.stages));
     lock_memory(cfg.stages.lock_memory)?;
     let metrics_server = match &cfg.metrics_bind {
         None => None,

@@ -74,13 +74,15 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "recorded[:SPEEDUP]", value_parser = crate::schedule::parse_pace)]
     pub pace: Option<f64>,
 
-    /// Risk service: `embedded` (a server thread in this process over inproc) or one or more
+    /// Risk service: `embedded` (a server thread in this process over inproc), `inline` (the
+    /// same checks as a direct call on the engine's thread: no server, no socket, no timeout;
+    /// for one-host deployments and for measuring the engine's own cost) or one or more
     /// risk-server endpoints, tried in order on failure (`tcp://127.0.0.1:5560 tcp://...`).
-    #[arg(long, num_args = 1.., default_value = "embedded", value_name = "embedded|ENDPOINT")]
+    #[arg(long, num_args = 1.., default_value = "embedded", value_name = "embedded|inline|ENDPOINT")]
     pub risk: Vec<String>,
 
-    /// Limits file for the embedded risk service (TOML). Without it the built-in limits apply:
-    /// examples/limits.toml as it was when the engine was built.
+    /// Limits file for the embedded or inline risk checks (TOML). Without it the built-in
+    /// limits apply: examples/limits.toml as it was when the engine was built.
     #[arg(long, value_name = "FILE")]
     pub limits: Option<PathBuf>,
 
@@ -195,9 +197,18 @@ pub struct ReplayArgs {
     pub idle: String,
 
     /// Pin stages to cores: in stage order ingress,risk,journal,egress (`0,1,1,0`; `-` = not
-    /// pinned) or by name (`ingress=0,journal=1`).
+    /// pinned) or by name (`ingress=0,journal=1`). With --threading shared the one thread
+    /// takes the first core given.
     #[arg(long, value_name = "CORES")]
     pub pin: Option<String>,
+
+    /// How stages map onto threads: `dedicated` (one thread per stage, for a tuned host with a
+    /// core for each), `shared` (all four stages in one duty cycle on one thread: a hop between
+    /// stages is a ring push and pop, no wake-up) or `auto` (dedicated when the CPU affinity
+    /// mask has a core for every stage thread plus one for ZeroMQ's I/O thread, else shared).
+    /// With `shared`, --idle's ingress strategy is the thread's.
+    #[arg(long, value_enum, default_value_t = crate::threading::ThreadingKind::Auto, value_name = "MODE")]
+    pub threading: crate::threading::ThreadingKind,
 
     /// Lock all of the process's memory (mlockall) before the replay starts, so that no page
     /// of a ring or the journal is paged out (needs RLIMIT_MEMLOCK or CAP_IPC_LOCK).

@@ -20,6 +20,7 @@ use crate::limits::{
     RING_CAPACITY_ORDERS_DEFAULT, RING_CAPACITY_ORDERS_MAX, RING_CAPACITY_ORDERS_MIN,
     RISK_TIMEOUT_MS_DEFAULT, RISK_TIMEOUT_MS_MAX,
 };
+use crate::threading::ThreadingKind;
 use crate::topology::{PerStage, StageId};
 
 /// Default journal directory.
@@ -47,6 +48,8 @@ pub struct StageSettings {
     pub cores: PerStage<Option<usize>>,
     /// `mlockall` before the stages start.
     pub lock_memory: bool,
+    /// How stages map onto threads (`auto` decided at start, [`crate::threading`]).
+    pub threading: ThreadingKind,
 }
 
 impl Default for StageSettings {
@@ -57,6 +60,7 @@ impl Default for StageSettings {
             idle: PerStage::all(IdleKind::Backoff),
             cores: PerStage::all(None),
             lock_memory: false,
+            threading: ThreadingKind::Auto,
         }
     }
 }
@@ -67,6 +71,11 @@ pub enum RiskTarget {
     /// A server thread in this process over `inproc://`, with limits from a file (or the
     /// built-in defaults).
     Embedded {
+        /// The limits file.
+        limits_file: Option<PathBuf>,
+    },
+    /// The same checks on the engine's own thread, a direct call (no server, no socket).
+    Inline {
         /// The limits file.
         limits_file: Option<PathBuf>,
     },
@@ -416,6 +425,7 @@ struct RawPipeline {
     max_batch: Option<i64>,
     idle: Option<String>,
     lock_memory: Option<bool>,
+    threading: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,7 +629,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         RISK_TIMEOUT_MS_MAX as i64,
     );
     let target = match rr.mode.as_deref().unwrap_or("embedded") {
-        "embedded" => {
+        mode @ ("embedded" | "inline") => {
             if rr.endpoints.is_some() {
                 p.add("risk.endpoints", "only for mode = \"remote\"");
             }
@@ -631,15 +641,21 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                     );
                 }
             }
-            RiskTarget::Embedded {
-                limits_file: rr.limits,
+            if mode == "inline" {
+                RiskTarget::Inline {
+                    limits_file: rr.limits,
+                }
+            } else {
+                RiskTarget::Embedded {
+                    limits_file: rr.limits,
+                }
             }
         }
         "remote" => {
             if rr.limits.is_some() {
                 p.add(
                     "risk.limits",
-                    "only for mode = \"embedded\" (a remote risk-server has its own limits)",
+                    "only for mode = \"embedded\" or \"inline\" (a remote risk-server has its own limits)",
                 );
             }
             let endpoints = rr.endpoints.unwrap_or_default();
@@ -659,7 +675,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         other => {
             p.add(
                 "risk.mode",
-                format!("{other:?} is not \"embedded\" or \"remote\""),
+                format!("{other:?} is not \"embedded\", \"inline\" or \"remote\""),
             );
             RiskTarget::Embedded { limits_file: None }
         }
@@ -821,6 +837,13 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         rp.idle.as_deref(),
         IdleKind::Backoff,
     );
+    let threading = match rp.threading.as_deref() {
+        None => ThreadingKind::Auto,
+        Some(text) => text.parse::<ThreadingKind>().unwrap_or_else(|e| {
+            p.add("pipeline.threading", e.to_string());
+            ThreadingKind::Auto
+        }),
+    };
     let mut idle = PerStage::all(default_idle);
     let mut cores = PerStage::all(None);
     let rs = raw.stages.unwrap_or_default();
@@ -906,6 +929,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             idle,
             cores,
             lock_memory: rp.lock_memory.unwrap_or(false),
+            threading,
         },
         metrics_bind,
         security,

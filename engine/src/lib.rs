@@ -10,6 +10,8 @@
 //!
 //! - [`stages`]: the four stages and the items on their rings; [`pipeline`] wires them into
 //!   named (optionally pinned) threads joined by `rtrb` rings allocated at start-up.
+//! - [`threading`]: how stages map onto threads (`dedicated`, `shared`, `auto`);
+//!   [`waitset`]: what a shared thread blocks on when idle.
 //! - [`idle`]: spin / yield / backoff idle strategies; [`wake`]: the wake-up hand-off that
 //!   lets a parked stage be unparked by its neighbour; [`schedule`]: open-loop replay timing.
 //! - [`frames`]: ingress (binary + JSON) and egress wire frames.
@@ -22,7 +24,9 @@
 //! record, in decision order; an accepted order is pushed only after its record is in the
 //! journal; no stage waits on risk longer than the timeout; after `kill -9`, `--resume`
 //! continues the chain without deciding any order twice.
-#![forbid(unsafe_code)]
+// `unsafe` lives in one place, `waitset` (borrowing ZeroMQ's notification descriptors for
+// `ppoll`), which allows it for itself.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
@@ -38,5 +42,7 @@ pub mod pipeline;
 pub mod report;
 pub mod schedule;
 pub mod stages;
+pub mod threading;
 pub mod topology;
+pub mod waitset;
 pub mod wake;

@@ -23,6 +23,7 @@
 //! | `engine_journal_records_total` | counter | | decision records appended |
 //! | `engine_decisions_total` | counter | `reason` | decisions by reason (`accepted`, `max-qty`, …) |
 //! | `engine_journal_backpressure_waits_total` | counter | | rounds the journal found the egress ring full |
+//! | `engine_journal_publish_failures_total` | counter | | live-feed sends that failed after the append (gap fill recovers them) |
 //! | `engine_egress_orders_total` | counter | | accepted orders handed to ZeroMQ |
 //! | `engine_egress_frames_total` | counter | | egress frames sent |
 //! | `engine_egress_backpressure_waits_total` | counter | | times downstream was not writable |
@@ -94,6 +95,9 @@ pub struct JournalCounters {
     pub by_reason: [AtomicU64; Reason::ALL.len()],
     /// Rounds the egress ring was full.
     pub backpressure_waits: AtomicU64,
+    /// Live-feed sends that failed after the record was appended (the record counts; PUB
+    /// subscribers recover it through gap fill).
+    pub publish_failures: AtomicU64,
 }
 
 impl Default for JournalCounters {
@@ -102,6 +106,7 @@ impl Default for JournalCounters {
             records: AtomicU64::new(0),
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
             backpressure_waits: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
         }
     }
 }
@@ -249,6 +254,11 @@ impl Metrics {
             "engine_journal_backpressure_waits_total",
             "Rounds the journal found the egress ring full.",
             j.backpressure_waits.load(Relaxed),
+        );
+        counter(
+            "engine_journal_publish_failures_total",
+            "Live-feed sends that failed after their record was appended (gap fill recovers them).",
+            j.publish_failures.load(Relaxed),
         );
         let e = &self.egress;
         counter(

@@ -23,15 +23,21 @@ use crate::clock::Clock;
 use crate::config::StageSettings;
 use crate::idle::{resolve, Idle, IdleMode};
 use crate::latency::{LatencySet, Recorder};
-use crate::limits::SUPERVISE_INTERVAL_MS;
+use crate::limits::{
+    BACKOFF_SPINS_MAX, HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SUPERVISE_INTERVAL_MS,
+};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::stages::egress::EgressStage;
 use crate::stages::ingress::{OrderSource, PullIngress, ReplayIngress};
 use crate::stages::journal::{DecisionLog, JournalStage};
 use crate::stages::risk::{RiskGate, RiskStage};
-use crate::stages::{run_linked, Decided, Inbound, Outbound, StageError};
+use crate::stages::{run_linked, Decided, Inbound, Outbound, Stage, StageError, Step};
+use crate::threading::{
+    self, cores_in_affinity_mask, Threading, ThreadingMode, SHARED_THREAD_NAME,
+};
 use crate::topology::{PerStage, StageId};
+use crate::waitset::WaitSet;
 use crate::wake::{Bell, Links, Waker};
 
 /// Where orders come from.
@@ -103,6 +109,8 @@ pub struct PipelineResult<G, L> {
     pub last_end_ns: Option<u64>,
     /// The idle strategy each stage ran with.
     pub idle: PerStage<IdleMode>,
+    /// The threading mode and its threads.
+    pub threading: Threading,
     /// Stage failures, in the order they were seen.
     pub errors: Vec<(StageId, String)>,
 }
@@ -128,10 +136,10 @@ fn record_error(errors: &Errors, stage: StageId, e: &StageError, stop: &AtomicBo
 }
 
 /// Thread set-up common to all stages: pinning and a fine timer slack.
-fn prepare_thread(stage: StageId, core: Option<usize>) {
+fn prepare_thread(stage: &str, core: Option<usize>) {
     if let Some(id) = core {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-            tracing::warn!("could not pin the {stage} stage to core {id}; running unpinned");
+            tracing::warn!("could not pin the {stage} thread to core {id}; running unpinned");
         }
     }
     // Parks of a few µs would otherwise be rounded up to the default 50 µs timer slack.
@@ -159,8 +167,17 @@ pub struct SpawnError {
     pub source: std::io::Error,
 }
 
-/// Runs the pipeline to its end. `supervise` is called on the calling thread every
-/// [`SUPERVISE_INTERVAL_MS`] while the stages run (progress bar, signal checks).
+/// The threading mode and threads `opts` give on this host (what [`run`] will use).
+pub fn threading_plan(st: &StageSettings) -> Threading {
+    let cores_in_mask = cores_in_affinity_mask();
+    let mode = threading::choose(st.threading, cores_in_mask);
+    let idle = resolve(&st.idle, &st.cores, cores_in_mask);
+    threading::plan(mode, st.threading, cores_in_mask, &st.cores, &idle)
+}
+
+/// Runs the pipeline to its end in the threading mode of `opts` ([`threading_plan`]).
+/// `supervise` is called on the calling thread every [`SUPERVISE_INTERVAL_MS`] while the
+/// stages run (progress bar, signal checks).
 #[allow(clippy::too_many_arguments)]
 pub fn run<G, L>(
     ingress: IngressSource,
@@ -171,15 +188,61 @@ pub fn run<G, L>(
     clock: Clock,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    supervise: impl FnMut(),
+) -> Result<PipelineResult<G, L>, SpawnError>
+where
+    G: RiskGate + 'static,
+    L: DecisionLog + 'static,
+{
+    let plan = threading_plan(&opts.stages);
+    match plan.mode {
+        ThreadingMode::Dedicated => run_dedicated(
+            ingress,
+            gate,
+            log,
+            egress_socket,
+            opts,
+            clock,
+            stop,
+            metrics,
+            supervise,
+            plan,
+        ),
+        ThreadingMode::Shared => run_shared(
+            ingress,
+            gate,
+            log,
+            egress_socket,
+            opts,
+            clock,
+            stop,
+            metrics,
+            supervise,
+            plan,
+        ),
+    }
+}
+
+/// One thread per stage.
+#[allow(clippy::too_many_arguments)]
+fn run_dedicated<G, L>(
+    ingress: IngressSource,
+    gate: G,
+    log: L,
+    egress_socket: Option<zmq::Socket>,
+    opts: &PipelineOptions,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
     mut supervise: impl FnMut(),
+    threading: Threading,
 ) -> Result<PipelineResult<G, L>, SpawnError>
 where
     G: RiskGate + 'static,
     L: DecisionLog + 'static,
 {
     let st = &opts.stages;
-    let cores_available = core_affinity::get_core_ids().map_or(1, |v| v.len().max(1));
-    let idle = resolve(&st.idle, &st.cores, cores_available);
+    let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
     let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
     let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
     let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
@@ -216,7 +279,7 @@ where
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
         let (core, mut idle) = (st.cores.egress, stage_idle(StageId::Egress));
         spawn(StageId::Egress, move || {
-            prepare_thread(StageId::Egress, core);
+            prepare_thread(StageId::Egress.as_str(), core);
             let links = egress_links.recv().unwrap_or_default();
             let mut s = EgressStage::new(egress_socket, c_rx, max_batch, clock, metrics, recorder);
             if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
@@ -237,7 +300,7 @@ where
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
         let (core, mut idle) = (st.cores.journal, stage_idle(StageId::Journal));
         spawn(StageId::Journal, move || {
-            prepare_thread(StageId::Journal, core);
+            prepare_thread(StageId::Journal.as_str(), core);
             let links = journal_links.recv().unwrap_or_default();
             let mut s = JournalStage::new(log, b_rx, c_tx, max_batch, clock, metrics, recorder);
             if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
@@ -257,7 +320,7 @@ where
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let (core, mut idle) = (st.cores.risk, stage_idle(StageId::Risk));
         spawn(StageId::Risk, move || {
-            prepare_thread(StageId::Risk, core);
+            prepare_thread(StageId::Risk.as_str(), core);
             let links = risk_links.recv().unwrap_or_default();
             let mut s = RiskStage::new(gate, a_rx, b_tx, max_batch, clock, metrics);
             if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
@@ -277,7 +340,7 @@ where
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let (core, mut idle) = (st.cores.ingress, stage_idle(StageId::Ingress));
         spawn(StageId::Ingress, move || {
-            prepare_thread(StageId::Ingress, core);
+            prepare_thread(StageId::Ingress.as_str(), core);
             let links = ingress_links.recv().unwrap_or_default();
             let t0 = match ingress {
                 IngressSource::Replay {
@@ -373,26 +436,337 @@ where
         .join()
         .map_err(|_| panics.push((StageId::Risk, "stage thread panicked".to_owned())))
         .ok();
-    let (log, rejected_rec) = match journal.join() {
-        Ok((l, r)) => (Some(l), Some(r)),
-        Err(_) => {
-            panics.push((StageId::Journal, "stage thread panicked".to_owned()));
-            (None, None)
+    let journal = journal
+        .join()
+        .map_err(|_| panics.push((StageId::Journal, "stage thread panicked".to_owned())))
+        .ok();
+    let egress = egress
+        .join()
+        .map_err(|_| panics.push((StageId::Egress, "stage thread panicked".to_owned())))
+        .ok();
+    Ok(assemble(
+        t0_ns, gate, journal, egress, errors, panics, idle, threading,
+    ))
+}
+
+/// The replay or the PULL ingress, as one stage type for the shared thread.
+enum AnyIngress {
+    Replay(ReplayIngress),
+    Pull(PullIngress),
+}
+
+impl AnyIngress {
+    fn t0_ns(&self) -> Option<u64> {
+        match self {
+            AnyIngress::Replay(s) => s.t0_ns(),
+            AnyIngress::Pull(_) => None,
         }
+    }
+}
+
+impl Stage for AnyIngress {
+    #[inline]
+    fn do_work(&mut self) -> Result<Step, StageError> {
+        match self {
+            AnyIngress::Replay(s) => s.do_work(),
+            AnyIngress::Pull(s) => s.do_work(),
+        }
+    }
+    fn register_waits(&self, w: &mut WaitSet) {
+        match self {
+            AnyIngress::Replay(s) => s.register_waits(w),
+            AnyIngress::Pull(s) => s.register_waits(w),
+        }
+    }
+}
+
+/// What the shared thread hands back.
+struct SharedOut<G, L> {
+    t0_ns: Option<u64>,
+    gate: Option<G>,
+    journal: Option<(L, Recorder)>,
+    egress: Option<(Recorder, Option<zmq::Socket>)>,
+}
+
+/// Runs one stage of the shared duty cycle: adds its work to `worked`, its deadline to
+/// `deadline`, and on `Done` or an error ends it (`end` gets the stage, so that its ring ends
+/// are dropped and its neighbours see it gone).
+#[inline]
+fn duty<S: Stage>(
+    slot: &mut Option<S>,
+    id: StageId,
+    worked: &mut usize,
+    deadline: &mut u64,
+    errors: &Errors,
+    stop: &AtomicBool,
+    end: impl FnOnce(S),
+) {
+    let Some(s) = slot.as_mut() else {
+        return;
     };
-    let (accepted_rec, egress_socket) = match egress.join() {
-        Ok((r, s)) => (Some(r), s),
-        Err(_) => {
-            panics.push((StageId::Egress, "stage thread panicked".to_owned()));
-            (None, None)
+    match s.do_work() {
+        Ok(Step::Worked(n)) => *worked += n.max(1),
+        Ok(Step::Idle) => {}
+        Ok(Step::WaitUntil(t)) => *deadline = (*deadline).min(t),
+        Ok(Step::Done) => {
+            if let Some(s) = slot.take() {
+                end(s);
+            }
+            // A stage ending changes what its neighbours see: run the cycle again.
+            *worked += 1;
         }
+        Err(e) => {
+            record_error(errors, id, &e, stop);
+            if let Some(s) = slot.take() {
+                end(s);
+            }
+            *worked += 1;
+        }
+    }
+}
+
+/// All four stages on one thread, as a composite duty cycle in stage order
+/// ([`crate::threading`]). The risk stage sends a batch and polls for its verdicts, egress
+/// holds a frame downstream cannot take yet, so no stage blocks while another has work. A
+/// round in which no stage worked is followed by the thread's idle strategy: `spin` and
+/// `yield` poll again; `backoff` spins a few rounds, then blocks in one `ppoll` on the
+/// sockets its stages wait for and the earliest deadline (an order due, a risk timeout,
+/// journal maintenance), at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen.
+#[allow(clippy::too_many_arguments)]
+fn run_shared<G, L>(
+    ingress: IngressSource,
+    gate: G,
+    log: L,
+    egress_socket: Option<zmq::Socket>,
+    opts: &PipelineOptions,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    mut supervise: impl FnMut(),
+    threading: Threading,
+) -> Result<PipelineResult<G, L>, SpawnError>
+where
+    G: RiskGate + 'static,
+    L: DecisionLog + 'static,
+{
+    let st = &opts.stages;
+    let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
+    let mode = threading::shared_idle(&idle);
+    let core = threading.threads.first().and_then(|t| t.core);
+    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
+    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
+    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let errors: Errors = Arc::new(Mutex::new(Vec::new()));
+    let max_batch = st.max_batch;
+    let accepted_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+    let rejected_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+    let handle = {
+        let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
+        std::thread::Builder::new()
+            .name(SHARED_THREAD_NAME.to_owned())
+            .spawn(move || {
+                prepare_thread(SHARED_THREAD_NAME, core);
+                let mut ingress = Some(match ingress {
+                    IngressSource::Replay {
+                        orders,
+                        start,
+                        schedule,
+                    } => AnyIngress::Replay(ReplayIngress::new(
+                        orders,
+                        start,
+                        schedule,
+                        a_tx,
+                        max_batch,
+                        clock,
+                        Arc::clone(&stop),
+                        Arc::clone(&metrics),
+                    )),
+                    IngressSource::Pull { socket, next_seq } => AnyIngress::Pull(PullIngress::new(
+                        socket,
+                        next_seq,
+                        a_tx,
+                        clock,
+                        Arc::clone(&stop),
+                        Arc::clone(&metrics),
+                    )),
+                });
+                let mut risk = Some(
+                    RiskStage::new(gate, a_rx, b_tx, max_batch, clock, Arc::clone(&metrics))
+                        .nonblocking(),
+                );
+                let mut journal = Some(JournalStage::new(
+                    log,
+                    b_rx,
+                    c_tx,
+                    max_batch,
+                    clock,
+                    Arc::clone(&metrics),
+                    rejected_rec,
+                ));
+                let mut egress = Some(
+                    EgressStage::new(
+                        egress_socket,
+                        c_rx,
+                        max_batch,
+                        clock,
+                        Arc::clone(&metrics),
+                        accepted_rec,
+                    )
+                    .nonblocking(),
+                );
+                let mut out = SharedOut {
+                    t0_ns: None,
+                    gate: None,
+                    journal: None,
+                    egress: None,
+                };
+                let mut waits = WaitSet::new(0);
+                let mut empty_rounds = 0u32;
+                loop {
+                    let mut worked = 0usize;
+                    let mut deadline = u64::MAX;
+                    duty(
+                        &mut ingress,
+                        StageId::Ingress,
+                        &mut worked,
+                        &mut deadline,
+                        &errors,
+                        &stop,
+                        |s| {
+                            out.t0_ns = s.t0_ns();
+                        },
+                    );
+                    duty(
+                        &mut risk,
+                        StageId::Risk,
+                        &mut worked,
+                        &mut deadline,
+                        &errors,
+                        &stop,
+                        |s| {
+                            out.gate = Some(s.into_gate());
+                        },
+                    );
+                    duty(
+                        &mut journal,
+                        StageId::Journal,
+                        &mut worked,
+                        &mut deadline,
+                        &errors,
+                        &stop,
+                        |s| {
+                            out.journal = Some(s.finish());
+                        },
+                    );
+                    duty(
+                        &mut egress,
+                        StageId::Egress,
+                        &mut worked,
+                        &mut deadline,
+                        &errors,
+                        &stop,
+                        |s| {
+                            out.egress = Some(s.finish());
+                        },
+                    );
+                    if ingress.is_none() && risk.is_none() && journal.is_none() && egress.is_none()
+                    {
+                        break;
+                    }
+                    if worked > 0 {
+                        empty_rounds = 0;
+                        continue;
+                    }
+                    match mode {
+                        IdleMode::Spin => std::hint::spin_loop(),
+                        IdleMode::Yield => std::thread::yield_now(),
+                        IdleMode::Backoff => {
+                            let now = clock.now_ns();
+                            if empty_rounds < BACKOFF_SPINS_MAX
+                                || deadline.saturating_sub(now) <= SCHEDULE_SLEEP_MIN_NS
+                            {
+                                empty_rounds = empty_rounds.saturating_add(1);
+                                std::hint::spin_loop();
+                                continue;
+                            }
+                            waits.clear(deadline.min(now.saturating_add(HANDOFF_PARK_MAX_NS)));
+                            if let Some(s) = &ingress {
+                                s.register_waits(&mut waits);
+                            }
+                            if let Some(s) = &risk {
+                                s.register_waits(&mut waits);
+                            }
+                            if let Some(s) = &journal {
+                                s.register_waits(&mut waits);
+                            }
+                            if let Some(s) = &egress {
+                                s.register_waits(&mut waits);
+                            }
+                            waits.wait(&clock);
+                        }
+                    }
+                }
+                out
+            })
+            .map_err(|source| SpawnError {
+                stage: StageId::Ingress,
+                source,
+            })?
+    };
+    while !handle.is_finished() {
+        supervise();
+        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
+    }
+    supervise();
+    let mut panics = Vec::new();
+    let out = handle.join().unwrap_or_else(|_| {
+        for s in StageId::ALL {
+            panics.push((s, "the shared stage thread panicked".to_owned()));
+        }
+        SharedOut {
+            t0_ns: None,
+            gate: None,
+            journal: None,
+            egress: None,
+        }
+    });
+    Ok(assemble(
+        out.t0_ns,
+        out.gate,
+        out.journal,
+        out.egress,
+        errors,
+        panics,
+        idle,
+        threading,
+    ))
+}
+
+/// The result of a finished run, from what its stages handed back.
+#[allow(clippy::too_many_arguments)]
+fn assemble<G, L>(
+    t0_ns: Option<u64>,
+    gate: Option<G>,
+    journal: Option<(L, Recorder)>,
+    egress: Option<(Recorder, Option<zmq::Socket>)>,
+    errors: Errors,
+    panics: Vec<(StageId, String)>,
+    idle: PerStage<IdleMode>,
+    threading: Threading,
+) -> PipelineResult<G, L> {
+    let (log, rejected_rec) = match journal {
+        Some((l, r)) => (Some(l), Some(r)),
+        None => (None, None),
+    };
+    let (accepted_rec, egress_socket) = match egress {
+        Some((r, s)) => (Some(r), s),
+        None => (None, None),
     };
     let mut errors = match Arc::try_unwrap(errors) {
         Ok(m) => m.into_inner().unwrap_or_default(),
         Err(shared) => shared.lock().map(|v| v.clone()).unwrap_or_default(),
     };
     errors.extend(panics);
-
     let mut last_end_ns = None;
     let mut take = |rec: Option<Recorder>| -> LatencySet {
         match rec {
@@ -408,7 +782,7 @@ where
     };
     let accepted = take(accepted_rec);
     let rejected = take(rejected_rec);
-    Ok(PipelineResult {
+    PipelineResult {
         gate,
         log,
         egress_socket,
@@ -417,8 +791,9 @@ where
         t0_ns,
         last_end_ns,
         idle,
+        threading,
         errors,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -426,6 +801,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::stages::risk::GateOutcome;
+    use crate::threading::ThreadingKind;
     use orders::{decode_decision, Order, Reason, Symbol};
 
     /// Rejects every 5th order (max-qty), accepts the rest; optionally slow.
@@ -486,11 +862,14 @@ mod tests {
             .collect()
     }
 
-    fn opts(ring: usize, batch: usize) -> PipelineOptions {
+    const MODES: [ThreadingKind; 2] = [ThreadingKind::Dedicated, ThreadingKind::Shared];
+
+    fn opts(ring: usize, batch: usize, threading: ThreadingKind) -> PipelineOptions {
         PipelineOptions {
             stages: StageSettings {
                 ring_capacity: ring,
                 max_batch: batch,
+                threading,
                 ..StageSettings::default()
             },
             warmup_until_seq: 0,
@@ -500,112 +879,119 @@ mod tests {
 
     #[test]
     fn every_order_is_decided_once_in_order_through_small_rings() {
-        let metrics = Arc::new(Metrics::default());
-        let r = run(
-            IngressSource::Replay {
-                orders: Box::new(flow(10_000)),
-                start: 0,
-                schedule: Schedule::Max,
-            },
-            Gate {
-                delay: Duration::ZERO,
-            },
-            Log::default(),
-            None,
-            &opts(64, 16),
-            Clock::new(),
-            Arc::new(AtomicBool::new(false)),
-            Arc::clone(&metrics),
-            || {},
-        )
-        .unwrap();
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let log = r.log.unwrap();
-        assert_eq!(log.records.len(), 10_000);
-        for (i, rec) in log.records.iter().enumerate() {
-            assert_eq!(decode_decision(rec).unwrap().input_seq, i as u64);
+        for mode in MODES {
+            let metrics = Arc::new(Metrics::default());
+            let r = run(
+                IngressSource::Replay {
+                    orders: Box::new(flow(10_000)),
+                    start: 0,
+                    schedule: Schedule::Max,
+                },
+                Gate {
+                    delay: Duration::ZERO,
+                },
+                Log::default(),
+                None,
+                &opts(64, 16, mode),
+                Clock::new(),
+                Arc::new(AtomicBool::new(false)),
+                Arc::clone(&metrics),
+                || {},
+            )
+            .unwrap();
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            let log = r.log.unwrap();
+            assert_eq!(log.records.len(), 10_000);
+            for (i, rec) in log.records.iter().enumerate() {
+                assert_eq!(decode_decision(rec).unwrap().input_seq, i as u64);
+            }
+            assert_eq!(r.accepted.total.len(), 8_000);
+            assert_eq!(r.rejected.total.len(), 2_000);
+            assert!(r.t0_ns.is_some() && r.last_end_ns.is_some());
+            assert_eq!(metrics.egress.orders.load(Relaxed), 8_000);
+            assert_eq!(metrics.ring_depths(), crate::metrics::RingDepths::default());
+            assert!(
+                metrics.latency_accepted.count.load(Relaxed) > 0,
+                "published"
+            );
+            assert_eq!(r.idle, PerStage::all(IdleMode::Backoff));
+            assert_eq!(r.threading.mode.as_str(), mode.as_str());
         }
-        assert_eq!(r.accepted.total.len(), 8_000);
-        assert_eq!(r.rejected.total.len(), 2_000);
-        assert!(r.t0_ns.is_some() && r.last_end_ns.is_some());
-        assert_eq!(metrics.egress.orders.load(Relaxed), 8_000);
-        assert_eq!(metrics.ring_depths(), crate::metrics::RingDepths::default());
-        assert!(
-            metrics.latency_accepted.count.load(Relaxed) > 0,
-            "published"
-        );
-        assert_eq!(r.idle, PerStage::all(IdleMode::Backoff));
     }
 
     #[test]
     fn the_stop_flag_stops_intake_and_drains_what_was_taken() {
-        let metrics = Arc::new(Metrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let m2 = Arc::clone(&metrics);
-        let r = run(
-            IngressSource::Replay {
-                orders: Box::new(flow(1_000_000)),
-                start: 0,
-                schedule: Schedule::Rate { per_s: 20_000 },
-            },
-            Gate {
-                delay: Duration::ZERO,
-            },
-            Log::default(),
-            None,
-            &opts(256, 32),
-            Clock::new(),
-            Arc::clone(&stop),
-            Arc::clone(&metrics),
-            move || {
-                if m2.ingress.orders.load(Relaxed) >= 500 {
-                    stop2.store(true, Relaxed);
-                }
-            },
-        )
-        .unwrap();
-        let taken = metrics.ingress.orders.load(Relaxed);
-        assert!((500..1_000_000).contains(&taken), "{taken}");
-        assert_eq!(
-            r.log.unwrap().records.len() as u64,
-            taken,
-            "all taken in are decided"
-        );
+        for mode in MODES {
+            let metrics = Arc::new(Metrics::default());
+            let stop = Arc::new(AtomicBool::new(false));
+            let stop2 = Arc::clone(&stop);
+            let m2 = Arc::clone(&metrics);
+            let r = run(
+                IngressSource::Replay {
+                    orders: Box::new(flow(1_000_000)),
+                    start: 0,
+                    schedule: Schedule::Rate { per_s: 20_000 },
+                },
+                Gate {
+                    delay: Duration::ZERO,
+                },
+                Log::default(),
+                None,
+                &opts(256, 32, mode),
+                Clock::new(),
+                Arc::clone(&stop),
+                Arc::clone(&metrics),
+                move || {
+                    if m2.ingress.orders.load(Relaxed) >= 500 {
+                        stop2.store(true, Relaxed);
+                    }
+                },
+            )
+            .unwrap();
+            let taken = metrics.ingress.orders.load(Relaxed);
+            assert!((500..1_000_000).contains(&taken), "{taken}");
+            assert_eq!(
+                r.log.unwrap().records.len() as u64,
+                taken,
+                "all taken in are decided"
+            );
+        }
     }
 
     #[test]
     fn a_journal_failure_stops_the_pipeline_with_the_error() {
-        let metrics = Arc::new(Metrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let r = run(
-            IngressSource::Replay {
-                orders: Box::new(flow(100_000)),
-                start: 0,
-                schedule: Schedule::Max,
-            },
-            Gate {
-                delay: Duration::from_micros(50),
-            },
-            Log {
-                fail_at: Some(1_000),
-                ..Log::default()
-            },
-            None,
-            &opts(128, 16),
-            Clock::new(),
-            Arc::clone(&stop),
-            Arc::clone(&metrics),
-            || {},
-        )
-        .unwrap();
-        assert!(stop.load(Relaxed), "intake stopped");
-        assert_eq!(r.errors.len(), 1);
-        assert_eq!(r.errors[0].0, StageId::Journal);
-        assert!(r.errors[0].1.contains("disk full"));
-        assert_eq!(r.log.unwrap().records.len(), 999);
-        // Nothing beyond the failing record reached egress.
-        assert!(metrics.egress.orders.load(Relaxed) <= 999);
-        assert!(metrics.ingress.orders.load(Relaxed) < 100_000);
+        for mode in MODES {
+            let metrics = Arc::new(Metrics::default());
+            let stop = Arc::new(AtomicBool::new(false));
+            let r = run(
+                IngressSource::Replay {
+                    orders: Box::new(flow(100_000)),
+                    start: 0,
+                    schedule: Schedule::Max,
+                },
+                Gate {
+                    delay: Duration::from_micros(50),
+                },
+                Log {
+                    fail_at: Some(1_000),
+                    ..Log::default()
+                },
+                None,
+                &opts(128, 16, mode),
+                Clock::new(),
+                Arc::clone(&stop),
+                Arc::clone(&metrics),
+                || {},
+            )
+            .unwrap();
+            assert!(stop.load(Relaxed), "intake stopped");
+            assert_eq!(r.errors.len(), 1);
+            assert_eq!(r.errors[0].0, StageId::Journal);
+            assert!(r.errors[0].1.contains("disk full"));
+            assert_eq!(r.log.unwrap().records.len(), 999);
+            // Nothing beyond the failing record reached egress.
+            assert!(metrics.egress.orders.load(Relaxed) <= 999);
+            assert!(metrics.ingress.orders.load(Relaxed) < 100_000);
+        }
     }
 }

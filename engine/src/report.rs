@@ -150,6 +150,9 @@ pub struct Report {
     pub idle: PerStage<String>,
     /// Core per stage.
     pub cores: PerStage<Option<usize>>,
+    /// The threading mode and the thread → stages → core map (absent for `bench baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threading: Option<crate::threading::Threading>,
     /// Stage failures.
     pub errors: Vec<String>,
 }
@@ -190,6 +193,9 @@ impl Report {
             self.start_index,
             if self.resumed { ", resumed" } else { "" }
         );
+        if let Some(t) = &self.threading {
+            let _ = writeln!(s, "  {t}");
+        }
         let _ = writeln!(s, "  orders        {:>12}", self.orders);
         let _ = writeln!(s, "  accepted      {:>12}", self.accepted);
         let _ = writeln!(s, "  rejected      {:>12}", self.rejected);

@@ -26,8 +26,7 @@ fn kills() -> usize {
 
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-#[test]
-fn kill_9_loop_loses_nothing_and_decides_nothing_twice() {
+fn kill_9_loop_loses_nothing_and_decides_nothing_twice(mode: &str) {
     let kills = kills();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
@@ -46,7 +45,12 @@ fn kill_9_loop_loses_nothing_and_decides_nothing_twice() {
     let mut killed = 0;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..kills {
-        let mut cmd = replay_cmd(&file, &journal, &dir.path().join(format!("r{i}.json")));
+        let mut cmd = replay_cmd_in(
+            mode,
+            &file,
+            &journal,
+            &dir.path().join(format!("r{i}.json")),
+        );
         cmd.args(["--rate", "3000", "--out", &sink.endpoint])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -92,7 +96,7 @@ fn kill_9_loop_loses_nothing_and_decides_nothing_twice() {
     // Finish the replay.
     let t = Instant::now();
     let out = run_with_timeout(
-        replay_cmd(&file, &journal, &dir.path().join("final.json")).args([
+        replay_cmd_in(mode, &file, &journal, &dir.path().join("final.json")).args([
             "--resume",
             "--out",
             &sink.endpoint,
@@ -149,3 +153,5 @@ fn kill_9_loop_loses_nothing_and_decides_nothing_twice() {
         accepted.len()
     );
 }
+
+in_each_threading_mode!(kill_9_loop_loses_nothing_and_decides_nothing_twice);

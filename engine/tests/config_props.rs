@@ -45,6 +45,7 @@ const KEYS: &[(&str, &str)] = &[
     ("pipeline", "max_batch"),
     ("pipeline", "idle"),
     ("pipeline", "lock_memory"),
+    ("pipeline", "threading"),
     ("stages.ingress", "core"),
     ("stages.risk", "idle"),
     ("stages.journal", "core"),
@@ -96,7 +97,10 @@ fn value() -> impl Strategy<Value = String> {
         "ipc://",
         "",
         "embedded",
+        "inline",
         "remote",
+        "dedicated",
+        "shared",
         "none",
         "always",
         "interval",
@@ -198,6 +202,7 @@ fn base() -> Vec<((String, String), String)> {
         ("pipeline", "ring_capacity", "8192".into()),
         ("pipeline", "max_batch", "1024".into()),
         ("pipeline", "idle", "\"backoff\"".into()),
+        ("pipeline", "threading", "\"auto\"".into()),
         ("pipeline", "lock_memory", "false".into()),
         ("metrics", "bind", "\"127.0.0.1:9100\"".into()),
     ]
@@ -233,7 +238,7 @@ fn assert_within_bounds(c: &ServiceConfig) {
             && c.risk.timeout <= Duration::from_millis(RISK_TIMEOUT_MS_MAX)
     );
     match &c.risk.target {
-        RiskTarget::Embedded { limits_file } => {
+        RiskTarget::Embedded { limits_file } | RiskTarget::Inline { limits_file } => {
             if let Some(f) = limits_file {
                 assert!(f.is_file());
             }

@@ -20,8 +20,7 @@ const SLACK_MS: u64 = 400;
 /// Guarantee 4: a risk server stopped (SIGSTOP) mid-replay. The affected orders are rejected
 /// risk-timeout, no risk round trip waits longer than the timeout, and the replay completes
 /// with one record per order.
-#[test]
-fn a_stopped_risk_server_costs_timeouts_not_a_hang() {
+fn a_stopped_risk_server_costs_timeouts_not_a_hang(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let limits = dir.path().join("limits.toml");
     write_builtin_limits(&limits);
@@ -32,7 +31,7 @@ fn a_stopped_risk_server_costs_timeouts_not_a_hang() {
     let journal = dir.path().join("journal");
     let rep = dir.path().join("r.json");
     // 3 000 orders at 3 000/s: ~1 s. The server is stopped after ~0.3 s, for good.
-    let mut engine = replay_cmd(&file, &journal, &rep)
+    let mut engine = replay_cmd_in(mode, &file, &journal, &rep)
         .args(["--rate", "3000", "--risk", &server.endpoint])
         .args(["--risk-timeout-ms", &TIMEOUT_MS.to_string()])
         .stdout(Stdio::null())
@@ -85,6 +84,8 @@ fn a_stopped_risk_server_costs_timeouts_not_a_hang() {
         .enumerate()
         .all(|(i, (_, d))| d.input_seq == i as u64));
 }
+
+in_each_threading_mode!(a_stopped_risk_server_costs_timeouts_not_a_hang);
 
 /// With two endpoints, the client fails over: after the first server stops, orders are
 /// decided by the second one again.
@@ -146,8 +147,7 @@ fn a_second_risk_endpoint_takes_over() {
 
 /// A sink that stops pulling: the engine waits (back-pressure, counted), drops nothing, and
 /// finishes once the sink resumes; every accepted order arrives exactly once.
-#[test]
-fn a_stalled_sink_makes_the_engine_wait_and_lose_nothing() {
+fn a_stalled_sink_makes_the_engine_wait_and_lose_nothing(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
     let n = 30_000u64;
@@ -172,7 +172,7 @@ fn a_stalled_sink_makes_the_engine_wait_and_lose_nothing() {
     let rep = dir.path().join("r.json");
     let t = Instant::now();
     let out = run_with_timeout(
-        replay_cmd(&file, &dir.path().join("journal"), &rep).args([
+        replay_cmd_in(mode, &file, &dir.path().join("journal"), &rep).args([
             "--out",
             &sink.endpoint,
             "--out-hwm",
@@ -212,3 +212,5 @@ fn a_stalled_sink_makes_the_engine_wait_and_lose_nothing() {
         "the engine finished only after the sink resumed"
     );
 }
+
+in_each_threading_mode!(a_stalled_sink_makes_the_engine_wait_and_lose_nothing);

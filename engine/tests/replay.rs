@@ -15,8 +15,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// Guarantee 1: every input order ends with exactly one decision record, in decision order;
 /// `audit verify` passes; the report agrees with the journal.
-#[test]
-fn every_order_gets_exactly_one_record_in_order() {
+fn every_order_gets_exactly_one_record_in_order(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
     let flow = gen_orders(3_000, 10, 0);
@@ -25,7 +24,7 @@ fn every_order_gets_exactly_one_record_in_order() {
     let rep = dir.path().join("report.json");
     let hgrm = dir.path().join("latency.hgrm");
     let out = run_with_timeout(
-        replay_cmd(&file, &journal, &rep)
+        replay_cmd_in(mode, &file, &journal, &rep)
             .args(["--max-batch", "64", "--warmup", "100", "--hgrm"])
             .arg(&hgrm),
         RUN_LIMIT,
@@ -85,12 +84,13 @@ fn every_order_gets_exactly_one_record_in_order() {
     assert!(h.contains("Total count    =         2900]"), "{h}");
 }
 
+in_each_threading_mode!(every_order_gets_exactly_one_record_in_order);
+
 /// Guarantee 2: an accepted order reaches the sink only after its record is in the journal.
 /// The sink checks, at the moment each order arrives, that the journal already holds its
 /// accepted decision with the same order; afterwards every received journal_seq is checked
 /// again and the sink saw every accepted order exactly once, in journal order.
-#[test]
-fn accepted_orders_reach_the_sink_only_after_their_record() {
+fn accepted_orders_reach_the_sink_only_after_their_record(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
     let flow = gen_orders(2_000, 7, 0);
@@ -111,7 +111,12 @@ fn accepted_orders_reach_the_sink_only_after_their_record() {
     );
     let rep = dir.path().join("report.json");
     let out = run_with_timeout(
-        replay_cmd(&file, &journal, &rep).args(["--out", &sink.endpoint, "--max-batch", "32"]),
+        replay_cmd_in(mode, &file, &journal, &rep).args([
+            "--out",
+            &sink.endpoint,
+            "--max-batch",
+            "32",
+        ]),
         RUN_LIMIT,
     );
     assert!(
@@ -145,6 +150,8 @@ fn accepted_orders_reach_the_sink_only_after_their_record() {
     }
     assert_eq!(seen.len() as u64, accepted);
 }
+
+in_each_threading_mode!(accepted_orders_reach_the_sink_only_after_their_record);
 
 /// The ordering check has teeth: verified against a journal that does not hold these
 /// decisions, the sink reports every order as a violation and fails.
@@ -189,15 +196,14 @@ fn the_sink_journal_check_catches_orders_without_their_record() {
 
 /// Guarantee 5: kill -9 mid-replay, then --resume on the same journal: the chain and sequence
 /// continue, no order is decided twice, none is missing.
-#[test]
-fn kill_9_then_resume_continues_the_chain_without_gaps_or_repeats() {
+fn kill_9_then_resume_continues_the_chain_without_gaps_or_repeats(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.csv");
     let flow = gen_orders(4_000, 9, 0);
     write_orders(&file, &flow);
     let journal = dir.path().join("journal");
     // 4 000 orders at 4 000/s: about a second; killed after ~0.4 s.
-    let mut child = replay_cmd(&file, &journal, &dir.path().join("r1.json"))
+    let mut child = replay_cmd_in(mode, &file, &journal, &dir.path().join("r1.json"))
         .args(["--rate", "4000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -225,7 +231,10 @@ fn kill_9_then_resume_continues_the_chain_without_gaps_or_repeats() {
     );
 
     let rep = dir.path().join("r2.json");
-    let out = run_with_timeout(replay_cmd(&file, &journal, &rep).arg("--resume"), RUN_LIMIT);
+    let out = run_with_timeout(
+        replay_cmd_in(mode, &file, &journal, &rep).arg("--resume"),
+        RUN_LIMIT,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -249,13 +258,15 @@ fn kill_9_then_resume_continues_the_chain_without_gaps_or_repeats() {
 
     // A finished journal resumes to nothing.
     let out = run_with_timeout(
-        replay_cmd(&file, &journal, &dir.path().join("r3.json")).arg("--resume"),
+        replay_cmd_in(mode, &file, &journal, &dir.path().join("r3.json")).arg("--resume"),
         RUN_LIMIT,
     );
     assert!(out.status.success());
     assert_eq!(report(&dir.path().join("r3.json"))["orders"], 0);
     assert_eq!(decisions(&journal).len(), flow.len());
 }
+
+in_each_threading_mode!(kill_9_then_resume_continues_the_chain_without_gaps_or_repeats);
 
 /// Without --resume a non-empty journal is refused (runs are never mixed), and resuming a
 /// journal written from another file is refused too; neither touches the journal.

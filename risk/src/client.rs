@@ -6,6 +6,11 @@
 //!   the frame into its own message).
 //! - The send is non-blocking and the reply is awaited with `zmq_poll` against a deadline, so a
 //!   call never waits longer than the timeout (plus the microseconds a socket reset takes).
+//! - The same exchange is also available without blocking at all ([`RiskClient::start_batch`],
+//!   [`RiskClient::poll_batch`], [`RiskClient::waiting`]): a caller with other work (the
+//!   engine's shared duty cycle) sends the batch, does that work, and waits on the socket
+//!   itself; the deadline and Lazy Pirate are the same, since [`RiskClient::check_batch`] is
+//!   exactly that loop with a `zmq_poll` in between.
 //! - On timeout every order of the batch gets [`Reason::RiskTimeout`], the socket is closed
 //!   (LINGER 0, so the unanswered request is dropped) and a fresh one is connected to the next
 //!   endpoint (round-robin; the same one if there is only one). A REQ socket cannot send again
@@ -93,6 +98,8 @@ pub struct RiskClient {
     pending: Vec<Vec<u64>>,
     /// Void request buffer (fixed size).
     void_request: Vec<u8>,
+    /// The batch in flight, if any (non-blocking use).
+    flight: Option<Flight>,
 }
 
 impl std::fmt::Debug for RiskClient {
@@ -189,6 +196,7 @@ impl RiskClient {
                 .map(|_| Vec::with_capacity(VOID_BATCH_IDS_MAX))
                 .collect(),
             void_request: vec![0u8; void_request_len_bytes(VOID_BATCH_IDS_MAX)],
+            flight: None,
         })
     }
 
@@ -215,67 +223,169 @@ impl RiskClient {
     /// Checks a batch: one request, one reply, `out[i]` = the verdict for `orders[i]`.
     /// Never waits longer than the timeout. `orders.len()` must be ≤ `max_batch` and
     /// `out.len() == orders.len()` (otherwise every slot of `out` gets `RiskError`).
+    ///
+    /// The blocking form of [`RiskClient::start_batch`] + [`RiskClient::poll_batch`]: it
+    /// waits on the socket (`zmq_poll`) between polls, up to the batch's deadline.
     pub fn check_batch(
         &mut self,
         orders: &[Order],
         now_ns: u64,
         out: &mut [Reason],
     ) -> BatchOutcome {
+        let mut step = self.start_batch(orders, now_ns, out);
+        loop {
+            match step {
+                BatchPoll::Ready(outcome) => return outcome,
+                BatchPoll::Pending => {
+                    if let Some(w) = self.waiting() {
+                        let ms = remaining_ms(w.deadline).unwrap_or(0);
+                        if let Some(socket) = self.socket.as_ref() {
+                            // An error (EINTR, a closed context) shows at the next poll.
+                            let _ = socket.poll(w.events, ms);
+                        }
+                    }
+                    step = self.poll_batch(orders, out);
+                }
+            }
+        }
+    }
+
+    /// Starts a batch without blocking: encodes it, sends what the socket takes now, and
+    /// returns [`BatchPoll::Pending`] while the exchange is in flight (then call
+    /// [`RiskClient::poll_batch`] with the same `orders` and `out` until it is ready, waiting
+    /// on [`RiskClient::waiting`] in between). The deadline (the timeout) starts now, and a
+    /// void of this endpoint's timed-out batches goes first, under the same deadline.
+    /// Panics if a batch is already in flight (one request at a time: REQ).
+    pub fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> BatchPoll {
+        assert!(
+            self.flight.is_none(),
+            "risk client: a batch started while another is in flight"
+        );
         if out.len() != orders.len() || orders.len() > self.max_batch {
-            return self.failed(out);
+            return BatchPoll::Ready(self.failed(out));
         }
         if orders.is_empty() {
-            return BatchOutcome::Replied;
+            return BatchPoll::Ready(BatchOutcome::Replied);
         }
         let start = Instant::now();
         let deadline = start + self.timeout;
         if self.socket.is_none() {
             match open_socket(&self.ctx, &self.endpoints[self.current], &self.auth) {
                 Ok(s) => self.socket = Some(s),
-                Err(_) => return self.failed(out),
+                Err(_) => return BatchPoll::Ready(self.failed(out)),
             }
         }
-        // Batches that timed out on this endpoint first: void them (same deadline).
-        if !self.pending[self.current].is_empty() {
-            match self.void_pending(deadline) {
-                Exchange::Done => {}
-                // The batch was not sent: nothing new to void.
-                Exchange::TimedOut => return self.timed_out(out, None),
-                Exchange::Reset => return self.reset_failed(out),
-            }
-        }
+        // Batches that timed out on this endpoint first: void them (same deadline). The void
+        // request takes the id before the batch's, as the ids are issued in sending order.
+        let phase = if self.pending[self.current].is_empty() {
+            Phase::SendBatch
+        } else {
+            let request_id = self.next_batch_id;
+            self.next_batch_id = self.next_batch_id.wrapping_add(1);
+            let len = encode_void_request(
+                self.session_id,
+                request_id,
+                &self.pending[self.current],
+                &mut self.void_request,
+            );
+            Phase::SendVoid { request_id, len }
+        };
         let batch_id = self.next_batch_id;
         self.next_batch_id = self.next_batch_id.wrapping_add(1);
         let len = encode_request_v2(self.session_id, batch_id, now_ns, orders, &mut self.request);
-        match self.exchange(len, false, deadline) {
-            Exchange::Done => {}
-            Exchange::TimedOut => return self.timed_out(out, Some(batch_id)),
-            Exchange::Reset => return self.reset_failed(out),
-        }
-        if self.read_reply(batch_id, orders, out).is_err() {
-            return self.failed(out);
-        }
-        self.stats.batches += 1;
-        self.stats.last_rtt_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        BatchOutcome::Replied
+        self.flight = Some(Flight {
+            phase,
+            batch_id,
+            len,
+            start,
+            deadline,
+        });
+        self.poll_batch(orders, out)
     }
 
-    /// Sends the void request for the current endpoint's pending batch ids and reads the
-    /// results. Every batch id with a result is settled; on an error reply they are dropped
-    /// (counted): the server cannot void them.
-    fn void_pending(&mut self, deadline: Instant) -> Exchange {
-        let request_id = self.next_batch_id;
-        self.next_batch_id = self.next_batch_id.wrapping_add(1);
-        let len = encode_void_request(
-            self.session_id,
-            request_id,
-            &self.pending[self.current],
-            &mut self.void_request,
-        );
-        match self.exchange(len, true, deadline) {
-            Exchange::Done => {}
-            other => return other,
+    /// Moves the batch in flight on as far as it goes without blocking. `orders` and `out`
+    /// must be those given to [`RiskClient::start_batch`]. Returns
+    /// [`BatchPoll::Ready`] once it has ended (verdicts, timeout or failure: exactly as
+    /// [`RiskClient::check_batch`] would have), [`BatchPoll::Pending`] while it waits for the
+    /// socket. With no batch in flight it returns `Ready(Replied)` and changes nothing.
+    pub fn poll_batch(&mut self, orders: &[Order], out: &mut [Reason]) -> BatchPoll {
+        loop {
+            let Some(f) = self.flight else {
+                return BatchPoll::Ready(BatchOutcome::Replied);
+            };
+            if Instant::now() >= f.deadline {
+                self.flight = None;
+                let sent = matches!(f.phase, Phase::AwaitBatch).then_some(f.batch_id);
+                return BatchPoll::Ready(self.timed_out(out, sent));
+            }
+            let Some(socket) = self.socket.as_ref() else {
+                self.flight = None;
+                return BatchPoll::Ready(self.reset_failed(out));
+            };
+            let io = match f.phase {
+                Phase::SendVoid { len, .. } => try_send(socket, &self.void_request[..len]),
+                Phase::SendBatch => try_send(socket, &self.request[..f.len]),
+                Phase::AwaitVoid { .. } | Phase::AwaitBatch => try_recv(socket, &mut self.reply),
+            };
+            match io {
+                Io::WouldBlock => return BatchPoll::Pending,
+                Io::Reset => {
+                    self.flight = None;
+                    return BatchPoll::Ready(self.reset_failed(out));
+                }
+                Io::Done => {}
+            }
+            let next = match f.phase {
+                Phase::SendVoid { request_id, .. } => Phase::AwaitVoid { request_id },
+                Phase::AwaitVoid { request_id } => {
+                    self.settle_voids(request_id);
+                    Phase::SendBatch
+                }
+                Phase::SendBatch => Phase::AwaitBatch,
+                Phase::AwaitBatch => {
+                    self.flight = None;
+                    if self.read_reply(f.batch_id, orders, out).is_err() {
+                        return BatchPoll::Ready(self.failed(out));
+                    }
+                    self.stats.batches += 1;
+                    self.stats.last_rtt_ns =
+                        u64::try_from(f.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    return BatchPoll::Ready(BatchOutcome::Replied);
+                }
+            };
+            self.flight = Some(Flight { phase: next, ..f });
         }
+    }
+
+    /// What the batch in flight waits for (`None`: no batch in flight): readiness of
+    /// [`RiskClient::socket`] for `events`, until `deadline`, after which
+    /// [`RiskClient::poll_batch`] ends it as a timeout.
+    pub fn waiting(&self) -> Option<Waiting> {
+        let f = self.flight.as_ref()?;
+        let events = match f.phase {
+            Phase::SendVoid { .. } | Phase::SendBatch => zmq::POLLOUT,
+            Phase::AwaitVoid { .. } | Phase::AwaitBatch => zmq::POLLIN,
+        };
+        Some(Waiting {
+            events,
+            deadline: f.deadline,
+        })
+    }
+
+    /// The REQ socket of the current endpoint (to wait on, see [`RiskClient::waiting`]).
+    pub fn socket(&self) -> Option<&zmq::Socket> {
+        self.socket.as_ref()
+    }
+
+    /// Whether a batch is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.flight.is_some()
+    }
+
+    /// Reads the results of the void request `request_id` (in `self.reply`). Every batch id
+    /// with a result is settled; on an error or unreadable reply they are dropped (counted):
+    /// the server cannot void them.
+    fn settle_voids(&mut self, request_id: u64) {
         let frame: &[u8] = &self.reply;
         let pending = &mut self.pending[self.current];
         let mut results = [VoidOutcome::Unknown; VOID_BATCH_IDS_MAX];
@@ -312,62 +422,6 @@ impl RiskClient {
             self.stats.void_dropped += pending.len() as u64;
         }
         pending.clear();
-        Exchange::Done
-    }
-
-    /// Sends `self.request[..len]` (or `self.void_request[..len]`) and waits for one reply
-    /// frame in `self.reply`, until `deadline`.
-    fn exchange(&mut self, len: usize, void: bool, deadline: Instant) -> Exchange {
-        // Send without blocking; a peer that is not ready gets until the deadline.
-        loop {
-            let Some(socket) = self.socket.as_ref() else {
-                return Exchange::Reset;
-            };
-            let frame = if void {
-                &self.void_request[..len]
-            } else {
-                &self.request[..len]
-            };
-            match socket.send(frame, zmq::DONTWAIT) {
-                Ok(()) => break,
-                Err(zmq::Error::EINTR) => continue,
-                Err(zmq::Error::EAGAIN) => {
-                    let Some(ms) = remaining_ms(deadline) else {
-                        return Exchange::TimedOut;
-                    };
-                    match socket.poll(zmq::POLLOUT, ms) {
-                        Ok(_) | Err(zmq::Error::EINTR) => continue,
-                        Err(_) => return Exchange::Reset,
-                    }
-                }
-                Err(_) => return Exchange::Reset,
-            }
-        }
-
-        // Wait for the reply until the deadline.
-        loop {
-            let Some(ms) = remaining_ms(deadline) else {
-                return Exchange::TimedOut;
-            };
-            let Some(socket) = self.socket.as_ref() else {
-                return Exchange::Reset;
-            };
-            match socket.poll(zmq::POLLIN, ms) {
-                Ok(0) | Err(zmq::Error::EINTR) => continue,
-                Ok(_) => {}
-                Err(_) => return Exchange::Reset,
-            }
-            match socket.recv(&mut self.reply, zmq::DONTWAIT) {
-                Ok(()) => break,
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
-                Err(_) => return Exchange::Reset,
-            }
-        }
-        if self.reply.get_more() {
-            // Not our protocol: a fresh socket drops the remaining frames.
-            return Exchange::Reset;
-        }
-        Exchange::Done
     }
 
     fn read_reply(&self, batch_id: u64, orders: &[Order], out: &mut [Reason]) -> Result<(), ()> {
@@ -423,14 +477,80 @@ impl RiskClient {
     }
 }
 
-/// How one request / reply exchange ended.
-enum Exchange {
-    /// A single-frame reply is in `reply`.
+/// Where a batch in flight stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The void request (`void_request[..len]`) is waiting to be sent.
+    SendVoid { request_id: u64, len: usize },
+    /// The void request is sent; its reply is awaited.
+    AwaitVoid { request_id: u64 },
+    /// The batch (`request[..len]`) is waiting to be sent.
+    SendBatch,
+    /// The batch is sent; its verdicts are awaited.
+    AwaitBatch,
+}
+
+/// The batch in flight.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    phase: Phase,
+    batch_id: u64,
+    /// Length of the encoded batch in `request`.
+    len: usize,
+    start: Instant,
+    deadline: Instant,
+}
+
+/// How a non-blocking step of a batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPoll {
+    /// Still in flight: wait on the socket ([`RiskClient::waiting`]) and poll again.
+    Pending,
+    /// Ended, as [`RiskClient::check_batch`] would have.
+    Ready(BatchOutcome),
+}
+
+/// What a batch in flight waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting {
+    /// `POLLOUT` to send, `POLLIN` for a reply.
+    pub events: zmq::PollEvents,
+    /// When the batch times out.
+    pub deadline: Instant,
+}
+
+/// One non-blocking socket operation.
+enum Io {
+    /// Done (for a receive: a single-frame message is in the buffer).
     Done,
-    /// The deadline passed.
-    TimedOut,
-    /// A socket error (or a multi-part reply): the socket must be reopened.
+    /// The socket cannot do it now.
+    WouldBlock,
+    /// A socket error or a multi-part reply: the socket must be reopened.
     Reset,
+}
+
+fn try_send(socket: &zmq::Socket, frame: &[u8]) -> Io {
+    loop {
+        match socket.send(frame, zmq::DONTWAIT) {
+            Ok(()) => return Io::Done,
+            Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::EAGAIN) => return Io::WouldBlock,
+            Err(_) => return Io::Reset,
+        }
+    }
+}
+
+fn try_recv(socket: &zmq::Socket, msg: &mut zmq::Message) -> Io {
+    loop {
+        match socket.recv(msg, zmq::DONTWAIT) {
+            // Not our protocol: a fresh socket drops the remaining frames.
+            Ok(()) if msg.get_more() => return Io::Reset,
+            Ok(()) => return Io::Done,
+            Err(zmq::Error::EINTR) => continue,
+            Err(zmq::Error::EAGAIN) => return Io::WouldBlock,
+            Err(_) => return Io::Reset,
+        }
+    }
 }
 
 /// A random non-zero session id: std's `RandomState` keys come from the OS's randomness

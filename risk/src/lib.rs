@@ -35,7 +35,7 @@ mod undo;
 
 pub use checker::{Checker, Scope, StateSnapshot};
 pub use checks::PositionView;
-pub use client::{BatchOutcome, ClientStats, RiskClient};
+pub use client::{BatchOutcome, BatchPoll, ClientStats, RiskClient, Waiting};
 pub use config::{ConfigError, Limits, Problem, TradingState, UnknownPolicy};
 pub use error::{error_chain, RiskError};
 pub use recover::{replay_journal, ReplayStats};

@@ -67,6 +67,11 @@ pub struct EgressStage {
     input: Consumer<Outbound>,
     frame: EgressFrameBuilder,
     max_batch: usize,
+    /// Never wait for downstream inside `do_work` (shared duty cycle): a frame it cannot take
+    /// yet is held, its orders stay on the ring, and the thread waits on the socket.
+    nonblocking: bool,
+    /// Orders (from the front of the ring) of the frame built but not taken by ZeroMQ yet.
+    held: Option<usize>,
     clock: Clock,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -97,10 +102,18 @@ impl EgressStage {
             input,
             frame: EgressFrameBuilder::new(max_batch),
             max_batch,
+            nonblocking: false,
+            held: None,
             clock,
             metrics,
             recorder,
         }
+    }
+
+    /// Hands frames to ZeroMQ without ever waiting (see the `nonblocking` field).
+    pub fn nonblocking(mut self) -> EgressStage {
+        self.nonblocking = true;
+        self
     }
 
     /// The acceptance latencies (and the socket, so its linger can deliver what is queued).
@@ -109,36 +122,17 @@ impl EgressStage {
     }
 }
 
-impl Stage for EgressStage {
-    fn do_work(&mut self) -> Result<Step, StageError> {
-        let avail = self.input.slots();
-        if avail == 0 {
-            return Ok(if self.input.is_abandoned() && self.input.slots() == 0 {
-                Step::Done
-            } else {
-                Step::Idle
-            });
-        }
-        let n = avail.min(self.max_batch);
+impl EgressStage {
+    /// The first `n` orders of the ring have left (handed to ZeroMQ, or no downstream):
+    /// record their latency and free their slots.
+    fn release(&mut self, n: usize) -> Result<Step, StageError> {
         let Ok(chunk) = self.input.read_chunk(n) else {
-            return Ok(Step::Idle);
+            return Err(StageError::Invariant(format!(
+                "egress: {n} orders sent but fewer on the ring"
+            )));
         };
-        let (a, b) = chunk.as_slices();
-        if let Some(socket) = &self.socket {
-            self.frame.clear();
-            for o in a.iter().chain(b.iter()) {
-                self.frame.push(&EgressEntry {
-                    input_seq: o.input_seq,
-                    journal_seq: o.journal_seq,
-                    order: o.order,
-                });
-            }
-            let bytes = self.frame.finish();
-            // Egress drains everything in flight, so it does not give up on a stop flag.
-            send_waiting(socket, bytes, &self.metrics.egress.backpressure_waits, None)?;
-            bump(&self.metrics.egress.frames, 1);
-        }
         let t_end = self.clock.now_ns();
+        let (a, b) = chunk.as_slices();
         for o in a.iter().chain(b.iter()) {
             self.recorder.record(
                 o.input_seq,
@@ -155,9 +149,87 @@ impl Stage for EgressStage {
             .maybe_publish(t_end, &self.metrics.latency_accepted);
         Ok(Step::Worked(n))
     }
+}
+
+impl Stage for EgressStage {
+    fn do_work(&mut self) -> Result<Step, StageError> {
+        if let Some(n) = self.held {
+            // A frame downstream could not take: try it again, as is.
+            let Some(socket) = &self.socket else {
+                return Err(StageError::Invariant(
+                    "egress: a held frame without a socket".into(),
+                ));
+            };
+            return match socket.send(self.frame.finish(), zmq::DONTWAIT) {
+                Ok(()) => {
+                    self.held = None;
+                    bump(&self.metrics.egress.frames, 1);
+                    self.release(n)
+                }
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(Step::Idle),
+                Err(source) => Err(StageError::Zmq {
+                    what: "egress send",
+                    source,
+                }),
+            };
+        }
+        let avail = self.input.slots();
+        if avail == 0 {
+            return Ok(if self.input.is_abandoned() && self.input.slots() == 0 {
+                Step::Done
+            } else {
+                Step::Idle
+            });
+        }
+        let n = avail.min(self.max_batch);
+        if let Some(socket) = &self.socket {
+            // The orders stay on the ring (the chunk is not committed) until ZeroMQ has
+            // taken their frame.
+            let Ok(chunk) = self.input.read_chunk(n) else {
+                return Ok(Step::Idle);
+            };
+            let (a, b) = chunk.as_slices();
+            self.frame.clear();
+            for o in a.iter().chain(b.iter()) {
+                self.frame.push(&EgressEntry {
+                    input_seq: o.input_seq,
+                    journal_seq: o.journal_seq,
+                    order: o.order,
+                });
+            }
+            let bytes = self.frame.finish();
+            if self.nonblocking {
+                match socket.send(bytes, zmq::DONTWAIT) {
+                    Ok(()) => {}
+                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                        bump(&self.metrics.egress.backpressure_waits, 1);
+                        self.held = Some(n);
+                        return Ok(Step::Idle);
+                    }
+                    Err(source) => {
+                        return Err(StageError::Zmq {
+                            what: "egress send",
+                            source,
+                        })
+                    }
+                }
+            } else {
+                // Egress drains everything in flight, so it does not give up on a stop flag.
+                send_waiting(socket, bytes, &self.metrics.egress.backpressure_waits, None)?;
+            }
+            bump(&self.metrics.egress.frames, 1);
+        }
+        self.release(n)
+    }
 
     fn ready(&self) -> bool {
         !self.input.is_empty() || self.input.is_abandoned()
+    }
+
+    fn register_waits(&self, w: &mut crate::waitset::WaitSet) {
+        if let (Some(_), Some(socket)) = (self.held, &self.socket) {
+            w.socket(socket, zmq::POLLOUT);
+        }
     }
 }
 

@@ -318,6 +318,14 @@ impl Stage for PullIngress {
         let _ = self.socket.poll(zmq::POLLIN, ms);
         true
     }
+
+    /// Input on the socket, when ring A has room for a whole frame (otherwise what is waited
+    /// for is room, which the thread's own risk stage makes).
+    fn register_waits(&self, w: &mut crate::waitset::WaitSet) {
+        if self.out.slots() >= INGRESS_FRAME_ORDERS_MAX && !self.stop.load(Relaxed) {
+            w.socket(&self.socket, zmq::POLLIN);
+        }
+    }
 }
 
 #[cfg(test)]

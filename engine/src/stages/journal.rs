@@ -28,14 +28,61 @@ pub trait DecisionLog: Send {
     fn end_batch(&mut self) -> Result<(), StageError>;
     /// Periodic work when due (interval msync, time-based checkpoint).
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError>;
+    /// Live-feed sends that failed so far (the records themselves are appended).
+    fn publish_failures(&self) -> u64 {
+        0
+    }
 }
 
 /// The real decision log: the audit journal writer and its optional live publisher.
+///
+/// The disk is the source of truth: a live-feed send that fails after its record was appended
+/// does not fail the append. The record counts, its accepted order is handed on, the failure
+/// is counted (`engine_journal_publish_failures_total`) and logged once per burst, and PUB
+/// subscribers recover the record through gap fill (`docs/formats/audit-feed.md`).
 pub struct AuditLog {
     /// The journal writer.
     pub writer: audit::Writer,
     /// The live publisher, if configured.
     pub publisher: Option<audit::Publisher>,
+    /// Live-feed sends that failed.
+    pub publish_failures: u64,
+    /// Failures not logged yet, and when the next log line may be written (ns).
+    pub unlogged_publish_failures: u64,
+    /// See `unlogged_publish_failures`.
+    pub next_publish_log_ns: u64,
+}
+
+impl AuditLog {
+    /// A log writing to `writer` and publishing on `publisher`.
+    pub fn new(writer: audit::Writer, publisher: Option<audit::Publisher>) -> AuditLog {
+        AuditLog {
+            writer,
+            publisher,
+            publish_failures: 0,
+            unlogged_publish_failures: 0,
+            next_publish_log_ns: 0,
+        }
+    }
+
+    /// Cold path: counts a failed live-feed send and logs at most once per interval.
+    #[cold]
+    fn publish_failed(&mut self, seq: u64, ts_ns: u64, e: &dyn std::error::Error) {
+        self.publish_failures += 1;
+        self.unlogged_publish_failures += 1;
+        if ts_ns >= self.next_publish_log_ns {
+            tracing::warn!(
+                "audit live feed: {} send(s) failed since the last report, the latest at journal \
+                 seq {seq}: {}; the records are in the journal and subscribers recover them by \
+                 gap fill",
+                self.unlogged_publish_failures,
+                chain(e)
+            );
+            self.unlogged_publish_failures = 0;
+            self.next_publish_log_ns =
+                ts_ns.saturating_add(crate::limits::BAD_FRAME_LOG_INTERVAL_NS);
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -74,8 +121,9 @@ impl DecisionLog for AuditLog {
                 message: chain(&e),
             })?;
         if let Some(p) = &mut self.publisher {
-            p.publish(a.seq, &a.hash, audit::KIND_DECISION, ts_ns, payload)
-                .map_err(|e| StageError::Publish(chain(&e)))?;
+            if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_DECISION, ts_ns, payload) {
+                self.publish_failed(a.seq, ts_ns, &e);
+            }
         }
         Ok(a.seq)
     }
@@ -83,9 +131,17 @@ impl DecisionLog for AuditLog {
     #[inline]
     fn end_batch(&mut self) -> Result<(), StageError> {
         if let Some(p) = &mut self.publisher {
-            p.flush().map_err(|e| StageError::Publish(chain(&e)))?;
+            if let Err(e) = p.flush() {
+                let seq = self.writer.next_seq().saturating_sub(1);
+                let now = self.next_publish_log_ns;
+                self.publish_failed(seq, now, &e);
+            }
         }
         Ok(())
+    }
+
+    fn publish_failures(&self) -> u64 {
+        self.publish_failures
     }
 
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
@@ -106,6 +162,11 @@ pub struct JournalStage<L: DecisionLog> {
     metrics: Arc<Metrics>,
     recorder: Recorder,
     next_maintain_ns: u64,
+    /// The input_seq the next decision must carry (dense input: one decision per order, in
+    /// order), once the first is seen.
+    next_input_seq: Option<u64>,
+    /// The sequence number of the last record appended (rising).
+    last_seq: u64,
 }
 
 impl<L: DecisionLog> std::fmt::Debug for JournalStage<L> {
@@ -138,6 +199,8 @@ impl<L: DecisionLog> JournalStage<L> {
             metrics,
             recorder,
             next_maintain_ns: 0,
+            next_input_seq: None,
+            last_seq: 0,
         }
     }
 
@@ -147,18 +210,25 @@ impl<L: DecisionLog> JournalStage<L> {
     }
 }
 
-/// Hands the accepted orders of a batch to egress (room was reserved before the batch).
-fn hand_on(out: &mut Producer<Outbound>, accepted: &mut Vec<Outbound>) {
+/// Hands the accepted orders of a batch to egress (room was reserved before the batch). No
+/// room is impossible (the batch was bounded by the egress ring's free room, and only this
+/// stage pushes to it): it stops the engine with a message rather than drop the orders, which
+/// are journaled and re-sent by the next start's redelivery.
+fn hand_on(out: &mut Producer<Outbound>, accepted: &mut Vec<Outbound>) -> Result<(), StageError> {
     let n = accepted.len();
     if n == 0 {
-        return;
+        return Ok(());
     }
-    if let Ok(chunk) = out.write_chunk_uninit(n) {
-        chunk.fill_from_iter(accepted.drain(..));
-    } else {
-        // Cannot happen: the batch was bounded by the egress ring's free room, and only this
-        // stage pushes to it.
-        accepted.clear();
+    match out.write_chunk_uninit(n) {
+        Ok(chunk) => {
+            chunk.fill_from_iter(accepted.drain(..));
+            Ok(())
+        }
+        Err(_) => Err(StageError::Invariant(format!(
+            "journal: no room on the egress ring for {n} accepted orders (first input_seq {}) \
+             although it was reserved; they are journaled and the next start re-sends them",
+            accepted.first().map_or(0, |o| o.input_seq)
+        ))),
     }
 }
 
@@ -198,6 +268,15 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
         let mut failure = None;
         let mut done = 0;
         for d in a.iter().chain(b.iter()) {
+            let input_seq = d.inbound.input_seq;
+            if self.next_input_seq.is_some_and(|want| want != input_seq) {
+                failure = Some(StageError::Invariant(format!(
+                    "journal: decision for input_seq {input_seq} where {} was due (one \
+                     decision per order, in order)",
+                    self.next_input_seq.unwrap_or_default()
+                )));
+                break;
+            }
             let decision = Decision {
                 input_seq: d.inbound.input_seq,
                 order: d.inbound.order,
@@ -213,6 +292,13 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                     break;
                 }
             };
+            assert!(
+                seq > self.last_seq,
+                "journal: record seq {seq} after {} (the chain must rise)",
+                self.last_seq
+            );
+            self.last_seq = seq;
+            self.next_input_seq = Some(input_seq + 1);
             done += 1;
             bump(&self.metrics.journal.by_reason[d.reason.code() as usize], 1);
             if d.reason.is_accepted() {
@@ -230,11 +316,12 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
         // Publish what was appended (even on failure: those records exist).
         let flushed = self.log.end_batch();
         let t_end = self.clock.now_ns();
-        if self.out.is_abandoned() {
+        let handed = if self.out.is_abandoned() {
             self.accepted.clear();
+            Ok(())
         } else {
-            hand_on(&mut self.out, &mut self.accepted);
-        }
+            hand_on(&mut self.out, &mut self.accepted)
+        };
         for d in a.iter().chain(b.iter()).take(done) {
             if !d.reason.is_accepted() {
                 self.recorder.record(
@@ -249,11 +336,16 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
         }
         chunk.commit(done);
         bump(&self.metrics.journal.records, done as u64);
+        self.metrics.journal.publish_failures.store(
+            self.log.publish_failures(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.recorder
             .maybe_publish(t_end, &self.metrics.latency_rejected);
         if let Some(e) = failure {
             return Err(e);
         }
+        handed?;
         flushed?;
         Ok(Step::Worked(done))
     }
@@ -262,6 +354,10 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
         // Decisions waiting and room for the accepted ones, or a neighbour gone.
         (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
             || self.input.is_abandoned()
+    }
+
+    fn register_waits(&self, w: &mut crate::waitset::WaitSet) {
+        w.deadline(self.next_maintain_ns);
     }
 }
 

@@ -113,6 +113,10 @@ pub enum StageError {
     /// The audit publisher failed.
     #[error("audit publisher failed: {0}")]
     Publish(String),
+    /// An invariant of the pipeline broke (a bug, never bad input): the engine stops with
+    /// this message rather than drop or reorder an order.
+    #[error("invariant violated: {0}")]
+    Invariant(String),
     /// A ZeroMQ socket failed.
     #[error("{what}: {source}")]
     Zmq {
@@ -144,6 +148,13 @@ pub trait Stage {
     fn wait_for_input(&mut self, _timeout: Duration) -> bool {
         false
     }
+
+    /// For a thread that runs several stages ([`crate::threading`]'s `shared` mode): adds what
+    /// this stage waits for when it has nothing to do now (its sockets, its deadlines) to `w`.
+    /// Called after a round in which no stage of the thread did any work; the thread then
+    /// blocks until one of them is ready. Rings need no entry: only the thread's own stages
+    /// touch them, and they just ran.
+    fn register_waits(&self, _w: &mut crate::waitset::WaitSet) {}
 }
 
 /// Drives a stage until it is done: `let n = stage.do_work(); idle.idle(n);`.

@@ -17,6 +17,7 @@ use rtrb::{Consumer, Producer};
 use crate::clock::Clock;
 use crate::metrics::{bump, raise, Metrics};
 use crate::stages::{chunk_items, Decided, Inbound, Stage, StageError, Step};
+use crate::waitset::WaitSet;
 
 /// How one batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,26 +30,164 @@ pub enum GateOutcome {
     Failed,
 }
 
-/// Where verdicts come from: the risk client, or a stand-in in tests.
+/// How a non-blocking step of a batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatePoll {
+    /// In flight: the stage registers the gate's waits and polls again later.
+    Pending,
+    /// Ended: `out` holds the verdicts.
+    Ready(GateOutcome),
+}
+
+/// Where verdicts come from: the risk client, the checker itself (inline), or a stand-in in
+/// tests.
 pub trait RiskGate: Send {
     /// One verdict per order in `out` (`out.len() == orders.len()`); never blocks longer
     /// than the configured timeout; never allocates per order.
     fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GateOutcome;
     /// Endpoint changes so far.
     fn failovers(&self) -> u64;
+
+    /// Starts a batch without blocking (the shared duty cycle). `Pending`: call
+    /// [`RiskGate::poll_batch`] with the same `orders` and `out` until it is ready. The
+    /// default runs [`RiskGate::check_batch`] (a gate that never waits, or a test stand-in).
+    fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GatePoll {
+        GatePoll::Ready(self.check_batch(orders, now_ns, out))
+    }
+
+    /// Moves the batch in flight on without blocking. Only called after `start_batch`
+    /// returned `Pending`; the default (for gates that never return it) fails the batch.
+    fn poll_batch(&mut self, _orders: &[Order], out: &mut [Reason]) -> GatePoll {
+        out.fill(Reason::RiskError);
+        GatePoll::Ready(GateOutcome::Failed)
+    }
+
+    /// What the batch in flight waits for (its socket and its deadline).
+    fn register_waits(&self, _w: &mut WaitSet, _clock: &Clock) {}
+}
+
+fn gate_outcome(o: risk::BatchOutcome) -> GateOutcome {
+    match o {
+        risk::BatchOutcome::Replied => GateOutcome::Replied,
+        risk::BatchOutcome::TimedOut => GateOutcome::TimedOut,
+        risk::BatchOutcome::Failed => GateOutcome::Failed,
+    }
+}
+
+fn gate_poll(p: risk::BatchPoll) -> GatePoll {
+    match p {
+        risk::BatchPoll::Pending => GatePoll::Pending,
+        risk::BatchPoll::Ready(o) => GatePoll::Ready(gate_outcome(o)),
+    }
 }
 
 impl RiskGate for risk::RiskClient {
     fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GateOutcome {
-        match risk::RiskClient::check_batch(self, orders, now_ns, out) {
-            risk::BatchOutcome::Replied => GateOutcome::Replied,
-            risk::BatchOutcome::TimedOut => GateOutcome::TimedOut,
-            risk::BatchOutcome::Failed => GateOutcome::Failed,
-        }
+        gate_outcome(risk::RiskClient::check_batch(self, orders, now_ns, out))
     }
     fn failovers(&self) -> u64 {
         self.stats().failovers
     }
+    fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GatePoll {
+        gate_poll(risk::RiskClient::start_batch(self, orders, now_ns, out))
+    }
+    fn poll_batch(&mut self, orders: &[Order], out: &mut [Reason]) -> GatePoll {
+        gate_poll(risk::RiskClient::poll_batch(self, orders, out))
+    }
+    fn register_waits(&self, w: &mut WaitSet, clock: &Clock) {
+        if let (Some(waiting), Some(socket)) = (self.waiting(), self.socket()) {
+            w.socket(socket, waiting.events);
+            let left = waiting
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            w.deadline(
+                clock
+                    .now_ns()
+                    .saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)),
+            );
+        }
+    }
+}
+
+/// `--risk inline`: the checks run on the engine's own thread, a direct call into the same
+/// [`risk::Checker`] the embedded and remote services use (same limits, same state, same
+/// reasons, recovered from the journal the same way). No server thread, no socket, no
+/// timeout (a call takes microseconds): the INVOKER mode of risk.
+#[derive(Debug)]
+pub struct InlineRisk {
+    checker: risk::Checker,
+}
+
+impl InlineRisk {
+    /// Checks with `checker` (its state already recovered from the journal).
+    pub fn new(checker: risk::Checker) -> InlineRisk {
+        InlineRisk { checker }
+    }
+
+    /// The checker, for inspection.
+    pub fn checker(&self) -> &risk::Checker {
+        &self.checker
+    }
+}
+
+impl RiskGate for InlineRisk {
+    fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GateOutcome {
+        self.checker.check_batch(orders, now_ns, out);
+        GateOutcome::Replied
+    }
+    fn failovers(&self) -> u64 {
+        0
+    }
+}
+
+/// The engine's risk gate: a REQ client (remote or embedded service) or the inline checker.
+#[derive(Debug)]
+pub enum Gate {
+    /// Over ZeroMQ REQ.
+    Client(Box<risk::RiskClient>),
+    /// On the engine's thread.
+    Inline(Box<InlineRisk>),
+}
+
+impl RiskGate for Gate {
+    #[inline]
+    fn check_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GateOutcome {
+        match self {
+            Gate::Client(c) => RiskGate::check_batch(c.as_mut(), orders, now_ns, out),
+            Gate::Inline(i) => i.check_batch(orders, now_ns, out),
+        }
+    }
+    fn failovers(&self) -> u64 {
+        match self {
+            Gate::Client(c) => RiskGate::failovers(c.as_ref()),
+            Gate::Inline(_) => 0,
+        }
+    }
+    #[inline]
+    fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GatePoll {
+        match self {
+            Gate::Client(c) => RiskGate::start_batch(c.as_mut(), orders, now_ns, out),
+            Gate::Inline(i) => i.start_batch(orders, now_ns, out),
+        }
+    }
+    fn poll_batch(&mut self, orders: &[Order], out: &mut [Reason]) -> GatePoll {
+        match self {
+            Gate::Client(c) => RiskGate::poll_batch(c.as_mut(), orders, out),
+            Gate::Inline(i) => i.poll_batch(orders, out),
+        }
+    }
+    fn register_waits(&self, w: &mut WaitSet, clock: &Clock) {
+        if let Gate::Client(c) = self {
+            RiskGate::register_waits(c.as_ref(), w, clock);
+        }
+    }
+}
+
+/// A batch whose verdicts are awaited (non-blocking mode).
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    n: usize,
+    t_ask: u64,
 }
 
 /// The risk stage.
@@ -56,9 +195,14 @@ pub struct RiskStage<G: RiskGate> {
     gate: G,
     input: Consumer<Inbound>,
     out: Producer<Decided>,
+    /// The batch being checked (taken off ring A).
+    batch: Vec<Inbound>,
     orders: Vec<Order>,
     reasons: Vec<Reason>,
     max_batch: usize,
+    /// Send, then poll (shared duty cycle), instead of waiting for the verdicts.
+    nonblocking: bool,
+    in_flight: Option<InFlight>,
     clock: Clock,
     metrics: Arc<Metrics>,
 }
@@ -67,12 +211,14 @@ impl<G: RiskGate> std::fmt::Debug for RiskStage<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RiskStage")
             .field("max_batch", &self.max_batch)
+            .field("nonblocking", &self.nonblocking)
             .finish_non_exhaustive()
     }
 }
 
 impl<G: RiskGate> RiskStage<G> {
-    /// A stage asking `gate` for batches of at most `max_batch` orders.
+    /// A stage asking `gate` for batches of at most `max_batch` orders, waiting for each
+    /// batch's verdicts (a thread of its own).
     pub fn new(
         gate: G,
         input: Consumer<Inbound>,
@@ -86,22 +232,81 @@ impl<G: RiskGate> RiskStage<G> {
             gate,
             input,
             out,
+            batch: Vec::with_capacity(max_batch),
             orders: Vec::with_capacity(max_batch),
             reasons: vec![Reason::Accepted; max_batch],
             max_batch,
+            nonblocking: false,
+            in_flight: None,
             clock,
             metrics,
         }
+    }
+
+    /// Sends a batch and returns, then polls for its verdicts on later calls (a thread that
+    /// runs other stages too). Deadline and verdicts are the same.
+    pub fn nonblocking(mut self) -> RiskStage<G> {
+        self.nonblocking = true;
+        self
     }
 
     /// Gives the gate back (to stop an embedded server after the stage is done).
     pub fn into_gate(self) -> G {
         self.gate
     }
+
+    /// The batch has its verdicts: decided orders onto ring B.
+    fn complete(&mut self, f: InFlight, outcome: GateOutcome) -> Result<Step, StageError> {
+        let n = f.n;
+        let t_decided = self.clock.now_ns();
+        let reasons = &self.reasons[..n];
+        debug_assert!(
+            outcome != GateOutcome::TimedOut || reasons.iter().all(|r| *r == Reason::RiskTimeout)
+        );
+        let Ok(out_chunk) = self.out.write_chunk_uninit(n) else {
+            // Room for `n` was there when the batch was taken, and only this stage pushes.
+            return Err(StageError::Invariant(format!(
+                "risk: no room on the journal ring for a batch of {n} decided orders \
+                 (input_seq {}..)",
+                self.batch.first().map_or(0, |b| b.input_seq)
+            )));
+        };
+        out_chunk.fill_from_iter(self.batch.iter().zip(reasons.iter()).map(
+            |(&inbound, &reason)| Decided {
+                inbound,
+                reason,
+                t_sent_ns: f.t_ask,
+                t_decided_ns: t_decided,
+            },
+        ));
+        let r = &self.metrics.risk;
+        bump(&r.batches, 1);
+        bump(&r.orders, n as u64);
+        match outcome {
+            GateOutcome::Replied => {}
+            GateOutcome::TimedOut => bump(&r.timeouts, 1),
+            GateOutcome::Failed => bump(&r.failed_batches, 1),
+        }
+        raise(&r.wait_max_ns, t_decided.saturating_sub(f.t_ask));
+        r.failovers.store(self.gate.failovers(), Relaxed);
+        Ok(Step::Worked(n))
+    }
 }
 
 impl<G: RiskGate> Stage for RiskStage<G> {
     fn do_work(&mut self) -> Result<Step, StageError> {
+        if let Some(f) = self.in_flight {
+            if self.out.is_abandoned() {
+                return Ok(Step::Done);
+            }
+            return match self.gate.poll_batch(&self.orders, &mut self.reasons[..f.n]) {
+                GatePoll::Pending => Ok(Step::Idle),
+                GatePoll::Ready(outcome) => {
+                    self.in_flight = None;
+                    self.complete(f, outcome)
+                }
+            };
+        }
         let avail = self.input.slots();
         if avail == 0 {
             // Check abandonment after emptiness: a producer that pushed and then left is seen.
@@ -124,45 +329,47 @@ impl<G: RiskGate> Stage for RiskStage<G> {
             return Ok(Step::Idle);
         };
         let (a, b) = chunk.as_slices();
+        self.batch.clear();
+        self.batch.extend(chunk_items(a, b));
+        chunk.commit_all();
+        // Dense input: the ingress numbers orders consecutively and nothing else pushes.
+        assert!(
+            self.batch
+                .windows(2)
+                .all(|w| w[1].input_seq == w[0].input_seq + 1),
+            "risk: input_seq not dense within a batch starting at {}",
+            self.batch[0].input_seq
+        );
         self.orders.clear();
-        self.orders.extend(chunk_items(a, b).map(|x| x.order));
+        self.orders.extend(self.batch.iter().map(|x| x.order));
         let reasons = &mut self.reasons[..n];
         let t_ask = self.clock.now_ns();
-        let outcome = self.gate.check_batch(&self.orders, t_ask, reasons);
-        let t_decided = self.clock.now_ns();
-        debug_assert!(
-            outcome != GateOutcome::TimedOut || reasons.iter().all(|r| *r == Reason::RiskTimeout)
-        );
-        let Ok(out_chunk) = self.out.write_chunk_uninit(n) else {
-            // Cannot happen: `n` ≤ free slots and only this stage pushes.
-            return Ok(Step::Idle);
+        let f = InFlight { n, t_ask };
+        let poll = if self.nonblocking {
+            self.gate.start_batch(&self.orders, t_ask, reasons)
+        } else {
+            GatePoll::Ready(self.gate.check_batch(&self.orders, t_ask, reasons))
         };
-        out_chunk.fill_from_iter(chunk_items(a, b).zip(reasons.iter()).map(
-            |(inbound, &reason)| Decided {
-                inbound,
-                reason,
-                t_sent_ns: t_ask,
-                t_decided_ns: t_decided,
-            },
-        ));
-        chunk.commit_all();
-        let r = &self.metrics.risk;
-        bump(&r.batches, 1);
-        bump(&r.orders, n as u64);
-        match outcome {
-            GateOutcome::Replied => {}
-            GateOutcome::TimedOut => bump(&r.timeouts, 1),
-            GateOutcome::Failed => bump(&r.failed_batches, 1),
+        match poll {
+            GatePoll::Ready(outcome) => self.complete(f, outcome),
+            GatePoll::Pending => {
+                self.in_flight = Some(f);
+                // Orders moved off ring A (room for the ingress): that is progress.
+                Ok(Step::Worked(n))
+            }
         }
-        raise(&r.wait_max_ns, t_decided.saturating_sub(t_ask));
-        r.failovers.store(self.gate.failovers(), Relaxed);
-        Ok(Step::Worked(n))
     }
 
     fn ready(&self) -> bool {
         // Orders waiting and room for their verdicts, or a neighbour gone.
         (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
             || self.input.is_abandoned()
+    }
+
+    fn register_waits(&self, w: &mut WaitSet) {
+        if self.in_flight.is_some() {
+            self.gate.register_waits(w, &self.clock);
+        }
     }
 }
 
@@ -272,7 +479,7 @@ mod tests {
         };
         let mut s = RiskStage::new(gate, ic, op, 8, Clock::new(), Arc::clone(&m));
         ip.push(inbound(2)).unwrap();
-        ip.push(inbound(4)).unwrap();
+        ip.push(inbound(3)).unwrap();
         assert_eq!(s.do_work().unwrap(), Step::Worked(2));
         assert_eq!(oc.pop().unwrap().reason, Reason::RiskTimeout);
         assert_eq!(oc.pop().unwrap().reason, Reason::RiskTimeout);
@@ -291,5 +498,128 @@ mod tests {
         ip.push(inbound(1)).unwrap();
         drop(oc);
         assert_eq!(s.do_work().unwrap(), Step::Done);
+    }
+
+    /// A gate that only answers when told: `start_batch` is always pending, `poll_batch`
+    /// answers (accepting everything) once `answers` allows one more batch; the blocking
+    /// call is never allowed in non-blocking mode.
+    struct ManualGate {
+        answers: Arc<std::sync::atomic::AtomicU32>,
+        started: u32,
+    }
+
+    impl RiskGate for ManualGate {
+        fn check_batch(&mut self, _: &[Order], _: u64, _: &mut [Reason]) -> GateOutcome {
+            panic!("a non-blocking risk stage must not make a blocking call");
+        }
+        fn failovers(&self) -> u64 {
+            0
+        }
+        fn start_batch(&mut self, _: &[Order], _: u64, _: &mut [Reason]) -> GatePoll {
+            self.started += 1;
+            GatePoll::Pending
+        }
+        fn poll_batch(&mut self, _: &[Order], out: &mut [Reason]) -> GatePoll {
+            if self.answers.load(Relaxed) == 0 {
+                return GatePoll::Pending;
+            }
+            self.answers.fetch_sub(1, Relaxed);
+            out.fill(Reason::Accepted);
+            GatePoll::Ready(GateOutcome::Replied)
+        }
+    }
+
+    /// Item 2 of the threading issue: in non-blocking mode the stage sends a batch and returns
+    /// at once; while the verdicts are awaited it takes nothing more (one request in flight)
+    /// and never blocks, so the thread's other stages keep working; the verdicts, when they
+    /// come, go out in order with the send time of their batch.
+    #[test]
+    fn a_nonblocking_stage_returns_while_its_batch_is_in_flight() {
+        let (mut ip, ic) = RingBuffer::new(64);
+        let (op, mut oc) = RingBuffer::new(64);
+        let answers = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let gate = ManualGate {
+            answers: Arc::clone(&answers),
+            started: 0,
+        };
+        let m = Arc::new(Metrics::default());
+        let mut s = RiskStage::new(gate, ic, op, 8, Clock::new(), Arc::clone(&m)).nonblocking();
+        for i in 0..3 {
+            ip.push(inbound(i)).unwrap();
+        }
+        assert_eq!(
+            s.do_work().unwrap(),
+            Step::Worked(3),
+            "sent, not waited for"
+        );
+        assert_eq!(
+            ip.slots(),
+            64,
+            "the batch left ring A: room for the ingress"
+        );
+        for i in 3..5 {
+            ip.push(inbound(i)).unwrap();
+        }
+        for _ in 0..10 {
+            assert_eq!(s.do_work().unwrap(), Step::Idle, "pending: nothing decided");
+        }
+        assert!(oc.is_empty());
+        answers.store(1, Relaxed);
+        assert_eq!(s.do_work().unwrap(), Step::Worked(3), "verdicts in");
+        let first: Vec<Decided> = (0..3).map(|_| oc.pop().unwrap()).collect();
+        assert_eq!(
+            first
+                .iter()
+                .map(|d| d.inbound.input_seq)
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(first.iter().all(|d| d.t_decided_ns >= d.t_sent_ns));
+        // The next batch (orders 3, 4) is sent on the next call.
+        assert_eq!(s.do_work().unwrap(), Step::Worked(2));
+        answers.store(1, Relaxed);
+        assert_eq!(s.do_work().unwrap(), Step::Worked(2));
+        assert_eq!(oc.pop().unwrap().inbound.input_seq, 3);
+        assert_eq!(m.risk.batches.load(Relaxed), 2);
+        // Input gone while a batch is in flight: the stage waits for it before it is done.
+        ip.push(inbound(5)).unwrap();
+        assert_eq!(s.do_work().unwrap(), Step::Worked(1));
+        drop(ip);
+        assert_eq!(s.do_work().unwrap(), Step::Idle, "in flight: not done yet");
+        answers.store(1, Relaxed);
+        assert_eq!(s.do_work().unwrap(), Step::Worked(1));
+        assert_eq!(s.do_work().unwrap(), Step::Done);
+        assert_eq!(s.into_gate().started, 3);
+    }
+
+    #[test]
+    fn inline_risk_checks_with_the_checker_and_never_waits() {
+        let limits =
+            risk::Limits::from_toml_str(crate::app::BUILT_IN_LIMITS_TOML, "built-in").unwrap();
+        let mut gate = InlineRisk::new(risk::Checker::new(limits));
+        let orders = [
+            Order {
+                order_id: 1,
+                qty: 10,
+                price: 1_000_000,
+                account: 1,
+                symbol: orders::Symbol::new("AAPL").unwrap(),
+                ..Order::default()
+            },
+            Order {
+                order_id: 2,
+                qty: 5_000_000,
+                price: 1_000_000,
+                account: 1,
+                symbol: orders::Symbol::new("AAPL").unwrap(),
+                ..Order::default()
+            },
+        ];
+        let mut out = [Reason::RiskError; 2];
+        assert_eq!(
+            gate.start_batch(&orders, 1, &mut out),
+            GatePoll::Ready(GateOutcome::Replied)
+        );
+        assert_eq!(out, [Reason::Accepted, Reason::MaxQty]);
     }
 }

@@ -259,6 +259,31 @@ pub fn replay_cmd(file: &Path, journal: &Path, report: &Path) -> Command {
     c
 }
 
+/// [`replay_cmd`] in one threading mode (`--threading MODE`).
+pub fn replay_cmd_in(mode: &str, file: &Path, journal: &Path, report: &Path) -> Command {
+    let mut c = replay_cmd(file, journal, report);
+    c.args(["--threading", mode]);
+    c
+}
+
+/// Runs a guarantee test (a function taking the threading mode) once in each mode:
+/// `NAME::dedicated` and `NAME::shared`.
+#[macro_export]
+macro_rules! in_each_threading_mode {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn dedicated() {
+                super::$name("dedicated")
+            }
+            #[test]
+            fn shared() {
+                super::$name("shared")
+            }
+        }
+    )+};
+}
+
 /// Sends a signal to a child.
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");

@@ -1,0 +1,293 @@
+//! Threading modes: how the four stages map onto threads (Aeron's media driver threading
+//! modes over Agrona's agents).
+//!
+//! ```text
+//!  dedicated   ingress │ risk │ journal │ egress      one thread per stage, each optionally
+//!                                                     pinned; hops between stages cross
+//!                                                     threads (a wake-up when the other parks)
+//!  shared      ingress → risk → journal → egress      one thread runs the four `do_work`s in
+//!                                                     stage order (a composite duty cycle);
+//!                                                     a hop is a ring push and pop
+//!  auto        dedicated when the affinity mask has a core for every stage thread plus one
+//!              for ZeroMQ's I/O thread (5), shared otherwise
+//! ```
+//! The rings stay in every mode: they are the stage boundaries and carry back-pressure. In
+//! `shared` mode no stage blocks while another has work: the risk stage sends a batch and
+//! polls for its verdicts, egress keeps a frame that downstream cannot take yet, and when no
+//! stage has work the thread waits on the sockets its stages own and the earliest deadline
+//! ([`crate::waitset`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::idle::IdleMode;
+use crate::topology::{PerStage, StageId};
+
+/// Threads `dedicated` needs besides ZeroMQ's I/O thread.
+pub const DEDICATED_STAGE_THREADS: usize = StageId::ALL.len();
+/// Cores `auto` wants before it picks `dedicated`: one per stage thread and one for ZeroMQ's
+/// I/O thread.
+pub const DEDICATED_CORES_MIN: usize = DEDICATED_STAGE_THREADS + 1;
+
+/// The threading mode as configured (before `auto` is decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ThreadingKind {
+    /// `dedicated` with a core for every stage thread and ZeroMQ's I/O thread, else `shared`.
+    #[default]
+    Auto,
+    /// One thread per stage.
+    Dedicated,
+    /// All stages on one thread, in a duty cycle.
+    Shared,
+}
+
+impl ThreadingKind {
+    /// The config / CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadingKind::Auto => "auto",
+            ThreadingKind::Dedicated => "dedicated",
+            ThreadingKind::Shared => "shared",
+        }
+    }
+}
+
+impl fmt::Display for ThreadingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A threading mode name that is not `auto`, `dedicated` or `shared`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown threading mode {0:?} (expected auto, dedicated or shared)")]
+pub struct ThreadingKindError(pub String);
+
+impl FromStr for ThreadingKind {
+    type Err = ThreadingKindError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(ThreadingKind::Auto),
+            "dedicated" => Ok(ThreadingKind::Dedicated),
+            "shared" => Ok(ThreadingKind::Shared),
+            other => Err(ThreadingKindError(other.to_owned())),
+        }
+    }
+}
+
+/// A decided threading mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadingMode {
+    /// One thread per stage.
+    Dedicated,
+    /// One thread for all stages.
+    Shared,
+}
+
+impl ThreadingMode {
+    /// The name, as in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThreadingMode::Dedicated => "dedicated",
+            ThreadingMode::Shared => "shared",
+        }
+    }
+}
+
+impl fmt::Display for ThreadingMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decides `auto` from the number of cores in the process's affinity mask: `dedicated` only
+/// with [`DEDICATED_CORES_MIN`] of them, else `shared` (four stage threads on fewer cores
+/// would hand orders between threads by wake-ups, each costing tens of µs on a shared core).
+pub fn choose(kind: ThreadingKind, cores_in_mask: usize) -> ThreadingMode {
+    match kind {
+        ThreadingKind::Dedicated => ThreadingMode::Dedicated,
+        ThreadingKind::Shared => ThreadingMode::Shared,
+        ThreadingKind::Auto if cores_in_mask >= DEDICATED_CORES_MIN => ThreadingMode::Dedicated,
+        ThreadingKind::Auto => ThreadingMode::Shared,
+    }
+}
+
+/// Cores in this process's CPU affinity mask (at least 1).
+pub fn cores_in_affinity_mask() -> usize {
+    core_affinity::get_core_ids().map_or(1, |v| v.len().max(1))
+}
+
+/// One thread of the plan: its name, the stages it runs (in duty-cycle order), its core and
+/// its idle strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadPlan {
+    /// Thread name (`ps -L`, `top -H`).
+    pub name: &'static str,
+    /// Stages, in the order the thread runs them.
+    pub stages: Vec<&'static str>,
+    /// Core it is pinned to, if any.
+    pub core: Option<usize>,
+    /// Its idle strategy.
+    pub idle: &'static str,
+}
+
+/// The mode and its threads, for the start-up line and the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Threading {
+    /// The decided mode.
+    pub mode: ThreadingMode,
+    /// What was asked for (`auto`, or the mode itself).
+    pub requested: &'static str,
+    /// Cores in the affinity mask when it was decided.
+    pub cores_in_mask: usize,
+    /// The threads.
+    pub threads: Vec<ThreadPlan>,
+}
+
+/// Name of the shared mode's one thread.
+pub const SHARED_THREAD_NAME: &str = "engine";
+
+/// The thread plan of `mode`: per-stage cores and idle strategies as given for `dedicated`;
+/// for `shared`, the one thread takes the first stage's core that is set and the ingress
+/// stage's idle strategy (a single `--idle`/`--pin` value applies to every stage, so to it).
+pub fn plan(
+    mode: ThreadingMode,
+    requested: ThreadingKind,
+    cores_in_mask: usize,
+    cores: &PerStage<Option<usize>>,
+    idle: &PerStage<IdleMode>,
+) -> Threading {
+    let threads = match mode {
+        ThreadingMode::Dedicated => StageId::ALL
+            .into_iter()
+            .map(|s| ThreadPlan {
+                name: s.as_str(),
+                stages: vec![s.as_str()],
+                core: *cores.get(s),
+                idle: idle.get(s).as_str(),
+            })
+            .collect(),
+        ThreadingMode::Shared => vec![ThreadPlan {
+            name: SHARED_THREAD_NAME,
+            stages: StageId::ALL.into_iter().map(StageId::as_str).collect(),
+            core: StageId::ALL.into_iter().find_map(|s| *cores.get(s)),
+            idle: idle.ingress.as_str(),
+        }],
+    };
+    Threading {
+        mode,
+        requested: requested.as_str(),
+        cores_in_mask,
+        threads,
+    }
+}
+
+impl fmt::Display for Threading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "threading {}", self.mode)?;
+        if self.requested == "auto" {
+            write!(
+                f,
+                " (auto: {} core(s) in the affinity mask, dedicated needs {DEDICATED_CORES_MIN})",
+                self.cores_in_mask
+            )?;
+        }
+        for t in &self.threads {
+            write!(f, "; thread {} runs {} on ", t.name, t.stages.join("→"))?;
+            match t.core {
+                Some(c) => write!(f, "core {c}")?,
+                None => f.write_str("any core")?,
+            }
+            write!(f, ", idle {}", t.idle)?;
+        }
+        Ok(())
+    }
+}
+
+/// The idle strategy of the shared thread, from the per-stage ones (see [`plan`]).
+pub fn shared_idle(idle: &PerStage<IdleMode>) -> IdleMode {
+    idle.ingress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_dedicated_only_with_a_core_per_stage_thread_and_one_for_zeromq() {
+        for cores in 1..DEDICATED_CORES_MIN {
+            assert_eq!(
+                choose(ThreadingKind::Auto, cores),
+                ThreadingMode::Shared,
+                "{cores} cores"
+            );
+        }
+        for cores in [DEDICATED_CORES_MIN, 6, 16, 128] {
+            assert_eq!(
+                choose(ThreadingKind::Auto, cores),
+                ThreadingMode::Dedicated,
+                "{cores} cores"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_mode_is_kept_whatever_the_cores() {
+        for cores in [1, 2, 5, 64] {
+            assert_eq!(
+                choose(ThreadingKind::Dedicated, cores),
+                ThreadingMode::Dedicated
+            );
+            assert_eq!(choose(ThreadingKind::Shared, cores), ThreadingMode::Shared);
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in [
+            ThreadingKind::Auto,
+            ThreadingKind::Dedicated,
+            ThreadingKind::Shared,
+        ] {
+            assert_eq!(k.as_str().parse::<ThreadingKind>(), Ok(k));
+        }
+        assert!("both".parse::<ThreadingKind>().is_err());
+    }
+
+    #[test]
+    fn the_plan_maps_stages_to_threads_and_cores() {
+        let cores = PerStage {
+            ingress: None,
+            risk: Some(3),
+            journal: Some(4),
+            egress: None,
+        };
+        let idle = PerStage::all(IdleMode::Backoff);
+        let d = plan(
+            ThreadingMode::Dedicated,
+            ThreadingKind::Dedicated,
+            8,
+            &cores,
+            &idle,
+        );
+        assert_eq!(d.threads.len(), 4);
+        assert_eq!(d.threads[1].stages, vec!["risk"]);
+        assert_eq!(d.threads[1].core, Some(3));
+        let s = plan(ThreadingMode::Shared, ThreadingKind::Auto, 2, &cores, &idle);
+        assert_eq!(s.threads.len(), 1);
+        assert_eq!(
+            s.threads[0].stages,
+            vec!["ingress", "risk", "journal", "egress"]
+        );
+        assert_eq!(s.threads[0].core, Some(3), "the first core that is set");
+        let line = s.to_string();
+        assert!(line.contains("threading shared (auto: 2 core(s)"), "{line}");
+        assert!(
+            line.contains("ingress→risk→journal→egress on core 3"),
+            "{line}"
+        );
+    }
+}
