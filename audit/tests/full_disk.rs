@@ -33,9 +33,12 @@ fn mount_tmpfs(at: &Path, size: &str) -> Option<Mount> {
     if out.status.success() {
         Some(Mount(at.to_path_buf()))
     } else {
-        eprintln!(
-            "SKIPPED full-disk test: cannot mount tmpfs ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
+        common::skip(
+            "full-disk test",
+            &format!(
+                "cannot mount a tmpfs ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         );
         None
     }

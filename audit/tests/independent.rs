@@ -13,7 +13,10 @@ fn python_verify(dir: &std::path::Path) -> Option<(bool, String)> {
     let out = match Command::new("python3").arg(&script).arg(dir).output() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("SKIPPED independent verifier: python3 not runnable ({e})");
+            common::skip(
+                "independent verifier",
+                &format!("python3 not runnable ({e})"),
+            );
             return None;
         }
     };

@@ -120,9 +120,9 @@ pub enum PaceStep {
 pub fn pace_step(now_ns: u64, t_ns: u64) -> PaceStep {
     match sleep_needed(now_ns, t_ns) {
         0 => PaceStep::Due,
-        left if left > PACE_SLEEP_MIN_NS => {
-            PaceStep::Sleep(Duration::from_nanos(left.saturating_sub(PACE_SLEEP_MARGIN_NS)))
-        }
+        left if left > PACE_SLEEP_MIN_NS => PaceStep::Sleep(Duration::from_nanos(
+            left.saturating_sub(PACE_SLEEP_MARGIN_NS),
+        )),
         _ => PaceStep::Yield,
     }
 }
@@ -436,7 +436,11 @@ mod tests {
             || yields += 1,
         );
         assert_eq!(i, 3, "one clock read per step");
-        assert_eq!(slept, Duration::from_nanos(200_000), "never past the deadline");
+        assert_eq!(
+            slept,
+            Duration::from_nanos(200_000),
+            "never past the deadline"
+        );
         assert_eq!(yields, 1);
     }
 

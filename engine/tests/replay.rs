@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -517,4 +518,46 @@ fn a_checkpoint_key_anchors_the_final_head() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("newest at seq 300"), "{text}");
+}
+
+/// `--risk inline` is the embedded service's checks as a direct call: for the same input and
+/// limits (the example file, with its mix of new orders, cancels and fills and several
+/// rejection reasons, and the built-in limits) the two journals hold the same decisions, in
+/// either threading mode.
+#[test]
+fn inline_and_embedded_risk_give_identical_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.csv");
+    let run = |risk: &str, mode: &str| {
+        let journal = dir.path().join(format!("journal-{risk}-{mode}"));
+        let rep = dir.path().join(format!("{risk}-{mode}.json"));
+        let out = run_with_timeout(
+            replay_cmd_in(mode, &file, &journal, &rep).args(["--risk", risk]),
+            RUN_LIMIT,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        audit_verify(&journal);
+        decisions(&journal)
+            .into_iter()
+            .map(|(seq, d)| (seq, d.input_seq, d.order, d.reason))
+            .collect::<Vec<_>>()
+    };
+    let embedded = run("embedded", "dedicated");
+    let reasons: std::collections::BTreeSet<_> = embedded.iter().map(|d| d.3).collect();
+    assert!(
+        embedded.len() >= 1_000 && reasons.len() >= 3,
+        "a varied flow: {} decisions, reasons {reasons:?}",
+        embedded.len()
+    );
+    for mode in ["dedicated", "shared"] {
+        let inline = run("inline", mode);
+        assert_eq!(inline.len(), embedded.len());
+        for (a, b) in inline.iter().zip(&embedded) {
+            assert_eq!(a, b, "inline ({mode}) and embedded decide alike");
+        }
+    }
 }
