@@ -224,7 +224,14 @@ impl Publisher {
                 self.stats.records += self.count as u64;
             }
             Err(zmq::Error::EAGAIN) => self.stats.dropped_messages += 1,
-            Err(e) => return Err(JournalError::zmq("send", &self.endpoint, e)),
+            Err(e) => {
+                // The batch is dropped, not kept growing: subscribers recover its records by
+                // gap fill from the journal.
+                self.stats.dropped_messages += 1;
+                self.buf.truncate(PUB_BATCH_HEADER_LEN_BYTES);
+                self.count = 0;
+                return Err(JournalError::zmq("send", &self.endpoint, e));
+            }
         }
         self.buf.truncate(PUB_BATCH_HEADER_LEN_BYTES);
         self.count = 0;

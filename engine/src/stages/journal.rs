@@ -541,4 +541,112 @@ mod tests {
         let (log, _) = s.finish();
         assert_eq!(log.records.len(), 3);
     }
+
+    /// Issue 13 item 7: the disk is the source of truth. The live feed's context is terminated
+    /// mid-run (every PUB send then fails with ETERM): the records are still appended, the
+    /// accepted orders still handed on, the stage returns no error, and the failures are
+    /// counted.
+    #[test]
+    fn a_failing_live_feed_does_not_stop_order_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = audit::Writer::open(
+            &dir.path().join("j"),
+            audit::WriterOptions {
+                segment_size_bytes: 1 << 20,
+                ..audit::WriterOptions::default()
+            },
+        )
+        .unwrap();
+        let ctx = zmq::Context::new();
+        let endpoint = format!("ipc://{}", dir.path().join("feed.ipc").display());
+        let publisher = audit::Publisher::bind(&ctx, &endpoint, None).unwrap();
+        let log = AuditLog::new(writer, Some(publisher));
+        let (mut ip, ic) = RingBuffer::new(64);
+        let (op, mut oc) = RingBuffer::new(64);
+        let m = Arc::new(Metrics::default());
+        let mut s = JournalStage::new(
+            log,
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        );
+        for i in 0..8 {
+            ip.push(decided(i, reason_of(i))).unwrap();
+        }
+        assert_eq!(s.do_work().unwrap(), Step::Worked(8), "live feed up");
+        assert_eq!(m.journal.publish_failures.load(Relaxed), 0);
+        // zmq_ctx_term blocks until the publisher's socket closes; meanwhile every operation
+        // on it fails with ETERM.
+        let mut term = ctx.clone();
+        let terminator = std::thread::spawn(move || term.destroy());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for i in 8..20 {
+            ip.push(decided(i, reason_of(i))).unwrap();
+        }
+        assert_eq!(s.do_work().unwrap(), Step::Worked(12), "order flow goes on");
+        assert!(m.journal.publish_failures.load(Relaxed) > 0, "counted");
+        let mut handed = 0;
+        while let Ok(o) = oc.pop() {
+            assert!(o.journal_seq > 0);
+            handed += 1;
+        }
+        assert_eq!(
+            handed,
+            (0..20).filter(|&i| reason_of(i).is_accepted()).count()
+        );
+        drop(ip);
+        assert_eq!(s.do_work().unwrap(), Step::Done);
+        let (log, _) = s.finish();
+        assert_eq!(log.writer.next_seq(), 21, "every record appended");
+        drop(log); // closes the publisher's socket: the context can end
+        terminator.join().unwrap().unwrap();
+    }
+
+    /// Issue 13 item 8: no accepted order is dropped in silence. A full egress ring where room
+    /// was reserved is an invariant violation: an error that stops the engine, with the orders
+    /// kept (they are journaled; the next start re-sends them).
+    #[test]
+    fn no_room_for_accepted_orders_is_an_invariant_error_not_a_drop() {
+        let (mut op, _oc) = RingBuffer::<Outbound>::new(2);
+        op.push(Outbound::default()).unwrap();
+        op.push(Outbound::default()).unwrap();
+        let mut accepted = vec![
+            Outbound {
+                input_seq: 7,
+                ..Outbound::default()
+            };
+            3
+        ];
+        let e = hand_on(&mut op, &mut accepted).unwrap_err();
+        assert!(matches!(e, StageError::Invariant(_)), "{e}");
+        assert!(e.to_string().contains("input_seq 7"), "{e}");
+        assert_eq!(accepted.len(), 3, "nothing dropped");
+    }
+
+    /// One decision per order, in order: a gap in input_seq stops the stage with an
+    /// invariant error after journaling what came before it.
+    #[test]
+    fn a_gap_in_input_seq_is_an_invariant_error() {
+        let (mut ip, ic) = RingBuffer::new(16);
+        let (op, _oc) = RingBuffer::new(16);
+        let mut s = JournalStage::new(
+            MemLog::default(),
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::new(Metrics::default()),
+            Recorder::new(0, false),
+        );
+        ip.push(decided(0, Reason::Accepted)).unwrap();
+        ip.push(decided(1, Reason::Accepted)).unwrap();
+        ip.push(decided(3, Reason::Accepted)).unwrap();
+        let e = s.do_work().unwrap_err();
+        assert!(e.to_string().contains("input_seq 3 where 2 was due"), "{e}");
+        let (log, _) = s.finish();
+        assert_eq!(log.records.len(), 2, "the two before the gap are journaled");
+    }
 }
