@@ -85,6 +85,65 @@ fn parse_rate(s: &str) -> anyhow::Result<Option<u64>> {
     }
 }
 
+/// Nanoseconds per second.
+const NS_PER_S: u128 = 1_000_000_000;
+/// A scheduled wait longer than this sleeps; a shorter one yields until the order is due.
+const PACE_SLEEP_MIN_NS: u64 = 200_000;
+/// A sleep ends this long before the order is due (the kernel wakes late, not early).
+const PACE_SLEEP_MARGIN_NS: u64 = 100_000;
+
+/// When order `k` of an open-loop run at `per_s` orders per second is due: `t0 + k × 1e9 /
+/// per_s` (exact, no drift from rounding each step; saturates instead of wrapping).
+pub fn scheduled_ns(t0_ns: u64, k: u64, per_s: u64) -> u64 {
+    let offset = u128::from(k) * NS_PER_S / u128::from(per_s.max(1));
+    t0_ns.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+}
+
+/// Nanoseconds still to wait at `now_ns` for a deadline `t_ns`; 0 once it has come or passed.
+/// Never wraps: the clock may pass the deadline at any moment.
+pub fn sleep_needed(now_ns: u64, t_ns: u64) -> u64 {
+    t_ns.saturating_sub(now_ns)
+}
+
+/// One step of the wait for a scheduled order, decided from a single clock read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceStep {
+    /// The order is due: send it.
+    Due,
+    /// Far from due: sleep this long (a margin before the deadline).
+    Sleep(Duration),
+    /// Near: yield the core and look again.
+    Yield,
+}
+
+/// What to do at `now_ns` while waiting for `t_ns`.
+pub fn pace_step(now_ns: u64, t_ns: u64) -> PaceStep {
+    match sleep_needed(now_ns, t_ns) {
+        0 => PaceStep::Due,
+        left if left > PACE_SLEEP_MIN_NS => {
+            PaceStep::Sleep(Duration::from_nanos(left.saturating_sub(PACE_SLEEP_MARGIN_NS)))
+        }
+        _ => PaceStep::Yield,
+    }
+}
+
+/// Waits until `now()` reaches `t_ns`, reading the clock once per step (a comparison and a
+/// subtraction on two different reads is how the old loop wrapped and slept for centuries).
+pub fn wait_until(
+    t_ns: u64,
+    mut now: impl FnMut() -> u64,
+    mut sleep: impl FnMut(Duration),
+    mut yield_now: impl FnMut(),
+) {
+    loop {
+        match pace_step(now(), t_ns) {
+            PaceStep::Due => return,
+            PaceStep::Sleep(d) => sleep(d),
+            PaceStep::Yield => yield_now(),
+        }
+    }
+}
+
 fn risk_json(o: &Order) -> String {
     format!(
         r#"{{"symbol":"{}","quantity":{},"price":{},"account":{},"order_id":{},"side":"{}","kind":"{}"}}"#,
@@ -206,15 +265,13 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
         let t_sched = match rate {
             None => clock.now_ns(),
             Some(per_s) => {
-                let t = t0 + (k as u128 * 1_000_000_000 / per_s as u128) as u64;
-                while clock.now_ns() < t {
-                    let left = t - clock.now_ns();
-                    if left > 200_000 {
-                        std::thread::sleep(Duration::from_nanos(left - 100_000));
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
+                let t = scheduled_ns(t0, k as u64, per_s);
+                wait_until(
+                    t,
+                    || clock.now_ns(),
+                    std::thread::sleep,
+                    std::thread::yield_now,
+                );
                 t
             }
         };
@@ -342,6 +399,54 @@ mod tests {
             risk_json(&o),
             r#"{"symbol":"AAPL","quantity":100,"price":185.25,"account":3,"order_id":9,"side":"SELL","kind":"new"}"#
         );
+    }
+
+    #[test]
+    fn a_deadline_already_passed_needs_no_sleep() {
+        // The old arithmetic (`t - now`) wraps here to ~584 years.
+        assert_eq!(sleep_needed(1_000_001, 1_000_000), 0);
+        assert_eq!(sleep_needed(u64::MAX, 0), 0);
+        assert_eq!(sleep_needed(1_000_000, 1_000_000), 0);
+        assert_eq!(sleep_needed(999_000, 1_000_000), 1_000);
+        assert_eq!(pace_step(1_000_001, 1_000_000), PaceStep::Due);
+        assert_eq!(pace_step(999_999, 1_000_000), PaceStep::Yield);
+        assert_eq!(
+            pace_step(0, 1_000_000),
+            PaceStep::Sleep(Duration::from_nanos(900_000))
+        );
+    }
+
+    #[test]
+    fn the_clock_passing_the_deadline_between_steps_ends_the_wait() {
+        // A clock that is 1 ns early at one read and 5 µs late at the next: the race that made
+        // `bench baseline --rate N` sleep for ever (check on one read, subtract on another).
+        let t = 10_000_000u64;
+        let reads = [t - 300_000, t - 1, t + 5_000];
+        let mut i = 0;
+        let mut slept = Duration::ZERO;
+        let mut yields = 0;
+        wait_until(
+            t,
+            || {
+                let v = reads[i.min(reads.len() - 1)];
+                i += 1;
+                v
+            },
+            |d| slept += d,
+            || yields += 1,
+        );
+        assert_eq!(i, 3, "one clock read per step");
+        assert_eq!(slept, Duration::from_nanos(200_000), "never past the deadline");
+        assert_eq!(yields, 1);
+    }
+
+    #[test]
+    fn schedule_is_exact_and_saturates() {
+        assert_eq!(scheduled_ns(5, 0, 10_000), 5);
+        assert_eq!(scheduled_ns(5, 3, 10_000), 300_005);
+        assert_eq!(scheduled_ns(0, 3, 3), 1_000_000_000);
+        assert_eq!(scheduled_ns(u64::MAX - 1, 10, 1), u64::MAX);
+        assert_eq!(scheduled_ns(0, u64::MAX, 1), u64::MAX);
     }
 
     #[test]
