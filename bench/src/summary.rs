@@ -82,7 +82,25 @@ struct Row {
     threading: Option<String>,
 }
 
+/// Below this share of its rate, a fixed-rate run did not keep up: its latency is mostly the
+/// queue it built, and a ratio to it flatters whoever is compared with it.
+const KEPT_UP_SHARE_MIN: f64 = 0.95;
+
 impl Row {
+    /// `Some(note)` when a fixed-rate run fell behind its rate.
+    fn fell_behind(&self) -> Option<String> {
+        match self.rate {
+            RateClass::Fixed(n) if self.report.throughput_per_s < KEPT_UP_SHARE_MIN * n as f64 => {
+                Some(format!(
+                    "fell behind: {} of {}",
+                    fmt_rate(self.report.throughput_per_s),
+                    fmt_rate(n as f64)
+                ))
+            }
+            _ => None,
+        }
+    }
+
     fn threading_label(&self) -> String {
         let chosen = self.report.threading_mode();
         match (&self.threading, chosen) {
@@ -257,10 +275,11 @@ fn verdict(t: &Target, rows: &[Row]) -> Verdict {
             };
             let b = t.figure.of(&base.report);
             let ratio = if b > 0.0 { v / b } else { f64::INFINITY };
-            (
-                ratio <= k,
-                format!("{shown} = {ratio:.2}× {} {}", base.name, t.figure.fmt(b)),
-            )
+            let mut text = format!("{shown} = {ratio:.2}× {} {}", base.name, t.figure.fmt(b));
+            if base.fell_behind().is_some() {
+                text.push_str(" (the baseline fell behind its rate)");
+            }
+            (ratio <= k, text)
         }
         Bound::AtLeastOf(other, k) => {
             let Some(o) = find(rows, other) else {
@@ -337,7 +356,7 @@ pub fn summarize(dir: &std::path::Path) -> anyhow::Result<String> {
         );
         let _ = writeln!(
             out,
-            "{:<w$} {:<18}{:>9}{:>11}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}",
+            "{:<w$} {:<18}{:>9}{:>11}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}  note",
             "scenario",
             "threading",
             "orders",
@@ -370,7 +389,7 @@ pub fn summarize(dir: &std::path::Path) -> anyhow::Result<String> {
             };
             let _ = writeln!(
                 out,
-                "{:<w$} {:<18}{:>9}{:>11.0}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12}{:>12}",
+                "{:<w$} {:<18}{:>9}{:>11.0}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>12}{:>12}  {}",
                 r.name,
                 r.threading_label(),
                 r.report.orders,
@@ -380,7 +399,10 @@ pub fn summarize(dir: &std::path::Path) -> anyhow::Result<String> {
                 l.p999,
                 l.max,
                 r50,
-                r99
+                r99,
+                r.fell_behind()
+                    .map(|n| format!("{n}: latency is its queue"))
+                    .unwrap_or_default()
             );
         }
         out.push('\n');
@@ -630,6 +652,26 @@ mod tests {
         assert!(t.contains("no data (inline-100k-auto missing"), "{t}");
         let t = line(&s, "inline-max-auto");
         assert!(t.contains("no data"), "{t}");
+    }
+
+    #[test]
+    fn a_fixed_rate_run_that_fell_behind_is_marked_and_so_is_a_ratio_to_it() {
+        let d = run_dir();
+        write(
+            d.path(),
+            "baseline-10k",
+            "rate 10000/s",
+            6_000.0,
+            80.0,
+            120.0,
+            true,
+        );
+        let s = summarize(d.path()).unwrap();
+        let row = line(&s, "baseline-10k ");
+        assert!(row.contains("fell behind: 6.0 k/s of 10.0 k/s"), "{row}");
+        assert!(!line(&s, "tcp-10k-auto ").contains("fell behind"));
+        let t = line(&s, "tcp-10k-auto p50");
+        assert!(t.contains("the baseline fell behind its rate"), "{t}");
     }
 
     #[test]
