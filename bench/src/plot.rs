@@ -78,7 +78,12 @@ const OURS_COLOURS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 /// Colours for baselines.
-const BASELINE_COLOURS: [RGBColor; 2] = [RGBColor(214, 39, 40), RGBColor(255, 127, 14)];
+const BASELINE_COLOURS: [RGBColor; 4] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 20, 30),
+    RGBColor(250, 170, 110),
+];
 
 /// Arguments of `bench plot`.
 #[derive(Debug, Clone, clap::Args)]
