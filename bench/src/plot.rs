@@ -18,9 +18,9 @@
 //!   with markers, since they are only five points). Baselines are drawn in red/orange. The
 //!   threading modes of one scenario (`tcp-10k-auto`, `tcp-10k-dedicated`) share a colour, side
 //!   by side: `dedicated` dashed, the others solid. A `--rate max` curve is labelled
-//!   `[queueing]`: every order is due at the start, so its latency is mostly the wait behind the
-//!   orders before it. The legend has a panel of its own, right of the chart, so that it never
-//!   covers a curve.
+//!   `[queueing]`: an order is stamped when it enters the pipeline and then waits behind the
+//!   orders filling the rings, so its latency is mostly that wait. The legend has a panel of its
+//!   own, right of the chart, so that it never covers a curve.
 //! - `throughput.{png,svg}`: one horizontal bar per scenario (orders/s), grouped by rate (fixed
 //!   rates, then `--rate max`), each baseline directly below the scenarios it is compared with.
 //!   Only `--rate max` bars carry the ratio ours / baseline: at a fixed rate every scenario that

@@ -14,8 +14,9 @@
 //!   a ratio to the baseline at the same rate. No throughput ratio: at a fixed rate every
 //!   scenario that keeps up runs at that rate, so the ratio says nothing.
 //! - **`--rate max`**: throughput, with the ratio to the baseline at max; the latency columns
-//!   are labelled queueing, since every order is due at the start and the figure is mostly the
-//!   wait behind the orders before it.
+//!   are labelled queueing: an order is stamped when it enters the pipeline and then waits
+//!   behind the orders filling the rings, so the figure is mostly that wait (the baseline, one
+//!   order at a time, has no queue: its max-rate latency is one order's).
 //! - **targets** ([`TARGETS`]): each with the scenario it reads, the measured figure (ratios
 //!   within this run) and `met` / `NOT MET` / `no data`.
 
@@ -422,7 +423,8 @@ pub fn summarize(dir: &std::path::Path) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "--rate max (and other schedules): throughput; the latency columns are QUEUEING, not \
-             per-order latency (every order is due at the start and waits behind the ones before it)"
+             per-order latency (an order is stamped as it enters and waits behind the orders \
+             filling the rings; the baseline, one order at a time, has no queue)"
         );
         let _ = writeln!(
             out,
