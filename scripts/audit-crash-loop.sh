@@ -5,15 +5,25 @@
 # the writer reported as appended must still be there.
 #
 # Usage: scripts/audit-crash-loop.sh [KILLS] [DURABILITY]     (defaults: 200, none)
-#        AUDIT_BIN=path/to/audit scripts/audit-crash-loop.sh   (default: build target/release/audit)
+#        AUDIT_BIN=path/to/audit scripts/audit-crash-loop.sh   (default: `cargo build --release
+#        -p audit --bin audit`, found in cargo's target directory, CARGO_TARGET_DIR respected)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/cargo-bins.sh
+. scripts/cargo-bins.sh
 
 kills=${1:-200}
 durability=${2:-none}
-bin=${AUDIT_BIN:-target/release/audit}
+if [ -n "${AUDIT_BIN:-}" ]; then
+  bin=$AUDIT_BIN
+else
+  echo "==> building the audit binary (cargo build --release -p audit --bin audit)"
+  cargo_release_bins -p audit --bin audit
+  bin=$BIN/audit
+fi
 if [ ! -x "$bin" ]; then
-  cargo build --release -p audit --bin audit
+  echo "audit-crash-loop.sh: $bin is not an executable" >&2
+  exit 1
 fi
 
 work=$(mktemp -d)
@@ -23,14 +33,21 @@ reported=0
 
 for i in $(seq 1 "$kills"); do
   "$bin" append-test "$journal" --count 1000000000 --vary --payload-bytes 200 \
-    --segment-size-bytes 65536 --durability "$durability" >"$work/out" 2>/dev/null &
+    --segment-size-bytes 65536 --durability "$durability" >"$work/out" 2>"$work/err" &
   pid=$!
   # Opening verifies the whole journal first (time grows with its size): wait (at most 30 s)
   # for the first append, so that every kill lands mid-stream.
   for _ in $(seq 300); do grep -qE '^[0-9]+$' "$work/out" && break; sleep 0.1; done
   # 2..200 ms of appending, then SIGKILL.
   sleep "0.$(printf '%03d' $((RANDOM % 199 + 2)))"
-  kill -9 "$pid"
+  if ! kill -9 "$pid" 2>/dev/null; then
+    # It ended before the kill: that is a failure of the writer, not of the loop.
+    status=0
+    wait "$pid" || status=$?
+    echo "FAILED at kill $i: $bin append-test exited by itself (status $status) before the kill" >&2
+    cat "$work/out" "$work/err" >&2
+    exit 1
+  fi
   wait "$pid" 2>/dev/null || true
   # The last complete line is the last seq reported as appended (a cut-off line is smaller).
   last=$(grep -E '^[0-9]+$' "$work/out" | tail -n 1 || true)

@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 case "$N" in ''|*[!0-9]*) echo "chaos.sh: N must be a number of kills" >&2; exit 2 ;; esac
+# Compile first, visibly (the runs below filter their output down to the summary lines).
+echo "==> building the fault tests (cargo test -p engine --test chaos --test risk_faults --no-run)"
+cargo test -p engine --test chaos --test risk_faults --no-run
 echo "==> engine kill -9 loop: $N kills"
 CHAOS_KILLS=$N cargo test -p engine --test chaos -- --nocapture 2>&1 | grep -E "chaos:|test result|panicked"
 echo "==> journal writer crash loop: $N kills"

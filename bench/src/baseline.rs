@@ -6,13 +6,21 @@
 //!    on a REQ socket; wait at most the timeout (100 ms) for the reply; `OK` accepts, anything
 //!    else (or a timeout) rejects. After a timeout the REQ socket is closed and reopened (it
 //!    cannot send again before it receives);
-//! 2. PUSH an accepted order downstream (as JSON);
-//! 3. PUBlish an audit event (JSON with the `order_id`) carrying its own SHA-256, with no chain
-//!    and no journal.
+//! 2. PUSH an accepted order downstream (`--out`, connects), one message per order: the order's
+//!    JSON (the request's keys) with an `input_seq` key, its index in the file, so that `bench
+//!    sink` counts it and checks for duplicates, gaps and order;
+//! 3. PUBlish an audit event (`--audit-pub`, binds) for every order: a two-part message, the
+//!    event's JSON (`order_id`, symbol, verdict, reason) and its own hex SHA-256, with no chain
+//!    and no journal (`bench sink --audit-sub` checks the digests).
 //!
 //! One synchronous round trip per order caps throughput at 1/RTT: that is the point of the
-//! comparison. Latency is measured like the engine's (from the scheduled send time, so the
-//! figures compare), and the report has the engine's JSON keys plus `"baseline": true`.
+//! comparison. `--rate N` runs open loop like the engine's replay: order k is due at
+//! `t0 + k / N`, and latency is measured from that scheduled time (no coordinated omission) to
+//! the moment the PUSH of the order returned (a rejected order: to its verdict), so the figures
+//! compare with the engine's (scheduled arrival → PUSH). The PUB comes after and is not in the
+//! latency, but its time delays the next orders, which the schedule shows. `--rate max` sends
+//! each order as soon as the previous one is done. The report has the engine's JSON keys plus
+//! `"baseline": true` and `"audit_events"`.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -43,13 +51,16 @@ pub struct BaselineArgs {
     /// Risk service endpoint (a `risk-server`, which answers the source design's JSON).
     #[arg(long)]
     pub risk: String,
-    /// Downstream PUSH endpoint for accepted orders (connects), or `none`.
+    /// Downstream PUSH endpoint for accepted orders (connects), or `none`: one message per
+    /// order, its JSON with an `input_seq` key (what `bench sink` counts).
     #[arg(long, default_value = "none")]
     pub out: String,
-    /// PUB endpoint for audit events (binds), or `none`.
+    /// PUB endpoint for the audit events, one per order (binds), or `none`: two parts, the
+    /// event's JSON and its hex SHA-256 (`bench sink --audit-sub` checks them).
     #[arg(long, default_value = "none")]
     pub audit_pub: String,
-    /// Orders per second (open loop), or `max`.
+    /// Orders per second (open loop: latency counts from each order's scheduled time), or
+    /// `max` (each order as soon as the previous one is done).
     #[arg(long, default_value = "max")]
     pub rate: String,
     /// Risk reply timeout in milliseconds.
@@ -157,6 +168,12 @@ fn risk_json(o: &Order) -> String {
     )
 }
 
+/// What `--out` receives for an accepted order: the request's JSON with `input_seq` first.
+fn pushed_json(input_seq: u64, request: &str) -> String {
+    let keys = request.strip_prefix('{').unwrap_or(request);
+    format!(r#"{{"input_seq":{input_seq},{keys}"#)
+}
+
 struct RiskReq {
     ctx: zmq::Context,
     endpoint: String,
@@ -257,7 +274,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     let mut accepted_set = LatencySet::new();
     let mut rejected_set = LatencySet::new();
     let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut accepted, mut undeliverable) = (0u64, 0u64);
+    let (mut accepted, mut undeliverable, mut audit_events) = (0u64, 0u64, 0u64);
     let t0 = clock.now_ns();
     let mut last_end = t0;
     for k in 0..n {
@@ -279,16 +296,21 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
         let request = risk_json(&order);
         let reason = risk.check(&request, args.timeout_ms)?;
         let t_decided = clock.now_ns();
-        if reason.is_accepted() {
+        let t_end = if reason.is_accepted() {
             accepted += 1;
             if let Some(push) = &push {
-                if push.send(request.as_bytes(), 0).is_err() {
+                if push
+                    .send(pushed_json(k as u64, &request).as_bytes(), 0)
+                    .is_err()
+                {
                     undeliverable += 1;
                 }
             }
+            clock.now_ns()
         } else {
             *by_reason.entry(reason.as_str().to_owned()).or_default() += 1;
-        }
+            t_decided
+        };
         if let Some(publisher) = &publisher {
             let event = format!(
                 r#"{{"order_id":{},"symbol":"{}","verdict":"{}","reason":"{}"}}"#,
@@ -305,9 +327,9 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
             publisher
                 .send_multipart([event.as_bytes(), digest.as_bytes()], 0)
                 .context("PUB send")?;
+            audit_events += 1;
         }
-        let t_end = clock.now_ns();
-        last_end = t_end;
+        last_end = clock.now_ns();
         if (k as u64) >= args.warmup {
             let set = if reason.is_accepted() {
                 &mut accepted_set
@@ -359,6 +381,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
         let mut value = serde_json::to_value(&report).context("report to JSON")?;
         if let Some(map) = value.as_object_mut() {
             map.insert("baseline".into(), serde_json::Value::Bool(true));
+            map.insert("audit_events".into(), audit_events.into());
         }
         let text = serde_json::to_string_pretty(&value).context("report to JSON")?;
         std::fs::write(path, text + "\n")
@@ -399,6 +422,14 @@ mod tests {
             risk_json(&o),
             r#"{"symbol":"AAPL","quantity":100,"price":185.25,"account":3,"order_id":9,"side":"SELL","kind":"new"}"#
         );
+    }
+
+    #[test]
+    fn the_push_is_the_order_with_its_input_seq() {
+        let pushed = pushed_json(41, r#"{"symbol":"AAPL","quantity":100}"#);
+        assert_eq!(pushed, r#"{"input_seq":41,"symbol":"AAPL","quantity":100}"#);
+        let v: serde_json::Value = serde_json::from_str(&pushed).expect("JSON");
+        assert_eq!(v["input_seq"], 41);
     }
 
     #[test]

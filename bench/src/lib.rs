@@ -5,6 +5,7 @@
 //! - [`plot`]: `bench plot`, pictures from a results directory.
 //! - [`sink`]: `bench sink`, the engine's downstream end for tests and benchmarks.
 //! - [`baseline`]: `bench baseline`, the source design (one JSON REQ per order) for comparison.
+//! - [`summary`]: `bench summary`, a results directory as text, the targets checked.
 //! - [`limits`]: the named limits of these tools.
 //!
 //! Each subcommand module has a clap `*Args` struct and a `run(args) -> anyhow::Result<ExitCode>`
@@ -17,3 +18,4 @@ pub mod gen;
 pub mod limits;
 pub mod plot;
 pub mod sink;
+pub mod summary;

@@ -31,6 +31,9 @@ enum Command {
     /// Replay an order file the way the source design does (one synchronous JSON risk request
     /// per order, PUSH, PUB with a per-message SHA-256, no journal), for comparison.
     Baseline(bench::baseline::BaselineArgs),
+    /// Print a results directory (as `scripts/bench.sh` writes it) as text: the scenarios side
+    /// by side, and each benchmark target met or not.
+    Summary(bench::summary::SummaryArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => bench::plot::run(args),
         Command::Sink(args) => bench::sink::run(args),
         Command::Baseline(args) => bench::baseline::run(args),
+        Command::Summary(args) => bench::summary::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,8 +3,9 @@
 //! Input, one scenario per file stem:
 //! - `<scenario>.json`: a replay report. Keys read: `orders`, `accepted`, `rejected`,
 //!   `elapsed_s`, `throughput_per_s`, `latency_us` {`p50`, `p90`, `p99`, `p999`, `p9999`, `max`,
-//!   `mean`}, and `baseline` (optional, `true` for the seed-design baseline). Other keys
-//!   (`journal`, …) are ignored. A JSON file without `throughput_per_s` is not a replay report and
+//!   `mean`}, and the optional `baseline` (`true` for the seed-design baseline), `schedule`
+//!   (`rate max`, `rate 10000/s`; absent counts as `rate max`) and `threading` (`{"mode": …}`).
+//!   Other keys (`journal`, …) are ignored. A JSON file without `throughput_per_s` is not a replay report and
 //!   is skipped with a note on stderr; a file that is not JSON at all is an error.
 //! - `<scenario>.hgrm`: HdrHistogram's standard percentile-distribution text (columns `Value`,
 //!   `Percentile`, `TotalCount`, `1/(1-Percentile)`; `#[Mean …]`, `#[Max …]` footer lines), with
@@ -14,9 +15,16 @@
 //! - `latency.{png,svg}`: one percentile curve per scenario on HdrHistogram's usual axis:
 //!   x = 1/(1-p) on a log scale from 50 % to 99.999 %, y = latency in µs (log scale). The curve
 //!   comes from the `.hgrm` when there is one, else from the report's five percentiles (drawn
-//!   with markers, since they are only five points). Baselines are drawn in red/orange.
-//! - `throughput.{png,svg}`: one horizontal bar per scenario (orders/s), each baseline directly
-//!   below the scenarios it is compared with, and the ratio ours / baseline printed on our bars.
+//!   with markers, since they are only five points). Baselines are drawn in red/orange. The
+//!   threading modes of one scenario (`tcp-10k-auto`, `tcp-10k-dedicated`) share a colour, side
+//!   by side: `dedicated` dashed, the others solid. A `--rate max` curve is labelled
+//!   `[queueing]`: an order is stamped when it enters the pipeline and then waits behind the
+//!   orders filling the rings, so its latency is mostly that wait. The legend has a panel of its
+//!   own, right of the chart, so that it never covers a curve.
+//! - `throughput.{png,svg}`: one horizontal bar per scenario (orders/s), grouped by rate (fixed
+//!   rates, then `--rate max`), each baseline directly below the scenarios it is compared with.
+//!   Only `--rate max` bars carry the ratio ours / baseline: at a fixed rate every scenario that
+//!   keeps up runs at that rate, so such bars say `fixed rate` instead.
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (crate `dejavu`), so plots render the
 //! same on a fresh machine without system fonts.
@@ -38,6 +46,10 @@ use serde::Deserialize;
 
 /// Width of every picture, in pixels.
 const PLOT_WIDTH_PX: u32 = 1280;
+/// Width of the latency picture's legend panel (right of the chart), in pixels.
+const LEGEND_WIDTH_PX: u32 = 520;
+/// Height of one legend row, in pixels.
+const LEGEND_ROW_PX: i32 = 24;
 /// Height of the latency picture, in pixels.
 const LATENCY_HEIGHT_PX: u32 = 760;
 /// Height of the throughput picture without bars (title, axis, margins), in pixels.
@@ -66,7 +78,12 @@ const OURS_COLOURS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 /// Colours for baselines.
-const BASELINE_COLOURS: [RGBColor; 2] = [RGBColor(214, 39, 40), RGBColor(255, 127, 14)];
+const BASELINE_COLOURS: [RGBColor; 4] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 20, 30),
+    RGBColor(250, 170, 110),
+];
 
 /// Arguments of `bench plot`.
 #[derive(Debug, Clone, clap::Args)]
@@ -180,6 +197,28 @@ pub struct Report {
     /// Whether this is the seed-design baseline.
     #[serde(default)]
     pub baseline: bool,
+    /// The schedule (`rate max`, `rate 10000/s`, `pace recorded:10`), when the report says.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The engine's thread map (`{"mode": "shared", …}`), when the report has one.
+    #[serde(default)]
+    pub threading: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// How the orders were spaced (no `schedule`: `--rate max`, as in older reports).
+    pub fn rate_class(&self) -> crate::summary::RateClass {
+        crate::summary::RateClass::of(self.schedule.as_deref())
+    }
+
+    /// The threading mode the engine ran in, when the report says (`threading.mode`, or
+    /// `threading` itself when it is a string).
+    pub fn threading_mode(&self) -> Option<&str> {
+        match self.threading.as_ref()? {
+            serde_json::Value::String(s) => Some(s),
+            v => v.get("mode")?.as_str(),
+        }
+    }
 }
 
 /// One row of a percentile distribution.
@@ -264,7 +303,7 @@ pub fn plot_dir(results_dir: &Path, out_dir: &Path) -> Result<Written, PlotError
 
     let curves = latency_curves(&scenarios);
     if !curves.is_empty() {
-        let size = (PLOT_WIDTH_PX, LATENCY_HEIGHT_PX);
+        let size = (PLOT_WIDTH_PX + LEGEND_WIDTH_PX, LATENCY_HEIGHT_PX);
         let png = out_dir.join("latency.png");
         draw_png(&png, size, |root| {
             draw_latency(root, &curves).map_err(|e| e.to_string())
@@ -505,6 +544,10 @@ pub fn parse_hgrm(path: &Path, text: &str) -> Result<PercentileDistribution, Plo
 struct Curve {
     label: String,
     baseline: bool,
+    /// Scenario name without its threading mode: curves of one group share a colour.
+    group: String,
+    /// Drawn dashed (`dedicated`).
+    dashed: bool,
     /// From the report's five percentiles rather than a full distribution.
     sparse: bool,
     points: Vec<(f64, f64)>,
@@ -572,6 +615,10 @@ fn latency_curves(scenarios: &[Scenario]) -> Vec<Curve> {
         if s.is_baseline() && !s.name.to_ascii_lowercase().contains("baseline") {
             label.push_str(" [baseline]");
         }
+        if s.report.as_ref().is_some_and(|r| r.rate_class().is_max()) {
+            label.push_str(" [queueing]");
+        }
+        let (group, mode) = split_threading(&s.name);
         let mut facts = Vec::new();
         if let Some(p99) = p99 {
             facts.push(format!("p99 {}", fmt_us(p99)));
@@ -588,6 +635,8 @@ fn latency_curves(scenarios: &[Scenario]) -> Vec<Curve> {
         curves.push(Curve {
             label,
             baseline: s.is_baseline(),
+            group: group.to_owned(),
+            dashed: mode == Some("dedicated"),
             sparse,
             points,
         });
@@ -595,11 +644,23 @@ fn latency_curves(scenarios: &[Scenario]) -> Vec<Curve> {
     curves
 }
 
+/// `tcp-10k-dedicated` → (`tcp-10k`, Some(`dedicated`)); a name without a mode is its own group.
+fn split_threading(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once('-') {
+        Some((group, mode)) if ["auto", "dedicated", "shared"].contains(&mode) => {
+            (group, Some(mode))
+        }
+        _ => (name, None),
+    }
+}
+
 /// One throughput bar.
 #[derive(Debug, Clone)]
 struct Bar {
     name: String,
     baseline: bool,
+    /// At a fixed rate (no ratio: it runs at that rate if it keeps up).
+    fixed_rate: bool,
     per_s: f64,
     /// Ours / baseline, when there is a baseline to compare with.
     ratio: Option<(f64, String)>,
@@ -613,8 +674,11 @@ fn pairing_key(name: &str) -> String {
         .join("-")
 }
 
-/// Bars in drawing order (top to bottom): for each pairing key, our scenarios then the
-/// baselines with that key; baselines paired with none of ours come first.
+/// Bars in drawing order (top to bottom), by rate class (fixed rates from the lowest, then
+/// `--rate max`, then other schedules): for each pairing key, our scenarios then the baselines
+/// with that key; then the class's baselines paired with none of ours. A `--rate max` bar is
+/// compared with its paired baseline, else with the only `--rate max` baseline; a fixed-rate
+/// bar with none.
 fn throughput_bars(scenarios: &[Scenario]) -> Vec<Bar> {
     let with_report: Vec<(&Scenario, &Report)> = scenarios
         .iter()
@@ -625,55 +689,69 @@ fn throughput_bars(scenarios: &[Scenario]) -> Vec<Bar> {
         .copied()
         .filter(|(s, _)| s.is_baseline())
         .collect();
-    let ours: Vec<(&Scenario, &Report)> = with_report
+    let max_baselines: Vec<(&Scenario, &Report)> = baselines
         .iter()
         .copied()
-        .filter(|(s, _)| !s.is_baseline())
+        .filter(|(_, r)| r.rate_class().is_max())
         .collect();
-    let only_baseline = (baselines.len() == 1).then(|| baselines[0]);
+    let only_max_baseline = (max_baselines.len() == 1).then(|| max_baselines[0]);
+    let mut classes: Vec<crate::summary::RateClass> =
+        with_report.iter().map(|(_, r)| r.rate_class()).collect();
+    classes.sort();
+    classes.dedup();
 
+    let bar = |s: &Scenario, r: &Report, ratio| Bar {
+        name: s.name.clone(),
+        baseline: s.is_baseline(),
+        fixed_rate: matches!(r.rate_class(), crate::summary::RateClass::Fixed(_)),
+        per_s: r.throughput_per_s,
+        ratio,
+    };
     let mut bars = Vec::new();
     let mut placed = vec![false; baselines.len()];
-    // Baselines whose key matches none of ours: on top.
-    for (i, (b, r)) in baselines.iter().enumerate() {
-        let key = pairing_key(&b.name);
-        if !ours.iter().any(|(o, _)| pairing_key(&o.name) == key) {
-            bars.push(Bar {
-                name: b.name.clone(),
-                baseline: true,
-                per_s: r.throughput_per_s,
-                ratio: None,
-            });
-            placed[i] = true;
-        }
-    }
-    let mut keys: Vec<String> = ours.iter().map(|(o, _)| pairing_key(&o.name)).collect();
-    keys.dedup();
-    for key in keys {
-        let paired: Vec<usize> = (0..baselines.len())
-            .filter(|&i| !placed[i] && pairing_key(&baselines[i].0.name) == key)
+    for class in classes {
+        let ours: Vec<(&Scenario, &Report)> = with_report
+            .iter()
+            .copied()
+            .filter(|(s, r)| !s.is_baseline() && r.rate_class() == class)
             .collect();
-        let reference = paired.first().map(|&i| baselines[i]).or(only_baseline);
-        for (o, r) in ours.iter().filter(|(o, _)| pairing_key(&o.name) == key) {
-            let ratio = reference
-                .filter(|(_, br)| br.throughput_per_s > 0.0)
-                .map(|(b, br)| (r.throughput_per_s / br.throughput_per_s, b.name.clone()));
-            bars.push(Bar {
-                name: o.name.clone(),
-                baseline: false,
-                per_s: r.throughput_per_s,
-                ratio,
-            });
+        let mut keys: Vec<String> = Vec::new();
+        for (o, _) in &ours {
+            let k = pairing_key(&o.name);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
         }
-        for i in paired {
-            let (b, r) = baselines[i];
-            bars.push(Bar {
-                name: b.name.clone(),
-                baseline: true,
-                per_s: r.throughput_per_s,
-                ratio: None,
-            });
-            placed[i] = true;
+        for key in keys {
+            let paired: Vec<usize> = (0..baselines.len())
+                .filter(|&i| {
+                    !placed[i]
+                        && baselines[i].1.rate_class() == class
+                        && pairing_key(&baselines[i].0.name) == key
+                })
+                .collect();
+            let reference = if class.is_max() {
+                paired.first().map(|&i| baselines[i]).or(only_max_baseline)
+            } else {
+                None
+            };
+            for (o, r) in ours.iter().filter(|(o, _)| pairing_key(&o.name) == key) {
+                let ratio = reference
+                    .filter(|(_, br)| br.throughput_per_s > 0.0)
+                    .map(|(b, br)| (r.throughput_per_s / br.throughput_per_s, b.name.clone()));
+                bars.push(bar(o, r, ratio));
+            }
+            for i in paired {
+                let (b, r) = baselines[i];
+                bars.push(bar(b, r, None));
+                placed[i] = true;
+            }
+        }
+        for (i, (b, r)) in baselines.iter().enumerate() {
+            if !placed[i] && r.rate_class() == class {
+                bars.push(bar(b, r, None));
+                placed[i] = true;
+            }
         }
     }
     bars
@@ -845,11 +923,38 @@ fn colour(index: usize, baseline: bool) -> RGBColor {
     }
 }
 
+/// Colours of the curves, in order: ours by group (the threading modes of one scenario share
+/// one), baselines by their own index.
+fn curve_colours(curves: &[Curve]) -> Vec<RGBColor> {
+    let mut groups: Vec<&str> = Vec::new();
+    let mut base_i = 0usize;
+    curves
+        .iter()
+        .map(|c| {
+            if c.baseline {
+                base_i += 1;
+                colour(base_i - 1, true)
+            } else {
+                let i = groups
+                    .iter()
+                    .position(|g| *g == c.group)
+                    .unwrap_or_else(|| {
+                        groups.push(&c.group);
+                        groups.len() - 1
+                    });
+                colour(i, false)
+            }
+        })
+        .collect()
+}
+
 fn draw_latency<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     curves: &[Curve],
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
+    let (width, _) = root.dim_in_pixel();
+    let (plot_area, legend_area) = root.split_horizontally(width.saturating_sub(LEGEND_WIDTH_PX));
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for c in curves {
         for &(_, v) in &c.points {
@@ -862,7 +967,7 @@ fn draw_latency<DB: DrawingBackend>(
     let x_keys: Vec<f64> = std::iter::once(PERCENTILE_AXIS_NINES_MIN)
         .chain((1..=PERCENTILE_AXIS_NINES_MAX as u32).map(f64::from))
         .collect();
-    let mut chart = ChartBuilder::on(root)
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(
             "Latency by percentile (HdrHistogram)",
             (FONT_FAMILY, 28).into_font().style(FontStyle::Bold),
@@ -890,21 +995,20 @@ fn draw_latency<DB: DrawingBackend>(
         .light_line_style(WHITE.mix(0.0))
         .bold_line_style(BLACK.mix(0.15))
         .draw()?;
-    let (mut ours_i, mut base_i) = (0usize, 0usize);
-    for c in curves {
-        let index = if c.baseline { &mut base_i } else { &mut ours_i };
-        let colour = colour(*index, c.baseline);
-        *index += 1;
+    let colours = curve_colours(curves);
+    for (c, &colour) in curves.iter().zip(&colours) {
         let clamp = |&(x, y): &(f64, f64)| (x, y.max(LATENCY_FLOOR_US));
-        chart
-            .draw_series(LineSeries::new(
+        let style = colour.stroke_width(if c.baseline { 3 } else { 2 });
+        if c.dashed {
+            chart.draw_series(DashedLineSeries::new(
                 c.points.iter().map(clamp),
-                colour.stroke_width(if c.baseline { 3 } else { 2 }),
-            ))?
-            .label(c.label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
-            });
+                10,
+                6,
+                style,
+            ))?;
+        } else {
+            chart.draw_series(LineSeries::new(c.points.iter().map(clamp), style))?;
+        }
         if c.sparse {
             chart.draw_series(
                 c.points
@@ -914,13 +1018,47 @@ fn draw_latency<DB: DrawingBackend>(
             )?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT_FAMILY, 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
+    draw_legend(&legend_area, curves, &colours)
+}
+
+/// The legend in its own panel: one row per curve, a line in its colour and style, its label.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    curves: &[Curve],
+    colours: &[RGBColor],
+) -> DrawResult<DB> {
+    let text = |s: &str, x: i32, y: i32, size: u32| {
+        Text::new(
+            s.to_owned(),
+            (x, y),
+            (FONT_FAMILY, size).into_font().color(&BLACK).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Left,
+                    plotters::style::text_anchor::VPos::Center,
+                ),
+            ),
+        )
+    };
+    let top = 70;
+    area.draw(&text("scenarios", 8, top, 18))?;
+    area.draw(&text(
+        "dashed: dedicated threads; [queueing]: --rate max",
+        8,
+        top + LEGEND_ROW_PX,
+        14,
+    ))?;
+    for (i, (c, &colour)) in curves.iter().zip(colours).enumerate() {
+        let y = top + LEGEND_ROW_PX * (i as i32 + 2) + LEGEND_ROW_PX / 2;
+        let style = colour.stroke_width(3);
+        if c.dashed {
+            for x in [8, 22] {
+                area.draw(&PathElement::new(vec![(x, y), (x + 8, y)], style))?;
+            }
+        } else {
+            area.draw(&PathElement::new(vec![(8, y), (38, y)], style))?;
+        }
+        area.draw(&text(&c.label, 46, y, 15))?;
+    }
     Ok(())
 }
 
@@ -946,7 +1084,7 @@ fn draw_throughput<DB: DrawingBackend>(
     let longest = bars.iter().map(|b| b.name.len()).max().unwrap_or(8) as u32;
     let mut chart = ChartBuilder::on(root)
         .caption(
-            "Throughput per scenario (orders/s); baselines in red",
+            "Throughput per scenario (orders/s); baselines in red; ratios at --rate max only",
             (FONT_FAMILY, 28).into_font().style(FontStyle::Bold),
         )
         .margin(16)
@@ -988,6 +1126,8 @@ fn draw_throughput<DB: DrawingBackend>(
         let mut text = fmt_rate(bar.per_s);
         if let Some((ratio, against)) = &bar.ratio {
             let _ = write!(text, "  ({} × {against})", trim_float(*ratio));
+        } else if bar.fixed_rate {
+            text.push_str("  (fixed rate)");
         }
         chart.draw_series(std::iter::once(Text::new(
             text,
@@ -1235,6 +1375,88 @@ mod tests {
         assert_eq!(bars[0].ratio.as_ref().unwrap().0, 100.0);
         assert_eq!(bars[2].ratio.as_ref().unwrap().1, "synthetic-baseline");
         assert!(bars[1].ratio.is_none());
+    }
+
+    fn scheduled(name: &str, schedule: &str, tp: f64, p50: f64, baseline: bool) -> Scenario {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&report_json(tp, p50, baseline)).unwrap();
+        json["schedule"] = schedule.into();
+        Scenario {
+            name: name.into(),
+            report: parse_report(Path::new("x"), &json.to_string()).unwrap(),
+            distribution: None,
+        }
+    }
+
+    #[test]
+    fn only_max_rate_bars_carry_a_ratio_and_baselines_sit_below_their_rate() {
+        let bars = throughput_bars(&[
+            scheduled("baseline-10k", "rate 10000/s", 10_000.0, 80.0, true),
+            scheduled("baseline-max", "rate max", 13_000.0, 80.0, true),
+            scheduled("tcp-10k-auto", "rate 10000/s", 10_000.0, 90.0, false),
+            scheduled("tcp-10k-dedicated", "rate 10000/s", 9_990.0, 95.0, false),
+            scheduled("tcp-max-auto", "rate max", 1.3e6, 900.0, false),
+        ]);
+        let order: Vec<&str> = bars.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "tcp-10k-auto",
+                "tcp-10k-dedicated",
+                "baseline-10k",
+                "tcp-max-auto",
+                "baseline-max"
+            ]
+        );
+        assert!(bars[0].ratio.is_none() && bars[0].fixed_rate);
+        assert!(bars[1].ratio.is_none());
+        let (ratio, against) = bars[3].ratio.clone().unwrap();
+        assert_eq!(against, "baseline-max");
+        assert_eq!(ratio, 100.0);
+    }
+
+    #[test]
+    fn threading_modes_share_a_colour_dedicated_is_dashed_and_max_rate_is_queueing() {
+        let s = [
+            scheduled("tcp-10k-auto", "rate 10000/s", 10_000.0, 90.0, false),
+            scheduled("tcp-10k-dedicated", "rate 10000/s", 10_000.0, 95.0, false),
+            scheduled("tcp-max-auto", "rate max", 1.3e6, 900.0, false),
+            scheduled("baseline-10k", "rate 10000/s", 10_000.0, 80.0, true),
+        ];
+        let curves = latency_curves(&s);
+        let colours = curve_colours(&curves);
+        assert_eq!(colours[0], colours[1], "auto and dedicated side by side");
+        assert_ne!(colours[0], colours[2]);
+        assert_eq!(colours[3], BASELINE_COLOURS[0]);
+        assert!(!curves[0].dashed && curves[1].dashed);
+        assert!(
+            curves[2].label.contains("[queueing]"),
+            "{}",
+            curves[2].label
+        );
+        assert!(!curves[0].label.contains("queueing"));
+    }
+
+    #[test]
+    fn the_legend_sits_right_of_the_chart_not_over_the_curves() {
+        let dir = tempfile::tempdir().unwrap();
+        write_results(dir.path());
+        let out = dir.path().join("plots");
+        plot_dir(dir.path(), &out).unwrap();
+        let svg = fs::read_to_string(out.join("latency.svg")).unwrap();
+        let label_x: Vec<f64> = svg
+            .split("<text")
+            .skip(1)
+            .filter(|t| t.contains("rate-max-tcp [queueing] ("))
+            .filter_map(|t| {
+                let x = t.split("x=\"").nth(1)?.split('"').next()?;
+                x.parse().ok()
+            })
+            .collect();
+        assert!(!label_x.is_empty(), "the label is drawn");
+        for x in label_x {
+            assert!(x >= f64::from(PLOT_WIDTH_PX), "legend text at x = {x}");
+        }
     }
 
     #[test]

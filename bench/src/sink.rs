@@ -1,15 +1,25 @@
 //! `bench sink`: the downstream end of the engine for tests and benchmarks.
 //!
-//! Binds a ZeroMQ PULL socket, takes the engine's egress frames (`docs/formats/egress.md`),
-//! and checks what arrives:
+//! Binds a ZeroMQ PULL socket, takes the engine's egress frames (`docs/formats/egress.md`) and
+//! the source design's one-JSON-order-per-message PUSH (`bench baseline --out`: the order's JSON
+//! with an `input_seq` key), and checks what arrives:
 //! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too);
 //! - **order**: `journal_seq` must strictly increase across everything received (the engine
-//!   sends in decision order), a regression is counted as out of order;
+//!   sends in decision order), a regression is counted as out of order; for JSON orders, which
+//!   have no journal, `input_seq` must strictly increase instead;
 //! - **missing**: with `--expect N`, fewer than N distinct orders by the end;
 //! - **journal first** (`--verify-journal DIR`): when an order arrives, its decision record
 //!   `journal_seq` must already be in the journal, with the same input_seq and order, accepted.
 //!   This is the observable side of "an accepted order is pushed only after its record is in
 //!   the journal".
+//!
+//! A JSON order has no journal record, so with `--verify-journal` it counts as a mismatch.
+//!
+//! `--audit-sub ENDPOINT` also SUBscribes to the source design's audit events (`bench baseline
+//! --audit-pub`: two-part messages, the event's JSON and its hex SHA-256), counts them and checks
+//! each digest, as the source design's audit service does. PUB drops what a subscriber misses
+//! (before it connected, or beyond its high-water mark), so a shortfall there is reported, not
+//! failed.
 //!
 //! `--stall-after N --stall-ms MS` stops pulling for a while after N orders (a slow
 //! downstream), so that the engine's back-pressure can be tested. It prints
@@ -96,6 +106,11 @@ pub struct SinkArgs {
     #[arg(long)]
     pub insecure: bool,
 
+    /// Also subscribe (connect a SUB socket) to the source design's audit events published
+    /// here (`bench baseline --audit-pub`), count them and check each one's SHA-256.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub audit_sub: Option<String>,
+
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -124,8 +139,15 @@ pub struct SinkReport {
     pub first_journal_seq: u64,
     /// Last journal_seq received.
     pub last_journal_seq: u64,
-    /// Messages that were not valid egress frames.
+    /// Messages that were neither valid egress frames nor JSON orders with an `input_seq`.
     pub bad_frames: u64,
+    /// Messages that were one JSON order each (the source design's PUSH), included in `orders`.
+    pub json_orders: u64,
+    /// Audit events received on `--audit-sub`.
+    pub audit_events: u64,
+    /// Audit events whose second part is not the hex SHA-256 of the first (or that are not
+    /// two-part).
+    pub audit_bad_digests: u64,
     /// `--expect`, if given.
     pub expected: Option<u64>,
     /// `expected − unique` when positive.
@@ -327,6 +349,19 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
     }
+    let sub = match &args.audit_sub {
+        None => None,
+        Some(ep) => {
+            let s = ctx
+                .socket(zmq::SUB)
+                .context("cannot create the SUB socket")?;
+            s.set_linger(0).context("ZMQ_LINGER")?;
+            s.set_subscribe(b"").context("ZMQ_SUBSCRIBE")?;
+            s.connect(ep)
+                .with_context(|| format!("cannot connect SUB to {ep}"))?;
+            Some(s)
+        }
+    };
     let mut check = args.verify_journal.as_deref().map(JournalCheck::new);
     let mut dump = match &args.dump {
         None => None,
@@ -346,6 +381,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     let mut first_frame: Option<Instant> = None;
     let mut last_frame = Instant::now();
     let mut msg = zmq::Message::new();
+    let mut last_json_seq: Option<u64> = None;
     let mut entries: Vec<EgressEntry> =
         Vec::with_capacity(engine::frames::EGRESS_FRAME_ENTRIES_MAX);
     loop {
@@ -372,11 +408,28 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        match pull.poll(zmq::POLLIN, SINK_POLL_MS) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(zmq::Error::EINTR) => continue,
-            Err(e) => return Err(e).context("poll"),
+        let (pull_ready, sub_ready) = {
+            let mut items = Vec::with_capacity(2);
+            items.push(pull.as_poll_item(zmq::POLLIN));
+            if let Some(sub) = &sub {
+                items.push(sub.as_poll_item(zmq::POLLIN));
+            }
+            match zmq::poll(&mut items, SINK_POLL_MS) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            (
+                items[0].is_readable(),
+                items.get(1).is_some_and(|i| i.is_readable()),
+            )
+        };
+        if let (true, Some(sub)) = (sub_ready, &sub) {
+            drain_audit_events(sub, &mut rep)?;
+        }
+        if !pull_ready {
+            continue;
         }
         match pull.recv(&mut msg, zmq::DONTWAIT) {
             Ok(()) => {}
@@ -385,22 +438,47 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         }
         let now = Instant::now();
         last_arrival = now;
-        let frame = match EgressFrame::parse(&msg) {
-            Ok(f) => f,
-            Err(e) => {
-                rep.bad_frames += 1;
-                eprintln!("sink: bad frame of {} bytes: {e}", msg.len());
-                continue;
+        entries.clear();
+        let json = msg.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'{');
+        if json {
+            match parse_pushed_json(&msg) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => {
+                    rep.bad_frames += 1;
+                    eprintln!("sink: bad JSON order of {} bytes: {e}", msg.len());
+                    continue;
+                }
             }
-        };
+            rep.json_orders += 1;
+        } else {
+            match EgressFrame::parse(&msg) {
+                Ok(frame) => entries.extend(frame.iter()),
+                Err(e) => {
+                    rep.bad_frames += 1;
+                    eprintln!("sink: bad frame of {} bytes: {e}", msg.len());
+                    continue;
+                }
+            }
+        }
         first_frame.get_or_insert(now);
         last_frame = now;
         rep.frames += 1;
-        entries.clear();
-        entries.extend(frame.iter());
         if let Some(c) = &mut check {
             rep.journal_checked += entries.len() as u64;
-            for why in c.check_frame(&entries) {
+            let fails = if json {
+                entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "input_seq {} arrived as a JSON order, which has no journal record",
+                            e.input_seq
+                        )
+                    })
+                    .collect()
+            } else {
+                c.check_frame(&entries)
+            };
+            for why in fails {
                 rep.journal_mismatches += 1;
                 if rep.journal_mismatch_examples.len() < SINK_LISTED_MAX {
                     rep.journal_mismatch_examples.push(why);
@@ -418,17 +496,29 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                     rep.duplicate_order_ids.push(e.order.order_id);
                 }
             }
-            if rep.first_journal_seq == 0 {
-                rep.first_journal_seq = e.journal_seq;
-            } else if e.journal_seq <= rep.last_journal_seq {
-                rep.out_of_order += 1;
+            if json {
+                // No journal: the sender's input order is the only order there is.
+                if last_json_seq.is_some_and(|last| e.input_seq <= last) {
+                    rep.out_of_order += 1;
+                }
+                last_json_seq = Some(last_json_seq.map_or(e.input_seq, |l| l.max(e.input_seq)));
+            } else {
+                if rep.first_journal_seq == 0 {
+                    rep.first_journal_seq = e.journal_seq;
+                } else if e.journal_seq <= rep.last_journal_seq {
+                    rep.out_of_order += 1;
+                }
+                rep.last_journal_seq = rep.last_journal_seq.max(e.journal_seq);
             }
-            rep.last_journal_seq = rep.last_journal_seq.max(e.journal_seq);
             if let Some(d) = &mut dump {
                 writeln!(d, "{},{},{}", e.input_seq, e.journal_seq, e.order.order_id)
                     .context("cannot write the dump")?;
             }
         }
+    }
+    if let Some(sub) = &sub {
+        // What is already queued counts too.
+        drain_audit_events(sub, &mut rep)?;
     }
     if let Some(mut d) = dump {
         d.flush().context("cannot write the dump")?;
@@ -443,8 +533,15 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     rep.ok = rep.duplicates == 0
         && rep.out_of_order == 0
         && rep.bad_frames == 0
+        && rep.audit_bad_digests == 0
         && rep.missing == 0
         && rep.journal_mismatches == 0;
+    if args.audit_sub.is_some() {
+        eprintln!(
+            "sink: {} audit events, {} with a wrong SHA-256",
+            rep.audit_events, rep.audit_bad_digests
+        );
+    }
     eprintln!(
         "sink: {} orders in {} frames ({} distinct), {} duplicates, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
         rep.orders,
@@ -472,6 +569,54 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Most audit events taken per wake-up (the PULL side is served in between).
+const SINK_AUDIT_DRAIN_MAX: usize = 1024;
+
+/// Takes the queued audit events of the source design (`[event JSON, hex SHA-256 of it]`),
+/// counting them and the ones whose digest does not match.
+fn drain_audit_events(sub: &zmq::Socket, rep: &mut SinkReport) -> anyhow::Result<()> {
+    for _ in 0..SINK_AUDIT_DRAIN_MAX {
+        let parts = match sub.recv_multipart(zmq::DONTWAIT) {
+            Ok(p) => p,
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(()),
+            Err(e) => return Err(e).context("receive on the SUB socket"),
+        };
+        rep.audit_events += 1;
+        if !audit_digest_ok(&parts) {
+            rep.audit_bad_digests += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a source-design audit event is two parts, the second the hex SHA-256 of the first.
+fn audit_digest_ok(parts: &[Vec<u8>]) -> bool {
+    use sha2::{Digest, Sha256};
+    match parts {
+        [event, digest] => hex::encode(Sha256::digest(event)).as_bytes() == digest.as_slice(),
+        _ => false,
+    }
+}
+
+/// One JSON order as `bench baseline --out` pushes it: the order's keys (those of an ingress
+/// JSON order, `docs/formats/egress.md`) plus `input_seq`, its position in the sender's input.
+fn parse_pushed_json(bytes: &[u8]) -> Result<EgressEntry, String> {
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let input_seq = map
+        .remove("input_seq")
+        .ok_or("no `input_seq` key")?
+        .as_u64()
+        .ok_or("`input_seq` is not a whole number >= 0")?;
+    let rest = serde_json::to_vec(&serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+    let order = engine::frames::parse_json_order(&rest).map_err(|e| e.to_string())?;
+    Ok(EgressEntry {
+        input_seq,
+        journal_seq: 0,
+        order,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +631,36 @@ mod tests {
         assert!(s.insert(SINK_BITSET_SEQ_MAX + 5));
         assert!(!s.insert(SINK_BITSET_SEQ_MAX + 5));
         assert!(s.insert(63) && s.insert(64));
+    }
+
+    #[test]
+    fn pushed_json_orders_carry_their_input_seq() {
+        let e = parse_pushed_json(
+            br#"{"input_seq":7,"symbol":"AAPL","quantity":100,"price":185.25,"account":3,"order_id":9,"side":"SELL","kind":"new"}"#,
+        )
+        .expect("valid");
+        assert_eq!((e.input_seq, e.journal_seq), (7, 0));
+        assert_eq!(e.order.order_id, 9);
+        assert_eq!(e.order.qty, 100);
+        assert_eq!(e.order.price, 1_852_500);
+        let no_seq = parse_pushed_json(
+            br#"{"symbol":"AAPL","quantity":100,"price":185.25,"account":3,"order_id":9,"side":"SELL"}"#,
+        );
+        assert!(no_seq.is_err_and(|e| e.contains("input_seq")));
+        let bad = parse_pushed_json(br#"{"input_seq":1,"symbol":"AAPL","side":"SELL"}"#);
+        assert!(bad.is_err());
+        assert!(parse_pushed_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn audit_digests_are_checked() {
+        use sha2::{Digest, Sha256};
+        let event = br#"{"order_id":1,"verdict":"accept"}"#.to_vec();
+        let good = hex::encode(Sha256::digest(&event)).into_bytes();
+        assert!(audit_digest_ok(&[event.clone(), good.clone()]));
+        let mut bad = good.clone();
+        bad[0] = if bad[0] == b'0' { b'1' } else { b'0' };
+        assert!(!audit_digest_ok(&[event.clone(), bad]));
+        assert!(!audit_digest_ok(&[event]));
     }
 }

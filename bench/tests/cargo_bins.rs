@@ -1,0 +1,116 @@
+//! `scripts/cargo-bins.sh`, the way the suite scripts find the workspace's binaries: through
+//! cargo's own idea of the target directory, so that `CARGO_TARGET_DIR` (and a triple in
+//! `CARGO_BUILD_TARGET`) is respected instead of a hard-coded `target/release`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs `snippet` in bash at the workspace root after sourcing the helper, with `env` set and
+/// cargo's own target variables cleared first.
+fn run(snippet: &str, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(". scripts/cargo-bins.sh && {snippet}"))
+        .current_dir(root())
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("bash runs")
+}
+
+fn stdout_line(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "status {:?}, stderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim_end().to_owned()
+}
+
+#[test]
+fn the_release_dir_follows_cargo_target_dir() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().to_str().unwrap();
+    let o = run("cargo_release_dir", &[("CARGO_TARGET_DIR", dir)]);
+    assert_eq!(stdout_line(&o), format!("{dir}/release"));
+
+    let o = run(
+        "cargo_release_dir",
+        &[
+            ("CARGO_TARGET_DIR", dir),
+            ("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu"),
+        ],
+    );
+    assert_eq!(
+        stdout_line(&o),
+        format!("{dir}/x86_64-unknown-linux-gnu/release")
+    );
+}
+
+#[test]
+fn without_cargo_target_dir_it_is_the_workspace_target() {
+    let o = run("cargo_release_dir", &[]);
+    let got = stdout_line(&o);
+    // No cargo config of the repository moves it; a user-level one could, so compare with
+    // what cargo itself says rather than assume `target`.
+    let meta = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root())
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
+    let target = v["target_directory"].as_str().unwrap();
+    assert_eq!(got, format!("{target}/release"));
+}
+
+#[test]
+fn missing_binaries_are_named() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = elsewhere.path().to_str().unwrap();
+    let o = run(
+        "BIN=$(cargo_release_dir) && require_bins engine bench",
+        &[("CARGO_TARGET_DIR", dir)],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("not built in {dir}/release: engine bench")),
+        "{err}"
+    );
+}
+
+/// The scripts that run binaries go through the helper, none through a fixed path.
+#[test]
+fn no_script_hard_codes_the_target_directory() {
+    for script in ["bench.sh", "audit-crash-loop.sh", "chaos.sh"] {
+        let text = std::fs::read_to_string(root().join("scripts").join(script)).unwrap();
+        let code: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
+        assert!(
+            !code.iter().any(|l| l.contains("target/release")),
+            "{script} names target/release"
+        );
+    }
+    for script in ["bench.sh", "audit-crash-loop.sh"] {
+        let text = std::fs::read_to_string(root().join("scripts").join(script)).unwrap();
+        assert!(
+            text.contains(". scripts/cargo-bins.sh"),
+            "{script} sources the helper"
+        );
+    }
+}
