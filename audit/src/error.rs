@@ -63,6 +63,12 @@ pub enum DamageKind {
         /// First sequence number in this segment's header.
         found: u64,
     },
+    /// The end of data comes before the head the writer holds: the files changed while the
+    /// journal was open.
+    EndBeforeHead {
+        /// The writer's last sequence number.
+        head_seq: u64,
+    },
     /// A checkpoint names a record past the end of the journal: the tail was cut off.
     TailCut {
         /// The journal's last sequence number (0 when empty).
@@ -132,6 +138,11 @@ impl fmt::Display for DamageKind {
             DamageKind::SegmentSeq { found } => write!(
                 f,
                 "segment starts at sequence {found}, not right after the previous segment"
+            ),
+            DamageKind::EndBeforeHead { head_seq } => write!(
+                f,
+                "end of data before the writer's head (sequence {head_seq}): the journal \
+                 files changed while it was open"
             ),
             DamageKind::TailCut { last_seq } => write!(
                 f,

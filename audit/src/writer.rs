@@ -613,25 +613,62 @@ impl Writer {
     }
 
     /// Payload of the newest record of `kind` (for resuming after a restart). Cold path:
-    /// walks the segments from the newest back; `None` when there is none (or it is unreadable).
-    pub fn last_payload(&self, kind: u16) -> Option<Vec<u8>> {
-        let listing = list_segments(&self.dir).ok()?;
+    /// walks the segments from the newest back, each up to the record before the next one's
+    /// first (the newest up to the head). `Ok(None)` only when every record up to the head was
+    /// read and none is of `kind`; a segment that cannot be read, or whose records are not all
+    /// there and valid, is an error (never taken for "no such record").
+    pub fn last_payload(&self, kind: u16) -> Result<Option<Vec<u8>>, JournalError> {
+        let listing = list_segments(&self.dir)?;
+        // The last sequence number the segment being read must hold.
+        let mut upto = self.next_seq - 1;
         for (index, seg) in listing.segments.iter().enumerate().rev() {
-            let mut walker = Walker::open(seg, index as u64).ok()?;
+            if upto == 0 {
+                break;
+            }
+            if seg.first_seq > upto {
+                // Holds no record up to the head (a segment just rolled over to).
+                continue;
+            }
+            let mut walker = Walker::open(seg, index as u64)?;
             let mut found = None;
-            while let Ok(Step::Record(r)) = walker.step() {
-                if r.header.kind == kind {
-                    found = Some(r.payload.to_vec());
-                }
-                if r.header.seq + 1 >= self.next_seq {
-                    break;
+            loop {
+                match walker.step()? {
+                    Step::Record(r) => {
+                        if r.header.kind == kind {
+                            found = Some(r.payload.to_vec());
+                        }
+                        if r.header.seq >= upto {
+                            break;
+                        }
+                    }
+                    Step::End => {
+                        let pos = walker.pos();
+                        return Err(JournalError::damaged(
+                            walker.path(),
+                            pos.off,
+                            Some(pos.next_seq),
+                            DamageKind::EndBeforeHead {
+                                head_seq: self.next_seq - 1,
+                            },
+                        ));
+                    }
+                    Step::Invalid(what) => {
+                        let pos = walker.pos();
+                        return Err(JournalError::damaged(
+                            walker.path(),
+                            pos.off,
+                            Some(pos.next_seq),
+                            what,
+                        ));
+                    }
                 }
             }
             if found.is_some() {
-                return found;
+                return Ok(found);
             }
+            upto = seg.first_seq - 1;
         }
-        None
+        Ok(None)
     }
 
     /// msyncs what is written and not yet synced. A failed msync poisons the writer: after

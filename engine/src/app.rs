@@ -75,15 +75,7 @@ fn open_journal(
             recovery.truncated_from_seq
         );
     }
-    let last = match writer.last_payload(audit::KIND_DECISION) {
-        None => None,
-        Some(p) => Some(decode_decision(&p).with_context(|| {
-            format!(
-                "the newest decision record in {} does not decode",
-                s.dir.display()
-            )
-        })?),
-    };
+    let last = last_decision(&writer)?;
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
@@ -98,6 +90,29 @@ fn open_journal(
         last,
         records_before,
     })
+}
+
+/// The newest decision in the journal: where a resume starts. A journal that cannot be read
+/// here is an error, never "no decision" (which would restart from input_seq 0 and decide
+/// every order a second time).
+fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Decision>> {
+    let dir = writer.dir();
+    let payload = writer.last_payload(audit::KIND_DECISION).with_context(|| {
+        format!(
+            "cannot read the newest decision record in {}: the resume point is unknown",
+            dir.display()
+        )
+    })?;
+    payload
+        .map(|p| {
+            decode_decision(&p).with_context(|| {
+                format!(
+                    "the newest decision record in {} does not decode",
+                    dir.display()
+                )
+            })
+        })
+        .transpose()
 }
 
 /// The built-in limits of the embedded risk service when no limits file is given: the
@@ -1178,5 +1193,41 @@ mod tests {
         if let Err(e) = risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN) {
             panic!("{e}");
         }
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_an_error_not_no_decision() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let (mut w, _) = audit::Writer::open(&dir, audit::WriterOptions::default()).expect("open");
+        let d = Decision {
+            input_seq: 41,
+            order: orders::Order {
+                order_id: 7,
+                price: 1_000_000,
+                qty: 10,
+                symbol: orders::Symbol::new("MSFT").expect("symbol"),
+                ..orders::Order::default()
+            },
+            reason: Reason::Accepted,
+            t_in_ns: 1,
+            t_decided_ns: 2,
+        };
+        let mut buf = [0u8; orders::DECISION_LEN_BYTES];
+        orders::encode_decision(&d, &mut buf);
+        w.append(audit::KIND_DECISION, 1, &buf).expect("append");
+        assert_eq!(
+            last_decision(&w).expect("read").map(|d| d.input_seq),
+            Some(41)
+        );
+        // The segment becomes unreadable after the open verified it (an I/O error on read):
+        // replaced by something `pread` fails on.
+        let seg = w.current_segment().expect("segment").to_path_buf();
+        std::fs::rename(&seg, tmp.path().join("moved.seg")).expect("move");
+        std::fs::create_dir(&seg).expect("mkdir");
+        let err = last_decision(&w).expect_err("an unreadable journal");
+        let text = format!("{err:#}");
+        assert!(text.contains("resume point is unknown"), "{text}");
+        assert!(text.contains(&seg.display().to_string()), "{text}");
     }
 }
