@@ -487,6 +487,10 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 /// A segment being created is written under its final name plus this suffix, then renamed.
 pub const SEGMENT_TMP_SUFFIX: &str = ".seg.tmp";
+/// The blank segment the writer prepares ahead of time on a background thread (allocated and
+/// zero-filled, no header yet). Like `<first_seq>.seg.tmp`, never part of the data: a crash can
+/// leave it behind, and opening the journal for append deletes it.
+pub const SPARE_SEGMENT_FILE_NAME: &str = "spare.seg.tmp";
 /// The append-only checkpoint file.
 pub const CHECKPOINT_FILE_NAME: &str = "checkpoints.log";
 /// The lock file a writer holds (`flock`, exclusive) while the journal is open for append.
@@ -507,6 +511,16 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Whether `name` is a leftover of a segment creation: [`SPARE_SEGMENT_FILE_NAME`] or
+/// `<20 digits>.seg.tmp`. Never part of the data; opening the journal for append deletes them
+/// (and `engine replay --fresh` with the rest of the journal). Other names are not touched.
+pub fn is_segment_tmp_file_name(name: &str) -> bool {
+    name == SPARE_SEGMENT_FILE_NAME
+        || name.strip_suffix(SEGMENT_TMP_SUFFIX).is_some_and(|d| {
+            d.len() == SEGMENT_NAME_DIGITS && d.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +668,11 @@ mod tests {
             parse_segment_file_name(&segment_file_name(u64::MAX)),
             Some(u64::MAX)
         );
+        // Leftovers of a segment creation.
+        assert!(is_segment_tmp_file_name(SPARE_SEGMENT_FILE_NAME));
+        assert!(is_segment_tmp_file_name("00000000000000000051.seg.tmp"));
+        assert!(!is_segment_tmp_file_name("notes.seg.tmp"));
+        assert!(!is_segment_tmp_file_name("00000000000000000051.seg"));
     }
 
     #[test]

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DamageKind, JournalError};
 use crate::format::{
-    chain_hash_stored, parse_segment_file_name, record_len_word, RecordHeader, SegmentHeader,
-    HASH_LEN_BYTES, RECORD_HEADER_LEN_BYTES, SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX,
+    chain_hash_stored, is_segment_tmp_file_name, parse_segment_file_name, record_len_word,
+    RecordHeader, SegmentHeader, HASH_LEN_BYTES, RECORD_HEADER_LEN_BYTES, SEGMENT_HEADER_LEN_BYTES,
 };
 use crate::format::{record_len_for, u32_at, u64_at};
 use crate::limits::{
@@ -34,11 +34,12 @@ pub struct SegmentFile {
 pub(crate) struct Listing {
     /// Segments in sequence order.
     pub segments: Vec<SegmentFile>,
-    /// Leftovers of an interrupted segment creation (`*.seg.tmp`).
+    /// Leftovers of an interrupted segment creation (`spare.seg.tmp`, `<20 digits>.seg.tmp`).
     pub tmp_files: Vec<PathBuf>,
 }
 
-/// Lists the segment files of `dir`, sorted by first sequence number. Other files are ignored.
+/// Lists the segment files of `dir`, sorted by first sequence number, and the leftovers of a
+/// segment creation. Other files are ignored.
 pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
     let mut listing = Listing::default();
     let entries = std::fs::read_dir(dir).map_err(|e| JournalError::io("read directory", dir, e))?;
@@ -51,11 +52,12 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
                 path: entry.path(),
                 first_seq,
             });
-        } else if name.ends_with(SEGMENT_TMP_SUFFIX) {
+        } else if is_segment_tmp_file_name(name) {
             listing.tmp_files.push(entry.path());
         }
     }
     listing.segments.sort_by_key(|s| s.first_seq);
+    listing.tmp_files.sort();
     Ok(listing)
 }
 

@@ -22,7 +22,7 @@ use crate::error::{DamageKind, JournalError};
 use crate::format::{
     chain_hash_parts, padding_len, record_len_for, segment_file_name, RecordHeader, SegmentHeader,
     GENESIS_HASH, HASH_LEN_BYTES, LOCK_FILE_NAME, RECORD_ALIGN_BYTES, RECORD_HEADER_LEN_BYTES,
-    SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX,
+    SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX, SPARE_SEGMENT_FILE_NAME,
 };
 use crate::limits::{
     PAYLOAD_LEN_BYTES_MAX, SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
@@ -869,9 +869,6 @@ struct Blank {
     allocated: Allocated,
 }
 
-/// The temporary name of the spare segment the background preparer makes.
-const SPARE_NAME: &str = "spare";
-
 /// Makes a blank segment at `tmp`: allocated with `fallocate` (a full disk is reported here)
 /// and, with `zero_fill`, written with zeros so that its blocks are ordinary written blocks:
 /// the first write to each page through the mapping is then a cheap fault (on ext4 a page
@@ -933,7 +930,7 @@ struct Spare {
 /// Prepares the next segment on a background thread while the current one fills; `None`
 /// when no thread can be started (the roll-over then makes the segment itself).
 fn spawn_spare(dir: &Path, size: u64, durable: bool) -> Option<Spare> {
-    let tmp = dir.join(format!("{SPARE_NAME}{SEGMENT_TMP_SUFFIX}"));
+    let tmp = dir.join(SPARE_SEGMENT_FILE_NAME);
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
     let handle = std::thread::Builder::new()

@@ -223,13 +223,19 @@ fn leftovers_of_an_interrupted_segment_creation_are_removed() {
     // A crash between creating the temporary file and renaming it.
     let tmpfile = dir.join("00000000000000000051.seg.tmp");
     std::fs::write(&tmpfile, [1u8; 100]).unwrap();
+    // The background spare, left by a kill -9; and a file that only looks like a leftover.
+    let spare = dir.join(audit::format::SPARE_SEGMENT_FILE_NAME);
+    std::fs::write(&spare, [0u8; 4096]).unwrap();
+    let notes = dir.join("notes.seg.tmp");
+    std::fs::write(&notes, "mine").unwrap();
     // A power loss that kept the rename but not the header of an empty last segment.
     let next = spans(&dir).last().unwrap().seq + 1;
     let empty = dir.join(format!("{next:020}.seg"));
     std::fs::write(&empty, vec![0u8; 4096]).unwrap();
     let (mut w, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
-    assert_eq!(rec.removed_files.len(), 2, "{rec:?}");
-    assert!(!tmpfile.exists());
+    assert_eq!(rec.removed_files.len(), 3, "{rec:?}");
+    assert!(!tmpfile.exists() && !spare.exists());
+    assert!(notes.exists(), "not a name the writer makes: left alone");
     assert_eq!(rec.next_seq, 51);
     w.append(1, 1, b"x").unwrap();
     drop(w);
