@@ -61,6 +61,30 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
     Ok(listing)
 }
 
+/// Whether a file is entirely zero (or empty): a segment whose header never reached the disk.
+pub(crate) fn is_all_zero(path: &Path) -> Result<bool, JournalError> {
+    let mut cursor = Cursor::open(path)?;
+    // Any segment with a header is not: decide from the first bytes without reading it all.
+    let head = (cursor.len() as usize).min(SEGMENT_HEADER_LEN_BYTES);
+    if cursor.bytes(0, head)?.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    Ok(cursor.nonzero_end(0, &mut |_| {})? == 0)
+}
+
+/// How many segments at the end of `segments` are entirely zero (or empty): they hold nothing
+/// (a roll-over whose rename reached the disk but whose header did not).
+pub(crate) fn empty_tail_segments(segments: &[SegmentFile]) -> Result<usize, JournalError> {
+    let mut n = 0;
+    for seg in segments.iter().rev() {
+        if !is_all_zero(&seg.path)? {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Positional reads of one file through a chunk buffer.
 #[derive(Debug)]
 pub(crate) struct Cursor {
