@@ -30,7 +30,9 @@ use crate::limits::{
     SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::mmap::{map_writable, Allocated};
-use crate::scan::{empty_tail_segments, list_segments, SegmentFile, SegmentScan, Step, Walker};
+use crate::scan::{
+    empty_tail_segments, list_segments, segment_size_ok, SegmentFile, SegmentScan, Step, Walker,
+};
 use crate::verify::{check_chain, scan_all};
 
 const NS_PER_MS: u64 = 1_000_000;
@@ -588,7 +590,7 @@ impl Writer {
                 // Holds no record up to the head (a segment just rolled over to).
                 continue;
             }
-            let mut walker = Walker::open(seg, index as u64)?;
+            let mut walker = Walker::open(seg, Some(index as u64))?;
             let mut found = None;
             loop {
                 match walker.step()? {
@@ -787,7 +789,7 @@ fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
             Some(bytes) => bytes,
             None => {
                 // Not the remains of one interrupted append: damage, refuse to open.
-                if let Some(e) = last.trailing_damage() {
+                if let Some(e) = last.trailing_damage(true) {
                     return Err(e);
                 }
                 0
@@ -795,10 +797,21 @@ fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
         };
         plan.last = Some((seg.clone(), last));
     }
+    if let Some(e) = listing.out_of_range_damage() {
+        return Err(e);
+    }
     // A checkpoint past the recovered end means records it vouched for are gone.
     let last_seq = plan.next_seq - 1;
     if let Some((off, entry)) = newest_checkpoint(dir)? {
         let file = dir.join(CHECKPOINT_FILE_NAME);
+        if entry.seq == 0 {
+            return Err(JournalError::damaged(
+                &file,
+                off,
+                Some(0),
+                DamageKind::CheckpointSeqZero,
+            ));
+        }
         if entry.seq > last_seq {
             // The checkpoint covers the record where the chain stops: that record was on
             // stable storage whole, so a header that is there with a bad record is damage to
@@ -827,9 +840,7 @@ fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
 
 fn validate_options(opts: &WriterOptions) -> Result<(), JournalError> {
     let size = opts.segment_size_bytes;
-    if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
-        || size % SEGMENT_SIZE_ALIGN_BYTES != 0
-    {
+    if !segment_size_ok(size) {
         return Err(JournalError::Config {
             what: "segment_size_bytes",
             detail: format!(
