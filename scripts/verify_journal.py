@@ -25,7 +25,9 @@ def bad(path, off, seq, what):
 
 def main(d):
     names = sorted((int(n[:20]), n) for n in os.listdir(d) if re.fullmatch(r"\d{20}\.seg", n))
-    if not names:
+    odd = [n for first, n in names if first > 2**64 - 1]  # reported after the chain
+    names = [(first, n) for first, n in names if first <= 2**64 - 1]
+    if not names and not odd:
         print(f"no segments in {d}")
         sys.exit(2)
     prev, expect, records = GENESIS, 1, 0
@@ -39,6 +41,8 @@ def main(d):
             bad(path, 0, expect, "bad header")
         if hashlib.sha256(b[:96]).digest() != hhash:
             bad(path, 0, expect, "header hash")
+        if size % 4096 or not 4096 <= size <= 1 << 30:
+            bad(path, 16, expect, "segment_size breaks the size rule")
         if size != len(b) or fseq != first or idx != index:
             bad(path, 0, expect, "header fields")
         if fseq != expect or phash != prev:
@@ -61,6 +65,8 @@ def main(d):
             prev, expect, records, off = h, expect + 1, records + 1, off + rlen
         if any(b[off:]):
             bad(path, off, expect, "data after the end of the chain")
+    if odd:
+        bad(os.path.join(d, odd[0]), 0, None, "segment name above 2^64-1")
     print(f"ok records={records} head={prev.hex()}")
 
 

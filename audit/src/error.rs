@@ -8,6 +8,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::limits::{SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN};
+
 /// What is wrong at a damaged place of a journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -39,12 +41,29 @@ pub enum DamageKind {
     Hash,
     /// Padding bytes after the payload are not zero.
     Padding,
-    /// Non-zero bytes follow a zero `record_len` word (the end of data), and they are not
-    /// the remains of one interrupted append.
+    /// Non-zero bytes follow the end of data of the last segment, and they are not the
+    /// remains of one interrupted append.
     DataAfterEnd {
         /// How many bytes from the end of the chain to the last non-zero byte.
         bytes: u64,
     },
+    /// Non-zero bytes follow the end of data of a segment that is not the last one: the
+    /// writer had moved on to the next segment, so they cannot be an interrupted append.
+    DataAfterSegmentEnd {
+        /// How many bytes from the end of the chain to the last non-zero byte.
+        bytes: u64,
+    },
+    /// The segment header's `segment_size` breaks the size rule (a multiple of 4096, from
+    /// 4 KiB to 1 GiB).
+    SegmentSize {
+        /// The `segment_size` in the header.
+        found: u64,
+    },
+    /// A file named like a segment (20 digits, `.seg`) whose number is above `u64::MAX`.
+    SegmentName,
+    /// The last segment is entirely zero: its header never reached the disk (a roll-over
+    /// interrupted by a power loss). It holds nothing; opening the journal for append deletes it.
+    EmptySegment,
     /// A partial record follows the last one: what an append in progress (or a writer that
     /// crashed and was not reopened yet) leaves; reopening the journal for append cuts it.
     TornTail {
@@ -62,6 +81,14 @@ pub enum DamageKind {
     SegmentSeq {
         /// First sequence number in this segment's header.
         found: u64,
+        /// The sequence number expected there: the previous segment's last + 1.
+        expected: u64,
+    },
+    /// The end of data comes before the head the writer holds: the files changed while the
+    /// journal was open.
+    EndBeforeHead {
+        /// The writer's last sequence number.
+        head_seq: u64,
     },
     /// A checkpoint names a record past the end of the journal: the tail was cut off.
     TailCut {
@@ -81,6 +108,8 @@ pub enum DamageKind {
     },
     /// Checkpoints are not in increasing sequence order.
     CheckpointOrder,
+    /// A checkpoint names sequence number 0 (a checkpoint covers at least record 1).
+    CheckpointSeqZero,
     /// A checkpoint entry does not decode (bad magic/version).
     CheckpointEntry,
     /// A public key was given but the journal has no checkpoint to check it against.
@@ -114,7 +143,31 @@ impl fmt::Display for DamageKind {
             DamageKind::Padding => f.write_str("non-zero padding after the payload"),
             DamageKind::DataAfterEnd { bytes } => write!(
                 f,
-                "end of data (zero record_len) followed by {bytes} bytes of data: not a torn tail"
+                "end of data followed by {bytes} bytes of data: not the remains of one \
+                 interrupted append (not a torn tail)"
+            ),
+            DamageKind::DataAfterSegmentEnd { bytes } => write!(
+                f,
+                "end of data followed by {bytes} bytes of data in a segment that is not the \
+                 last one: damage (the writer had moved on to the next segment; an interrupted \
+                 append can only be at the end of the last segment)"
+            ),
+            DamageKind::SegmentSize { found } => write!(
+                f,
+                "segment_size {found} breaks the size rule: a multiple of \
+                 {SEGMENT_SIZE_ALIGN_BYTES} from {SEGMENT_SIZE_BYTES_MIN} to \
+                 {SEGMENT_SIZE_BYTES_MAX} bytes"
+            ),
+            DamageKind::SegmentName => write!(
+                f,
+                "segment file name above the largest sequence number ({}): no segment can \
+                 have it",
+                u64::MAX
+            ),
+            DamageKind::EmptySegment => f.write_str(
+                "the last segment is all zero: its header never reached the disk (a roll-over \
+                 interrupted by a power loss); it holds nothing, and opening the journal for \
+                 append (`audit recover`) deletes it",
             ),
             DamageKind::TornTail { bytes } => write!(
                 f,
@@ -129,9 +182,22 @@ impl fmt::Display for DamageKind {
             DamageKind::Link => f.write_str(
                 "segment prev_hash differs from the hash the previous segment ended on",
             ),
-            DamageKind::SegmentSeq { found } => write!(
+            DamageKind::SegmentSeq { found, expected } if found > expected => write!(
                 f,
-                "segment starts at sequence {found}, not right after the previous segment"
+                "segment starts at sequence {found}, but the previous segment ends at {}: the \
+                 segment holding sequence {expected} is missing",
+                expected - 1
+            ),
+            DamageKind::SegmentSeq { found, expected } => write!(
+                f,
+                "segment starts at sequence {found}, but the previous segment ends at {}: \
+                 segments overlap",
+                expected.saturating_sub(1)
+            ),
+            DamageKind::EndBeforeHead { head_seq } => write!(
+                f,
+                "end of data before the writer's head (sequence {head_seq}): the journal \
+                 files changed while it was open"
             ),
             DamageKind::TailCut { last_seq } => write!(
                 f,
@@ -148,7 +214,10 @@ impl fmt::Display for DamageKind {
                 "checkpoint signed by key {found}, not by the given key {expected}"
             ),
             DamageKind::CheckpointOrder => {
-                f.write_str("checkpoint sequence numbers go backwards")
+                f.write_str("checkpoint sequence numbers do not increase")
+            }
+            DamageKind::CheckpointSeqZero => {
+                f.write_str("checkpoint of sequence 0: a checkpoint covers at least record 1")
             }
             DamageKind::CheckpointEntry => f.write_str("checkpoint entry does not decode"),
             DamageKind::NoCheckpoint => {

@@ -43,17 +43,17 @@ pub const FORMAT_VERSION: u16 = 1;
 /// Size of the segment header; the first record starts here.
 pub const SEGMENT_HEADER_LEN_BYTES: usize = 128;
 
-const SH_MAGIC_OFFSET: usize = 0;
-const SH_VERSION_OFFSET: usize = 8;
-const SH_HEADER_LEN_OFFSET: usize = 10;
-const SH_FLAGS_OFFSET: usize = 12;
-const SH_SEGMENT_SIZE_OFFSET: usize = 16;
-const SH_SEGMENT_INDEX_OFFSET: usize = 24;
-const SH_FIRST_SEQ_OFFSET: usize = 32;
-const SH_CREATED_NS_OFFSET: usize = 40;
-const SH_PREV_HASH_OFFSET: usize = 48;
-const SH_RESERVED_OFFSET: usize = 80;
-const SH_HEADER_HASH_OFFSET: usize = 96;
+pub(crate) const SH_MAGIC_OFFSET: usize = 0;
+pub(crate) const SH_VERSION_OFFSET: usize = 8;
+pub(crate) const SH_HEADER_LEN_OFFSET: usize = 10;
+pub(crate) const SH_FLAGS_OFFSET: usize = 12;
+pub(crate) const SH_SEGMENT_SIZE_OFFSET: usize = 16;
+pub(crate) const SH_SEGMENT_INDEX_OFFSET: usize = 24;
+pub(crate) const SH_FIRST_SEQ_OFFSET: usize = 32;
+pub(crate) const SH_CREATED_NS_OFFSET: usize = 40;
+pub(crate) const SH_PREV_HASH_OFFSET: usize = 48;
+pub(crate) const SH_RESERVED_OFFSET: usize = 80;
+pub(crate) const SH_HEADER_HASH_OFFSET: usize = 96;
 const _: () = assert!(SH_PREV_HASH_OFFSET + HASH_LEN_BYTES == SH_RESERVED_OFFSET);
 const _: () = assert!(SH_HEADER_HASH_OFFSET + HASH_LEN_BYTES == SEGMENT_HEADER_LEN_BYTES);
 const _: () = assert!(SEGMENT_HEADER_LEN_BYTES % RECORD_ALIGN_BYTES == 0);
@@ -117,10 +117,12 @@ impl SegmentHeader {
         if digest[..] != b[SH_HEADER_HASH_OFFSET..] {
             return Err(HeaderProblem::HeaderHash);
         }
-        if u32_at(b, SH_FLAGS_OFFSET) != 0
-            || b[SH_RESERVED_OFFSET..SH_HEADER_HASH_OFFSET]
-                .iter()
-                .any(|&x| x != 0)
+        if u32_at(b, SH_FLAGS_OFFSET) != 0 {
+            return Err(HeaderProblem::Flags);
+        }
+        if b[SH_RESERVED_OFFSET..SH_HEADER_HASH_OFFSET]
+            .iter()
+            .any(|&x| x != 0)
         {
             return Err(HeaderProblem::Reserved);
         }
@@ -161,9 +163,27 @@ pub enum HeaderProblem {
     /// Header bytes do not match their hash.
     #[error("segment header hash mismatch (header bytes changed)")]
     HeaderHash,
-    /// Non-zero flags or reserved bytes.
+    /// Non-zero flags.
+    #[error("non-zero flags in segment header")]
+    Flags,
+    /// Non-zero reserved bytes.
     #[error("non-zero reserved bytes in segment header")]
     Reserved,
+}
+
+impl HeaderProblem {
+    /// The offset in the segment file of the field that is wrong (what a damage report names).
+    pub fn offset(&self) -> u64 {
+        let off = match self {
+            HeaderProblem::Short { .. } | HeaderProblem::Magic => SH_MAGIC_OFFSET,
+            HeaderProblem::Version { .. } => SH_VERSION_OFFSET,
+            HeaderProblem::HeaderLen { .. } => SH_HEADER_LEN_OFFSET,
+            HeaderProblem::HeaderHash => SH_HEADER_HASH_OFFSET,
+            HeaderProblem::Flags => SH_FLAGS_OFFSET,
+            HeaderProblem::Reserved => SH_RESERVED_OFFSET,
+        };
+        off as u64
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,6 +507,10 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 /// A segment being created is written under its final name plus this suffix, then renamed.
 pub const SEGMENT_TMP_SUFFIX: &str = ".seg.tmp";
+/// The blank segment the writer prepares ahead of time on a background thread (allocated and
+/// zero-filled, no header yet). Like `<first_seq>.seg.tmp`, never part of the data: a crash can
+/// leave it behind, and opening the journal for append deletes it.
+pub const SPARE_SEGMENT_FILE_NAME: &str = "spare.seg.tmp";
 /// The append-only checkpoint file.
 pub const CHECKPOINT_FILE_NAME: &str = "checkpoints.log";
 /// The lock file a writer holds (`flock`, exclusive) while the journal is open for append.
@@ -500,13 +524,32 @@ pub fn segment_file_name(first_seq: u64) -> String {
     )
 }
 
-/// Parses a segment file name; `None` for any other name.
+/// Parses a segment file name; `None` for any other name, and for a name of the segment
+/// form whose number is above `u64::MAX` (see [`is_out_of_range_segment_file_name`]).
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    segment_name_digits(name)?.parse().ok()
+}
+
+/// Whether `name` has the form of a segment name (20 decimal digits, `.seg`) but a number above
+/// `u64::MAX` (18446744073709551615): no segment can have it, so the journal is damaged.
+pub fn is_out_of_range_segment_file_name(name: &str) -> bool {
+    segment_name_digits(name).is_some_and(|d| d.parse::<u64>().is_err())
+}
+
+fn segment_name_digits(name: &str) -> Option<&str> {
     let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    (digits.len() == SEGMENT_NAME_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(digits)
+}
+
+/// Whether `name` is a leftover of a segment creation: [`SPARE_SEGMENT_FILE_NAME`] or
+/// `<20 digits>.seg.tmp`. Never part of the data; opening the journal for append deletes them
+/// (and `engine replay --fresh` with the rest of the journal). Other names are not touched.
+pub fn is_segment_tmp_file_name(name: &str) -> bool {
+    name == SPARE_SEGMENT_FILE_NAME
+        || name.strip_suffix(SEGMENT_TMP_SUFFIX).is_some_and(|d| {
+            d.len() == SEGMENT_NAME_DIGITS && d.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +697,23 @@ mod tests {
             parse_segment_file_name(&segment_file_name(u64::MAX)),
             Some(u64::MAX)
         );
+        // One above u64::MAX: the form of a segment name, but no segment can have it.
+        assert_eq!(parse_segment_file_name("18446744073709551616.seg"), None);
+        assert!(is_out_of_range_segment_file_name(
+            "18446744073709551616.seg"
+        ));
+        assert!(is_out_of_range_segment_file_name(
+            "99999999999999999999.seg"
+        ));
+        assert!(!is_out_of_range_segment_file_name(&segment_file_name(
+            u64::MAX
+        )));
+        assert!(!is_out_of_range_segment_file_name("1.seg"));
+        // Leftovers of a segment creation.
+        assert!(is_segment_tmp_file_name(SPARE_SEGMENT_FILE_NAME));
+        assert!(is_segment_tmp_file_name("00000000000000000051.seg.tmp"));
+        assert!(!is_segment_tmp_file_name("notes.seg.tmp"));
+        assert!(!is_segment_tmp_file_name("00000000000000000051.seg"));
     }
 
     #[test]

@@ -673,8 +673,18 @@ fn cmd_recover(a: RecoverArgs) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
         bail!("{}: not a directory", a.dir.display());
     }
-    // Only an existing journal: opening an empty directory would create one.
-    Reader::open(&a.dir).with_context(|| format!("recovering {}", a.dir.display()))?;
+    // Only an existing journal: opening an empty directory would create one. A directory
+    // whose segments are all gone but whose checkpoints remain is a journal cut off entirely:
+    // the open below refuses it and says so.
+    match Reader::open(&a.dir) {
+        Ok(_) => {}
+        Err(JournalError::NoJournal { .. })
+            if !audit::read_checkpoints(&a.dir)
+                .with_context(|| format!("recovering {}", a.dir.display()))?
+                .entries
+                .is_empty() => {}
+        Err(e) => return Err(e).with_context(|| format!("recovering {}", a.dir.display())),
+    }
     let (w, rec) = Writer::open(&a.dir, WriterOptions::default())
         .with_context(|| format!("recovering {}", a.dir.display()))?;
     drop(w);

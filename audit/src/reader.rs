@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{DamageKind, JournalError};
-use crate::format::{GENESIS_HASH, HASH_LEN_BYTES};
+use crate::format::{GENESIS_HASH, HASH_LEN_BYTES, SH_FIRST_SEQ_OFFSET, SH_PREV_HASH_OFFSET};
 use crate::scan::{list_segments, SegmentFile, Step, WalkPos, Walker};
 
 /// One record, owned.
@@ -145,7 +145,7 @@ impl Records<'_> {
 
     fn open_segment(&self, index: usize) -> Result<Walker, JournalError> {
         let seg = &self.reader.segments[index];
-        Walker::open(seg, index as u64)
+        Walker::open(seg, Some(index as u64))
     }
 
     fn fail(&mut self, e: JournalError) -> Option<Result<crate::Record, JournalError>> {
@@ -160,15 +160,18 @@ impl Records<'_> {
         if h.first_seq != end.next_seq {
             return Err(JournalError::damaged(
                 w.path(),
-                0,
+                SH_FIRST_SEQ_OFFSET as u64,
                 Some(end.next_seq),
-                DamageKind::SegmentSeq { found: h.first_seq },
+                DamageKind::SegmentSeq {
+                    found: h.first_seq,
+                    expected: end.next_seq,
+                },
             ));
         }
         if h.prev_hash != end.prev_hash {
             return Err(JournalError::damaged(
                 w.path(),
-                0,
+                SH_PREV_HASH_OFFSET as u64,
                 Some(end.next_seq),
                 DamageKind::Link,
             ));
@@ -190,14 +193,22 @@ impl Iterator for Records<'_> {
                 Start::Segment(i) => self.open_segment(i).and_then(|w| {
                     let h = *w.header();
                     if i == 0 && (h.first_seq != 1 || h.prev_hash != GENESIS_HASH) {
-                        let what = if h.first_seq != 1 {
-                            DamageKind::MissingStart {
-                                first_seq: h.first_seq,
-                            }
+                        let (offset, what) = if h.first_seq != 1 {
+                            (
+                                SH_FIRST_SEQ_OFFSET,
+                                DamageKind::MissingStart {
+                                    first_seq: h.first_seq,
+                                },
+                            )
                         } else {
-                            DamageKind::Link
+                            (SH_PREV_HASH_OFFSET, DamageKind::Link)
                         };
-                        return Err(JournalError::damaged(w.path(), 0, Some(1), what));
+                        return Err(JournalError::damaged(
+                            w.path(),
+                            offset as u64,
+                            Some(1),
+                            what,
+                        ));
                     }
                     Ok((i, w))
                 }),

@@ -12,12 +12,17 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DamageKind, JournalError};
 use crate::format::{
-    chain_hash_stored, parse_segment_file_name, record_len_word, RecordHeader, SegmentHeader,
-    HASH_LEN_BYTES, RECORD_HEADER_LEN_BYTES, SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX,
+    chain_hash_stored, is_out_of_range_segment_file_name, is_segment_tmp_file_name,
+    parse_segment_file_name, record_len_word, RecordHeader, SegmentHeader, HASH_LEN_BYTES,
+    RECORD_HEADER_LEN_BYTES, SEGMENT_HEADER_LEN_BYTES,
 };
-use crate::format::{record_len_for, u32_at, u64_at};
+use crate::format::{
+    record_len_for, u32_at, u64_at, SH_FIRST_SEQ_OFFSET, SH_SEGMENT_INDEX_OFFSET,
+    SH_SEGMENT_SIZE_OFFSET,
+};
 use crate::limits::{
-    PAYLOAD_LEN_BYTES_MAX, READ_CHUNK_BYTES, RECORD_LEN_BYTES_MIN, TORN_TAIL_WINDOW_BYTES,
+    PAYLOAD_LEN_BYTES_MAX, READ_CHUNK_BYTES, RECORD_LEN_BYTES_MIN, SEGMENT_SIZE_ALIGN_BYTES,
+    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, TORN_TAIL_WINDOW_BYTES,
 };
 
 /// One segment file found in a journal directory.
@@ -34,11 +39,14 @@ pub struct SegmentFile {
 pub(crate) struct Listing {
     /// Segments in sequence order.
     pub segments: Vec<SegmentFile>,
-    /// Leftovers of an interrupted segment creation (`*.seg.tmp`).
+    /// Leftovers of an interrupted segment creation (`spare.seg.tmp`, `<20 digits>.seg.tmp`).
     pub tmp_files: Vec<PathBuf>,
+    /// Files named like a segment whose number is above `u64::MAX` (damage), sorted.
+    pub out_of_range: Vec<PathBuf>,
 }
 
-/// Lists the segment files of `dir`, sorted by first sequence number. Other files are ignored.
+/// Lists the segment files of `dir`, sorted by first sequence number, and the leftovers of a
+/// segment creation. Other files are ignored.
 pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
     let mut listing = Listing::default();
     let entries = std::fs::read_dir(dir).map_err(|e| JournalError::io("read directory", dir, e))?;
@@ -51,12 +59,49 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
                 path: entry.path(),
                 first_seq,
             });
-        } else if name.ends_with(SEGMENT_TMP_SUFFIX) {
+        } else if is_segment_tmp_file_name(name) {
             listing.tmp_files.push(entry.path());
+        } else if is_out_of_range_segment_file_name(name) {
+            listing.out_of_range.push(entry.path());
         }
     }
     listing.segments.sort_by_key(|s| s.first_seq);
+    listing.tmp_files.sort();
+    listing.out_of_range.sort();
     Ok(listing)
+}
+
+impl Listing {
+    /// The damage an out-of-range segment name is, when there is one.
+    pub(crate) fn out_of_range_damage(&self) -> Option<JournalError> {
+        self.out_of_range
+            .first()
+            .map(|p| JournalError::damaged(p, 0, None, DamageKind::SegmentName))
+    }
+}
+
+/// Whether a file is entirely zero (or empty): a segment whose header never reached the disk.
+pub(crate) fn is_all_zero(path: &Path) -> Result<bool, JournalError> {
+    let mut cursor = Cursor::open(path)?;
+    // Any segment with a header is not: decide from the first bytes without reading it all.
+    let head = (cursor.len() as usize).min(SEGMENT_HEADER_LEN_BYTES);
+    if cursor.bytes(0, head)?.iter().any(|&b| b != 0) {
+        return Ok(false);
+    }
+    Ok(cursor.nonzero_end(0, &mut |_| {})? == 0)
+}
+
+/// How many segments at the end of `segments` are entirely zero (or empty): they hold nothing
+/// (a roll-over whose rename reached the disk but whose header did not).
+pub(crate) fn empty_tail_segments(segments: &[SegmentFile]) -> Result<usize, JournalError> {
+    let mut n = 0;
+    for seg in segments.iter().rev() {
+        if !is_all_zero(&seg.path)? {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Positional reads of one file through a chunk buffer.
@@ -195,9 +240,20 @@ pub(crate) struct WalkPos {
     pub prev_hash: [u8; HASH_LEN_BYTES],
 }
 
+/// Whether a segment size follows the size rule: a multiple of 4096, from 4 KiB to 1 GiB.
+pub(crate) fn segment_size_ok(size: u64) -> bool {
+    (SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
+        && size % SEGMENT_SIZE_ALIGN_BYTES == 0
+}
+
 impl Walker {
-    /// Opens a segment and validates its header against the file: size, name, position.
-    pub(crate) fn open(seg: &SegmentFile, expect_index: u64) -> Result<Walker, JournalError> {
+    /// Opens a segment and validates its header against the file: size rule, file size, name,
+    /// and (when `expect_index` is given) its position. Damage is reported at the offset of
+    /// the field that is wrong.
+    pub(crate) fn open(
+        seg: &SegmentFile,
+        expect_index: Option<u64>,
+    ) -> Result<Walker, JournalError> {
         let mut cursor = Cursor::open(&seg.path)?;
         let hdr_bytes = if cursor.len() >= SEGMENT_HEADER_LEN_BYTES as u64 {
             cursor.bytes(0, SEGMENT_HEADER_LEN_BYTES)?
@@ -205,13 +261,19 @@ impl Walker {
             &[][..]
         };
         let header = SegmentHeader::decode(hdr_bytes).map_err(|p| {
-            JournalError::damaged(&seg.path, 0, Some(seg.first_seq), DamageKind::Header(p))
-        })?;
-        let field_err = |field, found, expected| {
             JournalError::damaged(
                 &seg.path,
-                0,
+                p.offset(),
                 Some(seg.first_seq),
+                DamageKind::Header(p),
+            )
+        })?;
+        let damaged = |offset: usize, what| {
+            JournalError::damaged(&seg.path, offset as u64, Some(seg.first_seq), what)
+        };
+        let field_err = |offset, field, found, expected| {
+            damaged(
+                offset,
                 DamageKind::HeaderField {
                     field,
                     found,
@@ -219,8 +281,17 @@ impl Walker {
                 },
             )
         };
+        if !segment_size_ok(header.segment_size_bytes) {
+            return Err(damaged(
+                SH_SEGMENT_SIZE_OFFSET,
+                DamageKind::SegmentSize {
+                    found: header.segment_size_bytes,
+                },
+            ));
+        }
         if header.segment_size_bytes != cursor.len() {
             return Err(field_err(
+                SH_SEGMENT_SIZE_OFFSET,
                 "segment_size (file size)",
                 header.segment_size_bytes,
                 cursor.len(),
@@ -228,20 +299,24 @@ impl Walker {
         }
         if header.first_seq != seg.first_seq {
             return Err(field_err(
+                SH_FIRST_SEQ_OFFSET,
                 "first_seq (file name)",
                 header.first_seq,
                 seg.first_seq,
             ));
         }
         if header.first_seq == 0 {
-            return Err(field_err("first_seq", 0, 1));
+            return Err(field_err(SH_FIRST_SEQ_OFFSET, "first_seq", 0, 1));
         }
-        if header.segment_index != expect_index {
-            return Err(field_err(
-                "segment_index",
-                header.segment_index,
-                expect_index,
-            ));
+        if let Some(expect_index) = expect_index {
+            if header.segment_index != expect_index {
+                return Err(field_err(
+                    SH_SEGMENT_INDEX_OFFSET,
+                    "segment_index",
+                    header.segment_index,
+                    expect_index,
+                ));
+            }
         }
         Ok(Walker {
             cursor,
@@ -388,16 +463,17 @@ impl SegmentScan {
     }
 
     /// The damage the scan describes in a segment that must end cleanly: the invalid record
-    /// where the chain stopped, or non-zero bytes after a zero `record_len` word.
-    pub(crate) fn trailing_damage(&self) -> Option<JournalError> {
+    /// where the chain stopped, or non-zero bytes after the end of data. In the last segment
+    /// (`is_last`) such bytes may be a torn tail; in any other they are plain damage.
+    pub(crate) fn trailing_damage(&self, is_last: bool) -> Option<JournalError> {
+        let after = self.nonzero_end.saturating_sub(self.end.off);
         let what = match &self.invalid {
             Some(k) => k.clone(),
+            None if after == 0 => return None,
+            None if !is_last => DamageKind::DataAfterSegmentEnd { bytes: after },
             None => match self.torn_tail_bytes() {
                 Some(bytes) => DamageKind::TornTail { bytes },
-                None if self.nonzero_end > self.end.off => DamageKind::DataAfterEnd {
-                    bytes: self.nonzero_end - self.end.off,
-                },
-                None => return None,
+                None => DamageKind::DataAfterEnd { bytes: after },
             },
         };
         Some(JournalError::damaged(
@@ -412,14 +488,14 @@ impl SegmentScan {
 /// Walks a whole segment: every record is validated and chained from the segment header's
 /// `prev_hash`; then the bytes after the end of the chain are checked for being zero.
 /// `wanted` (sorted) are sequence numbers whose hashes the caller needs (checkpoints).
-/// `progress` receives the number of bytes read as the scan advances.
+/// `progress` receives the number of bytes read as the scan advances. The segment's position
+/// (`segment_index`) is not checked here: the links, checked in order, do it.
 pub(crate) fn scan_segment(
     seg: &SegmentFile,
-    expect_index: u64,
     wanted: &[u64],
     progress: &mut dyn FnMut(u64),
 ) -> Result<SegmentScan, JournalError> {
-    let mut w = Walker::open(seg, expect_index)?;
+    let mut w = Walker::open(seg, None)?;
     let mut records = 0u64;
     let mut first_ts_ns = None;
     let mut last_ts_ns = None;
@@ -454,13 +530,13 @@ pub(crate) fn scan_segment(
     let end = w.pos();
     let header = *w.header();
     let nonzero_end = w.cursor().nonzero_end(end.off, progress)?;
-    let torn_extent = if nonzero_end > end.off {
-        let seg_len = w.cursor().len();
-        let n = (seg_len - end.off).min(RECORD_HEADER_LEN_BYTES as u64) as usize;
+    let room = w.cursor().len() - end.off;
+    let torn_extent = if nonzero_end > end.off && room >= RECORD_LEN_BYTES_MIN as u64 {
         let mut head = [0u8; RECORD_HEADER_LEN_BYTES];
-        head[..n].copy_from_slice(w.cursor().bytes(end.off, n)?);
-        torn_extent(&head, end.next_seq)
+        head.copy_from_slice(w.cursor().bytes(end.off, RECORD_HEADER_LEN_BYTES)?);
+        torn_extent(&head, end.next_seq, room)
     } else {
+        // Fewer than 64 bytes left: no record fits, so no append ever writes there.
         0
     };
     Ok(SegmentScan {
@@ -479,21 +555,43 @@ pub(crate) fn scan_segment(
 }
 
 /// How many bytes from the end of the chain an interrupted append of record `expected_seq`
-/// could have written, judging by the 32 bytes there (`head`). The writer stores the header
-/// fields, payload and hash first and the `record_len` word last, so:
+/// could have written, judging by the 32 bytes there (`head`), with `room` bytes left in the
+/// segment (at least one smallest record: with less, no append writes there). The writer
+/// stores the header fields, payload and hash first and the `record_len` word last, so, in
+/// this order (the first that applies wins):
+/// - an all-zero header (its page was lost in a power loss, later bytes were not): one
+///   largest record, [`TORN_TAIL_WINDOW_BYTES`] (this wins over the next case, which an
+///   all-zero header also matches with `payload_len` 0);
 /// - a header that decodes and carries `expected_seq` (its payload or hash did not reach the
 ///   disk: power loss): that record's length;
 /// - a zero `record_len` word with the other header fields either written (`payload_len`
 ///   within the limit, `seq` = `expected_seq`) or still zero (process crash mid-append):
 ///   the length `payload_len` implies;
-/// - an all-zero header (its page was lost in a power loss, later bytes were not): one
-///   largest record, [`TORN_TAIL_WINDOW_BYTES`];
 /// - anything else (a non-zero `record_len` that does not match, a wrong `seq`) is not what
 ///   an interrupted append leaves: 0.
-pub(crate) fn torn_extent(head: &[u8; RECORD_HEADER_LEN_BYTES], expected_seq: u64) -> u64 {
+///
+/// A length from the second or third case that does not fit in `room` is 0 as well: the
+/// writer starts a new segment for a record that does not fit.
+pub(crate) fn torn_extent(
+    head: &[u8; RECORD_HEADER_LEN_BYTES],
+    expected_seq: u64,
+    room: u64,
+) -> u64 {
+    if room < RECORD_LEN_BYTES_MIN as u64 {
+        return 0;
+    }
     if head.iter().all(|&b| b == 0) {
         return TORN_TAIL_WINDOW_BYTES;
     }
+    let len = torn_record_len(head, expected_seq);
+    if len > room {
+        0
+    } else {
+        len
+    }
+}
+
+fn torn_record_len(head: &[u8; RECORD_HEADER_LEN_BYTES], expected_seq: u64) -> u64 {
     match RecordHeader::decode(head) {
         Ok(h) if h.seq == expected_seq => h.record_len as u64,
         Ok(_) => 0,
@@ -538,21 +636,33 @@ mod tests {
     #[test]
     fn torn_extent_follows_the_documented_cases() {
         let len = record_len_for(100) as u32;
+        let room = 4096;
         // 1. A valid header with the expected seq: its record length.
-        assert_eq!(torn_extent(&header(len, 100, 7), 7), len as u64);
-        assert_eq!(torn_extent(&header(len, 100, 8), 7), 0);
+        assert_eq!(torn_extent(&header(len, 100, 7), 7, room), len as u64);
+        assert_eq!(torn_extent(&header(len, 100, 8), 7, room), 0);
         // 2. Length word still zero, other fields written (or not yet).
-        assert_eq!(torn_extent(&header(0, 100, 7), 7), len as u64);
-        assert_eq!(torn_extent(&header(0, 100, 0), 7), len as u64);
-        assert_eq!(torn_extent(&header(0, 100, 6), 7), 0);
+        assert_eq!(torn_extent(&header(0, 100, 7), 7, room), len as u64);
+        assert_eq!(torn_extent(&header(0, 100, 0), 7, room), len as u64);
+        assert_eq!(torn_extent(&header(0, 100, 6), 7, room), 0);
         let mut bad_flags = header(0, 100, 7);
         bad_flags[26] = 1;
-        assert_eq!(torn_extent(&bad_flags, 7), 0);
-        // 3. All zero: one largest record.
-        assert_eq!(torn_extent(&[0u8; 32], 7), TORN_TAIL_WINDOW_BYTES);
+        assert_eq!(torn_extent(&bad_flags, 7, room), 0);
+        // 3. All zero: one largest record (case 3 wins over case 2, which a zero header
+        // also matches with payload_len 0 and seq 0).
+        assert_eq!(torn_extent(&[0u8; 32], 7, room), TORN_TAIL_WINDOW_BYTES);
         // 4. A length word that does not match: damage.
-        assert_eq!(torn_extent(&header(len + 8, 100, 7), 7), 0);
-        assert_eq!(torn_extent(&header(0, PAYLOAD_LEN_BYTES_MAX + 1, 7), 7), 0);
+        assert_eq!(torn_extent(&header(len + 8, 100, 7), 7, room), 0);
+        assert_eq!(
+            torn_extent(&header(0, PAYLOAD_LEN_BYTES_MAX + 1, 7), 7, room),
+            0
+        );
+        // A record that would not fit in the room left is not an interrupted append.
+        assert_eq!(torn_extent(&header(len, 100, 7), 7, len as u64), len as u64);
+        assert_eq!(torn_extent(&header(len, 100, 7), 7, len as u64 - 8), 0);
+        assert_eq!(torn_extent(&header(0, 100, 7), 7, len as u64 - 8), 0);
+        // Fewer than 64 bytes left: nothing is ever appended there.
+        assert_eq!(torn_extent(&[0u8; 32], 7, 56), 0);
+        assert_eq!(torn_extent(&header(0, 0, 7), 7, 56), 0);
     }
 
     #[test]

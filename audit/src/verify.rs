@@ -11,10 +11,12 @@ use std::sync::Mutex;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::checkpoint::{check_signature, read_checkpoints};
+use crate::checkpoint::{check_signature, read_checkpoints, Checkpoints};
 use crate::error::{DamageKind, JournalError};
-use crate::format::{GENESIS_HASH, HASH_LEN_BYTES};
-use crate::scan::{list_segments, scan_segment, SegmentFile, SegmentScan};
+use crate::format::{
+    GENESIS_HASH, HASH_LEN_BYTES, SH_FIRST_SEQ_OFFSET, SH_PREV_HASH_OFFSET, SH_SEGMENT_INDEX_OFFSET,
+};
+use crate::scan::{empty_tail_segments, list_segments, scan_segment, SegmentFile, SegmentScan};
 
 /// What to check besides the chain.
 #[derive(Default)]
@@ -94,14 +96,40 @@ pub fn journal_bytes(dir: &Path) -> Result<u64, JournalError> {
 
 /// Verifies the journal in `dir`. `Err(JournalError::Damaged)` names the first bad place
 /// (file, offset, sequence number, what); other errors are I/O or usage problems.
+///
+/// A directory without segment files is not a journal ([`JournalError::NoJournal`]), unless
+/// its checkpoint file holds an entry: then records existed and are gone (damage). Entirely
+/// zero segments at the end (an interrupted roll-over, which opening for append deletes) are
+/// damage ([`DamageKind::EmptySegment`]), reported after the chain before them is checked.
 pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, JournalError> {
     let listing = list_segments(dir)?;
-    if listing.segments.is_empty() {
+    let checkpoints = read_checkpoints(dir)?;
+    let empty_tail = empty_tail_segments(&listing.segments)?;
+    let live = &listing.segments[..listing.segments.len() - empty_tail];
+    if live.is_empty() {
+        // Nothing holds a record: report, in journal order, an all-zero segment, a segment
+        // name out of range, then a checkpoint (which names a record that is not there).
+        if let Some(seg) = listing.segments.first() {
+            return Err(JournalError::damaged(
+                &seg.path,
+                0,
+                Some(1),
+                DamageKind::EmptySegment,
+            ));
+        }
+        if let Some(e) = listing.out_of_range_damage() {
+            return Err(e);
+        }
+        if checkpoints.entries.is_empty() {
+            return Err(JournalError::NoJournal {
+                dir: dir.to_path_buf(),
+            });
+        }
+        check_checkpoints(&checkpoints, 0, &|_| None, opts.pubkey.as_ref())?;
         return Err(JournalError::NoJournal {
             dir: dir.to_path_buf(),
         });
     }
-    let checkpoints = read_checkpoints(dir)?;
     let mut wanted: Vec<u64> = checkpoints
         .entries
         .iter()
@@ -117,10 +145,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, Jour
     };
     let noop = |_: u64| {};
     let progress: &(dyn Fn(u64) + Sync) = opts.progress.unwrap_or(&noop);
-    let scans = scan_all(&listing.segments, &wanted, threads, progress);
+    let scans = scan_all(live, &wanted, threads, progress);
     let n = scans.len();
     let summary = check_chain(scans, n, opts.allow_torn_tail)?;
     let last_seq = summary.last_scan.end.next_seq - 1;
+    if let Some(seg) = listing.segments.get(n) {
+        return Err(JournalError::damaged(
+            &seg.path,
+            0,
+            Some(last_seq + 1),
+            DamageKind::EmptySegment,
+        ));
+    }
+    if let Some(e) = listing.out_of_range_damage() {
+        return Err(e);
+    }
     let found = |seq: u64| {
         summary
             .found
@@ -128,31 +167,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, Jour
             .ok()
             .map(|i| summary.found[i].1)
     };
-
-    // Checkpoints, in file order.
-    let mut prev_seq = 0u64;
-    let mut newest = None;
-    for (off, entry) in &checkpoints.entries {
-        let damaged =
-            |what| JournalError::damaged(&checkpoints.path, *off, entry.map(|e| e.seq), what);
-        let Some(e) = entry else {
-            return Err(damaged(DamageKind::CheckpointEntry));
-        };
-        if let Some(key) = &opts.pubkey {
-            check_signature(e, key).map_err(damaged)?;
-        }
-        if e.seq <= prev_seq {
-            return Err(damaged(DamageKind::CheckpointOrder));
-        }
-        prev_seq = e.seq;
-        if e.seq > last_seq {
-            return Err(damaged(DamageKind::TailCut { last_seq }));
-        }
-        if found(e.seq) != Some(e.head_hash) {
-            return Err(damaged(DamageKind::CheckpointHash));
-        }
-        newest = Some(e.seq);
-    }
+    let newest = check_checkpoints(&checkpoints, last_seq, &found, opts.pubkey.as_ref())?;
     if opts.pubkey.is_some() && checkpoints.entries.is_empty() {
         return Err(JournalError::damaged(
             &checkpoints.path,
@@ -209,6 +224,43 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, Jour
     })
 }
 
+/// Checks the checkpoints in file order against a journal whose last record is `last_seq`
+/// (`found` gives the hash of a wanted record); returns the newest checkpoint's seq.
+fn check_checkpoints(
+    checkpoints: &Checkpoints,
+    last_seq: u64,
+    found: &dyn Fn(u64) -> Option<[u8; HASH_LEN_BYTES]>,
+    pubkey: Option<&VerifyingKey>,
+) -> Result<Option<u64>, JournalError> {
+    let mut prev_seq = 0u64;
+    let mut newest = None;
+    for (off, entry) in &checkpoints.entries {
+        let damaged =
+            |what| JournalError::damaged(&checkpoints.path, *off, entry.map(|e| e.seq), what);
+        let Some(e) = entry else {
+            return Err(damaged(DamageKind::CheckpointEntry));
+        };
+        if let Some(key) = pubkey {
+            check_signature(e, key).map_err(damaged)?;
+        }
+        if e.seq == 0 {
+            return Err(damaged(DamageKind::CheckpointSeqZero));
+        }
+        if e.seq <= prev_seq {
+            return Err(damaged(DamageKind::CheckpointOrder));
+        }
+        prev_seq = e.seq;
+        if e.seq > last_seq {
+            return Err(damaged(DamageKind::TailCut { last_seq }));
+        }
+        if found(e.seq) != Some(e.head_hash) {
+            return Err(damaged(DamageKind::CheckpointHash));
+        }
+        newest = Some(e.seq);
+    }
+    Ok(newest)
+}
+
 /// Scans every segment with `threads` workers; results are in segment order.
 pub(crate) fn scan_all(
     segments: &[SegmentFile],
@@ -224,7 +276,7 @@ pub(crate) fn scan_all(
         if i >= segments.len() {
             break;
         }
-        let r = scan_segment(&segments[i], i as u64, wanted, &mut |n| progress(n));
+        let r = scan_segment(&segments[i], wanted, &mut |n| progress(n));
         if let Ok(mut slots) = results.lock() {
             slots[i] = Some(r);
         }
@@ -263,8 +315,12 @@ pub(crate) struct ChainSummary {
     pub last_scan: SegmentScan,
 }
 
-/// Checks the links between segment scans in order; segments `0..clean_upto` must also end
-/// cleanly (only zeros after their last record). Returns the first problem in journal order.
+/// Checks the links between segment scans in order: each segment starts at the sequence
+/// number after the previous one's last (damage at its `first_seq`, offset 32, naming the
+/// sequence number expected there: a missing segment), sits at its position (`segment_index`,
+/// offset 24) and chains from the previous one's last hash (`prev_hash`, offset 48). Segments
+/// `0..clean_upto` must also end cleanly (only zeros after their last record). Returns the
+/// first problem in journal order.
 pub(crate) fn check_chain(
     scans: Vec<Result<SegmentScan, JournalError>>,
     clean_upto: usize,
@@ -284,30 +340,42 @@ pub(crate) fn check_chain(
             None => (1, GENESIS_HASH),
             Some(p) => (p.end.next_seq, p.end.prev_hash),
         };
+        let damaged = |offset: usize, what| {
+            JournalError::damaged(&scan.path, offset as u64, Some(expect_seq), what)
+        };
         if h.first_seq != expect_seq {
             let what = if prev.is_none() {
                 DamageKind::MissingStart {
                     first_seq: h.first_seq,
                 }
             } else {
-                DamageKind::SegmentSeq { found: h.first_seq }
+                DamageKind::SegmentSeq {
+                    found: h.first_seq,
+                    expected: expect_seq,
+                }
             };
-            return Err(JournalError::damaged(&scan.path, 0, Some(expect_seq), what));
+            return Err(damaged(SH_FIRST_SEQ_OFFSET, what));
         }
-        if h.prev_hash != expect_hash {
-            return Err(JournalError::damaged(
-                &scan.path,
-                0,
-                Some(expect_seq),
-                DamageKind::Link,
+        if h.segment_index != k as u64 {
+            return Err(damaged(
+                SH_SEGMENT_INDEX_OFFSET,
+                DamageKind::HeaderField {
+                    field: "segment_index",
+                    found: h.segment_index,
+                    expected: k as u64,
+                },
             ));
         }
-        let tolerated = k + 1 == n
+        if h.prev_hash != expect_hash {
+            return Err(damaged(SH_PREV_HASH_OFFSET, DamageKind::Link));
+        }
+        let is_last = k + 1 == n;
+        let tolerated = is_last
             && tolerate_torn_tail
             && scan.invalid.is_none()
             && scan.torn_tail_bytes().is_some();
         if k < clean_upto && !tolerated {
-            if let Some(e) = scan.trailing_damage() {
+            if let Some(e) = scan.trailing_damage(is_last) {
                 return Err(e);
             }
         }

@@ -21,8 +21,8 @@ use crate::checkpoint::{newest_checkpoint, CheckpointWriter};
 use crate::error::{DamageKind, JournalError};
 use crate::format::{
     chain_hash_parts, padding_len, record_len_for, segment_file_name, RecordHeader, SegmentHeader,
-    GENESIS_HASH, HASH_LEN_BYTES, LOCK_FILE_NAME, RECORD_ALIGN_BYTES, RECORD_HEADER_LEN_BYTES,
-    SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX,
+    CHECKPOINT_FILE_NAME, GENESIS_HASH, HASH_LEN_BYTES, LOCK_FILE_NAME, RECORD_ALIGN_BYTES,
+    RECORD_HEADER_LEN_BYTES, SEGMENT_HEADER_LEN_BYTES, SEGMENT_TMP_SUFFIX, SPARE_SEGMENT_FILE_NAME,
 };
 use crate::limits::{
     PAYLOAD_LEN_BYTES_MAX, SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
@@ -30,7 +30,9 @@ use crate::limits::{
     SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::mmap::{map_writable, Allocated};
-use crate::scan::{list_segments, SegmentFile, Step, Walker};
+use crate::scan::{
+    empty_tail_segments, list_segments, segment_size_ok, SegmentFile, SegmentScan, Step, Walker,
+};
 use crate::verify::{check_chain, scan_all};
 
 const NS_PER_MS: u64 = 1_000_000;
@@ -261,6 +263,12 @@ impl Writer {
     /// segment when absent. Recovery: every segment is validated (headers, record structure,
     /// hash chain, links between segments); a torn tail of the last segment is cut off (zeroed)
     /// and reported; damage anywhere else refuses to open and names segment, offset and seq.
+    ///
+    /// Recovery decides before it writes: the whole journal is checked (segments, the newest
+    /// checkpoint) by reading only, and only an open that will succeed removes leftovers
+    /// (`*.seg.tmp`, all-zero last segments), cuts a torn tail or a partial checkpoint entry.
+    /// A refused open leaves every journal file as it found it (it may create the empty
+    /// `journal.lock` file, which holds no data).
     pub fn open(dir: &Path, opts: WriterOptions) -> Result<(Writer, Recovery), JournalError> {
         validate_options(&opts)?;
         if !dir.exists() {
@@ -271,35 +279,33 @@ impl Writer {
                 .map_err(|e| JournalError::io("create directory", dir, e))?;
         }
         let lock = lock_dir(dir)?;
+        // Decide first, write after: everything up to `plan` only reads, so a refusal leaves
+        // every byte of the journal as it was found.
+        let plan = plan_recovery(dir)?;
         let mut recovery = Recovery {
-            records: 0,
-            next_seq: 1,
-            head_hash: GENESIS_HASH,
+            records: plan.records,
+            next_seq: plan.next_seq,
+            head_hash: plan.head_hash,
             truncated_bytes: 0,
             truncated_from_seq: None,
             checkpoint_bytes_cut: 0,
             removed_files: Vec::new(),
         };
-        let mut listing = list_segments(dir)?;
-        for tmp in listing.tmp_files.drain(..) {
-            std::fs::remove_file(&tmp).map_err(|e| JournalError::io("remove", &tmp, e))?;
-            recovery.removed_files.push(tmp);
-        }
-        // An all-zero last segment, whose header never reached the disk (power loss between
-        // the rename and the write-back of its first page), holds nothing: remove it.
-        while let Some(last) = listing.segments.last() {
-            if is_all_zero(&last.path)? {
-                let path = last.path.clone();
-                std::fs::remove_file(&path).map_err(|e| JournalError::io("remove", &path, e))?;
-                recovery.removed_files.push(path);
-                listing.segments.pop();
-            } else {
-                break;
-            }
-        }
         let durable = opts.durability.syncs();
-        let active = if listing.segments.is_empty() {
-            create_segment(
+        // Map the last segment before changing anything (mapping changes no byte).
+        let existing = match &plan.last {
+            Some((seg, scan)) => Some((
+                map_existing(seg, scan.header.segment_index, scan.file_len, &lock)?,
+                scan,
+            )),
+            None => None,
+        };
+        for path in plan.tmp_files.iter().chain(&plan.empty_segments) {
+            std::fs::remove_file(path).map_err(|e| JournalError::io("remove", path, e))?;
+            recovery.removed_files.push(path.clone());
+        }
+        let active = match existing {
+            None => create_segment(
                 dir,
                 0,
                 1,
@@ -307,74 +313,35 @@ impl Writer {
                 opts.segment_size_bytes,
                 durable,
                 &lock,
-            )?
-        } else {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let scans = scan_all(&listing.segments, &[], threads, &|_| {});
-            let n = scans.len();
-            // All but the last segment must end cleanly; the last may have a torn tail.
-            let summary = check_chain(scans, n - 1, false)?;
-            let last = summary.last_scan;
-            recovery.records = summary.records;
-            recovery.next_seq = last.end.next_seq;
-            recovery.head_hash = last.end.prev_hash;
-            let torn = match last.torn_tail_bytes() {
-                Some(bytes) => bytes,
-                None => {
-                    // Not the remains of one interrupted append: damage, refuse to open.
-                    if let Some(e) = last.trailing_damage() {
-                        return Err(e);
-                    }
-                    0
+            )?,
+            Some((mut active, last)) => {
+                active.write_off = last.end.off as usize;
+                if plan.torn_bytes > 0 {
+                    let from = last.end.off as usize;
+                    let to = last.nonzero_end as usize;
+                    active.map[from..to].fill(0);
+                    active
+                        .map
+                        .flush_range(from, to - from)
+                        .map_err(|e| JournalError::io("msync", &active.path, e))?;
+                    recovery.truncated_bytes = plan.torn_bytes;
+                    recovery.truncated_from_seq = Some(last.end.next_seq);
                 }
-            };
-            let seg = listing
-                .segments
-                .last()
-                .cloned()
-                .ok_or_else(|| JournalError::NoJournal {
-                    dir: dir.to_path_buf(),
-                })?;
-            let mut active = map_existing(&seg, last.header.segment_index, last.file_len, &lock)?;
-            active.write_off = last.end.off as usize;
-            if torn > 0 {
-                let from = last.end.off as usize;
-                let to = last.nonzero_end as usize;
-                active.map[from..to].fill(0);
+                if durable {
+                    // Records a crashed process left in the page cache become durable now.
+                    active
+                        .map
+                        .flush_range(0, active.write_off)
+                        .map_err(|e| JournalError::io("msync", &active.path, e))?;
+                }
+                active.synced_off = active.write_off;
                 active
-                    .map
-                    .flush_range(from, to - from)
-                    .map_err(|e| JournalError::io("msync", &active.path, e))?;
-                recovery.truncated_bytes = torn;
-                recovery.truncated_from_seq = Some(last.end.next_seq);
             }
-            if durable {
-                // Records a crashed process left in the page cache become durable now.
-                active
-                    .map
-                    .flush_range(0, active.write_off)
-                    .map_err(|e| JournalError::io("msync", &active.path, e))?;
-            }
-            active.synced_off = active.write_off;
-            active
         };
-        let last_seq = recovery.next_seq - 1;
-        // A checkpoint past the recovered end means records it vouched for are gone.
-        let newest = newest_checkpoint(dir)?;
-        if let Some((off, entry)) = newest {
-            if entry.seq > last_seq {
-                return Err(JournalError::damaged(
-                    &dir.join(crate::format::CHECKPOINT_FILE_NAME),
-                    off,
-                    Some(entry.seq),
-                    DamageKind::TailCut { last_seq },
-                ));
-            }
-        }
         let checkpoint = match opts.checkpoint {
             None => None,
             Some(p) => {
-                let prev = newest.map_or(0, |(_, e)| e.seq);
+                let prev = plan.newest_checkpoint_seq;
                 let (writer, cut) = CheckpointWriter::open(dir, p.signing_key, durable, prev)?;
                 recovery.checkpoint_bytes_cut = cut;
                 Some(CheckpointState {
@@ -388,13 +355,7 @@ impl Writer {
         // With checkpoints, the segments before the last are synced before the first
         // checkpoint (a process under `none` may have left their pages unwritten).
         let pending_sync = if checkpoint.is_some() {
-            let n = listing.segments.len();
-            listing
-                .segments
-                .iter()
-                .take(n.saturating_sub(1))
-                .map(|s| s.path.clone())
-                .collect()
+            plan.earlier_segments
         } else {
             Vec::new()
         };
@@ -613,25 +574,62 @@ impl Writer {
     }
 
     /// Payload of the newest record of `kind` (for resuming after a restart). Cold path:
-    /// walks the segments from the newest back; `None` when there is none (or it is unreadable).
-    pub fn last_payload(&self, kind: u16) -> Option<Vec<u8>> {
-        let listing = list_segments(&self.dir).ok()?;
+    /// walks the segments from the newest back, each up to the record before the next one's
+    /// first (the newest up to the head). `Ok(None)` only when every record up to the head was
+    /// read and none is of `kind`; a segment that cannot be read, or whose records are not all
+    /// there and valid, is an error (never taken for "no such record").
+    pub fn last_payload(&self, kind: u16) -> Result<Option<Vec<u8>>, JournalError> {
+        let listing = list_segments(&self.dir)?;
+        // The last sequence number the segment being read must hold.
+        let mut upto = self.next_seq - 1;
         for (index, seg) in listing.segments.iter().enumerate().rev() {
-            let mut walker = Walker::open(seg, index as u64).ok()?;
+            if upto == 0 {
+                break;
+            }
+            if seg.first_seq > upto {
+                // Holds no record up to the head (a segment just rolled over to).
+                continue;
+            }
+            let mut walker = Walker::open(seg, Some(index as u64))?;
             let mut found = None;
-            while let Ok(Step::Record(r)) = walker.step() {
-                if r.header.kind == kind {
-                    found = Some(r.payload.to_vec());
-                }
-                if r.header.seq + 1 >= self.next_seq {
-                    break;
+            loop {
+                match walker.step()? {
+                    Step::Record(r) => {
+                        if r.header.kind == kind {
+                            found = Some(r.payload.to_vec());
+                        }
+                        if r.header.seq >= upto {
+                            break;
+                        }
+                    }
+                    Step::End => {
+                        let pos = walker.pos();
+                        return Err(JournalError::damaged(
+                            walker.path(),
+                            pos.off,
+                            Some(pos.next_seq),
+                            DamageKind::EndBeforeHead {
+                                head_seq: self.next_seq - 1,
+                            },
+                        ));
+                    }
+                    Step::Invalid(what) => {
+                        let pos = walker.pos();
+                        return Err(JournalError::damaged(
+                            walker.path(),
+                            pos.off,
+                            Some(pos.next_seq),
+                            what,
+                        ));
+                    }
                 }
             }
             if found.is_some() {
-                return found;
+                return Ok(found);
             }
+            upto = seg.first_seq - 1;
         }
-        None
+        Ok(None)
     }
 
     /// msyncs what is written and not yet synced. A failed msync poisons the writer: after
@@ -735,11 +733,114 @@ impl Drop for Writer {
     }
 }
 
+/// What opening a journal will do, decided by reading only (see [`Writer::open`]).
+#[derive(Debug)]
+struct RecoveryPlan {
+    records: u64,
+    next_seq: u64,
+    head_hash: [u8; HASH_LEN_BYTES],
+    /// The segment the chain ends in, with its scan; `None`: no record, start a new segment.
+    last: Option<(SegmentFile, SegmentScan)>,
+    /// The segments before it.
+    earlier_segments: Vec<PathBuf>,
+    /// Bytes of a torn tail to cut at the end of `last`.
+    torn_bytes: u64,
+    /// Leftovers of a segment creation to delete.
+    tmp_files: Vec<PathBuf>,
+    /// All-zero segments at the end to delete (a roll-over whose header never reached disk).
+    empty_segments: Vec<PathBuf>,
+    /// The newest checkpoint's sequence number (0 when none).
+    newest_checkpoint_seq: u64,
+}
+
+/// Checks the journal in `dir` and decides what opening it for append does, reading only:
+/// `Err` is a refusal, and nothing has been changed.
+fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
+    let listing = list_segments(dir)?;
+    let n_live = listing.segments.len() - empty_tail_segments(&listing.segments)?;
+    let live = &listing.segments[..n_live];
+    let mut plan = RecoveryPlan {
+        records: 0,
+        next_seq: 1,
+        head_hash: GENESIS_HASH,
+        last: None,
+        earlier_segments: live[..n_live.saturating_sub(1)]
+            .iter()
+            .map(|s| s.path.clone())
+            .collect(),
+        torn_bytes: 0,
+        tmp_files: listing.tmp_files.clone(),
+        empty_segments: listing.segments[n_live..]
+            .iter()
+            .map(|s| s.path.clone())
+            .collect(),
+        newest_checkpoint_seq: 0,
+    };
+    if let Some(seg) = live.last() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let scans = scan_all(live, &[], threads, &|_| {});
+        // All but the last segment must end cleanly; the last may have a torn tail.
+        let summary = check_chain(scans, n_live - 1, false)?;
+        let last = summary.last_scan;
+        plan.records = summary.records;
+        plan.next_seq = last.end.next_seq;
+        plan.head_hash = last.end.prev_hash;
+        plan.torn_bytes = match last.torn_tail_bytes() {
+            Some(bytes) => bytes,
+            None => {
+                // Not the remains of one interrupted append: damage, refuse to open.
+                if let Some(e) = last.trailing_damage(true) {
+                    return Err(e);
+                }
+                0
+            }
+        };
+        plan.last = Some((seg.clone(), last));
+    }
+    if let Some(e) = listing.out_of_range_damage() {
+        return Err(e);
+    }
+    // A checkpoint past the recovered end means records it vouched for are gone.
+    let last_seq = plan.next_seq - 1;
+    if let Some((off, entry)) = newest_checkpoint(dir)? {
+        let file = dir.join(CHECKPOINT_FILE_NAME);
+        if entry.seq == 0 {
+            return Err(JournalError::damaged(
+                &file,
+                off,
+                Some(0),
+                DamageKind::CheckpointSeqZero,
+            ));
+        }
+        if entry.seq > last_seq {
+            // The checkpoint covers the record where the chain stops: that record was on
+            // stable storage whole, so a header that is there with a bad record is damage to
+            // it, not an interrupted append. Name it, as `audit verify` does.
+            if let Some((_, scan)) = &plan.last {
+                if let Some(what) = &scan.invalid {
+                    return Err(JournalError::damaged(
+                        &scan.path,
+                        scan.end.off,
+                        Some(scan.end.next_seq),
+                        what.clone(),
+                    ));
+                }
+            }
+            return Err(JournalError::damaged(
+                &file,
+                off,
+                Some(entry.seq),
+                DamageKind::TailCut { last_seq },
+            ));
+        }
+        plan.newest_checkpoint_seq = entry.seq;
+    }
+    Ok(plan)
+}
+
 fn validate_options(opts: &WriterOptions) -> Result<(), JournalError> {
     let size = opts.segment_size_bytes;
-    if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_MAX).contains(&size)
-        || size % SEGMENT_SIZE_ALIGN_BYTES != 0
-    {
+    if !segment_size_ok(size) {
         return Err(JournalError::Config {
             what: "segment_size_bytes",
             detail: format!(
@@ -782,16 +883,6 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, JournalError> {
     })
 }
 
-fn is_all_zero(path: &Path) -> Result<bool, JournalError> {
-    let mut cursor = crate::scan::Cursor::open(path)?;
-    // Any segment with a header is not: decide from the first bytes without reading it all.
-    let head = (cursor.len() as usize).min(SEGMENT_HEADER_LEN_BYTES);
-    if cursor.bytes(0, head)?.iter().any(|&b| b != 0) {
-        return Ok(false);
-    }
-    Ok(cursor.nonzero_end(0, &mut |_| {})? == 0)
-}
-
 fn now_epoch_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -831,9 +922,6 @@ struct Blank {
     tmp: PathBuf,
     allocated: Allocated,
 }
-
-/// The temporary name of the spare segment the background preparer makes.
-const SPARE_NAME: &str = "spare";
 
 /// Makes a blank segment at `tmp`: allocated with `fallocate` (a full disk is reported here)
 /// and, with `zero_fill`, written with zeros so that its blocks are ordinary written blocks:
@@ -896,7 +984,7 @@ struct Spare {
 /// Prepares the next segment on a background thread while the current one fills; `None`
 /// when no thread can be started (the roll-over then makes the segment itself).
 fn spawn_spare(dir: &Path, size: u64, durable: bool) -> Option<Spare> {
-    let tmp = dir.join(format!("{SPARE_NAME}{SEGMENT_TMP_SUFFIX}"));
+    let tmp = dir.join(SPARE_SEGMENT_FILE_NAME);
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
     let handle = std::thread::Builder::new()

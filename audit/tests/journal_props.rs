@@ -147,16 +147,105 @@ fn last_payload_finds_the_newest_record_of_a_kind() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("j");
     let (mut w, _) = Writer::open(&dir, common::opts(4096)).unwrap();
-    assert_eq!(w.last_payload(9), None);
+    assert_eq!(w.last_payload(9).unwrap(), None);
     w.append(9, 1, b"old").unwrap();
     for i in 0..200u64 {
         w.append(1, i, &[0u8; 100]).unwrap();
     }
     // The newest kind-9 record is now several segments back.
-    assert_eq!(w.last_payload(9).as_deref(), Some(&b"old"[..]));
+    assert_eq!(w.last_payload(9).unwrap().as_deref(), Some(&b"old"[..]));
     w.append(9, 2, b"new").unwrap();
-    assert_eq!(w.last_payload(9).as_deref(), Some(&b"new"[..]));
-    assert_eq!(w.last_payload(1).map(|p| p.len()), Some(100));
+    assert_eq!(w.last_payload(9).unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(w.last_payload(1).unwrap().map(|p| p.len()), Some(100));
+    assert_eq!(
+        w.last_payload(7).unwrap(),
+        None,
+        "every record read, none of kind 7"
+    );
+}
+
+/// A journal with the newest kind-9 record in its first segment, then many segments of other
+/// records: finding it means reading every segment after it.
+fn journal_with_an_old_record(dir: &std::path::Path) -> Writer {
+    let (mut w, _) = Writer::open(dir, common::opts(4096)).unwrap();
+    w.append(9, 1, b"old").unwrap();
+    for i in 0..200u64 {
+        w.append(1, i, &[0u8; 100]).unwrap();
+    }
+    assert!(common::segments(dir).len() > 4);
+    assert_eq!(w.last_payload(9).unwrap().as_deref(), Some(&b"old"[..]));
+    w
+}
+
+/// An I/O error while looking for the newest record is an error, never "there is none": the
+/// engine resumes from that record, and "none" restarts it from input 0.
+#[test]
+fn last_payload_reports_a_read_error_instead_of_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    let w = journal_with_an_old_record(&dir);
+    // A segment between the head and the record, replaced (after the open verified it) by
+    // something every read of fails on: a directory (pread: EISDIR).
+    let segs = common::segments(&dir);
+    let victim = segs[segs.len() / 2].clone();
+    std::fs::rename(&victim, tmp.path().join("moved")).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    let err = w.last_payload(9).unwrap_err();
+    assert!(
+        err.to_string().contains(&victim.display().to_string()),
+        "the error names the segment: {err}"
+    );
+    // The newest segment unreadable: an error too, even for a kind it would have held.
+    std::fs::remove_dir(&victim).unwrap();
+    std::fs::rename(tmp.path().join("moved"), &victim).unwrap();
+    assert!(w.last_payload(9).unwrap().is_some());
+    let newest = segs.last().unwrap().clone();
+    std::fs::rename(&newest, tmp.path().join("moved")).unwrap();
+    std::fs::create_dir(&newest).unwrap();
+    assert!(w.last_payload(1).is_err());
+    assert!(w.last_payload(9).is_err());
+}
+
+/// A segment cut short or changed under an open writer: the records up to the head are not all
+/// there, which is an error naming the place, never "no such record".
+#[test]
+fn last_payload_reports_records_that_are_gone_instead_of_none() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    let w = journal_with_an_old_record(&dir);
+    let segs = common::segments(&dir);
+    let victim = segs[1].clone();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&victim)
+        .unwrap();
+    let mut word = [0u8; 4];
+    f.read_exact_at(&mut word, 128).unwrap();
+    // Zero the length word of the segment's first record: the segment now ends early.
+    f.write_all_at(&[0u8; 4], 128).unwrap();
+    let err = w.last_payload(9).unwrap_err();
+    let d = err.damage().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!((d.file.clone(), d.offset), (victim.clone(), 128), "{err}");
+    assert!(
+        matches!(d.what, audit::DamageKind::EndBeforeHead { .. }),
+        "{err}"
+    );
+    // The length word back, and a changed payload byte instead: reported at that record.
+    f.write_all_at(&word, 128).unwrap();
+    f.write_all_at(&[0xFFu8; 1], 128 + 40).unwrap();
+    let err = w.last_payload(9).unwrap_err();
+    let d = err.damage().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        (d.offset, d.what.clone()),
+        (128, audit::DamageKind::Hash),
+        "{err}"
+    );
+    // Truncated: the header no longer matches the file's size.
+    f.set_len(1000).unwrap();
+    let err = w.last_payload(9).unwrap_err();
+    assert!(err.damage().is_some(), "{err}");
 }
 
 #[test]

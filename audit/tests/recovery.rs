@@ -223,13 +223,19 @@ fn leftovers_of_an_interrupted_segment_creation_are_removed() {
     // A crash between creating the temporary file and renaming it.
     let tmpfile = dir.join("00000000000000000051.seg.tmp");
     std::fs::write(&tmpfile, [1u8; 100]).unwrap();
+    // The background spare, left by a kill -9; and a file that only looks like a leftover.
+    let spare = dir.join(audit::format::SPARE_SEGMENT_FILE_NAME);
+    std::fs::write(&spare, [0u8; 4096]).unwrap();
+    let notes = dir.join("notes.seg.tmp");
+    std::fs::write(&notes, "mine").unwrap();
     // A power loss that kept the rename but not the header of an empty last segment.
     let next = spans(&dir).last().unwrap().seq + 1;
     let empty = dir.join(format!("{next:020}.seg"));
     std::fs::write(&empty, vec![0u8; 4096]).unwrap();
     let (mut w, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
-    assert_eq!(rec.removed_files.len(), 2, "{rec:?}");
-    assert!(!tmpfile.exists());
+    assert_eq!(rec.removed_files.len(), 3, "{rec:?}");
+    assert!(!tmpfile.exists() && !spare.exists());
+    assert!(notes.exists(), "not a name the writer makes: left alone");
     assert_eq!(rec.next_seq, 51);
     w.append(1, 1, b"x").unwrap();
     drop(w);
@@ -261,4 +267,233 @@ fn an_empty_last_segment_after_roll_over_is_continued() {
     assert_eq!(w.append(1, 1, b"again").unwrap().seq, seq_in_new);
     drop(w);
     audit::verify(&dir, &VerifyOptions::default()).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A refused open never writes
+// ---------------------------------------------------------------------------------------------
+
+/// SHA-256 of every file of a directory, by name: a refusal must leave all of them (and the
+/// set of names) exactly as it found them.
+fn checksums(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                hex::encode(sha2::Sha256::digest(&bytes)),
+            )
+        })
+        .collect()
+}
+
+fn checkpointed(key: &ed25519_dalek::SigningKey) -> audit::WriterOptions {
+    audit::WriterOptions {
+        segment_size_bytes: 4096,
+        durability: audit::Durability::None,
+        checkpoint: Some(audit::CheckpointPolicy {
+            signing_key: key.clone(),
+            every_records: 10,
+            every_ms: 0,
+        }),
+    }
+}
+
+/// 100 records, checkpointed every 10 (the newest checkpoint covers the last record), plus
+/// everything a successful open would clean up: a spare left by a crash, an all-zero last
+/// segment, a partial checkpoint entry.
+fn journal_with_leftovers(dir: &Path, key: &ed25519_dalek::SigningKey) -> Vec<Span> {
+    let (mut w, _) = Writer::open(dir, checkpointed(key)).unwrap();
+    common::append_n(&mut w, 100, 120);
+    drop(w);
+    assert_eq!(
+        audit::read_checkpoints(dir)
+            .unwrap()
+            .entries
+            .last()
+            .unwrap()
+            .1
+            .unwrap()
+            .seq,
+        100
+    );
+    std::fs::write(
+        dir.join(audit::format::SPARE_SEGMENT_FILE_NAME),
+        [0u8; 4096],
+    )
+    .unwrap();
+    std::fs::write(dir.join(audit::format::segment_file_name(101)), [0u8; 4096]).unwrap();
+    let mut cps = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(audit::format::CHECKPOINT_FILE_NAME))
+        .unwrap();
+    std::io::Write::write_all(&mut cps, &[7u8; 5]).unwrap();
+    spans(dir)
+}
+
+fn recover_bin(dir: &Path) -> std::process::Output {
+    std::process::Command::new(common::audit_bin())
+        .arg("recover")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Flip one byte in the last record of a journal whose newest checkpoint covers it, and other
+/// journals that must be refused: `Writer::open` and `audit recover` refuse, and every file
+/// is byte for byte what it was (no torn tail zeroed, no leftover removed, no segment made,
+/// no partial checkpoint cut). The error names the damaged record, not "tail cut off".
+#[test]
+fn a_refused_open_leaves_every_byte_as_it_found_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = audit::generate_signing_key();
+    let base = tmp.path().join("base");
+    let spans = journal_with_leftovers(&base, &key);
+    let last = spans.last().unwrap().clone();
+    assert_eq!(last.seq, 100);
+    let in_base = |s: &Span, dir: &Path| dir.join(s.file.file_name().unwrap());
+
+    type Damage = Box<dyn Fn(&Path)>;
+    type Check = Box<dyn Fn(&audit::Damage, &Path)>;
+    let cases: Vec<(&str, Damage, Check)> = vec![
+        (
+            "a flipped payload byte in the checkpointed last record",
+            Box::new({
+                let last = last.clone();
+                move |dir: &Path| flip(&in_base(&last, dir), last.start + 40)
+            }),
+            Box::new({
+                let last = last.clone();
+                move |d: &audit::Damage, dir: &Path| {
+                    assert_eq!(
+                        (&d.file, d.offset, d.seq, &d.what),
+                        (
+                            &in_base(&last, dir),
+                            last.start as u64,
+                            Some(100),
+                            &DamageKind::Hash
+                        )
+                    );
+                }
+            }),
+        ),
+        (
+            "a flipped hash byte in the checkpointed last record",
+            Box::new({
+                let last = last.clone();
+                move |dir: &Path| flip(&in_base(&last, dir), last.end - 1)
+            }),
+            Box::new(|d: &audit::Damage, _: &Path| {
+                assert_eq!((d.seq, &d.what), (Some(100), &DamageKind::Hash));
+            }),
+        ),
+        (
+            "the checkpointed last record's length word zeroed",
+            Box::new({
+                let last = last.clone();
+                move |dir: &Path| zero(&in_base(&last, dir), last.start, last.start + 4)
+            }),
+            Box::new(|d: &audit::Damage, _: &Path| {
+                assert_eq!(
+                    (d.seq, &d.what),
+                    (Some(100), &DamageKind::TailCut { last_seq: 99 })
+                );
+            }),
+        ),
+        (
+            "damage in an earlier segment",
+            Box::new({
+                let s = spans[3].clone();
+                move |dir: &Path| flip(&in_base(&s, dir), s.start + 40)
+            }),
+            Box::new({
+                let seq = spans[3].seq;
+                move |d: &audit::Damage, _: &Path| assert_eq!(d.seq, Some(seq))
+            }),
+        ),
+        (
+            "every segment removed, the checkpoints kept",
+            Box::new(|dir: &Path| {
+                for s in common::segments(dir) {
+                    std::fs::remove_file(s).unwrap();
+                }
+            }),
+            Box::new(|d: &audit::Damage, _: &Path| {
+                assert_eq!(d.what, DamageKind::TailCut { last_seq: 0 });
+            }),
+        ),
+    ];
+    for (what, damage, check) in cases {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&base, &dir);
+        damage(&dir);
+        let before = checksums(&dir);
+        let err = Writer::open(&dir, checkpointed(&key)).unwrap_err();
+        let d = err.damage().unwrap_or_else(|| panic!("{what}: {err}"));
+        check(d, &dir);
+        assert_eq!(
+            checksums(&dir),
+            before,
+            "{what}: Writer::open changed files"
+        );
+        for opts in [common::opts(4096), audit::WriterOptions::default()] {
+            assert!(Writer::open(&dir, opts).is_err(), "{what}");
+            assert_eq!(
+                checksums(&dir),
+                before,
+                "{what}: Writer::open changed files"
+            );
+        }
+        let out = recover_bin(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains(&d.what.to_string()), "{what}: {stderr}");
+        assert_eq!(
+            checksums(&dir),
+            before,
+            "{what}: audit recover changed files"
+        );
+    }
+
+    // The same journal undamaged opens, and only then is cleaned up: the leftovers were
+    // there to be removed (so the cases above prove that a refusal kept them).
+    let dir = tmp.path().join("undamaged");
+    copy_dir(&base, &dir);
+    let (_, rec) = Writer::open(&dir, checkpointed(&key)).unwrap();
+    assert_eq!(rec.removed_files.len(), 2, "{rec:?}");
+    assert_eq!(rec.checkpoint_bytes_cut, 5);
+    assert_eq!(rec.next_seq, 101);
+}
+
+/// A torn tail past the newest checkpoint is still cut: the open succeeds, then writes.
+#[test]
+fn a_torn_tail_past_the_newest_checkpoint_is_still_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = audit::generate_signing_key();
+    let dir = tmp.path().join("j");
+    let (mut w, _) = Writer::open(&dir, checkpointed(&key)).unwrap();
+    common::append_n(&mut w, 105, 120);
+    drop(w);
+    let last = spans(&dir).last().unwrap().clone();
+    assert_eq!(last.seq, 105);
+    flip(&last.file, last.start + 40);
+    let (_, rec) = Writer::open(&dir, checkpointed(&key)).unwrap();
+    assert_eq!(rec.truncated_from_seq, Some(105));
+    assert_eq!(rec.next_seq, 105);
+    audit::verify(&dir, &VerifyOptions::default()).unwrap();
+}
+
+fn flip(path: &Path, off: usize) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, off as u64).unwrap();
+    b[0] ^= 0x20;
+    f.write_all_at(&b, off as u64).unwrap();
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -43,7 +44,6 @@ fn damaged_seq(r: Result<audit::VerifyReport, JournalError>) -> (Option<u64>, Da
 }
 
 fn flip(path: &Path, off: usize, mask: u8) {
-    use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -225,21 +225,12 @@ fn missing_or_extra_segments_are_caught() {
     write_journal(&base, 400, 100, 8192);
     let segs = common::segments(&base);
     assert!(segs.len() >= 4);
-    // A segment removed from the middle.
+    // A segment removed from the middle: named where it is missing.
     let dir = tmp.path().join("mid");
     copy_dir(&base, &dir);
     std::fs::remove_file(dir.join(segs[2].file_name().unwrap())).unwrap();
     let (_, what) = damaged_seq(verify(&dir));
-    assert!(
-        matches!(
-            what,
-            DamageKind::HeaderField {
-                field: "segment_index",
-                ..
-            }
-        ),
-        "{what}"
-    );
+    assert!(matches!(what, DamageKind::SegmentSeq { .. }), "{what}");
     // The first segment removed.
     let dir = tmp.path().join("first");
     copy_dir(&base, &dir);
@@ -465,4 +456,408 @@ fn checkpoints_and_expect_head_through_the_binary() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("tail cut off"), "{stdout}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cases docs/formats/audit-log.md pins down for an outside verifier
+// ---------------------------------------------------------------------------------------------
+
+/// Rewrites a segment's header through `change`, with a valid `header_hash` (what someone who
+/// knows the format does; the header hash alone catches accidental damage).
+fn rewrite_header(path: &Path, change: impl Fn(&mut audit::format::SegmentHeader)) {
+    use audit::format::{SegmentHeader, SEGMENT_HEADER_LEN_BYTES};
+    let mut b = std::fs::read(path).unwrap();
+    let mut h = SegmentHeader::decode(&b).unwrap();
+    change(&mut h);
+    let mut out = [0u8; SEGMENT_HEADER_LEN_BYTES];
+    h.encode(&mut out);
+    b[..SEGMENT_HEADER_LEN_BYTES].copy_from_slice(&out);
+    std::fs::write(path, b).unwrap();
+}
+
+fn damage_of(r: Result<audit::VerifyReport, JournalError>) -> audit::Damage {
+    match r {
+        Err(JournalError::Damaged(d)) => *d,
+        other => panic!("expected damage, got {other:?}"),
+    }
+}
+
+fn verify_bin(dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(common::audit_bin())
+        .arg("verify")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Header damage is reported at the offset of the field that is wrong; a missing segment at
+/// the `first_seq` of the segment after the gap, with the sequence number expected there.
+#[test]
+fn errors_name_the_field_offset_and_the_seq_expected_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_journal(&base, 400, 100, 8192);
+    let segs = common::segments(&base);
+    assert!(segs.len() >= 4);
+    let seg_spans = spans(&base);
+    let first_of = |seg: &Path| {
+        seg_spans
+            .iter()
+            .find(|s| s.file.file_name() == seg.file_name())
+            .unwrap()
+            .seq
+    };
+    let in_dir = |dir: &Path, seg: &Path| dir.join(seg.file_name().unwrap());
+    // A missing middle segment: named at the next segment's first_seq (offset 32), with the
+    // sequence number the missing one started at.
+    let dir = tmp.path().join("missing");
+    copy_dir(&base, &dir);
+    std::fs::remove_file(in_dir(&dir, &segs[2])).unwrap();
+    let d = damage_of(verify(&dir));
+    let expected = first_of(&segs[2]);
+    assert_eq!(
+        (&d.file, d.offset, d.seq, &d.what),
+        (
+            &in_dir(&dir, &segs[3]),
+            32,
+            Some(expected),
+            &DamageKind::SegmentSeq {
+                found: first_of(&segs[3]),
+                expected
+            }
+        )
+    );
+    assert!(
+        d.what
+            .to_string()
+            .contains(&format!("segment holding sequence {expected} is missing")),
+        "{}",
+        d.what
+    );
+    let err = Writer::open(&dir, common::opts(8192)).unwrap_err();
+    assert_eq!(*err.damage().unwrap(), d, "the writer names the same place");
+    let out = verify_bin(&dir, &["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["error"]["offset"].as_u64(), v["error"]["seq"].as_u64()),
+        (Some(32), Some(expected))
+    );
+
+    // Fields of a header with a valid header hash: each at its own offset.
+    type Change = fn(&mut audit::format::SegmentHeader);
+    let cases: [(&str, Change, u64); 4] = [
+        ("segment_index", |h| h.segment_index += 1, 24),
+        ("prev_hash", |h| h.prev_hash[0] ^= 1, 48),
+        ("segment_size", |h| h.segment_size_bytes += 4096, 16),
+        ("first_seq", |h| h.first_seq += 1, 32),
+    ];
+    for (field, change, offset) in cases {
+        let dir = tmp.path().join(field);
+        copy_dir(&base, &dir);
+        rewrite_header(&in_dir(&dir, &segs[1]), change);
+        let d = damage_of(verify(&dir));
+        assert_eq!(
+            (&d.file, d.offset, d.seq),
+            (&in_dir(&dir, &segs[1]), offset, Some(first_of(&segs[1]))),
+            "{field}: {}",
+            d.what
+        );
+    }
+    // Bytes of the header itself: magic at 0, version at 8, header_len at 10, anything the
+    // header hash covers at the hash (96).
+    for (at, offset) in [
+        (0usize, 0u64),
+        (9, 8),
+        (10, 10),
+        (20, 96),
+        (50, 96),
+        (100, 96),
+    ] {
+        let dir = tmp.path().join(format!("byte-{at}"));
+        copy_dir(&base, &dir);
+        flip(&in_dir(&dir, &segs[1]), at, 0x04);
+        let d = damage_of(verify(&dir));
+        assert_eq!(
+            (d.offset, d.seq),
+            (offset, Some(first_of(&segs[1]))),
+            "byte {at}: {}",
+            d.what
+        );
+    }
+}
+
+/// The segment-size rule (a multiple of 4096, 4 KiB to 1 GiB) is a check of its own, not only
+/// "equals the file size".
+#[test]
+fn the_segment_size_rule_is_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_journal(&base, 3, 50, 8192);
+    let seg = common::segments(&base)[0].clone();
+    for size in [6144u64, 2048, 8192 + 8] {
+        let dir = tmp.path().join(format!("size-{size}"));
+        copy_dir(&base, &dir);
+        let path = dir.join(seg.file_name().unwrap());
+        let mut b = std::fs::read(&path).unwrap();
+        b.resize(size as usize, 0);
+        std::fs::write(&path, b).unwrap();
+        rewrite_header(&path, |h| h.segment_size_bytes = size);
+        let d = damage_of(verify(&dir));
+        assert_eq!(
+            (d.offset, d.seq, &d.what),
+            (16, Some(1), &DamageKind::SegmentSize { found: size }),
+            "{size}"
+        );
+        assert!(
+            d.what.to_string().contains("multiple of 4096"),
+            "{}",
+            d.what
+        );
+        assert!(Writer::open(&dir, common::opts(8192)).is_err());
+        assert_eq!(verify_bin(&dir, &[]).status.code(), Some(1));
+    }
+}
+
+/// A file named like a segment whose number is above u64::MAX is damage (no segment can have
+/// that name), not a file to ignore; the writer refuses it too, changing nothing.
+#[test]
+fn segment_names_above_the_u64_maximum_are_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    write_journal(&dir, 30, 50, 4096);
+    let odd = dir.join("18446744073709551616.seg");
+    std::fs::copy(&common::segments(&dir)[0], &odd).unwrap();
+    let d = damage_of(verify(&dir));
+    assert_eq!(
+        (&d.file, d.offset, d.seq, &d.what),
+        (&odd, 0, None, &DamageKind::SegmentName)
+    );
+    let err = Writer::open(&dir, common::opts(4096)).unwrap_err();
+    assert_eq!(err.damage().unwrap().what, DamageKind::SegmentName);
+    assert!(odd.exists());
+    let out = verify_bin(&dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("18446744073709551615"));
+    // u64::MAX itself is a valid name (and here a segment in the wrong place).
+    std::fs::remove_file(&odd).unwrap();
+    std::fs::copy(
+        &common::segments(&dir)[0],
+        dir.join(audit::format::segment_file_name(u64::MAX)),
+    )
+    .unwrap();
+    assert!(!matches!(
+        damage_of(verify(&dir)).what,
+        DamageKind::SegmentName
+    ));
+}
+
+/// No segment file: not a journal (exit 2) — unless checkpoints say records existed, which is
+/// a journal cut off entirely (exit 1). An all-zero last segment is named as what it is.
+#[test]
+fn an_empty_directory_and_an_all_zero_last_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(matches!(
+        verify(&empty),
+        Err(JournalError::NoJournal { .. })
+    ));
+    let out = verify_bin(&empty, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no segment files"));
+
+    let key = audit::generate_signing_key();
+    let dir = tmp.path().join("j");
+    checkpointed_journal(&dir, &key, 60);
+    // An all-zero last segment (a roll-over whose header never reached the disk).
+    let next = dir.join(audit::format::segment_file_name(61));
+    std::fs::write(&next, vec![0u8; 8192]).unwrap();
+    let d = damage_of(verify(&dir));
+    assert_eq!(
+        (&d.file, d.offset, d.seq, &d.what),
+        (&next, 0, Some(61), &DamageKind::EmptySegment)
+    );
+    let d = damage_of(audit::verify(
+        &dir,
+        &VerifyOptions {
+            allow_torn_tail: true,
+            ..VerifyOptions::default()
+        },
+    ));
+    assert_eq!(d.what, DamageKind::EmptySegment);
+    // An empty (0-byte) file under a segment name is the same thing.
+    std::fs::write(&next, []).unwrap();
+    assert_eq!(damage_of(verify(&dir)).what, DamageKind::EmptySegment);
+    // Every segment removed: the checkpoints name records that are gone.
+    for s in common::segments(&dir) {
+        std::fs::remove_file(s).unwrap();
+    }
+    let d = damage_of(verify(&dir));
+    assert_eq!(d.what, DamageKind::TailCut { last_seq: 0 });
+    assert_eq!(d.file, dir.join("checkpoints.log"));
+    assert_eq!(verify_bin(&dir, &[]).status.code(), Some(1));
+}
+
+/// A checkpoint covers at least record 1: sequence 0 is damage with its own message, even as
+/// the first entry (where "not increasing" would be a guess).
+#[test]
+fn a_checkpoint_of_seq_0_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = audit::generate_signing_key();
+    let dir = tmp.path().join("j");
+    checkpointed_journal(&dir, &key, 10);
+    let key_id = audit::key_id(&key.verifying_key());
+    let msg = audit::CheckpointEntry::signed_bytes(0, 1, &audit::GENESIS_HASH, &key_id);
+    let entry = audit::CheckpointEntry {
+        seq: 0,
+        ts_ns: 1,
+        head_hash: audit::GENESIS_HASH,
+        key_id,
+        signature: ed25519_dalek::Signer::sign(&key, &msg).to_bytes(),
+    };
+    std::fs::write(dir.join("checkpoints.log"), entry.encode()).unwrap();
+    let d = damage_of(audit::verify(&dir, &with_key(&key)));
+    assert_eq!(
+        (d.offset, d.seq, &d.what),
+        (0, Some(0), &DamageKind::CheckpointSeqZero)
+    );
+    let err = Writer::open(&dir, common::opts(8192)).unwrap_err();
+    assert_eq!(err.damage().unwrap().what, DamageKind::CheckpointSeqZero);
+}
+
+/// Non-zero bytes after the end of data of a segment that is not the last: damage with a
+/// message that says so (no writer can be appending there), even when they look like the
+/// remains of an interrupted append.
+#[test]
+fn data_after_the_end_of_a_middle_segment_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    // 168-byte records: 23 per 4 KiB segment, 104 bytes left after them.
+    let (mut w, _) = Writer::open(&dir, common::opts(4096)).unwrap();
+    for i in 0..30 {
+        w.append(1, i, &[1u8; 100]).unwrap();
+    }
+    drop(w);
+    let segs = common::segments(&dir);
+    assert!(segs.len() >= 2);
+    let spans = spans(&dir);
+    let end = spans.iter().rfind(|s| s.file == segs[0]).unwrap().end;
+    assert_eq!(end, 128 + 23 * 168);
+    let next_seq = 24u64;
+    // What a torn tail would look like: a zero length word, then header fields.
+    let mut fake = [0u8; 24];
+    fake[4..8].copy_from_slice(&8u32.to_le_bytes());
+    fake[8..16].copy_from_slice(&next_seq.to_le_bytes());
+    fake[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap()
+        .write_all_at(&fake, end as u64)
+        .unwrap();
+    for allow in [false, true] {
+        let d = damage_of(audit::verify(
+            &dir,
+            &VerifyOptions {
+                allow_torn_tail: allow,
+                ..VerifyOptions::default()
+            },
+        ));
+        assert_eq!(
+            (&d.file, d.offset, d.seq, &d.what),
+            (
+                &segs[0],
+                end as u64,
+                Some(next_seq),
+                &DamageKind::DataAfterSegmentEnd { bytes: 24 }
+            )
+        );
+    }
+    let out = verify_bin(&dir, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("not the last one"), "{stdout}");
+    assert!(!stdout.contains("appending"), "{stdout}");
+}
+
+/// Fewer than 64 bytes left after the last record of the last segment: no record fits there,
+/// so no append ever writes there; non-zero bytes there are damage, never a torn tail to cut —
+/// including when fewer than 32 bytes (less than a record header) are left.
+#[test]
+fn bytes_where_no_record_fits_are_damage_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    // room = 4096 - 128 - first record - 60 records of 64 bytes
+    for (first_payload, room) in [(8usize, 56u64), (40, 24)] {
+        let dir = tmp.path().join(format!("room-{room}"));
+        let (mut w, _) = Writer::open(&dir, common::opts(4096)).unwrap();
+        w.append(1, 1, &vec![5u8; first_payload]).unwrap();
+        for i in 0..60 {
+            w.append(1, i, &[]).unwrap();
+        }
+        drop(w);
+        assert_eq!(common::segments(&dir).len(), 1);
+        let seg = common::segments(&dir)[0].clone();
+        let end = 4096 - room;
+        assert_eq!(spans(&dir).last().unwrap().end as u64, end);
+        // What a process crash mid-append leaves: a zero length word, then payload_len 0 and
+        // the next seq. Judged as case 2 it would be a torn tail of one 64-byte record.
+        let mut fake = [0u8; 16];
+        fake[8..16].copy_from_slice(&62u64.to_le_bytes());
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&fake, end).unwrap();
+        for allow in [false, true] {
+            let d = damage_of(audit::verify(
+                &dir,
+                &VerifyOptions {
+                    allow_torn_tail: allow,
+                    ..VerifyOptions::default()
+                },
+            ));
+            assert_eq!(
+                (d.offset, d.seq, &d.what),
+                (end, Some(62), &DamageKind::DataAfterEnd { bytes: 9 }),
+                "room {room}"
+            );
+        }
+        let before = std::fs::read(&seg).unwrap();
+        let err = Writer::open(&dir, common::opts(4096)).unwrap_err();
+        assert!(
+            matches!(err.damage().unwrap().what, DamageKind::DataAfterEnd { .. }),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing cut");
+    }
+}
+
+/// Torn-tail cases 2 and 3 overlap for an all-zero header (case 2 with payload_len 0 would
+/// allow 64 bytes); case 3 wins: non-zero bytes up to one largest record away are a torn tail.
+#[test]
+fn a_zero_header_is_case_3_one_largest_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    write_journal(&dir, 10, 50, 256 * 1024);
+    let last = spans(&dir).last().unwrap().clone();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last.file)
+        .unwrap();
+    // 200 bytes after the end: beyond case 2's 64, within case 3's 65600.
+    f.write_all_at(&[0xAB; 8], last.end as u64 + 192).unwrap();
+    let d = damage_of(verify(&dir));
+    assert_eq!(d.what, DamageKind::TornTail { bytes: 200 });
+    let r = audit::verify(
+        &dir,
+        &VerifyOptions {
+            allow_torn_tail: true,
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.torn_tail_bytes, 200);
+    let (_, rec) = Writer::open(&dir, common::opts(4096)).unwrap();
+    assert_eq!(
+        (rec.truncated_bytes, rec.truncated_from_seq),
+        (200, Some(11))
+    );
 }

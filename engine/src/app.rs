@@ -76,15 +76,7 @@ fn open_journal(
             recovery.truncated_from_seq
         );
     }
-    let last = match writer.last_payload(audit::KIND_DECISION) {
-        None => None,
-        Some(p) => Some(decode_decision(&p).with_context(|| {
-            format!(
-                "the newest decision record in {} does not decode",
-                s.dir.display()
-            )
-        })?),
-    };
+    let last = last_decision(&writer)?;
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
@@ -101,17 +93,44 @@ fn open_journal(
     })
 }
 
+/// The newest decision in the journal: where a resume starts. A journal that cannot be read
+/// here is an error, never "no decision" (which would restart from input_seq 0 and decide
+/// every order a second time).
+fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Decision>> {
+    let dir = writer.dir();
+    let payload = writer.last_payload(audit::KIND_DECISION).with_context(|| {
+        format!(
+            "cannot read the newest decision record in {}: the resume point is unknown",
+            dir.display()
+        )
+    })?;
+    payload
+        .map(|p| {
+            decode_decision(&p).with_context(|| {
+                format!(
+                    "the newest decision record in {} does not decode",
+                    dir.display()
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The built-in limits of the embedded risk service when no limits file is given: the
 /// annotated `examples/limits.toml`, compiled in (so a fresh clone replays with the limits the
 /// example order file was made for, from any directory).
 pub const BUILT_IN_LIMITS_TOML: &str = include_str!("../../examples/limits.toml");
 const BUILT_IN_LIMITS_ORIGIN: &str = "built-in default limits";
 
-/// `--fresh`: deletes the journal files in `dir` (segments and checkpoints), holding the
-/// journal's writer lock so that a live writer is never pulled from under. Anything in `dir`
-/// that is not a journal file makes it refuse, deleting nothing.
+/// `--fresh`: deletes the journal files in `dir` (segments, checkpoints, and the leftovers of a
+/// segment creation that a crash can leave: `spare.seg.tmp`, `<first_seq>.seg.tmp`, the names
+/// audit's own listing deletes on open), holding the journal's writer lock so that a live
+/// writer is never pulled from under. Anything in `dir` that is not a journal file makes it
+/// refuse, deleting nothing.
 fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
-    use audit::format::{parse_segment_file_name, CHECKPOINT_FILE_NAME, LOCK_FILE_NAME};
+    use audit::format::{
+        is_segment_tmp_file_name, parse_segment_file_name, CHECKPOINT_FILE_NAME, LOCK_FILE_NAME,
+    };
     if !dir.exists() {
         return Ok(0);
     }
@@ -123,7 +142,10 @@ fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
         if name == LOCK_FILE_NAME {
             continue;
         }
-        if parse_segment_file_name(&name).is_none() && name != CHECKPOINT_FILE_NAME {
+        let journal_file = parse_segment_file_name(&name).is_some()
+            || is_segment_tmp_file_name(&name)
+            || name == CHECKPOINT_FILE_NAME;
+        if !journal_file {
             bail!(
                 "--fresh refuses to wipe {}: it holds {name:?}, which is not a journal file",
                 dir.display()
@@ -1208,5 +1230,96 @@ mod tests {
         if let Err(e) = risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN) {
             panic!("{e}");
         }
+    }
+
+    /// A journal as a kill -9 leaves it: segments, checkpoints, the lock, and the leftovers of
+    /// a segment creation in progress (the spare, a `<first_seq>.seg.tmp`).
+    fn crashed_journal(dir: &Path) -> Vec<std::path::PathBuf> {
+        use audit::format::{segment_file_name, SPARE_SEGMENT_FILE_NAME};
+        let opts = audit::WriterOptions {
+            segment_size_bytes: 4096,
+            ..audit::WriterOptions::default()
+        };
+        let (mut w, _) = audit::Writer::open(dir, opts).expect("open");
+        for i in 0..40u64 {
+            w.append(audit::KIND_ORDER, i, &[7u8; 100]).expect("append");
+        }
+        drop(w);
+        let leftovers = vec![
+            dir.join(SPARE_SEGMENT_FILE_NAME),
+            dir.join(format!("{}.tmp", segment_file_name(41))),
+        ];
+        for p in &leftovers {
+            std::fs::write(p, vec![0u8; 4096]).expect("write leftover");
+        }
+        std::fs::write(dir.join(audit::format::CHECKPOINT_FILE_NAME), []).expect("checkpoints");
+        leftovers
+    }
+
+    #[test]
+    fn fresh_wipes_the_leftovers_of_a_crash() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let leftovers = crashed_journal(&dir);
+        let n = wipe_journal(&dir).expect("--fresh after a crash");
+        assert!(n >= 4, "{n} files deleted");
+        for p in &leftovers {
+            assert!(!p.exists(), "{} left behind", p.display());
+        }
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![audit::format::LOCK_FILE_NAME.to_owned()]);
+    }
+
+    #[test]
+    fn fresh_still_refuses_other_files_and_deletes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let leftovers = crashed_journal(&dir);
+        // Only the names audit itself makes: not any file that ends in `.seg.tmp`.
+        std::fs::write(dir.join("notes.seg.tmp"), "mine").expect("write");
+        let err = wipe_journal(&dir).expect_err("a file that is not the journal's");
+        assert!(err.to_string().contains("notes.seg.tmp"), "{err}");
+        for p in &leftovers {
+            assert!(p.exists(), "{} deleted by a refusal", p.display());
+        }
+    }
+
+    #[test]
+    fn an_unreadable_journal_is_an_error_not_no_decision() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("journal");
+        let (mut w, _) = audit::Writer::open(&dir, audit::WriterOptions::default()).expect("open");
+        let d = Decision {
+            input_seq: 41,
+            order: orders::Order {
+                order_id: 7,
+                price: 1_000_000,
+                qty: 10,
+                symbol: orders::Symbol::new("MSFT").expect("symbol"),
+                ..orders::Order::default()
+            },
+            reason: Reason::Accepted,
+            t_in_ns: 1,
+            t_decided_ns: 2,
+        };
+        let mut buf = [0u8; orders::DECISION_LEN_BYTES];
+        orders::encode_decision(&d, &mut buf);
+        w.append(audit::KIND_DECISION, 1, &buf).expect("append");
+        assert_eq!(
+            last_decision(&w).expect("read").map(|d| d.input_seq),
+            Some(41)
+        );
+        // The segment becomes unreadable after the open verified it (an I/O error on read):
+        // replaced by something `pread` fails on.
+        let seg = w.current_segment().expect("segment").to_path_buf();
+        std::fs::rename(&seg, tmp.path().join("moved.seg")).expect("move");
+        std::fs::create_dir(&seg).expect("mkdir");
+        let err = last_decision(&w).expect_err("an unreadable journal");
+        let text = format!("{err:#}");
+        assert!(text.contains("resume point is unknown"), "{text}");
+        assert!(text.contains(&seg.display().to_string()), "{text}");
     }
 }
