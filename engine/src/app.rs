@@ -25,8 +25,8 @@ use crate::config::{
 use crate::idle::IdleKind;
 use crate::latency::write_hgrm;
 use crate::limits::{
-    EGRESS_LINGER_MS, EGRESS_SNDBUF_BYTES, EGRESS_SNDHWM_MESSAGES_DEFAULT, RISK_AUTH_PROBE_MS,
-    RISK_TIMEOUT_MS_MAX,
+    EGRESS_LINGER_MS, EGRESS_SNDBUF_BYTES, EGRESS_SNDHWM_MESSAGES_DEFAULT,
+    INGRESS_MESSAGE_BYTES_MAX, RISK_AUTH_PROBE_MS, RISK_TIMEOUT_MS_MAX,
 };
 use crate::metrics::{Metrics, MetricsServer};
 use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
@@ -827,19 +827,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         },
     };
     crate::config::check_cores(&mut p, "--pin ", &cores);
-    let format = match a.format.as_deref() {
-        None => None,
-        Some("csv") => Some(orders::files::Format::Csv),
-        Some("binary" | "bin") => Some(orders::files::Format::Binary),
-        Some("lobster") => Some(orders::files::Format::Lobster),
-        Some(other) => {
-            p.add(
-                "--format",
-                format!("{other:?} is not csv, binary or lobster"),
-            );
-            None
-        }
-    };
+    let format = a.format.map(orders::files::Format::from);
     let symbol = match a.symbol.as_deref().map(orders::Symbol::new) {
         None => None,
         Some(Ok(s)) => Some(s),
@@ -1123,6 +1111,9 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     pull.set_rcvhwm(cfg.ingress.rcvhwm)
         .context("ingress ZMQ_RCVHWM")?;
     pull.set_linger(0).context("ingress ZMQ_LINGER")?;
+    // libzmq drops a peer announcing a larger message before allocating it.
+    pull.set_maxmsgsize(i64::try_from(INGRESS_MESSAGE_BYTES_MAX).unwrap_or(i64::MAX))
+        .context("ingress ZMQ_MAXMSGSIZE")?;
     // Under [security]: a remote endpoint needs an allow-list or PLAIN credentials (checked by
     // the ZAP handler started above), or `insecure` (docs/security.md).
     let bound = zauth::bind(&ctx, &pull, &cfg.ingress.bind, &server_auth)

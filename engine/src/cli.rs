@@ -179,9 +179,9 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub lobster_accounts: u32,
 
-    /// Order file format: csv, binary or lobster (default: detect).
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
+    /// Order file format (default: detect from the name and content).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
 
     /// Most orders a stage handles as one unit (one risk request, one egress frame).
     #[arg(long, default_value_t = MAX_BATCH_ORDERS_DEFAULT, value_name = "N")]
@@ -222,4 +222,26 @@ pub struct ReplayArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// The project's CSV (docs/formats/orders.md).
+    Csv,
+    /// The memory-mapped binary format (`bench gen --out FILE.bin`).
+    #[value(alias = "bin")]
+    Binary,
+    /// A LOBSTER message file, plain or gzipped.
+    Lobster,
+}
+
+impl From<FormatArg> for orders::files::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => orders::files::Format::Csv,
+            FormatArg::Binary => orders::files::Format::Binary,
+            FormatArg::Lobster => orders::files::Format::Lobster,
+        }
+    }
 }

@@ -228,6 +228,46 @@ fn frames_and_json_in_garbage_skipped_sigterm_drains_restart_continues() {
     );
 }
 
+/// Issue 13 item 10: the PULL ingress has `ZMQ_MAXMSGSIZE` (the largest ingress frame), as
+/// the other sockets do: libzmq drops a peer announcing a larger message before allocating
+/// it, so a 4 MiB message never reaches the engine (no bad frame is counted, no memory is
+/// taken), and the service goes on taking orders from others.
+#[test]
+fn an_oversized_ingress_message_is_dropped_by_libzmq_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let config = dir.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nbind = \"tcp://127.0.0.1:*\"\n[journal]\ndir = \"{}\"\n[metrics]\nbind = \"127.0.0.1:0\"\n",
+            journal.display(),
+        ),
+    )
+    .unwrap();
+    let svc = start_service(&config);
+    let ctx = zmq::Context::new();
+    let big = ctx.socket(zmq::PUSH).unwrap();
+    big.set_linger(0).unwrap();
+    big.connect(&svc.ingress).unwrap();
+    big.send(vec![7u8; 4 << 20], 0).unwrap();
+    // Give libzmq time to receive (and refuse) it before the good frame comes.
+    std::thread::sleep(Duration::from_millis(500));
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.connect(&svc.ingress).unwrap();
+    push.send(engine::frames::encode_ingress_frame(&[order(1)]), 0)
+        .unwrap();
+    let text = wait_metric(&svc.metrics, "engine_journal_records_total", 1);
+    assert_eq!(
+        metric(&text, "engine_ingress_bad_frames_total"),
+        0,
+        "the oversized message never reached the engine: {text}"
+    );
+    let (status, lines) = stop(svc);
+    assert!(status.success(), "{lines:#?}");
+    assert_eq!(decisions(&journal).len(), 1);
+}
+
 /// Guarantee 6 (config): every problem is reported with its key, the exit status is non-zero,
 /// and nothing is created.
 #[test]
