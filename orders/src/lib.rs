@@ -19,4 +19,7 @@ pub use codec::{
 };
 pub use files::{write_binary, write_csv, FileError, Format, LoadOptions, OrderFile};
 pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};
-pub use price::{format_price_ticks, parse_price_ticks, price_ticks_from_f64, PriceError};
+pub use price::{
+    format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,
+    DecimalSyntax, PriceError,
+};
