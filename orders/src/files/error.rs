@@ -140,6 +140,12 @@ pub enum FileErrorKind {
     /// The gzip stream is damaged.
     #[error("gzip data is damaged: {0}")]
     Gzip(std::io::Error),
+    /// The file is larger than this process can hold in memory.
+    #[error("file of {bytes} bytes does not fit in memory")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+    },
     /// A CSV header lacks required columns.
     #[error("missing required column(s) {missing}; the header has {found}")]
     MissingColumns {
