@@ -143,6 +143,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         symbol,
         max_errors: args.max_errors,
         lobster_accounts: args.lobster_accounts,
+        ..LoadOptions::default()
     };
     let report = convert(&args.input, &args.output, format, &opts).with_context(|| {
         format!(

@@ -281,6 +281,68 @@ fn gzipped_csv_and_binary_load_too() {
     assert!(err(&p).contains("gzip data is damaged"));
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Issue 13 item 17: a gzip bomb is refused at the inflation bound, not inflated whole.
+#[test]
+fn gzip_bomb_is_refused_at_the_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB of zeros in ~64 KiB of gzip; two members, as `cat a.gz b.gz` makes.
+    let member = gzip(&vec![0u8; 32 << 20]);
+    let mut bomb = member.clone();
+    bomb.extend_from_slice(&member);
+    assert!(bomb.len() < 1 << 17, "{} bytes", bomb.len());
+    let p = write(tmp.path(), "bomb.csv.gz", &bomb);
+    let bound = LoadOptions {
+        max_inflated_bytes: 1 << 20,
+        ..LoadOptions::default()
+    };
+    for e in [
+        OrderFile::open(&p, &bound).unwrap_err(),
+        OrderFile::from_bytes(&p, &bomb, &bound).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e.kind(),
+                FileErrorKind::GzipTooLarge {
+                    max_bytes: 1_048_576
+                }
+            ),
+            "{e}"
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("bomb.csv.gz") && m.contains("more than 1048576 bytes"),
+            "{m}"
+        );
+    }
+    // The bound is inclusive: content of exactly the bound loads, one byte more does not.
+    let csv = {
+        let c = tmp.path().join("a.csv");
+        files::write_csv(&c, sample()).unwrap();
+        std::fs::read(c).unwrap()
+    };
+    let p = write(tmp.path(), "a.csv.gz", &gzip(&csv));
+    let exact = LoadOptions {
+        max_inflated_bytes: csv.len() as u64,
+        ..LoadOptions::default()
+    };
+    assert_eq!(OrderFile::open(&p, &exact).unwrap().len(), sample().len());
+    let short = LoadOptions {
+        max_inflated_bytes: csv.len() as u64 - 1,
+        ..LoadOptions::default()
+    };
+    assert!(OrderFile::open(&p, &short).is_err());
+    assert_eq!(
+        LoadOptions::default().max_inflated_bytes,
+        files::limits::GZIP_INFLATED_BYTES_MAX_DEFAULT
+    );
+}
+
 /// Issue 13 item 12: the file is truncated (and then rewritten) by someone else while we
 /// replay it. Memory-mapped, the next read of a lost page raised SIGBUS and killed the process;
 /// read into memory at open, the replay goes on with the orders as they were validated.

@@ -5,7 +5,8 @@
 //! validates every order up front, and then hands them out cheaply with [`OrderFile::get`] and
 //! [`OrderFile::iter`]. Detection, in order:
 //!
-//! 1. gzip magic `1f 8b` → decompress, then detect on the content;
+//! 1. gzip magic `1f 8b` → decompress (at most [`LoadOptions::max_inflated_bytes`]), then
+//!    detect on the content;
 //! 2. the binary magic `ORDRBIN\0` → [`Format::Binary`];
 //! 3. a first line starting `Time,Type` (a LOBSTER header) → [`Format::Lobster`];
 //! 4. a first line naming an `order_id` column → [`Format::Csv`];
@@ -41,7 +42,10 @@ pub use error::{Column, FileError, FileErrorKind, Location};
 pub use lobster::{parse_time_ns as parse_lobster_time_ns, LobsterCounts};
 
 use crate::model::{Order, Symbol};
-use limits::{GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SNIPPET_BYTES_MAX, WRITE_BUFFER_BYTES};
+use limits::{
+    GZIP_INFLATED_BYTES_MAX_DEFAULT, GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SNIPPET_BYTES_MAX,
+    WRITE_BUFFER_BYTES,
+};
 
 /// An order-file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +116,9 @@ pub struct LoadOptions {
     pub max_errors: u64,
     /// LOBSTER only: accounts to spread orders over (`account = 1 + order_id % N`), ≥ 1.
     pub lobster_accounts: u32,
+    /// Gzipped files only: the most bytes the content may inflate to; past it the load fails
+    /// with [`FileErrorKind::GzipTooLarge`] (default [`GZIP_INFLATED_BYTES_MAX_DEFAULT`]).
+    pub max_inflated_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -121,6 +128,7 @@ impl Default for LoadOptions {
             symbol: None,
             max_errors: 0,
             lobster_accounts: LOBSTER_ACCOUNTS_DEFAULT,
+            max_inflated_bytes: GZIP_INFLATED_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -190,9 +198,9 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
 impl OrderFile {
     /// Opens, detects, reads and validates an order file.
     ///
-    /// The whole file is read into memory (a gzipped one is inflated as it is read); nothing
-    /// reads the file again, so another process truncating or rewriting it afterwards changes
-    /// nothing here.
+    /// The whole file is read into memory (a gzipped one is inflated as it is read, up to
+    /// [`LoadOptions::max_inflated_bytes`]); nothing reads the file again, so another process
+    /// truncating or rewriting it afterwards changes nothing here.
     pub fn open(path: &Path, opts: &LoadOptions) -> Result<OrderFile, FileError> {
         check_options(path, opts)?;
         let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
@@ -208,7 +216,7 @@ impl OrderFile {
             binary::read_up_to(&mut file, &mut head).map_err(io_error(path, "cannot read"))?;
         let head = &head[..head_len];
         if head.starts_with(&GZIP_MAGIC) {
-            let data = inflate(path, head.chain(file))?;
+            let data = inflate(path, head.chain(file), opts.max_inflated_bytes)?;
             return OrderFile::from_content(path, &data, true, opts);
         }
         let binary = match opts.format {
@@ -251,7 +259,7 @@ impl OrderFile {
     ) -> Result<OrderFile, FileError> {
         check_options(path, opts)?;
         if bytes.starts_with(&GZIP_MAGIC) {
-            let data = inflate(path, bytes)?;
+            let data = inflate(path, bytes, opts.max_inflated_bytes)?;
             OrderFile::from_content(path, &data, true, opts)
         } else {
             OrderFile::from_content(path, bytes, false, opts)
@@ -377,12 +385,21 @@ fn check_options(path: &Path, opts: &LoadOptions) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Inflates a gzip stream (all members).
-fn inflate(path: &Path, compressed: impl Read) -> Result<Vec<u8>, FileError> {
+/// Inflates a gzip stream (all members), refusing content beyond `max_bytes` without reading
+/// further.
+fn inflate(path: &Path, compressed: impl Read, max_bytes: u64) -> Result<Vec<u8>, FileError> {
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(compressed)
+        .take(max_bytes.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| FileError::new(path, Location::File, FileErrorKind::Gzip(e)))?;
+    if out.len() as u64 > max_bytes {
+        return Err(FileError::new(
+            path,
+            Location::File,
+            FileErrorKind::GzipTooLarge { max_bytes },
+        ));
+    }
     Ok(out)
 }
 
