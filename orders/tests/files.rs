@@ -388,6 +388,51 @@ fn a_binary_file_truncated_during_replay_changes_nothing() {
     assert!(open(&p).is_err());
 }
 
+/// Issue 13 item 17: `--max-errors` shows where each skipped line is (the first 20), then how
+/// many more there were.
+#[test]
+fn skipped_lines_are_listed_with_their_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from(CSV_HEAD);
+    for i in 1..=30u64 {
+        // Every third line is good: 10 good lines, 20 with a bad side.
+        if i % 3 == 0 {
+            text.push_str(&format!("{i},1,AAPL,BUY,10,1\n"));
+        } else {
+            text.push_str(&format!("{i},1,AAPL,UP,10,1\n"));
+        }
+    }
+    text.push_str("31,1,AAPL,BUY,10,1.00001\n"); // and a 21st: a price never rounded
+    let p = write(tmp.path(), "bad.csv", text.as_bytes());
+    let opts = LoadOptions {
+        max_errors: 100,
+        ..LoadOptions::default()
+    };
+    let f = OrderFile::open(&p, &opts).unwrap();
+    assert_eq!((f.len(), f.skipped()), (10, 21));
+    assert_eq!(f.skipped_errors().len(), files::limits::SKIPPED_LISTED_MAX);
+    let report = f.skipped_report();
+    assert_eq!(report.len(), 21);
+    // Line 1 is the header: order 1 is on line 2.
+    assert!(
+        report[0].starts_with(&format!("{}: line 2, column 4 (side)", p.display())),
+        "{}",
+        report[0]
+    );
+    assert!(report[19].contains("line 30,"), "{}", report[19]);
+    assert_eq!(report[20], "… and 1 more");
+    // None skipped, nothing to say.
+    let p = write(
+        tmp.path(),
+        "good.csv",
+        format!("{CSV_HEAD}1,1,AAPL,B,1,1\n").as_bytes(),
+    );
+    assert!(OrderFile::open(&p, &opts)
+        .unwrap()
+        .skipped_report()
+        .is_empty());
+}
+
 #[test]
 fn csv_with_bom_and_lobster_format_forced() {
     let tmp = tempfile::tempdir().unwrap();

@@ -16,8 +16,10 @@
 //!
 //! Bad input is a [`FileError`] naming the file, the line and column (text) or record and byte
 //! offset (binary), and what was expected. With [`LoadOptions::max_errors`] = N, up to N bad
-//! lines of a text file are skipped and counted ([`OrderFile::skipped`]); the next one is an
-//! error. Binary files are machine-written and never skipped: any bad record is an error.
+//! lines of a text file are skipped and counted ([`OrderFile::skipped`]; the first
+//! [`limits::SKIPPED_LISTED_MAX`] with their locations in [`OrderFile::skipped_errors`]); the
+//! next one is an error. Binary files are machine-written and never skipped: any bad record is
+//! an error.
 //!
 //! Every file is read into memory at open, and nothing reads it again: a file that another
 //! process truncates or rewrites while we replay it changes nothing for us (no memory map, so
@@ -43,8 +45,8 @@ pub use lobster::{parse_time_ns as parse_lobster_time_ns, LobsterCounts};
 
 use crate::model::{Order, Symbol};
 use limits::{
-    GZIP_INFLATED_BYTES_MAX_DEFAULT, GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SNIPPET_BYTES_MAX,
-    WRITE_BUFFER_BYTES,
+    GZIP_INFLATED_BYTES_MAX_DEFAULT, GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SKIPPED_LISTED_MAX,
+    SNIPPET_BYTES_MAX, WRITE_BUFFER_BYTES,
 };
 
 /// An order-file format.
@@ -133,11 +135,12 @@ impl Default for LoadOptions {
     }
 }
 
-/// Counts bad lines of a text file against `max_errors`.
+/// Counts bad lines of a text file against `max_errors`, keeping the first few errors.
 #[derive(Debug)]
 pub(crate) struct BadLines {
     max_errors: u64,
     skipped: u64,
+    listed: Vec<FileError>,
 }
 
 impl BadLines {
@@ -145,6 +148,7 @@ impl BadLines {
         BadLines {
             max_errors,
             skipped: 0,
+            listed: Vec::new(),
         }
     }
 
@@ -152,6 +156,9 @@ impl BadLines {
     pub(crate) fn skip(&mut self, e: FileError) -> Result<(), FileError> {
         if self.skipped < self.max_errors {
             self.skipped += 1;
+            if self.listed.len() < SKIPPED_LISTED_MAX {
+                self.listed.push(e);
+            }
             return Ok(());
         }
         if self.max_errors == 0 {
@@ -176,6 +183,7 @@ pub struct OrderFile {
     gzipped: bool,
     orders: Vec<Order>,
     skipped: u64,
+    skipped_errors: Vec<FileError>,
     lobster: Option<LobsterCounts>,
 }
 
@@ -232,6 +240,7 @@ impl OrderFile {
                 gzipped: false,
                 orders,
                 skipped: 0,
+                skipped_errors: Vec::new(),
                 lobster: None,
             });
         }
@@ -306,6 +315,7 @@ impl OrderFile {
             gzipped,
             orders,
             skipped: bad.skipped(),
+            skipped_errors: bad.listed,
             lobster: lobster_counts,
         })
     }
@@ -363,6 +373,23 @@ impl OrderFile {
     /// Whether the file was gzipped.
     pub fn gzipped(&self) -> bool {
         self.gzipped
+    }
+
+    /// The errors of the first [`SKIPPED_LISTED_MAX`] bad lines skipped under
+    /// [`LoadOptions::max_errors`], in file order; each names its line (and column).
+    pub fn skipped_errors(&self) -> &[FileError] {
+        &self.skipped_errors
+    }
+
+    /// The skipped bad lines for a person to read: one line per listed error, then
+    /// `… and N more` when more lines were skipped than are listed. Empty when none was.
+    pub fn skipped_report(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.skipped_errors.iter().map(|e| e.to_string()).collect();
+        let unlisted = self.skipped - self.skipped_errors.len() as u64;
+        if unlisted > 0 {
+            out.push(format!("… and {unlisted} more"));
+        }
+        out
     }
 
     /// For a LOBSTER file, the rows imported per LOBSTER event type.
