@@ -96,6 +96,24 @@ pub enum AuthError {
     },
 }
 
+/// An `--allow` entry that is neither a network nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a network (CIDR, e.g. 10.1.0.0/16 or ::1/128) or an address (e.g. 127.0.0.1)"
+)]
+pub struct AllowError(pub String);
+
+/// Parses one allow-list entry, the one parser of every `--allow` flag and of the engine's
+/// `security.allow`: a network in CIDR notation (`10.1.0.0/16`, `::1/128`) or a plain address,
+/// which means that one host (`127.0.0.1` = `127.0.0.1/32`, `::1` = `::1/128`). Surrounding
+/// whitespace is ignored.
+pub fn parse_allow(text: &str) -> Result<IpNet, AllowError> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| AllowError(text.to_owned()))
+}
+
 fn zerr(what: &'static str) -> impl FnOnce(zmq::Error) -> AuthError {
     move |source| AuthError::Zmq { what, source }
 }
@@ -719,6 +737,26 @@ mod tests {
         ] {
             assert!(scope(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 13 item 17: one parser for every `--allow`; a plain address is one host.
+    #[test]
+    fn allow_entries_are_networks_or_addresses() {
+        let net = |s: &str| parse_allow(s).map(|n| n.to_string());
+        assert_eq!(net("127.0.0.1").as_deref(), Ok("127.0.0.1/32"));
+        assert_eq!(net(" 10.1.0.0/16 ").as_deref(), Ok("10.1.0.0/16"));
+        assert_eq!(net("::1").as_deref(), Ok("::1/128"));
+        assert_eq!(net("fd00::/8").as_deref(), Ok("fd00::/8"));
+        for bad in ["", "localhost", "1.2.3.4/33", "1.2.3", "10.0.0.0/", "[::1]"] {
+            let e = parse_allow(bad).expect_err("refused").to_string();
+            assert!(
+                e.contains("is not a network") && e.contains("an address"),
+                "{e}"
+            );
+        }
+        let host = parse_allow("127.0.0.1").expect("address");
+        assert!(host.contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")));
+        assert!(!host.contains(&"127.0.0.2".parse::<IpAddr>().expect("ip")));
     }
 
     #[test]
