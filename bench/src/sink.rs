@@ -2,9 +2,12 @@
 //!
 //! Binds a ZeroMQ PULL socket, takes the engine's egress frames (`docs/formats/egress.md`),
 //! and checks what arrives:
-//! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too);
+//! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too). After
+//!   an engine restart with `--resume`, re-sent orders are the documented at-least-once
+//!   behaviour: `--allow-duplicates` counts and lists them without failing the run;
 //! - **order**: `journal_seq` must strictly increase across everything received (the engine
-//!   sends in decision order), a regression is counted as out of order;
+//!   sends in decision order), a regression is counted as out of order (with
+//!   `--allow-duplicates`, a duplicate is not checked for order: a re-sent tail goes back);
 //! - **missing**: with `--expect N`, fewer than N distinct orders by the end;
 //! - **journal first** (`--verify-journal DIR`): when an order arrives, its decision record
 //!   `journal_seq` must already be in the journal, with the same input_seq and order, accepted.
@@ -96,6 +99,12 @@ pub struct SinkArgs {
     #[arg(long)]
     pub insecure: bool,
 
+    /// Duplicate deliveries (an `input_seq` seen before) are counted and listed but do not fail
+    /// the run: what an engine restarted with `--resume` does on purpose (at-least-once: it
+    /// re-sends the accepted orders of its journal's tail).
+    #[arg(long)]
+    pub allow_duplicates: bool,
+
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -114,6 +123,8 @@ pub struct SinkReport {
     pub unique: u64,
     /// Orders whose input_seq was already seen.
     pub duplicates: u64,
+    /// `--allow-duplicates`: duplicates do not fail the run.
+    pub duplicates_allowed: bool,
     /// Some duplicated input_seq values.
     pub duplicate_input_seqs: Vec<u64>,
     /// Their order ids.
@@ -338,6 +349,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     let mut rep = SinkReport {
         endpoint,
         expected: args.expect,
+        duplicates_allowed: args.allow_duplicates,
         ..SinkReport::default()
     };
     let mut seen = SeenSet::default();
@@ -417,6 +429,14 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                     rep.duplicate_input_seqs.push(e.input_seq);
                     rep.duplicate_order_ids.push(e.order.order_id);
                 }
+                if args.allow_duplicates {
+                    // A re-sent order: its journal_seq is behind by design.
+                    if let Some(d) = &mut dump {
+                        writeln!(d, "{},{},{}", e.input_seq, e.journal_seq, e.order.order_id)
+                            .context("cannot write the dump")?;
+                    }
+                    continue;
+                }
             }
             if rep.first_journal_seq == 0 {
                 rep.first_journal_seq = e.journal_seq;
@@ -440,17 +460,18 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         }
     }
     rep.missing = args.expect.map_or(0, |n| n.saturating_sub(rep.unique));
-    rep.ok = rep.duplicates == 0
+    rep.ok = (rep.duplicates == 0 || args.allow_duplicates)
         && rep.out_of_order == 0
         && rep.bad_frames == 0
         && rep.missing == 0
         && rep.journal_mismatches == 0;
     eprintln!(
-        "sink: {} orders in {} frames ({} distinct), {} duplicates, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
+        "sink: {} orders in {} frames ({} distinct), {} duplicates{}, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
         rep.orders,
         rep.frames,
         rep.unique,
         rep.duplicates,
+        duplicates_note(rep.duplicates, args.allow_duplicates),
         rep.out_of_order,
         rep.missing,
         rep.bad_frames,
@@ -470,6 +491,18 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What the summary says after the duplicate count.
+fn duplicates_note(duplicates: u64, allowed: bool) -> &'static str {
+    match (duplicates, allowed) {
+        (0, _) => "",
+        (_, true) => " (allowed: --allow-duplicates)",
+        (_, false) => {
+            " (a failure here; re-sent orders after an engine --resume are at-least-once \
+             delivery: pass --allow-duplicates to accept them)"
+        }
+    }
 }
 
 #[cfg(test)]
