@@ -114,9 +114,9 @@ struct ServeArgs {
 /// Who may connect to a server socket (ZeroMQ ZAP); see docs/security.md.
 #[derive(Debug, Args)]
 struct ServerSecurityArgs {
-    /// Accept connections only from this network (CIDR, e.g. 10.1.0.0/16 or 127.0.0.1/32);
-    /// repeat for several. Checked by a ZAP handler on every connection.
-    #[arg(long = "allow", value_name = "CIDR")]
+    /// Accept connections only from this network (CIDR, e.g. 10.1.0.0/16) or address
+    /// (127.0.0.1: that host); repeat for several. Checked by a ZAP handler on every connection.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = zauth::parse_allow)]
     allow: Vec<ipnet::IpNet>,
     /// Require PLAIN credentials: a file of USER:PASSWORD lines (mode 0600, `#` comments).
     /// PLAIN authenticates but does not encrypt: the password crosses the network in clear.

@@ -152,16 +152,23 @@ fn serve_refuses_a_remote_endpoint_without_authentication_unless_insecure() {
         &["--bind", "tcp://0.0.0.0:*", "--allow", "10.0.0.0/8"],
     );
     assert!(ep.starts_with("tcp://0.0.0.0:"), "{ep}");
+    // So is a plain address, one host (zauth::parse_allow, as for every --allow; issue 13).
+    let (host, _, ep) = start_serve(&dir, &["--bind", "tcp://0.0.0.0:*", "--allow", "10.0.0.1"]);
+    assert!(ep.starts_with("tcp://0.0.0.0:"), "{ep}");
+    drop(host);
     // A malformed network and a credentials file others can read are refused.
     let (status, _, err, _) = run_bounded(
         Command::new(common::audit_bin())
             .arg("serve")
             .arg(&dir)
-            .args(["--bind", "tcp://0.0.0.0:*", "--allow", "10.0.0.0"]),
+            .args(["--bind", "tcp://0.0.0.0:*", "--allow", "10.0.0.0/33"]),
         REFUSAL_BOUND,
     );
     assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("--allow"), "{err}");
+    assert!(
+        err.contains("--allow") && err.contains("is not a network"),
+        "{err}"
+    );
     let creds = private_file(tmp.path(), "creds", "ops:s3cret\n");
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (status, _, err, _) = run_bounded(

@@ -243,6 +243,9 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     };
     let file = OrderFile::open(&args.file, &opts)
         .with_context(|| format!("cannot load {}", args.file.display()))?;
+    for line in file.skipped_report() {
+        eprintln!("bench baseline: skipped {line}");
+    }
     let n = args.limit.unwrap_or(usize::MAX).min(file.len());
 
     let ctx = zmq::Context::new();

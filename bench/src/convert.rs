@@ -76,7 +76,7 @@ pub fn resolve_output_format(
 }
 
 /// What a conversion did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvertReport {
     /// The input's format.
     pub input_format: Format,
@@ -86,6 +86,8 @@ pub struct ConvertReport {
     pub orders: u64,
     /// Bad input lines skipped under `max_errors`.
     pub skipped: u64,
+    /// Where they are: the first 20 errors, then `… and N more` (`OrderFile::skipped_report`).
+    pub skipped_report: Vec<String>,
 }
 
 /// Loads `input` and writes every order to `output` in `format`.
@@ -102,6 +104,7 @@ pub fn convert(
         gzipped: file.gzipped(),
         orders,
         skipped: file.skipped(),
+        skipped_report: file.skipped_report(),
     })
 }
 
@@ -143,6 +146,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         symbol,
         max_errors: args.max_errors,
         lobster_accounts: args.lobster_accounts,
+        ..LoadOptions::default()
     };
     let report = convert(&args.input, &args.output, format, &opts).with_context(|| {
         format!(
@@ -151,6 +155,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             args.output.display()
         )
     })?;
+    for line in &report.skipped_report {
+        eprintln!("bench convert: skipped {line}");
+    }
     println!(
         "bench convert: {} ({}{}) -> {} ({format}): {} orders, {} bad lines skipped",
         args.input.display(),

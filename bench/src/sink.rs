@@ -3,10 +3,13 @@
 //! Binds a ZeroMQ PULL socket, takes the engine's egress frames (`docs/formats/egress.md`) and
 //! the source design's one-JSON-order-per-message PUSH (`bench baseline --out`: the order's JSON
 //! with an `input_seq` key), and checks what arrives:
-//! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too);
+//! - **duplicates**: an `input_seq` seen twice (the order ids involved are reported too). After
+//!   an engine restart with `--resume`, re-sent orders are the documented at-least-once
+//!   behaviour: `--allow-duplicates` counts and lists them without failing the run;
 //! - **order**: `journal_seq` must strictly increase across everything received (the engine
-//!   sends in decision order), a regression is counted as out of order; for JSON orders, which
-//!   have no journal, `input_seq` must strictly increase instead;
+//!   sends in decision order), a regression is counted as out of order (with
+//!   `--allow-duplicates`, a duplicate is not checked for order: a re-sent tail goes back); for
+//!   JSON orders, which have no journal, `input_seq` must strictly increase instead;
 //! - **missing**: with `--expect N`, fewer than N distinct orders by the end;
 //! - **journal first** (`--verify-journal DIR`): when an order arrives, its decision record
 //!   `journal_seq` must already be in the journal, with the same input_seq and order, accepted.
@@ -91,9 +94,9 @@ pub struct SinkArgs {
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
 
-    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16; repeatable).
-    /// Enables ZAP authentication on the endpoint.
-    #[arg(long, value_name = "CIDR")]
+    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16) or addresses
+    /// (127.0.0.1: that host); repeatable. Enables ZAP authentication on the endpoint.
+    #[arg(long, value_name = "CIDR", value_parser = zauth::parse_allow)]
     pub allow: Vec<ipnet::IpNet>,
 
     /// Require PLAIN credentials from a file of USER:PASSWORD lines (mode 0600), as the
@@ -110,6 +113,12 @@ pub struct SinkArgs {
     /// here (`bench baseline --audit-pub`), count them and check each one's SHA-256.
     #[arg(long, value_name = "ENDPOINT")]
     pub audit_sub: Option<String>,
+
+    /// Duplicate deliveries (an `input_seq` seen before) are counted and listed but do not fail
+    /// the run: what an engine restarted with `--resume` does on purpose (at-least-once: it
+    /// re-sends the accepted orders of its journal's tail).
+    #[arg(long)]
+    pub allow_duplicates: bool,
 
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
@@ -129,6 +138,8 @@ pub struct SinkReport {
     pub unique: u64,
     /// Orders whose input_seq was already seen.
     pub duplicates: u64,
+    /// `--allow-duplicates`: duplicates do not fail the run.
+    pub duplicates_allowed: bool,
     /// Some duplicated input_seq values.
     pub duplicate_input_seqs: Vec<u64>,
     /// Their order ids.
@@ -373,6 +384,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     let mut rep = SinkReport {
         endpoint,
         expected: args.expect,
+        duplicates_allowed: args.allow_duplicates,
         ..SinkReport::default()
     };
     let mut seen = SeenSet::default();
@@ -495,6 +507,14 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                     rep.duplicate_input_seqs.push(e.input_seq);
                     rep.duplicate_order_ids.push(e.order.order_id);
                 }
+                if args.allow_duplicates {
+                    // A re-sent order: its journal_seq is behind by design.
+                    if let Some(d) = &mut dump {
+                        writeln!(d, "{},{},{}", e.input_seq, e.journal_seq, e.order.order_id)
+                            .context("cannot write the dump")?;
+                    }
+                    continue;
+                }
             }
             if json {
                 // No journal: the sender's input order is the only order there is.
@@ -530,7 +550,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         }
     }
     rep.missing = args.expect.map_or(0, |n| n.saturating_sub(rep.unique));
-    rep.ok = rep.duplicates == 0
+    rep.ok = (rep.duplicates == 0 || args.allow_duplicates)
         && rep.out_of_order == 0
         && rep.bad_frames == 0
         && rep.audit_bad_digests == 0
@@ -543,11 +563,12 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         );
     }
     eprintln!(
-        "sink: {} orders in {} frames ({} distinct), {} duplicates, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
+        "sink: {} orders in {} frames ({} distinct), {} duplicates{}, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
         rep.orders,
         rep.frames,
         rep.unique,
         rep.duplicates,
+        duplicates_note(rep.duplicates, args.allow_duplicates),
         rep.out_of_order,
         rep.missing,
         rep.bad_frames,
@@ -615,6 +636,18 @@ fn parse_pushed_json(bytes: &[u8]) -> Result<EgressEntry, String> {
         journal_seq: 0,
         order,
     })
+}
+
+/// What the summary says after the duplicate count.
+fn duplicates_note(duplicates: u64, allowed: bool) -> &'static str {
+    match (duplicates, allowed) {
+        (0, _) => "",
+        (_, true) => " (allowed: --allow-duplicates)",
+        (_, false) => {
+            " (a failure here; re-sent orders after an engine --resume are at-least-once \
+             delivery: pass --allow-duplicates to accept them)"
+        }
+    }
 }
 
 #[cfg(test)]

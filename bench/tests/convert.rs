@@ -156,9 +156,19 @@ fn bad_input_fails_with_location_and_exit_code_1() {
     );
     assert!(!out_path.exists(), "nothing is written on failure");
 
-    // --max-errors skips and counts.
-    let out = ok(args!["convert", &bad, &out_path, "--max-errors", "1"]);
-    assert!(out.contains("2 orders, 1 bad lines skipped"), "{out}");
+    // --max-errors skips, counts, and says where each skipped line is.
+    let out = bench(args!["convert", &bad, &out_path, "--max-errors", "1"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("2 orders, 1 bad lines skipped"), "{stdout}");
+    assert!(
+        stderr.contains("bench convert: skipped ")
+            && stderr.contains("bad.csv: line 3, column 6 (price)"),
+        "{stderr}"
+    );
 
     let err = fail(args!["convert", &bad, &d.join("out.txt")]);
     assert!(err.contains("--format csv|binary"), "{err}");

@@ -902,10 +902,14 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         symbol: s.symbol,
         max_errors: a.max_errors,
         lobster_accounts: a.lobster_accounts,
+        ..orders::files::LoadOptions::default()
     };
     let file = orders::files::OrderFile::open(&a.file, &opts)
         .with_context(|| format!("cannot load the order file {}", a.file.display()))?;
     let skipped = file.skipped();
+    for line in file.skipped_report() {
+        eprintln!("engine: skipped {line}");
+    }
     if a.fresh {
         let n = wipe_journal(&s.journal.dir)?;
         if n > 0 {

@@ -222,18 +222,9 @@ pub fn check_security(
     };
     let mut nets = Vec::with_capacity(allow.len());
     for (i, a) in allow.iter().enumerate() {
-        match a.parse::<ipnet::IpNet>() {
+        match zauth::parse_allow(a) {
             Ok(n) => nets.push(n),
-            Err(_) => {
-                // A bare address means that one host.
-                match a.parse::<std::net::IpAddr>() {
-                    Ok(ip) => nets.push(ipnet::IpNet::from(ip)),
-                    Err(_) => p.add(
-                        format!("{}[{i}]", keys.allow),
-                        format!("{a:?} is not a network (CIDR, e.g. 10.1.0.0/16) or an address"),
-                    ),
-                }
-            }
+            Err(e) => p.add(format!("{}[{i}]", keys.allow), e.to_string()),
         }
     }
     if let Some(f) = plain_credentials {

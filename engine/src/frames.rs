@@ -13,7 +13,9 @@
 //!
 //! A message whose first non-blank byte is `{` is one JSON order instead:
 //!  {"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":100,"price":185.25,"kind":"new"}
-//!  (kind defaults to "new", ts_ns to 0; "quantity" is accepted for "qty"; unknown keys refused)
+//!  (kind defaults to "new", ts_ns to 0; "quantity" is accepted for "qty"; unknown keys refused;
+//!  "price" is a JSON number with at most 4 decimal places, converted exactly from its text by
+//!  `orders::parse_number_price_ticks`: 1000.12345 is refused, never rounded)
 //!
 //! Egress frame (one ZeroMQ message per egress batch of accepted orders)
 //!  0       4       6       8               12              16
@@ -35,6 +37,7 @@ use std::borrow::Cow;
 
 use orders::{decode_order, encode_order, DecodeError, Order, OrderKind, Side, Symbol};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::limits::{INGRESS_FRAME_ORDERS_MAX, MAX_BATCH_ORDERS_MAX};
 
@@ -265,7 +268,9 @@ struct JsonOrder<'a> {
     side: Cow<'a, str>,
     #[serde(alias = "quantity")]
     qty: u64,
-    price: f64,
+    /// The number's text as written: never an `f64`, so it is converted without rounding.
+    #[serde(borrow)]
+    price: &'a RawValue,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -291,10 +296,11 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
             message: format!("{k:?} is not new, cancel, fill, halt or resume"),
         })?,
     };
-    let price = orders::price_ticks_from_f64(j.price).map_err(|e| FrameError::JsonField {
-        field: "price",
-        message: e.to_string(),
-    })?;
+    let price =
+        orders::parse_number_price_ticks(j.price.get()).map_err(|e| FrameError::JsonField {
+            field: "price",
+            message: e.to_string(),
+        })?;
     Ok(Order {
         order_id: j.order_id,
         ts_ns: j.ts_ns,
@@ -563,16 +569,36 @@ mod tests {
             (o.qty, o.side, o.kind, o.ts_ns),
             (5, Side::Sell, OrderKind::Cancel, 9)
         );
+        // Exact from the text: 4 decimals, an exponent, a long but exact mantissa.
+        for (text, ticks) in [
+            ("1000.1234", 10_001_234),
+            ("1.5e2", 1_500_000),
+            ("0.1", 1_000),
+            ("922337203685.4775", 9_223_372_036_854_775),
+        ] {
+            let msg = format!(
+                r#"{{"order_id":1,"account":7,"symbol":"A","side":"B","qty":1,"price":{text}}}"#
+            );
+            assert_eq!(
+                parse_json_order(msg.as_bytes()).unwrap().price,
+                ticks,
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn bad_json_names_the_field() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 10] = [
             (br#"{"order_id":1"#, "EOF"),
             (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":100}"#, "price"),
             (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"UP","qty":1,"price":1}"#, "side"),
             (br#"{"order_id":1,"account":7,"symbol":"TOOLONGSYM","side":"BUY","qty":1,"price":1}"#, "symbol"),
             (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":1,"price":1.00001}"#, "price"),
+            // Issue 13 item 11: refused, not rounded to 10001235 ticks.
+            (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":1,"price":1000.12345}"#, "more than 4 decimal places"),
+            (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":1,"price":"1.5"}"#, "not a decimal number"),
+            (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":1,"price":null}"#, "not a decimal number"),
             (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":-1,"price":1}"#, "invalid value"),
             (br#"{"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":1,"price":1,"colour":"red"}"#, "colour"),
         ];

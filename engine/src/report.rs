@@ -260,8 +260,15 @@ impl Report {
         if self.bad_input > 0 {
             let _ = writeln!(s, "  bad input     {} skipped", self.bad_input);
         }
-        for e in &self.errors {
-            let _ = writeln!(s, "  ERROR         {e}");
+        if !self.errors.is_empty() {
+            // The text goes to stderr once, as `error: …` (and into the JSON report): for
+            // `engine run` the table is on stderr too, so printing it here as well showed every
+            // error twice.
+            let _ = writeln!(
+                s,
+                "  errors        {} (on stderr: error: …)",
+                self.errors.len()
+            );
         }
         s
     }
@@ -280,6 +287,30 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Issue 13 item 17: a full disk's error reached the user twice (in the table and on
+    /// stderr), each time with "No space left on device" twice (the journal error's message
+    /// holds its source, and the chain appended it again).
+    #[test]
+    fn a_stage_error_is_shown_once() {
+        let full = audit::JournalError::Full {
+            path: "j/spare.seg.tmp".into(),
+            bytes: 1 << 20,
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        let text = crate::stages::journal::chain(&full);
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+        let r = Report {
+            errors: vec![format!("journal stage: {text}")],
+            ..Report::default()
+        };
+        let table = r.table();
+        assert!(!table.contains("No space"), "{table}");
+        assert!(
+            table.contains("errors        1 (on stderr: error: …)"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn json_has_the_required_keys() {

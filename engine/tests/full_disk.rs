@@ -69,6 +69,13 @@ fn a_full_disk_stops_the_engine_cleanly_and_a_resume_continues_the_chain() {
         stderr.to_lowercase().contains("full") || stderr.contains("No space"),
         "the error says the disk is full: {stderr}"
     );
+    // Said once (issue 13 item 17): not in the table and on stderr, not twice in one line.
+    let said = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        said.matches("No space left on device").count(),
+        1,
+        "the error is printed once: {said}"
+    );
     let before = decisions(&journal);
     assert!(
         !before.is_empty() && before.len() < n,

@@ -346,6 +346,14 @@ fn bad_order_lines_are_named_and_nothing_is_journaled() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each skipped line is reported with its place (issue 13 item 17), not only counted.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("engine: skipped ")
+            && err.contains("orders.csv: line 52, column ")
+            && err.contains("(qty)"),
+        "{err}"
+    );
     let r = report(&dir.path().join("r.json"));
     assert_eq!(r["orders"], 50);
     assert_eq!(r["bad_input"], 1);

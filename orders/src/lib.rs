@@ -4,8 +4,8 @@
 //! - [`model`]: [`Order`], [`Side`], [`OrderKind`], [`Symbol`], [`Reason`], [`Decision`].
 //! - [`codec`]: the fixed-size little-endian encodings used on every wire and in the journal.
 //! - [`price`]: exact decimal ↔ tick conversion (1 tick = 0.0001).
-//! - [`files`]: order files (CSV, memory-mapped binary, LOBSTER), loaders and writers.
-#![deny(unsafe_code)] // one `#[allow]`: the read-only mmap of binary order files (files/binary.rs)
+//! - [`files`]: order files (CSV, binary, LOBSTER), loaders and writers.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -19,4 +19,7 @@ pub use codec::{
 };
 pub use files::{write_binary, write_csv, FileError, Format, LoadOptions, OrderFile};
 pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};
-pub use price::{format_price_ticks, parse_price_ticks, price_ticks_from_f64, PriceError};
+pub use price::{
+    format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,
+    DecimalSyntax, PriceError,
+};

@@ -50,11 +50,11 @@ fn csv_and_binary_round_trip_and_are_detected() {
     let c = open(&csv).unwrap();
     let b = open(&bin).unwrap();
     assert_eq!((c.format(), b.format()), (Format::Csv, Format::Binary));
-    assert!(b.is_mapped() && !c.is_mapped());
     assert_eq!(c.iter().collect::<Vec<_>>(), sample());
     assert_eq!(b.iter().collect::<Vec<_>>(), sample());
-    assert_eq!(b.try_get(4).unwrap().unwrap(), sample()[4]);
-    assert!(b.try_get(5).is_none());
+    assert_eq!(b.get(4), sample()[4]);
+    assert_eq!(b.orders().get(4), Some(&sample()[4]));
+    assert!(b.orders().get(5).is_none());
     // Detection is by content, not by name.
     let renamed = tmp.path().join("orders.txt");
     std::fs::copy(&bin, &renamed).unwrap();
@@ -273,12 +273,164 @@ fn gzipped_csv_and_binary_load_too() {
         enc.write_all(&src).unwrap();
         let p = write(tmp.path(), name, &enc.finish().unwrap());
         let f = open(&p).unwrap();
-        assert!(f.gzipped() && !f.is_mapped());
+        assert!(f.gzipped());
         assert_eq!(f.iter().collect::<Vec<_>>(), sample(), "{name}");
     }
     // A damaged gzip stream is an error, not a panic.
     let p = write(tmp.path(), "bad.gz", &[0x1f, 0x8b, 8, 0, 1, 2, 3]);
     assert!(err(&p).contains("gzip data is damaged"));
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// Issue 13 item 17: a gzip bomb is refused at the inflation bound, not inflated whole.
+#[test]
+fn gzip_bomb_is_refused_at_the_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 MiB of zeros in ~64 KiB of gzip; two members, as `cat a.gz b.gz` makes.
+    let member = gzip(&vec![0u8; 32 << 20]);
+    let mut bomb = member.clone();
+    bomb.extend_from_slice(&member);
+    assert!(bomb.len() < 1 << 17, "{} bytes", bomb.len());
+    let p = write(tmp.path(), "bomb.csv.gz", &bomb);
+    let bound = LoadOptions {
+        max_inflated_bytes: 1 << 20,
+        ..LoadOptions::default()
+    };
+    for e in [
+        OrderFile::open(&p, &bound).unwrap_err(),
+        OrderFile::from_bytes(&p, &bomb, &bound).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                e.kind(),
+                FileErrorKind::GzipTooLarge {
+                    max_bytes: 1_048_576
+                }
+            ),
+            "{e}"
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("bomb.csv.gz") && m.contains("more than 1048576 bytes"),
+            "{m}"
+        );
+    }
+    // The bound is inclusive: content of exactly the bound loads, one byte more does not.
+    let csv = {
+        let c = tmp.path().join("a.csv");
+        files::write_csv(&c, sample()).unwrap();
+        std::fs::read(c).unwrap()
+    };
+    let p = write(tmp.path(), "a.csv.gz", &gzip(&csv));
+    let exact = LoadOptions {
+        max_inflated_bytes: csv.len() as u64,
+        ..LoadOptions::default()
+    };
+    assert_eq!(OrderFile::open(&p, &exact).unwrap().len(), sample().len());
+    let short = LoadOptions {
+        max_inflated_bytes: csv.len() as u64 - 1,
+        ..LoadOptions::default()
+    };
+    assert!(OrderFile::open(&p, &short).is_err());
+    assert_eq!(
+        LoadOptions::default().max_inflated_bytes,
+        files::limits::GZIP_INFLATED_BYTES_MAX_DEFAULT
+    );
+}
+
+/// Issue 13 item 12: the file is truncated (and then rewritten) by someone else while we
+/// replay it. Memory-mapped, the next read of a lost page raised SIGBUS and killed the process;
+/// read into memory at open, the replay goes on with the orders as they were validated.
+#[test]
+fn a_binary_file_truncated_during_replay_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("flow.bin");
+    let n = 50_000u64; // 2.4 MB: many pages, so that the truncation drops pages not yet read
+    let orders: Vec<Order> = (0..n)
+        .map(|i| Order {
+            order_id: i + 1,
+            qty: 1 + i % 7,
+            price: 1_000_000 + i as i64,
+            account: (i % 9) as u32,
+            symbol: Symbol::new("AAPL").unwrap(),
+            ..Order::default()
+        })
+        .collect();
+    files::write_binary(&p, orders.iter().copied()).unwrap();
+    let f = open(&p).unwrap();
+    let mut it = f.iter().enumerate();
+    for (i, o) in it.by_ref().take(10) {
+        assert_eq!(o, orders[i]);
+    }
+    // Truncate in place (the same inode: what `truncate -s 30 flow.bin` or a crashed writer
+    // does), mid-replay.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(30)
+        .unwrap();
+    for (i, o) in it.by_ref().take(20_000) {
+        assert_eq!(o, orders[i], "order {i} after the truncation");
+    }
+    // Then rewritten in place with garbage of the old length.
+    std::fs::write(&p, vec![0xA5u8; (24 + 48 * n) as usize]).unwrap();
+    for (i, o) in it {
+        assert_eq!(o, orders[i], "order {i} after the rewrite");
+    }
+    assert_eq!(f.get(n as usize - 1), orders[n as usize - 1]);
+    // Opening it now reports what the file has become.
+    assert!(open(&p).is_err());
+}
+
+/// Issue 13 item 17: `--max-errors` shows where each skipped line is (the first 20), then how
+/// many more there were.
+#[test]
+fn skipped_lines_are_listed_with_their_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from(CSV_HEAD);
+    for i in 1..=30u64 {
+        // Every third line is good: 10 good lines, 20 with a bad side.
+        if i % 3 == 0 {
+            text.push_str(&format!("{i},1,AAPL,BUY,10,1\n"));
+        } else {
+            text.push_str(&format!("{i},1,AAPL,UP,10,1\n"));
+        }
+    }
+    text.push_str("31,1,AAPL,BUY,10,1.00001\n"); // and a 21st: a price never rounded
+    let p = write(tmp.path(), "bad.csv", text.as_bytes());
+    let opts = LoadOptions {
+        max_errors: 100,
+        ..LoadOptions::default()
+    };
+    let f = OrderFile::open(&p, &opts).unwrap();
+    assert_eq!((f.len(), f.skipped()), (10, 21));
+    assert_eq!(f.skipped_errors().len(), files::limits::SKIPPED_LISTED_MAX);
+    let report = f.skipped_report();
+    assert_eq!(report.len(), 21);
+    // Line 1 is the header: order 1 is on line 2.
+    assert!(
+        report[0].starts_with(&format!("{}: line 2, column 4 (side)", p.display())),
+        "{}",
+        report[0]
+    );
+    assert!(report[19].contains("line 30,"), "{}", report[19]);
+    assert_eq!(report[20], "… and 1 more");
+    // None skipped, nothing to say.
+    let p = write(
+        tmp.path(),
+        "good.csv",
+        format!("{CSV_HEAD}1,1,AAPL,B,1,1\n").as_bytes(),
+    );
+    assert!(OrderFile::open(&p, &opts)
+        .unwrap()
+        .skipped_report()
+        .is_empty());
 }
 
 #[test]
@@ -383,7 +535,7 @@ proptest! {
     }
 
     #[test]
-    fn binary_round_trips_through_a_mapped_file(orders in proptest::collection::vec(arb_order(), 0..40)) {
+    fn binary_round_trips_through_a_file(orders in proptest::collection::vec(arb_order(), 0..40)) {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("o.bin");
         files::write_binary(&p, orders.iter().copied()).unwrap();
@@ -421,7 +573,7 @@ proptest! {
                 _ => { bytes.remove(i); }
             }
         }
-        // Through a real file, so that binary input takes the memory-mapped path.
+        // Through a real file, so that binary input takes the path of `OrderFile::open`.
         let tmp = tempfile::tempdir().unwrap();
         let p = write(tmp.path(), "AAPL_mutated.csv", &bytes);
         for format in [None, Some(Format::Csv), Some(Format::Binary), Some(Format::Lobster)] {

@@ -35,7 +35,8 @@ fn sym(s: &str) -> Symbol {
 }
 
 fn px(units: f64) -> i64 {
-    orders::price_ticks_from_f64(units).unwrap()
+    // Display writes the shortest decimal that reads back as `units`: the literal in the test.
+    orders::parse_price_ticks(&units.to_string()).unwrap()
 }
 
 fn ev(

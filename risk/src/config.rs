@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use orders::{price_ticks_from_f64, Symbol, TICKS_PER_UNIT};
+use orders::TICKS_PER_UNIT;
+use orders::{parse_decimal_ticks, parse_number_price_ticks, DecimalSyntax, PriceError, Symbol};
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use crate::limits::{
     ACCOUNTS_MAX, BPS_PER_UNIT, CAPACITY_ACCOUNTS_DEFAULT, CAPACITY_OPEN_ORDERS_DEFAULT,
@@ -287,6 +289,10 @@ impl fmt::Display for ProblemList<'_> {
 // Raw (parsed, unvalidated) types. Every value is optional so that validation can name every
 // missing key at once.
 
+/// A decimal number of the file: validation reads its text from the span (exactly as written,
+/// `orders::parse_decimal_ticks`), never the `f64` (which would round `1000.12345`).
+type Number = Spanned<f64>;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -321,12 +327,12 @@ struct RawCapacity {
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
     max_order_qty: Option<i64>,
-    max_order_notional: Option<f64>,
+    max_order_notional: Option<Number>,
     collar_bps: Option<i64>,
     collar_ticks: Option<i64>,
     max_long_qty: Option<i64>,
     max_short_qty: Option<i64>,
-    credit_limit_notional: Option<f64>,
+    credit_limit_notional: Option<Number>,
     max_orders_per_s: Option<i64>,
     burst_orders: Option<i64>,
 }
@@ -336,10 +342,10 @@ struct RawDefaults {
 struct RawAccount {
     state: Option<String>,
     max_order_qty: Option<i64>,
-    max_order_notional: Option<f64>,
+    max_order_notional: Option<Number>,
     max_long_qty: Option<i64>,
     max_short_qty: Option<i64>,
-    credit_limit_notional: Option<f64>,
+    credit_limit_notional: Option<Number>,
     max_orders_per_s: Option<i64>,
     burst_orders: Option<i64>,
 }
@@ -349,9 +355,9 @@ struct RawAccount {
 struct RawSymbol {
     state: Option<String>,
     restricted: Option<bool>,
-    reference_price: Option<f64>,
+    reference_price: Option<Number>,
     max_order_qty: Option<i64>,
-    max_order_notional: Option<f64>,
+    max_order_notional: Option<Number>,
     max_long_qty: Option<i64>,
     max_short_qty: Option<i64>,
     collar_bps: Option<i64>,
@@ -359,11 +365,13 @@ struct RawSymbol {
 }
 
 /// Collects problems while validating.
-struct Validator {
+struct Validator<'s> {
     problems: Vec<Problem>,
+    /// The TOML text, where the numbers' spans point.
+    source: &'s str,
 }
 
-impl Validator {
+impl Validator<'_> {
     fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
@@ -392,27 +400,57 @@ impl Validator {
         v
     }
 
-    /// A money amount in currency units, > 0, converted to notional ticks.
-    fn money(&mut self, key: &str, v: Option<f64>) -> Option<i128> {
-        let v = v?;
-        if !v.is_finite() || v <= 0.0 {
-            self.push(key, format!("must be > 0 (got {v})"));
+    /// The text of a number as the file writes it.
+    fn text(&self, n: &Number) -> String {
+        self.source
+            .get(n.span())
+            .map_or_else(|| n.get_ref().to_string(), |t| t.trim().to_owned())
+    }
+
+    /// A money amount in currency units, > 0, at most 4 decimal places, converted exactly to
+    /// notional ticks.
+    fn money(&mut self, key: &str, v: Option<&Number>) -> Option<i128> {
+        let text = self.text(v?);
+        let ticks = match parse_decimal_ticks(&text, DecimalSyntax::Number) {
+            Ok(t) => t,
+            Err(PriceError::TooPrecise(_)) => {
+                self.push(
+                    key,
+                    format!("has more than 4 decimal places (1 notional tick = 0.0001): {text}"),
+                );
+                return None;
+            }
+            Err(PriceError::OutOfRange(_)) => i128::MAX,
+            Err(_) => {
+                self.push(key, format!("must be a decimal number (got {text})"));
+                return None;
+            }
+        };
+        if ticks <= 0 {
+            self.push(key, format!("must be > 0 (got {text})"));
             return None;
         }
-        if v > MONEY_UNITS_MAX {
-            self.push(key, format!("must be ≤ {MONEY_UNITS_MAX:e} (got {v})"));
-            return None;
-        }
-        let ticks = (v * TICKS_PER_UNIT as f64).round() as i128;
-        if ticks == 0 {
-            // Below half a notional tick: "> 0" as written, a limit of 0 once converted.
-            self.push(
-                key,
-                format!("must be at least one notional tick, 1e-4 (got {v})"),
-            );
+        if ticks > MONEY_UNITS_MAX as i128 * TICKS_PER_UNIT as i128 {
+            self.push(key, format!("must be ≤ {MONEY_UNITS_MAX:e} (got {text})"));
             return None;
         }
         Some(ticks)
+    }
+
+    /// A price, > 0, at most 4 decimal places, converted exactly to ticks.
+    fn price(&mut self, key: &str, v: Option<&Number>) -> Option<i64> {
+        let text = self.text(v?);
+        match parse_number_price_ticks(&text) {
+            Ok(t) if t > 0 => Some(t),
+            Ok(_) => {
+                self.push(key, format!("must be > 0 (got {text})"));
+                None
+            }
+            Err(e) => {
+                self.push(key, e.to_string());
+                None
+            }
+        }
     }
 
     fn state(&mut self, key: &str, v: Option<&str>) -> TradingState {
@@ -518,7 +556,7 @@ impl Limits {
             origin: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        validate(raw, origin)
+        validate(raw, origin, s)
     }
 
     /// Effective per-order quantity limit for an account / symbol pair (`None`: not configured).
@@ -541,9 +579,10 @@ pub(crate) fn pick<T: Ord + Copy>(account: Option<T>, symbol: Option<T>, default
     }
 }
 
-fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
+fn validate(raw: RawFile, origin: &str, source: &str) -> Result<Limits, ConfigError> {
     let mut v = Validator {
         problems: Vec::new(),
+        source,
     };
 
     let g = raw.global.unwrap_or_default();
@@ -607,7 +646,7 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
         max_order_qty,
         !d_present || d.max_order_qty.is_some(),
     );
-    let max_order_notional = v.money("defaults.max_order_notional", d.max_order_notional);
+    let max_order_notional = v.money("defaults.max_order_notional", d.max_order_notional.as_ref());
     let max_order_notional = v.required(
         "defaults.max_order_notional",
         max_order_notional,
@@ -635,7 +674,10 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
         max_short,
         !d_present || d.max_short_qty.is_some(),
     );
-    let credit = v.money("defaults.credit_limit_notional", d.credit_limit_notional);
+    let credit = v.money(
+        "defaults.credit_limit_notional",
+        d.credit_limit_notional.as_ref(),
+    );
     let credit = v.required(
         "defaults.credit_limit_notional",
         credit,
@@ -676,7 +718,7 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
             ),
             max_order_notional_ticks: v.money(
                 &format!("{prefix}.max_order_notional"),
-                a.max_order_notional,
+                a.max_order_notional.as_ref(),
             ),
             max_long_qty: v.int_in(
                 &format!("{prefix}.max_long_qty"),
@@ -692,7 +734,7 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
             ),
             credit_limit_notional_ticks: v.money(
                 &format!("{prefix}.credit_limit_notional"),
-                a.credit_limit_notional,
+                a.credit_limit_notional.as_ref(),
             ),
             throttle: v.throttle(
                 &prefix,
@@ -726,23 +768,10 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
                 continue;
             }
         };
-        let reference_price = match s.reference_price {
-            None => None,
-            Some(p) => match price_ticks_from_f64(p) {
-                Ok(t) if t > 0 => Some(t),
-                Ok(_) => {
-                    v.push(
-                        format!("{prefix}.reference_price"),
-                        format!("must be > 0 (got {p})"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    v.push(format!("{prefix}.reference_price"), e.to_string());
-                    None
-                }
-            },
-        };
+        let reference_price = v.price(
+            &format!("{prefix}.reference_price"),
+            s.reference_price.as_ref(),
+        );
         let limits = SymbolLimits {
             state: v.state(&format!("{prefix}.state"), s.state.as_deref()),
             restricted: s.restricted.unwrap_or(false),
@@ -755,7 +784,7 @@ fn validate(raw: RawFile, origin: &str) -> Result<Limits, ConfigError> {
             ),
             max_order_notional_ticks: v.money(
                 &format!("{prefix}.max_order_notional"),
-                s.max_order_notional,
+                s.max_order_notional.as_ref(),
             ),
             max_long_qty: v.int_in(
                 &format!("{prefix}.max_long_qty"),
@@ -893,6 +922,53 @@ collar_ticks = -1
             assert!(p.iter().any(|x| x == e), "missing {e:?} in {p:#?}");
         }
         assert_eq!(p.len(), expected.len(), "{p:#?}");
+    }
+
+    /// Issue 13 item 11: prices and money are read from the file's text, exactly; more than 4
+    /// decimal places is a problem, never a rounding (through `f64`, `1000.12345` became
+    /// 10001235 ticks, and a notional of 0.00015 one tick... or two).
+    #[test]
+    fn prices_and_money_are_exact_from_the_text() {
+        let ok = |value: &str| {
+            let text = format!("{MINIMAL}\n[symbols.AAPL]\nreference_price = {value} # a comment\nmax_order_notional = {value}\n");
+            let l = Limits::from_toml_str(&text, "t").unwrap();
+            let s = &l.symbols[&Symbol::new("AAPL").unwrap()];
+            (
+                s.reference_price.unwrap(),
+                s.max_order_notional_ticks.unwrap(),
+            )
+        };
+        assert_eq!(ok("1000.1234"), (10_001_234, 10_001_234));
+        assert_eq!(ok("100"), (1_000_000, 1_000_000));
+        assert_eq!(ok("+1_000.5"), (10_005_000, 10_005_000));
+        assert_eq!(ok("1.5e2"), (1_500_000, 1_500_000));
+        assert_eq!(ok("0.0001"), (1, 1));
+        // 17 significant digits: an f64 reads it as 922337203685.4776 (its shortest form).
+        assert_eq!(
+            ok("922337203685.4775"),
+            (9_223_372_036_854_775, 9_223_372_036_854_775)
+        );
+        let p = problems(&format!(
+            "{MINIMAL}\n[symbols.AAPL]\nreference_price = 1000.12345\nmax_order_notional = 0.00015\n[symbols.MSFT]\nreference_price = 922337203685.47758071\nmax_order_notional = inf\n"
+        ));
+        assert_eq!(
+            p,
+            [
+                "symbols.AAPL.reference_price: price \"1000.12345\" has more than 4 decimal places (1 tick = 0.0001)",
+                "symbols.AAPL.max_order_notional: has more than 4 decimal places (1 notional tick = 0.0001): 0.00015",
+                "symbols.MSFT.reference_price: price \"922337203685.47758071\" has more than 4 decimal places (1 tick = 0.0001)",
+                "symbols.MSFT.max_order_notional: must be a decimal number (got inf)",
+            ],
+            "{p:#?}"
+        );
+        // The bound on money is exact too.
+        let p = problems(&format!(
+            "{MINIMAL}\n[symbols.AAPL]\nmax_order_notional = 1000000000000000.0001\n"
+        ));
+        assert_eq!(
+            p,
+            ["symbols.AAPL.max_order_notional: must be ≤ 1e15 (got 1000000000000000.0001)"]
+        );
     }
 
     #[test]

@@ -49,9 +49,9 @@ struct Args {
           value_parser = parse_max_batch)]
     max_batch: usize,
 
-    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16; repeatable).
-    /// Enables ZAP authentication on every endpoint.
-    #[arg(long, value_name = "CIDR")]
+    /// Accept connections only from these networks (CIDR, e.g. 10.1.0.0/16) or addresses
+    /// (127.0.0.1: that host); repeatable. Enables ZAP authentication on every endpoint.
+    #[arg(long, value_name = "CIDR", value_parser = zauth::parse_allow)]
     allow: Vec<ipnet::IpNet>,
 
     /// Require PLAIN credentials from a file of USER:PASSWORD lines (mode 0600). PLAIN

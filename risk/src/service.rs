@@ -123,7 +123,8 @@ struct JsonRequest {
     admin: Option<String>,
     symbol: Option<String>,
     quantity: Option<u64>,
-    price: Option<f64>,
+    /// The number's text as written, converted exactly (never through `f64`).
+    price: Option<Box<serde_json::value::RawValue>>,
     account: Option<u32>,
     order_id: Option<u64>,
     side: Option<String>,
@@ -416,8 +417,8 @@ impl Service {
         let symbol = req.symbol.as_deref().ok_or("missing field `symbol`")?;
         let symbol = Symbol::new(symbol).map_err(|e| e.to_string())?;
         let qty = req.quantity.ok_or("missing field `quantity`")?;
-        let price = req.price.ok_or("missing field `price`")?;
-        let price = orders::price_ticks_from_f64(price).map_err(|e| e.to_string())?;
+        let price = req.price.as_deref().ok_or("missing field `price`")?;
+        let price = orders::parse_number_price_ticks(price.get()).map_err(|e| e.to_string())?;
         let side = match req.side.as_deref() {
             None => Side::Buy,
             Some(s) => Side::parse(s).ok_or_else(|| format!("side {s:?} is not BUY or SELL"))?,

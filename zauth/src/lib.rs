@@ -96,6 +96,24 @@ pub enum AuthError {
     },
 }
 
+/// An `--allow` entry that is neither a network nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a network (CIDR, e.g. 10.1.0.0/16 or ::1/128) or an address (e.g. 127.0.0.1)"
+)]
+pub struct AllowError(pub String);
+
+/// Parses one allow-list entry, the one parser of every `--allow` flag and of the engine's
+/// `security.allow`: a network in CIDR notation (`10.1.0.0/16`, `::1/128`) or a plain address,
+/// which means that one host (`127.0.0.1` = `127.0.0.1/32`, `::1` = `::1/128`). Surrounding
+/// whitespace is ignored.
+pub fn parse_allow(text: &str) -> Result<IpNet, AllowError> {
+    let t = text.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| AllowError(text.to_owned()))
+}
+
 fn zerr(what: &'static str) -> impl FnOnce(zmq::Error) -> AuthError {
     move |source| AuthError::Zmq { what, source }
 }
@@ -191,8 +209,34 @@ pub fn handler_running(ctx: &zmq::Context) -> Result<bool, AuthError> {
     }
 }
 
+/// What `endpoint` needs before libzmq can bind it: the endpoint to hand libzmq, and whether
+/// the socket needs `ZMQ_IPV6`. libzmq's TCP bind resolves no host names (`localhost` fails with
+/// "No such device": it is taken for an interface name), and it refuses an IPv6 address such as
+/// `[::1]` unless `ZMQ_IPV6` is set on the socket; so `localhost` binds `127.0.0.1`, and a
+/// bracketed IPv6 host turns `ZMQ_IPV6` on.
+pub fn bind_target(endpoint: &str) -> (String, bool) {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return (endpoint.to_owned(), false);
+    };
+    // `tcp://source;dest` is a connect form; a bind has one address.
+    if rest.contains(';') {
+        return (endpoint.to_owned(), false);
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return (endpoint.to_owned(), false);
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return (format!("tcp://127.0.0.1:{port}"), false);
+    }
+    let ipv6 = host.starts_with('[') && host.ends_with(']');
+    (endpoint.to_owned(), ipv6)
+}
+
 /// Binds `socket` (created on `ctx`) to `endpoint` under `policy` and returns the bound
 /// endpoint (with the port chosen for `tcp://host:*`).
+///
+/// `tcp://localhost:PORT` binds `tcp://127.0.0.1:PORT`, and a bracketed IPv6 host
+/// (`tcp://[::1]:PORT`) sets `ZMQ_IPV6` on the socket first ([`bind_target`]).
 ///
 /// Refuses an unauthenticated remote endpoint unless `policy.insecure`; when authentication is
 /// configured, turns on ZAP (and PLAIN) and refuses to bind unless a [`ZapHandler`] runs on
@@ -220,11 +264,17 @@ pub fn bind(
                 .map_err(zerr("enabling PLAIN"))?;
         }
     }
-    socket.bind(endpoint).map_err(zerr("binding"))?;
+    let (target, ipv6) = bind_target(endpoint);
+    if ipv6 {
+        socket
+            .set_ipv6(true)
+            .map_err(zerr("enabling IPv6 (ZMQ_IPV6)"))?;
+    }
+    socket.bind(&target).map_err(zerr("binding"))?;
     Ok(socket
         .get_last_endpoint()
         .map_err(zerr("reading the bound endpoint"))?
-        .unwrap_or_else(|_| endpoint.to_owned()))
+        .unwrap_or(target))
 }
 
 /// Whether the linked libzmq supports CURVE encryption (false for the default vendored build).
@@ -719,6 +769,91 @@ mod tests {
         ] {
             assert!(scope(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Issue 13 item 17: one parser for every `--allow`; a plain address is one host.
+    #[test]
+    fn allow_entries_are_networks_or_addresses() {
+        let net = |s: &str| parse_allow(s).map(|n| n.to_string());
+        assert_eq!(net("127.0.0.1").as_deref(), Ok("127.0.0.1/32"));
+        assert_eq!(net(" 10.1.0.0/16 ").as_deref(), Ok("10.1.0.0/16"));
+        assert_eq!(net("::1").as_deref(), Ok("::1/128"));
+        assert_eq!(net("fd00::/8").as_deref(), Ok("fd00::/8"));
+        for bad in ["", "localhost", "1.2.3.4/33", "1.2.3", "10.0.0.0/", "[::1]"] {
+            let e = parse_allow(bad).expect_err("refused").to_string();
+            assert!(
+                e.contains("is not a network") && e.contains("an address"),
+                "{e}"
+            );
+        }
+        let host = parse_allow("127.0.0.1").expect("address");
+        assert!(host.contains(&"127.0.0.1".parse::<IpAddr>().expect("ip")));
+        assert!(!host.contains(&"127.0.0.2".parse::<IpAddr>().expect("ip")));
+    }
+
+    #[test]
+    fn bind_targets() {
+        assert_eq!(
+            bind_target("tcp://localhost:5555"),
+            ("tcp://127.0.0.1:5555".to_owned(), false)
+        );
+        assert_eq!(
+            bind_target("tcp://LOCALHOST:*"),
+            ("tcp://127.0.0.1:*".to_owned(), false)
+        );
+        assert_eq!(
+            bind_target("tcp://[::1]:5555"),
+            ("tcp://[::1]:5555".to_owned(), true)
+        );
+        for same in [
+            "tcp://127.0.0.1:5555",
+            "tcp://*:5555",
+            "tcp://eth0:5555",
+            "ipc:///tmp/localhost:1",
+            "inproc://localhost:1",
+        ] {
+            assert_eq!(bind_target(same), (same.to_owned(), false));
+        }
+    }
+
+    /// Round trip over a REQ/REP pair bound through [`bind`] at `endpoint`.
+    fn echo_through(endpoint: &str) -> String {
+        let ctx = zmq::Context::new();
+        let rep = ctx.socket(zmq::REP).expect("socket");
+        rep.set_linger(0).expect("linger");
+        let bound = bind(&ctx, &rep, endpoint, &ServerAuth::default())
+            .unwrap_or_else(|e| panic!("binding {endpoint}: {e}"));
+        let req = ctx.socket(zmq::REQ).expect("socket");
+        req.set_linger(0).expect("linger");
+        req.set_ipv6(true).expect("ipv6");
+        req.set_rcvtimeo(5_000).expect("timeout");
+        rep.set_rcvtimeo(5_000).expect("timeout");
+        req.connect(&bound).expect("connect");
+        req.send("ping", 0).expect("send");
+        assert_eq!(rep.recv_bytes(0).expect("request"), b"ping");
+        rep.send("pong", 0).expect("send");
+        assert_eq!(req.recv_bytes(0).expect("reply"), b"pong");
+        bound
+    }
+
+    /// Issue 13 item 17: the loopback endpoints the docs list bind (they failed with "No such
+    /// device": libzmq resolves no host name in a bind, and takes `[::1]` only with ZMQ_IPV6).
+    #[test]
+    fn localhost_and_ipv6_loopback_bind() {
+        let bound = echo_through("tcp://localhost:*");
+        assert!(bound.starts_with("tcp://127.0.0.1:"), "{bound}");
+        let has_ipv6_loopback = fs::read_to_string("/proc/net/if_inet6")
+            .map(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("00000000000000000000000000000001"))
+            })
+            .unwrap_or(false);
+        if !has_ipv6_loopback {
+            eprintln!("SKIP localhost_and_ipv6_loopback_bind: no ::1 on this host");
+            return;
+        }
+        let bound = echo_through("tcp://[::1]:*");
+        assert!(bound.starts_with("tcp://[::1]:"), "{bound}");
     }
 
     #[test]

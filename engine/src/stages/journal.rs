@@ -94,13 +94,18 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// Formats an error with its source chain (cold path only).
+/// Formats an error with its source chain (cold path only). A source whose text the message
+/// already ends with (a `{source}` in a thiserror message, as in the journal's errors) is not
+/// repeated: "No space left on device" was printed twice.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = c.source();
     }
     s

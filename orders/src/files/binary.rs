@@ -1,5 +1,7 @@
 //! The compact binary order file: a 24-byte header, then fixed-size little-endian records in the
-//! [`crate::codec`] layout, read through a memory map.
+//! [`crate::codec`] layout. [`crate::files::OrderFile::open`] reads the whole file into memory
+//! (no memory map: a file truncated by another process while mapped would kill us with
+//! SIGBUS; `docs/formats/orders.md` has the load times of both).
 //!
 //! ```text
 //! Binary order file, all integers little-endian
@@ -15,14 +17,11 @@
 //!  file length = 24 + count × 48 exactly (no trailing bytes)
 //! ```
 //!
-//! Everything is checked at open ([`check_header`], then [`check_records`] decodes every
-//! record), so that [`decode_record`] on a validated, unchanged file cannot fail.
+//! Everything is checked at open ([`check_header`], then every record is decoded), so a file
+//! that loads holds only valid orders.
 
-use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-
-use memmap2::Mmap;
 
 use super::error::{FileError, FileErrorKind, Location};
 use crate::codec::{decode_order, encode_order, DecodeError, ORDER_LEN_BYTES};
@@ -34,6 +33,8 @@ pub const MAGIC: [u8; 8] = *b"ORDRBIN\0";
 pub const VERSION: u16 = 1;
 /// Size of the file header.
 pub const HEADER_LEN_BYTES: usize = 24;
+/// Records read (and decoded) per read call by [`read_from`]: 48 KiB, cache-sized.
+const READ_CHUNK_RECORDS: usize = 1024;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = 8;
@@ -45,7 +46,7 @@ const _: () = assert!(VERSION_OFFSET + 2 == RECORD_LEN_OFFSET);
 const _: () = assert!(RECORD_LEN_OFFSET + 2 == RESERVED_OFFSET);
 const _: () = assert!(RESERVED_OFFSET + 4 == COUNT_OFFSET);
 const _: () = assert!(COUNT_OFFSET + 8 == HEADER_LEN_BYTES);
-// Records stay 8-byte aligned in the map (the header is a multiple of 8, and so is a record).
+// Records stay 8-byte aligned in the file (the header is a multiple of 8, and so is a record).
 const _: () = assert!(HEADER_LEN_BYTES % 8 == 0 && ORDER_LEN_BYTES % 8 == 0);
 // The record length is stored in a u16.
 const _: () = assert!(ORDER_LEN_BYTES <= u16::MAX as usize);
@@ -93,6 +94,21 @@ fn printable(bytes: &[u8]) -> String {
 /// Validates the header of a whole file and returns the record count: magic, version, record
 /// length == 48, reserved == 0, and `count × 48 ==` the bytes after the header.
 pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, FileError> {
+    let head = &bytes[..bytes.len().min(HEADER_LEN_BYTES)];
+    check_header_of(path, head, bytes.len() as u64)
+}
+
+/// [`check_header`] from the first bytes of a file (`head`: all of them when the file is
+/// shorter than the header) and the file's length.
+pub fn check_header_of(path: &Path, head: &[u8], file_len: u64) -> Result<u64, FileError> {
+    // A head shorter than the header of a file that is not: the file shrank while it was
+    // read. Judge what was read.
+    let file_len = if head.len() < HEADER_LEN_BYTES {
+        head.len() as u64
+    } else {
+        file_len
+    };
+    let bytes = head;
     let err = |location, kind| FileError::new(path, location, kind);
     if bytes.len() >= MAGIC.len() && !has_magic(bytes) {
         return Err(err(
@@ -147,7 +163,7 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, FileError> {
         ));
     }
     let count = u64_at(bytes, COUNT_OFFSET);
-    let body = (bytes.len() - HEADER_LEN_BYTES) as u64;
+    let body = file_len - HEADER_LEN_BYTES as u64;
     let whole = body / ORDER_LEN_BYTES as u64;
     if count > whole {
         // The first record that is not complete in the file.
@@ -164,7 +180,7 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, FileError> {
                 expected_bytes: (count as u128 * ORDER_LEN_BYTES as u128
                     + HEADER_LEN_BYTES as u128)
                     .min(u64::MAX as u128) as u64,
-                found_bytes: bytes.len() as u64,
+                found_bytes: file_len,
             },
         ));
     }
@@ -181,21 +197,106 @@ pub fn check_header(path: &Path, bytes: &[u8]) -> Result<u64, FileError> {
     Ok(count)
 }
 
-/// Decodes record `index` of a file whose header was checked.
+/// Reads and decodes a whole binary order file from `r`, positioned just after `head` (the
+/// first bytes of the file, up to the header's length), `file_len` bytes long by its metadata.
 ///
-/// # Panics
-/// If `bytes` does not hold record `index` (the caller checks `index < count`).
-pub fn decode_record(bytes: &[u8], index: usize) -> Result<Order, DecodeError> {
-    let off = HEADER_LEN_BYTES + index * ORDER_LEN_BYTES;
-    decode_order(&bytes[off..off + ORDER_LEN_BYTES])
+/// The records are read in chunks through a small buffer and decoded straight into the
+/// returned vector (one allocation, of `count` orders). A file that shrinks or grows while it
+/// is read is refused as truncated, or as having bytes after the last record.
+pub fn read_from(
+    path: &Path,
+    head: &[u8],
+    r: &mut impl Read,
+    file_len: u64,
+) -> Result<Vec<Order>, FileError> {
+    let count = check_header_of(path, head, file_len)?;
+    let mut out = Vec::new();
+    usize::try_from(count)
+        .ok()
+        .and_then(|n| out.try_reserve_exact(n).ok())
+        .ok_or_else(|| {
+            FileError::new(
+                path,
+                Location::File,
+                FileErrorKind::TooLarge { bytes: file_len },
+            )
+        })?;
+    let io = |source| {
+        FileError::new(
+            path,
+            Location::File,
+            FileErrorKind::Io {
+                action: "cannot read",
+                source,
+            },
+        )
+    };
+    let mut buf = vec![0u8; READ_CHUNK_RECORDS * ORDER_LEN_BYTES];
+    let mut index: u64 = 0;
+    while index < count {
+        let n = (count - index).min(READ_CHUNK_RECORDS as u64) as usize;
+        let want = &mut buf[..n * ORDER_LEN_BYTES];
+        let got = read_up_to(r, want).map_err(io)?;
+        for record in want[..got].chunks_exact(ORDER_LEN_BYTES) {
+            out.push(decode_order(record).map_err(|e| record_error(path, index, e))?);
+            index += 1;
+        }
+        if got < want.len() {
+            // The file is shorter now than when its length was read.
+            return Err(FileError::new(
+                path,
+                Location::Record {
+                    index,
+                    offset: record_offset(index),
+                },
+                FileErrorKind::Truncated {
+                    what: format!(
+                        "the {HEADER_LEN_BYTES}-byte header and {count} records of {ORDER_LEN_BYTES} bytes (the file shrank while it was read)"
+                    ),
+                    expected_bytes: record_offset(count),
+                    found_bytes: record_offset(index) + (got % ORDER_LEN_BYTES) as u64,
+                },
+            ));
+        }
+    }
+    // The file is longer now than when its length was read.
+    let extra = io::copy(r, &mut io::sink()).map_err(io)?;
+    if extra > 0 {
+        return Err(FileError::new(
+            path,
+            Location::Offset(record_offset(count)),
+            FileErrorKind::TrailingBytes {
+                count,
+                extra_bytes: extra,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Reads until `buf` is full or the end of the input; returns the bytes read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Decodes every record of a file whose header was checked, naming the first bad one.
-pub fn check_records(path: &Path, bytes: &[u8], count: u64) -> Result<(), FileError> {
-    for index in 0..count {
-        decode_record(bytes, index as usize).map_err(|e| record_error(path, index, e))?;
+pub fn decode_records(path: &Path, bytes: &[u8], count: u64) -> Result<Vec<Order>, FileError> {
+    // `check_header` matched `count` with the length of `bytes`: the capacity is what is there.
+    let mut out = Vec::with_capacity(count as usize);
+    let body = &bytes[HEADER_LEN_BYTES..HEADER_LEN_BYTES + count as usize * ORDER_LEN_BYTES];
+    for (index, record) in body.chunks_exact(ORDER_LEN_BYTES).enumerate() {
+        out.push(decode_order(record).map_err(|e| record_error(path, index as u64, e))?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The error for a record that does not decode.
@@ -208,24 +309,6 @@ pub fn record_error(path: &Path, index: u64, e: DecodeError) -> FileError {
         },
         FileErrorKind::Record(e),
     )
-}
-
-/// Maps `file` read-only.
-///
-/// # Safety
-/// A memory map is only sound while nobody else changes the file: the file is opened read-only
-/// by us, but if another process truncates it while it is mapped, reading the lost pages raises
-/// SIGBUS and kills the process; if another process rewrites it, records already validated may
-/// change under us ([`crate::files::OrderFile::get`] then panics rather than return a wrong
-/// order). Order files are written once (to a temporary name, then renamed into place by
-/// [`crate::files::write_binary`]) and never modified in place, which is the contract callers
-/// accept by opening one.
-#[allow(unsafe_code)]
-pub fn map_read_only(file: &File) -> io::Result<Mmap> {
-    // SAFETY: `file` was opened read-only and the map is never written. The only remaining
-    // hazard is another process truncating or rewriting the file while it is mapped (SIGBUS /
-    // changed records), excluded by the order-file contract documented above.
-    unsafe { Mmap::map(file) }
 }
 
 /// Streams `orders` as a binary order file into `w`: a header with a placeholder count, the
@@ -281,8 +364,10 @@ mod tests {
         assert_eq!(&b[12..16], &[0, 0, 0, 0]);
         assert_eq!(&b[16..24], &[2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(check_header(Path::new("x"), &b).unwrap(), 2);
-        check_records(Path::new("x"), &b, 2).unwrap();
-        assert_eq!(decode_record(&b, 1).unwrap().order_id, 2);
+        assert_eq!(
+            decode_records(Path::new("x"), &b, 2).unwrap()[1].order_id,
+            2
+        );
     }
 
     #[test]
@@ -343,11 +428,48 @@ mod tests {
         assert!(msg(&b).contains("truncated"));
     }
 
+    /// `read_from` against a file whose length changes between its metadata and its reading.
+    #[test]
+    fn read_from_refuses_a_file_that_shrinks_or_grows_while_read() {
+        let p = Path::new("f.bin");
+        let b = sample(3000); // 3 read chunks
+        let len = b.len() as u64;
+        let read = |bytes: &[u8], claimed: u64| {
+            let mut r = Cursor::new(bytes[HEADER_LEN_BYTES.min(bytes.len())..].to_vec());
+            read_from(
+                p,
+                &bytes[..HEADER_LEN_BYTES.min(bytes.len())],
+                &mut r,
+                claimed,
+            )
+        };
+        assert_eq!(read(&b, len).unwrap().len(), 3000);
+        // Shrank after the length was read: mid-record in the second chunk.
+        let e = read(&b[..24 + 48 * 1500 + 7], len).unwrap_err().to_string();
+        assert!(
+            e.contains("record 1500 (byte offset 72024)")
+                && e.contains("shrank")
+                && e.contains("found 72031"),
+            "{e}"
+        );
+        // Shrank below the header.
+        let e = read(&b[..10], len).unwrap_err().to_string();
+        assert!(
+            e.contains("truncated") && e.contains("24-byte header"),
+            "{e}"
+        );
+        // Grew.
+        let mut longer = b.clone();
+        longer.extend_from_slice(&[0; 5]);
+        let e = read(&longer, len).unwrap_err().to_string();
+        assert!(e.contains("5 unexpected bytes"), "{e}");
+    }
+
     #[test]
     fn bad_record_is_named_with_index_and_offset() {
         let mut b = sample(3);
         b[24 + 2 * 48 + 44] = 9; // side of record 2
-        let e = check_records(Path::new("f.bin"), &b, 3).unwrap_err();
+        let e = decode_records(Path::new("f.bin"), &b, 3).unwrap_err();
         assert_eq!(
             e.to_string(),
             "f.bin: record 2 (byte offset 120): bad side value 9"

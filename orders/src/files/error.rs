@@ -140,6 +140,19 @@ pub enum FileErrorKind {
     /// The gzip stream is damaged.
     #[error("gzip data is damaged: {0}")]
     Gzip(std::io::Error),
+    /// The gzip stream inflates to more than [`crate::files::LoadOptions::max_inflated_bytes`]
+    /// (a gzip bomb, or a file to decompress before loading).
+    #[error("gzip data inflates to more than {max_bytes} bytes (the max_inflated_bytes bound): refused before it fills memory; if the file is genuine, decompress it first (a plain file is not bounded)")]
+    GzipTooLarge {
+        /// The bound.
+        max_bytes: u64,
+    },
+    /// The file is larger than this process can hold in memory.
+    #[error("file of {bytes} bytes does not fit in memory")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+    },
     /// A CSV header lacks required columns.
     #[error("missing required column(s) {missing}; the header has {found}")]
     MissingColumns {

@@ -19,6 +19,13 @@ const _: () = assert!(LOBSTER_FIELDS_MAX == LOBSTER_FIELDS_MIN + 1);
 /// First two bytes of a gzip stream (RFC 1952).
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Default bound on the inflated size of a gzipped order file (1 GiB): a gzip bomb (deflate
+/// reaches ~1000:1) is refused once it passes this, instead of filling memory.
+pub const GZIP_INFLATED_BYTES_MAX_DEFAULT: u64 = 1 << 30;
+
+/// Skipped bad lines whose errors are kept to be shown (`--max-errors`); the count is exact.
+pub const SKIPPED_LISTED_MAX: usize = 20;
+
 /// Bytes of the first line quoted in an "unknown format" error.
 pub const SNIPPET_BYTES_MAX: usize = 60;
 

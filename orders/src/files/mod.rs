@@ -1,12 +1,13 @@
-//! Order files: CSV, a compact memory-mapped binary format, and LOBSTER message files (plain or
-//! gzipped). `docs/formats/orders.md` describes each format byte for byte.
+//! Order files: CSV, a compact binary format, and LOBSTER message files (plain or gzipped).
+//! `docs/formats/orders.md` describes each format byte for byte.
 //!
 //! [`OrderFile::open`] detects the format (unless [`LoadOptions::format`] names it), reads and
 //! validates every order up front, and then hands them out cheaply with [`OrderFile::get`] and
 //! [`OrderFile::iter`]. Detection, in order:
 //!
-//! 1. gzip magic `1f 8b` → decompress, then detect on the content;
-//! 2. the binary magic `ORDRBIN\0` → [`Format::Binary`] (memory-mapped when not gzipped);
+//! 1. gzip magic `1f 8b` → decompress (at most [`LoadOptions::max_inflated_bytes`]), then
+//!    detect on the content;
+//! 2. the binary magic `ORDRBIN\0` → [`Format::Binary`];
 //! 3. a first line starting `Time,Type` (a LOBSTER header) → [`Format::Lobster`];
 //! 4. a first line naming an `order_id` column → [`Format::Csv`];
 //! 5. a first line of 6 or 7 comma-separated fields whose first 6 are numbers →
@@ -15,8 +16,14 @@
 //!
 //! Bad input is a [`FileError`] naming the file, the line and column (text) or record and byte
 //! offset (binary), and what was expected. With [`LoadOptions::max_errors`] = N, up to N bad
-//! lines of a text file are skipped and counted ([`OrderFile::skipped`]); the next one is an
-//! error. Binary files are machine-written and never skipped: any bad record is an error.
+//! lines of a text file are skipped and counted ([`OrderFile::skipped`]; the first
+//! [`limits::SKIPPED_LISTED_MAX`] with their locations in [`OrderFile::skipped_errors`]); the
+//! next one is an error. Binary files are machine-written and never skipped: any bad record is
+//! an error.
+//!
+//! Every file is read into memory at open, and nothing reads it again: a file that another
+//! process truncates or rewrites while we replay it changes nothing for us (no memory map, so
+//! no SIGBUS; `docs/formats/orders.md` has the load times that decided it).
 
 mod binary;
 mod csv_file;
@@ -30,8 +37,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use memmap2::Mmap;
-
 pub use binary::VERSION as BINARY_VERSION;
 pub use binary::{HEADER_LEN_BYTES as BINARY_HEADER_LEN_BYTES, MAGIC as BINARY_MAGIC};
 pub use csv_file::HEADER as CSV_HEADER;
@@ -39,7 +44,10 @@ pub use error::{Column, FileError, FileErrorKind, Location};
 pub use lobster::{parse_time_ns as parse_lobster_time_ns, LobsterCounts};
 
 use crate::model::{Order, Symbol};
-use limits::{GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SNIPPET_BYTES_MAX, WRITE_BUFFER_BYTES};
+use limits::{
+    GZIP_INFLATED_BYTES_MAX_DEFAULT, GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SKIPPED_LISTED_MAX,
+    SNIPPET_BYTES_MAX, WRITE_BUFFER_BYTES,
+};
 
 /// An order-file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +118,9 @@ pub struct LoadOptions {
     pub max_errors: u64,
     /// LOBSTER only: accounts to spread orders over (`account = 1 + order_id % N`), ≥ 1.
     pub lobster_accounts: u32,
+    /// Gzipped files only: the most bytes the content may inflate to; past it the load fails
+    /// with [`FileErrorKind::GzipTooLarge`] (default [`GZIP_INFLATED_BYTES_MAX_DEFAULT`]).
+    pub max_inflated_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -119,15 +130,17 @@ impl Default for LoadOptions {
             symbol: None,
             max_errors: 0,
             lobster_accounts: LOBSTER_ACCOUNTS_DEFAULT,
+            max_inflated_bytes: GZIP_INFLATED_BYTES_MAX_DEFAULT,
         }
     }
 }
 
-/// Counts bad lines of a text file against `max_errors`.
+/// Counts bad lines of a text file against `max_errors`, keeping the first few errors.
 #[derive(Debug)]
 pub(crate) struct BadLines {
     max_errors: u64,
     skipped: u64,
+    listed: Vec<FileError>,
 }
 
 impl BadLines {
@@ -135,6 +148,7 @@ impl BadLines {
         BadLines {
             max_errors,
             skipped: 0,
+            listed: Vec::new(),
         }
     }
 
@@ -142,6 +156,9 @@ impl BadLines {
     pub(crate) fn skip(&mut self, e: FileError) -> Result<(), FileError> {
         if self.skipped < self.max_errors {
             self.skipped += 1;
+            if self.listed.len() < SKIPPED_LISTED_MAX {
+                self.listed.push(e);
+            }
             return Ok(());
         }
         if self.max_errors == 0 {
@@ -159,20 +176,14 @@ impl BadLines {
     }
 }
 
-enum Storage {
-    /// A validated binary file, mapped: record `i` is decoded on demand.
-    Mapped { map: Mmap, count: usize },
-    /// Orders parsed from text (or from gzipped binary).
-    Owned(Vec<Order>),
-}
-
-/// All orders of a file, validated at open.
+/// All orders of a file, read and validated at open, held in memory.
 pub struct OrderFile {
     path: PathBuf,
     format: Format,
     gzipped: bool,
-    storage: Storage,
+    orders: Vec<Order>,
     skipped: u64,
+    skipped_errors: Vec<FileError>,
     lobster: Option<LobsterCounts>,
 }
 
@@ -182,7 +193,6 @@ impl fmt::Debug for OrderFile {
             .field("path", &self.path)
             .field("format", &self.format)
             .field("gzipped", &self.gzipped)
-            .field("mapped", &matches!(self.storage, Storage::Mapped { .. }))
             .field("len", &self.len())
             .field("skipped", &self.skipped)
             .finish()
@@ -196,9 +206,9 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
 impl OrderFile {
     /// Opens, detects, reads and validates an order file.
     ///
-    /// A binary file is memory-mapped: it must not be truncated or rewritten while the
-    /// returned value lives (see the `# Safety` notes of the binary module; files written by
-    /// [`write_binary`] are replaced atomically, never rewritten in place).
+    /// The whole file is read into memory (a gzipped one is inflated as it is read, up to
+    /// [`LoadOptions::max_inflated_bytes`]); nothing reads the file again, so another process
+    /// truncating or rewriting it afterwards changes nothing here.
     pub fn open(path: &Path, opts: &LoadOptions) -> Result<OrderFile, FileError> {
         check_options(path, opts)?;
         let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
@@ -209,42 +219,44 @@ impl OrderFile {
         if len == 0 {
             return Err(FileError::new(path, Location::File, FileErrorKind::Empty));
         }
-        let mut head = [0u8; BINARY_MAGIC.len()];
-        let head_len = read_up_to(&mut file, &mut head).map_err(io_error(path, "cannot read"))?;
+        let mut head = [0u8; BINARY_HEADER_LEN_BYTES];
+        let head_len =
+            binary::read_up_to(&mut file, &mut head).map_err(io_error(path, "cannot read"))?;
         let head = &head[..head_len];
-        let gzipped = head.starts_with(&GZIP_MAGIC);
+        if head.starts_with(&GZIP_MAGIC) {
+            let data = inflate(path, head.chain(file), opts.max_inflated_bytes)?;
+            return OrderFile::from_content(path, &data, true, opts);
+        }
         let binary = match opts.format {
             Some(f) => f == Format::Binary,
             None => binary::has_magic(head),
         };
-        if binary && !gzipped {
-            let map = binary::map_read_only(&file).map_err(io_error(path, "cannot map"))?;
-            let count = binary::check_header(path, &map)?;
-            binary::check_records(path, &map, count)?;
-            let count = usize::try_from(count).map_err(|_| {
-                FileError::new(
-                    path,
-                    Location::File,
-                    FileErrorKind::BadOption {
-                        option: "file",
-                        problem: "has more records than this machine can address",
-                    },
-                )
-            })?;
+        if binary {
+            // Straight from the file into the orders, without a copy of the file's bytes.
+            let orders = binary::read_from(path, head, &mut file, len)?;
             return Ok(OrderFile {
                 path: path.to_path_buf(),
                 format: Format::Binary,
                 gzipped: false,
-                storage: Storage::Mapped { map, count },
+                orders,
                 skipped: 0,
+                skipped_errors: Vec::new(),
                 lobster: None,
             });
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let mut bytes = Vec::new();
+        usize::try_from(len)
+            .ok()
+            .and_then(|n| bytes.try_reserve_exact(n).ok())
+            .ok_or_else(|| {
+                FileError::new(path, Location::File, FileErrorKind::TooLarge { bytes: len })
+            })?;
         bytes.extend_from_slice(head);
+        // Reads to the end, whatever the length is now: a file that shrank or grew since the
+        // metadata was read is validated as it was read.
         file.read_to_end(&mut bytes)
             .map_err(io_error(path, "cannot read"))?;
-        OrderFile::from_bytes(path, &bytes, opts)
+        OrderFile::from_content(path, &bytes, false, opts)
     }
 
     /// Loads orders from the bytes of a file (plain or gzipped). `path` names the origin in
@@ -255,18 +267,21 @@ impl OrderFile {
         opts: &LoadOptions,
     ) -> Result<OrderFile, FileError> {
         check_options(path, opts)?;
-        let gzipped = bytes.starts_with(&GZIP_MAGIC);
-        let unzipped;
-        let data = if gzipped {
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-            flate2::read::MultiGzDecoder::new(bytes)
-                .read_to_end(&mut out)
-                .map_err(|e| FileError::new(path, Location::File, FileErrorKind::Gzip(e)))?;
-            unzipped = out;
-            &unzipped[..]
+        if bytes.starts_with(&GZIP_MAGIC) {
+            let data = inflate(path, bytes, opts.max_inflated_bytes)?;
+            OrderFile::from_content(path, &data, true, opts)
         } else {
-            bytes
-        };
+            OrderFile::from_content(path, bytes, false, opts)
+        }
+    }
+
+    /// Detects and parses decompressed content.
+    fn from_content(
+        path: &Path,
+        data: &[u8],
+        gzipped: bool,
+        opts: &LoadOptions,
+    ) -> Result<OrderFile, FileError> {
         let format = match opts.format {
             Some(f) => f,
             None => detect(path, data)?,
@@ -276,13 +291,7 @@ impl OrderFile {
         let orders = match format {
             Format::Binary => {
                 let count = binary::check_header(path, data)?;
-                binary::check_records(path, data, count)?;
-                (0..count as usize)
-                    .map(|i| {
-                        binary::decode_record(data, i)
-                            .map_err(|e| binary::record_error(path, i as u64, e))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+                binary::decode_records(path, data, count)?
             }
             Format::Csv => csv_file::parse(path, text_of(data), &mut bad)?,
             Format::Lobster => {
@@ -304,35 +313,30 @@ impl OrderFile {
             path: path.to_path_buf(),
             format,
             gzipped,
-            storage: Storage::Owned(orders),
+            orders,
             skipped: bad.skipped(),
+            skipped_errors: bad.listed,
             lobster: lobster_counts,
         })
     }
 
     /// Number of orders.
     pub fn len(&self) -> usize {
-        match &self.storage {
-            Storage::Mapped { count, .. } => *count,
-            Storage::Owned(v) => v.len(),
-        }
+        self.orders.len()
     }
 
     /// Whether the file holds no orders.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.orders.is_empty()
     }
 
-    /// Order `i` (0-based). Cheap: a copy, or one decode from the map (no allocation).
+    /// Order `i` (0-based): a copy.
     ///
     /// # Panics
-    /// If `i >= self.len()`, or if a mapped binary file was rewritten after it was validated
-    /// at open (the contract of [`OrderFile::open`]; [`OrderFile::try_get`] reports it
-    /// instead).
+    /// If `i >= self.len()` ([`OrderFile::orders`]`.get(i)` does not panic).
     pub fn get(&self, i: usize) -> Order {
-        match self.try_get(i) {
-            Some(Ok(order)) => order,
-            Some(Err(e)) => panic!("{e} (the file changed after it was validated at open)"),
+        match self.orders.get(i) {
+            Some(order) => *order,
             None => panic!(
                 "order index {i} out of range: {} holds {} orders",
                 self.path.display(),
@@ -341,21 +345,14 @@ impl OrderFile {
         }
     }
 
-    /// Order `i`, `None` when out of range, an error when a mapped binary record no longer
-    /// decodes (the file was rewritten while open).
-    pub fn try_get(&self, i: usize) -> Option<Result<Order, FileError>> {
-        match &self.storage {
-            Storage::Owned(v) => v.get(i).copied().map(Ok),
-            Storage::Mapped { map, count } => (i < *count).then(|| {
-                binary::decode_record(map, i)
-                    .map_err(|e| binary::record_error(&self.path, i as u64, e))
-            }),
-        }
+    /// Every order, in file order.
+    pub fn orders(&self) -> &[Order] {
+        &self.orders
     }
 
     /// Every order, in file order.
     pub fn iter(&self) -> impl Iterator<Item = Order> + '_ {
-        (0..self.len()).map(|i| self.get(i))
+        self.orders.iter().copied()
     }
 
     /// The file's format.
@@ -378,9 +375,21 @@ impl OrderFile {
         self.gzipped
     }
 
-    /// Whether the orders are read from a memory map (a plain binary file).
-    pub fn is_mapped(&self) -> bool {
-        matches!(self.storage, Storage::Mapped { .. })
+    /// The errors of the first [`SKIPPED_LISTED_MAX`] bad lines skipped under
+    /// [`LoadOptions::max_errors`], in file order; each names its line (and column).
+    pub fn skipped_errors(&self) -> &[FileError] {
+        &self.skipped_errors
+    }
+
+    /// The skipped bad lines for a person to read: one line per listed error, then
+    /// `… and N more` when more lines were skipped than are listed. Empty when none was.
+    pub fn skipped_report(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.skipped_errors.iter().map(|e| e.to_string()).collect();
+        let unlisted = self.skipped - self.skipped_errors.len() as u64;
+        if unlisted > 0 {
+            out.push(format!("… and {unlisted} more"));
+        }
+        out
     }
 
     /// For a LOBSTER file, the rows imported per LOBSTER event type.
@@ -403,18 +412,22 @@ fn check_options(path: &Path, opts: &LoadOptions) -> Result<(), FileError> {
     Ok(())
 }
 
-/// Reads until `buf` is full or the end of the file; returns the bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Inflates a gzip stream (all members), refusing content beyond `max_bytes` without reading
+/// further.
+fn inflate(path: &Path, compressed: impl Read, max_bytes: u64) -> Result<Vec<u8>, FileError> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| FileError::new(path, Location::File, FileErrorKind::Gzip(e)))?;
+    if out.len() as u64 > max_bytes {
+        return Err(FileError::new(
+            path,
+            Location::File,
+            FileErrorKind::GzipTooLarge { max_bytes },
+        ));
     }
-    Ok(n)
+    Ok(out)
 }
 
 /// Text without a UTF-8 byte-order mark.
@@ -459,7 +472,7 @@ fn detect(path: &Path, data: &[u8]) -> Result<Format, FileError> {
 }
 
 /// Writes through a temporary file beside `path`, then renames it into place, so that a
-/// reader (or a memory map) never sees a half-written file.
+/// reader never sees a half-written file.
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<u64>,
