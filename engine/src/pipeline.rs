@@ -23,9 +23,7 @@ use crate::clock::Clock;
 use crate::config::StageSettings;
 use crate::idle::{resolve, Idle, IdleMode};
 use crate::latency::{LatencySet, Recorder};
-use crate::limits::{
-    BACKOFF_SPINS_MAX, HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SUPERVISE_INTERVAL_MS,
-};
+use crate::limits::{HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SUPERVISE_INTERVAL_MS};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::stages::egress::EgressStage;
@@ -529,7 +527,7 @@ fn duty<S: Stage>(
 /// ([`crate::threading`]). The risk stage sends a batch and polls for its verdicts, egress
 /// holds a frame downstream cannot take yet, so no stage blocks while another has work. A
 /// round in which no stage worked is followed by the thread's idle strategy: `spin` and
-/// `yield` poll again; `backoff` spins a few rounds, then blocks in one `ppoll` on the
+/// `yield` poll again; `backoff` blocks at once in one `ppoll` on the
 /// sockets its stages wait for and the earliest deadline (an order due, a risk timeout,
 /// journal maintenance), at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen.
 #[allow(clippy::too_many_arguments)]
@@ -621,7 +619,6 @@ where
                     egress: None,
                 };
                 let mut waits = WaitSet::new(0);
-                let mut empty_rounds = 0u32;
                 loop {
                     let mut worked = 0usize;
                     let mut deadline = u64::MAX;
@@ -674,18 +671,20 @@ where
                         break;
                     }
                     if worked > 0 {
-                        empty_rounds = 0;
                         continue;
                     }
                     match mode {
                         IdleMode::Spin => std::hint::spin_loop(),
                         IdleMode::Yield => std::thread::yield_now(),
                         IdleMode::Backoff => {
+                            // No spin phase: no other thread feeds this one's rings, so
+                            // spinning could only catch sockets and time, and polling a ZeroMQ
+                            // socket is a system call (a non-blocking receive polls its
+                            // mailbox); on a small host those rounds took the core the risk
+                            // server and ZeroMQ's I/O thread needed during the round trip
+                            // (docs/results.md, "shared: block at once").
                             let now = clock.now_ns();
-                            if empty_rounds < BACKOFF_SPINS_MAX
-                                || deadline.saturating_sub(now) <= SCHEDULE_SLEEP_MIN_NS
-                            {
-                                empty_rounds = empty_rounds.saturating_add(1);
+                            if deadline.saturating_sub(now) <= SCHEDULE_SLEEP_MIN_NS {
                                 std::hint::spin_loop();
                                 continue;
                             }
