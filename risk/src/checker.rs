@@ -416,7 +416,9 @@ impl Checker {
 
     /// Replays a journaled decision (recovery): an accepted event's state effects are applied
     /// without evaluating the limits again (they held when it was decided); a rejected one
-    /// changes nothing. Time-based state (throttle, duplicate horizon) uses `t_decided_ns`.
+    /// changes nothing. Time-based state (throttle, duplicate horizon) uses `t_checked_ns`,
+    /// the `now_ns` the check itself used (for a version-1 record, which has none, the
+    /// decision time).
     /// An accepted event that does not fit the current state (a new order whose id is open, a
     /// cancel or fill of an order that is not open) is skipped and counted in
     /// [`Checker::replay_skipped`].
@@ -426,7 +428,7 @@ impl Checker {
         }
         self.undo.seal();
         let o = &d.order;
-        let now = d.t_decided_ns;
+        let now = d.t_checked_ns;
         let applied = match o.kind {
             OrderKind::New => {
                 if o.order_id == 0

@@ -496,7 +496,9 @@ fn apply_decision_rebuilds_the_same_state() {
             order: *o,
             reason,
             t_in_ns: now,
-            t_decided_ns: now,
+            t_decided_ns: now + 500,
+            t_checked_ns: now,
+            ..Decision::default()
         });
     }
     let mut recovered = Checker::new(l);
@@ -741,11 +743,26 @@ fn limits_hold(c: &Checker) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
+    /// Random streams keep the limits and the consistency of the state; the verdicts are a
+    /// function of the events and their check times; and recovery from the decision records
+    /// rebuilds the same state, deep (throttle states, horizon ring and times, every id entry),
+    /// although each verdict was decided (`t_decided_ns`) a random round trip after the check
+    /// (`t_checked_ns`, the batch's `now_ns`), with a count or a time horizon.
     #[test]
     fn streams_keep_limits_consistency_and_determinism(
-        actions in prop::collection::vec(arb_action(), 1..150)
+        actions in prop::collection::vec(arb_action(), 1..150),
+        round_trips in prop::collection::vec(1u64..5_000_000, 1..16),
+        time_horizon in prop::bool::ANY,
     ) {
-        let mut c = Checker::new(prop_limits());
+        let limits = if time_horizon {
+            Limits::from_toml_str(
+                &PROP.replace("duplicate_horizon_orders = 64", "duplicate_horizon_orders = 64\nduplicate_horizon_ms = 2"),
+                "prop",
+            ).unwrap()
+        } else {
+            prop_limits()
+        };
+        let mut c = Checker::new(limits.clone());
         let mut now = 1_000_000_000;
         let mut events = Vec::new();
         for (a, dt) in &actions {
@@ -769,17 +786,36 @@ proptest! {
             limits_hold(&c)?;
         }
         // Replaying the same events gives the same verdicts.
-        let mut again = Checker::new(prop_limits());
+        let mut again = Checker::new(limits.clone());
         for (o, now, r) in &events {
             prop_assert_eq!(again.check(o, *now), *r, "{:?}", o);
         }
-        // Recovery from the decisions rebuilds the same state.
-        let mut recovered = Checker::new(prop_limits());
-        for (o, now, r) in &events {
-            recovered.apply_decision(&Decision { input_seq: 0, order: *o, reason: *r, t_in_ns: *now, t_decided_ns: *now });
+        // Recovery from the decision records rebuilds the same state, although every verdict
+        // was decided a round trip after its check.
+        let mut recovered = Checker::new(limits);
+        for (i, (o, now, r)) in events.iter().enumerate() {
+            let rtt = round_trips[i % round_trips.len()];
+            recovered.apply_decision(&Decision {
+                input_seq: i as u64,
+                order: *o,
+                reason: *r,
+                t_in_ns: *now,
+                t_decided_ns: *now + rtt,
+                t_checked_ns: *now,
+                risk_session: 0,
+                risk_batch: 0,
+            });
         }
         prop_assert_eq!(recovered.replay_skipped(), 0);
         prop_assert_eq!(recovered.snapshot(), c.snapshot());
+        prop_assert_eq!(deep_state(&recovered), deep_state(&c));
+        // And it decides what follows as the live checker does.
+        let mut now = now + 1_000_000;
+        for (a, dt) in actions.iter().take(40) {
+            now += dt / 4;
+            let o = materialize(&c, a);
+            prop_assert_eq!(recovered.check(&o, now), c.check(&o, now), "after recovery: {:?}", o);
+        }
     }
 
     #[test]

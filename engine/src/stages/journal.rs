@@ -283,6 +283,11 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 reason: d.reason,
                 t_in_ns: d.inbound.t_in_ns,
                 t_decided_ns: d.t_decided_ns,
+                // The check's own time (the batch's `now_ns`): recovery rebuilds the throttle
+                // and the duplicate horizon from it.
+                t_checked_ns: d.t_sent_ns,
+                risk_session: 0,
+                risk_batch: 0,
             };
             encode_decision(&decision, &mut buf);
             let seq = match self.log.append(now, &buf) {
@@ -458,6 +463,9 @@ mod tests {
             assert_eq!(d.input_seq, o.input_seq);
             assert_eq!(d.order, o.order);
             assert!(d.reason.is_accepted());
+            // The record keeps the time the risk check used (the batch's send time), not only
+            // the time the verdict arrived.
+            assert_eq!((d.t_checked_ns, d.t_decided_ns), (25, 30));
         }
         let seqs: Vec<u64> = log
             .records
