@@ -26,6 +26,11 @@
 //!   makes (session, batch id) unique across the clients of one server.
 //! - A reply must carry the batch id of the request, the same count, and the order ids in
 //!   order; anything else (or an error reply) gives every order [`Reason::RiskError`].
+//! - Every exchange the server may have applied without the client taking its verdicts is
+//!   voided like a timeout: a socket reset after the batch was sent (a multi-part reply, a
+//!   socket error while waiting), and a reply that cannot be read or does not match the
+//!   request. Only an error reply echoing the batch id (the server saying it applied
+//!   nothing: `malformed`, `too-large`, `voided`, ...) and a failure before the send are not.
 
 use std::time::{Duration, Instant};
 
@@ -64,17 +69,17 @@ pub struct ClientStats {
     pub errors: u64,
     /// Round-trip time of the last answered batch (ns).
     pub last_rtt_ns: u64,
-    /// Void requests answered (each names the timed-out batches of one endpoint).
+    /// Void requests answered (each names the batches given up on at one endpoint).
     pub void_requests: u64,
-    /// Timed-out batches the server had applied and undid (outcome `voided`).
+    /// Batches given up on that the server had applied and undid (outcome `voided`).
     pub voided: u64,
-    /// Timed-out batches the server had not applied, and now never will (`unknown`).
+    /// Batches given up on that the server had not applied, and now never will (`unknown`).
     pub void_unknown: u64,
-    /// Timed-out batches the server had applied and could not undo (`too-old`): its state
+    /// Batches given up on that the server had applied and could not undo (`too-old`): its state
     /// over-counts them until cancels, or a restart with `--recover-from`.
     pub void_too_old: u64,
-    /// Timed-out batch ids forgotten without a void (more than `VOID_BATCH_IDS_MAX` pending
-    /// for one endpoint, or a void answered with an error).
+    /// Batch ids forgotten without a void (more than `VOID_BATCH_IDS_MAX` pending for one
+    /// endpoint, or a void answered with an error).
     pub void_dropped: u64,
 }
 
@@ -94,7 +99,8 @@ pub struct RiskClient {
     auth: zauth::ClientAuth,
     /// Random, non-zero: names this client's batches in void requests.
     session_id: u64,
-    /// Per endpoint: batch ids that timed out there and are not voided yet (oldest first).
+    /// Per endpoint: batch ids sent there whose verdicts were not taken (a timeout, a reset
+    /// after the send, an unusable reply) and that are not voided yet (oldest first).
     pending: Vec<Vec<u64>>,
     /// Void request buffer (fixed size).
     void_request: Vec<u8>,
@@ -205,7 +211,8 @@ impl RiskClient {
         self.session_id
     }
 
-    /// Batch ids that timed out on the current endpoint and will be voided on the next call.
+    /// Batch ids sent to the current endpoint whose verdicts were not taken (timeouts, resets
+    /// after the send, unusable replies); they are voided on the next call.
     pub fn pending_voids(&self) -> &[u64] {
         &self.pending[self.current]
     }
@@ -254,7 +261,7 @@ impl RiskClient {
     /// returns [`BatchPoll::Pending`] while the exchange is in flight (then call
     /// [`RiskClient::poll_batch`] with the same `orders` and `out` until it is ready, waiting
     /// on [`RiskClient::waiting`] in between). The deadline (the timeout) starts now, and a
-    /// void of this endpoint's timed-out batches goes first, under the same deadline.
+    /// void of this endpoint's batches given up on goes first, under the same deadline.
     /// Panics if a batch is already in flight (one request at a time: REQ).
     pub fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> BatchPoll {
         assert!(
@@ -275,7 +282,7 @@ impl RiskClient {
                 Err(_) => return BatchPoll::Ready(self.failed(out)),
             }
         }
-        // Batches that timed out on this endpoint first: void them (same deadline). The void
+        // Batches given up on at this endpoint first: void them (same deadline). The void
         // request takes the id before the batch's, as the ids are issued in sending order.
         let phase = if self.pending[self.current].is_empty() {
             Phase::SendBatch
@@ -331,6 +338,10 @@ impl RiskClient {
                 Io::WouldBlock => return BatchPoll::Pending,
                 Io::Reset => {
                     self.flight = None;
+                    if f.phase == Phase::AwaitBatch {
+                        // Sent: the server may have applied it.
+                        self.remember_void(f.batch_id);
+                    }
                     return BatchPoll::Ready(self.reset_failed(out));
                 }
                 Io::Done => {}
@@ -344,8 +355,15 @@ impl RiskClient {
                 Phase::SendBatch => Phase::AwaitBatch,
                 Phase::AwaitBatch => {
                     self.flight = None;
-                    if self.read_reply(f.batch_id, orders, out).is_err() {
-                        return BatchPoll::Ready(self.failed(out));
+                    match self.read_reply(f.batch_id, orders, out) {
+                        Ok(()) => {}
+                        // The server says it applied nothing.
+                        Err(BadReply::Refused) => return BatchPoll::Ready(self.failed(out)),
+                        // It may have applied the batch: void it like a timeout.
+                        Err(BadReply::Unusable) => {
+                            self.remember_void(f.batch_id);
+                            return BatchPoll::Ready(self.failed(out));
+                        }
                     }
                     self.stats.batches += 1;
                     self.stats.last_rtt_ns =
@@ -424,20 +442,45 @@ impl RiskClient {
         pending.clear();
     }
 
-    fn read_reply(&self, batch_id: u64, orders: &[Order], out: &mut [Reason]) -> Result<(), ()> {
+    /// The verdicts of batch `batch_id` into `out` (some slots may be written on an error).
+    fn read_reply(
+        &self,
+        batch_id: u64,
+        orders: &[Order],
+        out: &mut [Reason],
+    ) -> Result<(), BadReply> {
         let frame: &[u8] = &self.reply;
-        let h = decode_reply_header(frame).map_err(|_| ())?;
-        if h.status != Status::Ok || h.batch_id != batch_id || h.count as usize != orders.len() {
-            return Err(());
+        let h = decode_reply_header(frame).map_err(|_| BadReply::Unusable)?;
+        if h.batch_id != batch_id {
+            return Err(BadReply::Unusable);
+        }
+        if h.status != Status::Ok {
+            // An intact error reply for this very batch: nothing was applied.
+            return Err(BadReply::Refused);
+        }
+        if h.count as usize != orders.len() {
+            return Err(BadReply::Unusable);
         }
         for (i, (o, slot)) in orders.iter().zip(out.iter_mut()).enumerate() {
-            let (id, reason) = decode_verdict(frame, i).map_err(|_| ())?;
+            let (id, reason) = decode_verdict(frame, i).map_err(|_| BadReply::Unusable)?;
             if id != o.order_id {
-                return Err(());
+                return Err(BadReply::Unusable);
             }
             *slot = reason;
         }
         Ok(())
+    }
+
+    /// Batch `batch_id` was sent to the current endpoint and its verdicts were not taken (a
+    /// timeout, a reset after the send, an unusable reply): void it on the next contact with
+    /// this endpoint. At most [`VOID_BATCH_IDS_MAX`] are kept; the oldest is dropped (counted).
+    fn remember_void(&mut self, batch_id: u64) {
+        let pending = &mut self.pending[self.current];
+        if pending.len() == VOID_BATCH_IDS_MAX {
+            pending.remove(0);
+            self.stats.void_dropped += 1;
+        }
+        pending.push(batch_id);
     }
 
     fn failed(&mut self, out: &mut [Reason]) -> BatchOutcome {
@@ -458,12 +501,7 @@ impl RiskClient {
         out.fill(Reason::RiskTimeout);
         self.stats.timeouts += 1;
         if let Some(id) = sent {
-            let pending = &mut self.pending[self.current];
-            if pending.len() == VOID_BATCH_IDS_MAX {
-                pending.remove(0);
-                self.stats.void_dropped += 1;
-            }
-            pending.push(id);
+            self.remember_void(id);
         }
         // Lazy Pirate: close (LINGER 0 drops the request) and reopen, on the next endpoint.
         self.socket = None;
@@ -517,6 +555,14 @@ pub struct Waiting {
     pub events: zmq::PollEvents,
     /// When the batch times out.
     pub deadline: Instant,
+}
+
+/// Why a reply's verdicts were not used.
+enum BadReply {
+    /// An intact error reply echoing the batch id: the server applied nothing.
+    Refused,
+    /// Unreadable, or not the reply to this batch: the server may have applied it.
+    Unusable,
 }
 
 /// One non-blocking socket operation.
