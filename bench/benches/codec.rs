@@ -47,6 +47,7 @@ fn sample_decision() -> Decision {
         t_checked_ns: 1_700_000_000_000_000_100,
         risk_session: 0x5eed,
         risk_batch: 7,
+        risk_batch_orders: 3,
     }
 }
 

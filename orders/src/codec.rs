@@ -10,23 +10,25 @@
 //!  +---------------+---------------+---------------+---------------+-------+---------------+---+---+---+
 //!
 //! Decision, version 2 (DECISION_LEN_BYTES = 104): version 1 and three fields after it
-//!  0               8                                               56      58          64              72              80
-//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
-//!  | input_seq u64 | order (48 bytes, as above)                    |reason |0 (6 bytes)| t_in_ns u64   | t_decided_ns  |
-//!  |               |                                               |u16    |           |               | u64           |
-//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
+//!  0               8                                               56      58  60      64              72              80
+//!  +---------------+-----------------------------------------------+-------+---+-------+---------------+---------------+
+//!  | input_seq u64 | order (48 bytes, as above)                    |reason | 0 |rb_ord | t_in_ns u64   | t_decided_ns  |
+//!  |               |                                               |u16    |u16|u32    |               | u64           |
+//!  +---------------+-----------------------------------------------+-------+---+-------+---------------+---------------+
+//!  (rb_ord = risk_batch_orders)
 //!  80              88              96              104
 //!  +---------------+---------------+---------------+
 //!  | t_checked_ns  | risk_session  | risk_batch    |
 //!  | u64           | u64           | u64           |
 //!  +---------------+---------------+---------------+
 //!
-//! Decision, version 1 (DECISION_V1_LEN_BYTES = 80): bytes 0..80 above, nothing after.
+//! Decision, version 1 (DECISION_V1_LEN_BYTES = 80): bytes 0..80 above, nothing after, and
+//! bytes 58..64 zero (reserved).
 //! ```
 //! Reserved bytes are written as zero and must read as zero. The payload length tells the
 //! versions apart; [`decode_decision`] reads both (a version-1 record reads with
-//! `t_checked_ns = t_decided_ns`, `risk_session = risk_batch = 0`), [`encode_decision`]
-//! writes version 2.
+//! `t_checked_ns = t_decided_ns`, `risk_session = risk_batch = risk_batch_orders = 0`),
+//! [`encode_decision`] writes version 2.
 
 use crate::model::{Decision, Order, OrderKind, Reason, Side, Symbol, SYMBOL_LEN_BYTES};
 
@@ -54,6 +56,7 @@ const D_INPUT_SEQ_OFFSET: usize = 0;
 const D_ORDER_OFFSET: usize = 8;
 const D_REASON_OFFSET: usize = 56;
 const D_RESERVED_OFFSET: usize = 58;
+const D_RISK_BATCH_ORDERS_OFFSET: usize = 60;
 const D_T_IN_OFFSET: usize = 64;
 const D_T_DECIDED_OFFSET: usize = 72;
 const D_T_CHECKED_OFFSET: usize = 80;
@@ -161,7 +164,9 @@ pub fn encode_decision(d: &Decision, out: &mut [u8]) {
     out[D_INPUT_SEQ_OFFSET..D_ORDER_OFFSET].copy_from_slice(&d.input_seq.to_le_bytes());
     encode_order(&d.order, &mut out[D_ORDER_OFFSET..D_REASON_OFFSET]);
     out[D_REASON_OFFSET..D_RESERVED_OFFSET].copy_from_slice(&d.reason.code().to_le_bytes());
-    out[D_RESERVED_OFFSET..D_T_IN_OFFSET].fill(0);
+    out[D_RESERVED_OFFSET..D_RISK_BATCH_ORDERS_OFFSET].fill(0);
+    out[D_RISK_BATCH_ORDERS_OFFSET..D_T_IN_OFFSET]
+        .copy_from_slice(&d.risk_batch_orders.to_le_bytes());
     out[D_T_IN_OFFSET..D_T_DECIDED_OFFSET].copy_from_slice(&d.t_in_ns.to_le_bytes());
     out[D_T_DECIDED_OFFSET..D_T_CHECKED_OFFSET].copy_from_slice(&d.t_decided_ns.to_le_bytes());
     out[D_T_CHECKED_OFFSET..D_RISK_SESSION_OFFSET].copy_from_slice(&d.t_checked_ns.to_le_bytes());
@@ -185,14 +190,22 @@ pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
         field: "reason",
         value: code as u64,
     })?;
-    if b[D_RESERVED_OFFSET..D_T_IN_OFFSET].iter().any(|&x| x != 0) {
+    let v2 = b.len() == DECISION_LEN_BYTES;
+    // Version 1 reserves bytes 58..64; version 2 uses 60..64 for `risk_batch_orders`.
+    let reserved_end = if v2 {
+        D_RISK_BATCH_ORDERS_OFFSET
+    } else {
+        D_T_IN_OFFSET
+    };
+    if b[D_RESERVED_OFFSET..reserved_end].iter().any(|&x| x != 0) {
         return Err(DecodeError::Field {
             field: "reserved",
             value: 0,
         });
     }
     let t_decided_ns = u64_at(b, D_T_DECIDED_OFFSET);
-    let v2 = b.len() == DECISION_LEN_BYTES;
+    let mut orders = [0u8; 4];
+    orders.copy_from_slice(&b[D_RISK_BATCH_ORDERS_OFFSET..D_T_IN_OFFSET]);
     let field = |off: usize, v1: u64| if v2 { u64_at(b, off) } else { v1 };
     Ok(Decision {
         input_seq: u64_at(b, D_INPUT_SEQ_OFFSET),
@@ -203,6 +216,7 @@ pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
         t_checked_ns: field(D_T_CHECKED_OFFSET, t_decided_ns),
         risk_session: field(D_RISK_SESSION_OFFSET, 0),
         risk_batch: field(D_RISK_BATCH_OFFSET, 0),
+        risk_batch_orders: if v2 { u32::from_le_bytes(orders) } else { 0 },
     })
 }
 
@@ -243,15 +257,17 @@ mod tests {
         }
 
         #[test]
-        fn decision_round_trips(o in arb_order(), seq in any::<u64>(), r in 0u16..17, a in any::<u64>(), b in any::<u64>(), t in (any::<u64>(), any::<u64>(), any::<u64>())) {
-            let d = Decision { input_seq: seq, order: o, reason: Reason::from_u16(r).expect("code"), t_in_ns: a, t_decided_ns: b, t_checked_ns: t.0, risk_session: t.1, risk_batch: t.2 };
+        fn decision_round_trips(o in arb_order(), seq in any::<u64>(), r in 0u16..17, a in any::<u64>(), b in any::<u64>(), t in (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>())) {
+            let d = Decision { input_seq: seq, order: o, reason: Reason::from_u16(r).expect("code"), t_in_ns: a, t_decided_ns: b, t_checked_ns: t.0, risk_session: t.1, risk_batch: t.2, risk_batch_orders: t.3 };
             let mut buf = [0u8; DECISION_LEN_BYTES];
             encode_decision(&d, &mut buf);
             prop_assert_eq!(decode_decision(&buf).expect("decodes"), d);
-            // The first 80 bytes are a version-1 decision: the same event, without the risk
-            // session, checked at its decision time.
+            // Without the risk fields, the first 80 bytes are a version-1 decision: the same
+            // event, checked at its decision time.
+            let d0 = Decision { risk_batch_orders: 0, ..d };
+            encode_decision(&d0, &mut buf);
             let v1 = decode_decision(&buf[..DECISION_V1_LEN_BYTES]).expect("version 1 decodes");
-            prop_assert_eq!(v1, Decision { t_checked_ns: b, risk_session: 0, risk_batch: 0, ..d });
+            prop_assert_eq!(v1, Decision { t_checked_ns: b, risk_session: 0, risk_batch: 0, ..d0 });
         }
 
         #[test]
@@ -311,7 +327,10 @@ mod tests {
         assert_eq!((d.input_seq, d.order.order_id, d.order.qty), (7, 42, 100));
         assert_eq!(d.reason, Reason::MaxQty);
         assert_eq!((d.t_in_ns, d.t_decided_ns, d.t_checked_ns), (3, 9, 9));
-        assert_eq!((d.risk_session, d.risk_batch), (0, 0));
+        assert_eq!(
+            (d.risk_session, d.risk_batch, d.risk_batch_orders),
+            (0, 0, 0)
+        );
         let mut v2 = [0u8; DECISION_LEN_BYTES];
         encode_decision(&d, &mut v2);
         assert_eq!(
@@ -319,6 +338,11 @@ mod tests {
             v1,
             "version 2 extends version 1"
         );
+        // Bytes 60..64 are reserved in version 1, `risk_batch_orders` in version 2.
+        v1[60] = 1;
+        assert!(decode_decision(&v1).is_err());
+        v2[60] = 1;
+        assert_eq!(decode_decision(&v2).expect("v2").risk_batch_orders, 1);
         for len in [0, 79, 81, 96, 103, 105, 120] {
             let b = vec![0u8; len];
             assert!(

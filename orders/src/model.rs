@@ -385,4 +385,8 @@ pub struct Decision {
     /// What a resuming engine tells the server its journal holds (reconciliation,
     /// `docs/formats/risk-protocol.md`, "Hello").
     pub risk_batch: u64,
+    /// How many orders of `risk_batch`, from its first, the journal holds up to and including
+    /// this record (a batch's records may be cut by a crash): this order's position + 1 when
+    /// the service decided it, else all of `risk_batch`'s orders.
+    pub risk_batch_orders: u32,
 }

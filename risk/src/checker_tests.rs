@@ -804,6 +804,7 @@ proptest! {
                 t_checked_ns: *now,
                 risk_session: 0,
                 risk_batch: 0,
+                risk_batch_orders: 0,
             });
         }
         prop_assert_eq!(recovered.replay_skipped(), 0);

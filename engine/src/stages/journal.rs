@@ -288,6 +288,7 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 t_checked_ns: d.t_sent_ns,
                 risk_session: 0,
                 risk_batch: 0,
+                risk_batch_orders: 0,
             };
             encode_decision(&decision, &mut buf);
             let seq = match self.log.append(now, &buf) {
