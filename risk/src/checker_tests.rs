@@ -1192,3 +1192,144 @@ proptest! {
         prop_assert_eq!(c.snapshot(), reference.snapshot());
     }
 }
+
+// Reconciliation (hello): a restarted client's journal ends before batches the server applied.
+
+/// Checks `events` as recorded batch `batch` of `session` at `now`.
+fn recorded_in(c: &mut Checker, session: u64, batch: u64, events: &[Order], now: u64) {
+    assert!(c.begin_batch(session, batch));
+    for o in events {
+        c.begin_order();
+        c.check(o, now);
+    }
+    c.end_batch();
+}
+
+fn point(prev_session: u64, journaled_batch: u64, journaled_orders: u32) -> JournalPoint {
+    JournalPoint {
+        prev_session,
+        journaled_batch,
+        journaled_orders,
+    }
+}
+
+/// The batches of the previous session after the journaled one are undone, also those of a
+/// session that continued it and journaled nothing; the state then equals a checker that
+/// saw only the journaled batches (deep), and the ended sessions' batches are refused.
+#[test]
+fn reconcile_undoes_what_the_journal_does_not_hold() {
+    let p = px(10.0);
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    let mut reference = Checker::new(limits(""));
+    for b in 1..=3u64 {
+        let batch = [
+            buy(b, 1, "LOW", 10, p),
+            sell(100 + b, 2, "AAPL", 5, px(100.0)),
+        ];
+        recorded_in(&mut c, 11, b, &batch, b * 1_000);
+        for o in &batch {
+            reference.check(o, b * 1_000);
+        }
+    }
+    // Batches 4 and 5 of session 11 were applied but the client died before journaling them.
+    recorded_in(&mut c, 11, 4, &[buy(4, 1, "LOW", 10, p)], 4_000);
+    recorded_in(&mut c, 11, 5, &[buy(5, 3, "NEW", 1, px(1.0))], 5_000);
+    // Its successor, session 22, reconciled, applied batch 1 and died before journaling it.
+    assert_eq!(
+        c.reconcile(22, point(11, 5, 1)),
+        (VoidOutcome::Voided, 0),
+        "nothing after 5"
+    );
+    assert!(!c.begin_batch(11, 6), "session 11 is ended");
+    recorded_in(&mut c, 22, 1, &[buy(6, 1, "LOW", 10, p)], 6_000);
+    // Session 33 starts from a journal that ends on session 11's batch 3.
+    assert_eq!(c.reconcile(33, point(11, 3, 2)), (VoidOutcome::Voided, 3));
+    assert_eq!(c.snapshot(), reference.snapshot());
+    assert_eq!(deep_state(&c), deep_state(&reference));
+    c.verify_consistency().unwrap();
+    assert!(!c.begin_batch(22, 2), "session 22 is ended too");
+    assert!(c.begin_batch(33, 1), "the new session is served");
+    for o in [buy(4, 1, "LOW", 10, p), buy(6, 1, "LOW", 10, p)] {
+        assert_eq!(c.check(&o, 7_000), reference.check(&o, 7_000));
+    }
+    c.end_batch();
+    // A repeated hello of the same session does not end it.
+    assert_eq!(c.reconcile(33, point(11, 3, 2)).0, VoidOutcome::Voided);
+    assert!(c.begin_batch(33, 2));
+    c.end_batch();
+    // A session the server never saw.
+    assert_eq!(c.reconcile(44, point(99, 1, 1)), (VoidOutcome::Unknown, 0));
+}
+
+/// What cannot be undone is reported `too-old`: a batch after the journaled one behind
+/// another session's batch, or sealed (a change outside a batch came after it).
+#[test]
+fn reconcile_refuses_what_it_cannot_undo() {
+    let p = px(10.0);
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    recorded_in(&mut c, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    recorded_in(&mut c, 12, 1, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    assert_eq!(c.reconcile(21, point(11, 1, 1)), (VoidOutcome::TooOld, 0));
+    assert_eq!(
+        c.open_orders(),
+        3,
+        "nothing undone past another session's batch"
+    );
+
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    recorded_in(&mut c, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    c.set_trading_state(Scope::Account(1), TradingState::Active);
+    recorded_in(&mut c, 11, 3, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    // Batch 3 can be undone, batch 2 is sealed.
+    assert_eq!(c.reconcile(21, point(11, 1, 1)), (VoidOutcome::TooOld, 1));
+    // Journaled through 2: batch 3 is undone and nothing sealed is after the journal.
+    let mut c2 = Checker::new(limits(""));
+    c2.enable_undo(8);
+    recorded_in(&mut c2, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c2, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    c2.set_trading_state(Scope::Account(1), TradingState::Active);
+    recorded_in(&mut c2, 11, 3, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    assert_eq!(c2.reconcile(21, point(11, 2, 1)), (VoidOutcome::Voided, 1));
+    assert_eq!(c2.open_orders(), 2);
+}
+
+/// A crash in the middle of journaling a batch: the journal holds its first orders only. The
+/// reconciliation undoes the rest of that batch (and the batches after it), so the state is
+/// that of a checker that saw exactly what the journal holds.
+#[test]
+fn reconcile_undoes_the_tail_of_a_batch_the_journal_holds_in_part() {
+    let p = px(10.0);
+    let batch = [
+        buy(1, 1, "LOW", 10, p),
+        sell(2, 2, "AAPL", 5, px(100.0)),
+        buy(3, 3, "NEW", 1, px(1.0)),
+        fill(1, "LOW", 4, px(10.1)),
+    ];
+    for keep in 0..=batch.len() as u32 {
+        let mut c = Checker::new(limits(""));
+        c.enable_undo(8);
+        let mut reference = Checker::new(limits(""));
+        recorded_in(&mut c, 11, 1, &batch[..1], 1_000);
+        reference.check(&batch[0], 1_000);
+        recorded_in(&mut c, 11, 2, &batch, 2_000);
+        recorded_in(&mut c, 11, 3, &[buy(9, 1, "LOW", 1, p)], 3_000);
+        for o in &batch[..keep as usize] {
+            reference.check(o, 2_000);
+        }
+        let (outcome, undone) = c.reconcile(22, point(11, 2, keep));
+        assert_eq!(outcome, VoidOutcome::Voided, "keep {keep}");
+        assert_eq!(
+            undone,
+            1 + u64::from(keep < batch.len() as u32),
+            "keep {keep}"
+        );
+        assert_eq!(c.snapshot(), reference.snapshot(), "keep {keep}");
+        assert_eq!(deep_state(&c), deep_state(&reference), "keep {keep}");
+        c.verify_consistency().unwrap();
+    }
+}

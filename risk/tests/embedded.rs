@@ -98,11 +98,13 @@ fn client_rejects_bad_arguments_and_handles_empty_and_oversized_batches() {
     let mut c = RiskClient::connect(&ctx, &eps, Duration::from_millis(50), 2).unwrap();
     assert_eq!(c.check_batch(&[], 0, &mut []), BatchOutcome::Replied);
     let mut out = [Reason::Accepted; 3];
+    // Above the client's own bound: refused loudly (the caller must not go on), not sent.
     assert_eq!(
         c.check_batch(&[order(1, 1), order(2, 1), order(3, 1)], 0, &mut out),
-        BatchOutcome::Failed
+        BatchOutcome::Refused
     );
     assert_eq!(out, [Reason::RiskError; 3]);
+    assert!(c.refusal().contains("3 orders"), "{}", c.refusal());
     // Nobody bound: the batch times out within the budget.
     let t = std::time::Instant::now();
     assert_eq!(
