@@ -466,7 +466,8 @@ fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8])
     let body = match kind {
         KIND_DECISION => decode_decision(payload).map(|d| {
             format!(
-                "input_seq={} {} verdict={} reason={} t_in_ns={} t_decided_ns={}",
+                "input_seq={} {} verdict={} reason={} t_in_ns={} t_decided_ns={} t_checked_ns={} \
+                 risk_session={} risk_batch={} risk_batch_orders={}",
                 d.input_seq,
                 order_text(&d.order),
                 if d.reason.is_accepted() {
@@ -476,7 +477,11 @@ fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8])
                 },
                 d.reason.as_str(),
                 d.t_in_ns,
-                d.t_decided_ns
+                d.t_decided_ns,
+                d.t_checked_ns,
+                d.risk_session,
+                d.risk_batch,
+                d.risk_batch_orders
             )
         }),
         KIND_ORDER => decode_order(payload).map(|o| order_text(&o)),

@@ -278,6 +278,10 @@ fn decision_fields(d: &Decision, m: &mut Map<String, Value>) {
     m.insert("reason".into(), json!(d.reason.as_str()));
     m.insert("t_in_ns".into(), json!(d.t_in_ns));
     m.insert("t_decided_ns".into(), json!(d.t_decided_ns));
+    m.insert("t_checked_ns".into(), json!(d.t_checked_ns));
+    m.insert("risk_session".into(), json!(d.risk_session));
+    m.insert("risk_batch".into(), json!(d.risk_batch));
+    m.insert("risk_batch_orders".into(), json!(d.risk_batch_orders));
 }
 
 /// One record as a JSON object: `seq`, `hash` (hex), `kind`, `kind_name`, `ts_ns`, and for
@@ -337,6 +341,10 @@ mod tests {
             reason: Reason::MaxQty,
             t_in_ns: 10,
             t_decided_ns: 11,
+            t_checked_ns: 10,
+            risk_session: 0xabc,
+            risk_batch: 5,
+            risk_batch_orders: 3,
         };
         let mut p = [0u8; orders::DECISION_LEN_BYTES];
         encode_decision(&d, &mut p);
@@ -350,6 +358,10 @@ mod tests {
         assert_eq!(v["quantity"], 100);
         assert_eq!(v["verdict"], "rejected");
         assert_eq!(v["reason"], "max-qty");
+        assert_eq!(v["t_checked_ns"], 10);
+        assert_eq!(v["risk_session"], 0xabc);
+        assert_eq!(v["risk_batch"], 5);
+        assert_eq!(v["risk_batch_orders"], 3);
         let other = record_json(1, &[0; 32], 77, 0, &[1, 2]);
         assert_eq!(other["payload_hex"], "0102");
         assert_eq!(other["kind_name"], "kind-77");

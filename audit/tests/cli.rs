@@ -123,6 +123,7 @@ fn sample_journal(dir: &std::path::Path) -> [u8; 32] {
             reason,
             t_in_ns: 100,
             t_decided_ns: 200,
+            ..Decision::default()
         };
         let mut b = [0u8; orders::DECISION_LEN_BYTES];
         encode_decision(&d, &mut b);

@@ -43,6 +43,7 @@ fn decision(i: u64) -> [u8; orders::DECISION_LEN_BYTES] {
         },
         t_in_ns: i,
         t_decided_ns: i + 1,
+        ..Decision::default()
     };
     let mut b = [0u8; orders::DECISION_LEN_BYTES];
     encode_decision(&d, &mut b);

@@ -44,6 +44,10 @@ fn sample_decision() -> Decision {
         reason: Reason::PriceCollar,
         t_in_ns: 1_700_000_000_000_000_000,
         t_decided_ns: 1_700_000_000_000_012_345,
+        t_checked_ns: 1_700_000_000_000_000_100,
+        risk_session: 0x5eed,
+        risk_batch: 7,
+        risk_batch_orders: 3,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::idle::IdleKind;
 use crate::latency::write_hgrm;
 use crate::limits::{
     EGRESS_LINGER_MS, EGRESS_SNDBUF_BYTES, EGRESS_SNDHWM_MESSAGES_DEFAULT,
-    INGRESS_MESSAGE_BYTES_MAX, RISK_AUTH_PROBE_MS, RISK_TIMEOUT_MS_MAX,
+    INGRESS_MESSAGE_BYTES_MAX, RISK_AUTH_PROBE_MS, RISK_HELLO_WAIT_MS, RISK_TIMEOUT_MS_MAX,
 };
 use crate::metrics::{Metrics, MetricsServer};
 use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
@@ -213,6 +213,7 @@ fn connect_risk(
     s: &RiskSettings,
     max_batch: usize,
     journal: Option<&Path>,
+    last: Option<&Decision>,
     client: &zauth::ClientAuth,
 ) -> anyhow::Result<(Gate, Option<risk::EmbeddedRisk>)> {
     match &s.target {
@@ -236,7 +237,7 @@ fn connect_risk(
         }
         RiskTarget::Remote { endpoints } => {
             probe_risk_handshakes(ctx, endpoints, client)?;
-            let client = risk::RiskClient::connect_with_auth(
+            let mut client = risk::RiskClient::connect_with_auth(
                 ctx,
                 endpoints,
                 s.timeout,
@@ -244,9 +245,96 @@ fn connect_risk(
                 client.clone(),
             )
             .with_context(|| format!("cannot connect to risk service {endpoints:?}"))?;
+            hello_risk(&mut client, endpoints, s.timeout, journal, last)?;
             Ok((Gate::Client(Box::new(client)), None))
         }
     }
+}
+
+/// Start-up hello with every remote risk service (`docs/formats/risk-protocol.md`, "Hello"):
+/// each says its batch bound, and the client caps its batches to the lowest; on a resume each
+/// undoes the batches of the session the journal ends on that the journal does not hold
+/// (the engine was killed between the server's verdicts and their records). A server that can
+/// no longer undo them stops the start-up: it must be restarted with `--recover-from`. A
+/// server that does not answer stops a resume that has something to reconcile; otherwise the
+/// run starts (its timeouts handle it, and a batch above its bound stops the engine).
+fn hello_risk(
+    client: &mut risk::RiskClient,
+    endpoints: &[String],
+    timeout: Duration,
+    journal: Option<&Path>,
+    last: Option<&Decision>,
+) -> anyhow::Result<()> {
+    let point = match (journal, last) {
+        (Some(_), Some(d)) => risk::JournalPoint {
+            prev_session: d.risk_session,
+            journaled_batch: d.risk_batch,
+            journaled_orders: d.risk_batch_orders,
+        },
+        _ => risk::JournalPoint::default(),
+    };
+    let dir = journal.map_or_else(|| "JOURNAL_DIR".into(), |p| p.display().to_string());
+    let wait = timeout.max(Duration::from_millis(RISK_HELLO_WAIT_MS));
+    let asked = client.max_batch();
+    for ep in endpoints {
+        let r = match client.hello(ep, point, wait) {
+            Ok(r) => r,
+            Err(risk::RiskError::HelloRefused {
+                status: "unsupported-type",
+                ..
+            }) => {
+                eprintln!(
+                    "engine: warning: risk service {ep} does not speak the hello request (an \
+                     older risk-server): its batch bound is not checked, and it is not \
+                     reconciled with the journal (after a kill of the engine, restart it with \
+                     --recover-from {dir})"
+                );
+                continue;
+            }
+            Err(e) if point.prev_session != 0 => bail!(
+                "{e}: the journal in {dir} ends on batches that server may have applied \
+                 without their records being written, and they cannot be reconciled. Start the \
+                 risk service (if it was restarted, with --recover-from {dir}) and resume again"
+            ),
+            Err(e) => {
+                eprintln!(
+                    "engine: warning: {e}; starting anyway (risk timeouts until it answers; its \
+                     batch bound is not known, and a batch above it stops the engine)"
+                );
+                continue;
+            }
+        };
+        if (r.max_batch as usize) < asked {
+            eprintln!(
+                "engine: risk service {ep} accepts batches of at most {} orders (its \
+                 --max-batch); risk batches are capped at that (--max-batch here: {asked})",
+                r.max_batch
+            );
+        }
+        let session = point.prev_session;
+        match r.outcome {
+            risk::VoidOutcome::Voided if session != 0 => eprintln!(
+                "engine: risk service {ep} reconciled with the journal (session {session:016x} \
+                 through batch {}, order {} of it): {} batch(es) undone in whole or in part",
+                point.journaled_batch, point.journaled_orders, r.voided
+            ),
+            risk::VoidOutcome::Voided => {}
+            risk::VoidOutcome::Unknown => eprintln!(
+                "engine: risk service {ep} has no record of session {session:016x}, on which the \
+                 journal ends (restarted, recovered from the journal, or another server): \
+                 nothing to reconcile"
+            ),
+            risk::VoidOutcome::TooOld => bail!(
+                "risk service {ep} applied batches of session {session:016x} after batch {}, \
+                 which the journal in {dir} does not hold, and can no longer undo them ({} \
+                 undone): its state counts orders the journal never decided. Restart it with \
+                 --recover-from {dir} and resume again",
+                point.journaled_batch,
+                r.voided
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Start-up check of the remote risk services' authentication: a throw-away REQ per endpoint
@@ -515,10 +603,12 @@ fn connect_links(
     stages: &StageSettings,
     client: &zauth::ClientAuth,
     journal_dir: &Path,
-    records_before: u64,
+    opened: &OpenedJournal,
 ) -> anyhow::Result<Option<Links>> {
+    let records_before = opened.records_before;
     let resume_dir = (records_before > 0).then_some(journal_dir);
-    let (gate, embedded) = connect_risk(ctx, risk, stages.max_batch, resume_dir, client)?;
+    let last = opened.last.as_ref();
+    let (gate, embedded) = connect_risk(ctx, risk, stages.max_batch, resume_dir, last, client)?;
     let egress = connect_egress(ctx, egress, client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
@@ -966,7 +1056,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         &s.stages,
         &s.security.client,
         &s.journal.dir,
-        opened.records_before,
+        &opened,
     )?
     else {
         return Ok(ExitCode::SUCCESS);
@@ -1104,7 +1194,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &cfg.stages,
         &cfg.security.client,
         &cfg.journal.dir,
-        opened.records_before,
+        &opened,
     )?
     else {
         return Ok(ExitCode::SUCCESS);
@@ -1299,6 +1389,7 @@ mod tests {
             reason: Reason::Accepted,
             t_in_ns: 1,
             t_decided_ns: 2,
+            ..Decision::default()
         };
         let mut buf = [0u8; orders::DECISION_LEN_BYTES];
         orders::encode_decision(&d, &mut buf);

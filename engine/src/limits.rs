@@ -157,6 +157,10 @@ pub const SUPERVISE_INTERVAL_MS: u64 = 50;
 /// server that is down simply runs the wait out (the run then starts; timeouts handle it).
 pub const RISK_AUTH_PROBE_MS: u64 = 1_000;
 
+/// Start-up hello with each remote risk service (its batch bound; the reconciliation of a
+/// resumed journal): the longest wait per endpoint, or the risk timeout if that is longer.
+pub const RISK_HELLO_WAIT_MS: u64 = 2_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ fn a_full_disk_stops_the_engine_cleanly_and_a_resume_continues_the_chain() {
     }
     let _guard = Mount(mnt.clone());
 
-    // 3 MiB holds at most 3 segments of 1 MiB (~21,000 records of 144 bytes); 60,000 do not fit.
+    // 3 MiB holds at most 3 segments of 1 MiB (~18,700 records of 168 bytes); 60,000 do not fit.
     let n = 60_000;
     let flow = gen_orders(n, 9, 0);
     let file = dir.path().join("orders.csv");

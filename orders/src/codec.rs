@@ -9,21 +9,36 @@
 //!  |               |               | (ticks)       |               |u32    | NUL-padded    |u8 |u8 |u16|
 //!  +---------------+---------------+---------------+---------------+-------+---------------+---+---+---+
 //!
-//! Decision (DECISION_LEN_BYTES = 80)
-//!  0               8                                               56      58          64              72              80
-//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
-//!  | input_seq u64 | order (48 bytes, as above)                    |reason |0 (6 bytes)| t_in_ns u64   | t_decided_ns  |
-//!  |               |                                               |u16    |           |               | u64           |
-//!  +---------------+-----------------------------------------------+-------+-----------+---------------+---------------+
+//! Decision, version 2 (DECISION_LEN_BYTES = 104): version 1 and three fields after it
+//!  0               8                                               56      58  60      64              72              80
+//!  +---------------+-----------------------------------------------+-------+---+-------+---------------+---------------+
+//!  | input_seq u64 | order (48 bytes, as above)                    |reason | 0 |rb_ord | t_in_ns u64   | t_decided_ns  |
+//!  |               |                                               |u16    |u16|u32    |               | u64           |
+//!  +---------------+-----------------------------------------------+-------+---+-------+---------------+---------------+
+//!  (rb_ord = risk_batch_orders)
+//!  80              88              96              104
+//!  +---------------+---------------+---------------+
+//!  | t_checked_ns  | risk_session  | risk_batch    |
+//!  | u64           | u64           | u64           |
+//!  +---------------+---------------+---------------+
+//!
+//! Decision, version 1 (DECISION_V1_LEN_BYTES = 80): bytes 0..80 above, nothing after, and
+//! bytes 58..64 zero (reserved).
 //! ```
-//! Reserved bytes are written as zero and must read as zero.
+//! Reserved bytes are written as zero and must read as zero. The payload length tells the
+//! versions apart; [`decode_decision`] reads both (a version-1 record reads with
+//! `t_checked_ns = t_decided_ns`, `risk_session = risk_batch = risk_batch_orders = 0`),
+//! [`encode_decision`] writes version 2.
 
 use crate::model::{Decision, Order, OrderKind, Reason, Side, Symbol, SYMBOL_LEN_BYTES};
 
 /// Encoded size of an [`Order`].
 pub const ORDER_LEN_BYTES: usize = 48;
-/// Encoded size of a [`Decision`].
-pub const DECISION_LEN_BYTES: usize = 80;
+/// Encoded size of a [`Decision`] (version 2, what [`encode_decision`] writes).
+pub const DECISION_LEN_BYTES: usize = 104;
+/// Size of a version-1 decision (journals written before `t_checked_ns` and the risk
+/// session were recorded); still read by [`decode_decision`].
+pub const DECISION_V1_LEN_BYTES: usize = 80;
 
 const ORDER_ID_OFFSET: usize = 0;
 const TS_OFFSET: usize = 8;
@@ -41,10 +56,16 @@ const D_INPUT_SEQ_OFFSET: usize = 0;
 const D_ORDER_OFFSET: usize = 8;
 const D_REASON_OFFSET: usize = 56;
 const D_RESERVED_OFFSET: usize = 58;
+const D_RISK_BATCH_ORDERS_OFFSET: usize = 60;
 const D_T_IN_OFFSET: usize = 64;
 const D_T_DECIDED_OFFSET: usize = 72;
+const D_T_CHECKED_OFFSET: usize = 80;
+const D_RISK_SESSION_OFFSET: usize = 88;
+const D_RISK_BATCH_OFFSET: usize = 96;
 const _: () = assert!(D_ORDER_OFFSET + ORDER_LEN_BYTES == D_REASON_OFFSET);
-const _: () = assert!(D_T_DECIDED_OFFSET + 8 == DECISION_LEN_BYTES);
+const _: () = assert!(D_T_DECIDED_OFFSET + 8 == DECISION_V1_LEN_BYTES);
+const _: () = assert!(D_T_CHECKED_OFFSET == DECISION_V1_LEN_BYTES);
+const _: () = assert!(D_RISK_BATCH_OFFSET + 8 == DECISION_LEN_BYTES);
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,14 +164,21 @@ pub fn encode_decision(d: &Decision, out: &mut [u8]) {
     out[D_INPUT_SEQ_OFFSET..D_ORDER_OFFSET].copy_from_slice(&d.input_seq.to_le_bytes());
     encode_order(&d.order, &mut out[D_ORDER_OFFSET..D_REASON_OFFSET]);
     out[D_REASON_OFFSET..D_RESERVED_OFFSET].copy_from_slice(&d.reason.code().to_le_bytes());
-    out[D_RESERVED_OFFSET..D_T_IN_OFFSET].fill(0);
+    out[D_RESERVED_OFFSET..D_RISK_BATCH_ORDERS_OFFSET].fill(0);
+    out[D_RISK_BATCH_ORDERS_OFFSET..D_T_IN_OFFSET]
+        .copy_from_slice(&d.risk_batch_orders.to_le_bytes());
     out[D_T_IN_OFFSET..D_T_DECIDED_OFFSET].copy_from_slice(&d.t_in_ns.to_le_bytes());
-    out[D_T_DECIDED_OFFSET..DECISION_LEN_BYTES].copy_from_slice(&d.t_decided_ns.to_le_bytes());
+    out[D_T_DECIDED_OFFSET..D_T_CHECKED_OFFSET].copy_from_slice(&d.t_decided_ns.to_le_bytes());
+    out[D_T_CHECKED_OFFSET..D_RISK_SESSION_OFFSET].copy_from_slice(&d.t_checked_ns.to_le_bytes());
+    out[D_RISK_SESSION_OFFSET..D_RISK_BATCH_OFFSET].copy_from_slice(&d.risk_session.to_le_bytes());
+    out[D_RISK_BATCH_OFFSET..DECISION_LEN_BYTES].copy_from_slice(&d.risk_batch.to_le_bytes());
 }
 
-/// Reads a decision from exactly [`DECISION_LEN_BYTES`] bytes, validating every field.
+/// Reads a decision from exactly [`DECISION_LEN_BYTES`] (version 2) or
+/// [`DECISION_V1_LEN_BYTES`] (version 1) bytes, validating every field. A version-1 decision
+/// reads with `t_checked_ns = t_decided_ns` (the best time it has) and no risk session.
 pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
-    if b.len() != DECISION_LEN_BYTES {
+    if b.len() != DECISION_LEN_BYTES && b.len() != DECISION_V1_LEN_BYTES {
         return Err(DecodeError::Length {
             expected: DECISION_LEN_BYTES,
             got: b.len(),
@@ -162,18 +190,33 @@ pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
         field: "reason",
         value: code as u64,
     })?;
-    if b[D_RESERVED_OFFSET..D_T_IN_OFFSET].iter().any(|&x| x != 0) {
+    let v2 = b.len() == DECISION_LEN_BYTES;
+    // Version 1 reserves bytes 58..64; version 2 uses 60..64 for `risk_batch_orders`.
+    let reserved_end = if v2 {
+        D_RISK_BATCH_ORDERS_OFFSET
+    } else {
+        D_T_IN_OFFSET
+    };
+    if b[D_RESERVED_OFFSET..reserved_end].iter().any(|&x| x != 0) {
         return Err(DecodeError::Field {
             field: "reserved",
             value: 0,
         });
     }
+    let t_decided_ns = u64_at(b, D_T_DECIDED_OFFSET);
+    let mut orders = [0u8; 4];
+    orders.copy_from_slice(&b[D_RISK_BATCH_ORDERS_OFFSET..D_T_IN_OFFSET]);
+    let field = |off: usize, v1: u64| if v2 { u64_at(b, off) } else { v1 };
     Ok(Decision {
         input_seq: u64_at(b, D_INPUT_SEQ_OFFSET),
         order,
         reason,
         t_in_ns: u64_at(b, D_T_IN_OFFSET),
-        t_decided_ns: u64_at(b, D_T_DECIDED_OFFSET),
+        t_decided_ns,
+        t_checked_ns: field(D_T_CHECKED_OFFSET, t_decided_ns),
+        risk_session: field(D_RISK_SESSION_OFFSET, 0),
+        risk_batch: field(D_RISK_BATCH_OFFSET, 0),
+        risk_batch_orders: if v2 { u32::from_le_bytes(orders) } else { 0 },
     })
 }
 
@@ -214,15 +257,21 @@ mod tests {
         }
 
         #[test]
-        fn decision_round_trips(o in arb_order(), seq in any::<u64>(), r in 0u16..17, a in any::<u64>(), b in any::<u64>()) {
-            let d = Decision { input_seq: seq, order: o, reason: Reason::from_u16(r).expect("code"), t_in_ns: a, t_decided_ns: b };
+        fn decision_round_trips(o in arb_order(), seq in any::<u64>(), r in 0u16..17, a in any::<u64>(), b in any::<u64>(), t in (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>())) {
+            let d = Decision { input_seq: seq, order: o, reason: Reason::from_u16(r).expect("code"), t_in_ns: a, t_decided_ns: b, t_checked_ns: t.0, risk_session: t.1, risk_batch: t.2, risk_batch_orders: t.3 };
             let mut buf = [0u8; DECISION_LEN_BYTES];
             encode_decision(&d, &mut buf);
             prop_assert_eq!(decode_decision(&buf).expect("decodes"), d);
+            // Without the risk fields, the first 80 bytes are a version-1 decision: the same
+            // event, checked at its decision time.
+            let d0 = Decision { risk_batch_orders: 0, ..d };
+            encode_decision(&d0, &mut buf);
+            let v1 = decode_decision(&buf[..DECISION_V1_LEN_BYTES]).expect("version 1 decodes");
+            prop_assert_eq!(v1, Decision { t_checked_ns: b, risk_session: 0, risk_batch: 0, ..d0 });
         }
 
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..140)) {
             let _ = decode_order(&bytes);
             let _ = decode_decision(&bytes);
         }
@@ -260,6 +309,47 @@ mod tests {
             decode_order(&buf[..10]),
             Err(DecodeError::Length { .. })
         ));
+    }
+
+    /// A version-1 decision as an older engine wrote it (80 bytes, fixed bytes): still read,
+    /// its check time taken from its decision time; other lengths are refused.
+    #[test]
+    fn version_1_decisions_still_decode() {
+        let mut v1 = [0u8; DECISION_V1_LEN_BYTES];
+        v1[0] = 7; // input_seq
+        v1[8] = 42; // order_id
+        v1[8 + 24] = 100; // qty
+        v1[8 + 36..8 + 40].copy_from_slice(b"AAPL");
+        v1[56] = 1; // reason max-qty
+        v1[64] = 3; // t_in_ns
+        v1[72] = 9; // t_decided_ns
+        let d = decode_decision(&v1).expect("version 1 decodes");
+        assert_eq!((d.input_seq, d.order.order_id, d.order.qty), (7, 42, 100));
+        assert_eq!(d.reason, Reason::MaxQty);
+        assert_eq!((d.t_in_ns, d.t_decided_ns, d.t_checked_ns), (3, 9, 9));
+        assert_eq!(
+            (d.risk_session, d.risk_batch, d.risk_batch_orders),
+            (0, 0, 0)
+        );
+        let mut v2 = [0u8; DECISION_LEN_BYTES];
+        encode_decision(&d, &mut v2);
+        assert_eq!(
+            v2[..DECISION_V1_LEN_BYTES],
+            v1,
+            "version 2 extends version 1"
+        );
+        // Bytes 60..64 are reserved in version 1, `risk_batch_orders` in version 2.
+        v1[60] = 1;
+        assert!(decode_decision(&v1).is_err());
+        v2[60] = 1;
+        assert_eq!(decode_decision(&v2).expect("v2").risk_batch_orders, 1);
+        for len in [0, 79, 81, 96, 103, 105, 120] {
+            let b = vec![0u8; len];
+            assert!(
+                matches!(decode_decision(&b), Err(DecodeError::Length { .. })),
+                "{len}"
+            );
+        }
     }
 
     #[test]

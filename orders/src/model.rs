@@ -372,4 +372,21 @@ pub struct Decision {
     pub t_in_ns: u64,
     /// When the decision was made (ns since the Unix epoch).
     pub t_decided_ns: u64,
+    /// The time the risk check used (ns since the Unix epoch): the `now_ns` of the batch
+    /// request, i.e. when the engine sent the batch. Throttle and duplicate-horizon state are
+    /// rebuilt from it. A version-1 record (80 bytes) has none: it reads as `t_decided_ns`.
+    pub t_checked_ns: u64,
+    /// The risk client session that asked for the verdict (random, non-zero); 0 when no
+    /// session was involved (`--risk inline`, a version-1 record).
+    pub risk_session: u64,
+    /// The newest batch of `risk_session` whose verdicts came from the risk service, as of
+    /// this decision: this order's own batch when the service decided it, the one before when
+    /// the batch was rejected `risk-timeout` / `risk-error` by the client; 0 when none yet.
+    /// What a resuming engine tells the server its journal holds (reconciliation,
+    /// `docs/formats/risk-protocol.md`, "Hello").
+    pub risk_batch: u64,
+    /// How many orders of `risk_batch`, from its first, the journal holds up to and including
+    /// this record (a batch's records may be cut by a crash): this order's position + 1 when
+    /// the service decided it, else all of `risk_batch`'s orders.
+    pub risk_batch_orders: u32,
 }

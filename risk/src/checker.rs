@@ -35,6 +35,7 @@ use crate::idtable::IdTable;
 use crate::limits::{
     ORDER_QTY_LIMIT_MAX, PREFETCH_CHUNK_ORDERS, PREFETCH_TABLE_BYTES_MIN, VOID_BATCH_IDS_MAX,
 };
+use crate::protocol::JournalPoint;
 use crate::undo::{UndoLog, UndoOp, VoidOutcome};
 
 /// What an admin command acts on.
@@ -416,7 +417,9 @@ impl Checker {
 
     /// Replays a journaled decision (recovery): an accepted event's state effects are applied
     /// without evaluating the limits again (they held when it was decided); a rejected one
-    /// changes nothing. Time-based state (throttle, duplicate horizon) uses `t_decided_ns`.
+    /// changes nothing. Time-based state (throttle, duplicate horizon) uses `t_checked_ns`,
+    /// the `now_ns` the check itself used (for a version-1 record, which has none, the
+    /// decision time).
     /// An accepted event that does not fit the current state (a new order whose id is open, a
     /// cancel or fill of an order that is not open) is skipped and counted in
     /// [`Checker::replay_skipped`].
@@ -426,7 +429,7 @@ impl Checker {
         }
         self.undo.seal();
         let o = &d.order;
-        let now = d.t_decided_ns;
+        let now = d.t_checked_ns;
         let applied = match o.kind {
             OrderKind::New => {
                 if o.order_id == 0
@@ -577,6 +580,14 @@ impl Checker {
         self.undo.begin(session, batch_id)
     }
 
+    /// The next position of the batch started by [`Checker::begin_batch`] is checked now
+    /// (call it for every position, also one whose bytes do not decode), so that a
+    /// reconciliation can undo the batch's tail from any position.
+    #[inline]
+    pub fn begin_order(&mut self) {
+        self.undo.begin_order();
+    }
+
     /// Ends the batch started by [`Checker::begin_batch`]: it becomes the newest record.
     pub fn end_batch(&mut self) {
         self.undo.end();
@@ -606,6 +617,60 @@ impl Checker {
                 out[k] = self.undo.not_undone(session, id);
             }
         }
+    }
+
+    /// Reconciles the state with a client's journal after the client restarted (its `hello`):
+    /// `new_session` starts, continuing `point.prev_session`, whose journal holds its batches
+    /// up to `point.journaled_batch`, of which the first `point.journaled_orders` orders. The
+    /// newest recorded batches of that session after it, and of sessions that continued it
+    /// without journaling anything, are undone (newest first, while the newest is one of
+    /// them), then the orders of `journaled_batch` after the journaled ones; those sessions
+    /// are then refused. Returns the outcome (`voided`: the state agrees with the journal;
+    /// `unknown`: the server never heard of the session; `too-old`: a batch the journal does
+    /// not hold is applied and cannot be undone) and the number of batches undone (whole or
+    /// in part).
+    pub fn reconcile(&mut self, new_session: u64, point: JournalPoint) -> (VoidOutcome, u64) {
+        debug_assert!(!self.undo.recording());
+        let prev = point.prev_session;
+        if prev == 0 || prev == new_session {
+            self.undo.start_session(new_session, 0);
+            let outcome = if prev == 0 {
+                VoidOutcome::Voided
+            } else {
+                VoidOutcome::Unknown
+            };
+            return (outcome, 0);
+        }
+        let lineage = self.undo.lineage(prev, new_session);
+        let mut undone = 0;
+        while let Some((start, end)) = self.undo.pop_newest_after(&lineage, point.journaled_batch) {
+            for pos in (start..end).rev() {
+                let op = self.undo.op(pos);
+                self.undo_op(op);
+            }
+            self.undo.truncate_to(start);
+            undone += 1;
+        }
+        if let Some((from, end)) =
+            self.undo
+                .cut_newest(prev, point.journaled_batch, point.journaled_orders)
+        {
+            for pos in (from..end).rev() {
+                let op = self.undo.op(pos);
+                self.undo_op(op);
+            }
+            self.undo.truncate_to(from);
+            undone += 1;
+        }
+        let outcome = self.undo.reconciled(
+            &lineage,
+            point.journaled_batch,
+            point.journaled_orders,
+            undone,
+        );
+        self.undo.retire(&lineage);
+        self.undo.start_session(new_session, prev);
+        (outcome, undone)
     }
 
     /// The inverse of one recorded state change.
@@ -668,6 +733,7 @@ impl Checker {
                 self.ring_head_seq -= 1;
             }
             UndoOp::Move { position, signed } => self.shift_position(position, -signed),
+            UndoOp::OrderStart => {}
         }
     }
 

@@ -497,7 +497,9 @@ fn apply_decision_rebuilds_the_same_state() {
             order: *o,
             reason,
             t_in_ns: now,
-            t_decided_ns: now,
+            t_decided_ns: now + 500,
+            t_checked_ns: now,
+            ..Decision::default()
         });
     }
     let mut recovered = Checker::new(l);
@@ -742,11 +744,26 @@ fn limits_hold(c: &Checker) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
+    /// Random streams keep the limits and the consistency of the state; the verdicts are a
+    /// function of the events and their check times; and recovery from the decision records
+    /// rebuilds the same state, deep (throttle states, horizon ring and times, every id entry),
+    /// although each verdict was decided (`t_decided_ns`) a random round trip after the check
+    /// (`t_checked_ns`, the batch's `now_ns`), with a count or a time horizon.
     #[test]
     fn streams_keep_limits_consistency_and_determinism(
-        actions in prop::collection::vec(arb_action(), 1..150)
+        actions in prop::collection::vec(arb_action(), 1..150),
+        round_trips in prop::collection::vec(1u64..5_000_000, 1..16),
+        time_horizon in prop::bool::ANY,
     ) {
-        let mut c = Checker::new(prop_limits());
+        let limits = if time_horizon {
+            Limits::from_toml_str(
+                &PROP.replace("duplicate_horizon_orders = 64", "duplicate_horizon_orders = 64\nduplicate_horizon_ms = 2"),
+                "prop",
+            ).unwrap()
+        } else {
+            prop_limits()
+        };
+        let mut c = Checker::new(limits.clone());
         let mut now = 1_000_000_000;
         let mut events = Vec::new();
         for (a, dt) in &actions {
@@ -770,17 +787,37 @@ proptest! {
             limits_hold(&c)?;
         }
         // Replaying the same events gives the same verdicts.
-        let mut again = Checker::new(prop_limits());
+        let mut again = Checker::new(limits.clone());
         for (o, now, r) in &events {
             prop_assert_eq!(again.check(o, *now), *r, "{:?}", o);
         }
-        // Recovery from the decisions rebuilds the same state.
-        let mut recovered = Checker::new(prop_limits());
-        for (o, now, r) in &events {
-            recovered.apply_decision(&Decision { input_seq: 0, order: *o, reason: *r, t_in_ns: *now, t_decided_ns: *now });
+        // Recovery from the decision records rebuilds the same state, although every verdict
+        // was decided a round trip after its check.
+        let mut recovered = Checker::new(limits);
+        for (i, (o, now, r)) in events.iter().enumerate() {
+            let rtt = round_trips[i % round_trips.len()];
+            recovered.apply_decision(&Decision {
+                input_seq: i as u64,
+                order: *o,
+                reason: *r,
+                t_in_ns: *now,
+                t_decided_ns: *now + rtt,
+                t_checked_ns: *now,
+                risk_session: 0,
+                risk_batch: 0,
+                risk_batch_orders: 0,
+            });
         }
         prop_assert_eq!(recovered.replay_skipped(), 0);
         prop_assert_eq!(recovered.snapshot(), c.snapshot());
+        prop_assert_eq!(deep_state(&recovered), deep_state(&c));
+        // And it decides what follows as the live checker does.
+        let mut now = now + 1_000_000;
+        for (a, dt) in actions.iter().take(40) {
+            now += dt / 4;
+            let o = materialize(&c, a);
+            prop_assert_eq!(recovered.check(&o, now), c.check(&o, now), "after recovery: {:?}", o);
+        }
     }
 
     #[test]
@@ -1154,5 +1191,146 @@ proptest! {
             prop_assert_eq!(c.check(&o, now), reference.check(&o, now), "{:?}", o);
         }
         prop_assert_eq!(c.snapshot(), reference.snapshot());
+    }
+}
+
+// Reconciliation (hello): a restarted client's journal ends before batches the server applied.
+
+/// Checks `events` as recorded batch `batch` of `session` at `now`.
+fn recorded_in(c: &mut Checker, session: u64, batch: u64, events: &[Order], now: u64) {
+    assert!(c.begin_batch(session, batch));
+    for o in events {
+        c.begin_order();
+        c.check(o, now);
+    }
+    c.end_batch();
+}
+
+fn point(prev_session: u64, journaled_batch: u64, journaled_orders: u32) -> JournalPoint {
+    JournalPoint {
+        prev_session,
+        journaled_batch,
+        journaled_orders,
+    }
+}
+
+/// The batches of the previous session after the journaled one are undone, also those of a
+/// session that continued it and journaled nothing; the state then equals a checker that
+/// saw only the journaled batches (deep), and the ended sessions' batches are refused.
+#[test]
+fn reconcile_undoes_what_the_journal_does_not_hold() {
+    let p = px(10.0);
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    let mut reference = Checker::new(limits(""));
+    for b in 1..=3u64 {
+        let batch = [
+            buy(b, 1, "LOW", 10, p),
+            sell(100 + b, 2, "AAPL", 5, px(100.0)),
+        ];
+        recorded_in(&mut c, 11, b, &batch, b * 1_000);
+        for o in &batch {
+            reference.check(o, b * 1_000);
+        }
+    }
+    // Batches 4 and 5 of session 11 were applied but the client died before journaling them.
+    recorded_in(&mut c, 11, 4, &[buy(4, 1, "LOW", 10, p)], 4_000);
+    recorded_in(&mut c, 11, 5, &[buy(5, 3, "NEW", 1, px(1.0))], 5_000);
+    // Its successor, session 22, reconciled, applied batch 1 and died before journaling it.
+    assert_eq!(
+        c.reconcile(22, point(11, 5, 1)),
+        (VoidOutcome::Voided, 0),
+        "nothing after 5"
+    );
+    assert!(!c.begin_batch(11, 6), "session 11 is ended");
+    recorded_in(&mut c, 22, 1, &[buy(6, 1, "LOW", 10, p)], 6_000);
+    // Session 33 starts from a journal that ends on session 11's batch 3.
+    assert_eq!(c.reconcile(33, point(11, 3, 2)), (VoidOutcome::Voided, 3));
+    assert_eq!(c.snapshot(), reference.snapshot());
+    assert_eq!(deep_state(&c), deep_state(&reference));
+    c.verify_consistency().unwrap();
+    assert!(!c.begin_batch(22, 2), "session 22 is ended too");
+    assert!(c.begin_batch(33, 1), "the new session is served");
+    for o in [buy(4, 1, "LOW", 10, p), buy(6, 1, "LOW", 10, p)] {
+        assert_eq!(c.check(&o, 7_000), reference.check(&o, 7_000));
+    }
+    c.end_batch();
+    // A repeated hello of the same session does not end it.
+    assert_eq!(c.reconcile(33, point(11, 3, 2)).0, VoidOutcome::Voided);
+    assert!(c.begin_batch(33, 2));
+    c.end_batch();
+    // A session the server never saw.
+    assert_eq!(c.reconcile(44, point(99, 1, 1)), (VoidOutcome::Unknown, 0));
+}
+
+/// What cannot be undone is reported `too-old`: a batch after the journaled one behind
+/// another session's batch, or sealed (a change outside a batch came after it).
+#[test]
+fn reconcile_refuses_what_it_cannot_undo() {
+    let p = px(10.0);
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    recorded_in(&mut c, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    recorded_in(&mut c, 12, 1, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    assert_eq!(c.reconcile(21, point(11, 1, 1)), (VoidOutcome::TooOld, 0));
+    assert_eq!(
+        c.open_orders(),
+        3,
+        "nothing undone past another session's batch"
+    );
+
+    let mut c = Checker::new(limits(""));
+    c.enable_undo(8);
+    recorded_in(&mut c, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    c.set_trading_state(Scope::Account(1), TradingState::Active);
+    recorded_in(&mut c, 11, 3, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    // Batch 3 can be undone, batch 2 is sealed.
+    assert_eq!(c.reconcile(21, point(11, 1, 1)), (VoidOutcome::TooOld, 1));
+    // Journaled through 2: batch 3 is undone and nothing sealed is after the journal.
+    let mut c2 = Checker::new(limits(""));
+    c2.enable_undo(8);
+    recorded_in(&mut c2, 11, 1, &[buy(1, 1, "LOW", 10, p)], 1_000);
+    recorded_in(&mut c2, 11, 2, &[buy(2, 1, "LOW", 10, p)], 2_000);
+    c2.set_trading_state(Scope::Account(1), TradingState::Active);
+    recorded_in(&mut c2, 11, 3, &[buy(3, 1, "LOW", 10, p)], 3_000);
+    assert_eq!(c2.reconcile(21, point(11, 2, 1)), (VoidOutcome::Voided, 1));
+    assert_eq!(c2.open_orders(), 2);
+}
+
+/// A crash in the middle of journaling a batch: the journal holds its first orders only. The
+/// reconciliation undoes the rest of that batch (and the batches after it), so the state is
+/// that of a checker that saw exactly what the journal holds.
+#[test]
+fn reconcile_undoes_the_tail_of_a_batch_the_journal_holds_in_part() {
+    let p = px(10.0);
+    let batch = [
+        buy(1, 1, "LOW", 10, p),
+        sell(2, 2, "AAPL", 5, px(100.0)),
+        buy(3, 3, "NEW", 1, px(1.0)),
+        fill(1, "LOW", 4, px(10.1)),
+    ];
+    for keep in 0..=batch.len() as u32 {
+        let mut c = Checker::new(limits(""));
+        c.enable_undo(8);
+        let mut reference = Checker::new(limits(""));
+        recorded_in(&mut c, 11, 1, &batch[..1], 1_000);
+        reference.check(&batch[0], 1_000);
+        recorded_in(&mut c, 11, 2, &batch, 2_000);
+        recorded_in(&mut c, 11, 3, &[buy(9, 1, "LOW", 1, p)], 3_000);
+        for o in &batch[..keep as usize] {
+            reference.check(o, 2_000);
+        }
+        let (outcome, undone) = c.reconcile(22, point(11, 2, keep));
+        assert_eq!(outcome, VoidOutcome::Voided, "keep {keep}");
+        assert_eq!(
+            undone,
+            1 + u64::from(keep < batch.len() as u32),
+            "keep {keep}"
+        );
+        assert_eq!(c.snapshot(), reference.snapshot(), "keep {keep}");
+        assert_eq!(deep_state(&c), deep_state(&reference), "keep {keep}");
+        c.verify_consistency().unwrap();
     }
 }

@@ -25,7 +25,21 @@
 //! - Requests are protocol version 2 and carry a random session id (one per client), which
 //!   makes (session, batch id) unique across the clients of one server.
 //! - A reply must carry the batch id of the request, the same count, and the order ids in
-//!   order; anything else (or an error reply) gives every order [`Reason::RiskError`].
+//!   order; anything else (or an error reply) gives every order [`Reason::RiskError`]. A
+//!   `too-large` reply is [`BatchOutcome::Refused`] instead: the batch bound of the server is
+//!   below the client's, which no later batch would fix ([`RiskClient::refusal`] says why).
+//! - [`RiskClient::hello`], before the first batch: the server tells its batch bound (the
+//!   client lowers its own to fit: [`RiskClient::max_batch`]) and, for a client that resumes a
+//!   journal, undoes the batches of the previous session that the journal does not hold
+//!   (reconciliation, `docs/formats/risk-protocol.md`, "Hello").
+//! - [`RiskClient::journal_point`]: the session and the newest batch whose verdicts came from
+//!   the server, which the engine records with each decision so that a restart can name them
+//!   in its hello.
+//! - Every exchange the server may have applied without the client taking its verdicts is
+//!   voided like a timeout: a socket reset after the batch was sent (a multi-part reply, a
+//!   socket error while waiting), and a reply that cannot be read or does not match the
+//!   request. Only an error reply echoing the batch id (the server saying it applied
+//!   nothing: `malformed`, `too-large`, `voided`, ...) and a failure before the send are not.
 
 use std::time::{Duration, Instant};
 
@@ -34,8 +48,9 @@ use orders::{Order, Reason};
 use crate::error::{check_endpoint, RiskError};
 use crate::limits::{MAX_BATCH_ORDERS_MAX, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
-    decode_reply_header, decode_verdict, decode_void_result, encode_request_v2,
-    encode_void_request, request_v2_len_bytes, void_request_len_bytes, Status,
+    decode_hello_result, decode_reply_header, decode_verdict, decode_void_result,
+    encode_hello_request, encode_request_v2, encode_void_request, reply_text, request_v2_len_bytes,
+    void_request_len_bytes, HelloResult, JournalPoint, Status, HELLO_REQUEST_LEN_BYTES,
 };
 use crate::undo::VoidOutcome;
 
@@ -49,6 +64,10 @@ pub enum BatchOutcome {
     /// An error reply, an unreadable or mismatched reply, or a socket error; `out` is all
     /// `RiskError`.
     Failed,
+    /// A `too-large` reply: the server's batch bound is below this batch (it applied
+    /// nothing). `out` is all `RiskError`, but the caller should stop rather than go on
+    /// rejecting: see [`RiskClient::refusal`].
+    Refused,
 }
 
 /// Client counters.
@@ -62,19 +81,21 @@ pub struct ClientStats {
     pub failovers: u64,
     /// Batches that failed (error reply, bad reply, socket error).
     pub errors: u64,
+    /// Batches refused by the server as too large (each stops the engine).
+    pub refused: u64,
     /// Round-trip time of the last answered batch (ns).
     pub last_rtt_ns: u64,
-    /// Void requests answered (each names the timed-out batches of one endpoint).
+    /// Void requests answered (each names the batches given up on at one endpoint).
     pub void_requests: u64,
-    /// Timed-out batches the server had applied and undid (outcome `voided`).
+    /// Batches given up on that the server had applied and undid (outcome `voided`).
     pub voided: u64,
-    /// Timed-out batches the server had not applied, and now never will (`unknown`).
+    /// Batches given up on that the server had not applied, and now never will (`unknown`).
     pub void_unknown: u64,
-    /// Timed-out batches the server had applied and could not undo (`too-old`): its state
+    /// Batches given up on that the server had applied and could not undo (`too-old`): its state
     /// over-counts them until cancels, or a restart with `--recover-from`.
     pub void_too_old: u64,
-    /// Timed-out batch ids forgotten without a void (more than `VOID_BATCH_IDS_MAX` pending
-    /// for one endpoint, or a void answered with an error).
+    /// Batch ids forgotten without a void (more than `VOID_BATCH_IDS_MAX` pending for one
+    /// endpoint, or a void answered with an error).
     pub void_dropped: u64,
 }
 
@@ -94,12 +115,18 @@ pub struct RiskClient {
     auth: zauth::ClientAuth,
     /// Random, non-zero: names this client's batches in void requests.
     session_id: u64,
-    /// Per endpoint: batch ids that timed out there and are not voided yet (oldest first).
+    /// Per endpoint: batch ids sent there whose verdicts were not taken (a timeout, a reset
+    /// after the send, an unusable reply) and that are not voided yet (oldest first).
     pending: Vec<Vec<u64>>,
     /// Void request buffer (fixed size).
     void_request: Vec<u8>,
     /// The batch in flight, if any (non-blocking use).
     flight: Option<Flight>,
+    /// The newest batch whose verdicts came from the server (0: none yet), and its orders.
+    replied_through: u64,
+    replied_orders: u32,
+    /// Why the last `Refused` batch was refused (the server's text).
+    refusal: String,
 }
 
 impl std::fmt::Debug for RiskClient {
@@ -140,7 +167,9 @@ fn open_socket(
 impl RiskClient {
     /// Connects a REQ socket to the first endpoint (the connection itself is made in the
     /// background by libzmq). `timeout` bounds every [`RiskClient::check_batch`];
-    /// `max_batch` sizes the buffers and must not exceed the server's `--max-batch`.
+    /// `max_batch` sizes the buffers and must not exceed the server's `--max-batch` (a
+    /// [`RiskClient::hello`] lowers it to the server's; a larger batch is
+    /// [`BatchOutcome::Refused`]).
     pub fn connect(
         ctx: &zmq::Context,
         endpoints: &[String],
@@ -197,7 +226,107 @@ impl RiskClient {
                 .collect(),
             void_request: vec![0u8; void_request_len_bytes(VOID_BATCH_IDS_MAX)],
             flight: None,
+            replied_through: 0,
+            replied_orders: 0,
+            refusal: String::new(),
         })
+    }
+
+    /// A hello to endpoint `endpoint` (one of those given at connect; blocking, at most
+    /// `wait`, on a socket of its own): the server says the largest batch it accepts, and if
+    /// `point` names a previous session (a resumed journal), undoes that session's batches
+    /// after `point.journaled_batch` (and those of sessions that continued it without
+    /// journaling anything), which the journal does not hold. A server whose bound is below
+    /// this client's lowers the client's ([`RiskClient::max_batch`]). See
+    /// `docs/formats/risk-protocol.md`, "Hello".
+    pub fn hello(
+        &mut self,
+        endpoint: &str,
+        point: JournalPoint,
+        wait: Duration,
+    ) -> Result<HelloResult, RiskError> {
+        let socket = open_socket(&self.ctx, endpoint, &self.auth)?;
+        let request_id = self.next_batch_id;
+        self.next_batch_id = self.next_batch_id.wrapping_add(1);
+        let mut request = [0u8; HELLO_REQUEST_LEN_BYTES];
+        let len = encode_hello_request(self.session_id, request_id, point, &mut request);
+        let deadline = Instant::now() + wait;
+        let timeout = || RiskError::HelloTimeout {
+            endpoint: endpoint.to_owned(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut reply = zmq::Message::new();
+        for events in [zmq::POLLOUT, zmq::POLLIN] {
+            loop {
+                let io = if events == zmq::POLLOUT {
+                    try_send(&socket, &request[..len])
+                } else {
+                    try_recv(&socket, &mut reply)
+                };
+                match io {
+                    Io::Done => break,
+                    Io::Reset => {
+                        return Err(RiskError::HelloReply {
+                            endpoint: endpoint.to_owned(),
+                        })
+                    }
+                    Io::WouldBlock => {
+                        let ms = remaining_ms(deadline).ok_or_else(timeout)?;
+                        // An error (EINTR) shows at the next try.
+                        let _ = socket.poll(events, ms);
+                    }
+                }
+            }
+        }
+        let frame: &[u8] = &reply;
+        let unusable = || RiskError::HelloReply {
+            endpoint: endpoint.to_owned(),
+        };
+        let h = decode_reply_header(frame).map_err(|_| unusable())?;
+        if h.batch_id != request_id {
+            return Err(unusable());
+        }
+        if h.status != Status::Ok {
+            return Err(RiskError::HelloRefused {
+                endpoint: endpoint.to_owned(),
+                status: h.status.as_str(),
+                text: reply_text(frame, &h),
+            });
+        }
+        if h.count != 1 {
+            return Err(unusable());
+        }
+        let result = decode_hello_result(frame).map_err(|_| unusable())?;
+        let bound = usize::try_from(result.max_batch).unwrap_or(usize::MAX);
+        if bound == 0 {
+            return Err(unusable());
+        }
+        self.max_batch = self.max_batch.min(bound);
+        Ok(result)
+    }
+
+    /// The largest batch this client sends: the `max_batch` given at connect, lowered to the
+    /// bound of every server that answered a [`RiskClient::hello`].
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// This client's session, the newest of its batches whose verdicts came from the server
+    /// (0: none yet) and that batch's number of orders: the engine records them with each
+    /// decision (for the orders of that very batch, their position + 1 instead of the count),
+    /// and a resuming client's hello names them.
+    pub fn journal_point(&self) -> JournalPoint {
+        JournalPoint {
+            prev_session: self.session_id,
+            journaled_batch: self.replied_through,
+            journaled_orders: self.replied_orders,
+        }
+    }
+
+    /// Why the last [`BatchOutcome::Refused`] batch was refused: the server's error text
+    /// (empty if none was refused).
+    pub fn refusal(&self) -> &str {
+        &self.refusal
     }
 
     /// This client's session id (random, non-zero), sent with every request.
@@ -205,7 +334,8 @@ impl RiskClient {
         self.session_id
     }
 
-    /// Batch ids that timed out on the current endpoint and will be voided on the next call.
+    /// Batch ids sent to the current endpoint whose verdicts were not taken (timeouts, resets
+    /// after the send, unusable replies); they are voided on the next call.
     pub fn pending_voids(&self) -> &[u64] {
         &self.pending[self.current]
     }
@@ -254,15 +384,20 @@ impl RiskClient {
     /// returns [`BatchPoll::Pending`] while the exchange is in flight (then call
     /// [`RiskClient::poll_batch`] with the same `orders` and `out` until it is ready, waiting
     /// on [`RiskClient::waiting`] in between). The deadline (the timeout) starts now, and a
-    /// void of this endpoint's timed-out batches goes first, under the same deadline.
+    /// void of this endpoint's batches given up on goes first, under the same deadline.
     /// Panics if a batch is already in flight (one request at a time: REQ).
     pub fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> BatchPoll {
         assert!(
             self.flight.is_none(),
             "risk client: a batch started while another is in flight"
         );
-        if out.len() != orders.len() || orders.len() > self.max_batch {
+        if out.len() != orders.len() {
             return BatchPoll::Ready(self.failed(out));
+        }
+        if orders.len() > self.max_batch {
+            // The caller ignored `max_batch()` (lowered by a hello): as loud as the server's
+            // own refusal would be.
+            return BatchPoll::Ready(self.too_large_here(out, orders.len()));
         }
         if orders.is_empty() {
             return BatchPoll::Ready(BatchOutcome::Replied);
@@ -275,7 +410,7 @@ impl RiskClient {
                 Err(_) => return BatchPoll::Ready(self.failed(out)),
             }
         }
-        // Batches that timed out on this endpoint first: void them (same deadline). The void
+        // Batches given up on at this endpoint first: void them (same deadline). The void
         // request takes the id before the batch's, as the ids are issued in sending order.
         let phase = if self.pending[self.current].is_empty() {
             Phase::SendBatch
@@ -331,6 +466,10 @@ impl RiskClient {
                 Io::WouldBlock => return BatchPoll::Pending,
                 Io::Reset => {
                     self.flight = None;
+                    if f.phase == Phase::AwaitBatch {
+                        // Sent: the server may have applied it.
+                        self.remember_void(f.batch_id);
+                    }
                     return BatchPoll::Ready(self.reset_failed(out));
                 }
                 Io::Done => {}
@@ -344,10 +483,22 @@ impl RiskClient {
                 Phase::SendBatch => Phase::AwaitBatch,
                 Phase::AwaitBatch => {
                     self.flight = None;
-                    if self.read_reply(f.batch_id, orders, out).is_err() {
-                        return BatchPoll::Ready(self.failed(out));
+                    match self.read_reply(f.batch_id, orders, out) {
+                        Ok(()) => {}
+                        Err(BadReply::Refused(Status::TooLarge)) => {
+                            return BatchPoll::Ready(self.refused(out, orders.len()));
+                        }
+                        // The server says it applied nothing.
+                        Err(BadReply::Refused(_)) => return BatchPoll::Ready(self.failed(out)),
+                        // It may have applied the batch: void it like a timeout.
+                        Err(BadReply::Unusable) => {
+                            self.remember_void(f.batch_id);
+                            return BatchPoll::Ready(self.failed(out));
+                        }
                     }
                     self.stats.batches += 1;
+                    self.replied_through = f.batch_id;
+                    self.replied_orders = u32::try_from(orders.len()).unwrap_or(u32::MAX);
                     self.stats.last_rtt_ns =
                         u64::try_from(f.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     return BatchPoll::Ready(BatchOutcome::Replied);
@@ -424,26 +575,82 @@ impl RiskClient {
         pending.clear();
     }
 
-    fn read_reply(&self, batch_id: u64, orders: &[Order], out: &mut [Reason]) -> Result<(), ()> {
+    /// The verdicts of batch `batch_id` into `out` (some slots may be written on an error).
+    fn read_reply(
+        &self,
+        batch_id: u64,
+        orders: &[Order],
+        out: &mut [Reason],
+    ) -> Result<(), BadReply> {
         let frame: &[u8] = &self.reply;
-        let h = decode_reply_header(frame).map_err(|_| ())?;
-        if h.status != Status::Ok || h.batch_id != batch_id || h.count as usize != orders.len() {
-            return Err(());
+        let h = decode_reply_header(frame).map_err(|_| BadReply::Unusable)?;
+        if h.batch_id != batch_id {
+            return Err(BadReply::Unusable);
+        }
+        if h.status != Status::Ok {
+            // An intact error reply for this very batch: nothing was applied.
+            return Err(BadReply::Refused(h.status));
+        }
+        if h.count as usize != orders.len() {
+            return Err(BadReply::Unusable);
         }
         for (i, (o, slot)) in orders.iter().zip(out.iter_mut()).enumerate() {
-            let (id, reason) = decode_verdict(frame, i).map_err(|_| ())?;
+            let (id, reason) = decode_verdict(frame, i).map_err(|_| BadReply::Unusable)?;
             if id != o.order_id {
-                return Err(());
+                return Err(BadReply::Unusable);
             }
             *slot = reason;
         }
         Ok(())
     }
 
+    /// Batch `batch_id` was sent to the current endpoint and its verdicts were not taken (a
+    /// timeout, a reset after the send, an unusable reply): void it on the next contact with
+    /// this endpoint. At most [`VOID_BATCH_IDS_MAX`] are kept; the oldest is dropped (counted).
+    fn remember_void(&mut self, batch_id: u64) {
+        let pending = &mut self.pending[self.current];
+        if pending.len() == VOID_BATCH_IDS_MAX {
+            pending.remove(0);
+            self.stats.void_dropped += 1;
+        }
+        pending.push(batch_id);
+    }
+
     fn failed(&mut self, out: &mut [Reason]) -> BatchOutcome {
         out.fill(Reason::RiskError);
         self.stats.errors += 1;
         BatchOutcome::Failed
+    }
+
+    /// A batch above this client's own bound: refused before sending.
+    #[cold]
+    fn too_large_here(&mut self, out: &mut [Reason], count: usize) -> BatchOutcome {
+        out.fill(Reason::RiskError);
+        self.stats.refused += 1;
+        self.refusal = format!(
+            "a batch of {count} orders is above the risk client's bound of {} (its --max-batch, \
+             lowered to the server's by the hello)",
+            self.max_batch
+        );
+        BatchOutcome::Refused
+    }
+
+    /// A `too-large` reply: the server's bound is below the batch. Cold: keeps its text.
+    #[cold]
+    fn refused(&mut self, out: &mut [Reason], count: usize) -> BatchOutcome {
+        out.fill(Reason::RiskError);
+        self.stats.refused += 1;
+        let frame: &[u8] = &self.reply;
+        let text = decode_reply_header(frame)
+            .map(|h| reply_text(frame, &h))
+            .unwrap_or_default();
+        self.refusal = format!(
+            "risk service {} refused a batch of {count} orders as too large ({text}): this \
+             client sends batches of up to {} orders; give it a --max-batch no larger than the \
+             server's, or start the server with a larger --max-batch",
+            self.endpoints[self.current], self.max_batch
+        );
+        BatchOutcome::Refused
     }
 
     /// A socket error: the REQ state machine may be stuck, so start over on the same endpoint.
@@ -458,12 +665,7 @@ impl RiskClient {
         out.fill(Reason::RiskTimeout);
         self.stats.timeouts += 1;
         if let Some(id) = sent {
-            let pending = &mut self.pending[self.current];
-            if pending.len() == VOID_BATCH_IDS_MAX {
-                pending.remove(0);
-                self.stats.void_dropped += 1;
-            }
-            pending.push(id);
+            self.remember_void(id);
         }
         // Lazy Pirate: close (LINGER 0 drops the request) and reopen, on the next endpoint.
         self.socket = None;
@@ -517,6 +719,14 @@ pub struct Waiting {
     pub events: zmq::PollEvents,
     /// When the batch times out.
     pub deadline: Instant,
+}
+
+/// Why a reply's verdicts were not used.
+enum BadReply {
+    /// An intact error reply echoing the batch id: the server applied nothing.
+    Refused(Status),
+    /// Unreadable, or not the reply to this batch: the server may have applied it.
+    Unusable,
 }
 
 /// One non-blocking socket operation.

@@ -69,6 +69,30 @@ pub enum RiskError {
     /// The embedded server thread panicked.
     #[error("the embedded risk server thread panicked")]
     ThreadPanicked,
+    /// A hello got no reply in time.
+    #[error("risk service {endpoint} did not answer a hello within {wait_ms} ms")]
+    HelloTimeout {
+        /// The endpoint.
+        endpoint: String,
+        /// How long the client waited.
+        wait_ms: u64,
+    },
+    /// A hello was answered with an error reply (an older server answers `unsupported-type`).
+    #[error("risk service {endpoint} answered a hello with {status}: {text}")]
+    HelloRefused {
+        /// The endpoint.
+        endpoint: String,
+        /// The reply's status name.
+        status: &'static str,
+        /// The reply's error text.
+        text: String,
+    },
+    /// A hello's reply could not be read, or was not the reply to it.
+    #[error("risk service {endpoint} answered a hello with an unusable reply")]
+    HelloReply {
+        /// The endpoint.
+        endpoint: String,
+    },
 }
 
 impl RiskError {

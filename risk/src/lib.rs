@@ -38,6 +38,7 @@ pub use checks::PositionView;
 pub use client::{BatchOutcome, BatchPoll, ClientStats, RiskClient, Waiting};
 pub use config::{ConfigError, Limits, Problem, TradingState, UnknownPolicy};
 pub use error::{error_chain, RiskError};
+pub use protocol::{HelloResult, JournalPoint};
 pub use recover::{replay_journal, ReplayStats};
 pub use server::{spawn_embedded, spawn_embedded_with, EmbeddedRisk, Server};
 pub use service::{Service, ServiceOptions, ServiceStats};

@@ -14,10 +14,19 @@ pub const MAX_BATCH_ORDERS_DEFAULT: usize = 1024;
 pub const MAX_BATCH_ORDERS_MAX: usize = 65_536;
 const _: () = assert!(MAX_BATCH_ORDERS_DEFAULT <= MAX_BATCH_ORDERS_MAX);
 
-/// Batches whose effects the server can undo (the newest ones; a `void` request names
-/// batches a client timed out on). Timeouts are rare and a client voids on its next contact,
-/// so the newest one is what matters; a few more cover a void that itself timed out.
-pub const UNDO_BATCHES_MAX: usize = 4;
+/// Batch records of the undo log: the newest batches whose effects the server can undo, for a
+/// `void` (batches a client gave up on: the newest ones matter, a few more cover a void that
+/// itself timed out) and for the reconciliation of a `hello` after the client's restart: the
+/// batches it had sent but not journaled when it died (its journal ring and the batch in
+/// flight; small batches at moderate rates, fewer full ones at the highest rates). Each record
+/// is 32 bytes; the op ring ([`UNDO_RING_BATCHES`]) bounds how many orders they may hold.
+pub const UNDO_BATCHES_MAX: usize = 64;
+/// The undo log's op ring holds `UNDO_OPS_PER_ORDER × max_batch × UNDO_RING_BATCHES` ops:
+/// 16 full batches, so the default engine (a journal ring of 8,192 orders and batches of 1,024
+/// orders, one more in flight) can be reconciled after a `kill -9` at full speed. ~6 MiB at
+/// `max_batch` 1024 (≤ 48 bytes per op), touched only as it fills.
+pub const UNDO_RING_BATCHES: usize = 16;
+const _: () = assert!(UNDO_RING_BATCHES <= UNDO_BATCHES_MAX);
 /// Undo-log ops reserved per order of a batch: a new order records up to ~10 (its account,
 /// symbol and position when new, the throttle, open exposure, the reference when first set,
 /// the horizon ring push and the slot, the id it evicts from the horizon and that slot), a
@@ -28,8 +37,12 @@ pub const UNDO_OPS_PER_ORDER: usize = 8;
 /// Most batch ids one `void` request may name (and a client remembers per endpoint).
 pub const VOID_BATCH_IDS_MAX: usize = 16;
 /// Client sessions whose highest applied batch id the server remembers (to answer `too-old`
-/// rather than `unknown` for a batch it applied but can no longer undo).
+/// rather than `unknown` for a batch it applied but can no longer undo), with the newest of
+/// their batches it can no longer undo and the session they continue (`hello`).
 pub const SESSIONS_TRACKED_MAX: usize = 64;
+/// Sessions ended by a reconciliation (`hello`) whose batches the server refuses should one
+/// still arrive (a request of the dead client queued in the network).
+pub const RETIRED_SESSIONS_MAX: usize = 64;
 /// Batches voided before they arrived that the server refuses should they arrive late.
 pub const VOID_TOMBSTONES_MAX: usize = 256;
 const _: () = assert!(VOID_TOMBSTONES_MAX >= VOID_BATCH_IDS_MAX);

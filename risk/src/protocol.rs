@@ -27,6 +27,19 @@
 //!  | "RSKQ"| u16=2 | u16=2 | u64           | u64           | u32   | u32   | u64, ≠ 0      | batch
 //!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+ ids u64
 //!
+//! Hello request (version 2 only): HELLO_REQUEST_LEN_BYTES (64)
+//!  0       4       6       8               16              24      28      32              40
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+
+//!  | magic | ver   | type  | request_id    | 0             | count | 0     | session_id    |
+//!  | "RSKQ"| u16=2 | u16=3 | u64           | u64           | u32=1 | u32   | u64, ≠ 0      |
+//!  +-------+-------+-------+---------------+---------------+-------+-------+---------------+
+//!  40              48              56      60      64
+//!  +---------------+---------------+-------+-------+
+//!  | prev_session  | journaled     |journ. | 0     |  the session the client's journal ends
+//!  | u64 (0: none) | batch u64     |orders |  u32  |  on, the newest of its batches the
+//!  |               |               |u32    |       |  journal holds, and how many of that
+//!  +---------------+---------------+-------+-------+  batch's orders (from its first) it holds
+//!
 //! Reply: REPLY_HEADER_LEN_BYTES (24) + count × VERDICT_LEN_BYTES (16) + text_len
 //!  0       4       6       8               16      20      24
 //!  +-------+-------+-------+---------------+-------+-------+---------------------------------
@@ -40,6 +53,13 @@
 //!  | order_id u64  |reason | 0 (6 bytes)           |
 //!  |               |u16    |                       |
 //!  +---------------+-------+-----------------------+
+//!
+//! Hello result (16 bytes), the one entry of a hello reply:
+//!  0               8       10      12              16
+//!  +---------------+-------+-------+---------------+
+//!  | voided u64    |outcome| 0     | max_batch u32 |
+//!  |               |u16    | u16   |               |
+//!  +---------------+-------+-------+---------------+
 //!
 //! Void result (16 bytes), one per batch id of a void request, in request order:
 //!  0               8       10                      16
@@ -71,6 +91,9 @@ pub const PROTOCOL_VERSION_2: u16 = 2;
 pub const REQUEST_TYPE_CHECK: u16 = 1;
 /// Request type (version 2): void batches the client timed out on.
 pub const REQUEST_TYPE_VOID: u16 = 2;
+/// Request type (version 2): a client's first request to a server: it learns the server's
+/// batch bound, and reconciles the server with the client's journal after a restart.
+pub const REQUEST_TYPE_HELLO: u16 = 3;
 
 /// Size of the request header.
 pub const REQUEST_HEADER_LEN_BYTES: usize = 32;
@@ -88,6 +111,19 @@ const RQ_SESSION_OFFSET: usize = 32;
 const _: () = assert!(RQ_SESSION_OFFSET + 8 == REQUEST_V2_HEADER_LEN_BYTES);
 /// Bytes of one batch id in a void request.
 pub const VOID_BATCH_ID_LEN_BYTES: usize = 8;
+/// Size of a hello request: the version-2 header and the client's [`JournalPoint`].
+pub const HELLO_REQUEST_LEN_BYTES: usize = 64;
+const HQ_PREV_SESSION_OFFSET: usize = 40;
+const HQ_JOURNALED_BATCH_OFFSET: usize = 48;
+const HQ_JOURNALED_ORDERS_OFFSET: usize = 56;
+const HQ_RESERVED_OFFSET: usize = 60;
+const _: () = assert!(HQ_PREV_SESSION_OFFSET == REQUEST_V2_HEADER_LEN_BYTES);
+const _: () = assert!(HQ_RESERVED_OFFSET + 4 == HELLO_REQUEST_LEN_BYTES);
+const H_VOIDED_OFFSET: usize = 0;
+const H_OUTCOME_OFFSET: usize = 8;
+const H_RESERVED_OFFSET: usize = 10;
+const H_MAX_BATCH_OFFSET: usize = 12;
+const _: () = assert!(H_MAX_BATCH_OFFSET + 4 == VERDICT_LEN_BYTES);
 
 /// Size of the reply header.
 pub const REPLY_HEADER_LEN_BYTES: usize = 24;
@@ -235,6 +271,9 @@ pub enum ProtocolError {
     /// Unknown outcome code in a void result.
     #[error("unknown void outcome code {0}")]
     Outcome(u16),
+    /// A hello request whose count is not 1.
+    #[error("a hello request carries count 1, not {0}")]
+    HelloCount(u32),
 }
 
 impl ProtocolError {
@@ -364,6 +403,99 @@ pub fn encode_void_request(
     len
 }
 
+/// The client's view of its journal in a hello request: the session its journal ends on, the
+/// newest batch of that session whose verdicts the journal holds, and how many of that
+/// batch's orders (from its first) it holds (`prev_session` 0: none, nothing to reconcile).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalPoint {
+    /// The session of the last decision record (0: none).
+    pub prev_session: u64,
+    /// Its `risk_batch` (`orders::Decision`).
+    pub journaled_batch: u64,
+    /// Its `risk_batch_orders`.
+    pub journaled_orders: u32,
+}
+
+/// Writes a hello request (the new session `session_id`, which must not be 0, and where the
+/// client's journal ends) into `out[..HELLO_REQUEST_LEN_BYTES]`; returns its length.
+pub fn encode_hello_request(
+    session_id: u64,
+    request_id: u64,
+    point: JournalPoint,
+    out: &mut [u8],
+) -> usize {
+    let out = &mut out[..HELLO_REQUEST_LEN_BYTES];
+    encode_header(
+        PROTOCOL_VERSION_2,
+        REQUEST_TYPE_HELLO,
+        request_id,
+        0,
+        1,
+        out,
+    );
+    out[RQ_SESSION_OFFSET..REQUEST_V2_HEADER_LEN_BYTES].copy_from_slice(&session_id.to_le_bytes());
+    out[HQ_PREV_SESSION_OFFSET..HQ_JOURNALED_BATCH_OFFSET]
+        .copy_from_slice(&point.prev_session.to_le_bytes());
+    out[HQ_JOURNALED_BATCH_OFFSET..HQ_JOURNALED_ORDERS_OFFSET]
+        .copy_from_slice(&point.journaled_batch.to_le_bytes());
+    out[HQ_JOURNALED_ORDERS_OFFSET..HQ_RESERVED_OFFSET]
+        .copy_from_slice(&point.journaled_orders.to_le_bytes());
+    out[HQ_RESERVED_OFFSET..HELLO_REQUEST_LEN_BYTES].fill(0);
+    HELLO_REQUEST_LEN_BYTES
+}
+
+/// The journal point of a validated hello request frame.
+pub fn hello_journal_point(frame: &[u8]) -> JournalPoint {
+    JournalPoint {
+        prev_session: u64_at(frame, HQ_PREV_SESSION_OFFSET),
+        journaled_batch: u64_at(frame, HQ_JOURNALED_BATCH_OFFSET),
+        journaled_orders: u32_at(frame, HQ_JOURNALED_ORDERS_OFFSET),
+    }
+}
+
+/// What a server answered a hello with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloResult {
+    /// Batches of the previous session (and of sessions that continued it without journaling
+    /// anything) that the server undid because the client's journal does not hold them.
+    pub voided: u64,
+    /// `voided`: the server now agrees with the journal (also when there was nothing to do);
+    /// `unknown`: it has no record of the previous session; `too-old`: it applied batches the
+    /// journal does not hold and can no longer undo them.
+    pub outcome: VoidOutcome,
+    /// The largest batch the server accepts (its `--max-batch`).
+    pub max_batch: u32,
+}
+
+/// Writes the hello result (entry 0 of a reply, after the header).
+pub fn encode_hello_result(r: &HelloResult, out: &mut [u8]) {
+    let v = &mut out[REPLY_HEADER_LEN_BYTES..REPLY_HEADER_LEN_BYTES + VERDICT_LEN_BYTES];
+    v[H_VOIDED_OFFSET..H_OUTCOME_OFFSET].copy_from_slice(&r.voided.to_le_bytes());
+    v[H_OUTCOME_OFFSET..H_RESERVED_OFFSET].copy_from_slice(&(r.outcome as u16).to_le_bytes());
+    v[H_RESERVED_OFFSET..H_MAX_BATCH_OFFSET].fill(0);
+    v[H_MAX_BATCH_OFFSET..VERDICT_LEN_BYTES].copy_from_slice(&r.max_batch.to_le_bytes());
+}
+
+/// The hello result of a reply whose header validated with count 1.
+pub fn decode_hello_result(frame: &[u8]) -> Result<HelloResult, ProtocolError> {
+    let v = frame
+        .get(REPLY_HEADER_LEN_BYTES..REPLY_HEADER_LEN_BYTES + VERDICT_LEN_BYTES)
+        .ok_or(ProtocolError::Short {
+            expected: REPLY_HEADER_LEN_BYTES + VERDICT_LEN_BYTES,
+            got: frame.len(),
+        })?;
+    if v[H_RESERVED_OFFSET..H_MAX_BATCH_OFFSET] != [0, 0] {
+        return Err(ProtocolError::Reserved);
+    }
+    let code = u16_at(v, H_OUTCOME_OFFSET);
+    let outcome = VoidOutcome::from_u16(code).ok_or(ProtocolError::Outcome(code))?;
+    Ok(HelloResult {
+        voided: u64_at(v, H_VOIDED_OFFSET),
+        outcome,
+        max_batch: u32_at(v, H_MAX_BATCH_OFFSET),
+    })
+}
+
 /// Batch id `i` of a validated void request frame.
 pub fn void_batch_id(frame: &[u8], i: usize) -> u64 {
     u64_at(
@@ -404,7 +536,8 @@ pub fn peek_batch_id(frame: &[u8]) -> u64 {
     }
 }
 
-/// Validates a request frame: magic, version (1 or 2), type (check; void in version 2),
+/// Validates a request frame: magic, version (1 or 2), type (check; void and hello in
+/// version 2),
 /// reserved bytes, a non-zero session id (version 2), `count ≤ max_batch` (a void: `1..=`
 /// [`crate::limits::VOID_BATCH_IDS_MAX`]) and the frame length for the count. The orders
 /// themselves are decoded one by one with [`request_order`].
@@ -429,7 +562,8 @@ pub fn decode_request_header(
     }
     let kind = u16_at(frame, RQ_TYPE_OFFSET);
     let void = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_VOID;
-    if kind != REQUEST_TYPE_CHECK && !void {
+    let hello = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_HELLO;
+    if kind != REQUEST_TYPE_CHECK && !void && !hello {
         return Err(ProtocolError::Type(kind));
     }
     if u32_at(frame, RQ_RESERVED_OFFSET) != 0 {
@@ -450,7 +584,15 @@ pub fn decode_request_header(
         0
     };
     let count = u32_at(frame, RQ_COUNT_OFFSET);
-    let expected = if void {
+    let expected = if hello {
+        if count != 1 {
+            return Err(ProtocolError::HelloCount(count));
+        }
+        if frame.len() == HELLO_REQUEST_LEN_BYTES && u32_at(frame, HQ_RESERVED_OFFSET) != 0 {
+            return Err(ProtocolError::Reserved);
+        }
+        HELLO_REQUEST_LEN_BYTES
+    } else if void {
         let max = crate::limits::VOID_BATCH_IDS_MAX;
         if count == 0 || count as usize > max {
             return Err(ProtocolError::VoidCount {
@@ -731,6 +873,51 @@ mod tests {
         );
         out[REPLY_HEADER_LEN_BYTES + 8] = 9;
         assert_eq!(decode_void_result(&out, 0), Err(ProtocolError::Outcome(9)));
+    }
+
+    #[test]
+    fn hello_round_trip() {
+        let point = JournalPoint {
+            prev_session: 0xFEED,
+            journaled_batch: 41,
+            journaled_orders: 3,
+        };
+        let mut buf = [0u8; HELLO_REQUEST_LEN_BYTES];
+        assert_eq!(encode_hello_request(0xABCD, 7, point, &mut buf), 64);
+        let h = decode_request_header(&buf, 1).unwrap();
+        assert_eq!(
+            (h.kind, h.session_id, h.batch_id, h.count),
+            (REQUEST_TYPE_HELLO, 0xABCD, 7, 1)
+        );
+        assert_eq!(hello_journal_point(&buf), point);
+        let mut b = buf;
+        b[24] = 2;
+        assert_eq!(
+            decode_request_header(&b, 8),
+            Err(ProtocolError::HelloCount(2))
+        );
+        assert!(matches!(
+            decode_request_header(&buf[..56], 8),
+            Err(ProtocolError::Length { .. })
+        ));
+        let mut b = buf;
+        b[62] = 1;
+        assert_eq!(decode_request_header(&b, 8), Err(ProtocolError::Reserved));
+        let mut v1 = buf;
+        v1[4] = 1;
+        assert_eq!(decode_request_header(&v1, 8), Err(ProtocolError::Type(3)));
+
+        let r = HelloResult {
+            voided: 3,
+            outcome: VoidOutcome::TooOld,
+            max_batch: 16,
+        };
+        let mut out = vec![0u8; reply_len_bytes(1)];
+        encode_hello_result(&r, &mut out);
+        assert_eq!(decode_hello_result(&out).unwrap(), r);
+        out[REPLY_HEADER_LEN_BYTES + 10] = 1;
+        assert_eq!(decode_hello_result(&out), Err(ProtocolError::Reserved));
+        assert!(decode_hello_result(&out[..30]).is_err());
     }
 
     #[test]

@@ -29,10 +29,10 @@ use crate::limits::{
 };
 use crate::limits::{PREFETCH_CHUNK_ORDERS, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
-    decode_request_header, encode_error_reply, encode_reply_header, encode_verdict,
-    encode_void_result, peek_batch_id, raw_order_id, reply_len_bytes, request_order,
-    request_v2_len_bytes, void_batch_id, ReplyHeader, RequestHeader, Status, REQUEST_MAGIC,
-    REQUEST_TYPE_VOID,
+    decode_request_header, encode_error_reply, encode_hello_result, encode_reply_header,
+    encode_verdict, encode_void_result, hello_journal_point, peek_batch_id, raw_order_id,
+    reply_len_bytes, request_order, request_v2_len_bytes, void_batch_id, HelloResult, ReplyHeader,
+    RequestHeader, Status, REQUEST_MAGIC, REQUEST_TYPE_HELLO, REQUEST_TYPE_VOID,
 };
 use crate::undo::VoidOutcome;
 
@@ -73,9 +73,21 @@ pub struct ServiceStats {
     /// Batch ids a void named that the server had applied but could not undo (`too-old`).
     #[serde(default)]
     pub void_too_old: u64,
-    /// Batches refused on arrival because a void had named them before (status `voided`).
+    /// Batches refused on arrival because a void had named them before, or their session was
+    /// ended by a reconciliation (status `voided`).
     #[serde(default)]
     pub refused_voided_batches: u64,
+    /// Hello requests answered.
+    #[serde(default)]
+    pub hello_requests: u64,
+    /// Batches undone by the reconciliation of a hello (a restarted client's journal did not
+    /// hold them).
+    #[serde(default)]
+    pub reconciled_batches: u64,
+    /// Hellos whose reconciliation found applied batches the journal does not hold that could
+    /// no longer be undone (outcome `too-old`: restart the server with `--recover-from`).
+    #[serde(default)]
+    pub reconcile_refusals: u64,
     /// Slots of the order-id table now (it grows incrementally past its configured size).
     #[serde(default)]
     pub order_id_table_slots: u64,
@@ -282,6 +294,10 @@ impl Service {
             self.handle_void(request, &h, reply);
             return;
         }
+        if h.kind == REQUEST_TYPE_HELLO {
+            self.handle_hello(request, &h, reply);
+            return;
+        }
         if !self.checker.begin_batch(h.session_id, h.batch_id) {
             // A void of this session named this batch before it arrived: the client has
             // already rejected its orders; applying it now would over-count.
@@ -321,6 +337,7 @@ impl Service {
                     .prefetch(&self.valid[warmed..(warmed + n).min(valid)]);
                 warmed += n;
             }
+            self.checker.begin_order();
             let (order_id, reason) = match &self.decoded[i] {
                 Some(o) => (o.order_id, self.checker.check(o, h.now_ns)),
                 None => (
@@ -367,6 +384,46 @@ impl Service {
             encode_void_result(i, id, outcome, reply);
         }
         self.stats.void_requests += 1;
+    }
+
+    /// A hello: reconcile with the client's journal (see [`Checker::reconcile`]) and tell the
+    /// client the batch bound.
+    fn handle_hello(&mut self, request: &[u8], h: &RequestHeader, reply: &mut Vec<u8>) {
+        let point = hello_journal_point(request);
+        let (outcome, voided) = self.checker.reconcile(h.session_id, point);
+        self.stats.hello_requests += 1;
+        self.stats.reconciled_batches += voided;
+        if outcome == VoidOutcome::TooOld {
+            self.stats.reconcile_refusals += 1;
+        }
+        if point.prev_session != 0 {
+            tracing::info!(
+                session = format_args!("{:016x}", h.session_id),
+                prev_session = format_args!("{:016x}", point.prev_session),
+                journaled_batch = point.journaled_batch,
+                voided,
+                outcome = outcome.as_str(),
+                "a client resumed: reconciled with its journal"
+            );
+        }
+        reply.resize(reply_len_bytes(1), 0);
+        encode_reply_header(
+            &ReplyHeader {
+                status: Status::Ok,
+                batch_id: h.batch_id,
+                count: 1,
+                text_len: 0,
+            },
+            reply,
+        );
+        encode_hello_result(
+            &HelloResult {
+                voided,
+                outcome,
+                max_batch: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
+            },
+            reply,
+        );
     }
 
     fn handle_json(&mut self, request: &[u8], reply: &mut Vec<u8>) {

@@ -13,16 +13,24 @@
 //! records are *sealed* (dropped) and a void of an older batch is answered `too-old`.
 //!
 //! Memory is fixed at start-up: [`UNDO_BATCHES_MAX`] batch records and an op ring of
-//! `UNDO_OPS_PER_ORDER × max_batch × UNDO_BATCHES_MAX` ops. A batch whose ops do not fit (a
+//! `UNDO_OPS_PER_ORDER × max_batch × UNDO_RING_BATCHES` ops. A batch whose ops do not fit (a
 //! duplicate-horizon time window expiring thousands of ids at once) is not recorded and cannot
 //! be voided (`too-old`).
+//!
+//! The same log serves the reconciliation of a `hello` after a client restarted: the client
+//! names the session its journal ends on and the newest batch of it the journal holds, and the
+//! newest records of that session after it (and of sessions that continued it without
+//! journaling anything) are undone. For that the log keeps, per tracked session, the newest
+//! batch it can no longer undo (`sealed`) and the session it continues (`pred`); and the
+//! sessions a reconciliation ended are refused from then on (`retired`).
 
 use std::collections::VecDeque;
 
 use orders::Side;
 
 use crate::limits::{
-    SESSIONS_TRACKED_MAX, UNDO_BATCHES_MAX, UNDO_OPS_PER_ORDER, VOID_TOMBSTONES_MAX,
+    RETIRED_SESSIONS_MAX, SESSIONS_TRACKED_MAX, UNDO_BATCHES_MAX, UNDO_OPS_PER_ORDER,
+    UNDO_RING_BATCHES, VOID_TOMBSTONES_MAX,
 };
 
 /// What a void request did for one batch id (the `outcome` of a void result on the wire).
@@ -101,6 +109,37 @@ pub(crate) enum UndoOp<S: Copy> {
     RingPop { id: u64, t: u64 },
     /// A position moved by `signed` shares (a fill).
     Move { position: u32, signed: i64 },
+    /// The next order of the batch starts here (no state change: lets a reconciliation undo
+    /// the tail of a batch whose first orders the client journaled).
+    OrderStart,
+}
+
+/// What the log knows of one client session.
+#[derive(Debug, Clone, Copy)]
+struct SessionInfo {
+    session: u64,
+    /// Highest batch id applied.
+    highest: u64,
+    /// The newest batch applied that can no longer be undone (0: none), and its orders.
+    sealed: u64,
+    sealed_orders: u32,
+    /// The session this one continues (its `hello` named it), 0 if none.
+    pred: u64,
+    /// For the LRU replacement.
+    last_use: u64,
+}
+
+/// The sessions a reconciliation acts on: the named one and those that continued it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lineage {
+    ids: [u64; SESSIONS_TRACKED_MAX + 1],
+    len: usize,
+}
+
+impl Lineage {
+    fn contains(&self, session: u64) -> bool {
+        self.ids[..self.len].contains(&session)
+    }
 }
 
 /// A recorded batch: who sent it and where its ops are in the ring.
@@ -111,6 +150,8 @@ struct BatchRecord {
     /// Absolute op positions `[start, end)`.
     start: u64,
     end: u64,
+    /// Orders (batch positions) recorded.
+    orders: u32,
 }
 
 /// See the module docs.
@@ -125,12 +166,14 @@ pub(crate) struct UndoLog<S: Copy> {
     open: Option<BatchRecord>,
     /// The open batch did not fit the ring: it will not be recorded.
     overflowed: bool,
-    /// (session, highest batch id applied, last use) of recent sessions: tells `too-old` from
-    /// `unknown` for batches no longer in the log.
-    sessions: Vec<(u64, u64, u64)>,
+    /// Recent sessions: tells `too-old` from `unknown` for batches no longer in the log, and
+    /// what a reconciliation can no longer undo.
+    sessions: Vec<SessionInfo>,
     uses: u64,
     /// Batches voided before they arrived: refused if they do.
     tombstones: VecDeque<(u64, u64)>,
+    /// Sessions ended by a reconciliation: their batches are refused.
+    retired: VecDeque<u64>,
 }
 
 impl<S: Copy> UndoLog<S> {
@@ -138,7 +181,7 @@ impl<S: Copy> UndoLog<S> {
     /// void is answered from the session table alone).
     pub(crate) fn new(max_batch: usize, enabled: bool) -> Self {
         let ops = if enabled {
-            (max_batch.max(1) * UNDO_OPS_PER_ORDER * UNDO_BATCHES_MAX).next_power_of_two()
+            (max_batch.max(1) * UNDO_OPS_PER_ORDER * UNDO_RING_BATCHES).next_power_of_two()
         } else {
             0
         };
@@ -152,6 +195,7 @@ impl<S: Copy> UndoLog<S> {
             sessions: Vec::with_capacity(SESSIONS_TRACKED_MAX),
             uses: 0,
             tombstones: VecDeque::with_capacity(VOID_TOMBSTONES_MAX),
+            retired: VecDeque::with_capacity(RETIRED_SESSIONS_MAX),
         }
     }
 
@@ -173,10 +217,13 @@ impl<S: Copy> UndoLog<S> {
     }
 
     /// Starts recording batch (`session`, `batch_id`). Returns `false` (and records nothing)
-    /// if that batch was voided before it arrived: the caller must not apply it.
+    /// if that batch was voided before it arrived, or its session was ended by a
+    /// reconciliation: the caller must not apply it.
     pub(crate) fn begin(&mut self, session: u64, batch_id: u64) -> bool {
         debug_assert!(self.open.is_none());
-        if session != 0 && self.tombstones.contains(&(session, batch_id)) {
+        if session != 0
+            && (self.tombstones.contains(&(session, batch_id)) || self.retired.contains(&session))
+        {
             return false;
         }
         self.open = Some(BatchRecord {
@@ -184,9 +231,19 @@ impl<S: Copy> UndoLog<S> {
             batch_id,
             start: self.tail,
             end: self.tail,
+            orders: 0,
         });
         self.overflowed = self.capacity() == 0;
         true
+    }
+
+    /// The open batch's next order starts (each batch position, decodable or not).
+    #[inline]
+    pub(crate) fn begin_order(&mut self) {
+        if let Some(open) = &mut self.open {
+            open.orders += 1;
+            self.push(UndoOp::OrderStart);
+        }
     }
 
     /// Records one op of the open batch (called by the checker only while recording).
@@ -204,11 +261,14 @@ impl<S: Copy> UndoLog<S> {
             self.overflowed = true;
             return;
         }
+        let open_start = open.start;
         while self.tail - self.head == cap {
             // Make room: drop the oldest batch record (the open batch starts after them all,
             // and it alone does not fill the ring).
-            self.batches.pop_front();
-            self.head = self.batches.front().map_or(open.start, |b| b.start);
+            if let Some(old) = self.batches.pop_front() {
+                self.note_sealed(&old);
+            }
+            self.head = self.batches.front().map_or(open_start, |b| b.start);
         }
         let i = (self.tail % cap) as usize;
         if i == self.ops.len() {
@@ -228,11 +288,14 @@ impl<S: Copy> UndoLog<S> {
         b.end = self.tail;
         self.note_session(b.session, b.batch_id);
         if self.overflowed {
+            self.note_sealed(&b);
             self.seal();
             return;
         }
         if self.batches.len() == UNDO_BATCHES_MAX {
-            self.batches.pop_front();
+            if let Some(old) = self.batches.pop_front() {
+                self.note_sealed(&old);
+            }
         }
         self.batches.push_back(b);
         self.head = self.batches.front().map_or(b.start, |f| f.start);
@@ -240,23 +303,197 @@ impl<S: Copy> UndoLog<S> {
 
     /// Drops every record: something outside a recorded batch changed the state.
     pub(crate) fn seal(&mut self) {
-        self.batches.clear();
+        while let Some(old) = self.batches.pop_front() {
+            self.note_sealed(&old);
+        }
         self.head = self.tail;
+    }
+
+    /// The entry of `session`, created (replacing the least recently used) if absent.
+    fn session_entry(&mut self, session: u64) -> &mut SessionInfo {
+        self.uses += 1;
+        let uses = self.uses;
+        let fresh = SessionInfo {
+            session,
+            highest: 0,
+            sealed: 0,
+            sealed_orders: 0,
+            pred: 0,
+            last_use: uses,
+        };
+        let i = match self.sessions.iter().position(|s| s.session == session) {
+            Some(i) => i,
+            None if self.sessions.len() < SESSIONS_TRACKED_MAX => {
+                self.sessions.push(fresh);
+                self.sessions.len() - 1
+            }
+            None => {
+                let lru = (0..self.sessions.len())
+                    .min_by_key(|&i| self.sessions[i].last_use)
+                    .unwrap_or(0);
+                self.sessions[lru] = fresh;
+                lru
+            }
+        };
+        let s = &mut self.sessions[i];
+        s.last_use = uses;
+        s
     }
 
     fn note_session(&mut self, session: u64, batch_id: u64) {
         if session == 0 {
             return;
         }
-        self.uses += 1;
-        let uses = self.uses;
-        if let Some(s) = self.sessions.iter_mut().find(|s| s.0 == session) {
-            s.1 = s.1.max(batch_id);
-            s.2 = uses;
-        } else if self.sessions.len() < SESSIONS_TRACKED_MAX {
-            self.sessions.push((session, batch_id, uses));
-        } else if let Some(lru) = self.sessions.iter_mut().min_by_key(|s| s.2) {
-            *lru = (session, batch_id, uses);
+        let s = self.session_entry(session);
+        s.highest = s.highest.max(batch_id);
+    }
+
+    /// Batch `b` is applied and can no longer be undone.
+    fn note_sealed(&mut self, b: &BatchRecord) {
+        if b.session == 0 {
+            return;
+        }
+        if let Some(s) = self.sessions.iter_mut().find(|s| s.session == b.session) {
+            if b.batch_id > s.sealed {
+                (s.sealed, s.sealed_orders) = (b.batch_id, b.orders);
+            } else if b.batch_id == s.sealed {
+                s.sealed_orders = s.sealed_orders.max(b.orders);
+            }
+        }
+    }
+
+    /// `prev` and every tracked session that continues it (transitively), except `new` (the
+    /// session asking). The first entry is `prev`.
+    pub(crate) fn lineage(&self, prev: u64, new: u64) -> Lineage {
+        let mut l = Lineage {
+            ids: [0; SESSIONS_TRACKED_MAX + 1],
+            len: 1,
+        };
+        l.ids[0] = prev;
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for s in &self.sessions {
+                if s.session != new
+                    && s.pred != 0
+                    && l.contains(s.pred)
+                    && !l.contains(s.session)
+                    && l.len < l.ids.len()
+                {
+                    l.ids[l.len] = s.session;
+                    l.len += 1;
+                    grew = true;
+                }
+            }
+        }
+        l
+    }
+
+    /// Whether the newest record is one a reconciliation of `lineage` through batch `through`
+    /// of its first session must undo; if so removes it and returns its op range.
+    pub(crate) fn pop_newest_after(&mut self, l: &Lineage, through: u64) -> Option<(u64, u64)> {
+        let b = self.batches.back()?;
+        if !Self::after(l, through, b.session, b.batch_id) {
+            return None;
+        }
+        let (start, end) = (b.start, b.end);
+        self.batches.pop_back();
+        Some((start, end))
+    }
+
+    /// Batch (`session`, `batch_id`) is not in the journal of a client whose journal ends on
+    /// the lineage's first session at batch `through`.
+    fn after(l: &Lineage, through: u64, session: u64, batch_id: u64) -> bool {
+        if session == l.ids[0] {
+            batch_id > through
+        } else {
+            l.contains(session)
+        }
+    }
+
+    /// If the newest record is batch `batch_id` of `session` with more than `keep` orders:
+    /// cuts it to its first `keep` orders (drops it if `keep` is 0) and returns the op range
+    /// `[from, end)` of the orders cut, for the caller to undo.
+    pub(crate) fn cut_newest(
+        &mut self,
+        session: u64,
+        batch_id: u64,
+        keep: u32,
+    ) -> Option<(u64, u64)> {
+        let b = *self.batches.back()?;
+        if b.session != session || b.batch_id != batch_id || b.orders <= keep {
+            return None;
+        }
+        let mut seen = 0u32;
+        let from = (b.start..b.end).find(|&pos| {
+            if !matches!(self.op(pos), UndoOp::OrderStart) {
+                return false;
+            }
+            seen += 1;
+            seen == keep + 1
+        })?;
+        if keep == 0 {
+            self.batches.pop_back();
+        } else if let Some(last) = self.batches.back_mut() {
+            last.end = from;
+            last.orders = keep;
+        }
+        Some((from, b.end))
+    }
+
+    /// After undoing what [`UndoLog::pop_newest_after`] and [`UndoLog::cut_newest`] could:
+    /// whether the state now agrees with the client's journal (`voided`), the server never
+    /// heard of the lineage (`unknown`), or a batch (or the tail of one) the journal does not
+    /// hold is applied and cannot be undone (`too-old`: still in the log behind another
+    /// session's batch, or sealed). `keep`: the orders of batch `through` the journal holds.
+    pub(crate) fn reconciled(
+        &self,
+        l: &Lineage,
+        through: u64,
+        keep: u32,
+        undone: u64,
+    ) -> VoidOutcome {
+        let prev = l.ids[0];
+        let stuck = self.batches.iter().any(|b| {
+            Self::after(l, through, b.session, b.batch_id)
+                || (b.session == prev && b.batch_id == through && b.orders > keep)
+        }) || self.sessions.iter().any(|s| {
+            s.sealed != 0
+                && (Self::after(l, through, s.session, s.sealed)
+                    || (s.session == prev && s.sealed == through && s.sealed_orders > keep))
+        });
+        if stuck {
+            return VoidOutcome::TooOld;
+        }
+        let known = undone > 0 || self.sessions.iter().any(|s| l.contains(s.session));
+        if known {
+            VoidOutcome::Voided
+        } else {
+            VoidOutcome::Unknown
+        }
+    }
+
+    /// Ends the sessions of `l`: their batches are refused from now on.
+    pub(crate) fn retire(&mut self, l: &Lineage) {
+        for &s in &l.ids[..l.len] {
+            if s == 0 || self.retired.contains(&s) {
+                continue;
+            }
+            if self.retired.len() == RETIRED_SESSIONS_MAX {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(s);
+        }
+    }
+
+    /// Session `new` starts (its `hello`), continuing `prev` (0: none).
+    pub(crate) fn start_session(&mut self, new: u64, prev: u64) {
+        if new == 0 {
+            return;
+        }
+        let s = self.session_entry(new);
+        if prev != 0 && prev != new {
+            s.pred = prev;
         }
     }
 
@@ -294,7 +531,7 @@ impl<S: Copy> UndoLog<S> {
         let applied = self
             .sessions
             .iter()
-            .any(|s| s.0 == session && s.1 >= batch_id);
+            .any(|s| s.session == session && s.highest >= batch_id);
         let in_log = self
             .batches
             .iter()

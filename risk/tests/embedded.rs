@@ -98,11 +98,13 @@ fn client_rejects_bad_arguments_and_handles_empty_and_oversized_batches() {
     let mut c = RiskClient::connect(&ctx, &eps, Duration::from_millis(50), 2).unwrap();
     assert_eq!(c.check_batch(&[], 0, &mut []), BatchOutcome::Replied);
     let mut out = [Reason::Accepted; 3];
+    // Above the client's own bound: refused loudly (the caller must not go on), not sent.
     assert_eq!(
         c.check_batch(&[order(1, 1), order(2, 1), order(3, 1)], 0, &mut out),
-        BatchOutcome::Failed
+        BatchOutcome::Refused
     );
     assert_eq!(out, [Reason::RiskError; 3]);
+    assert!(c.refusal().contains("3 orders"), "{}", c.refusal());
     // Nobody bound: the batch times out within the budget.
     let t = std::time::Instant::now();
     assert_eq!(
@@ -115,15 +117,38 @@ fn client_rejects_bad_arguments_and_handles_empty_and_oversized_batches() {
 
 #[test]
 fn mismatched_replies_are_risk_errors() {
-    // A fake server that answers with the wrong batch id, then with the wrong order id.
+    // A fake server that answers with the wrong batch id, then with the wrong order id. The
+    // server may have applied such a batch, so the client voids it before its next batch: the
+    // fake answers the voids (and returns the batch ids they named).
     let ctx = zmq::Context::new();
     let rep = ctx.socket(zmq::REP).unwrap();
     rep.bind("inproc://fake-risk").unwrap();
     let fake = std::thread::spawn(move || {
         use risk::protocol::*;
-        for round in 0..3 {
+        let mut voided = Vec::new();
+        let mut round = 0;
+        while round < 3 {
             let req = rep.recv_bytes(0).unwrap();
             let h = decode_request_header(&req, 16).unwrap();
+            if h.kind == REQUEST_TYPE_VOID {
+                let mut out = vec![0u8; reply_len_bytes(h.count as usize)];
+                encode_reply_header(
+                    &ReplyHeader {
+                        status: Status::Ok,
+                        batch_id: h.batch_id,
+                        count: h.count,
+                        text_len: 0,
+                    },
+                    &mut out,
+                );
+                for i in 0..h.count as usize {
+                    let id = void_batch_id(&req, i);
+                    voided.push(id);
+                    encode_void_result(i, id, risk::VoidOutcome::Voided, &mut out);
+                }
+                rep.send(&out[..], 0).unwrap();
+                continue;
+            }
             let mut out = vec![0u8; reply_len_bytes(h.count as usize)];
             let batch_id = if round == 0 {
                 h.batch_id + 1
@@ -144,7 +169,9 @@ fn mismatched_replies_are_risk_errors() {
                 encode_verdict(i, id, Reason::Accepted, &mut out);
             }
             rep.send(&out[..], 0).unwrap();
+            round += 1;
         }
+        voided
     });
     let mut c = RiskClient::connect(
         &ctx,
@@ -169,5 +196,10 @@ fn mismatched_replies_are_risk_errors() {
     );
     assert_eq!(out, [Reason::Accepted]);
     assert_eq!(c.stats().errors, 2);
-    fake.join().unwrap();
+    assert_eq!(c.stats().voided, 2, "both mismatched batches voided");
+    assert_eq!(
+        fake.join().unwrap(),
+        [1, 3],
+        "batch ids 1 and 3 (2 was the first void)"
+    );
 }

@@ -126,7 +126,11 @@ fn restart_with_recover_from_gives_the_same_verdicts_as_a_server_that_never_stop
                 order: *order,
                 reason: *reason,
                 t_in_ns: *now,
-                t_decided_ns: *now,
+                // The verdict arrives a round trip after the check: recovery must use the
+                // check's time (the batch's `now_ns`), not this one.
+                t_decided_ns: *now + 350_000,
+                t_checked_ns: *now,
+                ..Decision::default()
             };
             encode_decision(&d, &mut buf);
             w.append(audit::KIND_DECISION, *now, &buf).unwrap();

@@ -473,3 +473,58 @@ fn plain_credentials_refuse_wrong_passwords_and_serve_right_ones() {
     let reply = ask("engine", "correct-horse").expect("right password served");
     assert!(reply == "OK" || reply.starts_with("REJECT"), "{reply}");
 }
+
+/// Item 5 of issue 13: a client whose batches may be larger than the server's `--max-batch`
+/// learns the bound from a hello and lowers its own; a batch above the bound (a client that
+/// did not ask, or ignored it) is `Refused`, never a silent `risk-error`, with a text naming
+/// both bounds, and nothing is applied.
+#[test]
+fn the_batch_bound_is_learned_by_a_hello_and_a_larger_batch_is_refused_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_limits(dir.path(), LIMITS);
+    let server = start(dir.path(), &cfg, &["--max-batch", "4"], 1);
+    let ep = server.endpoint().to_owned();
+    let ctx = zmq::Context::new();
+    let six: Vec<_> = (1..=6)
+        .map(|i| new_order(i, 1, "AAPL", Side::Buy, 1, AAPL))
+        .collect();
+    let mut out = [Reason::Accepted; 6];
+
+    let mut blind =
+        RiskClient::connect(&ctx, std::slice::from_ref(&ep), Duration::from_secs(5), 16).unwrap();
+    assert_eq!(blind.check_batch(&six, 1, &mut out), BatchOutcome::Refused);
+    let why = blind.refusal();
+    assert!(
+        why.contains("6 orders") && why.contains("(4 orders)") && why.contains("up to 16"),
+        "{why}"
+    );
+    assert_eq!(snapshot(&ctx, &ep).open_orders, 0, "nothing applied");
+
+    let mut client =
+        RiskClient::connect(&ctx, std::slice::from_ref(&ep), Duration::from_secs(5), 16).unwrap();
+    let hello = client
+        .hello(&ep, risk::JournalPoint::default(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        (hello.max_batch, hello.outcome, hello.voided),
+        (4, risk::VoidOutcome::Voided, 0)
+    );
+    assert_eq!(client.max_batch(), 4);
+    assert_eq!(
+        client.check_batch(&six, 2, &mut out),
+        BatchOutcome::Refused,
+        "above the learned bound: refused before sending"
+    );
+    for chunk in six.chunks(client.max_batch()) {
+        let mut out = vec![Reason::RiskError; chunk.len()];
+        assert_eq!(
+            client.check_batch(chunk, 3, &mut out),
+            BatchOutcome::Replied
+        );
+        assert!(out.iter().all(|r| r.is_accepted()), "{out:?}");
+    }
+    assert_eq!(snapshot(&ctx, &ep).open_orders, 6);
+    let stats = admin(&ctx, &ep, r#"{"admin":"stats"}"#);
+    assert_eq!(stats["stats"]["hello_requests"], 1, "{stats}");
+    assert_eq!(stats["stats"]["too_large"], 1, "{stats}");
+}

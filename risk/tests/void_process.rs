@@ -6,12 +6,17 @@
 //! The slowness comes from a small proxy between client and server (ROUTER facing the client,
 //! DEALER facing the real `risk-server` over tcp) that holds one reply, or one request, for
 //! 150 ms, beyond the client's 100 ms timeout. Real processes, real sockets.
+//!
+//! The same proxy also damages one reply of a batch the server has applied (issue 13, item 4):
+//! a wrong batch id, bytes that are not a reply, or an extra frame (the client's socket is
+//! reset). The client gives every order `risk-error` and must void the batch like a timed-out
+//! one, or the server keeps orders the journal rejected.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +35,8 @@ struct Proxy {
     endpoint: String,
     hold_reply: Arc<AtomicBool>,
     hold_request: Arc<AtomicBool>,
+    /// Damage the next reply: see [`Damage`] (0: none).
+    damage_reply: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -45,8 +52,10 @@ impl Proxy {
         back.connect(server).unwrap();
         let hold_reply = Arc::new(AtomicBool::new(false));
         let hold_request = Arc::new(AtomicBool::new(false));
+        let damage_reply = Arc::new(AtomicU8::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (hr, hq, st) = (hold_reply.clone(), hold_request.clone(), stop.clone());
+        let dr = damage_reply.clone();
         let handle = std::thread::spawn(move || {
             // (release time, to the server?, frames)
             let mut held: VecDeque<(Instant, bool, Vec<Vec<u8>>)> = VecDeque::new();
@@ -70,7 +79,8 @@ impl Proxy {
                     }
                 }
                 if items[1].is_readable() {
-                    let frames = back.recv_multipart(0).unwrap();
+                    let mut frames = back.recv_multipart(0).unwrap();
+                    damage(dr.swap(0, Ordering::AcqRel), &mut frames);
                     if hr.swap(false, Ordering::AcqRel) {
                         held.push_back((Instant::now() + HOLD, false, frames));
                     } else {
@@ -83,9 +93,34 @@ impl Proxy {
             endpoint,
             hold_reply,
             hold_request,
+            damage_reply,
             stop,
             handle: Some(handle),
         }
+    }
+}
+
+/// How the proxy damages a reply (the last frame of what the server sent).
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Damage {
+    /// The batch id of another batch.
+    WrongBatchId = 1,
+    /// Bytes that are not a reply.
+    Garbage = 2,
+    /// The reply followed by a second frame: the client resets its socket.
+    ExtraFrame = 3,
+}
+
+fn damage(how: u8, frames: &mut Vec<Vec<u8>>) {
+    let Some(reply) = frames.last_mut() else {
+        return;
+    };
+    match how {
+        1 => reply[8] ^= 0x55,
+        2 => *reply = b"ERROR this is not a reply".to_vec(),
+        3 => frames.push(b"extra".to_vec()),
+        _ => {}
     }
 }
 
@@ -126,7 +161,11 @@ impl Engine {
                 order: *order,
                 reason: *reason,
                 t_in_ns: *now,
-                t_decided_ns: *now,
+                // The verdict arrives a round trip after the check: recovery must use the
+                // check's time (the batch's `now_ns`), not this one.
+                t_decided_ns: *now + 350_000,
+                t_checked_ns: *now,
+                ..Decision::default()
             };
             encode_decision(&d, &mut buf);
             w.append(audit::KIND_DECISION, *now, &buf).unwrap();
@@ -329,4 +368,100 @@ fn a_batch_that_arrives_after_its_void_is_refused() {
         1,
     );
     assert_eq!(after, snapshot(&ctx, recovered.endpoint()));
+}
+
+/// Item 4 of issue 13: a batch the server applied whose reply the client cannot use (a wrong
+/// batch id, garbage, a multi-part reply that resets the socket) is journaled `risk-error`; the
+/// client voids it on its next contact, so the server's state then equals that of a server
+/// rebuilt from the journal, and the verdicts of a probe stream agree.
+fn a_batch_applied_with_a_damaged_reply_is_voided(how: Damage) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_limits(dir.path(), &limits());
+    let ctx = zmq::Context::new();
+    let server = start(dir.path(), &cfg, &[], 1);
+    let proxy = Proxy::start(&ctx, server.endpoint());
+    let client =
+        RiskClient::connect(&ctx, std::slice::from_ref(&proxy.endpoint), TIMEOUT, 64).unwrap();
+    let mut engine = Engine {
+        client,
+        decided: Vec::new(),
+    };
+    assert_eq!(
+        engine.batch(&opening(), 1_000_000_000),
+        BatchOutcome::Replied
+    );
+    proxy.damage_reply.store(how as u8, Ordering::Release);
+    assert_eq!(
+        engine.batch(&slow_batch(100), 1_001_000_000),
+        BatchOutcome::Failed,
+        "{how:?}"
+    );
+    assert!(engine
+        .decided
+        .iter()
+        .rev()
+        .take(slow_batch(100).len())
+        .all(|(_, _, r)| *r == Reason::RiskError));
+    assert_eq!(
+        engine.client.pending_voids().len(),
+        1,
+        "{how:?}: queued for a void"
+    );
+    // The server applied it (the divergence the void takes back).
+    assert_eq!(stats(&ctx, server.endpoint())["batches"], 2);
+    let diverged = snapshot(&ctx, server.endpoint());
+
+    let next = [new_order(200, 1, "AAPL", Side::Buy, 10, AAPL)];
+    assert_eq!(engine.batch(&next, 1_002_000_000), BatchOutcome::Replied);
+    let cs = engine.client.stats();
+    assert_eq!((cs.void_requests, cs.voided), (1, 1), "{how:?}: {cs:?}");
+    assert!(engine.client.pending_voids().is_empty());
+
+    let journal = dir.path().join("journal");
+    engine.write_journal(&journal);
+    let recovered = start(
+        dir.path(),
+        &cfg,
+        &["--recover-from", journal.to_str().unwrap()],
+        1,
+    );
+    let live = snapshot(&ctx, server.endpoint());
+    assert_eq!(live, snapshot(&ctx, recovered.endpoint()), "{how:?}");
+    assert_ne!(live, diverged, "the damaged batch changed the state");
+    let mut rec = RiskClient::connect(
+        &ctx,
+        &[recovered.endpoint().to_owned()],
+        Duration::from_secs(10),
+        64,
+    )
+    .unwrap();
+    let p = probe(100);
+    let (mut a, mut b) = (
+        vec![Reason::Accepted; p.len()],
+        vec![Reason::Accepted; p.len()],
+    );
+    assert_eq!(
+        engine.client.check_batch(&p, 1_003_000_000, &mut a),
+        BatchOutcome::Replied
+    );
+    assert_eq!(
+        rec.check_batch(&p, 1_003_000_000, &mut b),
+        BatchOutcome::Replied
+    );
+    assert_eq!(a, b, "{how:?}");
+}
+
+#[test]
+fn a_reply_with_a_wrong_batch_id_is_voided() {
+    a_batch_applied_with_a_damaged_reply_is_voided(Damage::WrongBatchId);
+}
+
+#[test]
+fn a_garbage_reply_is_voided() {
+    a_batch_applied_with_a_damaged_reply_is_voided(Damage::Garbage);
+}
+
+#[test]
+fn a_socket_reset_after_the_send_is_voided() {
+    a_batch_applied_with_a_damaged_reply_is_voided(Damage::ExtraFrame);
 }

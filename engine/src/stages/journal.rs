@@ -288,6 +288,12 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 reason: d.reason,
                 t_in_ns: d.inbound.t_in_ns,
                 t_decided_ns: d.t_decided_ns,
+                // The check's own time (the batch's `now_ns`): recovery rebuilds the throttle
+                // and the duplicate horizon from it.
+                t_checked_ns: d.t_sent_ns,
+                risk_session: d.risk_session,
+                risk_batch: d.risk_batch,
+                risk_batch_orders: d.risk_batch_orders,
             };
             encode_decision(&decision, &mut buf);
             let seq = match self.log.append(now, &buf) {
@@ -418,6 +424,9 @@ mod tests {
             reason,
             t_sent_ns: 25,
             t_decided_ns: 30,
+            risk_session: 0x5e55,
+            risk_batch: i / 4,
+            risk_batch_orders: (i % 4) as u32 + 1,
         }
     }
 
@@ -463,6 +472,13 @@ mod tests {
             assert_eq!(d.input_seq, o.input_seq);
             assert_eq!(d.order, o.order);
             assert!(d.reason.is_accepted());
+            // The record keeps the time the risk check used (the batch's send time), not only
+            // the time the verdict arrived.
+            assert_eq!((d.t_checked_ns, d.t_decided_ns), (25, 30));
+            assert_eq!(
+                (d.risk_session, d.risk_batch, d.risk_batch_orders),
+                (0x5e55, d.input_seq / 4, (d.input_seq % 4) as u32 + 1)
+            );
         }
         let seqs: Vec<u64> = log
             .records

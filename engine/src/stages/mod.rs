@@ -56,6 +56,15 @@ pub struct Decided {
     pub t_sent_ns: u64,
     /// When the verdict arrived.
     pub t_decided_ns: u64,
+    /// The risk client's session (0: inline checks), the newest of its batches whose
+    /// verdicts came from the risk service as of this verdict, and how many of that batch's
+    /// orders up to this one (`orders::Decision`): the journal records them so that a restart
+    /// can reconcile the server.
+    pub risk_session: u64,
+    /// See `risk_session`.
+    pub risk_batch: u64,
+    /// See `risk_session`.
+    pub risk_batch_orders: u32,
 }
 
 /// journal → egress: an accepted order whose record is in the journal.
@@ -113,6 +122,10 @@ pub enum StageError {
     /// The audit publisher failed.
     #[error("audit publisher failed: {0}")]
     Publish(String),
+    /// The risk service refused a batch in a way no later batch would fix (a batch above its
+    /// `--max-batch`): the engine stops with the reason rather than reject every order.
+    #[error("{0}")]
+    RiskRefused(String),
     /// An invariant of the pipeline broke (a bug, never bad input): the engine stops with
     /// this message rather than drop or reorder an order.
     #[error("invariant violated: {0}")]

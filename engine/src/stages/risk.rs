@@ -28,6 +28,9 @@ pub enum GateOutcome {
     TimedOut,
     /// An error or unreadable reply: every verdict is `risk-error`.
     Failed,
+    /// The service refused the batch for good (above its batch bound): the stage stops the
+    /// engine with [`RiskGate::refusal`] instead of journaling the verdicts.
+    Refused,
 }
 
 /// How a non-blocking step of a batch went.
@@ -64,6 +67,24 @@ pub trait RiskGate: Send {
 
     /// What the batch in flight waits for (its socket and its deadline).
     fn register_waits(&self, _w: &mut WaitSet, _clock: &Clock) {}
+
+    /// The largest batch the gate takes, if below the stage's own (a remote server's bound,
+    /// learned by the client's hello at start-up).
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
+
+    /// (session, newest batch whose verdicts came from the service, its number of orders)
+    /// after the last batch, for the journal (see `Decided::risk_session`); zeros without a
+    /// session.
+    fn journal_point(&self) -> (u64, u64, u32) {
+        (0, 0, 0)
+    }
+
+    /// Why the last batch was `Refused` (cold).
+    fn refusal(&self) -> String {
+        String::new()
+    }
 }
 
 fn gate_outcome(o: risk::BatchOutcome) -> GateOutcome {
@@ -71,6 +92,7 @@ fn gate_outcome(o: risk::BatchOutcome) -> GateOutcome {
         risk::BatchOutcome::Replied => GateOutcome::Replied,
         risk::BatchOutcome::TimedOut => GateOutcome::TimedOut,
         risk::BatchOutcome::Failed => GateOutcome::Failed,
+        risk::BatchOutcome::Refused => GateOutcome::Refused,
     }
 }
 
@@ -93,6 +115,16 @@ impl RiskGate for risk::RiskClient {
     }
     fn poll_batch(&mut self, orders: &[Order], out: &mut [Reason]) -> GatePoll {
         gate_poll(risk::RiskClient::poll_batch(self, orders, out))
+    }
+    fn max_batch(&self) -> Option<usize> {
+        Some(risk::RiskClient::max_batch(self))
+    }
+    fn journal_point(&self) -> (u64, u64, u32) {
+        let p = risk::RiskClient::journal_point(self);
+        (p.prev_session, p.journaled_batch, p.journaled_orders)
+    }
+    fn refusal(&self) -> String {
+        risk::RiskClient::refusal(self).to_owned()
     }
     fn register_waits(&self, w: &mut WaitSet, clock: &Clock) {
         if let (Some(waiting), Some(socket)) = (self.waiting(), self.socket()) {
@@ -181,6 +213,25 @@ impl RiskGate for Gate {
             RiskGate::register_waits(c.as_ref(), w, clock);
         }
     }
+    fn max_batch(&self) -> Option<usize> {
+        match self {
+            Gate::Client(c) => RiskGate::max_batch(c.as_ref()),
+            Gate::Inline(_) => None,
+        }
+    }
+    #[inline]
+    fn journal_point(&self) -> (u64, u64, u32) {
+        match self {
+            Gate::Client(c) => RiskGate::journal_point(c.as_ref()),
+            Gate::Inline(_) => (0, 0, 0),
+        }
+    }
+    fn refusal(&self) -> String {
+        match self {
+            Gate::Client(c) => RiskGate::refusal(c.as_ref()),
+            Gate::Inline(_) => String::new(),
+        }
+    }
 }
 
 /// A batch whose verdicts are awaited (non-blocking mode).
@@ -217,8 +268,9 @@ impl<G: RiskGate> std::fmt::Debug for RiskStage<G> {
 }
 
 impl<G: RiskGate> RiskStage<G> {
-    /// A stage asking `gate` for batches of at most `max_batch` orders, waiting for each
-    /// batch's verdicts (a thread of its own).
+    /// A stage asking `gate` for batches of at most `max_batch` orders (or the gate's own
+    /// bound, if lower: [`RiskGate::max_batch`]), waiting for each batch's verdicts (a thread
+    /// of its own).
     pub fn new(
         gate: G,
         input: Consumer<Inbound>,
@@ -227,7 +279,7 @@ impl<G: RiskGate> RiskStage<G> {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> RiskStage<G> {
-        let max_batch = max_batch.max(1);
+        let max_batch = max_batch.min(gate.max_batch().unwrap_or(max_batch)).max(1);
         RiskStage {
             gate,
             input,
@@ -258,7 +310,17 @@ impl<G: RiskGate> RiskStage<G> {
     /// The batch has its verdicts: decided orders onto ring B.
     fn complete(&mut self, f: InFlight, outcome: GateOutcome) -> Result<Step, StageError> {
         let n = f.n;
+        if outcome == GateOutcome::Refused {
+            // Nothing was applied and nothing is journaled: the orders are decided again
+            // after a restart with a batch bound that fits.
+            return Err(StageError::RiskRefused(self.gate.refusal()));
+        }
         let t_decided = self.clock.now_ns();
+        // The batch's orders are journaled in order: the record of its i-th order says that
+        // the first i + 1 of a batch the service answered are in the journal (all of the
+        // previous answered batch, when this one was not answered).
+        let (risk_session, risk_batch, batch_orders) = self.gate.journal_point();
+        let replied = outcome == GateOutcome::Replied;
         let reasons = &self.reasons[..n];
         debug_assert!(
             outcome != GateOutcome::TimedOut || reasons.iter().all(|r| *r == Reason::RiskTimeout)
@@ -271,12 +333,15 @@ impl<G: RiskGate> RiskStage<G> {
                 self.batch.first().map_or(0, |b| b.input_seq)
             )));
         };
-        out_chunk.fill_from_iter(self.batch.iter().zip(reasons.iter()).map(
-            |(&inbound, &reason)| Decided {
+        out_chunk.fill_from_iter(self.batch.iter().zip(reasons.iter()).zip(1u32..).map(
+            |((&inbound, &reason), position)| Decided {
                 inbound,
                 reason,
                 t_sent_ns: f.t_ask,
                 t_decided_ns: t_decided,
+                risk_session,
+                risk_batch,
+                risk_batch_orders: if replied { position } else { batch_orders },
             },
         ));
         let r = &self.metrics.risk;
@@ -286,6 +351,7 @@ impl<G: RiskGate> RiskStage<G> {
             GateOutcome::Replied => {}
             GateOutcome::TimedOut => bump(&r.timeouts, 1),
             GateOutcome::Failed => bump(&r.failed_batches, 1),
+            GateOutcome::Refused => {}
         }
         raise(&r.wait_max_ns, t_decided.saturating_sub(f.t_ask));
         r.failovers.store(self.gate.failovers(), Relaxed);
@@ -590,6 +656,88 @@ mod tests {
         assert_eq!(s.do_work().unwrap(), Step::Worked(1));
         assert_eq!(s.do_work().unwrap(), Step::Done);
         assert_eq!(s.into_gate().started, 3);
+    }
+
+    /// A gate with a session: answers, times out or refuses as told, and reports its journal
+    /// point like the risk client (the newest answered batch and its size).
+    struct PointGate {
+        next: GateOutcome,
+        batch: u64,
+        answered: (u64, u32),
+    }
+
+    impl RiskGate for PointGate {
+        fn check_batch(&mut self, orders: &[Order], _: u64, out: &mut [Reason]) -> GateOutcome {
+            self.batch += 1;
+            let r = match self.next {
+                GateOutcome::Replied => {
+                    self.answered = (self.batch, orders.len() as u32);
+                    Reason::Accepted
+                }
+                GateOutcome::TimedOut => Reason::RiskTimeout,
+                _ => Reason::RiskError,
+            };
+            out.fill(r);
+            self.next
+        }
+        fn failovers(&self) -> u64 {
+            0
+        }
+        fn max_batch(&self) -> Option<usize> {
+            Some(3)
+        }
+        fn journal_point(&self) -> (u64, u64, u32) {
+            (77, self.answered.0, self.answered.1)
+        }
+        fn refusal(&self) -> String {
+            "refused: too large".into()
+        }
+    }
+
+    /// Each decided order carries the gate's journal point: its own position in a batch the
+    /// service answered, the previous answered batch (whole) for a timed-out one. The stage
+    /// takes batches no larger than the gate's bound, and a refusal stops it with the gate's
+    /// reason, deciding nothing.
+    #[test]
+    fn decided_orders_carry_the_journal_point_and_a_refusal_stops_the_stage() {
+        let (mut ip, ic) = RingBuffer::new(64);
+        let (op, mut oc) = RingBuffer::new(64);
+        let gate = PointGate {
+            next: GateOutcome::Replied,
+            batch: 0,
+            answered: (0, 0),
+        };
+        let mut s = RiskStage::new(gate, ic, op, 8, Clock::new(), Arc::new(Metrics::default()));
+        for i in 0..5 {
+            ip.push(inbound(i)).unwrap();
+        }
+        assert_eq!(
+            s.do_work().unwrap(),
+            Step::Worked(3),
+            "capped at the gate's 3"
+        );
+        s.gate.next = GateOutcome::TimedOut;
+        assert_eq!(s.do_work().unwrap(), Step::Worked(2));
+        let got: Vec<(u64, u64, u32, Reason)> = std::iter::from_fn(|| oc.pop().ok())
+            .map(|d| (d.risk_session, d.risk_batch, d.risk_batch_orders, d.reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (77, 1, 1, Reason::Accepted),
+                (77, 1, 2, Reason::Accepted),
+                (77, 1, 3, Reason::Accepted),
+                (77, 1, 3, Reason::RiskTimeout),
+                (77, 1, 3, Reason::RiskTimeout),
+            ]
+        );
+        s.gate.next = GateOutcome::Refused;
+        ip.push(inbound(5)).unwrap();
+        match s.do_work() {
+            Err(StageError::RiskRefused(why)) => assert_eq!(why, "refused: too large"),
+            other => panic!("{other:?}"),
+        }
+        assert!(oc.is_empty(), "nothing decided");
     }
 
     #[test]
