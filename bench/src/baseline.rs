@@ -98,16 +98,17 @@ fn parse_rate(s: &str) -> anyhow::Result<Option<u64>> {
 
 /// Nanoseconds per second.
 const NS_PER_S: u128 = 1_000_000_000;
-/// A scheduled wait longer than this sleeps until the order is due; a shorter one yields.
+/// A scheduled wait longer than this sleeps; a shorter one yields until the order is due.
 ///
-/// The baseline paces exactly as the engine's replay does by default (`idle backoff`: sleep
-/// until the order is due, with the engine's 1 µs timer slack, `engine::limits`), so that
-/// lateness of the schedule is the same on both sides of a comparison and what differs is the
-/// design under test. (It used to yield for the last 200 µs: on a 2-core host that loop took a
-/// core from the risk server and the sink, and the baseline fell behind 10 k/s.)
-const PACE_SLEEP_MIN_NS: u64 = engine::limits::SCHEDULE_SLEEP_MIN_NS;
-/// A sleep ends this long before the order is due.
-const PACE_SLEEP_MARGIN_NS: u64 = 0;
+/// The source design's engine takes orders as they come; this harness paces them, and paces
+/// so that its own lateness stays near zero (it yields the core for the last stretch rather
+/// than sleep, as a sleep on this VM ends ~25 µs late). Sleeping all the way instead (as the
+/// engine's replay does with `idle backoff`) was tried: at 10 k/s the baseline then fell behind
+/// its schedule (a JSON round trip of ~87 µs plus ~28 µs of lateness exceed the 100 µs between
+/// orders), and its latency became its own queue (docs/results.md, fourth session).
+const PACE_SLEEP_MIN_NS: u64 = 200_000;
+/// A sleep ends this long before the order is due (the kernel wakes late, not early).
+const PACE_SLEEP_MARGIN_NS: u64 = 100_000;
 
 /// When order `k` of an open-loop run at `per_s` orders per second is due: `t0 + k × 1e9 /
 /// per_s` (exact, no drift from rounding each step; saturates instead of wrapping).
@@ -457,7 +458,7 @@ mod tests {
         assert_eq!(pace_step(999_999, 1_000_000), PaceStep::Yield);
         assert_eq!(
             pace_step(0, 1_000_000),
-            PaceStep::Sleep(Duration::from_nanos(1_000_000))
+            PaceStep::Sleep(Duration::from_nanos(900_000))
         );
     }
 
@@ -483,7 +484,7 @@ mod tests {
         assert_eq!(i, 3, "one clock read per step");
         assert_eq!(
             slept,
-            Duration::from_nanos(300_000),
+            Duration::from_nanos(200_000),
             "never past the deadline"
         );
         assert_eq!(yields, 1);

@@ -62,6 +62,19 @@ const _: () = assert!(BACKOFF_PARK_MAX_NS <= HANDOFF_PARK_MAX_NS);
 /// A parked journal stage still runs `maintain` on time (interval msync, checkpoints).
 const _: () = assert!(HANDOFF_PARK_MAX_NS <= JOURNAL_MAINTAIN_INTERVAL_NS);
 
+/// The shared duty-cycle thread under `backoff` yields its core (`sched_yield`) for this long
+/// before the next replayed order is due, and blocks on its sockets otherwise (also while a
+/// risk reply is awaited). On this project's 2-vCPU VMs a blocked thread pays ~25–30 µs to be
+/// woken by its timer (the vCPU was halted): every order was that late, and its request went
+/// out from a cold vCPU. Yielding through the last stretch makes the schedule exact to a few
+/// µs and halved the median at 10 k orders/s; yielding during the round trip as well measured
+/// no better (it competes with the risk server and ZeroMQ's I/O thread for the two cores)
+/// (`docs/results.md`, "shared: yield before an order is due"). A yield hands the core to any
+/// runnable thread, so it is not a spin; the source design's replay (`bench baseline`) paces
+/// the same way. An idle service (nothing due) blocks.
+pub const SHARED_YIELD_WINDOW_NS: u64 = 100_000;
+const _: () = assert!(SHARED_YIELD_WINDOW_NS < HANDOFF_PARK_MAX_NS);
+
 /// Replay ingress in `spin` mode: below this distance to a deadline the ingress busy-spins
 /// instead of yielding, so it wakes on time.
 pub const SCHEDULE_SPIN_WINDOW_NS: u64 = 20_000;

@@ -23,7 +23,9 @@ use crate::clock::Clock;
 use crate::config::StageSettings;
 use crate::idle::{resolve, Idle, IdleMode};
 use crate::latency::{LatencySet, Recorder};
-use crate::limits::{HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SUPERVISE_INTERVAL_MS};
+use crate::limits::{
+    HANDOFF_PARK_MAX_NS, SCHEDULE_SLEEP_MIN_NS, SHARED_YIELD_WINDOW_NS, SUPERVISE_INTERVAL_MS,
+};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 use crate::stages::egress::EgressStage;
@@ -527,7 +529,8 @@ fn duty<S: Stage>(
 /// ([`crate::threading`]). The risk stage sends a batch and polls for its verdicts, egress
 /// holds a frame downstream cannot take yet, so no stage blocks while another has work. A
 /// round in which no stage worked is followed by the thread's idle strategy: `spin` and
-/// `yield` poll again; `backoff` blocks at once in one `ppoll` on the
+/// `yield` poll again; `backoff` yields while the next order is due within
+/// [`SHARED_YIELD_WINDOW_NS`], and otherwise blocks in one `ppoll` on the
 /// sockets its stages wait for and the earliest deadline (an order due, a risk timeout,
 /// journal maintenance), at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen.
 #[allow(clippy::too_many_arguments)]
@@ -680,15 +683,19 @@ where
                             // No spin phase: no other thread feeds this one's rings, so
                             // spinning could only catch sockets and time, and polling a ZeroMQ
                             // socket is a system call (a non-blocking receive polls its
-                            // mailbox); on a small host those rounds took the core the risk
-                            // server and ZeroMQ's I/O thread needed during the round trip
-                            // (docs/results.md, "shared: block at once").
+                            // mailbox). Instead: yield while the next order is due within
+                            // SHARED_YIELD_WINDOW_NS, block on the sockets otherwise, also
+                            // while a risk reply is on its way (see that constant for why).
                             let now = clock.now_ns();
-                            if deadline.saturating_sub(now) <= SCHEDULE_SLEEP_MIN_NS {
+                            let until_due = deadline.saturating_sub(now);
+                            if until_due <= SCHEDULE_SLEEP_MIN_NS {
                                 std::hint::spin_loop();
                                 continue;
                             }
-                            waits.clear(deadline.min(now.saturating_add(HANDOFF_PARK_MAX_NS)));
+                            // Wake up a window before the next order is due, and yield
+                            // through the window.
+                            let wake = deadline.saturating_sub(SHARED_YIELD_WINDOW_NS);
+                            waits.clear(wake.min(now.saturating_add(HANDOFF_PARK_MAX_NS)));
                             if let Some(s) = &ingress {
                                 s.register_waits(&mut waits);
                             }
@@ -700,6 +707,13 @@ where
                             }
                             if let Some(s) = &egress {
                                 s.register_waits(&mut waits);
+                            }
+                            if waits.ready_now() {
+                                continue;
+                            }
+                            if until_due <= SHARED_YIELD_WINDOW_NS {
+                                std::thread::yield_now();
+                                continue;
                             }
                             waits.wait(&clock);
                         }
