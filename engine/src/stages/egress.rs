@@ -160,6 +160,20 @@ impl Stage for EgressStage {
                     "egress: a held frame without a socket".into(),
                 ));
             };
+            // Ask libzmq first: a send that finds the pipe full processes the I/O thread's
+            // commands (the "room again" one among them) at most once per ~1 ms (its send
+            // path is throttled), so retrying sends alone held frames for hundreds of µs.
+            // Reading ZMQ_EVENTS processes them at once.
+            match socket.get_events() {
+                Ok(ev) if ev.contains(zmq::POLLOUT) => {}
+                Ok(_) => return Ok(Step::Idle),
+                Err(source) => {
+                    return Err(StageError::Zmq {
+                        what: "egress events",
+                        source,
+                    })
+                }
+            }
             return match socket.send(self.frame.finish(), zmq::DONTWAIT) {
                 Ok(()) => {
                     self.held = None;
