@@ -17,10 +17,9 @@ use orders::{decode_decision, Decision, Reason};
 use crate::cli::{CoreSpec, ReplayArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{
-    check_endpoint, check_ring_and_batch, check_security, check_segment_size, CheckpointSettings,
-    EgressTarget, JournalSettings, Problems, RiskSettings, RiskTarget, SecurityKeys,
-    SecuritySettings, ServiceConfig, StageSettings, CHECKPOINT_EVERY_MS_DEFAULT,
-    CHECKPOINT_EVERY_RECORDS_DEFAULT,
+    check_endpoint, check_security, check_segment_size, CheckpointSettings, EgressTarget,
+    JournalSettings, Problems, RiskSettings, RiskTarget, SecurityKeys, SecuritySettings,
+    ServiceConfig, StageSettings, CHECKPOINT_EVERY_MS_DEFAULT, CHECKPOINT_EVERY_RECORDS_DEFAULT,
 };
 use crate::idle::IdleKind;
 use crate::latency::write_hgrm;
@@ -892,13 +891,6 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             sndhwm: a.out_hwm,
         }
     };
-    check_ring_and_batch(
-        &mut p,
-        "--ring-capacity",
-        a.ring_capacity,
-        "--max-batch",
-        a.max_batch,
-    );
     let idle = match parse_per_stage::<IdleKind>(&a.idle, IdleKind::Backoff) {
         Ok(v) => v,
         Err(e) => {
@@ -916,7 +908,15 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             }
         },
     };
-    crate::config::check_cores(&mut p, "--pin ", &cores);
+    let stages = StageSettings {
+        ring_capacity: a.ring_capacity,
+        max_batch: a.max_batch,
+        idle,
+        cores,
+        lock_memory: a.lock_memory,
+        threading: a.threading,
+    };
+    crate::config::check_stages(&mut p, &crate::config::STAGE_FLAG_KEYS, &stages, false);
     let format = a.format.map(orders::files::Format::from);
     let symbol = match a.symbol.as_deref().map(orders::Symbol::new) {
         None => None,
@@ -954,14 +954,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             json_pub_endpoint: None,
         },
         egress,
-        stages: StageSettings {
-            ring_capacity: a.ring_capacity,
-            max_batch: a.max_batch,
-            idle,
-            cores,
-            lock_memory: a.lock_memory,
-            threading: a.threading,
-        },
+        stages,
         format,
         symbol,
         security,

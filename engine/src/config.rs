@@ -545,6 +545,86 @@ pub fn check_cores(p: &mut Problems, key_prefix: &str, cores: &PerStage<Option<u
     }
 }
 
+/// Where one source of settings (engine.toml, or the replay flags) names each stage setting,
+/// so that a problem names the key the user wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct StageKeys {
+    /// Ring capacity.
+    pub ring_capacity: &'static str,
+    /// Batch bound.
+    pub max_batch: &'static str,
+    /// A stage's core: `core_prefix` + stage name + `core_suffix`.
+    pub core_prefix: &'static str,
+    /// See `core_prefix`.
+    pub core_suffix: &'static str,
+    /// The threading mode.
+    pub threading: &'static str,
+}
+
+/// The keys of engine.toml.
+pub const STAGE_TOML_KEYS: StageKeys = StageKeys {
+    ring_capacity: "pipeline.ring_capacity",
+    max_batch: "pipeline.max_batch",
+    core_prefix: "stages.",
+    core_suffix: ".core",
+    threading: "pipeline.threading",
+};
+
+/// The flags of `engine replay`.
+pub const STAGE_FLAG_KEYS: StageKeys = StageKeys {
+    ring_capacity: "--ring-capacity",
+    max_batch: "--max-batch",
+    core_prefix: "--pin ",
+    core_suffix: "",
+    threading: "--threading",
+};
+
+/// The one validator of the stage settings, whichever source they were parsed from (both
+/// commands call it on the same typed [`StageSettings`]): the bounds, and the rules between
+/// fields. `pull_ingress`: the PULL ingress (`engine run`), which only receives when ring A
+/// can hold a whole frame, so a smaller ring would never read (the service would stall with
+/// no error).
+pub fn check_stages(p: &mut Problems, keys: &StageKeys, s: &StageSettings, pull_ingress: bool) {
+    check_ring_and_batch(
+        p,
+        keys.ring_capacity,
+        s.ring_capacity,
+        keys.max_batch,
+        s.max_batch,
+    );
+    if pull_ingress && s.ring_capacity < INGRESS_FRAME_ORDERS_MAX {
+        p.add(
+            keys.ring_capacity,
+            format!(
+                "{} cannot hold one full ingress frame ({INGRESS_FRAME_ORDERS_MAX} orders)",
+                s.ring_capacity
+            ),
+        );
+    }
+    let mut core_problems = Problems::default();
+    check_cores(&mut core_problems, keys.core_prefix, &s.cores);
+    for cp in core_problems.0 {
+        p.add(format!("{}{}", cp.key, keys.core_suffix), cp.message);
+    }
+    if s.threading == ThreadingKind::Shared {
+        let distinct: Vec<usize> = StageId::ALL
+            .into_iter()
+            .filter_map(|st| *s.cores.get(st))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if distinct.len() > 1 {
+            p.add(
+                keys.threading,
+                format!(
+                    "shared runs the four stages on one thread, which is pinned to one core; \
+                     the stages name cores {distinct:?}"
+                ),
+            );
+        }
+    }
+}
+
 /// Parses an idle strategy name, recording a problem on failure.
 fn idle_kind(p: &mut Problems, key: &str, v: Option<&str>, default: IdleKind) -> IdleKind {
     match v.map(IdleKind::from_str) {
@@ -807,21 +887,6 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     if rp.max_batch.is_some_and(|v| v < 0) {
         p.add("pipeline.max_batch", "must be positive");
     }
-    check_ring_and_batch(
-        &mut p,
-        "pipeline.ring_capacity",
-        ring_capacity,
-        "pipeline.max_batch",
-        max_batch,
-    );
-    if ring_capacity < INGRESS_FRAME_ORDERS_MAX {
-        p.add(
-            "pipeline.ring_capacity",
-            format!(
-                "{ring_capacity} cannot hold one full ingress frame ({INGRESS_FRAME_ORDERS_MAX} orders)"
-            ),
-        );
-    }
     let default_idle = idle_kind(
         &mut p,
         "pipeline.idle",
@@ -859,11 +924,15 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             }
         }
     }
-    let mut core_problems = Problems::default();
-    check_cores(&mut core_problems, "stages.", &cores);
-    for cp in core_problems.0 {
-        p.add(format!("{}.core", cp.key), cp.message);
-    }
+    let stages = StageSettings {
+        ring_capacity,
+        max_batch,
+        idle,
+        cores,
+        lock_memory: rp.lock_memory.unwrap_or(false),
+        threading,
+    };
+    check_stages(&mut p, &STAGE_TOML_KEYS, &stages, true);
 
     // [metrics]
     let metrics_bind = raw.metrics.and_then(|m| m.bind);
@@ -914,14 +983,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             json_pub_endpoint: rj.json_pub_endpoint,
         },
         egress,
-        stages: StageSettings {
-            ring_capacity,
-            max_batch,
-            idle,
-            cores,
-            lock_memory: rp.lock_memory.unwrap_or(false),
-            threading,
-        },
+        stages,
         metrics_bind,
         security,
     })
@@ -1173,5 +1235,65 @@ mod tests {
         );
         assert_eq!(c.ingress.rcvhwm, INGRESS_RCVHWM_MESSAGES_DEFAULT);
         assert_eq!(c.journal.segment_size_bytes, SEGMENT_SIZE_BYTES_DEFAULT);
+    }
+
+    /// Issue 13 item 10: one validator for both sources. The same typed settings give the same
+    /// problems from engine.toml and from the replay flags, each named by its own key; the
+    /// ring-holds-a-frame rule applies where a PULL ingress reads.
+    #[test]
+    fn one_validator_for_toml_and_flags_with_cross_field_rules() {
+        let bad = StageSettings {
+            ring_capacity: 512,
+            max_batch: 600,
+            cores: PerStage {
+                ingress: Some(0),
+                risk: None,
+                journal: Some(1),
+                egress: None,
+            },
+            threading: ThreadingKind::Shared,
+            ..StageSettings::default()
+        };
+        let run = |keys: &StageKeys, pull: bool| {
+            let mut p = Problems::default();
+            check_stages(&mut p, keys, &bad, pull);
+            p.0
+        };
+        let toml = run(&STAGE_TOML_KEYS, true);
+        let flags = run(&STAGE_FLAG_KEYS, false);
+        let find = |ps: &[ConfigProblem], key: &str, needle: &str| {
+            ps.iter()
+                .any(|p| p.key == key && p.message.contains(needle))
+        };
+        assert!(
+            find(
+                &toml,
+                "pipeline.max_batch",
+                "larger than the ring capacity 512"
+            ),
+            "{toml:?}"
+        );
+        assert!(
+            find(&flags, "--max-batch", "larger than the ring capacity 512"),
+            "{flags:?}"
+        );
+        assert!(
+            find(&toml, "pipeline.ring_capacity", "one full ingress frame"),
+            "{toml:?}"
+        );
+        assert!(
+            !flags.iter().any(|p| p.message.contains("ingress frame")),
+            "a replay has no PULL ingress: {flags:?}"
+        );
+        assert!(
+            find(&toml, "pipeline.threading", "cores [0, 1]"),
+            "{toml:?}"
+        );
+        assert!(find(&flags, "--threading", "cores [0, 1]"), "{flags:?}");
+        // Through the parsers: a TOML whose ring cannot hold a frame is refused by key.
+        let ks = keys("[pipeline]\nring_capacity = 512\nmax_batch = 16\n");
+        assert!(ks.contains(&"pipeline.ring_capacity".to_owned()), "{ks:?}");
+        let ks = keys("[pipeline]\nthreading = \"shared\"\n[stages.ingress]\ncore = 0\n[stages.egress]\ncore = 1\n");
+        assert!(ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
     }
 }
