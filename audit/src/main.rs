@@ -195,7 +195,8 @@ struct AppendTestArgs {
     /// Vary the payload length between 0 and --payload-bytes, by sequence number.
     #[arg(long)]
     vary: bool,
-    /// Durability policy: none, always, interval, interval:RECORDS:MS.
+    /// Durability policy: none, batch, always, interval, interval:RECORDS:MS (`batch`: each
+    /// record is a batch of one, synced before it is reported).
     #[arg(long, default_value = "none")]
     durability: String,
     /// Segment size in bytes.
@@ -751,6 +752,9 @@ fn cmd_append_test(a: AppendTestArgs) -> anyhow::Result<ExitCode> {
         let appended = w
             .append(7, seq, &payload)
             .with_context(|| format!("appending seq {seq}"))?;
+        // Each record is a batch of one (`batch`: synced here; other policies: no-op).
+        w.commit()
+            .with_context(|| format!("committing seq {seq}"))?;
         // Reported only once `append` returned: the parent checks every reported seq survives.
         writeln!(out, "{}", appended.seq).context("writing to stdout")?;
     }

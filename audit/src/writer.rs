@@ -43,6 +43,7 @@ const NS_PER_MS: u64 = 1_000_000;
 /// |---|---|---|
 /// | `none` | yes: the mapped pages are in the page cache | only what the kernel had written back |
 /// | `interval` | yes | everything up to the last group commit (≤ N records or T ms old) |
+/// | `batch` | yes | every record up to the last [`Writer::commit`] (the caller's batch) |
 /// | `always` | yes | every record whose `append` returned |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -58,6 +59,11 @@ pub enum Durability {
         /// Age of the oldest unsynced record that triggers a sync (ms, ≥ 1).
         ms: u64,
     },
+    /// Group commit at the caller's batch boundary: nothing is synced in `append`; one msync
+    /// of every record appended since the last one happens in [`Writer::commit`], which the
+    /// caller runs after the last append of a batch and before acting on it. Segment creation
+    /// is made durable as under `interval` and `always`.
+    Batch,
     /// msync the pages of each record before `append` returns.
     Always,
 }
@@ -65,7 +71,7 @@ pub enum Durability {
 impl FromStr for Durability {
     type Err = JournalError;
 
-    /// `none`, `always`, `interval` (defaults), or `interval:RECORDS:MS`.
+    /// `none`, `batch`, `always`, `interval` (defaults), or `interval:RECORDS:MS`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |detail: String| JournalError::Config {
             what: "durability",
@@ -74,6 +80,7 @@ impl FromStr for Durability {
         match s.trim() {
             "none" => Ok(Durability::None),
             "always" => Ok(Durability::Always),
+            "batch" => Ok(Durability::Batch),
             "interval" => Ok(Durability::Interval {
                 records: SYNC_INTERVAL_RECORDS_DEFAULT,
                 ms: SYNC_INTERVAL_MS_DEFAULT,
@@ -81,7 +88,7 @@ impl FromStr for Durability {
             other => {
                 let rest = other.strip_prefix("interval:").ok_or_else(|| {
                     bad(format!(
-                        "{other:?}: expected none, always, interval or interval:RECORDS:MS"
+                        "{other:?}: expected none, batch, always, interval or interval:RECORDS:MS"
                     ))
                 })?;
                 let (r, m) = rest
@@ -106,6 +113,7 @@ impl fmt::Display for Durability {
         match self {
             Durability::None => f.write_str("none"),
             Durability::Always => f.write_str("always"),
+            Durability::Batch => f.write_str("batch"),
             Durability::Interval { records, ms } => write!(f, "interval:{records}:{ms}"),
         }
     }
@@ -247,6 +255,8 @@ pub struct Writer {
     /// An error from work done after a record was already appended (a checkpoint), reported
     /// by the next `maintain`/`sync`.
     deferred: Option<JournalError>,
+    /// `msync` calls made on appended records (for metrics and tests).
+    msyncs: u64,
     lock: Flock<File>,
 }
 
@@ -374,6 +384,7 @@ impl Writer {
             spare_started: false,
             pending_sync,
             deferred: None,
+            msyncs: 0,
             lock,
         };
         Ok((writer, recovery))
@@ -450,13 +461,14 @@ impl Writer {
         }
 
         match self.durability {
-            Durability::None => {}
+            Durability::None | Durability::Batch => {}
             Durability::Always => {
                 let r = seg.map.flush_range(off, record_len);
                 if let Err(e) = r {
                     return Err(self.poison_io("msync", e));
                 }
                 seg.synced_off = seg.write_off;
+                self.msyncs += 1;
             }
             Durability::Interval { records, ms } => {
                 self.unsynced_records += 1;
@@ -511,6 +523,23 @@ impl Writer {
     /// The segment file being appended to.
     pub fn current_segment(&self) -> Option<&Path> {
         self.seg.as_ref().map(|s| s.path.as_path())
+    }
+
+    /// End of a batch of appends, before the caller acts on them (the group commit of
+    /// [`Durability::Batch`]): under `batch`, one `msync` of every record appended since the
+    /// last one, so that they are on stable storage when this returns; a no-op under the other
+    /// policies. A failed msync poisons the writer (see [`Writer::sync`]).
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        if self.durability == Durability::Batch {
+            self.sync_range()?;
+        }
+        Ok(())
+    }
+
+    /// `msync` calls this writer made on appended records so far (group commits, per-record
+    /// syncs under `always`, syncs before a checkpoint or a roll-over).
+    pub fn msync_count(&self) -> u64 {
+        self.msyncs
     }
 
     /// msyncs every record written so far, whatever the policy; also reports a deferred
@@ -644,6 +673,7 @@ impl Writer {
             }
             let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
             seg.synced_off = seg.write_off;
+            self.msyncs += 1;
         }
         self.unsynced_records = 0;
         self.first_unsynced_ts_ns = None;
@@ -1193,10 +1223,40 @@ mod tests {
         assert!(w.pending_sync.is_empty());
     }
 
+    /// `batch`: appends never msync; `commit` msyncs once what the batch appended (and nothing
+    /// when nothing is new); the other policies ignore `commit`.
+    #[test]
+    fn batch_durability_syncs_once_per_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = |durability| WriterOptions {
+            segment_size_bytes: 1 << 20,
+            durability,
+            checkpoint: None,
+        };
+        let (mut w, _) = Writer::open(&tmp.path().join("b"), opts(Durability::Batch)).unwrap();
+        for batch in 1..=3u64 {
+            for i in 0..10 {
+                w.append(1, i, &[5u8; 80]).unwrap();
+            }
+            assert!(w.unsynced_bytes() > 0, "append does not sync under batch");
+            assert_eq!(w.msync_count(), batch - 1);
+            w.commit().unwrap();
+            assert_eq!(w.unsynced_bytes(), 0);
+            assert_eq!(w.msync_count(), batch, "one msync per batch");
+        }
+        w.commit().unwrap();
+        assert_eq!(w.msync_count(), 3, "an empty batch syncs nothing");
+        let (mut w, _) = Writer::open(&tmp.path().join("n"), opts(Durability::None)).unwrap();
+        w.append(1, 1, &[5u8; 80]).unwrap();
+        w.commit().unwrap();
+        assert_eq!((w.msync_count(), w.unsynced_bytes() > 0), (0, true));
+    }
+
     #[test]
     fn durability_round_trips_through_text() {
         for d in [
             Durability::None,
+            Durability::Batch,
             Durability::Always,
             Durability::Interval { records: 3, ms: 9 },
         ] {

@@ -94,8 +94,10 @@ pub struct ReplayArgs {
     #[arg(long, default_value = crate::config::JOURNAL_DIR_DEFAULT, value_name = "DIR")]
     pub journal: PathBuf,
 
-    /// Journal durability: `none` (page cache; survives a process crash), `interval`,
+    /// Journal durability: `none` (page cache; survives a process crash), `batch` (one msync
+    /// per batch, before its orders go downstream: survives a power loss), `interval`,
     /// `interval:RECORDS:MS` (msync every N records or T ms) or `always` (msync per record).
+    /// docs/reliability.md has what each survives.
     #[arg(long, default_value = "none", value_name = "POLICY")]
     pub durability: String,
 

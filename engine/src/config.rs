@@ -966,6 +966,14 @@ mod tests {
     }
 
     #[test]
+    fn durability_batch_parses() {
+        let text =
+            "[ingress]\nbind = \"tcp://127.0.0.1:5555\"\n[journal]\ndurability = \"batch\"\n";
+        let c = ServiceConfig::from_toml_str(text, "t").unwrap();
+        assert_eq!(c.journal.durability, audit::Durability::Batch);
+    }
+
+    #[test]
     fn full_config_parses() {
         let text = r#"
             [ingress]

@@ -103,6 +103,7 @@ fn value() -> impl Strategy<Value = String> {
         "shared",
         "none",
         "always",
+        "batch",
         "interval",
         "interval:10:5",
         "interval:0:5",

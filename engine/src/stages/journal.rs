@@ -1,13 +1,14 @@
 //! The journal stage: the single writer of the audit log (Titanic: persist, then act).
 //!
 //! Per batch: for each decided order, encode the decision into a stack buffer, append it to
-//! the hash-chained journal, and publish the record; then flush the publisher, then hand the
+//! the hash-chained journal, and publish the record; then commit the batch (under
+//! `--durability batch`, one msync: group commit) and flush the publisher, then hand the
 //! accepted orders to egress, then record the latency of the rejected ones (their journey
 //! ends here). An accepted order therefore never reaches egress before its record is in the
-//! mapped file. A journal error (disk full, I/O error) is fatal: the orders whose records are
-//! already appended are still handed on (they are persisted), nothing after the failing
-//! record is decided, and the stage returns the error so that the pipeline stops intake and
-//! the process exits non-zero.
+//! mapped file (and, under `batch`, on stable storage). A journal error (disk full, I/O error)
+//! is fatal: the orders whose records are already appended are still handed on (they are
+//! persisted) unless the commit failed, nothing after the failing record is decided, and the
+//! stage returns the error so that the pipeline stops intake and the process exits non-zero.
 
 use std::sync::Arc;
 
@@ -24,7 +25,10 @@ use crate::stages::{Decided, Outbound, Stage, StageError, Step};
 pub trait DecisionLog: Send {
     /// Appends one decision record and publishes it; returns its sequence number.
     fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError>;
-    /// End of a batch: send what the publisher buffered.
+    /// End of a batch, after its last append and before any of its orders is handed on:
+    /// the group commit of `--durability batch` (one msync), then send what the publisher
+    /// buffered. An error means the batch's records may not be durable: none of its orders is
+    /// handed on.
     fn end_batch(&mut self) -> Result<(), StageError>;
     /// Periodic work when due (interval msync, time-based checkpoint).
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError>;
@@ -130,6 +134,12 @@ impl DecisionLog for AuditLog {
 
     #[inline]
     fn end_batch(&mut self) -> Result<(), StageError> {
+        // Group commit (`batch`; a no-op under the other policies): the batch's records are on
+        // stable storage before egress sees any of its orders, and before the live feed.
+        self.writer.commit().map_err(|e| StageError::Journal {
+            input_seq: 0,
+            message: format!("msync at the end of a batch: {}", chain(&e)),
+        })?;
         if let Some(p) = &mut self.publisher {
             if let Err(e) = p.flush() {
                 let seq = self.writer.next_seq().saturating_sub(1);
@@ -313,10 +323,13 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 });
             }
         }
-        // Publish what was appended (even on failure: those records exist).
+        // Commit (msync under `batch`) and publish what was appended (even on failure: those
+        // records exist); only then hand the accepted orders on.
         let flushed = self.log.end_batch();
         let t_end = self.clock.now_ns();
-        let handed = if self.out.is_abandoned() {
+        let handed = if self.out.is_abandoned() || flushed.is_err() {
+            // Egress gone, or the records may not be durable: nothing moves on. The orders are
+            // journaled; the next start re-sends the accepted ones (redelivery).
             self.accepted.clear();
             Ok(())
         } else {
@@ -624,6 +637,139 @@ mod tests {
         assert!(matches!(e, StageError::Invariant(_)), "{e}");
         assert!(e.to_string().contains("input_seq 7"), "{e}");
         assert_eq!(accepted.len(), 3, "nothing dropped");
+    }
+
+    /// A decision log over a real journal that, at each end of batch, notes what egress had
+    /// been handed so far, then commits, then notes the writer's msync count and what is left
+    /// unsynced.
+    struct CommitProbe {
+        inner: AuditLog,
+        egress: Arc<std::sync::Mutex<rtrb::Consumer<Outbound>>>,
+        /// Per end of batch: (orders on the egress ring before the commit, msyncs after it,
+        /// bytes unsynced after it).
+        seen: Vec<(usize, u64, u64)>,
+    }
+
+    impl DecisionLog for CommitProbe {
+        fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError> {
+            self.inner.append(ts_ns, payload)
+        }
+        fn end_batch(&mut self) -> Result<(), StageError> {
+            let handed = self.egress.lock().unwrap().slots();
+            self.inner.end_batch()?;
+            let w = &self.inner.writer;
+            self.seen
+                .push((handed, w.msync_count(), w.unsynced_bytes()));
+            Ok(())
+        }
+        fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
+            self.inner.maintain(now_ns)
+        }
+    }
+
+    /// Issue 13 item 6: under `--durability batch` the journal stage msyncs exactly once per
+    /// batch, after the batch's last append and before any of its orders reaches egress; the
+    /// orders are handed on after it, and nothing is left unsynced.
+    #[test]
+    fn batch_durability_msyncs_once_per_batch_before_hand_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = audit::Writer::open(
+            &dir.path().join("j"),
+            audit::WriterOptions {
+                segment_size_bytes: 1 << 20,
+                durability: audit::Durability::Batch,
+                checkpoint: None,
+            },
+        )
+        .unwrap();
+        let (mut ip, ic) = RingBuffer::new(64);
+        let (op, oc) = RingBuffer::new(64);
+        let egress = Arc::new(std::sync::Mutex::new(oc));
+        let log = CommitProbe {
+            inner: AuditLog::new(writer, None),
+            egress: Arc::clone(&egress),
+            seen: Vec::new(),
+        };
+        let mut s = JournalStage::new(
+            log,
+            ic,
+            op,
+            8,
+            Clock::new(),
+            Arc::new(Metrics::default()),
+            Recorder::new(0, false),
+        );
+        let mut handed_total = 0;
+        for batch in 0..4u64 {
+            for i in batch * 8..batch * 8 + 8 {
+                ip.push(decided(i, reason_of(i))).unwrap();
+            }
+            assert_eq!(s.do_work().unwrap(), Step::Worked(8));
+            let mut egress = egress.lock().unwrap();
+            let accepted = (batch * 8..batch * 8 + 8)
+                .filter(|&i| reason_of(i).is_accepted())
+                .count();
+            assert_eq!(egress.slots(), accepted, "handed on after the commit");
+            while egress.pop().is_ok() {
+                handed_total += 1;
+            }
+        }
+        let (log, _) = {
+            drop(ip);
+            assert_eq!(s.do_work().unwrap(), Step::Done);
+            s.finish()
+        };
+        assert_eq!(
+            handed_total,
+            (0..32).filter(|&i| reason_of(i).is_accepted()).count()
+        );
+        assert_eq!(log.seen.len(), 4);
+        for (k, &(handed, msyncs, unsynced)) in log.seen.iter().enumerate() {
+            assert_eq!(handed, 0, "batch {k}: egress saw orders before the msync");
+            assert_eq!(msyncs, k as u64 + 1, "batch {k}: one msync per batch");
+            assert_eq!(unsynced, 0, "batch {k}: records left unsynced");
+        }
+    }
+
+    /// A log whose commit fails: the batch's records may not be durable, so none of its
+    /// orders is handed on, and the stage stops with the error.
+    #[test]
+    fn a_failed_commit_hands_nothing_on() {
+        struct FailingCommit(MemLog);
+        impl DecisionLog for FailingCommit {
+            fn append(&mut self, ts: u64, payload: &[u8]) -> Result<u64, StageError> {
+                self.0.append(ts, payload)
+            }
+            fn end_batch(&mut self) -> Result<(), StageError> {
+                Err(StageError::Journal {
+                    input_seq: 0,
+                    message: "msync: Input/output error".into(),
+                })
+            }
+            fn maintain(&mut self, _now: u64) -> Result<(), StageError> {
+                Ok(())
+            }
+        }
+        let (mut ip, ic) = RingBuffer::new(16);
+        let (op, mut oc) = RingBuffer::new(16);
+        let mut s = JournalStage::new(
+            FailingCommit(MemLog::default()),
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::new(Metrics::default()),
+            Recorder::new(0, false),
+        );
+        for i in 0..4 {
+            ip.push(decided(i, Reason::Accepted)).unwrap();
+        }
+        let e = s.do_work().unwrap_err();
+        assert!(e.to_string().contains("msync"), "{e}");
+        assert!(
+            oc.pop().is_err(),
+            "an order left before its batch was durable"
+        );
     }
 
     /// One decision per order, in order: a gap in input_seq stops the stage with an
