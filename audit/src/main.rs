@@ -353,6 +353,9 @@ fn verify_json(a: &VerifyArgs, r: &VerifyReport, secs: f64) -> serde_json::Value
         "checkpoint_torn_bytes": r.checkpoint_torn_bytes,
         "torn_tail_bytes": r.torn_tail_bytes,
         "expect_head_matched": r.expect_head_matched,
+        "snapshots": r.snapshots,
+        "snapshots_checked": r.snapshots_checked,
+        "snapshots_missing": r.snapshots_missing,
         "seconds": secs,
     })
 }
@@ -394,6 +397,12 @@ fn print_verify(
         println!(
             "             ({} bytes of a partial checkpoint entry at the end ignored)",
             r.checkpoint_torn_bytes
+        );
+    }
+    if r.snapshots > 0 {
+        println!(
+            "snapshots    {} records: {} files match them (length, SHA-256), {} pruned",
+            r.snapshots, r.snapshots_checked, r.snapshots_missing
         );
     }
     if r.torn_tail_bytes > 0 {

@@ -31,9 +31,10 @@ use crate::limits::{
 };
 use crate::mmap::{map_writable, Allocated};
 use crate::scan::{
-    empty_tail_segments, list_segments, segment_size_ok, SegmentFile, SegmentScan, Step, Walker,
+    empty_tail_segments, list_segments, scan_segment_visiting, segment_size_ok, RecordView,
+    SegmentFile, SegmentScan, Step, VisitError, Walker,
 };
-use crate::verify::{check_chain, scan_all};
+use crate::verify::{check_chain, scan_all, Chain};
 
 const NS_PER_MS: u64 = 1_000_000;
 
@@ -199,6 +200,26 @@ pub struct Recovery {
     /// Leftover `*.seg.tmp` files (interrupted segment creation) or empty, header-less last
     /// segments that were removed.
     pub removed_files: Vec<PathBuf>,
+    /// The first sequence number whose segment was read and verified record by record: 1 for
+    /// [`Writer::open`]; for [`Writer::open_tail`] the first record of the segment holding the
+    /// first record its visitor asked for (the segments before it had their headers checked
+    /// only).
+    pub verified_from_seq: u64,
+    /// Segment files read record by record.
+    pub segments_verified: usize,
+}
+
+/// What [`Writer::open_tail`] reads, and who sees it.
+pub trait TailVisitor {
+    /// Called once, before any record is read, with the first sequence number of the last
+    /// segment that holds records (the head is at or after `last_segment_first_seq - 1`):
+    /// returns the first sequence number the caller needs to see. The open reads and verifies
+    /// whole segments, from the one holding it to the end.
+    fn first_seq_needed(&mut self, last_segment_first_seq: u64) -> u64;
+
+    /// Each verified record from the start of that segment to the head, in order. An `Err`
+    /// refuses the open (nothing is changed).
+    fn visit(&mut self, record: RecordView<'_>) -> Result<(), VisitError>;
 }
 
 /// The result of one append.
@@ -280,6 +301,34 @@ impl Writer {
     /// A refused open leaves every journal file as it found it (it may create the empty
     /// `journal.lock` file, which holds no data).
     pub fn open(dir: &Path, opts: WriterOptions) -> Result<(Writer, Recovery), JournalError> {
+        Self::open_scoped(dir, opts, None)
+    }
+
+    /// Opens the journal in `dir` for append as [`Writer::open`] does, but reads only its
+    /// tail: every segment's header is checked (and the all-zero tail and leftovers as
+    /// before), and only the segments from the one holding `visitor.first_seq_needed(..)` to
+    /// the last are read, verified record by record (structure, hashes, the links between
+    /// them) and handed to `visitor` in one pass: restart time then depends on how far back
+    /// the caller needs to look (its newest snapshot, its redelivery window), not on the
+    /// journal's length. Damage in the segments before is not looked for: that is
+    /// `audit verify`'s job ([`crate::verify()`]).
+    ///
+    /// Everything else is as in [`Writer::open`]: a torn tail of the last segment is cut only
+    /// when the open succeeds, a refusal (damage in what is read, a visitor's `Err`, a
+    /// checkpoint past the end) changes nothing.
+    pub fn open_tail(
+        dir: &Path,
+        opts: WriterOptions,
+        visitor: &mut dyn TailVisitor,
+    ) -> Result<(Writer, Recovery), JournalError> {
+        Self::open_scoped(dir, opts, Some(visitor))
+    }
+
+    fn open_scoped(
+        dir: &Path,
+        opts: WriterOptions,
+        visitor: Option<&mut dyn TailVisitor>,
+    ) -> Result<(Writer, Recovery), JournalError> {
         validate_options(&opts)?;
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -291,7 +340,7 @@ impl Writer {
         let lock = lock_dir(dir)?;
         // Decide first, write after: everything up to `plan` only reads, so a refusal leaves
         // every byte of the journal as it was found.
-        let plan = plan_recovery(dir)?;
+        let plan = plan_recovery(dir, visitor)?;
         let mut recovery = Recovery {
             records: plan.records,
             next_seq: plan.next_seq,
@@ -300,6 +349,8 @@ impl Writer {
             truncated_from_seq: None,
             checkpoint_bytes_cut: 0,
             removed_files: Vec::new(),
+            verified_from_seq: plan.verified_from_seq,
+            segments_verified: plan.segments_verified,
         };
         let durable = opts.durability.syncs();
         // Map the last segment before changing anything (mapping changes no byte).
@@ -781,11 +832,19 @@ struct RecoveryPlan {
     empty_segments: Vec<PathBuf>,
     /// The newest checkpoint's sequence number (0 when none).
     newest_checkpoint_seq: u64,
+    /// See [`Recovery::verified_from_seq`].
+    verified_from_seq: u64,
+    /// See [`Recovery::segments_verified`].
+    segments_verified: usize,
 }
 
-/// Checks the journal in `dir` and decides what opening it for append does, reading only:
-/// `Err` is a refusal, and nothing has been changed.
-fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
+/// Checks the journal in `dir` (all of it, or with a `visitor` its tail, see
+/// [`Writer::open_tail`]) and decides what opening it for append does, reading only: `Err` is
+/// a refusal, and nothing has been changed.
+fn plan_recovery(
+    dir: &Path,
+    visitor: Option<&mut dyn TailVisitor>,
+) -> Result<RecoveryPlan, JournalError> {
     let listing = list_segments(dir)?;
     let n_live = listing.segments.len() - empty_tail_segments(&listing.segments)?;
     let live = &listing.segments[..n_live];
@@ -805,14 +864,41 @@ fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
             .map(|s| s.path.clone())
             .collect(),
         newest_checkpoint_seq: 0,
+        verified_from_seq: 1,
+        segments_verified: 0,
     };
     if let Some(seg) = live.last() {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let scans = scan_all(live, &[], threads, &|_| {});
-        // All but the last segment must end cleanly; the last may have a torn tail.
-        let summary = check_chain(scans, n_live - 1, false)?;
+        let summary = match visitor {
+            None => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let scans = scan_all(live, &[], threads, &|_| {});
+                plan.segments_verified = n_live;
+                // All but the last segment must end cleanly; the last may have a torn tail.
+                check_chain(scans, n_live - 1, false)?
+            }
+            Some(visitor) => {
+                let want = visitor.first_seq_needed(seg.first_seq).max(1);
+                let start = live
+                    .partition_point(|s| s.first_seq <= want)
+                    .saturating_sub(1);
+                // The segments before are not read: their headers are checked.
+                for (k, before) in live[..start].iter().enumerate() {
+                    Walker::open(before, Some(k as u64))?;
+                }
+                plan.verified_from_seq = live[start].first_seq;
+                plan.segments_verified = n_live - start;
+                let mut chain = Chain::new(start as u64, None);
+                let mut visit = |r: RecordView<'_>| visitor.visit(r);
+                for (k, s) in live.iter().enumerate().skip(start) {
+                    let scan = scan_segment_visiting(s, &[], &mut |_| {}, &mut visit)?;
+                    let is_last = k + 1 == n_live;
+                    chain.push(scan, !is_last, is_last, false)?;
+                }
+                chain.finish()?
+            }
+        };
         let last = summary.last_scan;
-        plan.records = summary.records;
+        plan.records = last.end.next_seq - 1;
         plan.next_seq = last.end.next_seq;
         plan.head_hash = last.end.prev_hash;
         plan.torn_bytes = match last.torn_tail_bytes() {
