@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::latency::Recorder;
 use crate::limits::JOURNAL_MAINTAIN_INTERVAL_NS;
 use crate::metrics::{bump, Metrics};
+use crate::snapshots::Snapshotter;
 use crate::stages::{Decided, Outbound, Stage, StageError, Step};
 
 /// Where decision records go: the audit journal (+ publisher), or a stand-in in tests.
@@ -55,6 +56,10 @@ pub struct AuditLog {
     pub unlogged_publish_failures: u64,
     /// See `unlogged_publish_failures`.
     pub next_publish_log_ns: u64,
+    /// The risk-state snapshot thread, whose snapshot records this log appends.
+    pub snapshots: Option<Snapshotter>,
+    /// Snapshot records appended.
+    pub snapshots_recorded: u64,
 }
 
 impl AuditLog {
@@ -66,7 +71,78 @@ impl AuditLog {
             publish_failures: 0,
             unlogged_publish_failures: 0,
             next_publish_log_ns: 0,
+            snapshots: None,
+            snapshots_recorded: 0,
         }
+    }
+
+    /// Appends the records of the snapshots the snapshot thread has made (between batches:
+    /// from `maintain`), publishes and commits them.
+    fn append_snapshot_records(&mut self, now_ns: u64) -> Result<(), audit::JournalError> {
+        let mut appended = false;
+        while let Some(rec) = self.snapshots.as_ref().and_then(|s| s.try_recv()) {
+            self.append_snapshot_record(now_ns, &rec)?;
+            appended = true;
+        }
+        if appended {
+            self.writer.commit()?;
+            if let Some(p) = &mut self.publisher {
+                if let Err(e) = p.flush() {
+                    let seq = self.writer.next_seq().saturating_sub(1);
+                    self.publish_failed(seq, now_ns, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append_snapshot_record(
+        &mut self,
+        now_ns: u64,
+        rec: &audit::SnapshotRecord,
+    ) -> Result<(), audit::JournalError> {
+        let payload = rec.encode();
+        let a = self.writer.append(audit::KIND_SNAPSHOT, now_ns, &payload)?;
+        if let Some(p) = &mut self.publisher {
+            if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_SNAPSHOT, now_ns, &payload) {
+                self.publish_failed(a.seq, now_ns, &e);
+            }
+        }
+        if let Some(s) = &self.snapshots {
+            s.recorded(rec.covered_seq);
+        }
+        self.snapshots_recorded += 1;
+        Ok(())
+    }
+
+    /// End of the run: stops the snapshot thread — with a last snapshot of the head when
+    /// `final_snapshot` (a clean stop; enough decisions since the last one) — and appends
+    /// the records of the snapshots it made since the journal stage last looked. Returns the
+    /// snapshot files written by this run and why snapshots stopped early, if they did (not
+    /// an error of the run: restart then replays more); `Err` when a record could not be
+    /// appended (the journal failed).
+    pub fn close_snapshots(
+        &mut self,
+        final_snapshot: bool,
+        now_ns: u64,
+    ) -> Result<(u64, Option<String>), String> {
+        let Some(s) = self.snapshots.take() else {
+            return Ok((0, None));
+        };
+        let done = s.stop(final_snapshot);
+        if final_snapshot {
+            for rec in &done.pending {
+                self.append_snapshot_record(now_ns, rec)
+                    .map_err(|e| format!("appending a snapshot record: {}", chain(&e)))?;
+            }
+            if let Some(p) = &mut self.publisher {
+                let _ = p.flush();
+            }
+            if let Some(newest) = done.pending.last() {
+                crate::snapshots::prune(self.writer.dir(), newest.covered_seq);
+            }
+        }
+        Ok((done.written, done.error))
     }
 
     /// Cold path: counts a failed live-feed send and logs at most once per interval.
@@ -157,7 +233,9 @@ impl DecisionLog for AuditLog {
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
         self.writer
             .maintain(now_ns)
-            .map_err(|e| StageError::JournalMaintenance(chain(&e)))
+            .map_err(|e| StageError::JournalMaintenance(chain(&e)))?;
+        self.append_snapshot_records(now_ns)
+            .map_err(|e| StageError::JournalMaintenance(format!("snapshot record: {}", chain(&e))))
     }
 }
 
