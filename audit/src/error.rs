@@ -121,6 +121,19 @@ pub enum DamageKind {
     },
     /// `--expect-head SEQ:HASH`: the hash at SEQ differs.
     ExpectedHeadHash,
+    /// A snapshot record that covers a sequence number at or after its own.
+    SnapshotRecord {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The snapshot file a snapshot record names differs from it (length or SHA-256), or
+    /// cannot be checked (too large).
+    SnapshotFile {
+        /// The sequence number of the record naming it.
+        record_seq: u64,
+        /// What differs.
+        detail: String,
+    },
 }
 
 impl fmt::Display for DamageKind {
@@ -229,6 +242,11 @@ impl fmt::Display for DamageKind {
             ),
             DamageKind::ExpectedHeadHash => f.write_str(
                 "hash at the expected head's sequence differs: log rewritten or replaced",
+            ),
+            DamageKind::SnapshotRecord { detail } => write!(f, "bad snapshot record: {detail}"),
+            DamageKind::SnapshotFile { record_seq, detail } => write!(
+                f,
+                "snapshot file differs from its record (seq {record_seq}): {detail}"
             ),
         }
     }
@@ -397,6 +415,16 @@ pub enum JournalError {
     /// roll-over); reopen the journal.
     #[error("writer is unusable after an earlier failure; reopen the journal")]
     Poisoned,
+    /// The caller's visitor of [`crate::Writer::open_tail`] refused a record: the open
+    /// refuses too (and changes nothing).
+    #[error("recovery stopped at journal record {seq}: {source}")]
+    Visit {
+        /// The record.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: crate::scan::VisitError,
+    },
 }
 
 impl JournalError {

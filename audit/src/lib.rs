@@ -27,6 +27,7 @@ pub mod reader;
 mod scan;
 pub mod security;
 pub mod serve;
+pub mod snapshot;
 pub mod tail;
 pub mod verify;
 pub mod wire;
@@ -40,12 +41,15 @@ pub use error::{Damage, DamageKind, JournalError};
 pub use format::{chain_hash, CheckpointEntry, GENESIS_HASH, HASH_LEN_BYTES};
 pub use publish::{kind_name, record_json, Publisher, PublisherStats};
 pub use reader::{Position, Reader, Record, Records};
-pub use scan::SegmentFile;
+pub use scan::{RecordView, SegmentFile, VisitError};
 pub use security::zap_handler_running;
 pub use serve::{serve, serve_secure, GapFill, ServeStats};
+pub use snapshot::{SnapshotProblem, SnapshotRecord};
 pub use tail::{tail, TailOptions, TailRecord, TailStats};
 pub use verify::{journal_bytes, verify, VerifyOptions, VerifyReport};
-pub use writer::{Appended, CheckpointPolicy, Durability, Recovery, Writer, WriterOptions};
+pub use writer::{
+    Appended, CheckpointPolicy, Durability, Recovery, TailVisitor, Writer, WriterOptions,
+};
 
 /// Record kind of an engine decision: the payload is an [`orders::Decision`] encoded with
 /// [`orders::encode_decision`] (80 bytes).
@@ -53,6 +57,9 @@ pub const KIND_DECISION: u16 = 1;
 /// Record kind of a bare order event: the payload is an [`orders::Order`] encoded with
 /// [`orders::encode_order`] (48 bytes).
 pub const KIND_ORDER: u16 = 2;
+/// Record kind of a snapshot: the payload is a [`snapshot::SnapshotRecord`] (48 bytes) naming
+/// a snapshot file of the journal directory and its SHA-256.
+pub const KIND_SNAPSHOT: u16 = 3;
 
 /// Parses a hex SHA-256 hash (64 hex characters).
 pub fn parse_hash(text: &str) -> Result<[u8; HASH_LEN_BYTES], JournalError> {

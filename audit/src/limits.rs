@@ -64,6 +64,10 @@ pub const TORN_TAIL_WINDOW_BYTES: u64 = RECORD_LEN_BYTES_MAX as u64;
 pub const READ_CHUNK_BYTES: usize = MIB as usize;
 const _: () = assert!(READ_CHUNK_BYTES >= 2 * RECORD_LEN_BYTES_MAX as usize);
 
+/// Largest snapshot file read back (`audit verify`, recovery): a risk state of millions of
+/// open orders is well below it.
+pub const SNAPSHOT_FILE_BYTES_MAX: u64 = 1024 * MIB;
+
 /// Zero-fill block used when `fallocate` is not supported by the file system.
 pub const ZERO_FILL_CHUNK_BYTES: usize = MIB as usize;
 

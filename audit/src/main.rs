@@ -195,7 +195,8 @@ struct AppendTestArgs {
     /// Vary the payload length between 0 and --payload-bytes, by sequence number.
     #[arg(long)]
     vary: bool,
-    /// Durability policy: none, always, interval, interval:RECORDS:MS.
+    /// Durability policy: none, batch, always, interval, interval:RECORDS:MS (`batch`: each
+    /// record is a batch of one, synced before it is reported).
     #[arg(long, default_value = "none")]
     durability: String,
     /// Segment size in bytes.
@@ -352,6 +353,9 @@ fn verify_json(a: &VerifyArgs, r: &VerifyReport, secs: f64) -> serde_json::Value
         "checkpoint_torn_bytes": r.checkpoint_torn_bytes,
         "torn_tail_bytes": r.torn_tail_bytes,
         "expect_head_matched": r.expect_head_matched,
+        "snapshots": r.snapshots,
+        "snapshots_checked": r.snapshots_checked,
+        "snapshots_missing": r.snapshots_missing,
         "seconds": secs,
     })
 }
@@ -393,6 +397,12 @@ fn print_verify(
         println!(
             "             ({} bytes of a partial checkpoint entry at the end ignored)",
             r.checkpoint_torn_bytes
+        );
+    }
+    if r.snapshots > 0 {
+        println!(
+            "snapshots    {} records: {} files match them (length, SHA-256), {} pruned",
+            r.snapshots, r.snapshots_checked, r.snapshots_missing
         );
     }
     if r.torn_tail_bytes > 0 {
@@ -756,6 +766,9 @@ fn cmd_append_test(a: AppendTestArgs) -> anyhow::Result<ExitCode> {
         let appended = w
             .append(7, seq, &payload)
             .with_context(|| format!("appending seq {seq}"))?;
+        // Each record is a batch of one (`batch`: synced here; other policies: no-op).
+        w.commit()
+            .with_context(|| format!("committing seq {seq}"))?;
         // Reported only once `append` returned: the parent checks every reported seq survives.
         writeln!(out, "{}", appended.seq).context("writing to stdout")?;
     }

@@ -22,8 +22,9 @@ use crate::limits::{
     PUB_SNDHWM_MESSAGES_DEFAULT,
 };
 use crate::security::bind_server;
+use crate::snapshot::{snapshot_file_name, SnapshotRecord};
 use crate::wire::{entry_len, push_entry, write_pub_header, PUB_BATCH_HEADER_LEN_BYTES};
-use crate::{KIND_DECISION, KIND_ORDER};
+use crate::{KIND_DECISION, KIND_ORDER, KIND_SNAPSHOT};
 
 /// Counters of a publisher.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -244,6 +245,7 @@ pub fn kind_name(kind: u16) -> String {
     match kind {
         KIND_DECISION => "decision".into(),
         KIND_ORDER => "order".into(),
+        KIND_SNAPSHOT => "snapshot".into(),
         k => format!("kind-{k}"),
     }
 }
@@ -286,7 +288,8 @@ fn decision_fields(d: &Decision, m: &mut Map<String, Value>) {
 
 /// One record as a JSON object: `seq`, `hash` (hex), `kind`, `kind_name`, `ts_ns`, and for
 /// decisions `order_id`, the order's fields, `verdict` (`accepted`/`rejected`) and `reason`;
-/// for orders the order's fields; for other kinds (or undecodable payloads) `payload_hex`.
+/// for orders the order's fields; for snapshots `covered_seq`, `file`, `file_len`, `sha256`;
+/// for other kinds (or undecodable payloads) `payload_hex`.
 pub fn record_json(
     seq: u64,
     hash: &[u8; HASH_LEN_BYTES],
@@ -307,6 +310,16 @@ pub fn record_json(
         KIND_ORDER if payload.len() == orders::ORDER_LEN_BYTES => decode_order(payload)
             .map(|o| order_fields(&o, &mut m))
             .map_err(|e| e.to_string()),
+        KIND_SNAPSHOT => match SnapshotRecord::decode(payload) {
+            Some(r) => {
+                m.insert("covered_seq".into(), json!(r.covered_seq));
+                m.insert("file".into(), json!(snapshot_file_name(r.covered_seq)));
+                m.insert("file_len".into(), json!(r.file_len));
+                m.insert("sha256".into(), json!(hex::encode(r.sha256)));
+                Ok(())
+            }
+            None => Err(String::new()),
+        },
         _ => Err(String::new()),
     };
     if let Err(e) = decoded {

@@ -452,6 +452,17 @@ pub(crate) struct SegmentScan {
     pub torn_extent: u64,
     /// Hashes of the wanted sequence numbers found in this segment.
     pub found: Vec<(u64, [u8; HASH_LEN_BYTES])>,
+    /// Snapshot records of this segment (kind 3 with a snapshot record's payload).
+    pub snapshots: Vec<SnapshotAt>,
+}
+
+/// A snapshot record found by a scan.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotAt {
+    pub file: PathBuf,
+    pub off: u64,
+    pub seq: u64,
+    pub payload: Vec<u8>,
 }
 
 impl SegmentScan {
@@ -495,16 +506,66 @@ pub(crate) fn scan_segment(
     wanted: &[u64],
     progress: &mut dyn FnMut(u64),
 ) -> Result<SegmentScan, JournalError> {
+    scan_segment_visiting(seg, wanted, progress, &mut |_| Ok(()))
+}
+
+/// A record as [`Visit`] sees it (recovery's one pass over the tail, `Writer::open_tail`).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// Timestamp given to `append`.
+    pub ts_ns: u64,
+    /// Kind given to `append`.
+    pub kind: u16,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// Chain hash (verified).
+    pub hash: [u8; HASH_LEN_BYTES],
+}
+
+/// What a visitor of the records says when it cannot go on (the open then refuses).
+pub type VisitError = Box<dyn std::error::Error + Send + Sync>;
+
+/// [`scan_segment`], handing each valid record to `visit` in order (an `Err` stops the scan
+/// with [`JournalError::Visit`]).
+pub(crate) fn scan_segment_visiting(
+    seg: &SegmentFile,
+    wanted: &[u64],
+    progress: &mut dyn FnMut(u64),
+    visit: &mut dyn FnMut(RecordView<'_>) -> Result<(), VisitError>,
+) -> Result<SegmentScan, JournalError> {
     let mut w = Walker::open(seg, None)?;
     let mut records = 0u64;
     let mut first_ts_ns = None;
     let mut last_ts_ns = None;
     let mut found = Vec::new();
+    let mut snapshots = Vec::new();
     let mut wanted_idx = wanted.partition_point(|&s| s < seg.first_seq);
     let mut since_progress = SEGMENT_HEADER_LEN_BYTES as u64;
     let invalid = loop {
+        let off = w.pos().off;
         match w.step()? {
             Step::Record(r) => {
+                let seq = r.header.seq;
+                visit(RecordView {
+                    seq,
+                    ts_ns: r.header.ts_ns,
+                    kind: r.header.kind,
+                    payload: r.payload,
+                    hash: r.hash,
+                })
+                .map_err(|source| JournalError::Visit { seq, source })?;
+                if r.header.kind == crate::KIND_SNAPSHOT
+                    && crate::snapshot::SnapshotRecord::decode(r.payload).is_some()
+                {
+                    snapshots.push(SnapshotAt {
+                        file: seg.path.clone(),
+                        off,
+                        seq,
+                        payload: r.payload.to_vec(),
+                    });
+                }
                 records += 1;
                 if first_ts_ns.is_none() {
                     first_ts_ns = Some(r.header.ts_ns);
@@ -551,6 +612,7 @@ pub(crate) fn scan_segment(
         nonzero_end,
         torn_extent,
         found,
+        snapshots,
     })
 }
 

@@ -16,7 +16,10 @@ use crate::error::{DamageKind, JournalError};
 use crate::format::{
     GENESIS_HASH, HASH_LEN_BYTES, SH_FIRST_SEQ_OFFSET, SH_PREV_HASH_OFFSET, SH_SEGMENT_INDEX_OFFSET,
 };
-use crate::scan::{empty_tail_segments, list_segments, scan_segment, SegmentFile, SegmentScan};
+use crate::scan::{
+    empty_tail_segments, list_segments, scan_segment, SegmentFile, SegmentScan, SnapshotAt,
+};
+use crate::snapshot::{hash_snapshot_file, SnapshotProblem, SnapshotRecord};
 
 /// What to check besides the chain.
 #[derive(Default)]
@@ -80,6 +83,12 @@ pub struct VerifyReport {
     pub torn_tail_bytes: u64,
     /// Whether `expect_head` was given and matched.
     pub expect_head_matched: bool,
+    /// Snapshot records (kind 3 with a snapshot record's payload) in the journal.
+    pub snapshots: usize,
+    /// Of those, records whose snapshot file is present and was checked (length, SHA-256).
+    pub snapshots_checked: usize,
+    /// Of those, records whose file is gone (older snapshots are pruned: not damage).
+    pub snapshots_missing: usize,
 }
 
 /// Sum of the sizes of the journal's segment files (for a progress bar).
@@ -176,6 +185,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, Jour
             DamageKind::NoCheckpoint,
         ));
     }
+    let (snapshots_checked, snapshots_missing) = check_snapshots(dir, &summary.snapshots)?;
     let mut expect_head_matched = false;
     if let Some((seq, hash)) = opts.expect_head {
         let path = &summary.last_scan.path;
@@ -221,7 +231,64 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, Jour
             0
         },
         expect_head_matched,
+        snapshots: summary.snapshots.len(),
+        snapshots_checked,
+        snapshots_missing,
     })
+}
+
+/// Checks every snapshot record: its payload is a snapshot record covering a sequence number
+/// before its own, and the file it names, when present, has the length and SHA-256 it says.
+/// Returns (files checked, files missing).
+fn check_snapshots(dir: &Path, snapshots: &[SnapshotAt]) -> Result<(usize, usize), JournalError> {
+    let (mut checked, mut missing) = (0, 0);
+    for s in snapshots {
+        let bad_record = |detail: String| {
+            JournalError::damaged(
+                &s.file,
+                s.off,
+                Some(s.seq),
+                DamageKind::SnapshotRecord { detail },
+            )
+        };
+        // The scan keeps only payloads that decode (other kind-3 payloads are opaque).
+        let Some(r) = SnapshotRecord::decode(&s.payload) else {
+            continue;
+        };
+        if r.covered_seq >= s.seq {
+            return Err(bad_record(format!(
+                "it covers sequence {}, not before its own",
+                r.covered_seq
+            )));
+        }
+        let path = r.path(dir);
+        let file_damage = |detail: String| {
+            JournalError::damaged(
+                &path,
+                0,
+                Some(s.seq),
+                DamageKind::SnapshotFile {
+                    record_seq: s.seq,
+                    detail,
+                },
+            )
+        };
+        match hash_snapshot_file(&path) {
+            Ok((len, sha)) if len == r.file_len && sha == r.sha256 => checked += 1,
+            Ok((len, sha)) => {
+                return Err(file_damage(format!(
+                    "{len} bytes, SHA-256 {}; the record says {} bytes, SHA-256 {}",
+                    hex::encode(sha),
+                    r.file_len,
+                    hex::encode(r.sha256)
+                )))
+            }
+            Err(SnapshotProblem::Missing { .. }) => missing += 1,
+            Err(SnapshotProblem::Io(e)) => return Err(e),
+            Err(other) => return Err(file_damage(other.to_string())),
+        }
+    }
+    Ok((checked, missing))
 }
 
 /// Checks the checkpoints in file order against a journal whose last record is `last_seq`
@@ -312,6 +379,7 @@ pub(crate) struct ChainSummary {
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: Option<u64>,
     pub found: Vec<(u64, [u8; HASH_LEN_BYTES])>,
+    pub snapshots: Vec<SnapshotAt>,
     pub last_scan: SegmentScan,
 }
 
@@ -327,24 +395,66 @@ pub(crate) fn check_chain(
     tolerate_torn_tail: bool,
 ) -> Result<ChainSummary, JournalError> {
     let n = scans.len();
-    let mut records = 0;
-    let mut bytes = 0;
-    let mut first_ts_ns = None;
-    let mut last_ts_ns = None;
-    let mut found = Vec::new();
-    let mut prev: Option<SegmentScan> = None;
+    let mut chain = Chain::new(0, None);
     for (k, scan) in scans.into_iter().enumerate() {
-        let scan = scan?;
+        chain.push(scan?, k < clean_upto, k + 1 == n, tolerate_torn_tail)?;
+    }
+    chain.finish()
+}
+
+/// The link checks of [`check_chain`], one segment at a time, from any segment: a chain that
+/// starts at segment `first_index > 0` takes that segment's header (`first_seq`, `prev_hash`)
+/// as given (the segments before it are not read: recovery's tail-only open).
+#[derive(Debug)]
+pub(crate) struct Chain {
+    next_index: u64,
+    /// What the next segment must start with; `None` before the first one of a chain that
+    /// starts mid-journal (trusted from its header).
+    expect: Option<(u64, [u8; HASH_LEN_BYTES])>,
+    records: u64,
+    bytes: u64,
+    first_ts_ns: Option<u64>,
+    last_ts_ns: Option<u64>,
+    found: Vec<(u64, [u8; HASH_LEN_BYTES])>,
+    snapshots: Vec<SnapshotAt>,
+    last_scan: Option<SegmentScan>,
+}
+
+impl Chain {
+    /// A chain starting at segment `first_index`: from record 1 and GENESIS when it is 0,
+    /// else from what that segment's header says (or `start`, when given).
+    pub(crate) fn new(first_index: u64, start: Option<(u64, [u8; HASH_LEN_BYTES])>) -> Chain {
+        Chain {
+            next_index: first_index,
+            expect: start.or((first_index == 0).then_some((1, GENESIS_HASH))),
+            records: 0,
+            bytes: 0,
+            first_ts_ns: None,
+            last_ts_ns: None,
+            found: Vec::new(),
+            snapshots: Vec::new(),
+            last_scan: None,
+        }
+    }
+
+    /// Checks the next segment's links (and, with `must_end_clean`, its end: only zeros after
+    /// the last record, or, for the last segment with `tolerate_torn_tail`, a torn tail).
+    pub(crate) fn push(
+        &mut self,
+        scan: SegmentScan,
+        must_end_clean: bool,
+        is_last: bool,
+        tolerate_torn_tail: bool,
+    ) -> Result<(), JournalError> {
+        let k = self.next_index;
         let h = &scan.header;
-        let (expect_seq, expect_hash) = match &prev {
-            None => (1, GENESIS_HASH),
-            Some(p) => (p.end.next_seq, p.end.prev_hash),
-        };
+        let first = self.last_scan.is_none();
+        let (expect_seq, expect_hash) = self.expect.unwrap_or((h.first_seq, h.prev_hash));
         let damaged = |offset: usize, what| {
             JournalError::damaged(&scan.path, offset as u64, Some(expect_seq), what)
         };
         if h.first_seq != expect_seq {
-            let what = if prev.is_none() {
+            let what = if first && k == 0 {
                 DamageKind::MissingStart {
                     first_seq: h.first_seq,
                 }
@@ -356,53 +466,60 @@ pub(crate) fn check_chain(
             };
             return Err(damaged(SH_FIRST_SEQ_OFFSET, what));
         }
-        if h.segment_index != k as u64 {
+        if h.segment_index != k {
             return Err(damaged(
                 SH_SEGMENT_INDEX_OFFSET,
                 DamageKind::HeaderField {
                     field: "segment_index",
                     found: h.segment_index,
-                    expected: k as u64,
+                    expected: k,
                 },
             ));
         }
         if h.prev_hash != expect_hash {
             return Err(damaged(SH_PREV_HASH_OFFSET, DamageKind::Link));
         }
-        let is_last = k + 1 == n;
         let tolerated = is_last
             && tolerate_torn_tail
             && scan.invalid.is_none()
             && scan.torn_tail_bytes().is_some();
-        if k < clean_upto && !tolerated {
+        if must_end_clean && !tolerated {
             if let Some(e) = scan.trailing_damage(is_last) {
                 return Err(e);
             }
         }
-        records += scan.records;
-        bytes += scan.file_len;
-        if first_ts_ns.is_none() {
-            first_ts_ns = scan.first_ts_ns;
+        self.records += scan.records;
+        self.bytes += scan.file_len;
+        if self.first_ts_ns.is_none() {
+            self.first_ts_ns = scan.first_ts_ns;
         }
         if scan.last_ts_ns.is_some() {
-            last_ts_ns = scan.last_ts_ns;
+            self.last_ts_ns = scan.last_ts_ns;
         }
-        found.extend_from_slice(&scan.found);
-        prev = Some(scan);
+        self.found.extend_from_slice(&scan.found);
+        self.snapshots.extend(scan.snapshots.iter().cloned());
+        self.expect = Some((scan.end.next_seq, scan.end.prev_hash));
+        self.next_index = k + 1;
+        self.last_scan = Some(scan);
+        Ok(())
     }
-    let last_scan = prev.ok_or_else(|| {
-        JournalError::io(
-            "verify",
-            Path::new("."),
-            std::io::Error::other("no segment to verify"),
-        )
-    })?;
-    Ok(ChainSummary {
-        records,
-        bytes,
-        first_ts_ns,
-        last_ts_ns,
-        found,
-        last_scan,
-    })
+
+    pub(crate) fn finish(self) -> Result<ChainSummary, JournalError> {
+        let last_scan = self.last_scan.ok_or_else(|| {
+            JournalError::io(
+                "verify",
+                Path::new("."),
+                std::io::Error::other("no segment to verify"),
+            )
+        })?;
+        Ok(ChainSummary {
+            records: self.records,
+            bytes: self.bytes,
+            first_ts_ns: self.first_ts_ns,
+            last_ts_ns: self.last_ts_ns,
+            found: self.found,
+            snapshots: self.snapshots,
+            last_scan,
+        })
+    }
 }

@@ -31,9 +31,10 @@ use crate::limits::{
 };
 use crate::mmap::{map_writable, Allocated};
 use crate::scan::{
-    empty_tail_segments, list_segments, segment_size_ok, SegmentFile, SegmentScan, Step, Walker,
+    empty_tail_segments, list_segments, scan_segment_visiting, segment_size_ok, RecordView,
+    SegmentFile, SegmentScan, Step, VisitError, Walker,
 };
-use crate::verify::{check_chain, scan_all};
+use crate::verify::{check_chain, scan_all, Chain};
 
 const NS_PER_MS: u64 = 1_000_000;
 
@@ -43,6 +44,7 @@ const NS_PER_MS: u64 = 1_000_000;
 /// |---|---|---|
 /// | `none` | yes: the mapped pages are in the page cache | only what the kernel had written back |
 /// | `interval` | yes | everything up to the last group commit (≤ N records or T ms old) |
+/// | `batch` | yes | every record up to the last [`Writer::commit`] (the caller's batch) |
 /// | `always` | yes | every record whose `append` returned |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -58,6 +60,11 @@ pub enum Durability {
         /// Age of the oldest unsynced record that triggers a sync (ms, ≥ 1).
         ms: u64,
     },
+    /// Group commit at the caller's batch boundary: nothing is synced in `append`; one msync
+    /// of every record appended since the last one happens in [`Writer::commit`], which the
+    /// caller runs after the last append of a batch and before acting on it. Segment creation
+    /// is made durable as under `interval` and `always`.
+    Batch,
     /// msync the pages of each record before `append` returns.
     Always,
 }
@@ -65,7 +72,7 @@ pub enum Durability {
 impl FromStr for Durability {
     type Err = JournalError;
 
-    /// `none`, `always`, `interval` (defaults), or `interval:RECORDS:MS`.
+    /// `none`, `batch`, `always`, `interval` (defaults), or `interval:RECORDS:MS`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = |detail: String| JournalError::Config {
             what: "durability",
@@ -74,6 +81,7 @@ impl FromStr for Durability {
         match s.trim() {
             "none" => Ok(Durability::None),
             "always" => Ok(Durability::Always),
+            "batch" => Ok(Durability::Batch),
             "interval" => Ok(Durability::Interval {
                 records: SYNC_INTERVAL_RECORDS_DEFAULT,
                 ms: SYNC_INTERVAL_MS_DEFAULT,
@@ -81,7 +89,7 @@ impl FromStr for Durability {
             other => {
                 let rest = other.strip_prefix("interval:").ok_or_else(|| {
                     bad(format!(
-                        "{other:?}: expected none, always, interval or interval:RECORDS:MS"
+                        "{other:?}: expected none, batch, always, interval or interval:RECORDS:MS"
                     ))
                 })?;
                 let (r, m) = rest
@@ -106,6 +114,7 @@ impl fmt::Display for Durability {
         match self {
             Durability::None => f.write_str("none"),
             Durability::Always => f.write_str("always"),
+            Durability::Batch => f.write_str("batch"),
             Durability::Interval { records, ms } => write!(f, "interval:{records}:{ms}"),
         }
     }
@@ -191,6 +200,26 @@ pub struct Recovery {
     /// Leftover `*.seg.tmp` files (interrupted segment creation) or empty, header-less last
     /// segments that were removed.
     pub removed_files: Vec<PathBuf>,
+    /// The first sequence number whose segment was read and verified record by record: 1 for
+    /// [`Writer::open`]; for [`Writer::open_tail`] the first record of the segment holding the
+    /// first record its visitor asked for (the segments before it had their headers checked
+    /// only).
+    pub verified_from_seq: u64,
+    /// Segment files read record by record.
+    pub segments_verified: usize,
+}
+
+/// What [`Writer::open_tail`] reads, and who sees it.
+pub trait TailVisitor {
+    /// Called once, before any record is read, with the first sequence number of the last
+    /// segment that holds records (the head is at or after `last_segment_first_seq - 1`):
+    /// returns the first sequence number the caller needs to see. The open reads and verifies
+    /// whole segments, from the one holding it to the end.
+    fn first_seq_needed(&mut self, last_segment_first_seq: u64) -> u64;
+
+    /// Each verified record from the start of that segment to the head, in order. An `Err`
+    /// refuses the open (nothing is changed).
+    fn visit(&mut self, record: RecordView<'_>) -> Result<(), VisitError>;
 }
 
 /// The result of one append.
@@ -247,6 +276,8 @@ pub struct Writer {
     /// An error from work done after a record was already appended (a checkpoint), reported
     /// by the next `maintain`/`sync`.
     deferred: Option<JournalError>,
+    /// `msync` calls made on appended records (for metrics and tests).
+    msyncs: u64,
     lock: Flock<File>,
 }
 
@@ -270,6 +301,34 @@ impl Writer {
     /// A refused open leaves every journal file as it found it (it may create the empty
     /// `journal.lock` file, which holds no data).
     pub fn open(dir: &Path, opts: WriterOptions) -> Result<(Writer, Recovery), JournalError> {
+        Self::open_scoped(dir, opts, None)
+    }
+
+    /// Opens the journal in `dir` for append as [`Writer::open`] does, but reads only its
+    /// tail: every segment's header is checked (and the all-zero tail and leftovers as
+    /// before), and only the segments from the one holding `visitor.first_seq_needed(..)` to
+    /// the last are read, verified record by record (structure, hashes, the links between
+    /// them) and handed to `visitor` in one pass: restart time then depends on how far back
+    /// the caller needs to look (its newest snapshot, its redelivery window), not on the
+    /// journal's length. Damage in the segments before is not looked for: that is
+    /// `audit verify`'s job ([`crate::verify()`]).
+    ///
+    /// Everything else is as in [`Writer::open`]: a torn tail of the last segment is cut only
+    /// when the open succeeds, a refusal (damage in what is read, a visitor's `Err`, a
+    /// checkpoint past the end) changes nothing.
+    pub fn open_tail(
+        dir: &Path,
+        opts: WriterOptions,
+        visitor: &mut dyn TailVisitor,
+    ) -> Result<(Writer, Recovery), JournalError> {
+        Self::open_scoped(dir, opts, Some(visitor))
+    }
+
+    fn open_scoped(
+        dir: &Path,
+        opts: WriterOptions,
+        visitor: Option<&mut dyn TailVisitor>,
+    ) -> Result<(Writer, Recovery), JournalError> {
         validate_options(&opts)?;
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -281,7 +340,7 @@ impl Writer {
         let lock = lock_dir(dir)?;
         // Decide first, write after: everything up to `plan` only reads, so a refusal leaves
         // every byte of the journal as it was found.
-        let plan = plan_recovery(dir)?;
+        let plan = plan_recovery(dir, visitor)?;
         let mut recovery = Recovery {
             records: plan.records,
             next_seq: plan.next_seq,
@@ -290,6 +349,8 @@ impl Writer {
             truncated_from_seq: None,
             checkpoint_bytes_cut: 0,
             removed_files: Vec::new(),
+            verified_from_seq: plan.verified_from_seq,
+            segments_verified: plan.segments_verified,
         };
         let durable = opts.durability.syncs();
         // Map the last segment before changing anything (mapping changes no byte).
@@ -374,6 +435,7 @@ impl Writer {
             spare_started: false,
             pending_sync,
             deferred: None,
+            msyncs: 0,
             lock,
         };
         Ok((writer, recovery))
@@ -450,13 +512,14 @@ impl Writer {
         }
 
         match self.durability {
-            Durability::None => {}
+            Durability::None | Durability::Batch => {}
             Durability::Always => {
                 let r = seg.map.flush_range(off, record_len);
                 if let Err(e) = r {
                     return Err(self.poison_io("msync", e));
                 }
                 seg.synced_off = seg.write_off;
+                self.msyncs += 1;
             }
             Durability::Interval { records, ms } => {
                 self.unsynced_records += 1;
@@ -511,6 +574,23 @@ impl Writer {
     /// The segment file being appended to.
     pub fn current_segment(&self) -> Option<&Path> {
         self.seg.as_ref().map(|s| s.path.as_path())
+    }
+
+    /// End of a batch of appends, before the caller acts on them (the group commit of
+    /// [`Durability::Batch`]): under `batch`, one `msync` of every record appended since the
+    /// last one, so that they are on stable storage when this returns; a no-op under the other
+    /// policies. A failed msync poisons the writer (see [`Writer::sync`]).
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        if self.durability == Durability::Batch {
+            self.sync_range()?;
+        }
+        Ok(())
+    }
+
+    /// `msync` calls this writer made on appended records so far (group commits, per-record
+    /// syncs under `always`, syncs before a checkpoint or a roll-over).
+    pub fn msync_count(&self) -> u64 {
+        self.msyncs
     }
 
     /// msyncs every record written so far, whatever the policy; also reports a deferred
@@ -644,6 +724,7 @@ impl Writer {
             }
             let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
             seg.synced_off = seg.write_off;
+            self.msyncs += 1;
         }
         self.unsynced_records = 0;
         self.first_unsynced_ts_ns = None;
@@ -751,11 +832,19 @@ struct RecoveryPlan {
     empty_segments: Vec<PathBuf>,
     /// The newest checkpoint's sequence number (0 when none).
     newest_checkpoint_seq: u64,
+    /// See [`Recovery::verified_from_seq`].
+    verified_from_seq: u64,
+    /// See [`Recovery::segments_verified`].
+    segments_verified: usize,
 }
 
-/// Checks the journal in `dir` and decides what opening it for append does, reading only:
-/// `Err` is a refusal, and nothing has been changed.
-fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
+/// Checks the journal in `dir` (all of it, or with a `visitor` its tail, see
+/// [`Writer::open_tail`]) and decides what opening it for append does, reading only: `Err` is
+/// a refusal, and nothing has been changed.
+fn plan_recovery(
+    dir: &Path,
+    visitor: Option<&mut dyn TailVisitor>,
+) -> Result<RecoveryPlan, JournalError> {
     let listing = list_segments(dir)?;
     let n_live = listing.segments.len() - empty_tail_segments(&listing.segments)?;
     let live = &listing.segments[..n_live];
@@ -775,14 +864,41 @@ fn plan_recovery(dir: &Path) -> Result<RecoveryPlan, JournalError> {
             .map(|s| s.path.clone())
             .collect(),
         newest_checkpoint_seq: 0,
+        verified_from_seq: 1,
+        segments_verified: 0,
     };
     if let Some(seg) = live.last() {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let scans = scan_all(live, &[], threads, &|_| {});
-        // All but the last segment must end cleanly; the last may have a torn tail.
-        let summary = check_chain(scans, n_live - 1, false)?;
+        let summary = match visitor {
+            None => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let scans = scan_all(live, &[], threads, &|_| {});
+                plan.segments_verified = n_live;
+                // All but the last segment must end cleanly; the last may have a torn tail.
+                check_chain(scans, n_live - 1, false)?
+            }
+            Some(visitor) => {
+                let want = visitor.first_seq_needed(seg.first_seq).max(1);
+                let start = live
+                    .partition_point(|s| s.first_seq <= want)
+                    .saturating_sub(1);
+                // The segments before are not read: their headers are checked.
+                for (k, before) in live[..start].iter().enumerate() {
+                    Walker::open(before, Some(k as u64))?;
+                }
+                plan.verified_from_seq = live[start].first_seq;
+                plan.segments_verified = n_live - start;
+                let mut chain = Chain::new(start as u64, None);
+                let mut visit = |r: RecordView<'_>| visitor.visit(r);
+                for (k, s) in live.iter().enumerate().skip(start) {
+                    let scan = scan_segment_visiting(s, &[], &mut |_| {}, &mut visit)?;
+                    let is_last = k + 1 == n_live;
+                    chain.push(scan, !is_last, is_last, false)?;
+                }
+                chain.finish()?
+            }
+        };
         let last = summary.last_scan;
-        plan.records = summary.records;
+        plan.records = last.end.next_seq - 1;
         plan.next_seq = last.end.next_seq;
         plan.head_hash = last.end.prev_hash;
         plan.torn_bytes = match last.torn_tail_bytes() {
@@ -1193,10 +1309,40 @@ mod tests {
         assert!(w.pending_sync.is_empty());
     }
 
+    /// `batch`: appends never msync; `commit` msyncs once what the batch appended (and nothing
+    /// when nothing is new); the other policies ignore `commit`.
+    #[test]
+    fn batch_durability_syncs_once_per_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = |durability| WriterOptions {
+            segment_size_bytes: 1 << 20,
+            durability,
+            checkpoint: None,
+        };
+        let (mut w, _) = Writer::open(&tmp.path().join("b"), opts(Durability::Batch)).unwrap();
+        for batch in 1..=3u64 {
+            for i in 0..10 {
+                w.append(1, i, &[5u8; 80]).unwrap();
+            }
+            assert!(w.unsynced_bytes() > 0, "append does not sync under batch");
+            assert_eq!(w.msync_count(), batch - 1);
+            w.commit().unwrap();
+            assert_eq!(w.unsynced_bytes(), 0);
+            assert_eq!(w.msync_count(), batch, "one msync per batch");
+        }
+        w.commit().unwrap();
+        assert_eq!(w.msync_count(), 3, "an empty batch syncs nothing");
+        let (mut w, _) = Writer::open(&tmp.path().join("n"), opts(Durability::None)).unwrap();
+        w.append(1, 1, &[5u8; 80]).unwrap();
+        w.commit().unwrap();
+        assert_eq!((w.msync_count(), w.unsynced_bytes() > 0), (0, true));
+    }
+
     #[test]
     fn durability_round_trips_through_text() {
         for d in [
             Durability::None,
+            Durability::Batch,
             Durability::Always,
             Durability::Interval { records: 3, ms: 9 },
         ] {

@@ -497,3 +497,183 @@ fn flip(path: &Path, off: usize) {
     b[0] ^= 0x20;
     f.write_all_at(&b, off as u64).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The tail-only open (`Writer::open_tail`): one pass over what recovery needs
+// ---------------------------------------------------------------------------------------------
+
+/// A visitor that asks for records from `from` (or from the last segment minus `back`) and
+/// keeps what it sees.
+struct Keep {
+    from: Option<u64>,
+    back: u64,
+    seen: Vec<(u64, u16, Vec<u8>, [u8; 32])>,
+    asked_with: Option<u64>,
+    fail_at: Option<u64>,
+}
+
+impl Keep {
+    fn from(from: u64) -> Keep {
+        Keep {
+            from: Some(from),
+            back: 0,
+            seen: Vec::new(),
+            asked_with: None,
+            fail_at: None,
+        }
+    }
+}
+
+impl audit::TailVisitor for Keep {
+    fn first_seq_needed(&mut self, last_segment_first_seq: u64) -> u64 {
+        self.asked_with = Some(last_segment_first_seq);
+        self.from
+            .unwrap_or(last_segment_first_seq.saturating_sub(self.back))
+    }
+    fn visit(&mut self, r: audit::RecordView<'_>) -> Result<(), audit::VisitError> {
+        if self.fail_at == Some(r.seq) {
+            return Err(format!("record {} does not decode", r.seq).into());
+        }
+        self.seen.push((r.seq, r.kind, r.payload.to_vec(), r.hash));
+        Ok(())
+    }
+}
+
+/// The tail-only open reads the segments from the one holding the first record asked for
+/// to the end, hands every record of them to the visitor in order, and finds the same head
+/// as the full open; the segments before are not read, so damage there does not stop it
+/// (`audit verify` finds it).
+#[test]
+fn the_tail_open_reads_from_the_segment_asked_for_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let written = write_journal(&base, 300, 100, 4096);
+    let spans = spans(&base);
+    let segs = common::segments(&base);
+    assert!(segs.len() >= 8, "{}", segs.len());
+    let (_, full) = Writer::open(&copy(&base, tmp.path(), "full"), common::opts(4096)).unwrap();
+    for from in [1, 150, 299, 300, 301, 10_000] {
+        let dir = copy(&base, tmp.path(), &format!("from{from}"));
+        let mut v = Keep::from(from);
+        let (_, rec) = Writer::open_tail(&dir, common::opts(4096), &mut v).unwrap();
+        assert_eq!(
+            (rec.next_seq, rec.head_hash),
+            (full.next_seq, full.head_hash)
+        );
+        let last_first = spans
+            .iter()
+            .rfind(|s| s.file == *segs.last().unwrap())
+            .map(|s| s.seq);
+        assert_eq!(v.asked_with, last_first);
+        // Whole segments from the one holding `from` (the last one past the head).
+        let want = from.min(300);
+        let first = spans
+            .iter()
+            .filter(|s| s.seq <= want)
+            .rfind(|s| spans.iter().find(|t| t.file == s.file).unwrap().seq == s.seq)
+            .unwrap()
+            .seq;
+        assert_eq!(rec.verified_from_seq, first, "from {from}");
+        let expect: Vec<_> = written[first as usize - 1..]
+            .iter()
+            .map(|w| (w.seq, w.kind, w.payload.clone(), w.hash))
+            .collect();
+        assert_eq!(v.seen, expect, "from {from}");
+    }
+    // Damage before the tail: the tail open does not read it, the full open and verify do.
+    let dir = copy(&base, tmp.path(), "early-damage");
+    flip(
+        &dir.join(spans[5].file.file_name().unwrap()),
+        spans[5].start + 40,
+    );
+    let mut v = Keep::from(290);
+    let (w, rec) = Writer::open_tail(&dir, common::opts(4096), &mut v).unwrap();
+    assert_eq!(rec.next_seq, 301);
+    assert!(rec.segments_verified < segs.len() / 2, "{rec:?}");
+    drop(w);
+    let err = audit::verify(&dir, &VerifyOptions::default()).unwrap_err();
+    assert_eq!(err.damage().unwrap().seq, Some(spans[5].seq));
+    assert!(Writer::open(&dir, common::opts(4096)).is_err());
+}
+
+/// Segment headers are checked even where records are not read.
+#[test]
+fn the_tail_open_checks_every_segment_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_journal(&base, 300, 100, 4096);
+    let segs = common::segments(&base);
+    let dir = copy(&base, tmp.path(), "bad-header");
+    let early = dir.join(segs[2].file_name().unwrap());
+    flip(&early, 20); // segment_size, covered by the header hash
+    let before = checksums(&dir);
+    let err = Writer::open_tail(&dir, common::opts(4096), &mut Keep::from(290)).unwrap_err();
+    let d = err.damage().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(d.file, early);
+    assert_eq!(checksums(&dir), before, "a refusal changed files");
+}
+
+/// In what it reads, the tail open refuses as the full open does, and a refusal — damage,
+/// or the visitor's own `Err` — changes nothing (a torn tail is not cut); an open that
+/// succeeds cuts it.
+#[test]
+fn the_tail_open_refuses_damage_in_what_it_reads_and_then_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_journal(&base, 300, 100, 4096);
+    let spans = spans(&base);
+    let last = spans.last().unwrap().clone();
+    // A torn tail: the last record's length word zeroed.
+    let torn = copy(&base, tmp.path(), "torn");
+    zero(
+        &torn.join(last.file.file_name().unwrap()),
+        last.start,
+        last.start + 4,
+    );
+    // Damage inside the tail, before the last record.
+    let mid = spans[spans.len() - 3].clone();
+    let damaged = copy(&torn, tmp.path(), "damaged");
+    flip(&damaged.join(mid.file.file_name().unwrap()), mid.start + 40);
+    let before = checksums(&damaged);
+    let err = Writer::open_tail(&damaged, common::opts(4096), &mut Keep::from(280)).unwrap_err();
+    assert_eq!(err.damage().unwrap().seq, Some(mid.seq), "{err}");
+    assert_eq!(checksums(&damaged), before, "a refusal changed files");
+    // The visitor refuses a record: so does the open, and nothing changes.
+    let before = checksums(&torn);
+    let mut v = Keep::from(280);
+    v.fail_at = Some(290);
+    let err = Writer::open_tail(&torn, common::opts(4096), &mut v).unwrap_err();
+    assert!(matches!(err, JournalError::Visit { seq: 290, .. }), "{err}");
+    assert!(err.to_string().contains("does not decode"), "{err}");
+    assert_eq!(checksums(&torn), before, "a refusal changed files");
+    // Accepted: the torn tail is cut now, and the journal verifies.
+    let (_, rec) = Writer::open_tail(&torn, common::opts(4096), &mut Keep::from(280)).unwrap();
+    assert_eq!(rec.truncated_from_seq, Some(last.seq));
+    audit::verify(&torn, &VerifyOptions::default()).unwrap();
+}
+
+/// With checkpoints: a checkpoint past the end refuses the tail open too.
+#[test]
+fn the_tail_open_refuses_a_checkpoint_past_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = audit::generate_signing_key();
+    let base = tmp.path().join("base");
+    journal_with_leftovers(&base, &key);
+    let dir = copy(&base, tmp.path(), "cut");
+    let last = spans(&dir).last().unwrap().clone();
+    zero(&last.file, last.start, last.start + 4);
+    let before = checksums(&dir);
+    let err = Writer::open_tail(&dir, checkpointed(&key), &mut Keep::from(95)).unwrap_err();
+    assert_eq!(
+        err.damage().unwrap().what,
+        DamageKind::TailCut { last_seq: 99 },
+        "{err}"
+    );
+    assert_eq!(checksums(&dir), before);
+}
+
+fn copy(base: &Path, tmp: &Path, name: &str) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    copy_dir(base, &dir);
+    dir
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use orders::{decode_decision, Decision, Reason};
+use orders::{Decision, Reason};
 
 use crate::cli::{CoreSpec, ReplayArgs, RunArgs};
 use crate::clock::Clock;
@@ -44,12 +44,50 @@ struct OpenedJournal {
     last: Option<Decision>,
     /// Records in the journal when opened.
     records_before: u64,
+    /// The risk state rebuilt from the journal (inline and embedded risk).
+    checker: Option<risk::Checker>,
+    /// The accepted orders of the journal's tail to re-send downstream.
+    redelivery: Vec<crate::frames::EgressEntry>,
 }
 
+/// What recovery rebuilds besides the head: the inline or embedded checks' state (under their
+/// limits), and the redelivery window of a downstream.
+fn recovery_spec(
+    risk: &RiskSettings,
+    egress: &EgressTarget,
+    stages: &StageSettings,
+) -> anyhow::Result<crate::recovery::RecoverySpec> {
+    let limits = match &risk.target {
+        RiskTarget::Inline { limits_file } | RiskTarget::Embedded { limits_file } => {
+            Some(load_limits(limits_file.as_deref())?)
+        }
+        RiskTarget::Remote { .. } => None,
+    };
+    // The window from the egress socket's queue and buffer sizes (as configured: the socket
+    // gets exactly these); the previous run is assumed to have used sizes no larger.
+    let redelivery_window = match egress {
+        EgressTarget::None => 0,
+        EgressTarget::Push { sndhwm, .. } => crate::limits::redelivery_window_records(
+            stages.ring_capacity,
+            stages.max_batch,
+            usize::try_from((*sndhwm).max(EGRESS_SNDHWM_MESSAGES_DEFAULT)).unwrap_or(usize::MAX),
+            usize::try_from(EGRESS_SNDBUF_BYTES).unwrap_or(usize::MAX),
+        ),
+    };
+    Ok(crate::recovery::RecoverySpec {
+        limits,
+        redelivery_window,
+    })
+}
+
+/// Opens the journal and recovers from its tail in one pass ([`crate::recovery`]): the head
+/// (a torn tail cut), the newest decision, the risk state (newest snapshot + the decisions
+/// after it), the orders to re-send; starts the risk-state snapshot thread.
 fn open_journal(
     ctx: &zmq::Context,
     s: &JournalSettings,
     auth: &zauth::ServerAuth,
+    spec: &crate::recovery::RecoverySpec,
 ) -> anyhow::Result<OpenedJournal> {
     let checkpoint = match &s.checkpoint {
         None => None,
@@ -65,8 +103,9 @@ fn open_journal(
         durability: s.durability,
         checkpoint,
     };
-    let (writer, recovery) = audit::Writer::open(&s.dir, opts)
-        .with_context(|| format!("cannot open the journal in {}", s.dir.display()))?;
+    let started = std::time::Instant::now();
+    let r = crate::recovery::recover(&s.dir, opts, spec)?;
+    let recovery = r.recovery;
     if recovery.truncated_bytes > 0 {
         tracing::warn!(
             "journal {}: cut a torn tail of {} bytes (from seq {:?}) left by a crash",
@@ -75,7 +114,32 @@ fn open_journal(
             recovery.truncated_from_seq
         );
     }
-    let last = last_decision(&writer)?;
+    for w in &r.warnings {
+        eprintln!("engine: warning: {w}");
+    }
+    if r.records_before > 0 {
+        eprintln!(
+            "engine: recovered {} in {:.1} ms: {} records, segments from seq {} verified ({}              of them; `audit verify` checks the rest); risk state {}",
+            s.dir.display(),
+            started.elapsed().as_secs_f64() * 1e3,
+            r.records_before,
+            recovery.verified_from_seq,
+            recovery.segments_verified,
+            match &r.risk_source {
+                crate::recovery::RiskSource::None => "kept by the risk service".to_owned(),
+                crate::recovery::RiskSource::Fresh => "fresh".to_owned(),
+                crate::recovery::RiskSource::Snapshot { path, .. } => format!(
+                    "from snapshot {} + {} decisions after it",
+                    path.display(),
+                    r.decisions_replayed
+                ),
+                crate::recovery::RiskSource::FullReplay => format!(
+                    "replayed from the whole journal ({} decisions)",
+                    r.decisions_replayed
+                ),
+            }
+        );
+    }
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
@@ -83,36 +147,26 @@ fn open_journal(
                 .with_context(|| format!("cannot bind the audit publisher on {ep}"))?,
         ),
     };
-    let records_before = writer.next_seq().saturating_sub(1);
-    Ok(OpenedJournal {
-        log: AuditLog::new(writer, publisher),
-        recovery,
-        last,
-        records_before,
-    })
-}
-
-/// The newest decision in the journal: where a resume starts. A journal that cannot be read
-/// here is an error, never "no decision" (which would restart from input_seq 0 and decide
-/// every order a second time).
-fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Decision>> {
-    let dir = writer.dir();
-    let payload = writer.last_payload(audit::KIND_DECISION).with_context(|| {
-        format!(
-            "cannot read the newest decision record in {}: the resume point is unknown",
-            dir.display()
+    let mut log = AuditLog::new(r.writer, publisher);
+    if let (Some(checker), true) = (&r.checker, s.snapshots.enabled()) {
+        let snapshots = crate::snapshots::Snapshotter::spawn(
+            s.dir.clone(),
+            checker.clone(),
+            r.records_before,
+            s.snapshots,
+            s.durability != audit::Durability::None,
         )
-    })?;
-    payload
-        .map(|p| {
-            decode_decision(&p).with_context(|| {
-                format!(
-                    "the newest decision record in {} does not decode",
-                    dir.display()
-                )
-            })
-        })
-        .transpose()
+        .context("cannot start the risk-state snapshot thread")?;
+        log.snapshots = Some(snapshots);
+    }
+    Ok(OpenedJournal {
+        log,
+        recovery,
+        last: r.last,
+        records_before: r.records_before,
+        checker: r.checker,
+        redelivery: r.redelivery,
+    })
 }
 
 /// The built-in limits of the embedded risk service when no limits file is given: the
@@ -121,9 +175,10 @@ fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Decision>> {
 pub const BUILT_IN_LIMITS_TOML: &str = include_str!("../../examples/limits.toml");
 const BUILT_IN_LIMITS_ORIGIN: &str = "built-in default limits";
 
-/// `--fresh`: deletes the journal files in `dir` (segments, checkpoints, and the leftovers of a
-/// segment creation that a crash can leave: `spare.seg.tmp`, `<first_seq>.seg.tmp`, the names
-/// audit's own listing deletes on open), holding the journal's writer lock so that a live
+/// `--fresh`: deletes the journal files in `dir` (segments, checkpoints, risk-state snapshots
+/// `<seq>.snap` and `<seq>.snap.tmp`, and the leftovers of a segment creation that a crash can
+/// leave: `spare.seg.tmp`, `<first_seq>.seg.tmp`, the names audit's own listing deletes on
+/// open), holding the journal's writer lock so that a live
 /// writer is never pulled from under. Anything in `dir` that is not a journal file makes it
 /// refuse, deleting nothing.
 fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
@@ -143,6 +198,7 @@ fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
         }
         let journal_file = parse_segment_file_name(&name).is_some()
             || is_segment_tmp_file_name(&name)
+            || audit::snapshot::is_snapshot_file_name(&name)
             || name == CHECKPOINT_FILE_NAME;
         if !journal_file {
             bail!(
@@ -171,36 +227,35 @@ fn wipe_journal(dir: &Path) -> anyhow::Result<u64> {
     Ok(doomed.len() as u64)
 }
 
-/// Limits from `limits_file`, or the built-in ones, and a checker whose state is rebuilt from
-/// the decisions already in the journal `journal` (if any), so that a resumed run checks
-/// exactly as an uninterrupted one would.
+/// Limits from `limits_file`, or the built-in ones.
+fn load_limits(limits_file: Option<&Path>) -> anyhow::Result<risk::Limits> {
+    match limits_file {
+        Some(f) => {
+            risk::Limits::from_file(f).with_context(|| format!("bad risk limits {}", f.display()))
+        }
+        None => risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN)
+            .context("the built-in default risk limits do not validate"),
+    }
+}
+
+/// The checker recovery rebuilt from the journal (`journal`: its state is that of the
+/// decisions already journaled, so a resumed run checks exactly as an uninterrupted one
+/// would), or a fresh one under the limits from `limits_file` (or the built-in ones).
 fn recovered_checker(
     limits_file: Option<&Path>,
-    journal: Option<&Path>,
+    journal: Option<risk::Checker>,
 ) -> anyhow::Result<risk::Checker> {
-    let limits = match limits_file {
-        Some(f) => risk::Limits::from_file(f)
-            .with_context(|| format!("bad risk limits {}", f.display()))?,
-        None => risk::Limits::from_toml_str(BUILT_IN_LIMITS_TOML, BUILT_IN_LIMITS_ORIGIN)
-            .context("the built-in default risk limits do not validate")?,
-    };
-    let mut checker = risk::Checker::new(limits);
-    if let Some(dir) = journal {
-        let stats = risk::replay_journal(&mut checker, dir).with_context(|| {
-            format!(
-                "cannot rebuild risk state from the journal in {}",
-                dir.display()
-            )
-        })?;
-        if stats.skipped > 0 {
+    if let Some(checker) = journal {
+        if checker.replay_skipped() > 0 {
             tracing::warn!(
-                "risk state rebuilt from {} decisions; {} accepted ones did not fit and were skipped",
-                stats.decisions,
-                stats.skipped
+                "risk state rebuilt from the journal: {} accepted decisions did not fit and \
+                 were skipped",
+                checker.replay_skipped()
             );
         }
+        return Ok(checker);
     }
-    Ok(checker)
+    Ok(risk::Checker::new(load_limits(limits_file)?))
 }
 
 /// The risk gate and, for the embedded service, its server thread. The embedded service and
@@ -211,17 +266,18 @@ fn connect_risk(
     ctx: &zmq::Context,
     s: &RiskSettings,
     max_batch: usize,
+    checker: Option<risk::Checker>,
     journal: Option<&Path>,
     last: Option<&Decision>,
     client: &zauth::ClientAuth,
 ) -> anyhow::Result<(Gate, Option<risk::EmbeddedRisk>)> {
     match &s.target {
         RiskTarget::Inline { limits_file } => {
-            let checker = recovered_checker(limits_file.as_deref(), journal)?;
+            let checker = recovered_checker(limits_file.as_deref(), checker)?;
             Ok((Gate::Inline(Box::new(InlineRisk::new(checker))), None))
         }
         RiskTarget::Embedded { limits_file } => {
-            let checker = recovered_checker(limits_file.as_deref(), journal)?;
+            let checker = recovered_checker(limits_file.as_deref(), checker)?;
             let endpoint = format!("inproc://engine-risk-{}", std::process::id());
             let opts = risk::ServiceOptions {
                 max_batch_orders: max_batch,
@@ -458,25 +514,21 @@ enum Redelivery {
 /// egress sends it, so after `kill -9` the orders decided last may have been journaled but never
 /// sent (still in the egress ring, in ZeroMQ's queue, or in the kernel's socket buffer). On
 /// resume, before taking new input, the accepted orders of the journal's last `window` records
-/// ([`crate::limits::redelivery_window_records`]) are sent again. Some may arrive twice: the downstream tells them apart by
-/// `input_seq` (and order id), as `bench sink` does.
+/// ([`crate::limits::redelivery_window_records`]) are sent again: `tail`, collected by
+/// recovery's one pass over the journal ([`crate::recovery`]). Some may arrive twice: the
+/// downstream tells them apart by `input_seq` (and order id), as `bench sink` does.
 ///
 /// It waits for downstream as egress does ([`send_waiting`]: never blocking, polling
 /// [`crate::limits::EGRESS_POLL_MS`] at a time, each wait counted in `waits`), and gives up
 /// when `stop` is set (a signal), so a restart with no downstream connected can be stopped.
 fn redeliver_tail(
     socket: &zmq::Socket,
-    dir: &Path,
-    records: u64,
-    window: usize,
+    tail: &[crate::frames::EgressEntry],
     max_batch: usize,
     stop: &AtomicBool,
     waits: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Redelivery> {
-    use crate::frames::{EgressEntry, EgressFrameBuilder};
-    let from = records.saturating_sub(window as u64).max(1);
-    let reader = audit::Reader::open(dir)
-        .with_context(|| format!("cannot read the journal {} to redeliver", dir.display()))?;
+    use crate::frames::EgressFrameBuilder;
     let mut frame = EgressFrameBuilder::new(max_batch);
     let mut sent = 0u64;
     // Sends the buffered frame; false when stopped before downstream took it.
@@ -491,21 +543,8 @@ fn redeliver_tail(
         }
         Ok(taken)
     };
-    for rec in reader.iter_from(from) {
-        let rec = rec.context("cannot read the journal to redeliver")?;
-        if rec.kind != audit::KIND_DECISION {
-            continue;
-        }
-        let d = decode_decision(&rec.payload)
-            .with_context(|| format!("journal record {} is not a decision", rec.seq))?;
-        if !d.reason.is_accepted() {
-            continue;
-        }
-        frame.push(&EgressEntry {
-            input_seq: d.input_seq,
-            journal_seq: rec.seq,
-            order: d.order,
-        });
+    for entry in tail {
+        frame.push(entry);
         if frame.is_full() {
             let n = frame.len() as u64;
             if !send(&mut frame)? {
@@ -521,13 +560,14 @@ fn redeliver_tail(
     Ok(Redelivery::Done { sent: sent + n })
 }
 
-/// On a start with a non-empty journal and a downstream: [`redeliver_tail`], saying what it did.
-/// Its waits for downstream count as egress back-pressure waits. Returns `false` when a signal
-/// stopped it: the caller then ends (exit 0, an orderly stop: nothing was taken in, and the
-/// orders not re-sent are still in the journal for the next start to re-send).
+/// On a start with a non-empty journal and a downstream: [`redeliver_tail`] of the accepted
+/// orders recovery collected, saying what it did. Its waits for downstream count as egress
+/// back-pressure waits. Returns `false` when a signal stopped it: the caller then ends (exit
+/// 0, an orderly stop: nothing was taken in, and the orders not re-sent are still in the
+/// journal for the next start to re-send).
 fn redeliver_on_start(
     egress: Option<&zmq::Socket>,
-    dir: &Path,
+    tail: &[crate::frames::EgressEntry],
     records_before: u64,
     stages: &StageSettings,
     stop: &AtomicBool,
@@ -540,29 +580,11 @@ fn redeliver_on_start(
         return Ok(true);
     }
     let waits = &metrics.egress.backpressure_waits;
-    // The window from this socket's queue and buffer sizes: the previous run is assumed to
-    // have used sizes no larger (the defaults, or the same configuration).
-    let sndhwm = sock.get_sndhwm().context("egress ZMQ_SNDHWM")?;
-    let sndbuf = sock.get_sndbuf().context("egress ZMQ_SNDBUF")?;
-    let window = crate::limits::redelivery_window_records(
-        stages.ring_capacity,
-        stages.max_batch,
-        usize::try_from(sndhwm.max(EGRESS_SNDHWM_MESSAGES_DEFAULT)).unwrap_or(usize::MAX),
-        usize::try_from(sndbuf.max(EGRESS_SNDBUF_BYTES)).unwrap_or(usize::MAX),
-    );
     eprintln!(
         "engine: re-sending the accepted orders of the journal's tail downstream \
          (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
     );
-    match redeliver_tail(
-        sock,
-        dir,
-        records_before,
-        window,
-        stages.max_batch,
-        stop,
-        waits,
-    )? {
+    match redeliver_tail(sock, tail, stages.max_batch, stop, waits)? {
         Redelivery::Done { sent } => {
             eprintln!(
                 "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
@@ -602,20 +624,29 @@ fn connect_links(
     stages: &StageSettings,
     client: &zauth::ClientAuth,
     journal_dir: &Path,
-    opened: &OpenedJournal,
+    opened: &mut OpenedJournal,
 ) -> anyhow::Result<Option<Links>> {
     let records_before = opened.records_before;
     let resume_dir = (records_before > 0).then_some(journal_dir);
-    let last = opened.last.as_ref();
-    let (gate, embedded) = connect_risk(ctx, risk, stages.max_batch, resume_dir, last, client)?;
+    let last = opened.last;
+    let (gate, embedded) = connect_risk(
+        ctx,
+        risk,
+        stages.max_batch,
+        opened.checker.take(),
+        resume_dir,
+        last.as_ref(),
+        client,
+    )?;
     let egress = connect_egress(ctx, egress, client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
     let metrics = Arc::new(Metrics::default());
+    let tail = std::mem::take(&mut opened.redelivery);
     if !redeliver_on_start(
         egress.as_ref(),
-        journal_dir,
+        &tail,
         records_before,
         stages,
         &stop,
@@ -696,6 +727,18 @@ fn finish(
         .collect();
     report.idle = idle.map(|m| m.as_str().to_owned());
     if let Some(mut log) = log {
+        // A last risk-state snapshot of the head on a clean stop (restart then replays
+        // nothing); after a failure only the snapshot thread is stopped.
+        let clean = report.errors.is_empty();
+        match log.close_snapshots(clean, Clock::new().now_ns()) {
+            Ok((written, problem)) => {
+                report.journal.snapshots = written;
+                if let Some(p) = problem {
+                    eprintln!("engine: warning: risk-state snapshots stopped: {p}");
+                }
+            }
+            Err(e) => report.errors.push(format!("final snapshot record: {e}")),
+        }
         if let Err(e) = log.writer.sync() {
             report
                 .errors
@@ -731,8 +774,9 @@ fn finish(
             (n > 0).then(|| (r.as_str().to_owned(), n))
         })
         .collect::<BTreeMap<_, _>>();
-    if report.orders > 0 {
-        report.journal.first_seq = report.journal.last_seq + 1 - report.orders;
+    if report.orders == 0 {
+        // Set at open to the first sequence number this run appends.
+        report.journal.first_seq = 0;
     }
     report.set_latency(&accepted, &rejected);
     if let (Some(t0), Some(end)) = (t0_ns, last_end_ns) {
@@ -952,6 +996,10 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             }),
             pub_endpoint: a.audit_pub.clone(),
             json_pub_endpoint: None,
+            snapshots: crate::snapshots::SnapshotSettings {
+                every_records: a.snapshot_every_records,
+                every_ms: a.snapshot_every_ms,
+            },
         },
         egress,
         stages,
@@ -1007,7 +1055,8 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     // One ZAP handler for the context, before any socket binds (none without authentication).
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
-    let opened = open_journal(&ctx, &s.journal, &server_auth)?;
+    let spec = recovery_spec(&s.risk, &s.egress, &s.stages)?;
+    let mut opened = open_journal(&ctx, &s.journal, &server_auth, &spec)?;
     let start = match (&opened.last, a.resume) {
         (None, _) if opened.records_before == 0 => 0,
         (_, false) => bail!(
@@ -1049,7 +1098,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         &s.stages,
         &s.security.client,
         &s.journal.dir,
-        &opened,
+        &mut opened,
     )?
     else {
         return Ok(ExitCode::SUCCESS);
@@ -1100,6 +1149,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         journal: JournalReport {
             dir: s.journal.dir.display().to_string(),
+            first_seq: opened.records_before + 1,
             recovered_truncated_bytes: opened.recovery.truncated_bytes,
             durability: a.durability.clone(),
             ..JournalReport::default()
@@ -1172,7 +1222,8 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // One ZAP handler for the context, before any socket binds (none without authentication).
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
-    let opened = open_journal(&ctx, &cfg.journal, &server_auth)?;
+    let spec = recovery_spec(&cfg.risk, &cfg.egress, &cfg.stages)?;
+    let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
     let Some(Links {
         gate,
@@ -1187,7 +1238,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &cfg.stages,
         &cfg.security.client,
         &cfg.journal.dir,
-        &opened,
+        &mut opened,
     )?
     else {
         return Ok(ExitCode::SUCCESS);
@@ -1254,6 +1305,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         journal: JournalReport {
             dir: cfg.journal.dir.display().to_string(),
+            first_seq: opened.records_before + 1,
             recovered_truncated_bytes: opened.recovery.truncated_bytes,
             durability: cfg.journal.durability.to_string(),
             ..JournalReport::default()
@@ -1302,6 +1354,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recovery::last_decision;
 
     #[test]
     fn built_in_limits_validate() {
@@ -1326,6 +1379,8 @@ mod tests {
         let leftovers = vec![
             dir.join(SPARE_SEGMENT_FILE_NAME),
             dir.join(format!("{}.tmp", segment_file_name(41))),
+            dir.join(audit::snapshot::snapshot_file_name(30)),
+            dir.join(format!("{}.tmp", audit::snapshot::snapshot_file_name(40))),
         ];
         for p in &leftovers {
             std::fs::write(p, vec![0u8; 4096]).expect("write leftover");

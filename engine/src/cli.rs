@@ -94,14 +94,26 @@ pub struct ReplayArgs {
     #[arg(long, default_value = crate::config::JOURNAL_DIR_DEFAULT, value_name = "DIR")]
     pub journal: PathBuf,
 
-    /// Journal durability: `none` (page cache; survives a process crash), `interval`,
+    /// Journal durability: `none` (page cache; survives a process crash), `batch` (one msync
+    /// per batch, before its orders go downstream: survives a power loss), `interval`,
     /// `interval:RECORDS:MS` (msync every N records or T ms) or `always` (msync per record).
+    /// docs/reliability.md has what each survives.
     #[arg(long, default_value = "none", value_name = "POLICY")]
     pub durability: String,
 
     /// Size of each pre-allocated journal segment in bytes.
     #[arg(long, default_value_t = crate::config::SEGMENT_SIZE_BYTES_DEFAULT, value_name = "BYTES")]
     pub segment_size_bytes: u64,
+
+    /// Risk-state snapshot (inline and embedded risk) after this many decisions, so that a
+    /// restart replays only the journal after it (0: no snapshots). docs/engine.md, "Resume".
+    #[arg(long, default_value_t = crate::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT, value_name = "N")]
+    pub snapshot_every_records: u64,
+
+    /// … or this long after the last one, with at least min(N, 65536) decisions since
+    /// (0: not by time).
+    #[arg(long, default_value_t = crate::limits::SNAPSHOT_EVERY_MS_DEFAULT, value_name = "MS")]
+    pub snapshot_every_ms: u64,
 
     /// Sign checkpoints of the journal head with this ed25519 key file (`audit keygen`).
     #[arg(long, value_name = "FILE")]

@@ -121,6 +121,8 @@ pub struct JournalSettings {
     pub pub_endpoint: Option<String>,
     /// Optional second PUB endpoint with JSON records.
     pub json_pub_endpoint: Option<String>,
+    /// Risk-state snapshots (inline and embedded risk).
+    pub snapshots: crate::snapshots::SnapshotSettings,
 }
 
 /// Where accepted orders go.
@@ -400,6 +402,8 @@ struct RawJournal {
     checkpoint_every_ms: Option<i64>,
     pub_endpoint: Option<String>,
     json_pub_endpoint: Option<String>,
+    snapshot_every_records: Option<i64>,
+    snapshot_every_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -793,6 +797,24 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         1,
         i64::MAX,
     );
+    let snapshots = crate::snapshots::SnapshotSettings {
+        every_records: int_in(
+            &mut p,
+            "journal.snapshot_every_records",
+            rj.snapshot_every_records,
+            crate::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT,
+            0,
+            i64::MAX,
+        ),
+        every_ms: int_in(
+            &mut p,
+            "journal.snapshot_every_ms",
+            rj.snapshot_every_ms,
+            crate::limits::SNAPSHOT_EVERY_MS_DEFAULT,
+            0,
+            i64::MAX,
+        ),
+    };
     let checkpoint = match rj.checkpoint_key {
         Some(key_file) => {
             if !key_file.is_file() {
@@ -981,6 +1003,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             checkpoint,
             pub_endpoint: rj.pub_endpoint,
             json_pub_endpoint: rj.json_pub_endpoint,
+            snapshots,
         },
         egress,
         stages,
@@ -1016,6 +1039,14 @@ mod tests {
         assert_eq!(c.egress, EgressTarget::None);
         assert_eq!(c.stages, StageSettings::default());
         assert!(c.metrics_bind.is_none());
+    }
+
+    #[test]
+    fn durability_batch_parses() {
+        let text =
+            "[ingress]\nbind = \"tcp://127.0.0.1:5555\"\n[journal]\ndurability = \"batch\"\n";
+        let c = ServiceConfig::from_toml_str(text, "t").unwrap();
+        assert_eq!(c.journal.durability, audit::Durability::Batch);
     }
 
     #[test]

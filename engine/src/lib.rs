@@ -17,7 +17,9 @@
 //! - [`frames`]: ingress (binary + JSON) and egress wire frames.
 //! - [`latency`], [`metrics`], [`report`]: HdrHistogram recording, Prometheus counters, the
 //!   replay report.
-//! - [`config`], [`cli`], [`app`]: the `engine run` / `engine replay` commands.
+//! - [`config`], [`cli`], [`app`]: the `engine run` / `engine replay` commands;
+//!   [`recovery`]: restart from the journal's tail in one pass; [`snapshots`]: the risk-state
+//!   snapshots that keep that tail short.
 //! - [`limits`]: every named bound.
 //!
 //! Guarantees (see `docs/engine.md`): every order taken in ends with exactly one decision
@@ -39,8 +41,10 @@ pub mod latency;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod recovery;
 pub mod report;
 pub mod schedule;
+pub mod snapshots;
 pub mod stages;
 pub mod threading;
 pub mod topology;

@@ -145,6 +145,18 @@ pub const EGRESS_POLL_MS: i64 = 10;
 /// already accepted once the engine closes the socket.
 pub const EGRESS_LINGER_MS: i32 = 30_000;
 
+/// Risk-state snapshots ([`crate::snapshots`]): one after this many decisions by default.
+/// Restart replays at most about this many records after a `kill -9` (a clean stop writes a
+/// last snapshot); making one costs a few ms per MB of state on the snapshot thread.
+pub const SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 1_000_000;
+/// … or this long after the last one (with enough decisions since).
+pub const SNAPSHOT_EVERY_MS_DEFAULT: u64 = 60_000;
+/// A snapshot by time or at stop needs at least `min(every_records, this)` decisions since the
+/// last one: fewer replay faster than a snapshot is made.
+pub const SNAPSHOT_MIN_RECORDS_MAX: u64 = 65_536;
+/// The snapshot thread looks for new journal records this often when it has caught up.
+pub const SNAPSHOT_POLL_MS: u64 = 10;
+
 /// Journal stage: call `Writer::maintain` (interval msync, time-based checkpoints) at most this
 /// often.
 pub const JOURNAL_MAINTAIN_INTERVAL_NS: u64 = 1_000_000;

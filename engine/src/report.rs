@@ -93,6 +93,8 @@ pub struct JournalReport {
     pub recovered_truncated_bytes: u64,
     /// Durability policy.
     pub durability: String,
+    /// Risk-state snapshot files written by this run.
+    pub snapshots: u64,
 }
 
 /// The whole report.

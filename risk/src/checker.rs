@@ -188,8 +188,9 @@ struct Plan {
     tat_ns: u64,
 }
 
-/// Limits plus live risk state. See the module docs and `docs/risk.md`.
-#[derive(Debug)]
+/// Limits plus live risk state. See the module docs and `docs/risk.md`. A clone is an
+/// independent checker with the same limits and state (and undo log).
+#[derive(Debug, Clone)]
 pub struct Checker {
     limits: Limits,
     global_admin_state: TradingState,
@@ -1419,6 +1420,9 @@ pub struct PositionSnapshot {
     /// Open sell quantity.
     pub open_sell_qty: u64,
 }
+
+#[path = "checker_state.rs"]
+pub mod state;
 
 #[cfg(test)]
 #[path = "checker_tests.rs"]

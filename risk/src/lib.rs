@@ -33,6 +33,7 @@ pub mod server;
 pub mod service;
 mod undo;
 
+pub use checker::state::{limits_digest, StateError};
 pub use checker::{Checker, Scope, StateSnapshot};
 pub use checks::PositionView;
 pub use client::{BatchOutcome, BatchPoll, ClientStats, RiskClient, Waiting};

@@ -155,7 +155,7 @@ struct BatchRecord {
 }
 
 /// See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct UndoLog<S: Copy> {
     ops: Vec<UndoOp<S>>,
     /// Absolute position of the oldest op kept and of the next op.

@@ -1,13 +1,14 @@
 //! The journal stage: the single writer of the audit log (Titanic: persist, then act).
 //!
 //! Per batch: for each decided order, encode the decision into a stack buffer, append it to
-//! the hash-chained journal, and publish the record; then flush the publisher, then hand the
+//! the hash-chained journal, and publish the record; then commit the batch (under
+//! `--durability batch`, one msync: group commit) and flush the publisher, then hand the
 //! accepted orders to egress, then record the latency of the rejected ones (their journey
 //! ends here). An accepted order therefore never reaches egress before its record is in the
-//! mapped file. A journal error (disk full, I/O error) is fatal: the orders whose records are
-//! already appended are still handed on (they are persisted), nothing after the failing
-//! record is decided, and the stage returns the error so that the pipeline stops intake and
-//! the process exits non-zero.
+//! mapped file (and, under `batch`, on stable storage). A journal error (disk full, I/O error)
+//! is fatal: the orders whose records are already appended are still handed on (they are
+//! persisted) unless the commit failed, nothing after the failing record is decided, and the
+//! stage returns the error so that the pipeline stops intake and the process exits non-zero.
 
 use std::sync::Arc;
 
@@ -18,13 +19,17 @@ use crate::clock::Clock;
 use crate::latency::Recorder;
 use crate::limits::JOURNAL_MAINTAIN_INTERVAL_NS;
 use crate::metrics::{bump, Metrics};
+use crate::snapshots::Snapshotter;
 use crate::stages::{Decided, Outbound, Stage, StageError, Step};
 
 /// Where decision records go: the audit journal (+ publisher), or a stand-in in tests.
 pub trait DecisionLog: Send {
     /// Appends one decision record and publishes it; returns its sequence number.
     fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError>;
-    /// End of a batch: send what the publisher buffered.
+    /// End of a batch, after its last append and before any of its orders is handed on:
+    /// the group commit of `--durability batch` (one msync), then send what the publisher
+    /// buffered. An error means the batch's records may not be durable: none of its orders is
+    /// handed on.
     fn end_batch(&mut self) -> Result<(), StageError>;
     /// Periodic work when due (interval msync, time-based checkpoint).
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError>;
@@ -51,6 +56,10 @@ pub struct AuditLog {
     pub unlogged_publish_failures: u64,
     /// See `unlogged_publish_failures`.
     pub next_publish_log_ns: u64,
+    /// The risk-state snapshot thread, whose snapshot records this log appends.
+    pub snapshots: Option<Snapshotter>,
+    /// Snapshot records appended.
+    pub snapshots_recorded: u64,
 }
 
 impl AuditLog {
@@ -62,7 +71,78 @@ impl AuditLog {
             publish_failures: 0,
             unlogged_publish_failures: 0,
             next_publish_log_ns: 0,
+            snapshots: None,
+            snapshots_recorded: 0,
         }
+    }
+
+    /// Appends the records of the snapshots the snapshot thread has made (between batches:
+    /// from `maintain`), publishes and commits them.
+    fn append_snapshot_records(&mut self, now_ns: u64) -> Result<(), audit::JournalError> {
+        let mut appended = false;
+        while let Some(rec) = self.snapshots.as_ref().and_then(|s| s.try_recv()) {
+            self.append_snapshot_record(now_ns, &rec)?;
+            appended = true;
+        }
+        if appended {
+            self.writer.commit()?;
+            if let Some(p) = &mut self.publisher {
+                if let Err(e) = p.flush() {
+                    let seq = self.writer.next_seq().saturating_sub(1);
+                    self.publish_failed(seq, now_ns, &e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append_snapshot_record(
+        &mut self,
+        now_ns: u64,
+        rec: &audit::SnapshotRecord,
+    ) -> Result<(), audit::JournalError> {
+        let payload = rec.encode();
+        let a = self.writer.append(audit::KIND_SNAPSHOT, now_ns, &payload)?;
+        if let Some(p) = &mut self.publisher {
+            if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_SNAPSHOT, now_ns, &payload) {
+                self.publish_failed(a.seq, now_ns, &e);
+            }
+        }
+        if let Some(s) = &self.snapshots {
+            s.recorded(rec.covered_seq);
+        }
+        self.snapshots_recorded += 1;
+        Ok(())
+    }
+
+    /// End of the run: stops the snapshot thread — with a last snapshot of the head when
+    /// `final_snapshot` (a clean stop; enough decisions since the last one) — and appends
+    /// the records of the snapshots it made since the journal stage last looked. Returns the
+    /// snapshot files written by this run and why snapshots stopped early, if they did (not
+    /// an error of the run: restart then replays more); `Err` when a record could not be
+    /// appended (the journal failed).
+    pub fn close_snapshots(
+        &mut self,
+        final_snapshot: bool,
+        now_ns: u64,
+    ) -> Result<(u64, Option<String>), String> {
+        let Some(s) = self.snapshots.take() else {
+            return Ok((0, None));
+        };
+        let done = s.stop(final_snapshot);
+        if final_snapshot {
+            for rec in &done.pending {
+                self.append_snapshot_record(now_ns, rec)
+                    .map_err(|e| format!("appending a snapshot record: {}", chain(&e)))?;
+            }
+            if let Some(p) = &mut self.publisher {
+                let _ = p.flush();
+            }
+            if let Some(newest) = done.pending.last() {
+                crate::snapshots::prune(self.writer.dir(), newest.covered_seq);
+            }
+        }
+        Ok((done.written, done.error))
     }
 
     /// Cold path: counts a failed live-feed send and logs at most once per interval.
@@ -135,6 +215,12 @@ impl DecisionLog for AuditLog {
 
     #[inline]
     fn end_batch(&mut self) -> Result<(), StageError> {
+        // Group commit (`batch`; a no-op under the other policies): the batch's records are on
+        // stable storage before egress sees any of its orders, and before the live feed.
+        self.writer.commit().map_err(|e| StageError::Journal {
+            input_seq: 0,
+            message: format!("msync at the end of a batch: {}", chain(&e)),
+        })?;
         if let Some(p) = &mut self.publisher {
             if let Err(e) = p.flush() {
                 let seq = self.writer.next_seq().saturating_sub(1);
@@ -152,7 +238,9 @@ impl DecisionLog for AuditLog {
     fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
         self.writer
             .maintain(now_ns)
-            .map_err(|e| StageError::JournalMaintenance(chain(&e)))
+            .map_err(|e| StageError::JournalMaintenance(chain(&e)))?;
+        self.append_snapshot_records(now_ns)
+            .map_err(|e| StageError::JournalMaintenance(format!("snapshot record: {}", chain(&e))))
     }
 }
 
@@ -324,10 +412,13 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 });
             }
         }
-        // Publish what was appended (even on failure: those records exist).
+        // Commit (msync under `batch`) and publish what was appended (even on failure: those
+        // records exist); only then hand the accepted orders on.
         let flushed = self.log.end_batch();
         let t_end = self.clock.now_ns();
-        let handed = if self.out.is_abandoned() {
+        let handed = if self.out.is_abandoned() || flushed.is_err() {
+            // Egress gone, or the records may not be durable: nothing moves on. The orders are
+            // journaled; the next start re-sends the accepted ones (redelivery).
             self.accepted.clear();
             Ok(())
         } else {
@@ -645,6 +736,139 @@ mod tests {
         assert!(matches!(e, StageError::Invariant(_)), "{e}");
         assert!(e.to_string().contains("input_seq 7"), "{e}");
         assert_eq!(accepted.len(), 3, "nothing dropped");
+    }
+
+    /// A decision log over a real journal that, at each end of batch, notes what egress had
+    /// been handed so far, then commits, then notes the writer's msync count and what is left
+    /// unsynced.
+    struct CommitProbe {
+        inner: AuditLog,
+        egress: Arc<std::sync::Mutex<rtrb::Consumer<Outbound>>>,
+        /// Per end of batch: (orders on the egress ring before the commit, msyncs after it,
+        /// bytes unsynced after it).
+        seen: Vec<(usize, u64, u64)>,
+    }
+
+    impl DecisionLog for CommitProbe {
+        fn append(&mut self, ts_ns: u64, payload: &[u8]) -> Result<u64, StageError> {
+            self.inner.append(ts_ns, payload)
+        }
+        fn end_batch(&mut self) -> Result<(), StageError> {
+            let handed = self.egress.lock().unwrap().slots();
+            self.inner.end_batch()?;
+            let w = &self.inner.writer;
+            self.seen
+                .push((handed, w.msync_count(), w.unsynced_bytes()));
+            Ok(())
+        }
+        fn maintain(&mut self, now_ns: u64) -> Result<(), StageError> {
+            self.inner.maintain(now_ns)
+        }
+    }
+
+    /// Issue 13 item 6: under `--durability batch` the journal stage msyncs exactly once per
+    /// batch, after the batch's last append and before any of its orders reaches egress; the
+    /// orders are handed on after it, and nothing is left unsynced.
+    #[test]
+    fn batch_durability_msyncs_once_per_batch_before_hand_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = audit::Writer::open(
+            &dir.path().join("j"),
+            audit::WriterOptions {
+                segment_size_bytes: 1 << 20,
+                durability: audit::Durability::Batch,
+                checkpoint: None,
+            },
+        )
+        .unwrap();
+        let (mut ip, ic) = RingBuffer::new(64);
+        let (op, oc) = RingBuffer::new(64);
+        let egress = Arc::new(std::sync::Mutex::new(oc));
+        let log = CommitProbe {
+            inner: AuditLog::new(writer, None),
+            egress: Arc::clone(&egress),
+            seen: Vec::new(),
+        };
+        let mut s = JournalStage::new(
+            log,
+            ic,
+            op,
+            8,
+            Clock::new(),
+            Arc::new(Metrics::default()),
+            Recorder::new(0, false),
+        );
+        let mut handed_total = 0;
+        for batch in 0..4u64 {
+            for i in batch * 8..batch * 8 + 8 {
+                ip.push(decided(i, reason_of(i))).unwrap();
+            }
+            assert_eq!(s.do_work().unwrap(), Step::Worked(8));
+            let mut egress = egress.lock().unwrap();
+            let accepted = (batch * 8..batch * 8 + 8)
+                .filter(|&i| reason_of(i).is_accepted())
+                .count();
+            assert_eq!(egress.slots(), accepted, "handed on after the commit");
+            while egress.pop().is_ok() {
+                handed_total += 1;
+            }
+        }
+        let (log, _) = {
+            drop(ip);
+            assert_eq!(s.do_work().unwrap(), Step::Done);
+            s.finish()
+        };
+        assert_eq!(
+            handed_total,
+            (0..32).filter(|&i| reason_of(i).is_accepted()).count()
+        );
+        assert_eq!(log.seen.len(), 4);
+        for (k, &(handed, msyncs, unsynced)) in log.seen.iter().enumerate() {
+            assert_eq!(handed, 0, "batch {k}: egress saw orders before the msync");
+            assert_eq!(msyncs, k as u64 + 1, "batch {k}: one msync per batch");
+            assert_eq!(unsynced, 0, "batch {k}: records left unsynced");
+        }
+    }
+
+    /// A log whose commit fails: the batch's records may not be durable, so none of its
+    /// orders is handed on, and the stage stops with the error.
+    #[test]
+    fn a_failed_commit_hands_nothing_on() {
+        struct FailingCommit(MemLog);
+        impl DecisionLog for FailingCommit {
+            fn append(&mut self, ts: u64, payload: &[u8]) -> Result<u64, StageError> {
+                self.0.append(ts, payload)
+            }
+            fn end_batch(&mut self) -> Result<(), StageError> {
+                Err(StageError::Journal {
+                    input_seq: 0,
+                    message: "msync: Input/output error".into(),
+                })
+            }
+            fn maintain(&mut self, _now: u64) -> Result<(), StageError> {
+                Ok(())
+            }
+        }
+        let (mut ip, ic) = RingBuffer::new(16);
+        let (op, mut oc) = RingBuffer::new(16);
+        let mut s = JournalStage::new(
+            FailingCommit(MemLog::default()),
+            ic,
+            op,
+            16,
+            Clock::new(),
+            Arc::new(Metrics::default()),
+            Recorder::new(0, false),
+        );
+        for i in 0..4 {
+            ip.push(decided(i, Reason::Accepted)).unwrap();
+        }
+        let e = s.do_work().unwrap_err();
+        assert!(e.to_string().contains("msync"), "{e}");
+        assert!(
+            oc.pop().is_err(),
+            "an order left before its batch was durable"
+        );
     }
 
     /// One decision per order, in order: a gap in input_seq stops the stage with an

@@ -1,0 +1,319 @@
+//! Restart from the journal's tail (issue 13 item 1): risk-state snapshots written while the
+//! engine runs, covered by the chain; restart loads the newest and replays only the records
+//! after it, in one pass that also finds the head, the newest decision and the orders to
+//! re-send; an unusable snapshot falls back, loudly, to an older one or to the whole journal,
+//! and the state is always exactly that of a full replay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use engine::recovery::{recover, RecoverySpec, RiskSource};
+
+const EVERY: u64 = 128;
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/orders.csv")
+}
+
+fn limits() -> risk::Limits {
+    risk::Limits::from_toml_str(engine::app::BUILT_IN_LIMITS_TOML, "built-in").unwrap()
+}
+
+/// The example flow (2,000 orders: news, cancels, fills, several rejection reasons) through
+/// the engine with inline risk and a snapshot every 128 decisions, in small segments.
+fn journal_with_snapshots(dir: &Path, file: &Path, every: u64) -> PathBuf {
+    let journal = dir.join("journal");
+    let out = run_with_timeout(
+        replay_cmd(file, &journal, &dir.join("r.json"))
+            .args(["--risk", "inline", "--segment-size-bytes", "65536"])
+            .args(["--snapshot-every-records", &every.to_string()]),
+        RUN_LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    journal
+}
+
+/// The risk state a replay of every decision of the journal builds.
+fn full_replay(journal: &Path) -> risk::Checker {
+    let mut c = risk::Checker::new(limits());
+    risk::replay_journal(&mut c, journal).unwrap();
+    c
+}
+
+fn spec() -> RecoverySpec {
+    RecoverySpec {
+        limits: Some(limits()),
+        redelivery_window: 0,
+    }
+}
+
+fn opts() -> audit::WriterOptions {
+    audit::WriterOptions {
+        segment_size_bytes: 65536,
+        ..audit::WriterOptions::default()
+    }
+}
+
+fn copy_journal(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+    to.to_path_buf()
+}
+
+fn snapshot_records(journal: &Path) -> Vec<(u64, audit::SnapshotRecord)> {
+    audit::Reader::open(journal)
+        .unwrap()
+        .iter_from(1)
+        .map(|r| r.unwrap())
+        .filter(|r| r.kind == audit::KIND_SNAPSHOT)
+        .map(|r| (r.seq, audit::SnapshotRecord::decode(&r.payload).unwrap()))
+        .collect()
+}
+
+/// Snapshots are written every N decisions, named by records of the chain; older files are
+/// pruned (two recorded ones kept); `audit verify` checks the files against their records.
+/// Restart loads the newest and replays only the decisions after it, reading only the last
+/// segments, and the state is byte for byte that of a full replay.
+#[test]
+fn restart_loads_the_newest_snapshot_and_replays_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_with_snapshots(dir.path(), &examples(), EVERY);
+    let records = snapshot_records(&journal);
+    assert_eq!(records.len(), 2_000 / EVERY as usize, "{records:?}");
+    for (seq, r) in &records {
+        assert!(r.covered_seq < *seq);
+    }
+    let files = audit::snapshot::list_snapshots(&journal).unwrap();
+    assert_eq!(files.len(), 2, "older snapshots pruned: {files:?}");
+    let newest = records.last().unwrap().1;
+    assert_eq!(files[1].0, newest.covered_seq);
+    let out = run_with_timeout(
+        std::process::Command::new(other_bin("audit"))
+            .arg("verify")
+            .arg(&journal),
+        RUN_LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "snapshots    {} records: 2 files match",
+            records.len()
+        )),
+        "{text}"
+    );
+
+    let r = recover(&journal, opts(), &spec()).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(
+        r.risk_source,
+        RiskSource::Snapshot {
+            path: files[1].1.clone(),
+            covered_seq: newest.covered_seq
+        }
+    );
+    // 2,000 decisions, a snapshot every 128: 80 after the newest one.
+    assert_eq!(r.decisions_replayed, 2_000 % EVERY);
+    let segments = std::fs::read_dir(&journal)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
+    assert!(
+        r.recovery.segments_verified <= 2 && segments > 4,
+        "read {} of {segments} segments",
+        r.recovery.segments_verified
+    );
+    assert_eq!(r.last.unwrap().input_seq, 1_999);
+    let full = full_replay(&journal);
+    let rebuilt = r.checker.unwrap();
+    assert_eq!(rebuilt.state_bytes(), full.state_bytes());
+    assert_eq!(rebuilt.snapshot(), full.snapshot());
+}
+
+/// A clean stop writes a last snapshot of the head (when enough decisions were made since the
+/// last one): a restart then replays nothing.
+#[test]
+fn a_clean_stop_snapshots_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_with_snapshots(dir.path(), &examples(), 1_000);
+    let records = snapshot_records(&journal);
+    // At 1,000 and the final one at 2,000 (the last decision, record 2,001 minus the one snapshot
+    // record before it).
+    assert_eq!(records.len(), 2, "{records:?}");
+    let r = recover(&journal, opts(), &spec()).unwrap();
+    assert_eq!(r.decisions_replayed, 0);
+    assert_eq!(
+        r.checker.unwrap().state_bytes(),
+        full_replay(&journal).state_bytes()
+    );
+}
+
+/// An unusable snapshot falls back, with a warning that names the file, and the state is
+/// still exactly that of a full replay: a file whose content is not what its record says (an
+/// older snapshot copied over it), a missing file, no file at all, a file that does not
+/// restore. `audit verify` reports the changed file.
+#[test]
+fn an_unusable_snapshot_falls_back_loudly_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_with_snapshots(dir.path(), &examples(), EVERY);
+    let full = full_replay(&journal).state_bytes();
+    let files = audit::snapshot::list_snapshots(&journal).unwrap();
+    let (older, newest) = (files[0].clone(), files[1].clone());
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+
+    // 1. The newest file holds the older state: it restores, but its hash is not its record's.
+    let swapped = copy_journal(&journal, &dir.path().join("swapped"));
+    std::fs::copy(&older.1, swapped.join(name(&newest.1))).unwrap();
+    {
+        // (The writer it holds is closed at the end of the block: the engine opens it below.)
+        let r = recover(&swapped, opts(), &spec()).unwrap();
+        let text = r.warnings.join("\n");
+        assert!(
+            text.contains(&name(&newest.1)) && text.contains("SHA-256"),
+            "{text}"
+        );
+        assert_eq!(
+            r.risk_source,
+            RiskSource::Snapshot {
+                path: swapped.join(name(&older.1)),
+                covered_seq: older.0
+            }
+        );
+        assert_eq!(r.checker.unwrap().state_bytes(), full);
+    }
+    let out = run_with_timeout(
+        std::process::Command::new(other_bin("audit"))
+            .arg("verify")
+            .arg(&swapped),
+        RUN_LIMIT,
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("snapshot file differs from its record")
+            && report.contains(&name(&newest.1)),
+        "{report}"
+    );
+
+    // 2. The newest file is missing: the older one, and a warning naming the missing file.
+    let missing = copy_journal(&journal, &dir.path().join("missing"));
+    std::fs::remove_file(missing.join(name(&newest.1))).unwrap();
+    let r = recover(&missing, opts(), &spec()).unwrap();
+    let text = r.warnings.join("\n");
+    assert!(text.contains(&name(&newest.1)), "{text}");
+    assert!(
+        matches!(r.risk_source, RiskSource::Snapshot { covered_seq, .. } if covered_seq == older.0)
+    );
+    assert_eq!(r.checker.unwrap().state_bytes(), full);
+
+    // 3. No snapshot file at all: the whole journal, and a warning.
+    let none = copy_journal(&journal, &dir.path().join("none"));
+    for f in &files {
+        std::fs::remove_file(none.join(name(&f.1))).unwrap();
+    }
+    let r = recover(&none, opts(), &spec()).unwrap();
+    assert!(
+        r.warnings.join("\n").contains(&name(&newest.1)),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(r.risk_source, RiskSource::FullReplay);
+    assert_eq!(r.decisions_replayed, 2_000);
+    assert_eq!(r.checker.unwrap().state_bytes(), full);
+
+    // 4. The newest file does not restore (truncated): the older one.
+    let short = copy_journal(&journal, &dir.path().join("short"));
+    let bytes = std::fs::read(&newest.1).unwrap();
+    std::fs::write(short.join(name(&newest.1)), &bytes[..bytes.len() / 2]).unwrap();
+    let r = recover(&short, opts(), &spec()).unwrap();
+    assert!(
+        r.warnings.join("\n").contains(&name(&newest.1)),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        matches!(r.risk_source, RiskSource::Snapshot { covered_seq, .. } if covered_seq == older.0)
+    );
+    assert_eq!(r.checker.unwrap().state_bytes(), full);
+
+    // The engine says so on restart, and goes on.
+    let out = run_with_timeout(
+        replay_cmd(&examples(), &swapped, &dir.path().join("r2.json")).args([
+            "--risk",
+            "inline",
+            "--segment-size-bytes",
+            "65536",
+            "--resume",
+        ]),
+        RUN_LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: risk snapshot") && err.contains(&name(&newest.1)),
+        "{err}"
+    );
+}
+
+/// Stopped half way and resumed with snapshots on, the engine decides exactly as in one
+/// uninterrupted run (inline risk: the state after the restart is the snapshot's plus the tail).
+#[test]
+fn a_resumed_run_with_snapshots_decides_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = std::fs::read_to_string(examples()).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let half = dir.path().join("half.csv");
+    std::fs::write(&half, lines[..1_101].join("\n") + "\n").unwrap();
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    let journal = journal_with_snapshots(&first, &half, EVERY);
+    let out = run_with_timeout(
+        replay_cmd(&examples(), &journal, &dir.path().join("r2.json"))
+            .args([
+                "--risk",
+                "inline",
+                "--segment-size-bytes",
+                "65536",
+                "--resume",
+            ])
+            .args(["--snapshot-every-records", &EVERY.to_string()]),
+        RUN_LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from snapshot"), "{err}");
+    let once = dir.path().join("once");
+    std::fs::create_dir_all(&once).unwrap();
+    let uninterrupted = journal_with_snapshots(&once, &examples(), EVERY);
+    let d = |j: &Path| -> Vec<_> {
+        audit::Reader::open(j)
+            .unwrap()
+            .iter_from(1)
+            .map(|r| r.unwrap())
+            .filter(|r| r.kind == audit::KIND_DECISION)
+            .map(|r| {
+                let d = orders::decode_decision(&r.payload).unwrap();
+                (d.input_seq, d.order, d.reason)
+            })
+            .collect()
+    };
+    assert_eq!(d(&journal), d(&uninterrupted));
+    audit_verify(&journal);
+}

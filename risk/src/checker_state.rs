@@ -1,0 +1,403 @@
+//! The checker's whole state as bytes, and back: what a risk-state snapshot file holds
+//! (`docs/formats/risk-state.md`).
+//!
+//! [`Checker::snapshot`] is the admin view (sorted, summed, JSON); it leaves out what a replay
+//! of the journal rebuilds besides: each account's throttle state (`tat_ns`), the duplicate
+//! horizon (the ring of accepted ids with their acceptance times, and its sequence base), every
+//! open order and remembered id with its price, side, quantity and position, and the order of
+//! the tables. [`Checker::encode_state`] writes all of it; [`Checker::restore_state`] builds a
+//! checker that behaves exactly as the one encoded (same verdicts, same state after any further
+//! event), under the same limits. The order-id table is written sorted by id (its physical slot
+//! layout is not state), so two checkers with the same state encode to the same bytes:
+//! [`Checker::encode_state`] is also how tests compare states exactly.
+//!
+//! Restoring reads outside input (a file): every count, index and flag is checked, nothing
+//! panics, and the restored state must pass [`Checker::verify_consistency`].
+
+use sha2::{Digest, Sha256};
+
+use orders::Symbol;
+
+use super::{position_key, symbol_key, SELL_BIT};
+use super::{AccountSlot, Checker, IdSlot, PositionSlot, SymbolSlot, QTY_MASK, REMEMBERED_BIT};
+use crate::checks::PositionView;
+use crate::config::{Limits, TradingState};
+
+/// First bytes of an encoded state.
+pub const STATE_MAGIC: [u8; 8] = *b"TTNCRSK1";
+/// Version of the encoding.
+pub const STATE_VERSION: u32 = 1;
+/// Bytes of the fixed header (magic, version, flags, limits digest, scalars).
+pub const STATE_HEADER_LEN_BYTES: usize = 8 + 4 + 4 + 32 + 8 + 8 + 8 + 8;
+const ACCOUNT_LEN_BYTES: usize = 48;
+const SYMBOL_LEN_BYTES: usize = 20;
+const POSITION_LEN_BYTES: usize = 32;
+const RING_ENTRY_LEN_BYTES: usize = 16;
+const ID_ENTRY_LEN_BYTES: usize = 32;
+
+/// Why encoded state bytes cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Not a risk state (magic) or another version of the encoding.
+    #[error("not a risk state of version {STATE_VERSION} (magic or version differ)")]
+    Format,
+    /// Made under other limits than those given: a replay under these limits would build
+    /// another state.
+    #[error("made under other limits (limits digest {found}, these limits {expected})")]
+    OtherLimits {
+        /// Digest in the bytes (hex).
+        found: String,
+        /// Digest of the limits given (hex).
+        expected: String,
+    },
+    /// The bytes end early, or go on after the state.
+    #[error("{0} bytes: the state's length does not match")]
+    Length(usize),
+    /// A value is out of range or inconsistent.
+    #[error("invalid state: {0}")]
+    Invalid(String),
+}
+
+/// SHA-256 of the limits in force, as parsed (their origin left out): a state is restored
+/// only under the limits it was made with. Taken over the limits' `Debug` form, which is
+/// deterministic (ordered maps) but belongs to this build: another engine version may see
+/// other digests, and then rebuilds from the journal instead.
+pub fn limits_digest(limits: &Limits) -> [u8; 32] {
+    let canonical = Limits {
+        origin: String::new(),
+        ..limits.clone()
+    };
+    Sha256::digest(format!("{canonical:?}").as_bytes()).into()
+}
+
+fn state_code(s: TradingState) -> u8 {
+    match s {
+        TradingState::Active => 0,
+        TradingState::Reducing => 1,
+        TradingState::Halted => 2,
+    }
+}
+
+fn state_of(code: u8) -> Result<TradingState, StateError> {
+    match code {
+        0 => Ok(TradingState::Active),
+        1 => Ok(TradingState::Reducing),
+        2 => Ok(TradingState::Halted),
+        other => Err(StateError::Invalid(format!("trading state {other}"))),
+    }
+}
+
+/// Little-endian reads over a byte slice; every read is bounds-checked.
+struct Bytes<'a> {
+    b: &'a [u8],
+    off: usize,
+}
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        let end = self
+            .off
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(StateError::Length(self.b.len()))?;
+        let s = &self.b[self.off..end];
+        self.off = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, StateError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, StateError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64, StateError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    fn i128(&mut self) -> Result<i128, StateError> {
+        Ok(i128::from_le_bytes(self.array()?))
+    }
+    /// A count of entries of `entry` bytes each that must fit in what is left.
+    fn count(&mut self, n: u64, entry: usize) -> Result<usize, StateError> {
+        let left = (self.b.len() - self.off) as u64;
+        let fits = match n.checked_mul(entry as u64) {
+            Some(need) => need <= left,
+            None => false,
+        };
+        if !fits {
+            return Err(StateError::Length(self.b.len()));
+        }
+        Ok(n as usize)
+    }
+}
+
+fn invalid(what: impl Into<String>) -> StateError {
+    StateError::Invalid(what.into())
+}
+
+impl Checker {
+    /// Appends the whole state to `out` (see the module docs; layout in
+    /// `docs/formats/risk-state.md`). The undo log is not state (a restored checker starts
+    /// with none, as one rebuilt from the journal does). Allocates (cold path).
+    pub fn encode_state(&self, out: &mut Vec<u8>) {
+        let mut ids: Vec<(u64, IdSlot)> = self.ids.iter().map(|(k, v)| (k, *v)).collect();
+        ids.sort_unstable_by_key(|e| e.0);
+        out.reserve(
+            STATE_HEADER_LEN_BYTES
+                + 16
+                + self.accounts.len() * ACCOUNT_LEN_BYTES
+                + self.symbols.len() * SYMBOL_LEN_BYTES
+                + self.positions.len() * POSITION_LEN_BYTES
+                + self.ring.len() * RING_ENTRY_LEN_BYTES
+                + ids.len() * ID_ENTRY_LEN_BYTES,
+        );
+        out.extend_from_slice(&STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&limits_digest(&self.limits));
+        out.extend_from_slice(&u64::from(state_code(self.global_admin_state)).to_le_bytes());
+        out.extend_from_slice(&self.replay_skipped.to_le_bytes());
+        out.extend_from_slice(&(self.open_count as u64).to_le_bytes());
+        out.extend_from_slice(&self.ring_head_seq.to_le_bytes());
+        out.extend_from_slice(&(self.accounts.len() as u32).to_le_bytes());
+        for a in &self.accounts {
+            out.extend_from_slice(&a.account.to_le_bytes());
+            out.extend_from_slice(&[state_code(a.admin_state), 0, 0, 0]);
+            out.extend_from_slice(&a.open_notional_ticks.to_le_bytes());
+            out.extend_from_slice(&a.position_value_ticks.to_le_bytes());
+            out.extend_from_slice(&a.tat_ns.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.symbols.len() as u32).to_le_bytes());
+        for s in &self.symbols {
+            out.extend_from_slice(&s.symbol.to_bytes());
+            out.extend_from_slice(&[
+                state_code(s.admin_state),
+                u8::from(s.event_halted),
+                u8::from(s.reference.is_some()),
+                0,
+            ]);
+            out.extend_from_slice(&s.reference.unwrap_or(0).to_le_bytes());
+        }
+        out.extend_from_slice(&(self.positions.len() as u32).to_le_bytes());
+        for p in &self.positions {
+            out.extend_from_slice(&p.account.to_le_bytes());
+            out.extend_from_slice(&p.symbol.to_le_bytes());
+            out.extend_from_slice(&p.view.position.to_le_bytes());
+            out.extend_from_slice(&p.view.open_buy_qty.to_le_bytes());
+            out.extend_from_slice(&p.view.open_sell_qty.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.ring.len() as u64).to_le_bytes());
+        for &(id, t) in &self.ring {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+        for (id, s) in &ids {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&s.price.to_le_bytes());
+            out.extend_from_slice(&s.qty_flags.to_le_bytes());
+            out.extend_from_slice(&s.position.to_le_bytes());
+            out.extend_from_slice(&s.tag.to_le_bytes());
+        }
+    }
+
+    /// The state as bytes ([`Checker::encode_state`] into a new buffer).
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode_state(&mut v);
+        v
+    }
+
+    /// Builds a checker under `limits` holding the state `bytes` encode
+    /// ([`Checker::encode_state`] of a checker under the same limits). Its tables are
+    /// allocated to the limits' capacity as [`Checker::new`] does. Errors: other limits, a
+    /// malformed or inconsistent state.
+    pub fn restore_state(limits: Limits, bytes: &[u8]) -> Result<Checker, StateError> {
+        let mut r = Bytes { b: bytes, off: 0 };
+        if r.array::<8>()? != STATE_MAGIC || r.u32()? != STATE_VERSION {
+            return Err(StateError::Format);
+        }
+        if r.u32()? != 0 {
+            return Err(invalid("flags are not zero"));
+        }
+        let digest = r.array::<32>()?;
+        let expected = limits_digest(&limits);
+        if digest != expected {
+            return Err(StateError::OtherLimits {
+                found: hex_of(&digest),
+                expected: hex_of(&expected),
+            });
+        }
+        let mut c = Checker::new(limits);
+        // Rebuilt in the encoded order (configured ones included), not `new`'s.
+        c.accounts.clear();
+        c.account_index.clear();
+        c.symbols.clear();
+        c.symbol_index.clear();
+        let global = r.u64()?;
+        c.global_admin_state =
+            state_of(u8::try_from(global).map_err(|_| invalid("global state"))?)?;
+        c.replay_skipped = r.u64()?;
+        let open_count = r.u64()?;
+        c.ring_head_seq = r.u64()?;
+
+        let n = r.u32()?;
+        let n = r.count(u64::from(n), ACCOUNT_LEN_BYTES)?;
+        if n as u64 > c.limits.capacity.max_accounts {
+            return Err(invalid(format!(
+                "{n} accounts, capacity {}",
+                c.limits.capacity.max_accounts
+            )));
+        }
+        for i in 0..n {
+            let account = r.u32()?;
+            let [admin, p1, p2, p3] = r.array::<4>()?;
+            if [p1, p2, p3] != [0, 0, 0] {
+                return Err(invalid(format!("account {account}: padding")));
+            }
+            let mut slot = AccountSlot::resolve(&c.limits, account);
+            slot.admin_state = state_of(admin)?;
+            slot.open_notional_ticks = r.i128()?;
+            slot.position_value_ticks = r.i128()?;
+            slot.tat_ns = r.u64()?;
+            if c.account_index.insert(account, i as u32).is_some() {
+                return Err(invalid(format!("account {account} twice")));
+            }
+            c.accounts.push(slot);
+        }
+        let n = r.u32()?;
+        let n = r.count(u64::from(n), SYMBOL_LEN_BYTES)?;
+        if n as u64 > c.limits.capacity.max_symbols {
+            return Err(invalid(format!(
+                "{n} symbols, capacity {}",
+                c.limits.capacity.max_symbols
+            )));
+        }
+        for i in 0..n {
+            let raw = r.array::<8>()?;
+            let symbol =
+                Symbol::from_bytes(raw).map_err(|e| invalid(format!("symbol {i}: {e}")))?;
+            let [admin, halted, has_ref, pad] = r.array::<4>()?;
+            let reference = r.i64()?;
+            if halted > 1 || has_ref > 1 || pad != 0 || (has_ref == 0 && reference != 0) {
+                return Err(invalid(format!("symbol {symbol}: flags")));
+            }
+            let mut slot = SymbolSlot::resolve(&c.limits, symbol);
+            slot.admin_state = state_of(admin)?;
+            slot.event_halted = halted == 1;
+            slot.reference = (has_ref == 1).then_some(reference);
+            if c.symbol_index
+                .insert(symbol_key(symbol), i as u32)
+                .is_some()
+            {
+                return Err(invalid(format!("symbol {symbol} twice")));
+            }
+            c.symbols.push(slot);
+        }
+        let n = r.u32()?;
+        let n = r.count(u64::from(n), POSITION_LEN_BYTES)?;
+        c.positions.clear();
+        c.position_index.clear();
+        for i in 0..n {
+            let account = r.u32()?;
+            let symbol = r.u32()?;
+            let view = PositionView {
+                position: r.i64()?,
+                open_buy_qty: r.u64()?,
+                open_sell_qty: r.u64()?,
+            };
+            let (Some(a), Some(s)) = (
+                c.accounts.get(account as usize),
+                c.symbols.get_mut(symbol as usize),
+            ) else {
+                return Err(invalid(format!(
+                    "position {i}: account or symbol index out of range"
+                )));
+            };
+            if c.position_index
+                .insert(position_key(a.account, s.symbol), i as u32)
+                .is_some()
+            {
+                return Err(invalid(format!("position {i} twice")));
+            }
+            s.positions.push(i as u32);
+            c.positions.push(PositionSlot {
+                account,
+                symbol,
+                view,
+            });
+        }
+        let n = r.u64()?;
+        let n = r.count(n, RING_ENTRY_LEN_BYTES)?;
+        if n as u64 > c.limits.duplicate_horizon_orders.max(1) {
+            return Err(invalid(format!(
+                "{n} remembered ids, horizon {}",
+                c.limits.duplicate_horizon_orders
+            )));
+        }
+        c.ring.clear();
+        for _ in 0..n {
+            let id = r.u64()?;
+            let t = r.u64()?;
+            c.ring.push_back((id, t));
+        }
+        let n = r.u64()?;
+        let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
+        let mut open = 0u64;
+        let mut prev = 0u64;
+        for _ in 0..n {
+            let id = r.u64()?;
+            let slot = IdSlot {
+                price: r.i64()?,
+                qty_flags: r.u64()?,
+                position: r.u32()?,
+                tag: r.u32()?,
+            };
+            if id <= prev {
+                return Err(invalid(format!("order ids not ascending at {id}")));
+            }
+            prev = id;
+            if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
+                return Err(invalid(format!("order {id}: flags")));
+            }
+            if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
+                return Err(invalid(format!("order {id}: position out of range")));
+            }
+            if slot.open_qty() == 0 && !slot.remembered() {
+                return Err(invalid(format!("order {id}: neither open nor remembered")));
+            }
+            if slot.remembered() && c.ring.get(c.ring_index(&slot)).map(|e| e.0) != Some(id) {
+                return Err(invalid(format!("order {id}: not in the horizon ring")));
+            }
+            open += u64::from(slot.open_qty() > 0);
+            c.ids.insert(id, slot);
+        }
+        if r.off != bytes.len() {
+            return Err(StateError::Length(bytes.len()));
+        }
+        if open != open_count {
+            return Err(invalid(format!("{open} open orders, {open_count} counted")));
+        }
+        c.open_count = open as usize;
+        c.default_account = AccountSlot::template(&c.limits);
+        c.default_symbol = SymbolSlot::template(&c.limits);
+        // The file's accounts and symbols are always in the tables (interned at start-up and
+        // on every reload); a state without them was made under other limits.
+        let (na, ns) = (c.accounts.len(), c.symbols.len());
+        c.install_configured();
+        if (c.accounts.len(), c.symbols.len()) != (na, ns) {
+            return Err(invalid("a configured account or symbol is missing"));
+        }
+        c.verify_consistency().map_err(StateError::Invalid)?;
+        Ok(c)
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
