@@ -213,6 +213,19 @@ pub enum SnapshotProblem {
 
 /// A snapshot file's bytes and their SHA-256 (at most [`SNAPSHOT_FILE_BYTES_MAX`] bytes).
 pub fn read_snapshot_file(path: &Path) -> Result<(Vec<u8>, [u8; 32]), SnapshotProblem> {
+    let bytes = read_snapshot_bytes(path)?;
+    let sha = sha256(&bytes);
+    Ok((bytes, sha))
+}
+
+/// SHA-256 of `bytes` (what a snapshot record carries of its file).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A snapshot file's bytes (at most [`SNAPSHOT_FILE_BYTES_MAX`]), not hashed: the caller
+/// hashes them ([`sha256`]), e.g. on another thread while it decodes them.
+pub fn read_snapshot_bytes(path: &Path) -> Result<Vec<u8>, SnapshotProblem> {
     let f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -231,8 +244,7 @@ pub fn read_snapshot_file(path: &Path) -> Result<(Vec<u8>, [u8; 32]), SnapshotPr
             path: path.to_path_buf(),
         });
     }
-    let sha = Sha256::digest(&bytes).into();
-    Ok((bytes, sha))
+    Ok(bytes)
 }
 
 /// A snapshot file's length and SHA-256, read in chunks (`audit verify`).

@@ -119,12 +119,16 @@ fn open_journal(
     }
     if r.records_before > 0 {
         eprintln!(
-            "engine: recovered {} in {:.1} ms: {} records, segments from seq {} verified ({}              of them; `audit verify` checks the rest); risk state {}",
+            "engine: recovered {} in {:.1} ms (snapshot {:.1} ms, journal tail {:.1} ms): {} \
+             records, {} segment(s) from seq {} read and verified (`audit verify` checks the \
+             rest); risk state {}",
             s.dir.display(),
             started.elapsed().as_secs_f64() * 1e3,
+            r.load_ms,
+            r.tail_ms,
             r.records_before,
-            recovery.verified_from_seq,
             recovery.segments_verified,
+            recovery.verified_from_seq,
             match &r.risk_source {
                 crate::recovery::RiskSource::None => "kept by the risk service".to_owned(),
                 crate::recovery::RiskSource::Fresh => "fresh".to_owned(),
@@ -148,10 +152,14 @@ fn open_journal(
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
-    if let (Some(checker), true) = (&r.checker, s.snapshots.enabled()) {
+    if let (Some(limits), true) = (&spec.limits, s.snapshots.enabled()) {
+        let source = crate::snapshots::StateSource {
+            limits: limits.clone(),
+            snapshot: r.snapshot_used,
+        };
         let snapshots = crate::snapshots::Snapshotter::spawn(
             s.dir.clone(),
-            checker.clone(),
+            source,
             r.records_before,
             s.snapshots,
             s.durability != audit::Durability::None,

@@ -31,6 +31,9 @@ use orders::{decode_decision, Decision};
 
 use crate::frames::EgressEntry;
 
+/// Decisions applied together ([`risk::Checker::apply_decisions`]: their cache misses overlap).
+const APPLY_BATCH: usize = 256;
+
 /// What to rebuild besides the head.
 #[derive(Debug, Clone, Default)]
 pub struct RecoverySpec {
@@ -77,10 +80,17 @@ pub struct Recovered {
     pub risk_source: RiskSource,
     /// Decisions applied to it from the journal (after the snapshot).
     pub decisions_replayed: u64,
+    /// The record of the snapshot it was rebuilt from (the file matched it).
+    pub snapshot_used: Option<audit::SnapshotRecord>,
     /// The accepted orders of the last `redelivery_window` records, in journal order.
     pub redelivery: Vec<EgressEntry>,
     /// Warnings to show (an unusable snapshot, named).
     pub warnings: Vec<String>,
+    /// Time spent loading the snapshot (read, SHA-256, restore), and in the pass over the
+    /// journal's tail (open, verify, replay), ms.
+    pub load_ms: f64,
+    /// See `load_ms`.
+    pub tail_ms: f64,
 }
 
 /// A snapshot file restored, waiting for its record to be found.
@@ -91,20 +101,118 @@ struct Candidate {
     sha256: [u8; 32],
 }
 
+impl Candidate {
+    /// The record that names this file with this content.
+    fn record(&self) -> audit::SnapshotRecord {
+        audit::SnapshotRecord {
+            covered_seq: self.covered_seq,
+            file_len: self.len,
+            sha256: self.sha256,
+        }
+    }
+}
+
+/// A snapshot file loaded: the state it holds, its length and SHA-256.
+type Loaded = (risk::Checker, u64, [u8; 32]);
+
+/// Reads, hashes (on a second thread) and restores a snapshot file.
+fn load_snapshot(path: &Path, limits: &risk::Limits) -> Result<Loaded, String> {
+    let bytes = audit::snapshot::read_snapshot_bytes(path).map_err(|e| e.to_string())?;
+    let (sha, restored) = std::thread::scope(|s| {
+        let hasher = s.spawn(|| audit::snapshot::sha256(&bytes));
+        let restored = risk::Checker::restore_state(limits.clone(), &bytes);
+        (hasher.join(), restored)
+    });
+    let sha = sha.map_err(|_| "the hashing thread panicked".to_owned())?;
+    let checker = restored.map_err(|e| e.to_string())?;
+    Ok((checker, bytes.len() as u64, sha))
+}
+
+/// The risk state the pass builds.
+enum RiskAcc {
+    /// None to build (remote risk).
+    None,
+    /// Every decision after `apply_after` goes into this checker (in batches: `batch`).
+    Direct(risk::Checker, Vec<Decision>),
+    /// The snapshot is being loaded on another thread: decisions wait here until it is.
+    Pending {
+        rx: std::sync::mpsc::Receiver<Result<Loaded, String>>,
+        waiting: Vec<Decision>,
+    },
+    /// The snapshot is loaded (its length and SHA-256 are compared with its record); the
+    /// decisions after it go into its checker in batches.
+    Loaded(Loaded, Vec<Decision>),
+    /// It could not be loaded: why.
+    Failed(String),
+}
+
+impl RiskAcc {
+    /// Takes the loader's result if it is there (or waits for it with `block`).
+    fn settle(&mut self, block: bool) {
+        let RiskAcc::Pending { rx, waiting } = self else {
+            return;
+        };
+        let got = if block {
+            rx.recv()
+                .map_err(|_| std::sync::mpsc::TryRecvError::Disconnected)
+        } else {
+            rx.try_recv()
+        };
+        let next = match got {
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                RiskAcc::Failed("the snapshot loader ended without a result".into())
+            }
+            Ok(Err(e)) => RiskAcc::Failed(e),
+            Ok(Ok(mut loaded)) => {
+                loaded.0.apply_decisions(waiting);
+                RiskAcc::Loaded(loaded, Vec::with_capacity(APPLY_BATCH))
+            }
+        };
+        *self = next;
+    }
+
+    fn apply(&mut self, d: Decision) {
+        self.settle(false);
+        match self {
+            RiskAcc::Direct(c, batch) | RiskAcc::Loaded((c, _, _), batch) => {
+                batch.push(d);
+                if batch.len() == APPLY_BATCH {
+                    c.apply_decisions(batch);
+                    batch.clear();
+                }
+            }
+            RiskAcc::Pending { waiting, .. } => waiting.push(d),
+            RiskAcc::None | RiskAcc::Failed(_) => {}
+        }
+    }
+
+    /// Waits for the loader, and applies what is batched.
+    fn finish(&mut self) {
+        self.settle(true);
+        if let RiskAcc::Direct(c, batch) | RiskAcc::Loaded((c, _, _), batch) = self {
+            c.apply_decisions(batch);
+            batch.clear();
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        !matches!(self, RiskAcc::None | RiskAcc::Failed(_))
+    }
+}
+
 /// The visitor of the one pass (see the module docs).
 struct Pass {
     window: u64,
-    /// Apply decisions with a sequence number above this to `checker`.
+    /// Apply decisions with a sequence number above this to the risk state.
     apply_after: u64,
-    checker: Option<risk::Checker>,
-    candidate: Option<Candidate>,
-    /// Whether the candidate's record was found and matches the file.
-    confirmed: bool,
-    /// What was wrong with the candidate's record, when it was found and differs.
-    mismatch: Option<String>,
-    /// The newest snapshot record newer than the candidate (its file was not usable).
+    risk: RiskAcc,
+    /// The snapshot's own record (the one naming `apply_after`), when found.
+    seen: Option<(u64, audit::SnapshotRecord)>,
+    /// The newest snapshot record newer than the snapshot (its file was not usable).
     newer: Option<audit::SnapshotRecord>,
-    last: Option<Decision>,
+    /// The newest decision's payload (decoded once, at the end).
+    last: Vec<u8>,
     replayed: u64,
     redelivery: VecDeque<EgressEntry>,
 }
@@ -112,13 +220,17 @@ struct Pass {
 impl audit::TailVisitor for Pass {
     fn first_seq_needed(&mut self, last_segment_first_seq: u64) -> u64 {
         // The head is at least `last_segment_first_seq - 1`: the window starts at or after
-        // `head - window`, so this covers it; the snapshot's covered record is a decision, so
-        // the newest decision is seen too.
-        let window_start = last_segment_first_seq
-            .saturating_sub(1)
-            .saturating_sub(self.window)
-            .max(1);
-        if self.checker.is_some() {
+        // `head - window`, so this covers it (without a window, the last segment is enough);
+        // the snapshot's covered record is a decision, so the newest decision is seen too.
+        let window_start = if self.window > 0 {
+            last_segment_first_seq
+                .saturating_sub(1)
+                .saturating_sub(self.window)
+                .max(1)
+        } else {
+            last_segment_first_seq
+        };
+        if self.risk.wanted() {
             window_start.min(self.apply_after.max(1))
         } else {
             window_start
@@ -128,57 +240,44 @@ impl audit::TailVisitor for Pass {
     fn visit(&mut self, r: audit::RecordView<'_>) -> Result<(), audit::VisitError> {
         match r.kind {
             audit::KIND_DECISION => {
-                let d = decode_decision(r.payload).map_err(|e| {
-                    format!("journal record {} is not a valid decision: {e}", r.seq)
-                })?;
-                if r.seq > self.apply_after {
-                    if let Some(c) = &mut self.checker {
-                        c.apply_decision(&d);
+                let replay = r.seq > self.apply_after && self.risk.wanted();
+                if replay || self.window > 0 {
+                    let d = decode_decision(r.payload).map_err(|e| {
+                        format!("journal record {} is not a valid decision: {e}", r.seq)
+                    })?;
+                    if self.window > 0 && d.reason.is_accepted() {
+                        self.redelivery.push_back(EgressEntry {
+                            input_seq: d.input_seq,
+                            journal_seq: r.seq,
+                            order: d.order,
+                        });
+                        // Bounded: nothing older than the window of the newest record.
+                        let keep_from = r.seq.saturating_sub(self.window);
+                        while self
+                            .redelivery
+                            .front()
+                            .is_some_and(|e| e.journal_seq < keep_from)
+                        {
+                            self.redelivery.pop_front();
+                        }
+                    }
+                    if replay {
+                        self.risk.apply(d);
                         self.replayed += 1;
                     }
                 }
-                if self.window > 0 && d.reason.is_accepted() {
-                    self.redelivery.push_back(EgressEntry {
-                        input_seq: d.input_seq,
-                        journal_seq: r.seq,
-                        order: d.order,
-                    });
-                    // Bounded: nothing older than the window of the newest record.
-                    let keep_from = r.seq.saturating_sub(self.window);
-                    while self
-                        .redelivery
-                        .front()
-                        .is_some_and(|e| e.journal_seq < keep_from)
-                    {
-                        self.redelivery.pop_front();
-                    }
-                }
-                self.last = Some(d);
+                self.last.clear();
+                self.last.extend_from_slice(r.payload);
             }
-            audit::KIND_SNAPSHOT if self.checker.is_some() => {
+            audit::KIND_SNAPSHOT if self.risk.wanted() => {
                 let Some(rec) = audit::SnapshotRecord::decode(r.payload) else {
                     return Ok(());
                 };
-                if let Some(c) = &self.candidate {
-                    if rec.covered_seq == c.covered_seq && !self.confirmed {
-                        if rec.file_len == c.len && rec.sha256 == c.sha256 {
-                            self.confirmed = true;
-                            self.mismatch = None;
-                        } else {
-                            self.mismatch = Some(format!(
-                                "its record (seq {}) says {} bytes, SHA-256 {}; the file has {} \
-                                 bytes, SHA-256 {}",
-                                r.seq,
-                                rec.file_len,
-                                hex(&rec.sha256),
-                                c.len,
-                                hex(&c.sha256)
-                            ));
-                        }
-                    } else if rec.covered_seq > c.covered_seq {
-                        self.newer = Some(rec);
+                if rec.covered_seq == self.apply_after && self.apply_after > 0 {
+                    if self.seen.is_none() {
+                        self.seen = Some((r.seq, rec));
                     }
-                } else {
+                } else if rec.covered_seq > self.apply_after {
                     self.newer = Some(rec);
                 }
             }
@@ -192,7 +291,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Restores the newest snapshot file of `dir` covering at most `below` that restores under
+/// Restores the newest snapshot file of `dir` covering less than `below` that restores under
 /// `limits`; files passed over are named in `warnings`.
 fn newest_restorable(
     dir: &Path,
@@ -209,22 +308,12 @@ fn newest_restorable(
         if covered_seq >= below {
             continue;
         }
-        let (bytes, sha256) = match audit::snapshot::read_snapshot_file(&path) {
-            Ok(x) => x,
-            Err(e) => {
-                warnings.push(format!(
-                    "risk snapshot {} not used: {e}; trying an older one",
-                    path.display()
-                ));
-                continue;
-            }
-        };
-        match risk::Checker::restore_state(limits.clone(), &bytes) {
-            Ok(checker) => {
+        match load_snapshot(&path, limits) {
+            Ok((checker, len, sha256)) => {
                 let c = Candidate {
                     path,
                     covered_seq,
-                    len: bytes.len() as u64,
+                    len,
                     sha256,
                 };
                 return Ok(Some((c, checker)));
@@ -239,38 +328,74 @@ fn newest_restorable(
 }
 
 /// Opens the journal in `dir` and recovers from its tail in one pass (see the module docs).
+/// The newest snapshot file is read, hashed and restored on other threads while the pass
+/// reads the journal's tail; the decisions after it wait for it.
 pub fn recover(
     dir: &Path,
     opts: audit::WriterOptions,
     spec: &RecoverySpec,
 ) -> anyhow::Result<Recovered> {
     let mut warnings = Vec::new();
+    let newest = match (&spec.limits, dir.is_dir()) {
+        (Some(_), true) => audit::snapshot::list_snapshots(dir)
+            .with_context(|| format!("cannot list the snapshots in {}", dir.display()))?
+            .pop(),
+        _ => None,
+    };
     let mut pass = Pass {
         window: spec.redelivery_window as u64,
-        apply_after: 0,
-        checker: None,
-        candidate: None,
-        confirmed: false,
-        mismatch: None,
+        apply_after: newest.as_ref().map_or(0, |n| n.0),
+        risk: RiskAcc::None,
+        seen: None,
         newer: None,
-        last: None,
+        last: Vec::new(),
         replayed: 0,
         redelivery: VecDeque::new(),
     };
-    if let Some(limits) = &spec.limits {
-        match newest_restorable(dir, limits, u64::MAX, &mut warnings)? {
-            Some((c, checker)) => {
-                pass.apply_after = c.covered_seq;
-                pass.candidate = Some(c);
-                pass.checker = Some(checker);
+    let t0 = std::time::Instant::now();
+    let opened = std::thread::scope(|s| {
+        let loading = match (&spec.limits, &newest) {
+            (None, _) => None,
+            (Some(limits), None) => {
+                pass.risk = RiskAcc::Direct(
+                    risk::Checker::new(limits.clone()),
+                    Vec::with_capacity(APPLY_BATCH),
+                );
+                None
             }
-            None => pass.checker = Some(risk::Checker::new(limits.clone())),
-        }
-    }
-    let (writer, recovery) = audit::Writer::open_tail(dir, opts, &mut pass)
-        .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
+            (Some(limits), Some((_, path))) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                pass.risk = RiskAcc::Pending {
+                    rx,
+                    waiting: Vec::new(),
+                };
+                Some(s.spawn(move || {
+                    let t = std::time::Instant::now();
+                    let _ = tx.send(load_snapshot(path, limits));
+                    t.elapsed().as_secs_f64() * 1e3
+                }))
+            }
+        };
+        let opened = audit::Writer::open_tail(dir, opts, &mut pass);
+        let tail_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let load_ms = loading.map_or(0.0, |h| h.join().unwrap_or(0.0));
+        (opened, load_ms, tail_ms)
+    });
+    let (opened, load_ms, tail_ms) = opened;
+    let (writer, recovery) =
+        opened.with_context(|| format!("cannot open the journal in {}", dir.display()))?;
+    pass.risk.finish();
     let records_before = writer.next_seq().saturating_sub(1);
-    let mut last = pass.last;
+    let mut last = if pass.last.is_empty() {
+        None
+    } else {
+        Some(decode_decision(&pass.last).with_context(|| {
+            format!(
+                "the newest decision record in {} does not decode",
+                dir.display()
+            )
+        })?)
+    };
     if last.is_none() && records_before > 0 {
         // No decision in the records read (a tail of other records): look further back.
         last = last_decision(&writer)?;
@@ -289,30 +414,61 @@ pub fn recover(
             rec.covered_seq
         ));
     }
-    let (checker, risk_source, replayed) = match (pass.checker, pass.candidate) {
-        (None, _) => (None, RiskSource::None, 0),
-        (Some(c), None) if records_before == 0 => (Some(c), RiskSource::Fresh, 0),
-        (Some(c), None) => (Some(c), RiskSource::FullReplay, pass.replayed),
-        (Some(c), Some(cand)) if pass.confirmed => (
-            Some(c),
-            RiskSource::Snapshot {
-                path: cand.path,
-                covered_seq: cand.covered_seq,
-            },
-            pass.replayed,
-        ),
-        (Some(_), Some(cand)) => {
-            let why = pass.mismatch.unwrap_or_else(|| {
-                format!("no journal record names it (the records up to {records_before} were read)")
-            });
+    let replayed = pass.replayed;
+    let (checker, risk_source, replayed, snapshot_used) = match (pass.risk, newest) {
+        (RiskAcc::None, _) => (None, RiskSource::None, 0, None),
+        (RiskAcc::Direct(c, _), _) if records_before == 0 => (Some(c), RiskSource::Fresh, 0, None),
+        (RiskAcc::Direct(c, _), _) => (Some(c), RiskSource::FullReplay, replayed, None),
+        (RiskAcc::Loaded((c, len, sha256), _), Some((covered_seq, path))) => {
+            let cand = Candidate {
+                path,
+                covered_seq,
+                len,
+                sha256,
+            };
+            match pass.seen {
+                Some((_, rec)) if rec == cand.record() => (
+                    Some(c),
+                    RiskSource::Snapshot {
+                        path: cand.path.clone(),
+                        covered_seq,
+                    },
+                    replayed,
+                    Some(cand.record()),
+                ),
+                seen => {
+                    let why = match seen {
+                        Some((seq, rec)) => format!(
+                            "its record (seq {seq}) says {} bytes, SHA-256 {}; the file has {} \
+                             bytes, SHA-256 {}",
+                            rec.file_len,
+                            hex(&rec.sha256),
+                            len,
+                            hex(&sha256)
+                        ),
+                        None => format!(
+                            "no journal record names it (the records up to {records_before} \
+                             were read)"
+                        ),
+                    };
+                    warnings.push(format!(
+                        "risk snapshot {} not used: {why}; rebuilding risk state from an older \
+                         snapshot or the whole journal",
+                        cand.path.display()
+                    ));
+                    slowly(dir, spec, covered_seq, &mut warnings)?
+                }
+            }
+        }
+        (RiskAcc::Failed(e), Some((covered_seq, path))) => {
             warnings.push(format!(
-                "risk snapshot {} not used: {why}; rebuilding risk state from an older snapshot \
-                 or the whole journal",
-                cand.path.display()
+                "risk snapshot {} not used: {e}; trying an older one",
+                path.display()
             ));
-            let limits = spec.limits.clone().context("limits")?;
-            let (c, source, n) = rebuild_slowly(dir, &limits, cand.covered_seq, &mut warnings)?;
-            (Some(c), source, n)
+            slowly(dir, spec, covered_seq, &mut warnings)?
+        }
+        (RiskAcc::Loaded(..) | RiskAcc::Failed(_) | RiskAcc::Pending { .. }, _) => {
+            anyhow::bail!("risk state recovery ended in an impossible state")
         }
     };
     Ok(Recovered {
@@ -323,19 +479,46 @@ pub fn recover(
         checker,
         risk_source,
         decisions_replayed: replayed,
+        snapshot_used,
         redelivery,
         warnings,
+        load_ms,
+        tail_ms,
     })
+}
+
+/// [`rebuild_slowly`] under the spec's limits.
+#[allow(clippy::type_complexity)]
+fn slowly(
+    dir: &Path,
+    spec: &RecoverySpec,
+    below: u64,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(
+    Option<risk::Checker>,
+    RiskSource,
+    u64,
+    Option<audit::SnapshotRecord>,
+)> {
+    let limits = spec.limits.as_ref().context("no risk limits")?;
+    let (c, source, n, used) = rebuild_slowly(dir, limits, below, warnings)?;
+    Ok((Some(c), source, n, used))
 }
 
 /// The slow path: older snapshots (below `below`), each confirmed by its record in a read
 /// from it to the head, else every decision of the journal.
+#[allow(clippy::type_complexity)]
 fn rebuild_slowly(
     dir: &Path,
     limits: &risk::Limits,
     mut below: u64,
     warnings: &mut Vec<String>,
-) -> anyhow::Result<(risk::Checker, RiskSource, u64)> {
+) -> anyhow::Result<(
+    risk::Checker,
+    RiskSource,
+    u64,
+    Option<audit::SnapshotRecord>,
+)> {
     let reader = audit::Reader::open(dir)
         .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
     loop {
@@ -349,6 +532,7 @@ fn rebuild_slowly(
         };
         let mut confirmed = cand.is_none();
         let mut replayed = 0u64;
+        let mut batch = Vec::with_capacity(APPLY_BATCH);
         for rec in reader.iter_from(after + 1) {
             let rec = rec.with_context(|| {
                 format!(
@@ -361,7 +545,11 @@ fn rebuild_slowly(
                     let d = decode_decision(&rec.payload).with_context(|| {
                         format!("journal record {} is not a valid decision", rec.seq)
                     })?;
-                    checker.apply_decision(&d);
+                    batch.push(d);
+                    if batch.len() == APPLY_BATCH {
+                        checker.apply_decisions(&batch);
+                        batch.clear();
+                    }
                     replayed += 1;
                 }
                 audit::KIND_SNAPSHOT => {
@@ -375,9 +563,11 @@ fn rebuild_slowly(
                 _ => {}
             }
         }
+        checker.apply_decisions(&batch);
         match cand {
-            None => return Ok((checker, RiskSource::FullReplay, replayed)),
+            None => return Ok((checker, RiskSource::FullReplay, replayed, None)),
             Some(c) if confirmed => {
+                let used = c.record();
                 return Ok((
                     checker,
                     RiskSource::Snapshot {
@@ -385,7 +575,8 @@ fn rebuild_slowly(
                         covered_seq: c.covered_seq,
                     },
                     replayed,
-                ))
+                    Some(used),
+                ));
             }
             Some(c) => {
                 warnings.push(format!(

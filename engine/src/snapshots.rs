@@ -2,9 +2,12 @@
 //! tail ([`crate::recovery`]).
 //!
 //! A thread of its own (`snapshots`) follows the journal as the journal stage writes it (an
-//! [`audit::Reader`]: committed records only, each verified) and applies every decision to its
-//! own copy of the risk state, the state recovery rebuilt at start-up — exactly what a replay
-//! of the journal builds, whatever the live checks did. Every `every_records` decisions, or
+//! [`audit::Reader`]: committed records only, read back from the page cache without hashing
+//! them again, [`audit::Reader::without_hash_checks`]) and applies every decision to its
+//! own copy of the risk state — exactly what a replay of the journal builds, whatever the live
+//! checks did. It builds that copy itself, the way recovery did (the same snapshot file, checked
+//! against its record again, and the decisions after it), once the run has appended its first
+//! batch: off the restart's critical path, and not at all for a run that decides nothing. Every `every_records` decisions, or
 //! `every_ms` after the last snapshot (with at least `min(every_records, 65536)` decisions since:
 //! a smaller tail replays faster than a snapshot is made), and at a clean stop, it writes the
 //! state ([`risk::Checker::encode_state`]) as `<covered_seq>.snap`
@@ -26,6 +29,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::limits::{SNAPSHOT_MIN_RECORDS_MAX, SNAPSHOT_POLL_MS};
+
+/// Decisions applied together ([`risk::Checker::apply_decisions`]: their cache misses
+/// overlap).
+const APPLY_BATCH: usize = 256;
 
 /// When risk-state snapshots are written (`--snapshot-every-records`, `--snapshot-every-ms`,
 /// `journal.snapshot_every_records`, `journal.snapshot_every_ms`).
@@ -77,29 +84,40 @@ pub struct Snapshotter {
     stop: Arc<AtomicBool>,
     final_snapshot: Arc<AtomicBool>,
     recorded: Arc<AtomicU64>,
+    appended: Arc<AtomicU64>,
     rx: mpsc::Receiver<audit::SnapshotRecord>,
     handle: Option<JoinHandle<(u64, Option<String>)>>,
+}
+
+/// Where the thread's copy of the risk state starts: what recovery rebuilt it from.
+#[derive(Debug, Clone)]
+pub struct StateSource {
+    /// The limits of the checks.
+    pub limits: risk::Limits,
+    /// The snapshot recovery loaded (its record), or `None`: every decision from record 1.
+    pub snapshot: Option<audit::SnapshotRecord>,
 }
 
 /// What the thread works with.
 struct Follower {
     dir: PathBuf,
-    checker: risk::Checker,
+    source: StateSource,
     settings: SnapshotSettings,
     durable: bool,
     stop: Arc<AtomicBool>,
     final_snapshot: Arc<AtomicBool>,
     recorded: Arc<AtomicU64>,
+    appended: Arc<AtomicU64>,
     tx: mpsc::Sender<audit::SnapshotRecord>,
 }
 
 impl Snapshotter {
-    /// Starts following the journal in `dir` after its record `head`, with `checker` holding
-    /// the risk state after that record. `durable`: sync the files (the journal's policy
-    /// syncs).
+    /// Starts following the journal in `dir`, whose last record is `head` now, with a risk
+    /// state it builds from `source` once records beyond `head` appear. `durable`: sync the
+    /// files (the journal's policy syncs).
     pub fn spawn(
         dir: PathBuf,
-        checker: risk::Checker,
+        source: StateSource,
         head: u64,
         settings: SnapshotSettings,
         durable: bool,
@@ -107,15 +125,17 @@ impl Snapshotter {
         let stop = Arc::new(AtomicBool::new(false));
         let final_snapshot = Arc::new(AtomicBool::new(false));
         let recorded = Arc::new(AtomicU64::new(head));
+        let appended = Arc::new(AtomicU64::new(head));
         let (tx, rx) = mpsc::channel();
         let f = Follower {
             dir,
-            checker,
+            source,
             settings,
             durable,
             stop: Arc::clone(&stop),
             final_snapshot: Arc::clone(&final_snapshot),
             recorded: Arc::clone(&recorded),
+            appended: Arc::clone(&appended),
             tx,
         };
         let handle = std::thread::Builder::new()
@@ -125,9 +145,15 @@ impl Snapshotter {
             stop,
             final_snapshot,
             recorded,
+            appended,
             rx,
             handle: Some(handle),
         })
+    }
+
+    /// The journal's last record is `seq` now (the journal stage, once per batch).
+    pub fn appended(&self, seq: u64) {
+        self.appended.store(seq, Ordering::Release);
     }
 
     /// A snapshot record ready to be appended, if any (never blocks).
@@ -188,31 +214,73 @@ impl Follower {
         }
     }
 
+    /// The risk state `source` names: the snapshot file (checked against its record again)
+    /// or a fresh one; returns it and the last record it covers.
+    fn initial_state(&self) -> Result<(risk::Checker, u64), String> {
+        let limits = self.source.limits.clone();
+        match &self.source.snapshot {
+            None => Ok((risk::Checker::new(limits), 0)),
+            Some(rec) => {
+                let bytes = audit::snapshot::check_snapshot_file(&self.dir, rec)
+                    .map_err(|e| e.to_string())?;
+                let checker = risk::Checker::restore_state(limits, &bytes)
+                    .map_err(|e| format!("{}: {e}", rec.path(&self.dir).display()))?;
+                Ok((checker, rec.covered_seq))
+            }
+        }
+    }
+
     fn follow(&mut self, head: u64, written: &mut u64) -> Result<(), String> {
+        // Nothing to do until the run appends something (a run that decides nothing never
+        // builds the state: a restart with nothing to do stays quick).
+        while self.appended.load(Ordering::Acquire) <= head {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            std::thread::park_timeout(Duration::from_millis(SNAPSHOT_POLL_MS));
+        }
+        let (mut checker, from) = self.initial_state()?;
         let dir = self.dir.clone();
-        let mut reader = audit::Reader::open(&dir).map_err(|e| e.to_string())?;
-        let mut next = head + 1;
+        // Records this process has just written, read back from the page cache: not hashed
+        // again (the restart and `audit verify` check them from the disk).
+        let mut reader = audit::Reader::open(&dir)
+            .map_err(|e| e.to_string())?
+            .without_hash_checks();
+        let mut next = from + 1;
         let mut pos: Option<audit::Position> = None;
         let mut since = 0u64;
-        let mut covered = head;
+        let mut covered = from;
         let mut last_snapshot = Instant::now();
         let mut buf = Vec::new();
+        let mut batch = Vec::with_capacity(APPLY_BATCH);
         let mut pruned_at = 0;
         let every_ms = Duration::from_millis(self.settings.every_ms);
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
-            reader.refresh().map_err(|e| e.to_string())?;
+            // Only what the journal stage has published (end of a batch, Release): a record
+            // read past that could still be being written (the length word stored, a copy of
+            // the page taken before the rest), and no hash is recomputed here to notice.
+            let limit = self.appended.load(Ordering::Acquire);
             let mut due_by_count = false;
-            let mut caught_up = true;
-            {
+            if limit >= next {
+                reader.refresh().map_err(|e| e.to_string())?;
                 let mut it = match pos {
                     Some(p) => reader.records_at(p),
                     None => reader.iter_from(next),
                 };
-                for rec in it.by_ref() {
+                let mut at_limit = false;
+                loop {
+                    let before = it.position();
+                    let Some(rec) = it.next() else { break };
                     let rec = rec.map_err(|e| format!("reading the journal: {e}"))?;
                     if rec.seq < next {
                         continue;
+                    }
+                    if rec.seq > limit {
+                        // Not published yet: read it again next time, from here.
+                        pos = before;
+                        at_limit = true;
+                        break;
                     }
                     next = rec.seq + 1;
                     if rec.kind != audit::KIND_DECISION {
@@ -221,17 +289,25 @@ impl Follower {
                     let d = orders::decode_decision(&rec.payload).map_err(|e| {
                         format!("journal record {} is not a valid decision: {e}", rec.seq)
                     })?;
-                    self.checker.apply_decision(&d);
+                    batch.push(d);
+                    if batch.len() == APPLY_BATCH {
+                        checker.apply_decisions(&batch);
+                        batch.clear();
+                    }
                     covered = rec.seq;
                     since += 1;
                     if since >= self.settings.every_records {
                         due_by_count = true;
-                        caught_up = false;
                         break;
                     }
                 }
-                pos = it.position();
+                if !at_limit {
+                    pos = it.position();
+                }
             }
+            let caught_up = next > limit && !due_by_count;
+            checker.apply_decisions(&batch);
+            batch.clear();
             let due_by_time = !every_ms.is_zero()
                 && last_snapshot.elapsed() >= every_ms
                 && since >= self.settings.min_records();
@@ -241,7 +317,7 @@ impl Follower {
                 && since >= self.settings.min_records();
             if due_by_count || due_by_time || due_at_stop {
                 buf.clear();
-                self.checker.encode_state(&mut buf);
+                checker.encode_state(&mut buf);
                 let rec = audit::snapshot::write_snapshot_file(&dir, covered, &buf, self.durable)
                     .map_err(|e| format!("writing a snapshot: {e}"))?;
                 *written += 1;

@@ -253,6 +253,23 @@ fn an_unusable_snapshot_falls_back_loudly_to_the_same_state() {
     );
     assert_eq!(r.checker.unwrap().state_bytes(), full);
 
+    // 5. A newer file whose record was never appended (a crash between writing it and the
+    //    journal stage appending its record): not used, the newest recorded one is.
+    let orphan = copy_journal(&journal, &dir.path().join("orphan"));
+    let head = audit::Reader::open(&orphan).unwrap().iter_from(1).count() as u64;
+    let orphan_name = audit::snapshot::snapshot_file_name(head);
+    std::fs::copy(&newest.1, orphan.join(&orphan_name)).unwrap();
+    let r = recover(&orphan, opts(), &spec()).unwrap();
+    let text = r.warnings.join("\n");
+    assert!(
+        text.contains(&orphan_name) && text.contains("no journal record names it"),
+        "{text}"
+    );
+    assert!(
+        matches!(r.risk_source, RiskSource::Snapshot { covered_seq, .. } if covered_seq == newest.0)
+    );
+    assert_eq!(r.checker.unwrap().state_bytes(), full);
+
     // The engine says so on restart, and goes on.
     let out = run_with_timeout(
         replay_cmd(&examples(), &swapped, &dir.path().join("r2.json")).args([

@@ -7,9 +7,10 @@
 //! open order and remembered id with its price, side, quantity and position, and the order of
 //! the tables. [`Checker::encode_state`] writes all of it; [`Checker::restore_state`] builds a
 //! checker that behaves exactly as the one encoded (same verdicts, same state after any further
-//! event), under the same limits. The order-id table is written sorted by id (its physical slot
-//! layout is not state), so two checkers with the same state encode to the same bytes:
-//! [`Checker::encode_state`] is also how tests compare states exactly.
+//! event), under the same limits. The order-id table is written in hash order
+//! ([`crate::idtable::hash_order`]; its physical slot layout is not state), so two checkers with
+//! the same state encode to the same bytes — [`Checker::encode_state`] is also how tests
+//! compare states exactly — and a restore fills the table front to back.
 //!
 //! Restoring reads outside input (a file): every count, index and flag is checked, nothing
 //! panics, and the restored state must pass [`Checker::verify_consistency`].
@@ -22,6 +23,7 @@ use super::{position_key, symbol_key, SELL_BIT};
 use super::{AccountSlot, Checker, IdSlot, PositionSlot, SymbolSlot, QTY_MASK, REMEMBERED_BIT};
 use crate::checks::PositionView;
 use crate::config::{Limits, TradingState};
+use crate::idtable::hash_order;
 
 /// First bytes of an encoded state.
 pub const STATE_MAGIC: [u8; 8] = *b"TTNCRSK1";
@@ -146,7 +148,11 @@ impl Checker {
     /// with none, as one rebuilt from the journal does). Allocates (cold path).
     pub fn encode_state(&self, out: &mut Vec<u8>) {
         let mut ids: Vec<(u64, IdSlot)> = self.ids.iter().map(|(k, v)| (k, *v)).collect();
-        ids.sort_unstable_by_key(|e| e.0);
+        // In the table's hash order: canonical (equal states, equal bytes), and a restore
+        // inserts front to back. The table keeps its entries in that order already (Robin
+        // Hood: by home slot) but for a wrapped tail, ties and a growth's second table, so a
+        // stable (run-adaptive) sort does this in about one pass.
+        ids.sort_by_key(|e| hash_order(e.0));
         out.reserve(
             STATE_HEADER_LEN_BYTES
                 + 16
@@ -233,7 +239,10 @@ impl Checker {
                 expected: hex_of(&expected),
             });
         }
-        let mut c = Checker::new(limits);
+        // The order-id count is at the end: peek at it to size the table once (with an eighth
+        // more room, so that the first inserts after the restore do not start a growth).
+        let ids_hint = peek_id_count(bytes).unwrap_or(0);
+        let mut c = Checker::with_id_capacity(limits, ids_hint.saturating_add(ids_hint / 8));
         // Rebuilt in the encoded order (configured ones included), not `new`'s.
         c.accounts.clear();
         c.account_index.clear();
@@ -349,7 +358,7 @@ impl Checker {
         let n = r.u64()?;
         let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
         let mut open = 0u64;
-        let mut prev = 0u64;
+        let mut prev: Option<u64> = None;
         for _ in 0..n {
             let id = r.u64()?;
             let slot = IdSlot {
@@ -358,10 +367,10 @@ impl Checker {
                 position: r.u32()?,
                 tag: r.u32()?,
             };
-            if id <= prev {
-                return Err(invalid(format!("order ids not ascending at {id}")));
+            if id == 0 || prev.is_some_and(|p| hash_order(id) <= p) {
+                return Err(invalid(format!("order ids not in hash order at {id}")));
             }
-            prev = id;
+            prev = Some(hash_order(id));
             if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
                 return Err(invalid(format!("order {id}: flags")));
             }
@@ -396,6 +405,25 @@ impl Checker {
         c.verify_consistency().map_err(StateError::Invalid)?;
         Ok(c)
     }
+}
+
+/// The order-id count of encoded state (walking the counts of the sections before it), or
+/// `None` when the bytes are too short; restore checks everything again.
+fn peek_id_count(bytes: &[u8]) -> Option<usize> {
+    let mut r = Bytes {
+        b: bytes,
+        off: STATE_HEADER_LEN_BYTES,
+    };
+    for entry in [ACCOUNT_LEN_BYTES, SYMBOL_LEN_BYTES, POSITION_LEN_BYTES] {
+        let n = r.u32().ok()?;
+        let n = r.count(u64::from(n), entry).ok()?;
+        r.take(n * entry).ok()?;
+    }
+    let n = r.u64().ok()?;
+    let n = r.count(n, RING_ENTRY_LEN_BYTES).ok()?;
+    r.take(n * RING_ENTRY_LEN_BYTES).ok()?;
+    let n = r.u64().ok()?;
+    r.count(n, ID_ENTRY_LEN_BYTES).ok()
 }
 
 fn hex_of(b: &[u8]) -> String {

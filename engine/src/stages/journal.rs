@@ -228,6 +228,9 @@ impl DecisionLog for AuditLog {
                 self.publish_failed(seq, now, &e);
             }
         }
+        if let Some(s) = &self.snapshots {
+            s.appended(self.writer.next_seq().saturating_sub(1));
+        }
         Ok(())
     }
 
