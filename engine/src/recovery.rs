@@ -213,6 +213,9 @@ struct Pass {
     newer: Option<audit::SnapshotRecord>,
     /// The newest decision's payload (decoded once, at the end).
     last: Vec<u8>,
+    /// The last record visited (sequence number, hash): the pass must end on the head the
+    /// writer continues from.
+    visited: Option<(u64, [u8; 32])>,
     replayed: u64,
     redelivery: VecDeque<EgressEntry>,
 }
@@ -238,6 +241,15 @@ impl audit::TailVisitor for Pass {
     }
 
     fn visit(&mut self, r: audit::RecordView<'_>) -> Result<(), audit::VisitError> {
+        // Cheap invariants (release builds too): the records come dense, in order.
+        if let Some((prev, _)) = self.visited {
+            assert!(
+                r.seq == prev + 1,
+                "recovery: journal record {} after {prev}: sequence numbers must be dense",
+                r.seq
+            );
+        }
+        self.visited = Some((r.seq, r.hash));
         match r.kind {
             audit::KIND_DECISION => {
                 let replay = r.seq > self.apply_after && self.risk.wanted();
@@ -349,6 +361,7 @@ pub fn recover(
         seen: None,
         newer: None,
         last: Vec::new(),
+        visited: None,
         replayed: 0,
         redelivery: VecDeque::new(),
     };
@@ -386,6 +399,14 @@ pub fn recover(
         opened.with_context(|| format!("cannot open the journal in {}", dir.display()))?;
     pass.risk.finish();
     let records_before = writer.next_seq().saturating_sub(1);
+    if let Some((seq, hash)) = pass.visited {
+        // The chain the writer continues is the one the pass read, to its last record.
+        assert!(
+            seq == records_before && hash == writer.head_hash(),
+            "recovery: the pass ended at record {seq}, the journal's head is {records_before} \
+             (the chain must be continuous to the head)"
+        );
+    }
     let mut last = if pass.last.is_empty() {
         None
     } else {

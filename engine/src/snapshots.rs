@@ -282,6 +282,11 @@ impl Follower {
                         at_limit = true;
                         break;
                     }
+                    assert!(
+                        rec.seq == next,
+                        "snapshots: journal record {} where {next} was due (dense sequence)",
+                        rec.seq
+                    );
                     next = rec.seq + 1;
                     if rec.kind != audit::KIND_DECISION {
                         continue;
