@@ -15,47 +15,55 @@ pub fn engine_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_engine"))
 }
 
-fn target_debug() -> PathBuf {
-    // tests run from target/debug/deps/<test>-<hash>
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target/debug")
-        .to_path_buf()
-}
-
-/// `audit`, `risk-server` and `bench` from their crates, built once per test binary.
+/// `audit`, `risk-server` and `bench` from their crates, built once per test binary with the
+/// profile this test was built with. Their paths come from cargo itself (the
+/// `compiler-artifact` messages of the build name each executable), never from a guess about
+/// the target directory, so `CARGO_TARGET_DIR`, `--target` and `--release` all find the binary
+/// that was just built. The build's progress goes to the test's stderr.
 pub fn other_bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--bin",
-                "audit",
-                "--bin",
-                "risk-server",
-                "--bin",
-                "bench",
-                "-p",
-                "audit",
-                "-p",
-                "risk",
-                "-p",
-                "bench",
-            ])
+    static BUILT: OnceLock<std::collections::HashMap<String, PathBuf>> = OnceLock::new();
+    let bins = BUILT.get_or_init(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--message-format=json-render-diagnostics",
+            "--bin",
+            "audit",
+            "--bin",
+            "risk-server",
+            "--bin",
+            "bench",
+            "-p",
+            "audit",
+            "-p",
+            "risk",
+            "-p",
+            "bench",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let out = cmd
             .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
             .output()
             .expect("cargo build runs");
-        assert!(
-            out.status.success(),
-            "building the other binaries failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "building the other binaries failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact")
+            .filter_map(|m| {
+                let exe = m["executable"].as_str()?;
+                Some((m["target"]["name"].as_str()?.to_owned(), PathBuf::from(exe)))
+            })
+            .collect()
     });
-    let p = target_debug().join(name);
+    let p = bins
+        .get(name)
+        .unwrap_or_else(|| panic!("cargo built no binary named {name}: {bins:?}"));
     assert!(p.exists(), "{} missing after cargo build", p.display());
-    p
+    p.clone()
 }
 
 /// A deterministic order flow: new orders over 4 accounts and 3 symbols with prices around a
