@@ -342,42 +342,12 @@ where
         spawn(StageId::Ingress, move || {
             prepare_thread(StageId::Ingress.as_str(), core);
             let links = ingress_links.recv().unwrap_or_default();
-            let t0 = match ingress {
-                IngressSource::Replay {
-                    orders,
-                    start,
-                    schedule,
-                } => {
-                    let mut s = ReplayIngress::new(
-                        orders,
-                        start,
-                        schedule,
-                        a_tx,
-                        max_batch,
-                        clock,
-                        Arc::clone(&stop2),
-                        metrics,
-                    );
-                    if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
-                        record_error(&errors, StageId::Ingress, &e, &stop2);
-                    }
-                    s.t0_ns()
-                }
-                IngressSource::Pull { socket, next_seq } => {
-                    let mut s = PullIngress::new(
-                        socket,
-                        next_seq,
-                        a_tx,
-                        clock,
-                        Arc::clone(&stop2),
-                        metrics,
-                    );
-                    if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
-                        record_error(&errors, StageId::Ingress, &e, &stop2);
-                    }
-                    None
-                }
-            };
+            let mut s = AnyIngress::new(ingress, a_tx, max_batch, clock, &stop2, metrics);
+            if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
+                record_error(&errors, StageId::Ingress, &e, &stop2);
+            }
+            let t0 = s.t0_ns();
+            drop(s);
             // The stage (and its producer end of ring A) is gone: let risk notice at once.
             links.wake_now();
             t0
@@ -449,13 +419,48 @@ where
     ))
 }
 
-/// The replay or the PULL ingress, as one stage type for the shared thread.
+/// The replay or the PULL ingress, as one stage type (both threading modes).
 enum AnyIngress {
     Replay(ReplayIngress),
     Pull(PullIngress),
 }
 
 impl AnyIngress {
+    /// The ingress stage for `source`, pushing to ring A.
+    fn new(
+        source: IngressSource,
+        out: rtrb::Producer<Inbound>,
+        max_batch: usize,
+        clock: Clock,
+        stop: &Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+    ) -> AnyIngress {
+        match source {
+            IngressSource::Replay {
+                orders,
+                start,
+                schedule,
+            } => AnyIngress::Replay(ReplayIngress::new(
+                orders,
+                start,
+                schedule,
+                out,
+                max_batch,
+                clock,
+                Arc::clone(stop),
+                metrics,
+            )),
+            IngressSource::Pull { socket, next_seq } => AnyIngress::Pull(PullIngress::new(
+                socket,
+                next_seq,
+                out,
+                clock,
+                Arc::clone(stop),
+                metrics,
+            )),
+        }
+    }
+
     fn t0_ns(&self) -> Option<u64> {
         match self {
             AnyIngress::Replay(s) => s.t0_ns(),
@@ -470,6 +475,18 @@ impl Stage for AnyIngress {
         match self {
             AnyIngress::Replay(s) => s.do_work(),
             AnyIngress::Pull(s) => s.do_work(),
+        }
+    }
+    fn ready(&self) -> bool {
+        match self {
+            AnyIngress::Replay(s) => s.ready(),
+            AnyIngress::Pull(s) => s.ready(),
+        }
+    }
+    fn wait_for_input(&mut self, timeout: Duration) -> bool {
+        match self {
+            AnyIngress::Replay(s) => s.wait_for_input(timeout),
+            AnyIngress::Pull(s) => s.wait_for_input(timeout),
         }
     }
     fn register_waits(&self, w: &mut WaitSet) {
@@ -567,30 +584,14 @@ where
             .name(SHARED_THREAD_NAME.to_owned())
             .spawn(move || {
                 prepare_thread(SHARED_THREAD_NAME, core);
-                let mut ingress = Some(match ingress {
-                    IngressSource::Replay {
-                        orders,
-                        start,
-                        schedule,
-                    } => AnyIngress::Replay(ReplayIngress::new(
-                        orders,
-                        start,
-                        schedule,
-                        a_tx,
-                        max_batch,
-                        clock,
-                        Arc::clone(&stop),
-                        Arc::clone(&metrics),
-                    )),
-                    IngressSource::Pull { socket, next_seq } => AnyIngress::Pull(PullIngress::new(
-                        socket,
-                        next_seq,
-                        a_tx,
-                        clock,
-                        Arc::clone(&stop),
-                        Arc::clone(&metrics),
-                    )),
-                });
+                let mut ingress = Some(AnyIngress::new(
+                    ingress,
+                    a_tx,
+                    max_batch,
+                    clock,
+                    &stop,
+                    Arc::clone(&metrics),
+                ));
                 let mut risk = Some(
                     RiskStage::new(gate, a_rx, b_tx, max_batch, clock, Arc::clone(&metrics))
                         .nonblocking(),

@@ -56,6 +56,8 @@ pub struct AuditLog {
     pub unlogged_publish_failures: u64,
     /// See `unlogged_publish_failures`.
     pub next_publish_log_ns: u64,
+    /// Timestamp of the newest record appended (the clock of a batch's end).
+    pub last_ts_ns: u64,
     /// The risk-state snapshot thread, whose snapshot records this log appends.
     pub snapshots: Option<Snapshotter>,
     /// Snapshot records appended.
@@ -71,6 +73,7 @@ impl AuditLog {
             publish_failures: 0,
             unlogged_publish_failures: 0,
             next_publish_log_ns: 0,
+            last_ts_ns: 0,
             snapshots: None,
             snapshots_recorded: 0,
         }
@@ -205,6 +208,7 @@ impl DecisionLog for AuditLog {
                     .unwrap_or(0),
                 message: chain(&e),
             })?;
+        self.last_ts_ns = ts_ns;
         if let Some(p) = &mut self.publisher {
             if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_DECISION, ts_ns, payload) {
                 self.publish_failed(a.seq, ts_ns, &e);
@@ -224,8 +228,7 @@ impl DecisionLog for AuditLog {
         if let Some(p) = &mut self.publisher {
             if let Err(e) = p.flush() {
                 let seq = self.writer.next_seq().saturating_sub(1);
-                let now = self.next_publish_log_ns;
-                self.publish_failed(seq, now, &e);
+                self.publish_failed(seq, self.last_ts_ns, &e);
             }
         }
         if let Some(s) = &self.snapshots {
