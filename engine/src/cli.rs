@@ -150,9 +150,12 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "none", value_name = "ENDPOINT|none")]
     pub out: String,
 
-    /// Send high-water mark of the egress PUSH socket, in frames (1..=1024). Frames queued in
-    /// ZeroMQ are lost if the engine is killed; `--resume` re-sends a journal tail that covers
-    /// them, so a larger value means more duplicates after a crash.
+    /// Send high-water mark of the egress PUSH socket, in frames (1..=16384). A frame carries
+    /// at most 16384 / this many orders (and at most --max-batch), so ZeroMQ's queue holds
+    /// at most 16 Ki orders whatever the value: frames queued in ZeroMQ are lost if the engine
+    /// is killed, and `--resume` re-sends a journal tail that covers them. A short queue of
+    /// big frames fills while ZeroMQ's I/O thread is slow to wake (back-pressure at 100 k/s);
+    /// a long one of small frames absorbs that.
     #[arg(long, default_value_t = EGRESS_SNDHWM_MESSAGES_DEFAULT, value_name = "FRAMES",
           value_parser = clap::value_parser!(i32).range(1..=EGRESS_SNDHWM_MESSAGES_MAX as i64))]
     pub out_hwm: i32,

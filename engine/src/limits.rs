@@ -105,13 +105,33 @@ pub const INGRESS_RCVHWM_MESSAGES_DEFAULT: i32 = 1_000;
 /// Send high-water mark of the egress PUSH socket (frames) when the config does not say.
 ///
 /// Frames in ZeroMQ's send queue are lost if the process is killed, so after `kill -9` the
-/// resume re-sends the journal's tail, and that window grows with this number (see
-/// [`redelivery_window_records`]). A short queue keeps the window, and so the duplicates, small;
-/// a downstream that cannot keep up makes egress wait sooner (back-pressure, as designed).
-/// 16 frames hold up to 16 × `max_batch` orders, beside the kernel's socket buffer.
-pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 16;
-/// Largest egress send high-water mark accepted (frames): bounds the redelivery window.
-pub const EGRESS_SNDHWM_MESSAGES_MAX: i32 = 1_024;
+/// resume re-sends the journal's tail, and that window grows with the orders the queue can
+/// hold: [`EGRESS_QUEUE_ORDERS`] (see [`egress_frame_orders`], [`redelivery_window_records`]).
+/// The queue is counted in frames, and a frame carries one order at low rates, so a short
+/// queue fills whenever ZeroMQ's I/O thread is slow to wake: at 100 k/s, 16 one-order frames
+/// are 160 µs, less than a wake-up of a halted vCPU under load, and egress then waited on
+/// back-pressure for ms (docs/results.md, "The egress queue in orders"). 1024 frames of at most
+/// 16 orders hold 10 ms at 100 k/s with the same 16 Ki orders in the window.
+pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 1_024;
+/// Orders ZeroMQ's egress send queue may hold: a frame carries at most this many divided by
+/// the send high-water mark (and at most `max_batch`), so that a longer queue means smaller
+/// frames, not a longer redelivery window.
+pub const EGRESS_QUEUE_ORDERS: usize = 16 * 1_024;
+
+/// Most orders in one egress frame: [`EGRESS_QUEUE_ORDERS`] spread over `sndhwm` frames, at
+/// least 1, at most `max_batch`.
+pub const fn egress_frame_orders(sndhwm: usize, max_batch: usize) -> usize {
+    let per = EGRESS_QUEUE_ORDERS / if sndhwm == 0 { 1 } else { sndhwm };
+    let per = if per > max_batch { max_batch } else { per };
+    if per == 0 {
+        1
+    } else {
+        per
+    }
+}
+/// Largest egress send high-water mark accepted (frames): at most one order per frame
+/// beyond [`EGRESS_QUEUE_ORDERS`] frames, so this bounds the redelivery window.
+pub const EGRESS_SNDHWM_MESSAGES_MAX: i32 = 16 * 1_024;
 const _: () = assert!(EGRESS_SNDHWM_MESSAGES_DEFAULT >= 1);
 const _: () = assert!(EGRESS_SNDHWM_MESSAGES_DEFAULT <= EGRESS_SNDHWM_MESSAGES_MAX);
 /// Kernel send buffer of the egress socket (`ZMQ_SNDBUF`, bytes). Fixed rather than
@@ -125,7 +145,8 @@ pub const REDELIVER_MARGIN_FRAMES: usize = 8;
 /// Journal records re-read on resume to re-send their accepted orders (at-least-once): every
 /// place an accepted, journaled order can have been when the previous process died without
 /// reaching the downstream process — the journal → egress ring (`ring_capacity`), ZeroMQ's
-/// send queue (`sndhwm` frames of up to `max_batch` orders, plus [`REDELIVER_MARGIN_FRAMES`]),
+/// send queue (`sndhwm` frames of up to [`egress_frame_orders`] orders, plus
+/// [`REDELIVER_MARGIN_FRAMES`]),
 /// and the kernel's send buffer (2 × `sndbuf_bytes` of 64-byte entries). Counted in records,
 /// which include rejections, so the window is conservative.
 pub const fn redelivery_window_records(
@@ -136,7 +157,7 @@ pub const fn redelivery_window_records(
 ) -> usize {
     let queued = sndhwm.saturating_add(REDELIVER_MARGIN_FRAMES);
     ring_capacity
-        .saturating_add(queued.saturating_mul(max_batch))
+        .saturating_add(queued.saturating_mul(egress_frame_orders(sndhwm, max_batch)))
         .saturating_add(sndbuf_bytes.saturating_mul(2) / crate::frames::EGRESS_ENTRY_LEN_BYTES)
 }
 /// Egress waits this long for the downstream socket to become writable before retrying.
@@ -192,17 +213,34 @@ mod tests {
 
     #[test]
     fn the_redelivery_window_covers_ring_send_queue_and_kernel_buffer() {
-        // Defaults: 8192-slot ring, batches of 1024, 16 frames queued, 256 KiB kernel buffer.
+        // Defaults: 8192-slot ring, 1024 frames of at most 16 orders queued, 256 KiB kernel
+        // buffer.
         let w = redelivery_window_records(
             RING_CAPACITY_ORDERS_DEFAULT,
             MAX_BATCH_ORDERS_DEFAULT,
             EGRESS_SNDHWM_MESSAGES_DEFAULT as usize,
             EGRESS_SNDBUF_BYTES as usize,
         );
-        assert_eq!(w, 8_192 + (16 + 8) * 1_024 + 2 * 256 * 1_024 / 64);
-        // Each part counts: a larger queue or buffer widens the window.
-        assert!(redelivery_window_records(8_192, 1_024, 1_000, 262_144) > w);
-        assert!(redelivery_window_records(8_192, 1_024, 16, 4 << 20) > w);
+        assert_eq!(w, 8_192 + (1_024 + 8) * 16 + 2 * 256 * 1_024 / 64);
+        // Each part counts: a larger ring or buffer widens the window; so do larger frames
+        // (a short queue of up to `max_batch` orders each).
+        assert!(redelivery_window_records(16_384, 1_024, 1_024, 262_144) > w);
+        assert!(redelivery_window_records(8_192, 1_024, 1_024, 4 << 20) > w);
+        assert_eq!(
+            redelivery_window_records(8_192, 1_024, 16, 262_144),
+            8_192 + (16 + 8) * 1_024 + 8_192
+        );
+        // A longer queue means smaller frames, not a longer window: the queue's orders stay
+        // within EGRESS_QUEUE_ORDERS (plus the margin frames).
+        for hwm in [1usize, 16, 100, 1_024, 4_096] {
+            let queued = hwm * egress_frame_orders(hwm, 1_024);
+            assert!(queued <= EGRESS_QUEUE_ORDERS.max(hwm), "{hwm}: {queued}");
+        }
+        assert_eq!(egress_frame_orders(1_024, 1_024), 16);
+        assert_eq!(egress_frame_orders(16, 1_024), 1_024);
+        assert_eq!(egress_frame_orders(16, 8), 8, "never above max_batch");
+        assert_eq!(egress_frame_orders(100_000, 1_024), 1, "never below 1");
+        assert_eq!(egress_frame_orders(0, 1_024), 1_024, "no division by zero");
         // No overflow at the extremes.
         assert_eq!(
             redelivery_window_records(usize::MAX, usize::MAX, usize::MAX, usize::MAX),

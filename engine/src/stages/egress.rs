@@ -96,7 +96,16 @@ impl EgressStage {
         metrics: Arc<Metrics>,
         recorder: Recorder,
     ) -> EgressStage {
-        let max_batch = max_batch.max(1);
+        // A frame carries at most the orders the send queue may hold per frame (the queue is
+        // counted in frames; `limits::egress_frame_orders`).
+        let max_batch = match &socket {
+            Some(s) => crate::limits::egress_frame_orders(
+                usize::try_from(s.get_sndhwm().unwrap_or(1)).unwrap_or(1),
+                max_batch,
+            ),
+            None => max_batch,
+        }
+        .max(1);
         EgressStage {
             socket,
             input,
@@ -151,19 +160,67 @@ impl EgressStage {
     }
 }
 
+impl EgressStage {
+    /// Encodes the first `n` orders of the ring into one frame and hands it to ZeroMQ. The
+    /// orders stay on the ring (the chunk is not committed) until ZeroMQ has taken the frame.
+    /// Nonblocking: a frame downstream cannot take is held (`held`), to be retried — with
+    /// whatever arrived meanwhile — once the socket is writable.
+    fn send_front(&mut self, n: usize) -> Result<Step, StageError> {
+        self.held = None;
+        let Some(socket) = &self.socket else {
+            return self.release(n);
+        };
+        let Ok(chunk) = self.input.read_chunk(n) else {
+            return Err(StageError::Invariant(format!(
+                "egress: {n} orders to send but fewer on the ring"
+            )));
+        };
+        let (a, b) = chunk.as_slices();
+        self.frame.clear();
+        for o in a.iter().chain(b.iter()) {
+            self.frame.push(&EgressEntry {
+                input_seq: o.input_seq,
+                journal_seq: o.journal_seq,
+                order: o.order,
+            });
+        }
+        let bytes = self.frame.finish();
+        if self.nonblocking {
+            match socket.send(bytes, zmq::DONTWAIT) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                    bump(&self.metrics.egress.backpressure_waits, 1);
+                    self.held = Some(n);
+                    return Ok(Step::Idle);
+                }
+                Err(source) => {
+                    return Err(StageError::Zmq {
+                        what: "egress send",
+                        source,
+                    })
+                }
+            }
+        } else {
+            // Egress drains everything in flight, so it does not give up on a stop flag.
+            send_waiting(socket, bytes, &self.metrics.egress.backpressure_waits, None)?;
+        }
+        bump(&self.metrics.egress.frames, 1);
+        self.release(n)
+    }
+}
+
 impl Stage for EgressStage {
     fn do_work(&mut self) -> Result<Step, StageError> {
         if let Some(n) = self.held {
-            // A frame downstream could not take: try it again, as is.
+            // A frame downstream could not take. Ask libzmq first: a send that finds the pipe
+            // full processes the I/O thread's commands (the "room again" one among them) at
+            // most once per ~1 ms (its send path is throttled), so retrying sends alone held
+            // frames for hundreds of µs. Reading ZMQ_EVENTS processes them at once.
             let Some(socket) = &self.socket else {
                 return Err(StageError::Invariant(
                     "egress: a held frame without a socket".into(),
                 ));
             };
-            // Ask libzmq first: a send that finds the pipe full processes the I/O thread's
-            // commands (the "room again" one among them) at most once per ~1 ms (its send
-            // path is throttled), so retrying sends alone held frames for hundreds of µs.
-            // Reading ZMQ_EVENTS processes them at once.
             match socket.get_events() {
                 Ok(ev) if ev.contains(zmq::POLLOUT) => {}
                 Ok(_) => return Ok(Step::Idle),
@@ -174,18 +231,16 @@ impl Stage for EgressStage {
                     })
                 }
             }
-            return match socket.send(self.frame.finish(), zmq::DONTWAIT) {
-                Ok(()) => {
-                    self.held = None;
-                    bump(&self.metrics.egress.frames, 1);
-                    self.release(n)
-                }
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(Step::Idle),
-                Err(source) => Err(StageError::Zmq {
-                    what: "egress send",
-                    source,
-                }),
-            };
+            // Room again. The held orders are still at the front of the ring (uncommitted):
+            // send them together with every order that arrived while they waited, as one
+            // frame (up to `max_batch`). A downstream that lags then gets fewer, fuller
+            // frames instead of a queue of one-order frames it must catch up on.
+            let avail = self.input.slots();
+            assert!(
+                avail >= n,
+                "egress: {n} held orders but only {avail} on the ring"
+            );
+            return self.send_front(avail.min(self.max_batch));
         }
         let avail = self.input.slots();
         if avail == 0 {
@@ -195,45 +250,7 @@ impl Stage for EgressStage {
                 Step::Idle
             });
         }
-        let n = avail.min(self.max_batch);
-        if let Some(socket) = &self.socket {
-            // The orders stay on the ring (the chunk is not committed) until ZeroMQ has
-            // taken their frame.
-            let Ok(chunk) = self.input.read_chunk(n) else {
-                return Ok(Step::Idle);
-            };
-            let (a, b) = chunk.as_slices();
-            self.frame.clear();
-            for o in a.iter().chain(b.iter()) {
-                self.frame.push(&EgressEntry {
-                    input_seq: o.input_seq,
-                    journal_seq: o.journal_seq,
-                    order: o.order,
-                });
-            }
-            let bytes = self.frame.finish();
-            if self.nonblocking {
-                match socket.send(bytes, zmq::DONTWAIT) {
-                    Ok(()) => {}
-                    Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
-                        bump(&self.metrics.egress.backpressure_waits, 1);
-                        self.held = Some(n);
-                        return Ok(Step::Idle);
-                    }
-                    Err(source) => {
-                        return Err(StageError::Zmq {
-                            what: "egress send",
-                            source,
-                        })
-                    }
-                }
-            } else {
-                // Egress drains everything in flight, so it does not give up on a stop flag.
-                send_waiting(socket, bytes, &self.metrics.egress.backpressure_waits, None)?;
-            }
-            bump(&self.metrics.egress.frames, 1);
-        }
-        self.release(n)
+        self.send_front(avail.min(self.max_batch))
     }
 
     fn ready(&self) -> bool {
@@ -357,6 +374,76 @@ mod tests {
         assert!(!sent, "nobody took it: not sent");
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
         assert!(waits.load(Relaxed) >= 1, "each wait is counted");
+    }
+
+    #[test]
+    fn a_held_frame_goes_out_with_the_orders_that_arrived_meanwhile() {
+        let ctx = zmq::Context::new();
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("ipc://{}", dir.path().join("held.ipc").display());
+        let pull = ctx.socket(zmq::PULL).unwrap();
+        pull.set_rcvhwm(1).unwrap();
+        pull.set_rcvbuf(4096).unwrap();
+        pull.set_rcvtimeo(10_000).unwrap();
+        pull.bind(&endpoint).unwrap();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_sndhwm(1).unwrap();
+        push.set_sndbuf(4096).unwrap();
+        push.connect(&endpoint).unwrap();
+        let (mut p, c) = RingBuffer::new(4096);
+        let m = Arc::new(Metrics::default());
+        let mut stage = EgressStage::new(
+            Some(push),
+            c,
+            8,
+            Clock::new(),
+            Arc::clone(&m),
+            Recorder::new(0, false),
+        )
+        .nonblocking();
+        // One order at a time until downstream (not reading) cannot take a frame.
+        let mut next = 0u64;
+        let t0 = std::time::Instant::now();
+        while m.egress.backpressure_waits.load(Relaxed) == 0 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "never full"
+            );
+            p.push(outbound(next)).unwrap();
+            next += 1;
+            let _ = stage.do_work().unwrap();
+        }
+        let held_at = next - 1;
+        assert_eq!(stage.held, Some(1), "the one-order frame is held");
+        // Three more orders arrive while it waits.
+        for _ in 0..3 {
+            p.push(outbound(next)).unwrap();
+            next += 1;
+        }
+        // Downstream reads (ZeroMQ's I/O thread may already have made room): the held order
+        // and the three go out as one frame, not as the held one-order frame and three more.
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while got.len() < next as usize {
+            let _ = stage.do_work().unwrap();
+            while let Ok(msg) = pull.recv_bytes(zmq::DONTWAIT) {
+                let f = EgressFrame::parse(&msg).unwrap();
+                sizes.push(f.iter().count());
+                got.extend(f.iter().map(|e| e.input_seq));
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10), "stuck");
+        }
+        assert_eq!(
+            got,
+            (0..next).collect::<Vec<_>>(),
+            "each order once, in order"
+        );
+        let last = *sizes.last().unwrap();
+        assert_eq!(
+            last, 4,
+            "frames {sizes:?}: the held order {held_at} and the 3 after it"
+        );
+        assert_eq!(m.egress.orders.load(Relaxed), next);
     }
 
     #[test]
