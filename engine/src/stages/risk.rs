@@ -365,14 +365,44 @@ impl<G: RiskGate> Stage for RiskStage<G> {
             if self.out.is_abandoned() {
                 return Ok(Step::Done);
             }
-            return match self.gate.poll_batch(&self.orders, &mut self.reasons[..f.n]) {
-                GatePoll::Pending => Ok(Step::Idle),
-                GatePoll::Ready(outcome) => {
-                    self.in_flight = None;
-                    self.complete(f, outcome)
-                }
+            let outcome = match self.gate.poll_batch(&self.orders, &mut self.reasons[..f.n]) {
+                GatePoll::Pending => return Ok(Step::Idle),
+                GatePoll::Ready(outcome) => outcome,
             };
+            self.in_flight = None;
+            let decided = match self.complete(f, outcome)? {
+                Step::Worked(n) => n,
+                other => return Ok(other),
+            };
+            // Send the next batch at once, before the duty cycle runs the journal and egress
+            // for this one: they then work while the next request is on its way, instead of
+            // the request waiting for them (at --rate max, ~0.3 ms of journal work per batch
+            // of 1024 sat between a reply and the next request).
+            return Ok(match self.start_next()? {
+                Step::Worked(m) => Step::Worked(decided.saturating_add(m)),
+                Step::Idle | Step::WaitUntil(_) | Step::Done => Step::Worked(decided),
+            });
         }
+        self.start_next()
+    }
+
+    fn ready(&self) -> bool {
+        // Orders waiting and room for their verdicts, or a neighbour gone.
+        (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
+            || self.input.is_abandoned()
+    }
+
+    fn register_waits(&self, w: &mut WaitSet) {
+        if self.in_flight.is_some() {
+            self.gate.register_waits(w, &self.clock);
+        }
+    }
+}
+
+impl<G: RiskGate> RiskStage<G> {
+    /// Takes the orders waiting (at most `max_batch`, at most the room for their verdicts)
+    /// and checks them as one batch: decided at once (blocking gate), or sent and in flight.
+    fn start_next(&mut self) -> Result<Step, StageError> {
         let avail = self.input.slots();
         if avail == 0 {
             // Check abandonment after emptiness: a producer that pushed and then left is seen.
@@ -423,18 +453,6 @@ impl<G: RiskGate> Stage for RiskStage<G> {
                 // Orders moved off ring A (room for the ingress): that is progress.
                 Ok(Step::Worked(n))
             }
-        }
-    }
-
-    fn ready(&self) -> bool {
-        // Orders waiting and room for their verdicts, or a neighbour gone.
-        (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
-            || self.input.is_abandoned()
-    }
-
-    fn register_waits(&self, w: &mut WaitSet) {
-        if self.in_flight.is_some() {
-            self.gate.register_waits(w, &self.clock);
         }
     }
 }
@@ -631,7 +649,11 @@ mod tests {
         }
         assert!(oc.is_empty());
         answers.store(1, Relaxed);
-        assert_eq!(s.do_work().unwrap(), Step::Worked(3), "verdicts in");
+        assert_eq!(
+            s.do_work().unwrap(),
+            Step::Worked(3 + 2),
+            "verdicts in, and the next batch (orders 3, 4) sent in the same call"
+        );
         let first: Vec<Decided> = (0..3).map(|_| oc.pop().unwrap()).collect();
         assert_eq!(
             first
@@ -641,8 +663,9 @@ mod tests {
             [0, 1, 2]
         );
         assert!(first.iter().all(|d| d.t_decided_ns >= d.t_sent_ns));
-        // The next batch (orders 3, 4) is sent on the next call.
-        assert_eq!(s.do_work().unwrap(), Step::Worked(2));
+        // That batch is in flight: nothing more until its verdicts.
+        assert_eq!(s.do_work().unwrap(), Step::Idle);
+        assert_eq!(ip.slots(), 64, "orders 3 and 4 left ring A");
         answers.store(1, Relaxed);
         assert_eq!(s.do_work().unwrap(), Step::Worked(2));
         assert_eq!(oc.pop().unwrap().inbound.input_seq, 3);
