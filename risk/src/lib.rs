@@ -42,5 +42,5 @@ pub use error::{error_chain, RiskError};
 pub use protocol::{HelloResult, JournalPoint};
 pub use recover::{replay_journal, ReplayStats};
 pub use server::{spawn_embedded, spawn_embedded_with, EmbeddedRisk, Server};
-pub use service::{Service, ServiceOptions, ServiceStats};
+pub use service::{JsonReplies, Service, ServiceOptions, ServiceStats};
 pub use undo::VoidOutcome;
