@@ -305,7 +305,15 @@ pub fn record_json(
     m.insert("ts_ns".into(), json!(ts_ns));
     let decoded = match kind {
         KIND_DECISION => decode_decision(payload)
-            .map(|d| decision_fields(&d, &mut m))
+            .map(|d| {
+                decision_fields(&d, &mut m);
+                if let Some(r) = orders::decision_risk_reply(payload) {
+                    m.insert(
+                        "risk_reply".into(),
+                        json!(String::from_utf8_lossy(r).into_owned()),
+                    );
+                }
+            })
             .map_err(|e| e.to_string()),
         KIND_ORDER if payload.len() == orders::ORDER_LEN_BYTES => decode_order(payload)
             .map(|o| order_fields(&o, &mut m))

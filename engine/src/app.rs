@@ -298,6 +298,21 @@ fn connect_risk(
                 .context("cannot connect to the embedded risk service")?;
             Ok((Gate::Client(Box::new(client)), Some(server)))
         }
+        RiskTarget::Remote { endpoints } if s.protocol == crate::config::RiskProtocol::Json => {
+            probe_risk_handshakes(ctx, endpoints, client)?;
+            // The old JSON service has no hello (no batch bound, no reconciliation): one
+            // order per request, each bounded by the timeout.
+            let client = risk::JsonRiskClient::connect(ctx, endpoints, s.timeout, client.clone())
+                .with_context(|| {
+                format!("cannot connect to JSON risk service {endpoints:?}")
+            })?;
+            eprintln!(
+                "engine: --risk-protocol json: one round trip per order to {} (OK accepts, any \
+                 other reply is risk-refused); throughput is capped at 1/RTT",
+                endpoints.join(" ")
+            );
+            Ok((Gate::Json(Box::new(client)), None))
+        }
         RiskTarget::Remote { endpoints } => {
             probe_risk_handshakes(ctx, endpoints, client)?;
             let mut client = risk::RiskClient::connect_with_auth(
@@ -969,6 +984,12 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         threading: a.threading,
     };
     crate::config::check_stages(&mut p, &crate::config::STAGE_FLAG_KEYS, &stages, false);
+    let risk = RiskSettings {
+        target,
+        timeout: Duration::from_millis(a.risk_timeout_ms),
+        protocol: a.risk_protocol,
+    };
+    crate::config::check_risk_protocol(&mut p, &crate::config::STAGE_FLAG_KEYS, &risk);
     let format = a.format.map(orders::files::Format::from);
     let symbol = match a.symbol.as_deref().map(orders::Symbol::new) {
         None => None,
@@ -989,10 +1010,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
     }
     Ok(ReplaySettings {
         schedule,
-        risk: RiskSettings {
-            target,
-            timeout: Duration::from_millis(a.risk_timeout_ms),
-        },
+        risk,
         journal: JournalSettings {
             dir: a.journal.clone(),
             durability,
@@ -1015,6 +1033,14 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         symbol,
         security,
     })
+}
+
+/// What one risk request carries, for the report.
+fn risk_round_trips(p: crate::config::RiskProtocol) -> &'static str {
+    match p {
+        crate::config::RiskProtocol::Binary => "one request per batch",
+        crate::config::RiskProtocol::Json => "one round trip per order",
+    }
 }
 
 fn risk_target_name(t: &RiskTarget) -> String {
@@ -1149,6 +1175,8 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         risk: RiskReport {
             target: risk_target_name(&s.risk.target),
             timeout_ms: s.risk.timeout.as_millis() as u64,
+            protocol: s.risk.protocol.as_str().to_owned(),
+            round_trips: risk_round_trips(s.risk.protocol).to_owned(),
             ..RiskReport::default()
         },
         egress: EgressReport {
@@ -1302,6 +1330,8 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         risk: RiskReport {
             target: risk_target_name(&cfg.risk.target),
             timeout_ms: cfg.risk.timeout.as_millis() as u64,
+            protocol: cfg.risk.protocol.as_str().to_owned(),
+            round_trips: risk_round_trips(cfg.risk.protocol).to_owned(),
             ..RiskReport::default()
         },
         egress: EgressReport {

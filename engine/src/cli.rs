@@ -90,6 +90,16 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = RISK_TIMEOUT_MS_DEFAULT, value_name = "MS")]
     pub risk_timeout_ms: u64,
 
+    /// Protocol to the remote risk service (--risk ENDPOINT). binary: ours, one request per
+    /// batch. json: the source design's, for an old JSON risk service during a migration:
+    /// {"symbol","quantity","price"} per order, OK accepts and any other reply rejects with
+    /// reason risk-refused (its first 16 bytes kept in the journal record). It costs ONE
+    /// ROUND TRIP PER ORDER (batches of 1: throughput is capped at 1/RTT); the same timeout,
+    /// Lazy Pirate reconnect and failover apply per order. No hello or void (the old service
+    /// has none). docs/migration.md.
+    #[arg(long, value_enum, default_value_t = crate::config::RiskProtocol::Binary, value_name = "PROTOCOL")]
+    pub risk_protocol: crate::config::RiskProtocol,
+
     /// Journal directory (created if absent). A non-empty journal needs --resume.
     #[arg(long, default_value = crate::config::JOURNAL_DIR_DEFAULT, value_name = "DIR")]
     pub journal: PathBuf,

@@ -86,6 +86,28 @@ pub enum RiskTarget {
     },
 }
 
+/// The wire protocol to a remote risk service (`--risk-protocol`, `risk.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RiskProtocol {
+    /// Our batches (`docs/formats/risk-protocol.md`): one request per batch of up to
+    /// `max_batch` orders, void, hello.
+    #[default]
+    Binary,
+    /// The source design's JSON, for an old JSON risk service: **one round trip per order**
+    /// (`{"symbol","quantity","price"}`; `OK` accepts, any other reply is `risk-refused`).
+    Json,
+}
+
+impl RiskProtocol {
+    /// `binary` / `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskProtocol::Binary => "binary",
+            RiskProtocol::Json => "json",
+        }
+    }
+}
+
 /// The risk stage's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RiskSettings {
@@ -93,6 +115,8 @@ pub struct RiskSettings {
     pub target: RiskTarget,
     /// Longest wait for one batch's verdicts.
     pub timeout: Duration,
+    /// The protocol to a remote service.
+    pub protocol: RiskProtocol,
 }
 
 /// Checkpoint signing.
@@ -386,6 +410,7 @@ struct RawIngress {
 #[serde(deny_unknown_fields)]
 struct RawRisk {
     mode: Option<String>,
+    protocol: Option<String>,
     limits: Option<PathBuf>,
     endpoints: Option<Vec<String>>,
     timeout_ms: Option<i64>,
@@ -563,6 +588,8 @@ pub struct StageKeys {
     pub core_suffix: &'static str,
     /// The threading mode.
     pub threading: &'static str,
+    /// The risk protocol ([`check_risk_protocol`]).
+    pub risk_protocol: &'static str,
 }
 
 /// The keys of engine.toml.
@@ -572,6 +599,7 @@ pub const STAGE_TOML_KEYS: StageKeys = StageKeys {
     core_prefix: "stages.",
     core_suffix: ".core",
     threading: "pipeline.threading",
+    risk_protocol: "risk.protocol",
 };
 
 /// The flags of `engine replay`.
@@ -581,6 +609,7 @@ pub const STAGE_FLAG_KEYS: StageKeys = StageKeys {
     core_prefix: "--pin ",
     core_suffix: "",
     threading: "--threading",
+    risk_protocol: "--risk-protocol",
 };
 
 /// The one validator of the stage settings, whichever source they were parsed from (both
@@ -626,6 +655,19 @@ pub fn check_stages(p: &mut Problems, keys: &StageKeys, s: &StageSettings, pull_
                 ),
             );
         }
+    }
+}
+
+/// The risk protocol against the risk target, for both sources of settings (called beside
+/// [`check_stages`] with the same keys): the JSON protocol only speaks to remote services
+/// (the embedded and inline checks are ours, and binary).
+pub fn check_risk_protocol(p: &mut Problems, keys: &StageKeys, r: &RiskSettings) {
+    if r.protocol == RiskProtocol::Json && !matches!(r.target, RiskTarget::Remote { .. }) {
+        p.add(
+            keys.risk_protocol,
+            "json is for a remote JSON risk service (the source design's); the embedded and \
+             inline checks speak binary",
+        );
     }
 }
 
@@ -703,6 +745,17 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         1,
         RISK_TIMEOUT_MS_MAX as i64,
     );
+    let protocol = match rr.protocol.as_deref() {
+        None | Some("binary") => RiskProtocol::Binary,
+        Some("json") => RiskProtocol::Json,
+        Some(other) => {
+            p.add(
+                STAGE_TOML_KEYS.risk_protocol,
+                format!("{other:?} is not \"binary\" or \"json\""),
+            );
+            RiskProtocol::Binary
+        }
+    };
     let target = match rr.mode.as_deref().unwrap_or("embedded") {
         mode @ ("embedded" | "inline") => {
             if rr.endpoints.is_some() {
@@ -955,6 +1008,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         threading,
     };
     check_stages(&mut p, &STAGE_TOML_KEYS, &stages, true);
+    let risk = RiskSettings {
+        target,
+        timeout: Duration::from_millis(timeout_ms),
+        protocol,
+    };
+    check_risk_protocol(&mut p, &STAGE_TOML_KEYS, &risk);
 
     // [metrics]
     let metrics_bind = raw.metrics.and_then(|m| m.bind);
@@ -992,10 +1051,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     Ok(ServiceConfig {
         origin: origin.to_owned(),
         ingress: PullSettings { bind, rcvhwm },
-        risk: RiskSettings {
-            target,
-            timeout: Duration::from_millis(timeout_ms),
-        },
+        risk,
         journal: JournalSettings {
             dir,
             durability,
@@ -1326,5 +1382,39 @@ mod tests {
         assert!(ks.contains(&"pipeline.ring_capacity".to_owned()), "{ks:?}");
         let ks = keys("[pipeline]\nthreading = \"shared\"\n[stages.ingress]\ncore = 0\n[stages.egress]\ncore = 1\n");
         assert!(ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
+    }
+
+    /// `risk.protocol` (issue 14): binary by default; json only with a remote service; a bad
+    /// value named by its key. The flag goes through the same check (`check_risk_protocol`).
+    #[test]
+    fn risk_protocol_key() {
+        let base = "[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[risk]\n";
+        let c = ServiceConfig::from_toml_str(base, "t").unwrap();
+        assert_eq!(c.risk.protocol, RiskProtocol::Binary);
+        let c = ServiceConfig::from_toml_str(
+            &format!(
+                "{base}mode=\"remote\"\nendpoints=[\"tcp://127.0.0.1:2\"]\nprotocol=\"json\"\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.risk.protocol, RiskProtocol::Json);
+        assert_eq!(
+            keys(&format!("{base}protocol=\"json\"\n")),
+            vec!["risk.protocol"]
+        );
+        assert_eq!(
+            keys(&format!("{base}protocol=\"xml\"\n")),
+            vec!["risk.protocol"]
+        );
+        let mut p = Problems::default();
+        let inline = RiskSettings {
+            target: RiskTarget::Inline { limits_file: None },
+            timeout: Duration::from_millis(100),
+            protocol: RiskProtocol::Json,
+        };
+        check_risk_protocol(&mut p, &STAGE_FLAG_KEYS, &inline);
+        assert_eq!(p.0.len(), 1);
+        assert_eq!(p.0[0].key, "--risk-protocol");
     }
 }

@@ -180,3 +180,153 @@ fn short_json_replies_fit_an_old_clients_16_byte_buffer() {
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(counts["overflow"], 1, "{counts}");
 }
+
+/// A Python stand-in that prints `listening on <endpoint>`, runs until SIGTERM, then prints a
+/// JSON summary line.
+struct PyService {
+    child: std::process::Child,
+    out: std::sync::mpsc::Receiver<String>,
+    err: std::sync::mpsc::Receiver<String>,
+    endpoint: String,
+}
+
+impl PyService {
+    fn start(python: &Path, script: &str, args: &[&str]) -> PyService {
+        let mut child = Command::new(python)
+            .arg(legacy_script(script))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let out = lines_of(child.stdout.take().unwrap());
+        let err = lines_of(child.stderr.take().unwrap());
+        let line = wait_for_line(&out, "listening on ", Duration::from_secs(30));
+        let endpoint = line.trim_start_matches("listening on ").trim().to_owned();
+        PyService {
+            child,
+            out,
+            err,
+            endpoint,
+        }
+    }
+
+    /// SIGTERM, then its summary line.
+    fn finish(mut self) -> serde_json::Value {
+        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+        let line = self
+            .out
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let err: Vec<String> = self.err.try_iter().collect();
+                panic!("{:?} printed no summary; stderr: {err:#?}", self.child)
+            });
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for PyService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Step 1 of the migration (the engine replaced, the old JSON risk service kept):
+/// `--risk-protocol json` sends one `{"symbol","quantity","price"}` per request to a Python
+/// service of the source design's shape that answers `OK` or `REJECT`. Every order is decided
+/// once: `OK` → accepted, `REJECT` → `risk-refused` with the reply in its record; the first
+/// endpoint is dead, so the first order times out (100 ms) and the client fails over (Lazy
+/// Pirate). The report says one round trip per order; `audit dump` shows the reply.
+fn engine_speaks_json_to_an_old_risk_service(mode: &str) {
+    let test = &format!("engine_speaks_json_to_an_old_risk_service::{mode}");
+    let Some(python) = legacy_python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let n = 120;
+    let orders = gen_orders(n, 9, 0);
+    let file = dir.path().join("orders.csv");
+    write_orders(&file, &orders);
+    let service = PyService::start(
+        &python,
+        "old_risk_service.py",
+        &["tcp://127.0.0.1:*", "1000"],
+    );
+    // A port nothing listens on: the REQ request waits there until the timeout.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", l.local_addr().unwrap())
+    };
+    let journal = dir.path().join("journal");
+    let report_path = dir.path().join("report.json");
+    let out = run_with_timeout(
+        replay_cmd_in(mode, &file, &journal, &report_path)
+            .args(["--risk", &dead, &service.endpoint])
+            .args(["--risk-protocol", "json", "--rate", "max"]),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "engine failed: {stderr}");
+    assert!(stderr.contains("one round trip per order"), "{stderr}");
+    let seen = service.finish();
+
+    let ds = decisions(&journal);
+    assert_eq!(ds.len(), n, "one decision per order");
+    for (i, (_, d)) in ds.iter().enumerate() {
+        assert_eq!(d.input_seq, i as u64);
+        assert_eq!(d.order.order_id, orders[i].order_id);
+    }
+    let count = |r: orders::Reason| ds.iter().filter(|(_, d)| d.reason == r).count();
+    let timeouts = count(orders::Reason::RiskTimeout);
+    assert_eq!(timeouts, 1, "the first order went to the dead endpoint");
+    assert_eq!(ds[0].1.reason, orders::Reason::RiskTimeout);
+    let big = orders[1..].iter().filter(|o| o.qty > 1000).count();
+    assert!(big > 0);
+    assert_eq!(count(orders::Reason::RiskRefused), big);
+    assert_eq!(count(orders::Reason::Accepted), n - 1 - big);
+    assert_eq!(seen["requests"], n - 1, "{seen}");
+    assert_eq!(seen["ok"], n - 1 - big, "{seen}");
+    assert_eq!(seen["reject"], big, "{seen}");
+    assert_eq!(seen["bad"], 0, "{seen}");
+    assert_eq!(seen["overflow"], 0, "{seen}");
+    assert_eq!(
+        seen["fields"],
+        serde_json::json!([["price", "quantity", "symbol"]]),
+        "the source design's request shape"
+    );
+
+    let r = report(&report_path);
+    assert_eq!(r["risk"]["protocol"], "json", "{r}");
+    assert_eq!(r["risk"]["round_trips"], "one round trip per order", "{r}");
+    assert_eq!(r["risk"]["failovers"], 1, "{r}");
+    assert_eq!(r["risk"]["mean_batch"], 1.0, "{r}");
+    audit_verify(&journal);
+
+    // The reply is in the journal record, and `audit dump` shows it.
+    let refused_seq = ds
+        .iter()
+        .find(|(_, d)| d.reason == orders::Reason::RiskRefused)
+        .unwrap()
+        .0;
+    let out = run_with_timeout(
+        Command::new(other_bin("audit"))
+            .arg("dump")
+            .arg(&journal)
+            .args([
+                "--from",
+                &refused_seq.to_string(),
+                "--to",
+                &refused_seq.to_string(),
+            ]),
+        Duration::from_secs(30),
+    );
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("reason=risk-refused") && dump.contains(r#"risk_reply="REJECT""#),
+        "{dump}"
+    );
+}
+
+in_each_threading_mode!(engine_speaks_json_to_an_old_risk_service);

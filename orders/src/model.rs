@@ -284,11 +284,15 @@ pub enum Reason {
     RiskTimeout = 15,
     /// The risk service answered with an error or an unreadable reply.
     RiskError = 16,
+    /// A JSON risk service (`engine --risk-protocol json`, the source design's) replied
+    /// something other than `OK` (`REJECT`, `REJECT <reason>`, `ERROR …`): the journal record
+    /// keeps the reply's first 16 bytes (decision version 3). Set by the client, never sent.
+    RiskRefused = 17,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Accepted,
         Reason::MaxQty,
         Reason::MaxNotional,
@@ -306,6 +310,7 @@ impl Reason {
         Reason::InvalidOrder,
         Reason::RiskTimeout,
         Reason::RiskError,
+        Reason::RiskRefused,
     ];
 
     /// Decodes a code.
@@ -343,6 +348,7 @@ impl Reason {
             Reason::InvalidOrder => "invalid-order",
             Reason::RiskTimeout => "risk-timeout",
             Reason::RiskError => "risk-error",
+            Reason::RiskRefused => "risk-refused",
         }
     }
 
