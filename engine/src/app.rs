@@ -147,8 +147,15 @@ fn open_journal(
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
-            audit::Publisher::bind_secure(ctx, ep, s.json_pub_endpoint.as_deref(), auth)
-                .with_context(|| format!("cannot bind the audit publisher on {ep}"))?,
+            audit::Publisher::open(
+                ctx,
+                ep,
+                s.pub_format,
+                s.json_pub_endpoint.as_deref(),
+                audit::limits::PUB_SNDHWM_MESSAGES_DEFAULT,
+                auth,
+            )
+            .with_context(|| format!("cannot open the audit publisher on {ep}"))?,
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
@@ -925,14 +932,16 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         }
     };
     if let Some(ep) = &a.audit_pub {
-        if let Err(m) = check_endpoint(ep) {
+        if let Err(m) = check_endpoint(ep.strip_prefix(audit::CONNECT_PREFIX).unwrap_or(ep)) {
             p.add("--audit-pub", m);
         }
     }
     check_segment_size(&mut p, "--segment-size-bytes", a.segment_size_bytes);
+    // A `connect:` endpoint listens nowhere: nothing to authenticate.
     let bound: Vec<(&str, &str)> = a
         .audit_pub
         .iter()
+        .filter(|ep| !ep.starts_with(audit::CONNECT_PREFIX))
         .map(|ep| ("--audit-pub", ep.as_str()))
         .collect();
     let security = check_security(
@@ -1022,6 +1031,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             }),
             pub_endpoint: a.audit_pub.clone(),
             json_pub_endpoint: None,
+            pub_format: a.audit_format.into(),
             snapshots: crate::snapshots::SnapshotSettings {
                 every_records: a.snapshot_every_records,
                 every_ms: a.snapshot_every_ms,
@@ -1252,7 +1262,19 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 /// `engine run --config FILE`.
 pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = ServiceConfig::from_file(&a.config)?;
+    let mut cfg = ServiceConfig::from_file(&a.config)?;
+    if let Some(f) = a.audit_format {
+        cfg.journal.pub_format = f.into();
+        if cfg.journal.pub_format == audit::FeedFormat::Json
+            && cfg.journal.json_pub_endpoint.is_some()
+        {
+            bail!(
+                "--audit-format json makes journal.pub_endpoint a JSON feed: drop \
+                 journal.json_pub_endpoint from {}",
+                a.config.display()
+            );
+        }
+    }
     let ctx = zmq::Context::new();
     let server_auth = cfg.security.server_auth();
     // One ZAP handler for the context, before any socket binds (none without authentication).

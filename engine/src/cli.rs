@@ -37,6 +37,30 @@ pub struct RunArgs {
     /// The service configuration (TOML; see examples/engine.toml for every key).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+
+    /// Encoding of the journal.pub_endpoint feed, overriding journal.pub_format: binary
+    /// (batches of record entries) or json (one JSON object per record: order_id, seq,
+    /// verdict, reason, chain hash; for the source design's audit service).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub audit_format: Option<AuditFormat>,
+}
+
+/// `--audit-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    /// Batches of binary record entries.
+    Binary,
+    /// One JSON object per record.
+    Json,
+}
+
+impl From<AuditFormat> for audit::FeedFormat {
+    fn from(f: AuditFormat) -> audit::FeedFormat {
+        match f {
+            AuditFormat::Binary => audit::FeedFormat::Binary,
+            AuditFormat::Json => audit::FeedFormat::Json,
+        }
+    }
 }
 
 /// A core for `--pin`: a core id, or `-` for "not pinned".
@@ -130,9 +154,18 @@ pub struct ReplayArgs {
     pub checkpoint_key: Option<PathBuf>,
 
     /// Publish every journal record live on this PUB endpoint. A non-loopback endpoint needs
-    /// --allow or --plain-credentials (or --insecure).
+    /// --allow or --plain-credentials (or --insecure). connect:tcp://HOST:PORT connects the
+    /// PUB socket to a subscriber that binds (the source design's audit service binds its
+    /// SUB) instead of binding.
     #[arg(long, value_name = "ENDPOINT")]
     pub audit_pub: Option<String>,
+
+    /// Encoding of the --audit-pub feed. binary: batches of record entries (audit tail).
+    /// json: one JSON object per record (order_id, seq, verdict, reason, the record's chain
+    /// hash and the order's fields), for the source design's audit service; a subscriber
+    /// that missed some gap-fills with audit serve + audit tail --json (docs/migration.md).
+    #[arg(long, value_enum, default_value_t = AuditFormat::Binary, value_name = "FORMAT")]
+    pub audit_format: AuditFormat,
 
     /// Log in to the risk-servers (--risk ENDPOINT) and the downstream (--out) with the PLAIN
     /// credentials in FILE: its first USER:PASSWORD line; the file must be mode 0600. Needed

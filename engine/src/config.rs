@@ -145,6 +145,8 @@ pub struct JournalSettings {
     pub pub_endpoint: Option<String>,
     /// Optional second PUB endpoint with JSON records.
     pub json_pub_endpoint: Option<String>,
+    /// Encoding of the `pub_endpoint` feed (`--audit-format`, `journal.pub_format`).
+    pub pub_format: audit::FeedFormat,
     /// Risk-state snapshots (inline and embedded risk).
     pub snapshots: crate::snapshots::SnapshotSettings,
 }
@@ -427,6 +429,7 @@ struct RawJournal {
     checkpoint_every_ms: Option<i64>,
     pub_endpoint: Option<String>,
     json_pub_endpoint: Option<String>,
+    pub_format: Option<String>,
     snapshot_every_records: Option<i64>,
     snapshot_every_ms: Option<i64>,
 }
@@ -897,10 +900,27 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         ("journal.json_pub_endpoint", &rj.json_pub_endpoint),
     ] {
         if let Some(e) = v {
-            if let Err(m) = check_endpoint(e) {
+            if let Err(m) = check_endpoint(e.strip_prefix(audit::CONNECT_PREFIX).unwrap_or(e)) {
                 p.add(key, m);
             }
         }
+    }
+    let pub_format = match rj.pub_format.as_deref() {
+        None | Some("binary") => audit::FeedFormat::Binary,
+        Some("json") => audit::FeedFormat::Json,
+        Some(other) => {
+            p.add(
+                "journal.pub_format",
+                format!("{other:?} is not \"binary\" or \"json\""),
+            );
+            audit::FeedFormat::Binary
+        }
+    };
+    if pub_format == audit::FeedFormat::Json && rj.json_pub_endpoint.is_some() {
+        p.add(
+            "journal.json_pub_endpoint",
+            "pub_format = \"json\" already makes pub_endpoint a JSON feed",
+        );
     }
     if rj.json_pub_endpoint.is_some() && rj.pub_endpoint.is_none() {
         p.add(
@@ -1026,10 +1046,19 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     // [security]
     let rsec = raw.security.unwrap_or_default();
     let mut bound = vec![("ingress.bind", bind.as_str())];
-    if let Some(e) = &rj.pub_endpoint {
+    // A `connect:` endpoint listens nowhere: nothing to authenticate.
+    if let Some(e) = rj
+        .pub_endpoint
+        .as_deref()
+        .filter(|e| !e.starts_with(audit::CONNECT_PREFIX))
+    {
         bound.push(("journal.pub_endpoint", e));
     }
-    if let Some(e) = &rj.json_pub_endpoint {
+    if let Some(e) = rj
+        .json_pub_endpoint
+        .as_deref()
+        .filter(|e| !e.starts_with(audit::CONNECT_PREFIX))
+    {
         bound.push(("journal.json_pub_endpoint", e));
     }
     let security = check_security(
@@ -1059,6 +1088,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             checkpoint,
             pub_endpoint: rj.pub_endpoint,
             json_pub_endpoint: rj.json_pub_endpoint,
+            pub_format,
             snapshots,
         },
         egress,
@@ -1416,5 +1446,37 @@ mod tests {
         check_risk_protocol(&mut p, &STAGE_FLAG_KEYS, &inline);
         assert_eq!(p.0.len(), 1);
         assert_eq!(p.0[0].key, "--risk-protocol");
+    }
+
+    /// `journal.pub_format` and `connect:` endpoints (issue 14).
+    #[test]
+    fn audit_feed_format_and_connect_endpoints() {
+        let base = "[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[journal]\n";
+        let c = ServiceConfig::from_toml_str(
+            &format!("{base}pub_endpoint=\"connect:tcp://10.0.0.9:5570\"\npub_format=\"json\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.journal.pub_format, audit::FeedFormat::Json);
+        assert_eq!(
+            c.journal.pub_endpoint.as_deref(),
+            Some("connect:tcp://10.0.0.9:5570")
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}pub_endpoint=\"tcp://127.0.0.1:2\"\npub_format=\"xml\"\n"
+            )),
+            vec!["journal.pub_format"]
+        );
+        assert_eq!(
+            keys(&format!("{base}pub_endpoint=\"connect:nowhere\"\n")),
+            vec!["journal.pub_endpoint"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}pub_endpoint=\"tcp://127.0.0.1:2\"\njson_pub_endpoint=\"tcp://127.0.0.1:3\"\npub_format=\"json\"\n"
+            )),
+            vec!["journal.json_pub_endpoint"]
+        );
     }
 }

@@ -330,3 +330,153 @@ fn engine_speaks_json_to_an_old_risk_service(mode: &str) {
 }
 
 in_each_threading_mode!(engine_speaks_json_to_an_old_risk_service);
+
+/// A free TCP port on loopback (nothing listens on it once returned).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Step 3 of the migration (the audit service last): the old Python audit service binds its
+/// SUB and the engine connects to it (`--audit-pub connect:…`), in JSON (`--audit-format
+/// json`). It stores and hash-chains what arrives; whatever the live feed missed (PUB/SUB's
+/// slow joiner) is gap-filled from the journal by `audit serve` + `audit tail --json`, which
+/// prints the same JSON objects. Every record is received or gap-filled, and each live event
+/// equals the journal's record (seq, order_id, verdict, reason, chain hash).
+#[test]
+fn engine_connects_a_json_feed_to_an_old_audit_service() {
+    let test = "engine_connects_a_json_feed_to_an_old_audit_service";
+    let Some(python) = legacy_python(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2000;
+    let flow = gen_orders(n, 9, 0);
+    let file = dir.path().join("orders.csv");
+    write_orders(&file, &flow);
+    let store = dir.path().join("titanic.jsonl");
+    let service = PyService::start(
+        &python,
+        "old_audit_service.py",
+        &["tcp://127.0.0.1:*", store.to_str().unwrap()],
+    );
+    let journal = dir.path().join("journal");
+    let rep = dir.path().join("report.json");
+    let out = run_with_timeout(
+        replay_cmd(&file, &journal, &rep)
+            .args(["--rate", "5000"])
+            .args(["--audit-pub", &format!("connect:{}", service.endpoint)])
+            .args(["--audit-format", "json"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = service.finish();
+    assert_eq!(live["bad"], 0, "{live}");
+    let seqs: Vec<u64> = live["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.len() > n / 2,
+        "the connected feed carried most records live: {}",
+        seqs.len()
+    );
+    let stored: Vec<serde_json::Value> = std::fs::read_to_string(&store)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(stored.len(), seqs.len());
+
+    // Gap fill: `audit serve` on the journal, `audit tail --json` from record 1 (no live feed
+    // left: it polls the service), as the docs' pipe does.
+    let mut serve = Command::new(other_bin("audit"))
+        .arg("serve")
+        .arg(&journal)
+        .args(["--bind", "tcp://127.0.0.1:*"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve_out = lines_of(serve.stdout.take().unwrap());
+    let line = wait_for_line(&serve_out, "listening ", Duration::from_secs(30));
+    let serve_ep = line.trim_start_matches("listening ").trim().to_owned();
+    let tail = run_with_timeout(
+        Command::new(other_bin("audit"))
+            .args(["tail", "--sub", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args([
+                "--serve",
+                &serve_ep,
+                "--json",
+                "--until-seq",
+                &n.to_string(),
+            ]),
+        Duration::from_secs(60),
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let filled: std::collections::BTreeMap<u64, serde_json::Value> =
+        String::from_utf8_lossy(&tail.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("head_seq").is_none())
+            .map(|v| (v["seq"].as_u64().unwrap(), v))
+            .collect();
+    assert_eq!(filled.len(), n);
+
+    // Every record received or gap-filled; each live event is the journal's record.
+    let ds = decisions(&journal);
+    assert_eq!(ds.len(), n);
+    let received: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(received.len(), seqs.len(), "no record twice");
+    let missing: Vec<u64> = (1..=n as u64).filter(|s| !received.contains(s)).collect();
+    assert_eq!(received.len() + missing.len(), n);
+    for s in &missing {
+        assert!(
+            filled.contains_key(s),
+            "seq {s} neither received nor gap-filled"
+        );
+    }
+    let reader = audit::Reader::open(&journal).unwrap();
+    let hashes: std::collections::BTreeMap<u64, String> = reader
+        .iter_from(1)
+        .map(|r| {
+            let r = r.unwrap();
+            let hex: String = r.hash.iter().map(|b| format!("{b:02x}")).collect();
+            (r.seq, hex)
+        })
+        .collect();
+    for ev in &stored {
+        let seq = ev["seq"].as_u64().unwrap();
+        assert_eq!(
+            ev, &filled[&seq],
+            "live event {seq} equals the gap-filled one"
+        );
+        assert_eq!(ev["hash"].as_str(), Some(hashes[&seq].as_str()));
+        let d = &ds[seq as usize - 1].1;
+        assert_eq!(ev["order_id"].as_u64(), Some(d.order.order_id));
+        assert_eq!(ev["reason"].as_str(), Some(d.reason.as_str()));
+        assert_eq!(
+            ev["verdict"].as_str(),
+            Some(if d.reason.is_accepted() {
+                "accepted"
+            } else {
+                "rejected"
+            })
+        );
+    }
+}
