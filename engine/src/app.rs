@@ -501,7 +501,10 @@ fn connect_egress(
     target: &EgressTarget,
     client: &zauth::ClientAuth,
 ) -> anyhow::Result<Option<zmq::Socket>> {
-    let EgressTarget::Push { endpoint, sndhwm } = target else {
+    let EgressTarget::Push {
+        endpoint, sndhwm, ..
+    } = target
+    else {
         return Ok(None);
     };
     let s = ctx
@@ -522,6 +525,14 @@ fn connect_egress(
     s.connect(endpoint)
         .with_context(|| format!("cannot connect egress to {endpoint}"))?;
     Ok(Some(s))
+}
+
+/// The egress message format of a target (batch without a downstream).
+fn out_format_of(egress: &EgressTarget) -> crate::out_format::OutFormat {
+    match egress {
+        EgressTarget::Push { format, .. } => *format,
+        EgressTarget::None => crate::out_format::OutFormat::Batch,
+    }
 }
 
 /// How a redelivery of the journal's tail ended.
@@ -554,15 +565,17 @@ enum Redelivery {
 fn redeliver_tail(
     socket: &zmq::Socket,
     tail: &[crate::frames::EgressEntry],
+    out_format: crate::out_format::OutFormat,
     max_batch: usize,
     stop: &AtomicBool,
     waits: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Redelivery> {
-    use crate::frames::EgressFrameBuilder;
-    let mut frame = EgressFrameBuilder::new(max_batch);
+    use crate::out_format::OutEncoder;
+    // The same messages egress sends (a batch frame, or one order per message).
+    let mut frame = OutEncoder::new(out_format, max_batch);
     let mut sent = 0u64;
     // Sends the buffered frame; false when stopped before downstream took it.
-    let send = |frame: &mut EgressFrameBuilder| -> anyhow::Result<bool> {
+    let send = |frame: &mut OutEncoder| -> anyhow::Result<bool> {
         if frame.is_empty() {
             return Ok(true);
         }
@@ -600,6 +613,7 @@ fn redeliver_on_start(
     tail: &[crate::frames::EgressEntry],
     records_before: u64,
     stages: &StageSettings,
+    out_format: crate::out_format::OutFormat,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> anyhow::Result<bool> {
@@ -614,7 +628,7 @@ fn redeliver_on_start(
         "engine: re-sending the accepted orders of the journal's tail downstream \
          (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
     );
-    match redeliver_tail(sock, tail, stages.max_batch, stop, waits)? {
+    match redeliver_tail(sock, tail, out_format, stages.max_batch, stop, waits)? {
         Redelivery::Done { sent } => {
             eprintln!(
                 "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
@@ -668,6 +682,7 @@ fn connect_links(
         last.as_ref(),
         client,
     )?;
+    let out_format = out_format_of(egress);
     let egress = connect_egress(ctx, egress, client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
@@ -679,6 +694,7 @@ fn connect_links(
         &tail,
         records_before,
         stages,
+        out_format,
         &stop,
         &metrics,
     )? {
@@ -965,6 +981,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         EgressTarget::Push {
             endpoint: a.out.clone(),
             sndhwm: a.out_hwm,
+            format: a.out_format,
         }
     };
     let idle = match parse_per_stage::<IdleKind>(&a.idle, IdleKind::Backoff) {
@@ -1206,6 +1223,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         stages: s.stages.clone(),
         warmup_until_seq: (start as u64).saturating_add(a.warmup),
         publish_latency: metrics_server.is_some(),
+        out_format: out_format_of(&s.egress),
     };
     let m2 = Arc::clone(&metrics);
     let result = pipeline::run(
@@ -1376,6 +1394,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         stages: cfg.stages.clone(),
         warmup_until_seq: 0,
         publish_latency: metrics_server.is_some(),
+        out_format: out_format_of(&cfg.egress),
     };
     let clock = Clock::new();
     let t_start = clock.now_ns();

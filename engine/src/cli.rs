@@ -200,6 +200,15 @@ pub struct ReplayArgs {
           value_parser = clap::value_parser!(i32).range(1..=EGRESS_SNDHWM_MESSAGES_MAX as i64))]
     pub out_hwm: i32,
 
+    /// Egress messages for --out. batch: one binary frame per batch of up to --max-batch
+    /// orders (the default; docs/formats/egress.md). order: one binary frame per order (the
+    /// same layout, count 1), for consumers that count one message per order. json: one JSON
+    /// object per accepted order, {"order_id","symbol","quantity","price","side"} (the source
+    /// design's fields plus order_id and side). Back-pressure and the --resume redelivery
+    /// (re-sent in the same format) are the same in each.
+    #[arg(long, value_enum, default_value_t = crate::out_format::OutFormat::Batch, value_name = "FORMAT")]
+    pub out_format: crate::out_format::OutFormat,
+
     /// Leave the first N orders of this run out of the latency histograms.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub warmup: u64,

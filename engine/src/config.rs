@@ -162,6 +162,8 @@ pub enum EgressTarget {
         endpoint: String,
         /// Send high-water mark in messages (> 0: ZeroMQ then pushes back).
         sndhwm: i32,
+        /// One message per batch or per order (`--out-format`, `egress.format`).
+        format: crate::out_format::OutFormat,
     },
 }
 
@@ -439,6 +441,7 @@ struct RawJournal {
 struct RawEgress {
     connect: Option<String>,
     sndhwm: Option<i64>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -941,10 +944,23 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                 1,
                 EGRESS_SNDHWM_MESSAGES_MAX as i64,
             );
+            let format = match re.format.as_deref() {
+                None => crate::out_format::OutFormat::Batch,
+                Some(text) => crate::out_format::OutFormat::parse(text).unwrap_or_else(|| {
+                    p.add(
+                        "egress.format",
+                        format!("{text:?} is not \"batch\", \"order\" or \"json\""),
+                    );
+                    crate::out_format::OutFormat::Batch
+                }),
+            };
             match re.connect {
                 None => {
                     if re.sndhwm.is_some() {
                         p.add("egress.connect", "missing (egress.sndhwm is set)");
+                    }
+                    if re.format.is_some() {
+                        p.add("egress.connect", "missing (egress.format is set)");
                     }
                     EgressTarget::None
                 }
@@ -952,7 +968,11 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                     if let Err(m) = check_endpoint(&endpoint) {
                         p.add("egress.connect", m);
                     }
-                    EgressTarget::Push { endpoint, sndhwm }
+                    EgressTarget::Push {
+                        endpoint,
+                        sndhwm,
+                        format,
+                    }
                 }
             }
         }
@@ -1180,7 +1200,8 @@ mod tests {
             c.egress,
             EgressTarget::Push {
                 endpoint: "tcp://127.0.0.1:5580".into(),
-                sndhwm: 10
+                sndhwm: 10,
+                format: crate::out_format::OutFormat::Batch,
             }
         );
         assert_eq!(c.metrics_bind.as_deref(), Some("127.0.0.1:9100"));

@@ -480,3 +480,115 @@ fn engine_connects_a_json_feed_to_an_old_audit_service() {
         );
     }
 }
+
+/// The order ids of the accepted decisions of a journal, in order.
+fn accepted_ids(journal: &Path) -> Vec<u64> {
+    decisions(journal)
+        .iter()
+        .filter(|(_, d)| d.reason.is_accepted())
+        .map(|(_, d)| d.order.order_id)
+        .collect()
+}
+
+fn consumed_ids(seen: &serde_json::Value) -> Vec<u64> {
+    seen["order_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+/// Step 1 again, downstream: the old order-queue consumers count one message per order and
+/// parse JSON. `--out-format json` sends one JSON object per accepted order, `order` one
+/// binary frame per order: a Python PULL consumer gets exactly one message per accepted
+/// order, each order once, in journal order. A `--resume` re-sends the journal's tail in the
+/// same format (at-least-once redelivery).
+fn per_order_egress_for_old_consumers(mode: &str) {
+    let test = &format!("per_order_egress_for_old_consumers::{mode}");
+    let Some(python) = legacy_python(test) else {
+        return;
+    };
+    for format in ["json", "order"] {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 600;
+        let flow = gen_orders(n, 7, 0);
+        let file = dir.path().join("orders.csv");
+        write_orders(&file, &flow);
+        let journal = dir.path().join("journal");
+        let rep = dir.path().join("report.json");
+        // It ends 3 s after the last message (it cannot know how many the checks accept).
+        let consumer = PyService::start(
+            &python,
+            "old_pull_consumer.py",
+            &["tcp://127.0.0.1:*", format, &n.to_string(), "3"],
+        );
+        let out = run_with_timeout(
+            replay_cmd_in(mode, &file, &journal, &rep)
+                .args(["--rate", "20000", "--out", &consumer.endpoint])
+                .args(["--out-format", format]),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = consumer.finish_when_done();
+        let accepted = accepted_ids(&journal);
+        assert!(accepted.len() > n / 2, "{format}: {}", accepted.len());
+        assert_eq!(seen["bad"], 0, "{format}: {seen}");
+        assert_eq!(
+            seen["messages"],
+            accepted.len(),
+            "{format}: one message per order"
+        );
+        assert_eq!(
+            consumed_ids(&seen),
+            accepted,
+            "{format}: each once, in order"
+        );
+
+        // Resume: the journal's tail is re-sent in the same format.
+        let consumer = PyService::start(
+            &python,
+            "old_pull_consumer.py",
+            &["tcp://127.0.0.1:*", format, &n.to_string(), "3"],
+        );
+        let out = run_with_timeout(
+            replay_cmd_in(mode, &file, &journal, &rep)
+                .args(["--resume", "--out", &consumer.endpoint])
+                .args(["--out-format", format]),
+            Duration::from_secs(120),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("re-sent"), "{stderr}");
+        let seen = consumer.finish_when_done();
+        assert_eq!(seen["bad"], 0, "{format} redelivery: {seen}");
+        let again = consumed_ids(&seen);
+        assert!(!again.is_empty(), "{format}: the tail was re-sent");
+        assert_eq!(
+            again,
+            accepted[accepted.len() - again.len()..],
+            "{format}: the re-sent tail is the journal's, in order"
+        );
+    }
+}
+
+in_each_threading_mode!(per_order_egress_for_old_consumers);
+
+impl PyService {
+    /// Waits for a stand-in that ends by itself, then its summary line.
+    fn finish_when_done(mut self) -> serde_json::Value {
+        let line = self
+            .out
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let err: Vec<String> = self.err.try_iter().collect();
+                panic!("{:?} printed no summary; stderr: {err:#?}", self.child)
+            });
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
