@@ -125,12 +125,13 @@ impl Side {
         }
     }
 
-    /// Parses `B`, `S`, `BUY`, `SELL` in any case.
+    /// Parses `B`, `S`, `BUY`, `SELL` in any case, and `1` (buy) / `2` (sell), FIX tag 54.
     pub fn parse(text: &str) -> Option<Self> {
         let t = text.trim();
-        if t.eq_ignore_ascii_case("b") || t.eq_ignore_ascii_case("buy") {
+        // `1` / `2`: FIX tag 54 (Side), as old order files and FIX gateways write it.
+        if t.eq_ignore_ascii_case("b") || t.eq_ignore_ascii_case("buy") || t == "1" {
             Some(Side::Buy)
-        } else if t.eq_ignore_ascii_case("s") || t.eq_ignore_ascii_case("sell") {
+        } else if t.eq_ignore_ascii_case("s") || t.eq_ignore_ascii_case("sell") || t == "2" {
             Some(Side::Sell)
         } else {
             None
@@ -395,4 +396,23 @@ pub struct Decision {
     /// this record (a batch's records may be cut by a crash): this order's position + 1 when
     /// the service decided it, else all of `risk_batch`'s orders.
     pub risk_batch_orders: u32,
+}
+
+#[cfg(test)]
+mod side_tests {
+    use super::Side;
+
+    /// The sides of old order files and FIX (tag 54), and nothing else.
+    #[test]
+    fn sides_of_old_files_and_fix() {
+        for t in ["B", "b", "BUY", "Buy", " 1 ", "1"] {
+            assert_eq!(Side::parse(t), Some(Side::Buy), "{t:?}");
+        }
+        for t in ["S", "s", "SELL", "sell", "2"] {
+            assert_eq!(Side::parse(t), Some(Side::Sell), "{t:?}");
+        }
+        for t in ["", "0", "3", "X", "BUYS", "5"] {
+            assert_eq!(Side::parse(t), None, "{t:?}");
+        }
+    }
 }

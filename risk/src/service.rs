@@ -551,7 +551,8 @@ impl Service {
         let price = orders::parse_number_price_ticks(price.get()).map_err(|e| e.to_string())?;
         let side = match req.side.as_deref() {
             None => Side::Buy,
-            Some(s) => Side::parse(s).ok_or_else(|| format!("side {s:?} is not BUY or SELL"))?,
+            Some(s) => Side::parse(s)
+                .ok_or_else(|| format!("side {s:?} is not BUY, SELL, B, S, 1 or 2"))?,
         };
         let kind = match req.kind.as_deref() {
             None => OrderKind::New,
