@@ -413,6 +413,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn a_version_3_decision_keeps_the_risk_reply() {
         let d = Decision {
             input_seq: 7,

@@ -290,6 +290,7 @@ impl JsonRiskClient {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use orders::Symbol;
 
