@@ -23,6 +23,14 @@ if ! command -v python3 >/dev/null 2>&1; then
   fi
 fi
 python3 --version
+# pyzmq for the Python stand-ins of the source design's components (tests/legacy, issue 14);
+# pip may refuse to touch a distribution's Python (PEP 668): then --break-system-packages.
+if ! python3 -c 'import zmq, sys; sys.exit(0 if hasattr(zmq.Socket, "recv_into") else 1)' 2>/dev/null; then
+  python3 -m pip install --quiet --upgrade pyzmq \
+    || python3 -m pip install --quiet --upgrade --break-system-packages pyzmq \
+    || echo "pyzmq could not be installed (python3 -m pip install pyzmq failed, also with --break-system-packages): the migration tests (engine/tests/migration.rs) will fail under CI=true" >&2
+fi
+python3 -c 'import zmq; print("pyzmq", zmq.__version__)' || true
 if [ "$(id -u)" != 0 ]; then
   echo "not root: the tmpfs full-disk tests cannot mount (they fail under CI=true, skip elsewhere)" >&2
 fi

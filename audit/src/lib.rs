@@ -39,7 +39,7 @@ pub use checkpoint::{
 };
 pub use error::{Damage, DamageKind, JournalError};
 pub use format::{chain_hash, CheckpointEntry, GENESIS_HASH, HASH_LEN_BYTES};
-pub use publish::{kind_name, record_json, Publisher, PublisherStats};
+pub use publish::{kind_name, record_json, FeedFormat, Publisher, PublisherStats, CONNECT_PREFIX};
 pub use reader::{Position, Reader, Record, Records};
 pub use scan::{RecordView, SegmentFile, VisitError};
 pub use security::zap_handler_running;

@@ -492,7 +492,9 @@ fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8])
                 d.risk_session,
                 d.risk_batch,
                 d.risk_batch_orders
-            )
+            ) + &orders::decision_risk_reply(payload)
+                .map(|r| format!(" risk_reply={:?}", String::from_utf8_lossy(r)))
+                .unwrap_or_default()
         }),
         KIND_ORDER => decode_order(payload).map(|o| order_text(&o)),
         _ => Ok(format!("payload={}", hex::encode(payload))),

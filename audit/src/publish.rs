@@ -39,9 +39,25 @@ pub struct PublisherStats {
     pub json_messages: u64,
 }
 
+/// The encoding of a publisher's main feed socket (`engine --audit-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeedFormat {
+    /// Batches of binary record entries (`TTNP`, docs/formats/audit-feed.md).
+    #[default]
+    Binary,
+    /// One JSON object per record ([`record_json`]): the source design's audit events,
+    /// with `order_id`, `seq`, `verdict`, `reason` and the chain `hash`.
+    Json,
+}
+
+/// Prefix of an endpoint that the PUB socket *connects* to (a subscriber that binds, as the
+/// source design's audit service does) instead of binding: `connect:tcp://host:port`.
+pub const CONNECT_PREFIX: &str = "connect:";
+
 /// Publishes appended records; see the module documentation.
 pub struct Publisher {
-    socket: zmq::Socket,
+    /// The binary feed (`None`: a JSON-only publisher, [`FeedFormat::Json`]).
+    socket: Option<zmq::Socket>,
     endpoint: String,
     json: Option<(zmq::Socket, String)>,
     buf: Vec<u8>,
@@ -79,6 +95,14 @@ fn bind_pub(
     socket
         .set_maxmsgsize(PUB_INBOUND_BYTES_MAX as i64)
         .map_err(|e| JournalError::zmq("set MAXMSGSIZE", endpoint, e))?;
+    if let Some(target) = endpoint.strip_prefix(CONNECT_PREFIX) {
+        // Connecting out: nothing listens here, so there is no peer to authenticate; the
+        // records go to whoever `target` is (the operator named it).
+        socket
+            .connect(target)
+            .map_err(|e| JournalError::zmq("connect", target, e))?;
+        return Ok((socket, endpoint.to_owned()));
+    }
     let resolved = bind_server(ctx, &socket, endpoint, auth)?;
     Ok((socket, resolved))
 }
@@ -139,10 +163,45 @@ impl Publisher {
         sndhwm: i32,
         auth: &ServerAuth,
     ) -> Result<Publisher, JournalError> {
-        let (socket, endpoint) = bind_pub(ctx, endpoint, sndhwm, auth)?;
-        let json = match json_endpoint {
+        Publisher::open(
+            ctx,
+            endpoint,
+            FeedFormat::Binary,
+            json_endpoint,
+            sndhwm,
+            auth,
+        )
+    }
+
+    /// The general form: the main feed on `endpoint` in `format` (bound, or connected to a
+    /// bound SUB when it starts with [`CONNECT_PREFIX`]), and an extra JSON feed on
+    /// `json_endpoint` (same rules). With [`FeedFormat::Json`] the main feed carries one JSON
+    /// object per record and there is no binary feed.
+    pub fn open(
+        ctx: &zmq::Context,
+        endpoint: &str,
+        format: FeedFormat,
+        json_endpoint: Option<&str>,
+        sndhwm: i32,
+        auth: &ServerAuth,
+    ) -> Result<Publisher, JournalError> {
+        let (main, endpoint) = bind_pub(ctx, endpoint, sndhwm, auth)?;
+        let extra = match json_endpoint {
             Some(ep) => Some(bind_pub(ctx, ep, sndhwm, auth)?),
             None => None,
+        };
+        let (socket, json) = match format {
+            FeedFormat::Binary => (Some(main), extra),
+            FeedFormat::Json => {
+                if let Some((_, ep)) = &extra {
+                    return Err(JournalError::zmq(
+                        "a second JSON feed beside a JSON main feed",
+                        ep,
+                        zmq::Error::EINVAL,
+                    ));
+                }
+                (None, Some((main, endpoint.clone())))
+            }
         };
         let mut buf = Vec::with_capacity(PUB_BATCH_BYTES_MAX);
         buf.resize(PUB_BATCH_HEADER_LEN_BYTES, 0);
@@ -156,7 +215,8 @@ impl Publisher {
         })
     }
 
-    /// The bound endpoint of the binary feed (with the port chosen for `:*`).
+    /// The endpoint of the main feed (with the port chosen for `:*`; a connect endpoint as
+    /// given).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
@@ -182,6 +242,9 @@ impl Publisher {
         ts_ns: u64,
         payload: &[u8],
     ) -> Result<(), JournalError> {
+        if self.socket.is_none() {
+            return self.publish_json(seq, hash, kind, ts_ns, payload);
+        }
         if self.count > 0 && self.buf.len() + entry_len(payload.len()) > PUB_BATCH_BYTES_MAX {
             self.flush()?;
         }
@@ -193,6 +256,22 @@ impl Publisher {
         }
         push_entry(&mut self.buf, seq, hash, kind, ts_ns, payload);
         self.count += 1;
+        self.publish_json(seq, hash, kind, ts_ns, payload)?;
+        if self.count >= PUB_BATCH_RECORDS_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The record on the JSON feed, if there is one.
+    fn publish_json(
+        &mut self,
+        seq: u64,
+        hash: &[u8; HASH_LEN_BYTES],
+        kind: u16,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<(), JournalError> {
         if let Some((socket, endpoint)) = &self.json {
             let text = record_json(seq, hash, kind, ts_ns, payload).to_string();
             socket
@@ -207,9 +286,6 @@ impl Publisher {
                 .map_err(|e| JournalError::zmq("send JSON", endpoint, e))?;
             self.stats.json_messages += 1;
         }
-        if self.count >= PUB_BATCH_RECORDS_MAX {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -218,8 +294,12 @@ impl Publisher {
         if self.count == 0 {
             return Ok(());
         }
+        let Some(socket) = &self.socket else {
+            self.count = 0;
+            return Ok(());
+        };
         write_pub_header(&mut self.buf, self.count as u16);
-        match self.socket.send(&self.buf[..], zmq::DONTWAIT) {
+        match socket.send(&self.buf[..], zmq::DONTWAIT) {
             Ok(()) => {
                 self.stats.messages += 1;
                 self.stats.records += self.count as u64;
@@ -305,7 +385,15 @@ pub fn record_json(
     m.insert("ts_ns".into(), json!(ts_ns));
     let decoded = match kind {
         KIND_DECISION => decode_decision(payload)
-            .map(|d| decision_fields(&d, &mut m))
+            .map(|d| {
+                decision_fields(&d, &mut m);
+                if let Some(r) = orders::decision_risk_reply(payload) {
+                    m.insert(
+                        "risk_reply".into(),
+                        json!(String::from_utf8_lossy(r).into_owned()),
+                    );
+                }
+            })
             .map_err(|e| e.to_string()),
         KIND_ORDER if payload.len() == orders::ORDER_LEN_BYTES => decode_order(payload)
             .map(|o| order_fields(&o, &mut m))

@@ -147,8 +147,15 @@ fn open_journal(
     let publisher = match &s.pub_endpoint {
         None => None,
         Some(ep) => Some(
-            audit::Publisher::bind_secure(ctx, ep, s.json_pub_endpoint.as_deref(), auth)
-                .with_context(|| format!("cannot bind the audit publisher on {ep}"))?,
+            audit::Publisher::open(
+                ctx,
+                ep,
+                s.pub_format,
+                s.json_pub_endpoint.as_deref(),
+                audit::limits::PUB_SNDHWM_MESSAGES_DEFAULT,
+                auth,
+            )
+            .with_context(|| format!("cannot open the audit publisher on {ep}"))?,
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
@@ -297,6 +304,21 @@ fn connect_risk(
             let client = risk::RiskClient::connect(ctx, &[endpoint], s.timeout, max_batch)
                 .context("cannot connect to the embedded risk service")?;
             Ok((Gate::Client(Box::new(client)), Some(server)))
+        }
+        RiskTarget::Remote { endpoints } if s.protocol == crate::config::RiskProtocol::Json => {
+            probe_risk_handshakes(ctx, endpoints, client)?;
+            // The old JSON service has no hello (no batch bound, no reconciliation): one
+            // order per request, each bounded by the timeout.
+            let client = risk::JsonRiskClient::connect(ctx, endpoints, s.timeout, client.clone())
+                .with_context(|| {
+                format!("cannot connect to JSON risk service {endpoints:?}")
+            })?;
+            eprintln!(
+                "engine: --risk-protocol json: one round trip per order to {} (OK accepts, any \
+                 other reply is risk-refused); throughput is capped at 1/RTT",
+                endpoints.join(" ")
+            );
+            Ok((Gate::Json(Box::new(client)), None))
         }
         RiskTarget::Remote { endpoints } => {
             probe_risk_handshakes(ctx, endpoints, client)?;
@@ -479,7 +501,10 @@ fn connect_egress(
     target: &EgressTarget,
     client: &zauth::ClientAuth,
 ) -> anyhow::Result<Option<zmq::Socket>> {
-    let EgressTarget::Push { endpoint, sndhwm } = target else {
+    let EgressTarget::Push {
+        endpoint, sndhwm, ..
+    } = target
+    else {
         return Ok(None);
     };
     let s = ctx
@@ -500,6 +525,14 @@ fn connect_egress(
     s.connect(endpoint)
         .with_context(|| format!("cannot connect egress to {endpoint}"))?;
     Ok(Some(s))
+}
+
+/// The egress message format of a target (batch without a downstream).
+fn out_format_of(egress: &EgressTarget) -> crate::out_format::OutFormat {
+    match egress {
+        EgressTarget::Push { format, .. } => *format,
+        EgressTarget::None => crate::out_format::OutFormat::Batch,
+    }
 }
 
 /// How a redelivery of the journal's tail ended.
@@ -532,15 +565,17 @@ enum Redelivery {
 fn redeliver_tail(
     socket: &zmq::Socket,
     tail: &[crate::frames::EgressEntry],
+    out_format: crate::out_format::OutFormat,
     max_batch: usize,
     stop: &AtomicBool,
     waits: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Redelivery> {
-    use crate::frames::EgressFrameBuilder;
-    let mut frame = EgressFrameBuilder::new(max_batch);
+    use crate::out_format::OutEncoder;
+    // The same messages egress sends (a batch frame, or one order per message).
+    let mut frame = OutEncoder::new(out_format, max_batch);
     let mut sent = 0u64;
     // Sends the buffered frame; false when stopped before downstream took it.
-    let send = |frame: &mut EgressFrameBuilder| -> anyhow::Result<bool> {
+    let send = |frame: &mut OutEncoder| -> anyhow::Result<bool> {
         if frame.is_empty() {
             return Ok(true);
         }
@@ -578,6 +613,7 @@ fn redeliver_on_start(
     tail: &[crate::frames::EgressEntry],
     records_before: u64,
     stages: &StageSettings,
+    out_format: crate::out_format::OutFormat,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> anyhow::Result<bool> {
@@ -592,7 +628,7 @@ fn redeliver_on_start(
         "engine: re-sending the accepted orders of the journal's tail downstream \
          (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
     );
-    match redeliver_tail(sock, tail, stages.max_batch, stop, waits)? {
+    match redeliver_tail(sock, tail, out_format, stages.max_batch, stop, waits)? {
         Redelivery::Done { sent } => {
             eprintln!(
                 "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
@@ -646,6 +682,7 @@ fn connect_links(
         last.as_ref(),
         client,
     )?;
+    let out_format = out_format_of(egress);
     let egress = connect_egress(ctx, egress, client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
@@ -657,6 +694,7 @@ fn connect_links(
         &tail,
         records_before,
         stages,
+        out_format,
         &stop,
         &metrics,
     )? {
@@ -910,14 +948,16 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         }
     };
     if let Some(ep) = &a.audit_pub {
-        if let Err(m) = check_endpoint(ep) {
+        if let Err(m) = check_endpoint(ep.strip_prefix(audit::CONNECT_PREFIX).unwrap_or(ep)) {
             p.add("--audit-pub", m);
         }
     }
     check_segment_size(&mut p, "--segment-size-bytes", a.segment_size_bytes);
+    // A `connect:` endpoint listens nowhere: nothing to authenticate.
     let bound: Vec<(&str, &str)> = a
         .audit_pub
         .iter()
+        .filter(|ep| !ep.starts_with(audit::CONNECT_PREFIX))
         .map(|ep| ("--audit-pub", ep.as_str()))
         .collect();
     let security = check_security(
@@ -941,6 +981,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         EgressTarget::Push {
             endpoint: a.out.clone(),
             sndhwm: a.out_hwm,
+            format: a.out_format,
         }
     };
     let idle = match parse_per_stage::<IdleKind>(&a.idle, IdleKind::Backoff) {
@@ -969,6 +1010,12 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         threading: a.threading,
     };
     crate::config::check_stages(&mut p, &crate::config::STAGE_FLAG_KEYS, &stages, false);
+    let risk = RiskSettings {
+        target,
+        timeout: Duration::from_millis(a.risk_timeout_ms),
+        protocol: a.risk_protocol,
+    };
+    crate::config::check_risk_protocol(&mut p, &crate::config::STAGE_FLAG_KEYS, &risk);
     let format = a.format.map(orders::files::Format::from);
     let symbol = match a.symbol.as_deref().map(orders::Symbol::new) {
         None => None,
@@ -989,10 +1036,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
     }
     Ok(ReplaySettings {
         schedule,
-        risk: RiskSettings {
-            target,
-            timeout: Duration::from_millis(a.risk_timeout_ms),
-        },
+        risk,
         journal: JournalSettings {
             dir: a.journal.clone(),
             durability,
@@ -1004,6 +1048,7 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             }),
             pub_endpoint: a.audit_pub.clone(),
             json_pub_endpoint: None,
+            pub_format: a.audit_format.into(),
             snapshots: crate::snapshots::SnapshotSettings {
                 every_records: a.snapshot_every_records,
                 every_ms: a.snapshot_every_ms,
@@ -1015,6 +1060,14 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         symbol,
         security,
     })
+}
+
+/// What one risk request carries, for the report.
+fn risk_round_trips(p: crate::config::RiskProtocol) -> &'static str {
+    match p {
+        crate::config::RiskProtocol::Binary => "one request per batch",
+        crate::config::RiskProtocol::Json => "one round trip per order",
+    }
 }
 
 fn risk_target_name(t: &RiskTarget) -> String {
@@ -1149,6 +1202,8 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         risk: RiskReport {
             target: risk_target_name(&s.risk.target),
             timeout_ms: s.risk.timeout.as_millis() as u64,
+            protocol: s.risk.protocol.as_str().to_owned(),
+            round_trips: risk_round_trips(s.risk.protocol).to_owned(),
             ..RiskReport::default()
         },
         egress: EgressReport {
@@ -1168,6 +1223,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         stages: s.stages.clone(),
         warmup_until_seq: (start as u64).saturating_add(a.warmup),
         publish_latency: metrics_server.is_some(),
+        out_format: out_format_of(&s.egress),
     };
     let m2 = Arc::clone(&metrics);
     let result = pipeline::run(
@@ -1224,7 +1280,19 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 /// `engine run --config FILE`.
 pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = ServiceConfig::from_file(&a.config)?;
+    let mut cfg = ServiceConfig::from_file(&a.config)?;
+    if let Some(f) = a.audit_format {
+        cfg.journal.pub_format = f.into();
+        if cfg.journal.pub_format == audit::FeedFormat::Json
+            && cfg.journal.json_pub_endpoint.is_some()
+        {
+            bail!(
+                "--audit-format json makes journal.pub_endpoint a JSON feed: drop \
+                 journal.json_pub_endpoint from {}",
+                a.config.display()
+            );
+        }
+    }
     let ctx = zmq::Context::new();
     let server_auth = cfg.security.server_auth();
     // One ZAP handler for the context, before any socket binds (none without authentication).
@@ -1302,6 +1370,8 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         risk: RiskReport {
             target: risk_target_name(&cfg.risk.target),
             timeout_ms: cfg.risk.timeout.as_millis() as u64,
+            protocol: cfg.risk.protocol.as_str().to_owned(),
+            round_trips: risk_round_trips(cfg.risk.protocol).to_owned(),
             ..RiskReport::default()
         },
         egress: EgressReport {
@@ -1324,6 +1394,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         stages: cfg.stages.clone(),
         warmup_until_seq: 0,
         publish_latency: metrics_server.is_some(),
+        out_format: out_format_of(&cfg.egress),
     };
     let clock = Clock::new();
     let t_start = clock.now_ns();

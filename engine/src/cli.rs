@@ -37,6 +37,30 @@ pub struct RunArgs {
     /// The service configuration (TOML; see examples/engine.toml for every key).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+
+    /// Encoding of the journal.pub_endpoint feed, overriding journal.pub_format: binary
+    /// (batches of record entries) or json (one JSON object per record: order_id, seq,
+    /// verdict, reason, chain hash; for the source design's audit service).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub audit_format: Option<AuditFormat>,
+}
+
+/// `--audit-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    /// Batches of binary record entries.
+    Binary,
+    /// One JSON object per record.
+    Json,
+}
+
+impl From<AuditFormat> for audit::FeedFormat {
+    fn from(f: AuditFormat) -> audit::FeedFormat {
+        match f {
+            AuditFormat::Binary => audit::FeedFormat::Binary,
+            AuditFormat::Json => audit::FeedFormat::Json,
+        }
+    }
 }
 
 /// A core for `--pin`: a core id, or `-` for "not pinned".
@@ -90,6 +114,16 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = RISK_TIMEOUT_MS_DEFAULT, value_name = "MS")]
     pub risk_timeout_ms: u64,
 
+    /// Protocol to the remote risk service (--risk ENDPOINT). binary: ours, one request per
+    /// batch. json: the source design's, for an old JSON risk service during a migration:
+    /// {"symbol","quantity","price"} per order, OK accepts and any other reply rejects with
+    /// reason risk-refused (its first 16 bytes kept in the journal record). It costs ONE
+    /// ROUND TRIP PER ORDER (batches of 1: throughput is capped at 1/RTT); the same timeout,
+    /// Lazy Pirate reconnect and failover apply per order. No hello or void (the old service
+    /// has none). docs/migration.md.
+    #[arg(long, value_enum, default_value_t = crate::config::RiskProtocol::Binary, value_name = "PROTOCOL")]
+    pub risk_protocol: crate::config::RiskProtocol,
+
     /// Journal directory (created if absent). A non-empty journal needs --resume.
     #[arg(long, default_value = crate::config::JOURNAL_DIR_DEFAULT, value_name = "DIR")]
     pub journal: PathBuf,
@@ -120,9 +154,18 @@ pub struct ReplayArgs {
     pub checkpoint_key: Option<PathBuf>,
 
     /// Publish every journal record live on this PUB endpoint. A non-loopback endpoint needs
-    /// --allow or --plain-credentials (or --insecure).
+    /// --allow or --plain-credentials (or --insecure). connect:tcp://HOST:PORT connects the
+    /// PUB socket to a subscriber that binds (the source design's audit service binds its
+    /// SUB) instead of binding.
     #[arg(long, value_name = "ENDPOINT")]
     pub audit_pub: Option<String>,
+
+    /// Encoding of the --audit-pub feed. binary: batches of record entries (audit tail).
+    /// json: one JSON object per record (order_id, seq, verdict, reason, the record's chain
+    /// hash and the order's fields), for the source design's audit service; a subscriber
+    /// that missed some gap-fills with audit serve + audit tail --json (docs/migration.md).
+    #[arg(long, value_enum, default_value_t = AuditFormat::Binary, value_name = "FORMAT")]
+    pub audit_format: AuditFormat,
 
     /// Log in to the risk-servers (--risk ENDPOINT) and the downstream (--out) with the PLAIN
     /// credentials in FILE: its first USER:PASSWORD line; the file must be mode 0600. Needed
@@ -159,6 +202,15 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = EGRESS_SNDHWM_MESSAGES_DEFAULT, value_name = "FRAMES",
           value_parser = clap::value_parser!(i32).range(1..=EGRESS_SNDHWM_MESSAGES_MAX as i64))]
     pub out_hwm: i32,
+
+    /// Egress messages for --out. batch: one binary frame per batch of up to --max-batch
+    /// orders (the default; docs/formats/egress.md). order: one binary frame per order (the
+    /// same layout, count 1), for consumers that count one message per order. json: one JSON
+    /// object per accepted order, {"order_id","symbol","quantity","price","side"} (the source
+    /// design's fields plus order_id and side). Back-pressure and the --resume redelivery
+    /// (re-sent in the same format) are the same in each.
+    #[arg(long, value_enum, default_value_t = crate::out_format::OutFormat::Batch, value_name = "FORMAT")]
+    pub out_format: crate::out_format::OutFormat,
 
     /// Leave the first N orders of this run out of the latency histograms.
     #[arg(long, default_value_t = 0, value_name = "N")]

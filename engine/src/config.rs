@@ -86,6 +86,28 @@ pub enum RiskTarget {
     },
 }
 
+/// The wire protocol to a remote risk service (`--risk-protocol`, `risk.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RiskProtocol {
+    /// Our batches (`docs/formats/risk-protocol.md`): one request per batch of up to
+    /// `max_batch` orders, void, hello.
+    #[default]
+    Binary,
+    /// The source design's JSON, for an old JSON risk service: **one round trip per order**
+    /// (`{"symbol","quantity","price"}`; `OK` accepts, any other reply is `risk-refused`).
+    Json,
+}
+
+impl RiskProtocol {
+    /// `binary` / `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskProtocol::Binary => "binary",
+            RiskProtocol::Json => "json",
+        }
+    }
+}
+
 /// The risk stage's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RiskSettings {
@@ -93,6 +115,8 @@ pub struct RiskSettings {
     pub target: RiskTarget,
     /// Longest wait for one batch's verdicts.
     pub timeout: Duration,
+    /// The protocol to a remote service.
+    pub protocol: RiskProtocol,
 }
 
 /// Checkpoint signing.
@@ -121,6 +145,8 @@ pub struct JournalSettings {
     pub pub_endpoint: Option<String>,
     /// Optional second PUB endpoint with JSON records.
     pub json_pub_endpoint: Option<String>,
+    /// Encoding of the `pub_endpoint` feed (`--audit-format`, `journal.pub_format`).
+    pub pub_format: audit::FeedFormat,
     /// Risk-state snapshots (inline and embedded risk).
     pub snapshots: crate::snapshots::SnapshotSettings,
 }
@@ -136,6 +162,8 @@ pub enum EgressTarget {
         endpoint: String,
         /// Send high-water mark in messages (> 0: ZeroMQ then pushes back).
         sndhwm: i32,
+        /// One message per batch or per order (`--out-format`, `egress.format`).
+        format: crate::out_format::OutFormat,
     },
 }
 
@@ -386,6 +414,7 @@ struct RawIngress {
 #[serde(deny_unknown_fields)]
 struct RawRisk {
     mode: Option<String>,
+    protocol: Option<String>,
     limits: Option<PathBuf>,
     endpoints: Option<Vec<String>>,
     timeout_ms: Option<i64>,
@@ -402,6 +431,7 @@ struct RawJournal {
     checkpoint_every_ms: Option<i64>,
     pub_endpoint: Option<String>,
     json_pub_endpoint: Option<String>,
+    pub_format: Option<String>,
     snapshot_every_records: Option<i64>,
     snapshot_every_ms: Option<i64>,
 }
@@ -411,6 +441,7 @@ struct RawJournal {
 struct RawEgress {
     connect: Option<String>,
     sndhwm: Option<i64>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -563,6 +594,8 @@ pub struct StageKeys {
     pub core_suffix: &'static str,
     /// The threading mode.
     pub threading: &'static str,
+    /// The risk protocol ([`check_risk_protocol`]).
+    pub risk_protocol: &'static str,
 }
 
 /// The keys of engine.toml.
@@ -572,6 +605,7 @@ pub const STAGE_TOML_KEYS: StageKeys = StageKeys {
     core_prefix: "stages.",
     core_suffix: ".core",
     threading: "pipeline.threading",
+    risk_protocol: "risk.protocol",
 };
 
 /// The flags of `engine replay`.
@@ -581,6 +615,7 @@ pub const STAGE_FLAG_KEYS: StageKeys = StageKeys {
     core_prefix: "--pin ",
     core_suffix: "",
     threading: "--threading",
+    risk_protocol: "--risk-protocol",
 };
 
 /// The one validator of the stage settings, whichever source they were parsed from (both
@@ -626,6 +661,19 @@ pub fn check_stages(p: &mut Problems, keys: &StageKeys, s: &StageSettings, pull_
                 ),
             );
         }
+    }
+}
+
+/// The risk protocol against the risk target, for both sources of settings (called beside
+/// [`check_stages`] with the same keys): the JSON protocol only speaks to remote services
+/// (the embedded and inline checks are ours, and binary).
+pub fn check_risk_protocol(p: &mut Problems, keys: &StageKeys, r: &RiskSettings) {
+    if r.protocol == RiskProtocol::Json && !matches!(r.target, RiskTarget::Remote { .. }) {
+        p.add(
+            keys.risk_protocol,
+            "json is for a remote JSON risk service (the source design's); the embedded and \
+             inline checks speak binary",
+        );
     }
 }
 
@@ -703,6 +751,17 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         1,
         RISK_TIMEOUT_MS_MAX as i64,
     );
+    let protocol = match rr.protocol.as_deref() {
+        None | Some("binary") => RiskProtocol::Binary,
+        Some("json") => RiskProtocol::Json,
+        Some(other) => {
+            p.add(
+                STAGE_TOML_KEYS.risk_protocol,
+                format!("{other:?} is not \"binary\" or \"json\""),
+            );
+            RiskProtocol::Binary
+        }
+    };
     let target = match rr.mode.as_deref().unwrap_or("embedded") {
         mode @ ("embedded" | "inline") => {
             if rr.endpoints.is_some() {
@@ -844,10 +903,27 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         ("journal.json_pub_endpoint", &rj.json_pub_endpoint),
     ] {
         if let Some(e) = v {
-            if let Err(m) = check_endpoint(e) {
+            if let Err(m) = check_endpoint(e.strip_prefix(audit::CONNECT_PREFIX).unwrap_or(e)) {
                 p.add(key, m);
             }
         }
+    }
+    let pub_format = match rj.pub_format.as_deref() {
+        None | Some("binary") => audit::FeedFormat::Binary,
+        Some("json") => audit::FeedFormat::Json,
+        Some(other) => {
+            p.add(
+                "journal.pub_format",
+                format!("{other:?} is not \"binary\" or \"json\""),
+            );
+            audit::FeedFormat::Binary
+        }
+    };
+    if pub_format == audit::FeedFormat::Json && rj.json_pub_endpoint.is_some() {
+        p.add(
+            "journal.json_pub_endpoint",
+            "pub_format = \"json\" already makes pub_endpoint a JSON feed",
+        );
     }
     if rj.json_pub_endpoint.is_some() && rj.pub_endpoint.is_none() {
         p.add(
@@ -868,10 +944,23 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                 1,
                 EGRESS_SNDHWM_MESSAGES_MAX as i64,
             );
+            let format = match re.format.as_deref() {
+                None => crate::out_format::OutFormat::Batch,
+                Some(text) => crate::out_format::OutFormat::parse(text).unwrap_or_else(|| {
+                    p.add(
+                        "egress.format",
+                        format!("{text:?} is not \"batch\", \"order\" or \"json\""),
+                    );
+                    crate::out_format::OutFormat::Batch
+                }),
+            };
             match re.connect {
                 None => {
                     if re.sndhwm.is_some() {
                         p.add("egress.connect", "missing (egress.sndhwm is set)");
+                    }
+                    if re.format.is_some() {
+                        p.add("egress.connect", "missing (egress.format is set)");
                     }
                     EgressTarget::None
                 }
@@ -879,7 +968,11 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
                     if let Err(m) = check_endpoint(&endpoint) {
                         p.add("egress.connect", m);
                     }
-                    EgressTarget::Push { endpoint, sndhwm }
+                    EgressTarget::Push {
+                        endpoint,
+                        sndhwm,
+                        format,
+                    }
                 }
             }
         }
@@ -955,6 +1048,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         threading,
     };
     check_stages(&mut p, &STAGE_TOML_KEYS, &stages, true);
+    let risk = RiskSettings {
+        target,
+        timeout: Duration::from_millis(timeout_ms),
+        protocol,
+    };
+    check_risk_protocol(&mut p, &STAGE_TOML_KEYS, &risk);
 
     // [metrics]
     let metrics_bind = raw.metrics.and_then(|m| m.bind);
@@ -967,10 +1066,19 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     // [security]
     let rsec = raw.security.unwrap_or_default();
     let mut bound = vec![("ingress.bind", bind.as_str())];
-    if let Some(e) = &rj.pub_endpoint {
+    // A `connect:` endpoint listens nowhere: nothing to authenticate.
+    if let Some(e) = rj
+        .pub_endpoint
+        .as_deref()
+        .filter(|e| !e.starts_with(audit::CONNECT_PREFIX))
+    {
         bound.push(("journal.pub_endpoint", e));
     }
-    if let Some(e) = &rj.json_pub_endpoint {
+    if let Some(e) = rj
+        .json_pub_endpoint
+        .as_deref()
+        .filter(|e| !e.starts_with(audit::CONNECT_PREFIX))
+    {
         bound.push(("journal.json_pub_endpoint", e));
     }
     let security = check_security(
@@ -992,10 +1100,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     Ok(ServiceConfig {
         origin: origin.to_owned(),
         ingress: PullSettings { bind, rcvhwm },
-        risk: RiskSettings {
-            target,
-            timeout: Duration::from_millis(timeout_ms),
-        },
+        risk,
         journal: JournalSettings {
             dir,
             durability,
@@ -1003,6 +1108,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             checkpoint,
             pub_endpoint: rj.pub_endpoint,
             json_pub_endpoint: rj.json_pub_endpoint,
+            pub_format,
             snapshots,
         },
         egress,
@@ -1094,7 +1200,8 @@ mod tests {
             c.egress,
             EgressTarget::Push {
                 endpoint: "tcp://127.0.0.1:5580".into(),
-                sndhwm: 10
+                sndhwm: 10,
+                format: crate::out_format::OutFormat::Batch,
             }
         );
         assert_eq!(c.metrics_bind.as_deref(), Some("127.0.0.1:9100"));
@@ -1326,5 +1433,71 @@ mod tests {
         assert!(ks.contains(&"pipeline.ring_capacity".to_owned()), "{ks:?}");
         let ks = keys("[pipeline]\nthreading = \"shared\"\n[stages.ingress]\ncore = 0\n[stages.egress]\ncore = 1\n");
         assert!(ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
+    }
+
+    /// `risk.protocol` (issue 14): binary by default; json only with a remote service; a bad
+    /// value named by its key. The flag goes through the same check (`check_risk_protocol`).
+    #[test]
+    fn risk_protocol_key() {
+        let base = "[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[risk]\n";
+        let c = ServiceConfig::from_toml_str(base, "t").unwrap();
+        assert_eq!(c.risk.protocol, RiskProtocol::Binary);
+        let c = ServiceConfig::from_toml_str(
+            &format!(
+                "{base}mode=\"remote\"\nendpoints=[\"tcp://127.0.0.1:2\"]\nprotocol=\"json\"\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.risk.protocol, RiskProtocol::Json);
+        assert_eq!(
+            keys(&format!("{base}protocol=\"json\"\n")),
+            vec!["risk.protocol"]
+        );
+        assert_eq!(
+            keys(&format!("{base}protocol=\"xml\"\n")),
+            vec!["risk.protocol"]
+        );
+        let mut p = Problems::default();
+        let inline = RiskSettings {
+            target: RiskTarget::Inline { limits_file: None },
+            timeout: Duration::from_millis(100),
+            protocol: RiskProtocol::Json,
+        };
+        check_risk_protocol(&mut p, &STAGE_FLAG_KEYS, &inline);
+        assert_eq!(p.0.len(), 1);
+        assert_eq!(p.0[0].key, "--risk-protocol");
+    }
+
+    /// `journal.pub_format` and `connect:` endpoints (issue 14).
+    #[test]
+    fn audit_feed_format_and_connect_endpoints() {
+        let base = "[ingress]\nbind=\"tcp://127.0.0.1:1\"\n[journal]\n";
+        let c = ServiceConfig::from_toml_str(
+            &format!("{base}pub_endpoint=\"connect:tcp://10.0.0.9:5570\"\npub_format=\"json\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.journal.pub_format, audit::FeedFormat::Json);
+        assert_eq!(
+            c.journal.pub_endpoint.as_deref(),
+            Some("connect:tcp://10.0.0.9:5570")
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}pub_endpoint=\"tcp://127.0.0.1:2\"\npub_format=\"xml\"\n"
+            )),
+            vec!["journal.pub_format"]
+        );
+        assert_eq!(
+            keys(&format!("{base}pub_endpoint=\"connect:nowhere\"\n")),
+            vec!["journal.pub_endpoint"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{base}pub_endpoint=\"tcp://127.0.0.1:2\"\njson_pub_endpoint=\"tcp://127.0.0.1:3\"\npub_format=\"json\"\n"
+            )),
+            vec!["journal.json_pub_endpoint"]
+        );
     }
 }

@@ -287,7 +287,7 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
     })?;
     let side = Side::parse(&j.side).ok_or_else(|| FrameError::JsonField {
         field: "side",
-        message: format!("{:?} is not BUY or SELL", j.side),
+        message: format!("{:?} is not BUY, SELL, B, S, 1 or 2", j.side),
     })?;
     let kind = match &j.kind {
         None => OrderKind::New,

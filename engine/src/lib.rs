@@ -40,6 +40,7 @@ pub mod idle;
 pub mod latency;
 pub mod limits;
 pub mod metrics;
+pub mod out_format;
 pub mod pipeline;
 pub mod recovery;
 pub mod report;

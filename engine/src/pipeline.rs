@@ -89,6 +89,8 @@ pub struct PipelineOptions {
     pub warmup_until_seq: u64,
     /// Publish latency quantiles for the metrics endpoint.
     pub publish_latency: bool,
+    /// Egress messages: per batch, or per order (`--out-format`).
+    pub out_format: crate::out_format::OutFormat,
 }
 
 /// What a finished pipeline hands back.
@@ -277,11 +279,13 @@ where
         let (metrics, stop, errors) =
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+        let out_format = opts.out_format;
         let (core, mut idle) = (st.cores.egress, stage_idle(StageId::Egress));
         spawn(StageId::Egress, move || {
             prepare_thread(StageId::Egress.as_str(), core);
             let links = egress_links.recv().unwrap_or_default();
-            let mut s = EgressStage::new(egress_socket, c_rx, max_batch, clock, metrics, recorder);
+            let mut s = EgressStage::new(egress_socket, c_rx, max_batch, clock, metrics, recorder)
+                .with_format(out_format);
             if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
                 record_error(&errors, StageId::Egress, &e, &stop);
             }
@@ -578,6 +582,7 @@ where
     let max_batch = st.max_batch;
     let accepted_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
     let rejected_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+    let out_format = opts.out_format;
     let handle = {
         let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
         std::thread::Builder::new()
@@ -614,6 +619,7 @@ where
                         Arc::clone(&metrics),
                         accepted_rec,
                     )
+                    .with_format(out_format)
                     .nonblocking(),
                 );
                 let mut out = SharedOut {
@@ -888,6 +894,7 @@ mod tests {
             },
             warmup_until_seq: 0,
             publish_latency: true,
+            out_format: crate::out_format::OutFormat::Batch,
         }
     }
 

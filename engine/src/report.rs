@@ -38,6 +38,11 @@ pub struct RiskReport {
     pub target: String,
     /// Configured timeout.
     pub timeout_ms: u64,
+    /// `binary` (one request per batch) or `json` (the source design's: one request per
+    /// order).
+    pub protocol: String,
+    /// What a request carries: `batch` or `one order (one round trip per order)`.
+    pub round_trips: String,
     /// Requests sent.
     pub batches: u64,
     /// Mean orders per request.
@@ -242,6 +247,13 @@ impl Report {
             "  risk          {} — {} batches (mean {:.1} orders), {} timeouts, {} failed, {} failovers, longest wait {:.1} µs (timeout {} ms)",
             r.target, r.batches, r.mean_batch, r.timeouts, r.failed_batches, r.failovers, r.wait_max_us, r.timeout_ms
         );
+        if r.protocol == "json" {
+            let _ = writeln!(
+                s,
+                "  risk protocol json: {} (the source design's; throughput capped at 1/RTT)",
+                r.round_trips
+            );
+        }
         let b = &self.backpressure_waits;
         let _ = writeln!(
             s,

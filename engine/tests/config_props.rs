@@ -274,7 +274,10 @@ fn assert_within_bounds(c: &ServiceConfig) {
         ok_endpoint(e);
         assert!(c.journal.pub_endpoint.is_some());
     }
-    if let EgressTarget::Push { endpoint, sndhwm } = &c.egress {
+    if let EgressTarget::Push {
+        endpoint, sndhwm, ..
+    } = &c.egress
+    {
         ok_endpoint(endpoint);
         assert!(*sndhwm >= 1);
     }

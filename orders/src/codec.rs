@@ -22,6 +22,15 @@
 //!  | u64           | u64           | u64           |
 //!  +---------------+---------------+---------------+
 //!
+//! Decision, version 3 (DECISION_V3_LEN_BYTES = 120): version 2 and the risk reply after it,
+//! written only for a `risk-refused` decision (`engine --risk-protocol json`)
+//!  104                             120
+//!  +-------------------------------+
+//!  | risk_reply [u8; 16]: the JSON |
+//!  | risk service's reply, its     |
+//!  | first 16 bytes, NUL-padded    |
+//!  +-------------------------------+
+//!
 //! Decision, version 1 (DECISION_V1_LEN_BYTES = 80): bytes 0..80 above, nothing after, and
 //! bytes 58..64 zero (reserved).
 //! ```
@@ -36,6 +45,11 @@ use crate::model::{Decision, Order, OrderKind, Reason, Side, Symbol, SYMBOL_LEN_
 pub const ORDER_LEN_BYTES: usize = 48;
 /// Encoded size of a [`Decision`] (version 2, what [`encode_decision`] writes).
 pub const DECISION_LEN_BYTES: usize = 104;
+/// Size of a version-3 decision: version 2 plus the first [`RISK_REPLY_LEN_BYTES`] bytes of a
+/// JSON risk service's reply ([`encode_decision_with_reply`]; `risk-refused` decisions only).
+pub const DECISION_V3_LEN_BYTES: usize = DECISION_LEN_BYTES + RISK_REPLY_LEN_BYTES;
+/// Bytes of a JSON risk reply a version-3 decision keeps (the source design's reply buffer).
+pub const RISK_REPLY_LEN_BYTES: usize = 16;
 /// Size of a version-1 decision (journals written before `t_checked_ns` and the risk
 /// session were recorded); still read by [`decode_decision`].
 pub const DECISION_V1_LEN_BYTES: usize = 80;
@@ -174,22 +188,59 @@ pub fn encode_decision(d: &Decision, out: &mut [u8]) {
     out[D_RISK_BATCH_OFFSET..DECISION_LEN_BYTES].copy_from_slice(&d.risk_batch.to_le_bytes());
 }
 
-/// Reads a decision from exactly [`DECISION_LEN_BYTES`] (version 2) or
+/// Writes `d` and `reply` (its first [`RISK_REPLY_LEN_BYTES`], NUL-padded) as a version-3
+/// decision into `out[..DECISION_V3_LEN_BYTES]`.
+///
+/// # Panics
+/// If `out` is shorter than [`DECISION_V3_LEN_BYTES`] (a programming error, never input).
+pub fn encode_decision_with_reply(d: &Decision, reply: &[u8], out: &mut [u8]) {
+    encode_decision(d, out);
+    let slot = &mut out[DECISION_LEN_BYTES..DECISION_V3_LEN_BYTES];
+    slot.fill(0);
+    let n = reply.len().min(RISK_REPLY_LEN_BYTES);
+    slot[..n].copy_from_slice(&reply[..n]);
+}
+
+/// The risk reply a version-3 decision payload keeps (NUL padding removed); `None` for the
+/// other versions.
+pub fn decision_risk_reply(payload: &[u8]) -> Option<&[u8]> {
+    if payload.len() != DECISION_V3_LEN_BYTES {
+        return None;
+    }
+    let r = &payload[DECISION_LEN_BYTES..];
+    let end = r.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    Some(&r[..end])
+}
+
+/// Reads a decision from exactly [`DECISION_LEN_BYTES`] (version 2), [`DECISION_V3_LEN_BYTES`]
+/// (version 3: version 2 plus the risk reply, see [`decision_risk_reply`]) or
 /// [`DECISION_V1_LEN_BYTES`] (version 1) bytes, validating every field. A version-1 decision
 /// reads with `t_checked_ns = t_decided_ns` (the best time it has) and no risk session.
 pub fn decode_decision(b: &[u8]) -> Result<Decision, DecodeError> {
-    if b.len() != DECISION_LEN_BYTES && b.len() != DECISION_V1_LEN_BYTES {
+    if b.len() != DECISION_LEN_BYTES
+        && b.len() != DECISION_V1_LEN_BYTES
+        && b.len() != DECISION_V3_LEN_BYTES
+    {
         return Err(DecodeError::Length {
             expected: DECISION_LEN_BYTES,
             got: b.len(),
         });
     }
+    let v3 = b.len() == DECISION_V3_LEN_BYTES;
+    let b = &b[..b.len().min(DECISION_LEN_BYTES)];
     let order = decode_order(&b[D_ORDER_OFFSET..D_REASON_OFFSET])?;
     let code = u16::from_le_bytes([b[D_REASON_OFFSET], b[D_REASON_OFFSET + 1]]);
     let reason = Reason::from_u16(code).ok_or(DecodeError::Field {
         field: "reason",
         value: code as u64,
     })?;
+    if v3 && reason != Reason::RiskRefused {
+        // Only a refusal by a JSON risk service carries its reply.
+        return Err(DecodeError::Field {
+            field: "reason",
+            value: code as u64,
+        });
+    }
     let v2 = b.len() == DECISION_LEN_BYTES;
     // Version 1 reserves bytes 58..64; version 2 uses 60..64 for `risk_batch_orders`.
     let reserved_end = if v2 {
@@ -343,7 +394,7 @@ mod tests {
         assert!(decode_decision(&v1).is_err());
         v2[60] = 1;
         assert_eq!(decode_decision(&v2).expect("v2").risk_batch_orders, 1);
-        for len in [0, 79, 81, 96, 103, 105, 120] {
+        for len in [0, 79, 81, 96, 103, 105, 119, 121] {
             let b = vec![0u8; len];
             assert!(
                 matches!(decode_decision(&b), Err(DecodeError::Length { .. })),
@@ -359,5 +410,37 @@ mod tests {
             assert_eq!(Reason::parse(r.as_str()), Some(*r));
         }
         assert_eq!(Reason::from_u16(Reason::ALL.len() as u16), None);
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_version_3_decision_keeps_the_risk_reply() {
+        let d = Decision {
+            input_seq: 7,
+            order: Order {
+                order_id: 9,
+                symbol: Symbol::new("AAPL").unwrap(),
+                ..Order::default()
+            },
+            reason: Reason::RiskRefused,
+            t_in_ns: 1,
+            t_decided_ns: 2,
+            t_checked_ns: 3,
+            risk_session: 0,
+            risk_batch: 0,
+            risk_batch_orders: 0,
+        };
+        let mut b = [0xffu8; DECISION_V3_LEN_BYTES];
+        encode_decision_with_reply(&d, b"REJECT price-collar", &mut b);
+        assert_eq!(decode_decision(&b).unwrap(), d);
+        assert_eq!(decision_risk_reply(&b).unwrap(), b"REJECT price-col");
+        encode_decision_with_reply(&d, b"REJECT", &mut b);
+        assert_eq!(decision_risk_reply(&b).unwrap(), b"REJECT");
+        assert_eq!(decision_risk_reply(&b[..DECISION_LEN_BYTES]), None);
+        // Only a risk-refused decision carries a reply.
+        let mut other = b;
+        other[56] = Reason::MaxQty.code() as u8;
+        assert!(decode_decision(&other).is_err());
+        assert!(decode_decision(&b[..DECISION_V3_LEN_BYTES - 1]).is_err());
     }
 }

@@ -14,8 +14,9 @@ pub mod model;
 pub mod price;
 
 pub use codec::{
-    decode_decision, decode_order, encode_decision, encode_order, DecodeError, DECISION_LEN_BYTES,
-    DECISION_V1_LEN_BYTES, ORDER_LEN_BYTES,
+    decision_risk_reply, decode_decision, decode_order, encode_decision,
+    encode_decision_with_reply, encode_order, DecodeError, DECISION_LEN_BYTES,
+    DECISION_V1_LEN_BYTES, DECISION_V3_LEN_BYTES, ORDER_LEN_BYTES, RISK_REPLY_LEN_BYTES,
 };
 pub use files::{write_binary, write_csv, FileError, Format, LoadOptions, OrderFile};
 pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};

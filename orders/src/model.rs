@@ -125,12 +125,13 @@ impl Side {
         }
     }
 
-    /// Parses `B`, `S`, `BUY`, `SELL` in any case.
+    /// Parses `B`, `S`, `BUY`, `SELL` in any case, and `1` (buy) / `2` (sell), FIX tag 54.
     pub fn parse(text: &str) -> Option<Self> {
         let t = text.trim();
-        if t.eq_ignore_ascii_case("b") || t.eq_ignore_ascii_case("buy") {
+        // `1` / `2`: FIX tag 54 (Side), as old order files and FIX gateways write it.
+        if t.eq_ignore_ascii_case("b") || t.eq_ignore_ascii_case("buy") || t == "1" {
             Some(Side::Buy)
-        } else if t.eq_ignore_ascii_case("s") || t.eq_ignore_ascii_case("sell") {
+        } else if t.eq_ignore_ascii_case("s") || t.eq_ignore_ascii_case("sell") || t == "2" {
             Some(Side::Sell)
         } else {
             None
@@ -284,11 +285,15 @@ pub enum Reason {
     RiskTimeout = 15,
     /// The risk service answered with an error or an unreadable reply.
     RiskError = 16,
+    /// A JSON risk service (`engine --risk-protocol json`, the source design's) replied
+    /// something other than `OK` (`REJECT`, `REJECT <reason>`, `ERROR …`): the journal record
+    /// keeps the reply's first 16 bytes (decision version 3). Set by the client, never sent.
+    RiskRefused = 17,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Accepted,
         Reason::MaxQty,
         Reason::MaxNotional,
@@ -306,6 +311,7 @@ impl Reason {
         Reason::InvalidOrder,
         Reason::RiskTimeout,
         Reason::RiskError,
+        Reason::RiskRefused,
     ];
 
     /// Decodes a code.
@@ -343,6 +349,7 @@ impl Reason {
             Reason::InvalidOrder => "invalid-order",
             Reason::RiskTimeout => "risk-timeout",
             Reason::RiskError => "risk-error",
+            Reason::RiskRefused => "risk-refused",
         }
     }
 
@@ -389,4 +396,23 @@ pub struct Decision {
     /// this record (a batch's records may be cut by a crash): this order's position + 1 when
     /// the service decided it, else all of `risk_batch`'s orders.
     pub risk_batch_orders: u32,
+}
+
+#[cfg(test)]
+mod side_tests {
+    use super::Side;
+
+    /// The sides of old order files and FIX (tag 54), and nothing else.
+    #[test]
+    fn sides_of_old_files_and_fix() {
+        for t in ["B", "b", "BUY", "Buy", " 1 ", "1"] {
+            assert_eq!(Side::parse(t), Some(Side::Buy), "{t:?}");
+        }
+        for t in ["S", "s", "SELL", "sell", "2"] {
+            assert_eq!(Side::parse(t), Some(Side::Sell), "{t:?}");
+        }
+        for t in ["", "0", "3", "X", "BUYS", "5"] {
+            assert_eq!(Side::parse(t), None, "{t:?}");
+        }
+    }
 }

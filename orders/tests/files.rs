@@ -114,7 +114,7 @@ fn csv_errors_name_file_line_column() {
         format!("{CSV_HEAD}1,1,AAPL,BUY,10,1\n2,1,AAPL,SHORT,10,1\n").as_bytes(),
     );
     let m = err(&p);
-    assert!(m.ends_with("bad_side.csv: line 3, column 4 (side): expected B, S, BUY or SELL (any case), found \"SHORT\""), "{m}");
+    assert!(m.ends_with("bad_side.csv: line 3, column 4 (side): expected B, S, BUY or SELL (any case), 1 or 2 (FIX), found \"SHORT\""), "{m}");
     let e = open(&p).unwrap_err();
     assert_eq!(e.line(), Some(3));
     assert!(matches!(e.kind(), FileErrorKind::BadField { .. }));

@@ -141,7 +141,7 @@ impl std::fmt::Debug for RiskClient {
     }
 }
 
-fn open_socket(
+pub(crate) fn open_socket(
     ctx: &zmq::Context,
     endpoint: &str,
     auth: &zauth::ClientAuth,
@@ -730,7 +730,7 @@ enum BadReply {
 }
 
 /// One non-blocking socket operation.
-enum Io {
+pub(crate) enum Io {
     /// Done (for a receive: a single-frame message is in the buffer).
     Done,
     /// The socket cannot do it now.
@@ -739,7 +739,7 @@ enum Io {
     Reset,
 }
 
-fn try_send(socket: &zmq::Socket, frame: &[u8]) -> Io {
+pub(crate) fn try_send(socket: &zmq::Socket, frame: &[u8]) -> Io {
     loop {
         match socket.send(frame, zmq::DONTWAIT) {
             Ok(()) => return Io::Done,
@@ -750,7 +750,7 @@ fn try_send(socket: &zmq::Socket, frame: &[u8]) -> Io {
     }
 }
 
-fn try_recv(socket: &zmq::Socket, msg: &mut zmq::Message) -> Io {
+pub(crate) fn try_recv(socket: &zmq::Socket, msg: &mut zmq::Message) -> Io {
     loop {
         match socket.recv(msg, zmq::DONTWAIT) {
             // Not our protocol: a fresh socket drops the remaining frames.
@@ -778,7 +778,7 @@ fn random_session_id() -> u64 {
 }
 
 /// Milliseconds left until `deadline`, rounded up; `None` once it has passed.
-fn remaining_ms(deadline: Instant) -> Option<i64> {
+pub(crate) fn remaining_ms(deadline: Instant) -> Option<i64> {
     let left = deadline.checked_duration_since(Instant::now())?;
     if left.is_zero() {
         return None;

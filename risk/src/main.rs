@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use risk::limits::{MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX};
-use risk::{replay_journal, Checker, Limits, Server, Service, ServiceOptions};
+use risk::{replay_journal, Checker, JsonReplies, Limits, Server, Service, ServiceOptions};
 
 /// Pre-trade risk checks over ZeroMQ REQ/REP.
 ///
@@ -59,10 +59,23 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     plain_credentials: Option<PathBuf>,
 
+    /// How JSON orders are answered. detailed: OK, REJECT <reason> or ERROR <text>.
+    /// short: exactly OK or REJECT (never longer than 6 bytes): the source design's C++ engine
+    /// reads the reply into a fixed 16-byte buffer, and REJECT price-collar (19 bytes) or an
+    /// ERROR text overflows it. In short mode a JSON request that is not a valid order also
+    /// gets REJECT; the reason or error is logged (info) and counted in the admin stats.
+    /// Binary batches and admin requests are not affected.
+    #[arg(long, value_name = "MODE", default_value = "detailed", value_parser = parse_json_replies)]
+    json_replies: JsonReplies,
+
     /// Allow binding a non-loopback endpoint without any authentication (anyone who can reach
     /// it may send orders and admin requests). Refused without this flag.
     #[arg(long)]
     insecure: bool,
+}
+
+fn parse_json_replies(text: &str) -> Result<JsonReplies, String> {
+    JsonReplies::parse(text).ok_or_else(|| format!("{text:?} is not short or detailed"))
 }
 
 fn parse_max_batch(text: &str) -> Result<usize, String> {
@@ -130,13 +143,17 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("installing the SIGHUP handler")?;
 
     let ctx = zmq::Context::new();
-    let service = Service::new(
+    let mut service = Service::new(
         checker,
         ServiceOptions {
             max_batch_orders: args.max_batch,
             config_path: Some(args.config.clone()),
         },
     );
+    service.set_json_replies(args.json_replies);
+    if args.json_replies == JsonReplies::Short {
+        tracing::info!("--json-replies short: JSON orders are answered exactly OK or REJECT");
+    }
     let auth = zauth::ServerAuth {
         allow: args.allow.clone(),
         plain_credentials: args.plain_credentials.clone(),

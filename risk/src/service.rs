@@ -115,9 +115,38 @@ impl Default for ServiceOptions {
     }
 }
 
+/// How JSON orders are answered (`risk-server --json-replies`).
+///
+/// The source design's C++ engine reads the reply into a fixed 16-byte buffer and only ever
+/// saw `OK` or `REJECT`; `REJECT price-collar` (19 bytes) or an `ERROR <text>` overflows it.
+/// [`JsonReplies::Short`] answers such clients with exactly `OK` or `REJECT` (at most 6
+/// bytes), and the server logs and counts the reason instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JsonReplies {
+    /// `OK`, `REJECT <reason>`, `ERROR <text>` (the default).
+    #[default]
+    Detailed,
+    /// Exactly `OK` or `REJECT`: a rejected order and a JSON order that is not an order (or a
+    /// JSON request too long or malformed) both get `REJECT`; the reason or error text goes to
+    /// the log (info) and the counters. Admin requests are still answered with JSON.
+    Short,
+}
+
+impl JsonReplies {
+    /// Parses `short` / `detailed`.
+    pub fn parse(text: &str) -> Option<JsonReplies> {
+        match text {
+            "short" => Some(JsonReplies::Short),
+            "detailed" => Some(JsonReplies::Detailed),
+            _ => None,
+        }
+    }
+}
+
 /// The request handler: a [`Checker`] plus counters.
 #[derive(Debug)]
 pub struct Service {
+    json_replies: JsonReplies,
     checker: Checker,
     max_batch: usize,
     config_path: Option<PathBuf>,
@@ -164,7 +193,29 @@ impl Service {
             stats: ServiceStats::default(),
             verdicts: [0; Reason::ALL.len()],
             json_seq: 0,
+            json_replies: JsonReplies::Detailed,
         }
+    }
+
+    /// How JSON orders are answered from now on (default [`JsonReplies::Detailed`]).
+    pub fn set_json_replies(&mut self, mode: JsonReplies) {
+        self.json_replies = mode;
+    }
+
+    /// How JSON orders are answered.
+    pub fn json_replies(&self) -> JsonReplies {
+        self.json_replies
+    }
+
+    /// `reply` = `REJECT` in short mode (the text logged instead); `false` in detailed mode.
+    fn short_reject(&self, reply: &mut Vec<u8>, why: std::fmt::Arguments<'_>) -> bool {
+        if self.json_replies != JsonReplies::Short {
+            return false;
+        }
+        tracing::info!(reply = "REJECT", "JSON request refused: {why}");
+        reply.clear();
+        reply.extend_from_slice(b"REJECT");
+        true
     }
 
     /// Bytes a reply buffer needs so that no batch reply or error reply allocates.
@@ -429,6 +480,13 @@ impl Service {
     fn handle_json(&mut self, request: &[u8], reply: &mut Vec<u8>) {
         if request.len() > JSON_REQUEST_LEN_BYTES_MAX {
             self.stats.too_large += 1;
+            let len = request.len();
+            if self.short_reject(
+                reply,
+                format_args!("JSON request of {len} bytes exceeds {JSON_REQUEST_LEN_BYTES_MAX}"),
+            ) {
+                return;
+            }
             error_text(
                 reply,
                 format_args!(
@@ -442,6 +500,9 @@ impl Service {
             Ok(r) => r,
             Err(e) => {
                 self.stats.malformed += 1;
+                if self.short_reject(reply, format_args!("malformed JSON request: {e}")) {
+                    return;
+                }
                 error_text(reply, format_args!("malformed JSON request: {e}"));
                 return;
             }
@@ -458,12 +519,24 @@ impl Service {
                     self.stats.json_orders += 1;
                     if reason.is_accepted() {
                         reply.extend_from_slice(b"OK");
+                    } else if self.json_replies == JsonReplies::Short {
+                        tracing::info!(
+                            reply = "REJECT",
+                            reason = reason.as_str(),
+                            order_id = order.order_id,
+                            symbol = order.symbol.as_str(),
+                            "JSON order rejected"
+                        );
+                        reply.extend_from_slice(b"REJECT");
                     } else {
                         let _ = write!(reply, "REJECT {}", reason.as_str());
                     }
                 }
                 Err(text) => {
                     self.stats.malformed += 1;
+                    if self.short_reject(reply, format_args!("malformed JSON order: {text}")) {
+                        return;
+                    }
                     error_text(reply, format_args!("malformed JSON order: {text}"));
                 }
             },
@@ -478,7 +551,8 @@ impl Service {
         let price = orders::parse_number_price_ticks(price.get()).map_err(|e| e.to_string())?;
         let side = match req.side.as_deref() {
             None => Side::Buy,
-            Some(s) => Side::parse(s).ok_or_else(|| format!("side {s:?} is not BUY or SELL"))?,
+            Some(s) => Side::parse(s)
+                .ok_or_else(|| format!("side {s:?} is not BUY, SELL, B, S, 1 or 2"))?,
         };
         let kind = match req.kind.as_deref() {
             None => OrderKind::New,

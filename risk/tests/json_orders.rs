@@ -108,3 +108,50 @@ fn replies_agree_with_the_protocol_doc() {
         );
     }
 }
+
+/// `--json-replies short`: exactly `OK` or `REJECT` (never more than 6 bytes, for the source
+/// design's 16-byte reply buffer), also for what detailed mode answers `ERROR`; the verdicts
+/// and the malformed requests are still counted. Admin replies stay JSON.
+#[test]
+fn short_replies_are_exactly_ok_or_reject() {
+    let mut s = service();
+    s.set_json_replies(risk::JsonReplies::Short);
+    for (request, want) in [
+        (r#"{"symbol":"AAPL","quantity":1,"price":1000.1234}"#, "OK"),
+        (
+            r#"{"symbol":"AAPL","quantity":1,"price":1000.1235}"#,
+            "REJECT",
+        ),
+        (
+            r#"{"symbol":"AAPL","quantity":5000,"price":1000.1234}"#,
+            "REJECT",
+        ),
+        (
+            r#"{"symbol":"AAPL","quantity":1,"price":1000.12345}"#,
+            "REJECT",
+        ),
+        (r#"{"symbol":"AAPL","quantity":1}"#, "REJECT"),
+        (r#"{"symbol":"AAPL""#, "REJECT"),
+    ] {
+        assert_eq!(reply(&mut s, request), want, "{request}");
+    }
+    let long = format!(r#"{{"symbol":"{}"}}"#, "A".repeat(5000));
+    assert_eq!(reply(&mut s, &long), "REJECT");
+    let stats = s.stats();
+    assert_eq!(stats.json_orders, 3);
+    assert_eq!(stats.malformed, 3);
+    assert_eq!(stats.too_large, 1);
+    assert_eq!(stats.verdicts["price-collar"], 1);
+    assert_eq!(stats.verdicts["max-qty"], 1);
+    let admin: serde_json::Value =
+        serde_json::from_str(&reply(&mut s, r#"{"admin":"stats"}"#)).unwrap();
+    assert_eq!(admin["ok"], true);
+    s.set_json_replies(risk::JsonReplies::Detailed);
+    assert_eq!(
+        reply(
+            &mut s,
+            r#"{"symbol":"AAPL","quantity":1,"price":1000.1235}"#
+        ),
+        "REJECT price-collar"
+    );
+}

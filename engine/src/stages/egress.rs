@@ -16,10 +16,11 @@ use std::sync::Arc;
 use rtrb::Consumer;
 
 use crate::clock::Clock;
-use crate::frames::{EgressEntry, EgressFrameBuilder};
+use crate::frames::EgressEntry;
 use crate::latency::Recorder;
 use crate::limits::EGRESS_POLL_MS;
 use crate::metrics::{bump, Metrics};
+use crate::out_format::{OutEncoder, OutFormat};
 use crate::stages::{Outbound, Stage, StageError, Step};
 
 /// Hands one frame to ZeroMQ without ever blocking for long: when downstream cannot take it
@@ -65,7 +66,8 @@ pub fn send_waiting(
 pub struct EgressStage {
     socket: Option<zmq::Socket>,
     input: Consumer<Outbound>,
-    frame: EgressFrameBuilder,
+    /// One message: a batch frame, or one order (`--out-format`).
+    frame: OutEncoder,
     max_batch: usize,
     /// Never wait for downstream inside `do_work` (shared duty cycle): a frame it cannot take
     /// yet is held, its orders stay on the ring, and the thread waits on the socket.
@@ -109,7 +111,7 @@ impl EgressStage {
         EgressStage {
             socket,
             input,
-            frame: EgressFrameBuilder::new(max_batch),
+            frame: OutEncoder::new(OutFormat::Batch, max_batch),
             max_batch,
             nonblocking: false,
             held: None,
@@ -117,6 +119,14 @@ impl EgressStage {
             metrics,
             recorder,
         }
+    }
+
+    /// Sends accepted orders in `format` (default [`OutFormat::Batch`]): with `order` and
+    /// `json`, one message per order, with the same back-pressure (a message downstream
+    /// cannot take is held and its order stays on the ring).
+    pub fn with_format(mut self, format: OutFormat) -> EgressStage {
+        self.frame = OutEncoder::new(format, self.max_batch);
+        self
     }
 
     /// Hands frames to ZeroMQ without ever waiting (see the `nonblocking` field).
@@ -240,7 +250,7 @@ impl Stage for EgressStage {
                 avail >= n,
                 "egress: {n} held orders but only {avail} on the ring"
             );
-            return self.send_front(avail.min(self.max_batch));
+            return self.send_front(avail.min(self.frame.capacity()));
         }
         let avail = self.input.slots();
         if avail == 0 {
@@ -250,7 +260,7 @@ impl Stage for EgressStage {
                 Step::Idle
             });
         }
-        self.send_front(avail.min(self.max_batch))
+        self.send_front(avail.min(self.frame.capacity()))
     }
 
     fn ready(&self) -> bool {

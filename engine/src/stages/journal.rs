@@ -12,7 +12,10 @@
 
 use std::sync::Arc;
 
-use orders::{encode_decision, Decision, DECISION_LEN_BYTES};
+use orders::{
+    encode_decision, encode_decision_with_reply, Decision, Reason, DECISION_LEN_BYTES,
+    DECISION_V3_LEN_BYTES,
+};
 use rtrb::{Consumer, Producer};
 
 use crate::clock::Clock;
@@ -363,7 +366,7 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
             return Ok(Step::Idle);
         };
         let (a, b) = chunk.as_slices();
-        let mut buf = [0u8; DECISION_LEN_BYTES];
+        let mut buf = [0u8; DECISION_V3_LEN_BYTES];
         let mut failure = None;
         let mut done = 0;
         for d in a.iter().chain(b.iter()) {
@@ -389,8 +392,25 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 risk_batch: d.risk_batch,
                 risk_batch_orders: d.risk_batch_orders,
             };
-            encode_decision(&decision, &mut buf);
-            let seq = match self.log.append(now, &buf) {
+            let len = if d.reason == Reason::RiskRefused {
+                // The JSON risk service's reply (see `Decided::risk_session`): a version-3
+                // decision, with no session.
+                let mut reply = [0u8; 16];
+                reply[..8].copy_from_slice(&d.risk_session.to_le_bytes());
+                reply[8..].copy_from_slice(&d.risk_batch.to_le_bytes());
+                let decision = Decision {
+                    risk_session: 0,
+                    risk_batch: 0,
+                    risk_batch_orders: 0,
+                    ..decision
+                };
+                encode_decision_with_reply(&decision, &reply, &mut buf);
+                DECISION_V3_LEN_BYTES
+            } else {
+                encode_decision(&decision, &mut buf);
+                DECISION_LEN_BYTES
+            };
+            let seq = match self.log.append(now, &buf[..len]) {
                 Ok(seq) => seq,
                 Err(e) => {
                     failure = Some(e);

@@ -60,6 +60,11 @@ pub struct Decided {
     /// verdicts came from the risk service as of this verdict, and how many of that batch's
     /// orders up to this one (`orders::Decision`): the journal records them so that a restart
     /// can reconcile the server.
+    ///
+    /// For a [`Reason::RiskRefused`] verdict (the JSON risk protocol, which has no session)
+    /// `risk_session` and `risk_batch` instead carry the service's reply, its first 16 bytes
+    /// (little-endian words of `orders::RISK_REPLY_LEN_BYTES` bytes): the journal writes them
+    /// as a version-3 decision with a zero session.
     pub risk_session: u64,
     /// See `risk_session`.
     pub risk_batch: u64,

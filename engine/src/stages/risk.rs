@@ -85,6 +85,64 @@ pub trait RiskGate: Send {
     fn refusal(&self) -> String {
         String::new()
     }
+
+    /// The first 16 bytes of the reply behind the last [`Reason::RiskRefused`] verdict (the
+    /// JSON protocol; zeros for the others).
+    fn refused_reply(&self) -> [u8; orders::RISK_REPLY_LEN_BYTES] {
+        [0; orders::RISK_REPLY_LEN_BYTES]
+    }
+}
+
+/// `--risk-protocol json`: the source design's one order per request. Batches are of one
+/// order ([`RiskGate::max_batch`] is 1), so the timeout bounds each wait as for a batch.
+impl RiskGate for risk::JsonRiskClient {
+    fn check_batch(&mut self, orders: &[Order], _now_ns: u64, out: &mut [Reason]) -> GateOutcome {
+        match (orders, out) {
+            ([], []) => GateOutcome::Replied,
+            ([o], [r]) => gate_outcome(risk::JsonRiskClient::check_order(self, o, r)),
+            (_, out) => {
+                out.fill(Reason::RiskError);
+                GateOutcome::Failed
+            }
+        }
+    }
+    fn failovers(&self) -> u64 {
+        self.stats().failovers
+    }
+    fn start_batch(&mut self, orders: &[Order], now_ns: u64, out: &mut [Reason]) -> GatePoll {
+        match (orders, out) {
+            ([o], [r]) => gate_poll(risk::JsonRiskClient::start_order(self, o, r)),
+            (orders, out) => GatePoll::Ready(self.check_batch(orders, now_ns, out)),
+        }
+    }
+    fn poll_batch(&mut self, _orders: &[Order], out: &mut [Reason]) -> GatePoll {
+        match out {
+            [r] => gate_poll(risk::JsonRiskClient::poll_order(self, r)),
+            out => {
+                out.fill(Reason::RiskError);
+                GatePoll::Ready(GateOutcome::Failed)
+            }
+        }
+    }
+    fn max_batch(&self) -> Option<usize> {
+        Some(1)
+    }
+    fn refused_reply(&self) -> [u8; orders::RISK_REPLY_LEN_BYTES] {
+        self.last_reply()
+    }
+    fn register_waits(&self, w: &mut WaitSet, clock: &Clock) {
+        if let (Some(waiting), Some(socket)) = (self.waiting(), self.socket()) {
+            w.socket(socket, waiting.events);
+            let left = waiting
+                .deadline
+                .saturating_duration_since(std::time::Instant::now());
+            w.deadline(
+                clock
+                    .now_ns()
+                    .saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX)),
+            );
+        }
+    }
 }
 
 fn gate_outcome(o: risk::BatchOutcome) -> GateOutcome {
@@ -179,6 +237,8 @@ pub enum Gate {
     Client(Box<risk::RiskClient>),
     /// On the engine's thread.
     Inline(Box<InlineRisk>),
+    /// An old JSON risk service over REQ, one order per request (`--risk-protocol json`).
+    Json(Box<risk::JsonRiskClient>),
 }
 
 impl RiskGate for Gate {
@@ -187,12 +247,14 @@ impl RiskGate for Gate {
         match self {
             Gate::Client(c) => RiskGate::check_batch(c.as_mut(), orders, now_ns, out),
             Gate::Inline(i) => i.check_batch(orders, now_ns, out),
+            Gate::Json(j) => RiskGate::check_batch(j.as_mut(), orders, now_ns, out),
         }
     }
     fn failovers(&self) -> u64 {
         match self {
             Gate::Client(c) => RiskGate::failovers(c.as_ref()),
             Gate::Inline(_) => 0,
+            Gate::Json(j) => RiskGate::failovers(j.as_ref()),
         }
     }
     #[inline]
@@ -200,36 +262,47 @@ impl RiskGate for Gate {
         match self {
             Gate::Client(c) => RiskGate::start_batch(c.as_mut(), orders, now_ns, out),
             Gate::Inline(i) => i.start_batch(orders, now_ns, out),
+            Gate::Json(j) => RiskGate::start_batch(j.as_mut(), orders, now_ns, out),
         }
     }
     fn poll_batch(&mut self, orders: &[Order], out: &mut [Reason]) -> GatePoll {
         match self {
             Gate::Client(c) => RiskGate::poll_batch(c.as_mut(), orders, out),
             Gate::Inline(i) => i.poll_batch(orders, out),
+            Gate::Json(j) => RiskGate::poll_batch(j.as_mut(), orders, out),
         }
     }
     fn register_waits(&self, w: &mut WaitSet, clock: &Clock) {
-        if let Gate::Client(c) = self {
-            RiskGate::register_waits(c.as_ref(), w, clock);
+        match self {
+            Gate::Client(c) => RiskGate::register_waits(c.as_ref(), w, clock),
+            Gate::Json(j) => RiskGate::register_waits(j.as_ref(), w, clock),
+            Gate::Inline(_) => {}
         }
     }
     fn max_batch(&self) -> Option<usize> {
         match self {
             Gate::Client(c) => RiskGate::max_batch(c.as_ref()),
             Gate::Inline(_) => None,
+            Gate::Json(j) => RiskGate::max_batch(j.as_ref()),
         }
     }
     #[inline]
     fn journal_point(&self) -> (u64, u64, u32) {
         match self {
             Gate::Client(c) => RiskGate::journal_point(c.as_ref()),
-            Gate::Inline(_) => (0, 0, 0),
+            Gate::Inline(_) | Gate::Json(_) => (0, 0, 0),
         }
     }
     fn refusal(&self) -> String {
         match self {
             Gate::Client(c) => RiskGate::refusal(c.as_ref()),
-            Gate::Inline(_) => String::new(),
+            Gate::Inline(_) | Gate::Json(_) => String::new(),
+        }
+    }
+    fn refused_reply(&self) -> [u8; orders::RISK_REPLY_LEN_BYTES] {
+        match self {
+            Gate::Json(j) => RiskGate::refused_reply(j.as_ref()),
+            Gate::Client(_) | Gate::Inline(_) => [0; orders::RISK_REPLY_LEN_BYTES],
         }
     }
 }
@@ -333,15 +406,37 @@ impl<G: RiskGate> RiskStage<G> {
                 self.batch.first().map_or(0, |b| b.input_seq)
             )));
         };
+        let refused_reply = self.gate.refused_reply();
         out_chunk.fill_from_iter(self.batch.iter().zip(reasons.iter()).zip(1u32..).map(
-            |((&inbound, &reason), position)| Decided {
-                inbound,
-                reason,
-                t_sent_ns: f.t_ask,
-                t_decided_ns: t_decided,
-                risk_session,
-                risk_batch,
-                risk_batch_orders: if replied { position } else { batch_orders },
+            |((&inbound, &reason), position)| {
+                if reason == Reason::RiskRefused {
+                    // A JSON risk service's refusal: its reply rides in the session fields,
+                    // which that protocol has no use for (see `Decided::risk_session`).
+                    let (a, b) = refused_reply.split_at(8);
+                    let word = |x: &[u8]| {
+                        let mut w = [0u8; 8];
+                        w.copy_from_slice(x);
+                        u64::from_le_bytes(w)
+                    };
+                    return Decided {
+                        inbound,
+                        reason,
+                        t_sent_ns: f.t_ask,
+                        t_decided_ns: t_decided,
+                        risk_session: word(a),
+                        risk_batch: word(b),
+                        risk_batch_orders: 0,
+                    };
+                }
+                Decided {
+                    inbound,
+                    reason,
+                    t_sent_ns: f.t_ask,
+                    t_decided_ns: t_decided,
+                    risk_session,
+                    risk_batch,
+                    risk_batch_orders: if replied { position } else { batch_orders },
+                }
             },
         ));
         let r = &self.metrics.risk;

@@ -36,7 +36,7 @@ const _: () = assert!(C_PRICE + 1 == REQUIRED_COLUMNS && C_TS >= REQUIRED_COLUMN
 const EXPECT_U64: &str = "a non-negative integer";
 const EXPECT_ACCOUNT: &str = "an account number from 0 to 4294967295";
 const EXPECT_SYMBOL: &str = "a symbol of 1 to 8 characters from A-Z, 0-9, '.', '-', '_'";
-const EXPECT_SIDE: &str = "B, S, BUY or SELL (any case)";
+const EXPECT_SIDE: &str = "B, S, BUY or SELL (any case), 1 or 2 (FIX)";
 const EXPECT_PRICE: &str = "a decimal price such as 185.25";
 const EXPECT_PRICE_PRECISION: &str = "a price with at most 4 decimal places (1 tick = 0.0001)";
 const EXPECT_PRICE_RANGE: &str = "a price within +-922337203685477.5807";
@@ -352,7 +352,7 @@ mod tests {
         let m = err(&format!("{h}1,1,AAPL,B,10,1.5\n2,1,AAPL,X,10,1.5\n"));
         assert_eq!(
             m,
-            "t.csv: line 3, column 4 (side): expected B, S, BUY or SELL (any case), found \"X\""
+            "t.csv: line 3, column 4 (side): expected B, S, BUY or SELL (any case), 1 or 2 (FIX), found \"X\""
         );
         let m = err(&format!("{h}1,1,AAPL,B,10,1.23456\n"));
         assert!(
