@@ -1035,6 +1035,7 @@ fn risk_target_name(t: &RiskTarget) -> String {
 
 /// `engine replay`.
 pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let s = validate_replay(&a)?;
     let opts = orders::files::LoadOptions {
         format: s.format,
@@ -1201,6 +1202,15 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         warmup_until_seq: (start as u64).saturating_add(a.warmup),
         publish_latency: metrics_server.is_some(),
     };
+    if report.resumed {
+        // The restart time (docs/results.md, "Restart time"): from the command's start to
+        // the pipeline taking its first order.
+        eprintln!(
+            "engine: restart: ready to decide input_seq {start} after {:.1} ms (journal \
+             recovery, order file, links)",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let m2 = Arc::clone(&metrics);
     let result = pipeline::run(
         IngressSource::Replay {
