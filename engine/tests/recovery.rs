@@ -461,7 +461,11 @@ fn a_resume_reads_the_binary_input_from_its_resume_point_only() {
         replay_cmd(&first, &journal, &tmp.path().join("r1.json")).args(["--risk", "inline"]),
         RUN_LIMIT,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The whole flow, with the kind byte of record 10 (decided) and of record 250 (not yet)
     // damaged.
@@ -484,7 +488,10 @@ fn a_resume_reads_the_binary_input_from_its_resume_point_only() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("record 250 (byte offset 12024): bad kind value 78"), "{err}");
+    assert!(
+        err.contains("record 250 (byte offset 12024): bad kind value 78"),
+        "{err}"
+    );
     assert_eq!(decisions(&j2).len(), 200);
 
     // Damage before it only: not read; the resume decides orders 200..300.
@@ -511,5 +518,8 @@ fn a_resume_reads_the_binary_input_from_its_resume_point_only() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("record 10 (byte offset 504): bad kind value 77"), "{err}");
+    assert!(
+        err.contains("record 10 (byte offset 504): bad kind value 77"),
+        "{err}"
+    );
 }

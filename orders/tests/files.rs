@@ -646,7 +646,10 @@ fn a_binary_file_loads_from_an_index_and_validates_only_from_there() {
     let m = OrderFile::open_deferred(&p, &LoadOptions::default())
         .unwrap_err()
         .to_string();
-    assert!(m.contains("record 4 (byte offset 216): file is truncated"), "{m}");
+    assert!(
+        m.contains("record 4 (byte offset 216): file is truncated"),
+        "{m}"
+    );
 
     // A file that shrinks between the open and the load is refused, naming the record.
     let p = write(tmp.path(), "shrinks.bin", &std::fs::read(&good).unwrap());
@@ -669,5 +672,8 @@ fn a_binary_file_loads_from_an_index_and_validates_only_from_there() {
     let d = OrderFile::open_deferred(&csv, &LoadOptions::default()).unwrap();
     assert!(!d.is_deferred());
     let f = d.load_from(3).unwrap();
-    assert_eq!((f.first_index(), f.iter().collect::<Vec<_>>()), (0, sample()));
+    assert_eq!(
+        (f.first_index(), f.iter().collect::<Vec<_>>()),
+        (0, sample())
+    );
 }
