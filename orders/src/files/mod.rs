@@ -24,6 +24,11 @@
 //! Every file is read into memory at open, and nothing reads it again: a file that another
 //! process truncates or rewrites while we replay it changes nothing for us (no memory map, so
 //! no SIGBUS; `docs/formats/orders.md` has the load times that decided it).
+//!
+//! A resume reads a binary file from an index: [`OrderFile::open_deferred`] checks the header
+//! against the file's length, and [`DeferredOrderFile::load_from`] reads and validates only
+//! the records from that index (those before it are not read). Text and gzipped files are read
+//! whole either way.
 
 mod binary;
 mod csv_file;
