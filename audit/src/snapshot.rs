@@ -235,7 +235,14 @@ pub fn read_snapshot_bytes(path: &Path) -> Result<Vec<u8>, SnapshotProblem> {
         }
         Err(e) => return Err(JournalError::io("open", path, e).into()),
     };
-    let mut bytes = Vec::new();
+    // Sized from the metadata (bounded), so that the read does not grow the buffer by
+    // doubling: one allocation, no copy of what was read (tens of MB for a large state).
+    let hint = f
+        .metadata()
+        .map_or(0, |m| m.len())
+        .min(SNAPSHOT_FILE_BYTES_MAX)
+        + 1;
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
     f.take(SNAPSHOT_FILE_BYTES_MAX + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| JournalError::io("read", path, e))?;

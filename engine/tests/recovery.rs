@@ -445,3 +445,81 @@ fn kill_9_while_snapshotting_loses_nothing_and_recovers_the_same_state() {
         full_replay(&journal).state_bytes()
     );
 }
+
+/// Issue 13 item 1: `engine replay --resume` of a binary order file reads the records from the
+/// resume point only. A bad record among the orders already decided is not read (the resume
+/// decides the rest); one after the resume point stops the resume with the same error a
+/// fresh run gives (record index and byte offset); a fresh run still validates every record.
+#[test]
+fn a_resume_reads_the_binary_input_from_its_resume_point_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = gen_orders(300, 7, 0);
+    let first = tmp.path().join("first.bin");
+    orders::files::write_binary(&first, all[..200].iter().copied()).unwrap();
+    let journal = tmp.path().join("journal");
+    let out = run_with_timeout(
+        replay_cmd(&first, &journal, &tmp.path().join("r1.json")).args(["--risk", "inline"]),
+        RUN_LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The whole flow, with the kind byte of record 10 (decided) and of record 250 (not yet)
+    // damaged.
+    let whole = tmp.path().join("whole.bin");
+    orders::files::write_binary(&whole, all.iter().copied()).unwrap();
+    let mut bytes = std::fs::read(&whole).unwrap();
+    let kind_of = |i: usize| 24 + i * 48 + 45;
+    bytes[kind_of(10)] = 77;
+    let before = tmp.path().join("bad-before.bin");
+    std::fs::write(&before, &bytes).unwrap();
+    bytes[kind_of(250)] = 78;
+    let after = tmp.path().join("bad-after.bin");
+    std::fs::write(&after, &bytes).unwrap();
+
+    // Damage after the resume point: refused, named, and nothing decided.
+    let j2 = copy_journal(&journal, &tmp.path().join("j2"));
+    let out = run_with_timeout(
+        replay_cmd(&after, &j2, &tmp.path().join("r2.json")).args(["--risk", "inline", "--resume"]),
+        RUN_LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("record 250 (byte offset 12024): bad kind value 78"),
+        "{err}"
+    );
+    assert_eq!(decisions(&j2).len(), 200);
+
+    // Damage before it only: not read; the resume decides orders 200..300.
+    let out = run_with_timeout(
+        replay_cmd(&before, &journal, &tmp.path().join("r3.json"))
+            .args(["--risk", "inline", "--resume"]),
+        RUN_LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("read orders 199..300 of"), "{err}");
+    let d = decisions(&journal);
+    assert_eq!(d.len(), 300);
+    for (k, (_, dec)) in d.iter().enumerate() {
+        assert_eq!((dec.input_seq, dec.order), (k as u64, all[k]));
+    }
+    audit_verify(&journal);
+
+    // A fresh run reads every record: the damage at record 10 is an error before anything.
+    let j4 = tmp.path().join("j4");
+    let out = run_with_timeout(
+        replay_cmd(&before, &j4, &tmp.path().join("r4.json")).args(["--risk", "inline", "--fresh"]),
+        RUN_LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("record 10 (byte offset 504): bad kind value 77"),
+        "{err}"
+    );
+}

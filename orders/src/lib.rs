@@ -18,7 +18,9 @@ pub use codec::{
     encode_decision_with_reply, encode_order, DecodeError, DECISION_LEN_BYTES,
     DECISION_V1_LEN_BYTES, DECISION_V3_LEN_BYTES, ORDER_LEN_BYTES, RISK_REPLY_LEN_BYTES,
 };
-pub use files::{write_binary, write_csv, FileError, Format, LoadOptions, OrderFile};
+pub use files::{
+    write_binary, write_csv, DeferredOrderFile, FileError, Format, LoadOptions, OrderFile,
+};
 pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};
 pub use price::{
     format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,

@@ -585,3 +585,95 @@ proptest! {
         }
     }
 }
+
+/// Issue 13 item 1: a resume reads a binary file from its resume point only. Records before
+/// it are neither read nor validated; those from it are, with the same errors as a full load;
+/// indices stay the file's; text files are read whole either way.
+#[test]
+fn a_binary_file_loads_from_an_index_and_validates_only_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.bin");
+    files::write_binary(&good, sample()).unwrap();
+    let d = OrderFile::open_deferred(&good, &LoadOptions::default()).unwrap();
+    assert!(d.is_deferred());
+    assert_eq!(d.len(), 5);
+    let f = d.load_from(3).unwrap();
+    assert_eq!((f.len(), f.first_index()), (5, 3));
+    assert_eq!(f.get(3), sample()[3]);
+    assert_eq!(f.get(4), sample()[4]);
+    assert_eq!(f.orders(), &sample()[3..]);
+    // Past the end: nothing held, the count kept.
+    let f = OrderFile::open_deferred(&good, &LoadOptions::default())
+        .unwrap()
+        .load_from(99)
+        .unwrap();
+    assert_eq!((f.len(), f.first_index(), f.orders().len()), (5, 5, 0));
+
+    // A bad record before the index is not read; one at or after it is reported as by a full
+    // load (index and byte offset).
+    let mut b = std::fs::read(&good).unwrap();
+    b[24 + 48 + 45] = 77; // kind of record 1
+    b[24 + 3 * 48 + 45] = 78; // kind of record 3
+    let p = write(tmp.path(), "bad.bin", &b);
+    let from = |k: u64| {
+        OrderFile::open_deferred(&p, &LoadOptions::default())
+            .unwrap()
+            .load_from(k)
+    };
+    assert_eq!(from(4).unwrap().get(4), sample()[4]);
+    assert_eq!(
+        from(2).unwrap_err().to_string(),
+        format!(
+            "{}: record 3 (byte offset 168): bad kind value 78",
+            p.display()
+        )
+    );
+    assert_eq!(
+        err(&p),
+        format!(
+            "{}: record 1 (byte offset 72): bad kind value 77",
+            p.display()
+        )
+    );
+
+    // The header is checked at open: a file whose length does not match its count is refused
+    // before any record is read.
+    let p = write(
+        tmp.path(),
+        "short.bin",
+        &std::fs::read(&good).unwrap()[..24 + 4 * 48],
+    );
+    let m = OrderFile::open_deferred(&p, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("record 4 (byte offset 216): file is truncated"),
+        "{m}"
+    );
+
+    // A file that shrinks between the open and the load is refused, naming the record.
+    let p = write(tmp.path(), "shrinks.bin", &std::fs::read(&good).unwrap());
+    let d = OrderFile::open_deferred(&p, &LoadOptions::default()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(24 + 4 * 48 + 7)
+        .unwrap();
+    let m = d.load_from(2).unwrap_err().to_string();
+    assert!(
+        m.contains("record 4 (byte offset 216)") && m.contains("shrank"),
+        "{m}"
+    );
+
+    // CSV: read whole at open; the index changes nothing.
+    let csv = tmp.path().join("a.csv");
+    files::write_csv(&csv, sample()).unwrap();
+    let d = OrderFile::open_deferred(&csv, &LoadOptions::default()).unwrap();
+    assert!(!d.is_deferred());
+    let f = d.load_from(3).unwrap();
+    assert_eq!(
+        (f.first_index(), f.iter().collect::<Vec<_>>()),
+        (0, sample())
+    );
+}

@@ -18,7 +18,9 @@
 //! ```
 //!
 //! Everything is checked at open ([`check_header`], then every record is decoded), so a file
-//! that loads holds only valid orders.
+//! that loads holds only valid orders. A resume reads only the records from its resume point
+//! ([`read_records`] after a seek, through [`crate::files::OrderFile::open_deferred`]): those
+//! before it are not read, so not validated.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -33,7 +35,7 @@ pub const MAGIC: [u8; 8] = *b"ORDRBIN\0";
 pub const VERSION: u16 = 1;
 /// Size of the file header.
 pub const HEADER_LEN_BYTES: usize = 24;
-/// Records read (and decoded) per read call by [`read_from`]: 48 KiB, cache-sized.
+/// Records read (and decoded) per read call by [`read_records`]: 48 KiB, cache-sized.
 const READ_CHUNK_RECORDS: usize = 1024;
 
 const MAGIC_OFFSET: usize = 0;
@@ -197,21 +199,21 @@ pub fn check_header_of(path: &Path, head: &[u8], file_len: u64) -> Result<u64, F
     Ok(count)
 }
 
-/// Reads and decodes a whole binary order file from `r`, positioned just after `head` (the
-/// first bytes of the file, up to the header's length), `file_len` bytes long by its metadata.
-///
-/// The records are read in chunks through a small buffer and decoded straight into the
-/// returned vector (one allocation, of `count` orders). A file that shrinks or grows while it
-/// is read is refused as truncated, or as having bytes after the last record.
-pub fn read_from(
+/// Reads and decodes records `first..count` of a binary order file whose header was checked
+/// ([`check_header_of`]: `count` records, `file_len` bytes), from `r` positioned at record
+/// `first`. Records before `first` are neither read nor validated. A bad record is an error
+/// naming its index and byte offset; a file that shrinks or grows while it is read is refused
+/// as truncated, or as having bytes after the last record.
+pub fn read_records(
     path: &Path,
-    head: &[u8],
     r: &mut impl Read,
+    first: u64,
+    count: u64,
     file_len: u64,
 ) -> Result<Vec<Order>, FileError> {
-    let count = check_header_of(path, head, file_len)?;
+    let first = first.min(count);
     let mut out = Vec::new();
-    usize::try_from(count)
+    usize::try_from(count - first)
         .ok()
         .and_then(|n| out.try_reserve_exact(n).ok())
         .ok_or_else(|| {
@@ -232,7 +234,7 @@ pub fn read_from(
         )
     };
     let mut buf = vec![0u8; READ_CHUNK_RECORDS * ORDER_LEN_BYTES];
-    let mut index: u64 = 0;
+    let mut index: u64 = first;
     while index < count {
         let n = (count - index).min(READ_CHUNK_RECORDS as u64) as usize;
         let want = &mut buf[..n * ORDER_LEN_BYTES];
@@ -428,20 +430,16 @@ mod tests {
         assert!(msg(&b).contains("truncated"));
     }
 
-    /// `read_from` against a file whose length changes between its metadata and its reading.
+    /// `read_records` against a file whose length changes between its metadata and its reading.
     #[test]
-    fn read_from_refuses_a_file_that_shrinks_or_grows_while_read() {
+    fn read_records_refuses_a_file_that_shrinks_or_grows_while_read() {
         let p = Path::new("f.bin");
         let b = sample(3000); // 3 read chunks
         let len = b.len() as u64;
         let read = |bytes: &[u8], claimed: u64| {
             let mut r = Cursor::new(bytes[HEADER_LEN_BYTES.min(bytes.len())..].to_vec());
-            read_from(
-                p,
-                &bytes[..HEADER_LEN_BYTES.min(bytes.len())],
-                &mut r,
-                claimed,
-            )
+            let count = check_header_of(p, &bytes[..HEADER_LEN_BYTES.min(bytes.len())], claimed)?;
+            read_records(p, &mut r, 0, count, claimed)
         };
         assert_eq!(read(&b, len).unwrap().len(), 3000);
         // Shrank after the length was read: mid-record in the second chunk.

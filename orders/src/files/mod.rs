@@ -24,6 +24,11 @@
 //! Every file is read into memory at open, and nothing reads it again: a file that another
 //! process truncates or rewrites while we replay it changes nothing for us (no memory map, so
 //! no SIGBUS; `docs/formats/orders.md` has the load times that decided it).
+//!
+//! A resume reads a binary file from an index: [`OrderFile::open_deferred`] checks the header
+//! against the file's length, and [`DeferredOrderFile::load_from`] reads and validates only
+//! the records from that index (those before it are not read). Text and gzipped files are read
+//! whole either way.
 
 mod binary;
 mod csv_file;
@@ -33,7 +38,7 @@ mod lobster;
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -181,10 +186,87 @@ pub struct OrderFile {
     path: PathBuf,
     format: Format,
     gzipped: bool,
+    /// Index of `orders[0]` in the file: records before it were not read
+    /// ([`DeferredOrderFile::load_from`]); 0 for a file read whole.
+    first: usize,
     orders: Vec<Order>,
     skipped: u64,
     skipped_errors: Vec<FileError>,
     lobster: Option<LobsterCounts>,
+}
+
+/// An order file opened by [`OrderFile::open_deferred`]: a binary file whose header was
+/// checked and whose records are not read yet, or any other file already read whole.
+#[derive(Debug)]
+pub struct DeferredOrderFile(Deferred);
+
+#[derive(Debug)]
+enum Deferred {
+    Loaded(OrderFile),
+    Binary {
+        path: PathBuf,
+        file: File,
+        file_len: u64,
+        count: u64,
+    },
+}
+
+impl DeferredOrderFile {
+    /// Number of orders in the file (for a binary file, its header's count).
+    pub fn len(&self) -> u64 {
+        match &self.0 {
+            Deferred::Loaded(f) => f.len() as u64,
+            Deferred::Binary { count, .. } => *count,
+        }
+    }
+
+    /// Whether the file holds no orders.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the records are still to be read ([`DeferredOrderFile::load_from`] reads only
+    /// those from its index): a plain binary file.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self.0, Deferred::Binary { .. })
+    }
+
+    /// The orders from index `first` (0-based) on. A binary file's records before `first`
+    /// are neither read nor validated (a seek past them); those from `first` are read and
+    /// validated as [`OrderFile::open`] does (a bad one is an error naming its index and byte
+    /// offset; a file that shrank or grew since it was opened is refused). A file read whole
+    /// at open (text, gzip) keeps all its orders. `first` above the count is the count.
+    ///
+    /// [`OrderFile::len`] is the file's count either way; [`OrderFile::get`] panics below
+    /// [`OrderFile::first_index`].
+    pub fn load_from(self, first: u64) -> Result<OrderFile, FileError> {
+        match self.0 {
+            Deferred::Loaded(f) => Ok(f),
+            Deferred::Binary {
+                path,
+                mut file,
+                file_len,
+                count,
+            } => {
+                let first = first.min(count);
+                file.seek(SeekFrom::Start(binary::record_offset(first)))
+                    .map_err(io_error(&path, "cannot seek"))?;
+                let orders = binary::read_records(&path, &mut file, first, count, file_len)?;
+                Ok(OrderFile {
+                    path,
+                    format: Format::Binary,
+                    gzipped: false,
+                    // `first <= count`, and `count - first` orders fit in memory (they were
+                    // reserved), so `first` fits a usize wherever a file this size loads.
+                    first: usize::try_from(first).unwrap_or(usize::MAX),
+                    orders,
+                    skipped: 0,
+                    skipped_errors: Vec::new(),
+                    lobster: None,
+                })
+            }
+        }
+    }
 }
 
 impl fmt::Debug for OrderFile {
@@ -210,6 +292,17 @@ impl OrderFile {
     /// [`LoadOptions::max_inflated_bytes`]); nothing reads the file again, so another process
     /// truncating or rewriting it afterwards changes nothing here.
     pub fn open(path: &Path, opts: &LoadOptions) -> Result<OrderFile, FileError> {
+        OrderFile::open_deferred(path, opts)?.load_from(0)
+    }
+
+    /// Opens an order file and checks what can be checked without reading its orders: a
+    /// plain (not gzipped) binary file is opened and its header checked against its length
+    /// (O(1)), its records are read by [`DeferredOrderFile::load_from`]; any other file (CSV,
+    /// LOBSTER, gzipped) is read and validated whole here, as by [`OrderFile::open`].
+    ///
+    /// A resume uses it to read only the records from its resume point
+    /// (`engine replay --resume`): the restart does not grow with the orders already decided.
+    pub fn open_deferred(path: &Path, opts: &LoadOptions) -> Result<DeferredOrderFile, FileError> {
         check_options(path, opts)?;
         let mut file = File::open(path).map_err(io_error(path, "cannot open"))?;
         let len = file
@@ -222,27 +315,24 @@ impl OrderFile {
         let mut head = [0u8; BINARY_HEADER_LEN_BYTES];
         let head_len =
             binary::read_up_to(&mut file, &mut head).map_err(io_error(path, "cannot read"))?;
-        let head = &head[..head_len];
-        if head.starts_with(&GZIP_MAGIC) {
-            let data = inflate(path, head.chain(file), opts.max_inflated_bytes)?;
-            return OrderFile::from_content(path, &data, true, opts);
+        let head_bytes = &head[..head_len];
+        let loaded = |f| Ok(DeferredOrderFile(Deferred::Loaded(f)));
+        if head_bytes.starts_with(&GZIP_MAGIC) {
+            let data = inflate(path, head_bytes.chain(file), opts.max_inflated_bytes)?;
+            return loaded(OrderFile::from_content(path, &data, true, opts)?);
         }
         let binary = match opts.format {
             Some(f) => f == Format::Binary,
-            None => binary::has_magic(head),
+            None => binary::has_magic(head_bytes),
         };
         if binary {
-            // Straight from the file into the orders, without a copy of the file's bytes.
-            let orders = binary::read_from(path, head, &mut file, len)?;
-            return Ok(OrderFile {
+            let count = binary::check_header_of(path, head_bytes, len)?;
+            return Ok(DeferredOrderFile(Deferred::Binary {
                 path: path.to_path_buf(),
-                format: Format::Binary,
-                gzipped: false,
-                orders,
-                skipped: 0,
-                skipped_errors: Vec::new(),
-                lobster: None,
-            });
+                file,
+                file_len: len,
+                count,
+            }));
         }
         let mut bytes = Vec::new();
         usize::try_from(len)
@@ -251,12 +341,12 @@ impl OrderFile {
             .ok_or_else(|| {
                 FileError::new(path, Location::File, FileErrorKind::TooLarge { bytes: len })
             })?;
-        bytes.extend_from_slice(head);
+        bytes.extend_from_slice(head_bytes);
         // Reads to the end, whatever the length is now: a file that shrank or grew since the
         // metadata was read is validated as it was read.
         file.read_to_end(&mut bytes)
             .map_err(io_error(path, "cannot read"))?;
-        OrderFile::from_content(path, &bytes, false, opts)
+        loaded(OrderFile::from_content(path, &bytes, false, opts)?)
     }
 
     /// Loads orders from the bytes of a file (plain or gzipped). `path` names the origin in
@@ -313,6 +403,7 @@ impl OrderFile {
             path: path.to_path_buf(),
             format,
             gzipped,
+            first: 0,
             orders,
             skipped: bad.skipped(),
             skipped_errors: bad.listed,
@@ -320,37 +411,46 @@ impl OrderFile {
         })
     }
 
-    /// Number of orders.
+    /// Number of orders in the file (those before [`OrderFile::first_index`] included).
     pub fn len(&self) -> usize {
-        self.orders.len()
+        self.first.saturating_add(self.orders.len())
     }
 
     /// Whether the file holds no orders.
     pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
+        self.len() == 0
     }
 
-    /// Order `i` (0-based): a copy.
+    /// Index of the first order held: 0, unless [`DeferredOrderFile::load_from`] skipped the
+    /// records before it.
+    pub fn first_index(&self) -> usize {
+        self.first
+    }
+
+    /// Order `i` (0-based, index in the file): a copy.
     ///
     /// # Panics
-    /// If `i >= self.len()` ([`OrderFile::orders`]`.get(i)` does not panic).
+    /// If `i >= self.len()` or `i < self.first_index()` ([`OrderFile::orders`]`.get(i)` does
+    /// not panic).
     pub fn get(&self, i: usize) -> Order {
-        match self.orders.get(i) {
+        match i.checked_sub(self.first).and_then(|k| self.orders.get(k)) {
             Some(order) => *order,
             None => panic!(
-                "order index {i} out of range: {} holds {} orders",
+                "order index {i} out of range: {} holds orders {}..{}",
                 self.path.display(),
+                self.first,
                 self.len()
             ),
         }
     }
 
-    /// Every order, in file order.
+    /// Every order held, in file order: from [`OrderFile::first_index`] (0 unless loaded
+    /// from an index).
     pub fn orders(&self) -> &[Order] {
         &self.orders
     }
 
-    /// Every order, in file order.
+    /// Every order held, in file order (see [`OrderFile::orders`]).
     pub fn iter(&self) -> impl Iterator<Item = Order> + '_ {
         self.orders.iter().copied()
     }
