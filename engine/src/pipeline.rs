@@ -575,6 +575,14 @@ where
     let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
     let mode = threading::shared_idle(&idle);
     let core = threading.threads.first().and_then(|t| t.core);
+    // A pinned thread that spins: the process's other threads (ZeroMQ's I/O threads, the
+    // snapshot and main threads) go to the mask's other cores, or they would wait for its
+    // time slice (docs/tuning.md, "The spinning shared thread needs the core to itself").
+    let others: Vec<usize> = threading::affinity_mask_ids()
+        .into_iter()
+        .filter(|&c| Some(c) != core)
+        .collect();
+    let confine = core.is_some() && mode == IdleMode::Spin && !others.is_empty();
     let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
     let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
     let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
@@ -589,6 +597,13 @@ where
             .name(SHARED_THREAD_NAME.to_owned())
             .spawn(move || {
                 prepare_thread(SHARED_THREAD_NAME, core);
+                if confine {
+                    if let Err(e) = threading::confine_other_threads(&others) {
+                        tracing::warn!(
+                            "could not keep the other threads off the spinning thread's core: {e}"
+                        );
+                    }
+                }
                 let mut ingress = Some(AnyIngress::new(
                     ingress,
                     a_tx,

@@ -185,6 +185,47 @@ pub fn plan(
     }
 }
 
+/// CPU ids in this process's affinity mask (as read on the calling thread).
+pub fn affinity_mask_ids() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|v| v.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default()
+}
+
+/// Keeps the process's other threads off the calling thread's core: every thread of the
+/// process but the caller gets the affinity mask `others`; threads they create later inherit
+/// it. Returns how many threads were moved. Used when a spinning shared thread is pinned
+/// (`--pin`): on its core anything else waits for the spinner's time slice.
+pub fn confine_other_threads(others: &[usize]) -> std::io::Result<usize> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::{gettid, Pid};
+    let mut set = CpuSet::new();
+    for &c in others {
+        set.set(c).map_err(std::io::Error::from)?;
+    }
+    let me = gettid().as_raw();
+    let mut moved = 0;
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let Some(tid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if tid == me {
+            continue;
+        }
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
+            Ok(()) => moved += 1,
+            // The thread ended meanwhile.
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(moved)
+}
+
 impl fmt::Display for Threading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "threading {}", self.mode)?;
@@ -198,6 +239,9 @@ impl fmt::Display for Threading {
         for t in &self.threads {
             write!(f, "; thread {} runs {} on ", t.name, t.stages.join("→"))?;
             match t.core {
+                Some(c) if t.idle == "spin" && self.mode == ThreadingMode::Shared => {
+                    write!(f, "core {c} (the process's other threads kept off it)")?
+                }
                 Some(c) => write!(f, "core {c}")?,
                 None => f.write_str("any core")?,
             }
