@@ -106,7 +106,12 @@ fn keygen_refuses_a_secret_key_inside_a_git_work_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    match Command::new("git").arg("init").arg("-q").arg(&repo).status() {
+    match Command::new("git")
+        .arg("init")
+        .arg("-q")
+        .arg(&repo)
+        .status()
+    {
         Ok(s) if s.success() => {}
         other => {
             common::skip(

@@ -42,6 +42,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod recovery;
+pub mod redelivery;
 pub mod report;
 pub mod schedule;
 pub mod snapshots;
