@@ -308,6 +308,10 @@ fn cmd_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", verify_json(&a, &report, secs));
             } else {
                 print_verify(&a, &report, secs, opts.pubkey.as_ref());
+                eprintln!(
+                    "next: audit dump {} --from 1 --to 10    (read the records)",
+                    a.dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -387,7 +391,14 @@ fn print_verify(
     }
     println!("head hash    {}", hex::encode(r.head_hash));
     match (r.checkpoints, key) {
-        (0, _) => println!("checkpoints  none (the tail and a rewrite are not anchored)"),
+        (0, _) => println!(
+            "checkpoints  none: the records chain to each other, but nothing outside the journal \
+             vouches for its head, so a cut-off tail or a log rewritten from scratch would still \
+             verify. Anchor it: a key pair (`audit keygen --out ~/.titanic/audit`), the writer \
+             signing checkpoints (engine replay --checkpoint-key ~/.titanic/audit.key, or \
+             [journal] checkpoint_key), then `audit verify DIR --pubkey ~/.titanic/audit.pub`; \
+             or --expect-head SEQ:HASH from a record kept elsewhere"
+        ),
         (n, Some(k)) => println!(
             "checkpoints  {n} verified, signed by key {} (newest at seq {})",
             hex::encode(audit::key_id(k)),

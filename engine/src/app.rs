@@ -734,6 +734,7 @@ fn write_outputs(
         let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write the report {}", path.display()))?;
+        eprintln!("engine: report written to {}", path.display());
     }
     if let Some((path, set)) = hgrm {
         let mut f = std::io::BufWriter::new(
@@ -744,6 +745,10 @@ fn write_outputs(
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::Write::flush(&mut f)
             .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "engine: latency distribution (HdrHistogram percentiles, µs) written to {}",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -1128,6 +1133,15 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             report.orders
         );
     }
+    eprintln!(
+        "{}",
+        crate::hints::after_replay(
+            &s.journal.dir,
+            s.journal.checkpoint.is_some(),
+            a.report.as_deref(),
+            a.hgrm.as_deref()
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 

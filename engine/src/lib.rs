@@ -36,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod frames;
+pub mod hints;
 pub mod idle;
 pub mod latency;
 pub mod limits;

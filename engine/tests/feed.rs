@@ -78,14 +78,21 @@ fn run_with_no_sink_answers_metrics_and_reports_the_wait() {
     let file = dir.path().join("orders.csv");
     write_orders(&file, &gen_orders(50, 7, 0));
     let journal = dir.path().join("journal");
+    let report = dir.path().join("r.json");
     let out = run_with_timeout(
-        replay_cmd(&file, &journal, &dir.path().join("r.json")).args(["--out", "none"]),
+        replay_cmd(&file, &journal, &report).args(["--out", "none"]),
         LIMIT,
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Item 5/7: the replay says where its report went and what to do next.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains(&format!("report written to {}", report.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("next: audit verify {}", journal.display())),
+        "{err}"
     );
 
     let nobody = format!("ipc://{}", dir.path().join("nobody.ipc").display());
