@@ -1087,6 +1087,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         publish_latency: metrics_server.is_some(),
     };
     let m2 = Arc::clone(&metrics);
+    let watch = crate::downstream_watch::start_for(&s.egress, &metrics)?;
     let result = pipeline::run(
         IngressSource::Replay {
             orders: Box::new(file),
@@ -1106,6 +1107,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         },
     )?;
+    drop(watch);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -1262,6 +1264,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let clock = Clock::new();
     let t_start = clock.now_ns();
+    let watch = crate::downstream_watch::start_for(&cfg.egress, &metrics)?;
     let result = pipeline::run(
         IngressSource::Pull {
             socket: pull,
@@ -1276,6 +1279,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&metrics),
         || {},
     )?;
+    drop(watch);
     let mut result = result;
     result.t0_ns = Some(t_start);
     finish(result, embedded, &metrics, &mut report)?;

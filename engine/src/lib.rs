@@ -35,6 +35,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod downstream_watch;
 pub mod frames;
 pub mod hints;
 pub mod idle;

@@ -219,3 +219,41 @@ fn bench_send_feeds_run_end_to_end() {
     let sent_prices: Vec<i64> = binary.iter().chain(&json).map(|o| o.price).collect();
     assert_eq!(prices, sent_prices);
 }
+
+/// A fresh `engine run` (nothing to re-send) whose egress endpoint has no sink: once orders
+/// come in and egress cannot hand them on, it says it waits for that downstream (not silence).
+#[test]
+fn run_says_when_egress_waits_for_an_absent_downstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let nobody = format!("ipc://{}", dir.path().join("nobody.ipc").display());
+    let config = dir.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nbind = \"tcp://127.0.0.1:*\"\n[journal]\ndir = \"{}\"\n[egress]\nconnect = \"{nobody}\"\n",
+            journal.display()
+        ),
+    )
+    .unwrap();
+    let svc = start(&config);
+    let i = wait_for_line(&svc.stderr, "ingress bound to ", LIMIT);
+    let ingress = after(&i, "ingress bound to ")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ctx = zmq::Context::new();
+    let push = ctx.socket(zmq::PUSH).unwrap();
+    push.set_linger(0).unwrap();
+    push.connect(&ingress).unwrap();
+    let orders = gen_orders(20, 0, 0);
+    push.send(engine::frames::encode_ingress_frame(&orders), 0)
+        .unwrap();
+    let w = wait_for_line(&svc.stderr, "waiting for downstream", LIMIT);
+    assert!(w.contains(&nobody), "the wait names the endpoint: {w}");
+    assert!(w.contains("bench sink --bind"), "and what to do: {w}");
+    // Everything was decided and journaled first (persist, then act): only egress waits.
+    drop(svc);
+    assert_eq!(decisions(&journal).len(), orders.len());
+}
