@@ -75,7 +75,7 @@ impl Watch {
         let stalled = now.saturating_duration_since(since);
         let due = self
             .last_report
-            .is_none_or(|l| now.saturating_duration_since(l) >= REPORT_EVERY);
+            .map_or(true, |l| now.saturating_duration_since(l) >= REPORT_EVERY);
         if stalled >= STALL_AFTER && due {
             self.last_report = Some(now);
             Verdict::Waiting(stalled)

@@ -68,9 +68,9 @@ impl WaitReporter {
     /// The line to print now, if one is due: called on every wait with the orders sent so far.
     pub fn on_wait(&mut self, sent: u64, now: Instant) -> Option<String> {
         let started = *self.started.get_or_insert(now);
-        let due = self
-            .last
-            .is_none_or(|last| now.saturating_duration_since(last) >= self.every);
+        let due = self.last.map_or(true, |last| {
+            now.saturating_duration_since(last) >= self.every
+        });
         if !due {
             return None;
         }
