@@ -130,13 +130,13 @@ section_script() {
     fi
   done
   # Jobs still running at the end of the section: named, stopped by PID.
-  echo 'for p in $(jobs -p); do echo "readme-check: stopping PID $p, left running by this section" >&2; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done'
+  echo 'for p in $(jobs -p); do kill -0 "$p" 2>/dev/null || continue; echo "readme-check: stopping PID $p, left running by this section" >&2; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done'
 }
 
 run_section() {
   local n=$1 body=$2
   local script=$WORK/section-$n.sh
-  section_script <<<"$body" >"$script"
+  section_script <<<"${body%$'\n'}" >"$script"
   echo "==> README section $n"
   local t0=$SECONDS status=0
   (cd "$CLONE" && HOME="$WORK/home" bash "$script") || status=$?

@@ -12,7 +12,8 @@
 //! `--rate N` paces the orders open loop (order k is due at `t0 + k / N`; a frame carries the
 //! orders due by the time it is built, at most `--batch`); `--rate max` sends as fast as the
 //! engine takes them. A send never blocks for ever: with no engine connected (or one that
-//! pushes back) it waits, saying so at once and every [`WAIT_REPORT_EVERY`] with the endpoint.
+//! pushes back) it waits, saying so after [`WAIT_REPORT_AFTER`] and then every
+//! [`WAIT_REPORT_EVERY`] with the endpoint.
 //! At the end the socket lingers until ZeroMQ has handed every message to the engine (at most
 //! `--linger-ms`), so that the process ending does not drop the last frames.
 
@@ -31,6 +32,8 @@ use crate::baseline::{parse_rate, wait_until};
 
 /// How often a send that is waiting for the engine says so again.
 pub const WAIT_REPORT_EVERY: Duration = Duration::from_secs(5);
+/// How long a wait lasts before it is first reported.
+pub const WAIT_REPORT_AFTER: Duration = Duration::from_millis(500);
 /// How often the progress line is redrawn on a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// Poll interval while the engine does not take a message.
@@ -95,7 +98,8 @@ pub fn order_json(o: &Order) -> String {
     )
 }
 
-/// Says when a send is waiting for the engine: the first time at once, then every `every`.
+/// Says when a send is waiting for the engine: first once it has waited [`WAIT_REPORT_AFTER`],
+/// then every `every`.
 #[derive(Debug)]
 struct WaitReport {
     endpoint: String,
@@ -107,6 +111,10 @@ struct WaitReport {
 impl WaitReport {
     fn on_wait(&mut self, sent: u64, now: Instant) -> Option<String> {
         let since = *self.since.get_or_insert(now);
+        // A connection being set up (a few ms) is not a missing engine.
+        if now.saturating_duration_since(since) < WAIT_REPORT_AFTER {
+            return None;
+        }
         if self
             .last
             .is_some_and(|l| now.saturating_duration_since(l) < self.every)
@@ -284,7 +292,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "next: the engine's metrics (engine_ingress_orders_total, engine_egress_orders_total) on \
          its [metrics] bind, e.g. `curl -s http://127.0.0.1:9100/metrics | grep _total`; the \
-         decisions with `audit dump ./journal`"
+         decisions with `audit dump DIR` (its [journal] dir)"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -312,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_is_reported_at_once_then_every_period() {
+    fn the_wait_is_reported_after_half_a_second_then_every_period() {
         let mut w = WaitReport {
             endpoint: "tcp://127.0.0.1:5590".into(),
             every: Duration::from_secs(5),
@@ -320,14 +328,17 @@ mod tests {
             since: None,
         };
         let t0 = Instant::now();
-        let first = w.on_wait(3, t0).unwrap_or_default();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert_eq!(w.on_wait(3, t0), None);
+        let first = w.on_wait(3, ms(500)).unwrap_or_default();
         assert!(
             first.contains("tcp://127.0.0.1:5590") && first.contains("3 sent"),
             "{first}"
         );
-        assert_eq!(w.on_wait(3, t0 + Duration::from_secs(1)), None);
-        assert!(w.on_wait(3, t0 + Duration::from_secs(5)).is_some());
+        assert_eq!(w.on_wait(3, ms(1_500)), None);
+        assert!(w.on_wait(3, ms(5_500)).is_some());
         w.taken();
-        assert!(w.on_wait(4, t0 + Duration::from_secs(6)).is_some());
+        assert_eq!(w.on_wait(4, ms(6_000)), None);
+        assert!(w.on_wait(4, ms(6_500)).is_some());
     }
 }

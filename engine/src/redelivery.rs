@@ -26,6 +26,9 @@ use crate::limits::EGRESS_POLL_MS;
 
 /// How often a redelivery that is waiting for downstream says so again.
 pub const WAIT_REPORT_EVERY: Duration = Duration::from_secs(5);
+/// How long a wait lasts before it is first reported: a connection being set up (a few ms)
+/// is not a missing downstream.
+pub const WAIT_REPORT_AFTER: Duration = Duration::from_millis(500);
 
 /// How a redelivery of the journal's tail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,8 @@ pub enum Redelivery {
     },
 }
 
-/// Says when a send is waiting for downstream: the first time at once, then every `every`.
+/// Says when a send is waiting for downstream: first once it has waited [`WAIT_REPORT_AFTER`],
+/// then every `every`.
 #[derive(Debug)]
 pub struct WaitReporter {
     endpoint: String,
@@ -68,6 +72,9 @@ impl WaitReporter {
     /// The line to print now, if one is due: called on every wait with the orders sent so far.
     pub fn on_wait(&mut self, sent: u64, now: Instant) -> Option<String> {
         let started = *self.started.get_or_insert(now);
+        if now.saturating_duration_since(started) < WAIT_REPORT_AFTER {
+            return None;
+        }
         let due = self.last.map_or(true, |last| {
             now.saturating_duration_since(last) >= self.every
         });
@@ -197,23 +204,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wait_is_reported_at_once_then_every_period() {
+    fn the_wait_is_reported_after_half_a_second_then_every_period() {
         let mut r = WaitReporter::new("tcp://127.0.0.1:5600", 10, Duration::from_secs(5));
         let t0 = Instant::now();
-        let first = r.on_wait(0, t0).expect("reported at once");
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // A connection being set up is not reported.
+        assert_eq!(r.on_wait(0, t0), None);
+        assert_eq!(r.on_wait(0, ms(10)), None);
+        let first = r.on_wait(0, ms(500)).expect("reported after half a second");
         assert!(first.contains("tcp://127.0.0.1:5600"), "{first}");
         assert!(first.contains("0 of 10"), "{first}");
         assert!(
             first.contains("bench sink --bind tcp://127.0.0.1:5600"),
             "{first}"
         );
-        assert_eq!(r.on_wait(0, t0 + Duration::from_millis(10)), None);
-        assert_eq!(r.on_wait(0, t0 + Duration::from_millis(4_990)), None);
-        let again = r.on_wait(4, t0 + Duration::from_secs(5)).expect("again");
+        assert_eq!(r.on_wait(0, ms(600)), None);
+        assert_eq!(r.on_wait(0, ms(5_490)), None);
+        let again = r.on_wait(4, ms(5_500)).expect("again");
         assert!(again.contains("4 of 10"), "{again}");
         assert!(again.contains("waiting 5 s"), "{again}");
-        assert_eq!(r.on_wait(4, t0 + Duration::from_secs(6)), None);
-        assert!(r.on_wait(4, t0 + Duration::from_secs(10)).is_some());
+        assert_eq!(r.on_wait(4, ms(6_500)), None);
+        assert!(r.on_wait(4, ms(10_500)).is_some());
     }
 
     #[test]
