@@ -62,6 +62,8 @@ elif [ "$QUICK" = 1 ]; then
 else
   ORDERS=1000000; RATE_MS=10000; BASELINE_ORDERS=50000; LOBSTER_MAX=99
 fi
+# The tools' own "next:" hints are for a person at a prompt, not for this suite's output.
+nohint() { "$@" 2> >(grep -v '^next: ' >&2); }
 # On a terminal, each scenario's line says how far the suite is (scenarios done, time so far).
 DONE=0
 say() {
@@ -134,8 +136,8 @@ stop_sink() {
 }
 
 echo "==> generating $ORDERS orders"
-"$BIN/bench" gen --orders "$ORDERS" --accounts 16 --symbols 20 --seed 42 --out "$WORK/orders.bin" >/dev/null
-"$BIN/bench" gen --orders 100 --accounts 16 --symbols 20 --seed 1 --out "$WORK/probe.bin" >/dev/null
+nohint "$BIN/bench" gen --orders "$ORDERS" --accounts 16 --symbols 20 --seed 42 --out "$WORK/orders.bin" >/dev/null
+nohint "$BIN/bench" gen --orders 100 --accounts 16 --symbols 20 --seed 1 --out "$WORK/probe.bin" >/dev/null
 
 # engine_accepts ARGS...: whether `engine replay` runs with these flags (a 100-order replay,
 # embedded risk unless ARGS name one); when it refuses, PROBE_WHY says why (its first error line).
@@ -219,7 +221,7 @@ replay() {
     rm -f "$OUT/$name.json" "$OUT/$name.hgrm"
     return 0
   fi
-  echo "    audit verify of the journal: $("$BIN/audit" verify "$WORK/journal-$name" | tail -n 1)"
+  echo "    audit verify of the journal: $(nohint "$BIN/audit" verify "$WORK/journal-$name" | tail -n 1)"
   rm -rf "$WORK/journal-$name"
 }
 
@@ -256,7 +258,7 @@ baseline baseline-max "$WORK/orders.bin" max "$BASELINE_ORDERS"
 for rate in 10000 100000; do
   n=$((rate * RATE_MS / 1000))
   k=$((rate / 1000))k
-  "$BIN/bench" gen --orders "$n" --accounts 16 --symbols 20 --seed 43 --out "$WORK/rate-$rate.bin" >/dev/null
+  nohint "$BIN/bench" gen --orders "$n" --accounts 16 --symbols 20 --seed 43 --out "$WORK/rate-$rate.bin" >/dev/null
   for mode in "${MODES[@]}"; do
     replay "tcp-$k-$mode" "$WORK/rate-$rate.bin" --risk @RISK@ --rate "$rate" --threading "$mode" \
       --warmup $((n / 20))
@@ -272,7 +274,7 @@ for rate in 10000 100000; do
 done
 
 n=$((500000 * RATE_MS / 1000))
-"$BIN/bench" gen --orders "$n" --accounts 16 --symbols 20 --seed 44 --out "$WORK/rate-500000.bin" >/dev/null
+nohint "$BIN/bench" gen --orders "$n" --accounts 16 --symbols 20 --seed 44 --out "$WORK/rate-500000.bin" >/dev/null
 replay tcp-500k-auto "$WORK/rate-500000.bin" --risk @RISK@ --rate 500000 --threading auto --warmup $((n / 20))
 
 LOBSTER_DIR=../shared/data/lobster
