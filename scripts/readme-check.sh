@@ -122,7 +122,9 @@ section_script() {
     elif [[ "$cmd" == "kill %"* ]]; then
       # The README stops its background jobs: each must still be running (a sink that could
       # not bind, say, has ended by itself, and `kill %1 %2` alone would not say so).
-      printf 'for j in %s; do kill -0 "$j" 2>/dev/null || { echo "readme-check: background job $j ended before: $cmd" >&2; exit 1; }; done\n' "${cmd#kill }"
+      # (`jobs -r` rather than `kill -0`: a job that has ended may not be reaped yet; a plain
+      # `jobs` first updates the shell's job table, which `$(jobs ...)` only copies.)
+      printf 'jobs >/dev/null; for j in %s; do [ -n "$(jobs -r "$j" 2>/dev/null)" ] || { echo "readme-check: background job $j ended before this: %s" >&2; exit 1; }; done\n' "${cmd#kill }" "$cmd"
       printf '%s\n' "$cmd"
       printf 'wait || true\n'
     else
