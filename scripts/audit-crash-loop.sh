@@ -64,7 +64,12 @@ for i in $(seq 1 "$kills"); do
   fi
   reported=$last_seq
   if [ $((i % 20)) -eq 0 ]; then
+    [ -t 1 ] && printf '\r%40s\r' ''
     echo "kill $i: $last_seq records, verify OK ($(grep 'torn tail' "$work/recover"))"
+  elif [ -t 1 ]; then
+    # Progress on a terminal: the kill in progress, overwritten in place.
+    printf '\rkill %d/%d: %d records, verify OK' "$i" "$kills" "$last_seq"
   fi
 done
+[ -t 1 ] && printf '\r%60s\r' ''
 echo "PASSED: $kills kills, $reported records, every reported record present, verify OK"

@@ -21,3 +21,5 @@ scripts/audit-crash-loop.sh "$N"
 echo "==> risk service slow / killed and restarted: 30000 orders, 3 s fault"
 RISK_FAULT_ORDERS=30000 RISK_FAULT_SLOW_MS=3000 cargo test -p engine --test risk_faults -- --nocapture 2>&1 \
   | grep -E "orders [0-9]+:|slow service:|restart:|test result|panicked"
+echo "chaos.sh: PASSED ($N engine kills, $N writer kills, risk faults)"
+echo "next: docs/reliability.md (each guarantee and the test that proves it); a longer run: scripts/chaos.sh 1000"

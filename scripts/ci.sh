@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole CI gate, runnable by hand: formatting, lints, the README's test command, bench smoke runs.
 # Usage: scripts/ci.sh            (everything)
-#        SKIP_BENCH_SMOKE=1 scripts/ci.sh
+#        SKIP_BENCH_SMOKE=1 SKIP_README_CHECK=1 scripts/ci.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +46,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests (the README's test command): cargo test --workspace"
 cargo test --workspace
+
+# Every other README command, as written (short inputs), on a fresh clone of this commit; fails
+# on a failed command or a file left that is neither tracked nor ignored.
+if [ -z "${SKIP_README_CHECK:-}" ]; then
+  step "README commands on a fresh clone: scripts/readme-check.sh"
+  scripts/readme-check.sh
+fi
 
 if [ -z "${SKIP_BENCH_SMOKE:-}" ]; then
   step "bench smoke: every criterion bench runs once (cargo bench -- --test)"

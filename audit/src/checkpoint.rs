@@ -41,8 +41,7 @@ pub fn write_key_pair(
     key: &SigningKey,
     overwrite: bool,
 ) -> Result<(PathBuf, PathBuf), JournalError> {
-    let secret_path = with_suffix(prefix, ".key");
-    let public_path = with_suffix(prefix, ".pub");
+    let (secret_path, public_path) = key_file_paths(prefix);
     for (path, text, mode) in [
         (&secret_path, hex::encode(key.to_bytes()), 0o600),
         (
@@ -69,6 +68,11 @@ pub fn write_key_pair(
             .map_err(|e| JournalError::io("sync key file", path, e))?;
     }
     Ok((secret_path, public_path))
+}
+
+/// The files `write_key_pair(prefix, ..)` writes: `PREFIX.key` (secret), `PREFIX.pub`.
+pub fn key_file_paths(prefix: &Path) -> (PathBuf, PathBuf) {
+    (with_suffix(prefix, ".key"), with_suffix(prefix, ".pub"))
 }
 
 fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {

@@ -34,8 +34,8 @@ pub mod wire;
 pub mod writer;
 
 pub use checkpoint::{
-    generate_signing_key, key_id, load_signing_key, load_verifying_key, read_checkpoints,
-    write_key_pair, Checkpoints,
+    generate_signing_key, key_file_paths, key_id, load_signing_key, load_verifying_key,
+    read_checkpoints, write_key_pair, Checkpoints,
 };
 pub use error::{Damage, DamageKind, JournalError};
 pub use format::{chain_hash, CheckpointEntry, GENESIS_HASH, HASH_LEN_BYTES};

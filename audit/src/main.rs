@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -96,6 +97,11 @@ struct KeygenArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
+    /// Write the secret key even though PREFIX lies inside a git work tree (refused by
+    /// default: one `git add -A` would commit it). Keep keys outside the repository instead,
+    /// e.g. `--out ~/.titanic/audit`.
+    #[arg(long)]
+    in_work_tree: bool,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +308,10 @@ fn cmd_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", verify_json(&a, &report, secs));
             } else {
                 print_verify(&a, &report, secs, opts.pubkey.as_ref());
+                eprintln!(
+                    "next: audit dump {} --from 1 --to 10    (read the records)",
+                    a.dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -381,7 +391,14 @@ fn print_verify(
     }
     println!("head hash    {}", hex::encode(r.head_hash));
     match (r.checkpoints, key) {
-        (0, _) => println!("checkpoints  none (the tail and a rewrite are not anchored)"),
+        (0, _) => println!(
+            "checkpoints  none: the records chain to each other, but nothing outside the journal \
+             vouches for its head, so a cut-off tail or a log rewritten from scratch would still \
+             verify. Anchor it: a key pair (`audit keygen --out ~/.titanic/audit`), the writer \
+             signing checkpoints (engine replay --checkpoint-key ~/.titanic/audit.key, or \
+             [journal] checkpoint_key), then `audit verify DIR --pubkey ~/.titanic/audit.pub`; \
+             or --expect-head SEQ:HASH from a record kept elsewhere"
+        ),
         (n, Some(k)) => println!(
             "checkpoints  {n} verified, signed by key {} (newest at seq {})",
             hex::encode(audit::key_id(k)),
@@ -553,6 +570,38 @@ fn cmd_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 
 fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let secret = audit::key_file_paths(&a.out).0;
+    let dir = match secret.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        // A private directory for the keys (e.g. ~/.titanic): only the owner may list it.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Some(root) = git_work_tree(&dir) {
+        if a.in_work_tree {
+            eprintln!(
+                "audit keygen: warning: {} is inside the git work tree {} (--in-work-tree); \
+                 never commit it",
+                secret.display(),
+                root.display()
+            );
+        } else {
+            bail!(
+                "refusing to write the secret key {} inside the git work tree {}: one \
+                 `git add -A` would commit it. Write it outside the repository (e.g. \
+                 `audit keygen --out ~/.titanic/audit`), or pass --in-work-tree if you really \
+                 mean it",
+                secret.display(),
+                root.display()
+            );
+        }
+    }
     let key = audit::generate_signing_key();
     let (secret, public) = audit::write_key_pair(&a.out, &key, a.force)
         .with_context(|| format!("writing key pair {}.{{key,pub}}", a.out.display()))?;
@@ -566,6 +615,15 @@ fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
         hex::encode(audit::key_id(&key.verifying_key()))
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The root of the git work tree `dir` lies in: the nearest ancestor (of its canonical path)
+/// holding a `.git` directory or file (a worktree or submodule), as git itself finds it.
+fn git_work_tree(dir: &std::path::Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(std::path::Path::to_path_buf)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ fn help_explains_every_subcommand_and_flag() {
             ][..],
         ),
         ("dump", &["--from", "--to", "--json"][..]),
-        ("keygen", &["--out", "--force"][..]),
+        ("keygen", &["--out", "--force", "--in-work-tree"][..]),
         (
             "serve",
             &["--bind", "--allow", "--plain-credentials", "--insecure"][..],
@@ -99,6 +99,61 @@ fn keygen_writes_a_private_secret_and_refuses_to_overwrite() {
         audit::load_signing_key(&secret).unwrap().to_bytes(),
         key.to_bytes()
     );
+}
+
+#[test]
+fn keygen_refuses_a_secret_key_inside_a_git_work_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    match Command::new("git")
+        .arg("init")
+        .arg("-q")
+        .arg(&repo)
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => {
+            common::skip(
+                "keygen_refuses_a_secret_key_inside_a_git_work_tree",
+                &format!("`git init` is unavailable: {other:?}"),
+            );
+            return;
+        }
+    }
+    // A prefix in a subdirectory of the work tree, relative to it (as the README's user types it).
+    std::fs::create_dir(repo.join("sub")).unwrap();
+    let refused = Command::new(common::audit_bin())
+        .current_dir(&repo)
+        .args(["keygen", "--out", "sub/audit"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let err = text(&refused.stderr);
+    assert!(err.contains("git work tree"), "{err}");
+    assert!(err.contains("--in-work-tree"), "{err}");
+    assert!(!repo.join("sub/audit.key").exists());
+    assert!(!repo.join("sub/audit.pub").exists());
+
+    // Outside the work tree (a sibling directory, created private): written.
+    let keys = tmp.path().join("keys");
+    let ok = audit(&["keygen", "--out", keys.join("audit").to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(keys.join("audit.key").exists());
+    assert_eq!(
+        std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // Forced: written, with a warning.
+    let forced = Command::new(common::audit_bin())
+        .current_dir(&repo)
+        .args(["keygen", "--out", "sub/audit", "--in-work-tree"])
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(text(&forced.stderr).contains("never commit"));
+    assert!(repo.join("sub/audit.key").exists());
 }
 
 fn sample_journal(dir: &std::path::Path) -> [u8; 32] {

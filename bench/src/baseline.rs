@@ -86,7 +86,7 @@ pub struct BaselineArgs {
     pub hgrm: Option<PathBuf>,
 }
 
-fn parse_rate(s: &str) -> anyhow::Result<Option<u64>> {
+pub(crate) fn parse_rate(s: &str) -> anyhow::Result<Option<u64>> {
     if s.eq_ignore_ascii_case("max") {
         return Ok(None);
     }

@@ -610,9 +610,25 @@ pub fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
         breach_share: args.breach_share,
     };
     let mut generator = Generator::new(cfg).context("invalid generator settings")?;
-    let written = files::write_orders(&args.out, format, generator.by_ref())
+    // Progress on a terminal only: every 64 Ki events, at most 4 redraws a second.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let total = args.orders;
+    let started = std::time::Instant::now();
+    let mut last_draw = started;
+    let mut done = 0u64;
+    let events = generator.by_ref().inspect(|_| {
+        done += 1;
+        if tty && done % 65_536 == 0 && last_draw.elapsed().as_millis() >= 250 {
+            last_draw = std::time::Instant::now();
+            eprint!("\rbench gen: {done}/{total} events   ");
+        }
+    });
+    let written = files::write_orders(&args.out, format, events)
         .map_err(GenError::from)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if tty && last_draw != started {
+        eprint!("\r{:60}\r", "");
+    }
     let s = generator.stats();
     println!(
         "bench gen: wrote {written} events to {} ({format}): {} new, {} cancels, {} fills, {} breach ({} giant-qty, {} off-collar, {} restricted)",
@@ -624,6 +640,11 @@ pub fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
         s.giant_qty,
         s.off_collar,
         s.restricted,
+    );
+    eprintln!(
+        "next: engine replay {} --journal ./journal --fresh    (through the whole pipeline; \
+         `bench convert` for another format)",
+        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! - [`plot`]: `bench plot`, pictures from a results directory.
 //! - [`sink`]: `bench sink`, the engine's downstream end for tests and benchmarks.
 //! - [`baseline`]: `bench baseline`, the source design (one JSON REQ per order) for comparison.
+//! - [`send`]: `bench send`, an order file pushed into `engine run`'s PULL ingress.
 //! - [`summary`]: `bench summary`, a results directory as text, the targets checked.
 //! - [`limits`]: the named limits of these tools.
 //!
@@ -17,5 +18,6 @@ pub mod convert;
 pub mod gen;
 pub mod limits;
 pub mod plot;
+pub mod send;
 pub mod sink;
 pub mod summary;

@@ -31,6 +31,9 @@ enum Command {
     /// Replay an order file the way the source design does (one synchronous JSON risk request
     /// per order, PUSH, PUB with a per-message SHA-256, no journal), for comparison.
     Baseline(bench::baseline::BaselineArgs),
+    /// Feed `engine run`: push an order file into its PULL ingress as binary frames or JSON,
+    /// at a fixed rate or as fast as it takes them.
+    Send(bench::send::SendArgs),
     /// Print a results directory (as `scripts/bench.sh` writes it) as text: the scenarios side
     /// by side, and each benchmark target met or not.
     Summary(bench::summary::SummaryArgs),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Sink(args) => bench::sink::run(args),
         Command::Baseline(args) => bench::baseline::run(args),
         Command::Summary(args) => bench::summary::run(args),
+        Command::Send(args) => bench::send::run(args),
     };
     match result {
         Ok(code) => code,

@@ -31,7 +31,6 @@ use crate::metrics::{Metrics, MetricsServer};
 use crate::pipeline::{self, IngressSource, PipelineOptions, PipelineResult};
 use crate::report::{hex, Backpressure, EgressReport, JournalReport, Report, RiskReport};
 use crate::schedule::{Rate, Schedule};
-use crate::stages::egress::send_waiting;
 use crate::stages::journal::{chain, AuditLog};
 use crate::stages::risk::{Gate, InlineRisk};
 use crate::topology::{parse_per_stage, PerStage};
@@ -535,119 +534,6 @@ fn out_format_of(egress: &EgressTarget) -> crate::out_format::OutFormat {
     }
 }
 
-/// How a redelivery of the journal's tail ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Redelivery {
-    /// Every accepted order of the tail was handed to ZeroMQ.
-    Done {
-        /// Orders re-sent.
-        sent: u64,
-    },
-    /// SIGINT/SIGTERM arrived while downstream was not taking frames: the rest was not sent.
-    /// Nothing is lost: the orders are in the journal, and the next start re-sends them.
-    Stopped {
-        /// Orders handed to ZeroMQ before the stop.
-        sent: u64,
-    },
-}
-
-/// At-least-once delivery across a crash. An accepted order's record is in the journal before
-/// egress sends it, so after `kill -9` the orders decided last may have been journaled but never
-/// sent (still in the egress ring, in ZeroMQ's queue, or in the kernel's socket buffer). On
-/// resume, before taking new input, the accepted orders of the journal's last `window` records
-/// ([`crate::limits::redelivery_window_records`]) are sent again: `tail`, collected by
-/// recovery's one pass over the journal ([`crate::recovery`]). Some may arrive twice: the
-/// downstream tells them apart by `input_seq` (and order id), as `bench sink` does.
-///
-/// It waits for downstream as egress does ([`send_waiting`]: never blocking, polling
-/// [`crate::limits::EGRESS_POLL_MS`] at a time, each wait counted in `waits`), and gives up
-/// when `stop` is set (a signal), so a restart with no downstream connected can be stopped.
-fn redeliver_tail(
-    socket: &zmq::Socket,
-    tail: &[crate::frames::EgressEntry],
-    out_format: crate::out_format::OutFormat,
-    max_batch: usize,
-    stop: &AtomicBool,
-    waits: &std::sync::atomic::AtomicU64,
-) -> anyhow::Result<Redelivery> {
-    use crate::out_format::OutEncoder;
-    // The same messages egress sends (a batch frame, or one order per message).
-    let mut frame = OutEncoder::new(out_format, max_batch);
-    let mut sent = 0u64;
-    // Sends the buffered frame; false when stopped before downstream took it.
-    let send = |frame: &mut OutEncoder| -> anyhow::Result<bool> {
-        if frame.is_empty() {
-            return Ok(true);
-        }
-        let taken = send_waiting(socket, frame.finish(), waits, Some(stop))
-            .context("cannot redeliver accepted orders downstream")?;
-        if taken {
-            frame.clear();
-        }
-        Ok(taken)
-    };
-    for entry in tail {
-        frame.push(entry);
-        if frame.is_full() {
-            let n = frame.len() as u64;
-            if !send(&mut frame)? {
-                return Ok(Redelivery::Stopped { sent });
-            }
-            sent += n;
-        }
-    }
-    let n = frame.len() as u64;
-    if !send(&mut frame)? {
-        return Ok(Redelivery::Stopped { sent });
-    }
-    Ok(Redelivery::Done { sent: sent + n })
-}
-
-/// On a start with a non-empty journal and a downstream: [`redeliver_tail`] of the accepted
-/// orders recovery collected, saying what it did. Its waits for downstream count as egress
-/// back-pressure waits. Returns `false` when a signal stopped it: the caller then ends (exit
-/// 0, an orderly stop: nothing was taken in, and the orders not re-sent are still in the
-/// journal for the next start to re-send).
-fn redeliver_on_start(
-    egress: Option<&zmq::Socket>,
-    tail: &[crate::frames::EgressEntry],
-    records_before: u64,
-    stages: &StageSettings,
-    out_format: crate::out_format::OutFormat,
-    stop: &AtomicBool,
-    metrics: &Metrics,
-) -> anyhow::Result<bool> {
-    let Some(sock) = egress else {
-        return Ok(true);
-    };
-    if records_before == 0 {
-        return Ok(true);
-    }
-    let waits = &metrics.egress.backpressure_waits;
-    eprintln!(
-        "engine: re-sending the accepted orders of the journal's tail downstream \
-         (at-least-once); an absent downstream is waited for, SIGINT/SIGTERM stops"
-    );
-    match redeliver_tail(sock, tail, out_format, stages.max_batch, stop, waits)? {
-        Redelivery::Done { sent } => {
-            eprintln!(
-                "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
-                 (at-least-once)"
-            );
-            Ok(true)
-        }
-        Redelivery::Stopped { sent } => {
-            eprintln!(
-                "engine: stopped by signal while re-sending the journal's tail: downstream took \
-                 {sent} accepted orders before the stop and was not taking more ({} waits); \
-                 nothing is lost: the orders are in the journal and the next start re-sends them",
-                waits.load(Relaxed)
-            );
-            Ok(false)
-        }
-    }
-}
-
 /// What `replay` and `run` set up between opening the journal and starting the pipeline.
 struct Links {
     gate: Gate,
@@ -655,12 +541,47 @@ struct Links {
     egress: Option<zmq::Socket>,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// The accepted orders of the journal's tail to re-send ([`crate::redelivery::on_start`]).
+    tail: Vec<crate::frames::EgressEntry>,
+}
+
+impl Links {
+    /// Re-sends the journal's tail downstream ([`crate::redelivery::on_start`]); `false` when a
+    /// signal stopped it.
+    fn redeliver(
+        &mut self,
+        egress: &EgressTarget,
+        records_before: u64,
+        max_batch: usize,
+    ) -> anyhow::Result<bool> {
+        let endpoint = match egress {
+            EgressTarget::Push { endpoint, .. } => endpoint.as_str(),
+            EgressTarget::None => "",
+        };
+        let tail = std::mem::take(&mut self.tail);
+        crate::redelivery::on_start(
+            self.egress.as_ref().map(|s| (s, endpoint)),
+            &tail,
+            records_before,
+            out_format_of(egress),
+            max_batch,
+            &self.stop,
+            &self.metrics.egress.backpressure_waits,
+        )
+    }
+
+    /// After a stop during the redelivery: the embedded risk service is stopped.
+    fn abandon(self) {
+        drop(self.gate);
+        if let Some(server) = self.embedded {
+            server.stop();
+        }
+    }
 }
 
 /// Connects the risk service (starting the embedded one, recovered from the journal when it has
-/// records) and the egress socket, installs the signal handlers, and re-sends the journal's tail
-/// downstream ([`redeliver_on_start`]). `None`: a signal stopped the redelivery; the embedded
-/// risk service has been stopped and the caller ends with exit 0.
+/// records) and the egress socket, and installs the signal handlers (before the redelivery of
+/// the journal's tail, [`Links::redeliver`], which may wait for an absent downstream).
 fn connect_links(
     ctx: &zmq::Context,
     risk: &RiskSettings,
@@ -669,7 +590,7 @@ fn connect_links(
     client: &zauth::ClientAuth,
     journal_dir: &Path,
     opened: &mut OpenedJournal,
-) -> anyhow::Result<Option<Links>> {
+) -> anyhow::Result<Links> {
     let records_before = opened.records_before;
     let resume_dir = (records_before > 0).then_some(journal_dir);
     let last = opened.last;
@@ -682,35 +603,19 @@ fn connect_links(
         last.as_ref(),
         client,
     )?;
-    let out_format = out_format_of(egress);
     let egress = connect_egress(ctx, egress, client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
     let metrics = Arc::new(Metrics::default());
-    let tail = std::mem::take(&mut opened.redelivery);
-    if !redeliver_on_start(
-        egress.as_ref(),
-        &tail,
-        records_before,
-        stages,
-        out_format,
-        &stop,
-        &metrics,
-    )? {
-        drop(gate);
-        if let Some(server) = embedded {
-            server.stop();
-        }
-        return Ok(None);
-    }
-    Ok(Some(Links {
+    Ok(Links {
         gate,
         embedded,
         egress,
         stop,
         metrics,
-    }))
+        tail: std::mem::take(&mut opened.redelivery),
+    })
 }
 
 /// Prints [`crate::topology::placement_warnings`] for the stages' cores and idle strategies.
@@ -863,6 +768,7 @@ fn write_outputs(
         let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write the report {}", path.display()))?;
+        eprintln!("engine: report written to {}", path.display());
     }
     if let Some((path, set)) = hgrm {
         let mut f = std::io::BufWriter::new(
@@ -873,6 +779,10 @@ fn write_outputs(
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::Write::flush(&mut f)
             .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "engine: latency distribution (HdrHistogram percentiles, µs) written to {}",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -1179,13 +1089,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             i + 1
         }
     };
-    let Some(Links {
-        gate,
-        embedded,
-        egress,
-        stop,
-        metrics,
-    }) = connect_links(
+    let mut links = connect_links(
         &ctx,
         &s.risk,
         &s.egress,
@@ -1193,10 +1097,19 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         &s.security.client,
         &s.journal.dir,
         &mut opened,
-    )?
-    else {
+    )?;
+    if !links.redeliver(&s.egress, opened.records_before, s.stages.max_batch)? {
+        links.abandon();
         return Ok(ExitCode::SUCCESS);
-    };
+    }
+    let Links {
+        gate,
+        embedded,
+        egress,
+        stop,
+        metrics,
+        ..
+    } = links;
     warn_placement(&s.stages);
     eprintln!("engine: {}", pipeline::threading_plan(&s.stages));
     lock_memory(s.stages.lock_memory)?;
@@ -1268,6 +1181,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let m2 = Arc::clone(&metrics);
+    let watch = crate::downstream_watch::start_for(&s.egress, &metrics)?;
     let result = pipeline::run(
         IngressSource::Replay {
             orders: Box::new(file),
@@ -1287,6 +1201,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             }
         },
     )?;
+    drop(watch);
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -1314,6 +1229,15 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             report.orders
         );
     }
+    eprintln!(
+        "{}",
+        crate::hints::after_replay(
+            &s.journal.dir,
+            s.journal.checkpoint.is_some(),
+            a.report.as_deref(),
+            a.hgrm.as_deref()
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1343,13 +1267,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = recovery_spec(&cfg.risk, &cfg.egress, &cfg.stages)?;
     let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
-    let Some(Links {
-        gate,
-        embedded,
-        egress,
-        stop,
-        metrics,
-    }) = connect_links(
+    let mut links = connect_links(
         &ctx,
         &cfg.risk,
         &cfg.egress,
@@ -1357,10 +1275,8 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &cfg.security.client,
         &cfg.journal.dir,
         &mut opened,
-    )?
-    else {
-        return Ok(ExitCode::SUCCESS);
-    };
+    )?;
+    let metrics = Arc::clone(&links.metrics);
     let pull = ctx
         .socket(zmq::PULL)
         .context("cannot create the ingress socket")?;
@@ -1400,6 +1316,23 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
             EgressTarget::Push { endpoint, .. } => endpoint.clone(),
         }
     );
+    // The journal's tail goes downstream before new input, while the ingress (bound: senders
+    // connect, ZeroMQ queues up to rcvhwm) and the metrics endpoint already answer; a missing
+    // downstream is reported at once and then periodically (crate::redelivery).
+    if !links.redeliver(&cfg.egress, opened.records_before, cfg.stages.max_batch)? {
+        links.abandon();
+        if let Some(m) = metrics_server {
+            m.stop();
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Links {
+        gate,
+        embedded,
+        egress,
+        stop,
+        ..
+    } = links;
     let mut report = Report {
         command: "run".into(),
         input: bound,
@@ -1440,6 +1373,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let clock = Clock::new();
     let t_start = clock.now_ns();
+    let watch = crate::downstream_watch::start_for(&cfg.egress, &metrics)?;
     let result = pipeline::run(
         IngressSource::Pull {
             socket: pull,
@@ -1454,6 +1388,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&metrics),
         || {},
     )?;
+    drop(watch);
     let mut result = result;
     result.t0_ns = Some(t_start);
     finish(result, embedded, &metrics, &mut report)?;

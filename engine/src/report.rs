@@ -232,6 +232,13 @@ impl Report {
                 name, q.p50, q.p90, q.p99, q.p999, q.p9999, q.max, q.mean
             );
         };
+        if self.schedule == "rate max" {
+            let _ = writeln!(
+                s,
+                "    (--rate max: every order is due at the start, so these figures are the queue \
+                 behind the orders before it, not latency; a fixed --rate measures latency)"
+            );
+        }
         row(&mut s, "all", &self.latency_us);
         row(&mut s, "accepted", &self.latency_accepted_us);
         row(&mut s, "rejected", &self.latency_rejected_us);
@@ -266,10 +273,15 @@ impl Report {
             self.egress.target, self.egress.orders, self.egress.frames
         );
         let j = &self.journal;
+        let this_run = if j.first_seq == 0 || j.first_seq > j.last_seq {
+            "none this run".to_owned()
+        } else {
+            format!("this run {}..={}", j.first_seq, j.last_seq)
+        };
         let _ = writeln!(
             s,
-            "  journal       {} — {} records (this run {}..={}), durability {}, head {}",
-            j.dir, j.records, j.first_seq, j.last_seq, j.durability, j.head_hash
+            "  journal       {} — {} records ({this_run}), durability {}, head {}",
+            j.dir, j.records, j.durability, j.head_hash
         );
         if self.bad_input > 0 {
             let _ = writeln!(s, "  bad input     {} skipped", self.bad_input);
@@ -301,6 +313,28 @@ pub fn hex(bytes: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Issue 16 item 7: an empty run says so instead of `this run 0..=N`; a --rate max run says
+    /// that its latency figures are queueing.
+    #[test]
+    fn an_empty_run_and_a_max_rate_run_say_what_they_are() {
+        let mut r = Report {
+            schedule: "rate max".into(),
+            ..Report::default()
+        };
+        r.journal.first_seq = 0;
+        r.journal.last_seq = 1_000_000;
+        r.journal.records = 1_000_000;
+        let t = r.table();
+        assert!(t.contains("(none this run)"), "{t}");
+        assert!(!t.contains("0..=1000000"), "{t}");
+        assert!(t.contains("not latency"), "{t}");
+        r.journal.first_seq = 999_001;
+        r.schedule = "rate 1000/s".into();
+        let t = r.table();
+        assert!(t.contains("this run 999001..=1000000"), "{t}");
+        assert!(!t.contains("not latency"), "{t}");
+    }
 
     /// Issue 13 item 17: a full disk's error reached the user twice (in the table and on
     /// stderr), each time with "No space left on device" twice (the journal error's message

@@ -313,6 +313,12 @@ fn sigterm_and_sigint_stop_the_server_cleanly() {
             "{}",
             server.stderr()
         );
+        // Issue 16: stderr is a pipe here, not a terminal: no colour codes in the log.
+        assert!(
+            !server.stderr().contains('\x1b'),
+            "colour codes in a redirected log: {:?}",
+            server.stderr()
+        );
     }
 }
 
