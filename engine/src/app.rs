@@ -434,8 +434,9 @@ fn probe_risk_handshakes(
         {
             None | Some(zauth::Handshake::Succeeded) => {}
             Some(refused) => bail!(
-                "risk service {ep} {refused} (engine: [security] credentials in engine.toml, \
-                 --credentials for replay)"
+                "risk service {ep} {refused} (engine: [security] credentials or \
+                 risk_server_key / curve_key in engine.toml, --credentials or --risk-server-key \
+                 / --curve-key for replay)"
             ),
         }
     }
@@ -461,7 +462,8 @@ fn watch_egress(ctx: &zmq::Context, socket: &zmq::Socket, endpoint: &str) -> any
                     eprintln!(
                         "engine: error: egress {endpoint} {refused}; accepted orders cannot be \
                          delivered, so the engine stops (exit 1). Every decision is in the \
-                         journal: fix the credentials ([security] credentials, --credentials) \
+                         journal: fix the credentials ([security] credentials or \
+                         egress_server_key, --credentials or --egress-server-key) \
                          and restart (replay: --resume) to re-send the journal's tail"
                     );
                     std::process::exit(1);
@@ -630,7 +632,7 @@ fn connect_links(
     risk: &RiskSettings,
     egress: &EgressTarget,
     stages: &StageSettings,
-    client: &zauth::ClientAuth,
+    security: &SecuritySettings,
     journal_dir: &Path,
     opened: &mut OpenedJournal,
 ) -> anyhow::Result<Option<Links>> {
@@ -644,9 +646,9 @@ fn connect_links(
         opened.checker.take(),
         resume_dir,
         last.as_ref(),
-        client,
+        &security.client,
     )?;
-    let egress = connect_egress(ctx, egress, client)?;
+    let egress = connect_egress(ctx, egress, &security.egress_client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
@@ -861,6 +863,10 @@ const SECURITY_FLAG_KEYS: SecurityKeys = SecurityKeys {
     allow: "--allow",
     plain_credentials: "--plain-credentials",
     insecure: "--insecure",
+    curve_key: "--curve-key",
+    curve_clients: "--curve-clients",
+    risk_server_key: "--risk-server-key",
+    egress_server_key: "--egress-server-key",
 };
 
 fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
@@ -927,6 +933,12 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         &a.allow,
         a.plain_credentials.as_deref(),
         a.insecure,
+        crate::config::CurveFiles {
+            key: a.curve_key.as_deref(),
+            clients: a.curve_clients.as_deref(),
+            risk_server_key: a.risk_server_key.as_deref(),
+            egress_server_key: a.egress_server_key.as_deref(),
+        },
         &bound,
     );
     let egress = if a.out == "none" {
@@ -1104,7 +1116,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         &s.risk,
         &s.egress,
         &s.stages,
-        &s.security.client,
+        &s.security,
         &s.journal.dir,
         &mut opened,
     )?
@@ -1244,7 +1256,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &cfg.risk,
         &cfg.egress,
         &cfg.stages,
-        &cfg.security.client,
+        &cfg.security,
         &cfg.journal.dir,
         &mut opened,
     )?

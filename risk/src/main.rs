@@ -59,6 +59,16 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     plain_credentials: Option<PathBuf>,
 
+    /// CURVE: this server's key pair file (`audit curve-keygen`, mode 0600). Clients must
+    /// connect with its public key (the .curve.pub file); the link is encrypted.
+    #[arg(long, value_name = "FILE")]
+    curve_key: Option<PathBuf>,
+
+    /// CURVE: accept only the clients whose public keys are listed in FILE (z85, one per
+    /// line; their .curve.pub files concatenated). Needs --curve-key.
+    #[arg(long, value_name = "FILE", requires = "curve_key")]
+    curve_clients: Option<PathBuf>,
+
     /// Allow binding a non-loopback endpoint without any authentication (anyone who can reach
     /// it may send orders and admin requests). Refused without this flag.
     #[arg(long)]
@@ -140,6 +150,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let auth = zauth::ServerAuth {
         allow: args.allow.clone(),
         plain_credentials: args.plain_credentials.clone(),
+        curve_key: args.curve_key.clone(),
+        curve_clients: args.curve_clients.clone(),
         insecure: args.insecure,
     };
     if args.insecure {

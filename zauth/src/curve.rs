@@ -303,6 +303,7 @@ impl CurveClient {
             return Err(AuthError::CurveUnavailable);
         }
         let z = |what| move |source| AuthError::Zmq { what, source };
+        crate::widen_for_curve(socket)?;
         socket
             .set_curve_serverkey(&self.server_key)
             .map_err(z("setting the CURVE server key"))?;

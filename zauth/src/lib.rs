@@ -89,7 +89,9 @@ pub enum AuthError {
         source: std::io::Error,
     },
     /// A secret key file is readable by others.
-    #[error("key file {path} has mode {mode:o}: it must not be readable by group or others (chmod 600)")]
+    #[error(
+        "key file {path} has mode {mode:o}: it must not be readable by group or others (chmod 600)"
+    )]
     KeyMode {
         /// The file.
         path: PathBuf,
@@ -348,6 +350,13 @@ pub fn bind(
     }
     if let (Some(path), true) = (&policy.curve_key, scope != Scope::InProcess) {
         let key = read_key_pair(path)?;
+        // Once per socket (a socket may bind several endpoints).
+        if !socket
+            .is_curve_server()
+            .map_err(zerr("reading ZMQ_CURVE_SERVER"))?
+        {
+            widen_for_curve(socket)?;
+        }
         socket
             .set_curve_server(true)
             .map_err(zerr("enabling the CURVE server"))?;
@@ -379,6 +388,35 @@ pub fn bind(
         .get_last_endpoint()
         .map_err(zerr("reading the bound endpoint"))?
         .unwrap_or(target))
+}
+
+/// Bytes a CURVE `MESSAGE` command adds to each frame on the wire (libzmq 4.3: the command name
+/// and its size byte, an 8-byte nonce, a 16-byte MAC and the flags byte: 34), rounded up.
+pub const CURVE_MESSAGE_OVERHEAD_BYTES: i64 = 64;
+/// The largest CURVE handshake command (`INITIATE`: cookie, nonce, vouch, client key and the
+/// socket's metadata, about 300 bytes), rounded up generously.
+pub const CURVE_HANDSHAKE_BYTES_MAX: i64 = 1024;
+
+/// libzmq applies `ZMQ_MAXMSGSIZE` to the frames on the wire, which under CURVE are the
+/// encrypted commands: the handshake's (up to [`CURVE_HANDSHAKE_BYTES_MAX`]) and each
+/// message's box ([`CURVE_MESSAGE_OVERHEAD_BYTES`] more than the plaintext). A socket with a
+/// limit for its plaintext gets the limit raised by that much (and to at least the handshake),
+/// so a 256-byte request limit does not refuse every CURVE handshake; the programs still check
+/// their own limits on what they receive. No limit (-1) stays none.
+fn widen_for_curve(socket: &zmq::Socket) -> Result<(), AuthError> {
+    let limit = socket
+        .get_maxmsgsize()
+        .map_err(zerr("reading ZMQ_MAXMSGSIZE"))?;
+    if limit >= 0 {
+        socket
+            .set_maxmsgsize(
+                limit
+                    .saturating_add(CURVE_MESSAGE_OVERHEAD_BYTES)
+                    .max(CURVE_HANDSHAKE_BYTES_MAX),
+            )
+            .map_err(zerr("raising ZMQ_MAXMSGSIZE for CURVE"))?;
+    }
+    Ok(())
 }
 
 /// Whether the linked libzmq supports CURVE encryption (true for the workspace's build of
@@ -1074,7 +1112,9 @@ mod tests {
             users: None,
             curve_keys: Some(vec![listed]),
         };
-        assert!(curve.decide("10.0.0.1", "CURVE", &[listed.to_vec()]).is_ok());
+        assert!(curve
+            .decide("10.0.0.1", "CURVE", &[listed.to_vec()])
+            .is_ok());
         assert_eq!(
             curve.decide("10.0.0.1", "CURVE", &[[8u8; 32].to_vec()]),
             Err("CURVE client key not on the list")

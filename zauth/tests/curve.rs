@@ -68,7 +68,11 @@ fn ask(ctx: &zmq::Context, endpoint: &str, auth: &ClientAuth) -> Option<Vec<u8>>
     (req.poll(zmq::POLLIN, 2_000).expect("poll") > 0).then(|| req.recv_bytes(0).expect("recv"))
 }
 
-fn curve_client(_k: &Keys, server_pub: &std::path::Path, pair: Option<&std::path::Path>) -> ClientAuth {
+fn curve_client(
+    _k: &Keys,
+    server_pub: &std::path::Path,
+    pair: Option<&std::path::Path>,
+) -> ClientAuth {
     ClientAuth::default()
         .with_curve(server_pub, pair)
         .expect("client keys")
@@ -112,7 +116,10 @@ fn right_keys_connect_and_wrong_ones_are_refused_clearly() {
     let refused = zauth::probe(&c2, &endpoint, zmq::REQ, &stranger, WAIT).expect("probe");
     assert_eq!(refused, Some(Handshake::Refused { status: 400 }));
     let text = refused.expect("some").to_string();
-    assert!(text.contains("CURVE client key is not on the server's client list"), "{text}");
+    assert!(
+        text.contains("CURVE client key is not on the server's client list"),
+        "{text}"
+    );
     assert_eq!(ask(&c2, &endpoint, &stranger), None);
 
     // A wrong server key: the server cannot open the client's hello and drops the connection;
@@ -122,8 +129,14 @@ fn right_keys_connect_and_wrong_ones_are_refused_clearly() {
     let (_, other_pub) =
         zauth::write_key_pair(&dir.path().join("other"), &other, false).expect("write");
     let wrong_server = curve_client(&k, &other_pub, Some(&k.client_pair));
-    let refused = zauth::probe(&c2, &endpoint, zmq::REQ, &wrong_server, Duration::from_secs(1))
-        .expect("probe");
+    let refused = zauth::probe(
+        &c2,
+        &endpoint,
+        zmq::REQ,
+        &wrong_server,
+        Duration::from_secs(1),
+    )
+    .expect("probe");
     assert!(
         matches!(
             refused,
@@ -138,7 +151,12 @@ fn right_keys_connect_and_wrong_ones_are_refused_clearly() {
     // No CURVE at all: a mechanism mismatch (or a closed handshake), never served.
     let plain = ClientAuth::default();
     assert_eq!(ask(&c2, &endpoint, &plain), None);
-    assert!(zap.stats().refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        zap.stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
 }
 
 #[test]
@@ -151,7 +169,10 @@ fn settings_that_cannot_go_together_are_refused() {
         ..ServerAuth::default()
     };
     let err = zauth::bind(&ctx, &s, "tcp://127.0.0.1:*", &no_key).expect_err("refused");
-    assert!(matches!(err, zauth::AuthError::CurveClientsWithoutKey), "{err}");
+    assert!(
+        matches!(err, zauth::AuthError::CurveClientsWithoutKey),
+        "{err}"
+    );
     let both = ServerAuth {
         curve_key: Some(k.server_pair.clone()),
         plain_credentials: Some(k.server_pair.clone()),
@@ -194,7 +215,10 @@ fn relay(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
                 return;
             };
             for (mut from, mut to) in [
-                (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
                 (server, client),
             ] {
                 let seen = seen2.clone();
@@ -265,7 +289,53 @@ fn the_wire_shows_the_message_without_curve_and_not_with_it() {
             );
         }
         if curve {
-            assert!(contains(&wire, b"CURVE"), "the greeting names the mechanism");
+            assert!(
+                contains(&wire, b"CURVE"),
+                "the greeting names the mechanism"
+            );
         }
     }
+}
+
+/// libzmq applies ZMQ_MAXMSGSIZE to the encrypted frames, handshake included: a server whose
+/// requests are limited to 256 bytes (as `audit serve`'s) still lets a CURVE client in, and a
+/// 256-byte request still arrives.
+#[test]
+fn a_small_message_limit_still_lets_curve_in() {
+    let k = keys();
+    let ctx = zmq::Context::new();
+    let policy = ServerAuth {
+        curve_key: Some(k.server_pair.clone()),
+        ..ServerAuth::default()
+    };
+    let rep = ctx.socket(zmq::REP).expect("socket");
+    rep.set_linger(0).expect("linger");
+    rep.set_maxmsgsize(256).expect("limit");
+    let endpoint = zauth::bind(&ctx, &rep, "tcp://127.0.0.1:*", &policy).expect("bind");
+    // A second bind of the same socket does not widen the limit again.
+    zauth::bind(&ctx, &rep, "tcp://127.0.0.1:*", &policy).expect("second bind");
+    assert_eq!(
+        rep.get_maxmsgsize().expect("limit"),
+        zauth::CURVE_HANDSHAKE_BYTES_MAX
+    );
+    let c2 = zmq::Context::new();
+    let req = c2.socket(zmq::REQ).expect("socket");
+    req.set_linger(0).expect("linger");
+    req.set_maxmsgsize(256).expect("limit");
+    curve_client(&k, &k.server_pub, None)
+        .apply(&req)
+        .expect("curve");
+    req.connect(&endpoint).expect("connect");
+    req.send(vec![7u8; 256], 0).expect("send");
+    assert!(
+        rep.poll(zmq::POLLIN, 5_000).expect("poll") > 0,
+        "request arrived"
+    );
+    assert_eq!(rep.recv_bytes(0).expect("recv").len(), 256);
+    rep.send(vec![8u8; 256], 0).expect("reply");
+    assert!(
+        req.poll(zmq::POLLIN, 5_000).expect("poll") > 0,
+        "reply arrived"
+    );
+    assert_eq!(req.recv_bytes(0).expect("recv").len(), 256);
 }
