@@ -655,6 +655,10 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut on_bound = |ep: &str| {
         println!("listening {ep}");
         let _ = std::io::stdout().flush();
+        // systemd (Type=notify, deploy/systemd/): bound. A no-op without $NOTIFY_SOCKET.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            eprintln!("audit serve: warning: cannot notify systemd of readiness: {e}");
+        }
     };
     let stats = audit::serve_secure(&ctx, &a.dir, &a.bind, &policy, &stop, &mut on_bound)
         .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;

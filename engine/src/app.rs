@@ -1234,6 +1234,13 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // run
 
+/// Tells systemd the service is ready (`READY=1` to `$NOTIFY_SOCKET`; nothing without it).
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        eprintln!("engine: warning: cannot notify systemd of readiness: {e}");
+    }
+}
+
 /// `engine run --config FILE`.
 pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = ServiceConfig::from_file(&a.config)?;
@@ -1302,6 +1309,10 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
             EgressTarget::Push { endpoint, .. } => endpoint.clone(),
         }
     );
+    // systemd (Type=notify, deploy/systemd/): the ingress and metrics are bound, the journal
+    // recovered, the risk service reconciled and the journal's tail re-sent. A no-op without
+    // $NOTIFY_SOCKET.
+    notify_ready();
     let mut report = Report {
         command: "run".into(),
         input: bound,

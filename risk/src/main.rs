@@ -168,6 +168,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         out.flush().context("writing to stdout")?;
     }
+    // systemd (Type=notify, deploy/systemd/): bound and recovered. A no-op without
+    // $NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd of readiness: {e}");
+    }
     server.run(&stop, &reload).context("serving")?;
     let stats = server.service().stats();
     tracing::info!(
