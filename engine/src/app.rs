@@ -837,6 +837,15 @@ fn write_outputs(
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::Write::flush(&mut f)
             .with_context(|| format!("cannot write {}", path.display()))?;
+        // The same histogram in HdrHistogram's V2 compressed format, beside it.
+        let hdr = crate::latency::hdr_path_beside(path);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&hdr)
+                .with_context(|| format!("cannot create {}", hdr.display()))?,
+        );
+        crate::latency::write_hdr(&set.total, &mut f)
+            .with_context(|| format!("cannot write {}", hdr.display()))?;
+        std::io::Write::flush(&mut f).with_context(|| format!("cannot write {}", hdr.display()))?;
     }
     Ok(())
 }

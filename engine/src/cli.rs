@@ -185,7 +185,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
 
-    /// Write the latency percentile distribution here (HdrHistogram text format, µs).
+    /// Write the latency percentile distribution here (HdrHistogram text format, µs), and
+    /// the histogram itself beside it with the extension .hdr (HdrHistogram's V2 compressed
+    /// format, ns; what `bench plot` reads).
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 
