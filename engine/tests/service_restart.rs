@@ -35,9 +35,11 @@ fn start(config: &Path) -> (Child, String, Vec<String>) {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no start-up line; stderr so far: {before:?}"));
+        let Ok(line) = stderr.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no start-up line; stderr so far: {before:?}");
+        };
         if line.contains("ingress bound to ") {
             // Keep draining stderr so the engine never blocks on a full pipe.
             std::thread::spawn(move || while stderr.recv().is_ok() {});
