@@ -46,7 +46,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 BIN=$(cd "$BIN" && pwd)
 
-P=tt15          # namespace prefix
+P="tt$$"        # namespace prefix: one per run, so runs side by side do not collide
 HOSTS="engine risk sink audit"
 declare -A ADDR=([engine]=10.77.0.1 [risk]=10.77.0.2 [sink]=10.77.0.3 [audit]=10.77.0.4)
 WORK=$(mktemp -d /tmp/multihost.XXXXXX)
@@ -69,14 +69,14 @@ in_ns switch ip link set br0 up
 in_ns switch ip link set lo up
 for h in $HOSTS; do
   ip netns add "$P-$h"
-  ip link add "v-$h" type veth peer name eth0 netns "$P-$h"
-  ip link set "v-$h" netns "$P-switch"
+  # Both ends created inside the namespaces: nothing appears in the root namespace.
+  ip link add "v-$h" netns "$P-switch" type veth peer name eth0 netns "$P-$h"
   in_ns switch ip link set "v-$h" master br0 up
   in_ns "$h" ip addr add "${ADDR[$h]}/24" dev eth0
   in_ns "$h" ip link set eth0 up
   in_ns "$h" ip link set lo up
 done
-echo "namespaces: $(ip netns list | grep -c "^$P-") ($HOSTS, switch); subnet 10.77.0.0/24"
+echo "namespaces: $(ip netns list | grep -c "^$P-") ($HOSTS, switch; prefix $P-); subnet 10.77.0.0/24"
 
 # --- keys: one pair per host, outside any git work tree --------------------------------------
 K=$WORK/keys
