@@ -13,8 +13,9 @@
 # Binaries come from `cargo build --release --bins`, found through cargo (CARGO_TARGET_DIR is
 # respected: scripts/cargo-bins.sh). Needs python3 (a free TCP port for the audit feed).
 #
-# For every scenario it writes DIR/<scenario>.json (the replay report) and DIR/<scenario>.hgrm
-# (HdrHistogram percentile distribution, µs), DIR/sink/<scenario>.json (what the sink counted),
+# For every scenario it writes DIR/<scenario>.json (the replay report), DIR/<scenario>.hgrm
+# (HdrHistogram percentile distribution, µs) and DIR/<scenario>.hdr (the histogram in
+# HdrHistogram's V2 compressed format, ns; what bench plot reads), DIR/sink/<scenario>.json (what the sink counted),
 # then DIR/plots/ (bench plot) and DIR/summary.txt (bench summary: the scenarios side by side,
 # each target met or not). Every scenario gets a fresh risk-server, sink and journal; the risk
 # and the sink are separate processes over tcp loopback.
@@ -81,7 +82,7 @@ require_bins engine bench risk-server audit
 echo "    binaries in $BIN"
 
 mkdir -p "$OUT/sink"
-rm -f "$OUT"/*.json "$OUT"/*.hgrm "$OUT"/sink/*.json "$OUT/summary.txt"
+rm -f "$OUT"/*.json "$OUT"/*.hgrm "$OUT"/*.hdr "$OUT"/sink/*.json "$OUT/summary.txt"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
 PIDS=()
 SKIPPED=()
@@ -218,7 +219,7 @@ replay() {
     echo "==> $name: FAILED (engine exit status $status)"
     tail -n 5 "$WORK/engine-$name.log"
     FAILED+=("$name")
-    rm -f "$OUT/$name.json" "$OUT/$name.hgrm"
+    rm -f "$OUT/$name.json" "$OUT/$name.hgrm" "$OUT/$name.hdr"
     return 0
   fi
   echo "    audit verify of the journal: $(nohint "$BIN/audit" verify "$WORK/journal-$name" | tail -n 1)"
@@ -244,7 +245,7 @@ baseline() {
   if [ "$status" != 0 ]; then
     echo "==> $name: FAILED (exit status $status)"
     FAILED+=("$name")
-    rm -f "$OUT/$name.json" "$OUT/$name.hgrm"
+    rm -f "$OUT/$name.json" "$OUT/$name.hgrm" "$OUT/$name.hdr"
   fi
 }
 

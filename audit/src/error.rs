@@ -390,7 +390,8 @@ pub enum JournalError {
     /// The server refused this client during the ZeroMQ handshake (ZAP said no).
     #[error(
         "{endpoint} refused the connection (ZAP status {status}): wrong or missing credentials \
-         (--credentials), or this address is not in the server's allow-list"
+         (--credentials), this address is not in the server's allow-list, or this CURVE client \
+         key is not on the server's client list (--curve-key)"
     )]
     AuthRefused {
         /// The endpoint connected to.
@@ -402,7 +403,7 @@ pub enum JournalError {
     /// (one side PLAIN, the other none).
     #[error(
         "{endpoint}: security mechanism mismatch in the handshake (the server requires \
-         credentials and none were given, or the other way round)"
+         credentials or CURVE and none were given, or the other way round)"
     )]
     MechanismMismatch {
         /// The endpoint connected to.

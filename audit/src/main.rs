@@ -38,6 +38,9 @@ enum Cmd {
     Dump(DumpArgs),
     /// Make an Ed25519 key pair for checkpoints: PREFIX.key (secret, mode 0600), PREFIX.pub.
     Keygen(KeygenArgs),
+    /// Make a CURVE key pair for the encrypted links (docs/security.md): PREFIX.curve (the
+    /// pair, mode 0600) and PREFIX.curve.pub (the public key for peers and client lists).
+    CurveKeygen(CurveKeygenArgs),
     /// Answer gap-fill requests (REP) with records read from the journal files.
     Serve(ServeArgs),
     /// Follow the live feed, fill sequence gaps from `audit serve`, verify the chain.
@@ -128,6 +131,14 @@ struct ServerSecurityArgs {
     /// PLAIN authenticates but does not encrypt: the password crosses the network in clear.
     #[arg(long, value_name = "FILE")]
     plain_credentials: Option<PathBuf>,
+    /// CURVE: this server's key pair file (`audit curve-keygen`, mode 0600). Clients must
+    /// connect with its public key (the .curve.pub file); the link is encrypted.
+    #[arg(long, value_name = "FILE")]
+    curve_key: Option<PathBuf>,
+    /// CURVE: accept only the clients whose public keys are listed in FILE (z85, one per
+    /// line; their .curve.pub files concatenated). Needs --curve-key.
+    #[arg(long, value_name = "FILE", requires = "curve_key")]
+    curve_clients: Option<PathBuf>,
     /// Bind a remote endpoint without any authentication (anyone who can reach it may read
     /// the journal). Without this flag such a bind refuses to start.
     #[arg(long)]
@@ -139,6 +150,8 @@ impl ServerSecurityArgs {
         zauth::ServerAuth {
             allow: self.allow.clone(),
             plain_credentials: self.plain_credentials.clone(),
+            curve_key: self.curve_key.clone(),
+            curve_clients: self.curve_clients.clone(),
             insecure: self.insecure,
         }
     }
@@ -180,6 +193,30 @@ struct TailArgs {
     /// that refuses them ends the tail at once (exit 2).
     #[arg(long, value_name = "FILE")]
     credentials: Option<PathBuf>,
+    /// CURVE: the server's public key file (a .curve.pub from `audit curve-keygen`). Used on
+    /// both the feed and the gap-fill connection (give the engine and the `audit serve` beside
+    /// it the same key pair); a server with another key drops the handshake and the tail ends.
+    #[arg(long, value_name = "FILE")]
+    curve_server_key: Option<PathBuf>,
+    /// CURVE: this client's key pair file (mode 0600), for servers that accept only listed
+    /// client keys (--curve-clients). Without it a fresh key pair is made for the run.
+    #[arg(long, value_name = "FILE", requires = "curve_server_key")]
+    curve_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CurveKeygenArgs {
+    /// Path prefix: writes PREFIX.curve (the key pair, z85, mode 0600) and PREFIX.curve.pub
+    /// (the public key, mode 0644). Refused inside a git work tree (see --in-work-tree).
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+    /// Overwrite existing key files.
+    #[arg(long)]
+    force: bool,
+    /// Write the secret key even though PREFIX lies inside a git work tree (refused by
+    /// default: one `git add -A` would commit it).
+    #[arg(long)]
+    in_work_tree: bool,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Verify(a) => cmd_verify(a),
         Cmd::Dump(a) => cmd_dump(a),
         Cmd::Keygen(a) => cmd_keygen(a),
+        Cmd::CurveKeygen(a) => cmd_curve_keygen(a),
         Cmd::Serve(a) => cmd_serve(a),
         Cmd::Tail(a) => cmd_tail(a),
         Cmd::Recover(a) => cmd_recover(a),
@@ -569,6 +607,26 @@ fn cmd_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
 // keygen
 // ---------------------------------------------------------------------------------------------
 
+fn cmd_curve_keygen(a: CurveKeygenArgs) -> anyhow::Result<ExitCode> {
+    let (secret, _) = zauth::key_pair_paths(&a.out);
+    if let Some(root) = zauth::check_secret_location(&secret, a.in_work_tree)? {
+        eprintln!(
+            "audit curve-keygen: warning: {} is inside the git work tree {} (--in-work-tree): \
+             never commit it",
+            secret.display(),
+            root.display()
+        );
+    }
+    let key = zauth::CurveKeyPair::generate().context("making a CURVE key pair")?;
+    let (secret, public) = zauth::write_key_pair(&a.out, &key, a.force)
+        .with_context(|| format!("writing {}.curve and .curve.pub", a.out.display()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "secret key pair: {} (mode 0600)", secret.display())?;
+    writeln!(out, "public key:      {}", public.display())?;
+    writeln!(out, "public key z85:  {}", key.public_z85())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
     let secret = audit::key_file_paths(&a.out).0;
     let dir = match secret.parent() {
@@ -657,6 +715,10 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut on_bound = |ep: &str| {
         println!("listening {ep}");
         let _ = std::io::stdout().flush();
+        // systemd (Type=notify, deploy/systemd/): bound. A no-op without $NOTIFY_SOCKET.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            eprintln!("audit serve: warning: cannot notify systemd of readiness: {e}");
+        }
     };
     let stats = audit::serve_secure(&ctx, &a.dir, &a.bind, &policy, &stop, &mut on_bound)
         .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
@@ -686,6 +748,11 @@ fn cmd_tail(a: TailArgs) -> anyhow::Result<ExitCode> {
     opts.request_timeout_ms = a.request_timeout_ms;
     if let Some(path) = &a.credentials {
         opts.client_auth = zauth::ClientAuth::from_file(path).context("--credentials")?;
+    }
+    if let Some(server_key) = &a.curve_server_key {
+        opts.client_auth = std::mem::take(&mut opts.client_auth)
+            .with_curve(server_key, a.curve_key.as_deref())
+            .context("--curve-server-key / --curve-key")?;
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -423,7 +423,7 @@ fn the_documents_state_the_limits_and_flags_the_code_uses() {
         format!("at most {} KiB of a key file", KEY_FILE_BYTES_MAX >> 10),
         zauth::ZAP_ENDPOINT.to_owned(),
         format!("domain `{}`", zauth::ZAP_DOMAIN),
-        "the_default_build_has_no_curve".to_owned(),
+        "curve_is_in_the_default_build".to_owned(),
         "without_a_handler_libzmq_lets_anyone_in".to_owned(),
     ] {
         let flat = security.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -81,7 +81,8 @@ pub struct BaselineArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Write the latency distribution (HdrHistogram text format, µs) here.
+    /// Write the latency distribution (HdrHistogram text format, µs) here, and the histogram
+    /// beside it with the extension .hdr (HdrHistogram's V2 compressed format, ns).
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
 }
@@ -412,6 +413,15 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
         write_hgrm(&all.total, &mut f)
             .and_then(|()| f.flush())
             .with_context(|| format!("cannot write {}", path.display()))?;
+        // The histogram in HdrHistogram's V2 compressed format, beside it (`bench plot`).
+        let hdr = engine::latency::hdr_path_beside(path);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&hdr)
+                .with_context(|| format!("cannot create {}", hdr.display()))?,
+        );
+        engine::latency::write_hdr(&all.total, &mut f)
+            .and_then(|()| f.flush())
+            .with_context(|| format!("cannot write {}", hdr.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

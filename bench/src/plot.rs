@@ -7,14 +7,18 @@
 //!   (`rate max`, `rate 10000/s`; absent counts as `rate max`) and `threading` (`{"mode": …}`).
 //!   Other keys (`journal`, …) are ignored. A JSON file without `throughput_per_s` is not a replay report and
 //!   is skipped with a note on stderr; a file that is not JSON at all is an error.
+//! - `<scenario>.hdr`: the latency histogram in HdrHistogram's own serialization (V2, DEFLATE
+//!   compressed, values in ns; `engine::latency::write_hdr`, written beside every `--hgrm`),
+//!   read back with the `hdrhistogram` crate's `Deserializer` ([`parse_hdr`]).
 //! - `<scenario>.hgrm`: HdrHistogram's standard percentile-distribution text (columns `Value`,
 //!   `Percentile`, `TotalCount`, `1/(1-Percentile)`; `#[Mean …]`, `#[Max …]` footer lines), with
-//!   values in microseconds. `engine::latency::write_hgrm` writes it from a histogram.
+//!   values in microseconds. `engine::latency::write_hgrm` writes it from a histogram. Parsed
+//!   only for a scenario without a `.hdr` (results written before the `.hdr` existed).
 //!
 //! Output, in `--out` (default `RESULTS_DIR/plots`), each as PNG and SVG:
 //! - `latency.{png,svg}`: one percentile curve per scenario on HdrHistogram's usual axis:
 //!   x = 1/(1-p) on a log scale from 50 % to 99.999 %, y = latency in µs (log scale). The curve
-//!   comes from the `.hgrm` when there is one, else from the report's five percentiles (drawn
+//!   comes from the `.hdr` (or `.hgrm`) when there is one, else from the report's five percentiles (drawn
 //!   with markers, since they are only five points). Baselines are drawn in red/orange. The
 //!   threading modes of one scenario (`tcp-10k-auto`, `tcp-10k-dedicated`) share a colour, side
 //!   by side: `dedicated` dashed, the others solid. A `--rate max` curve is labelled
@@ -139,8 +143,16 @@ pub enum PlotError {
         /// What was expected.
         reason: String,
     },
+    /// A `.hdr` file is not an HdrHistogram serialized histogram.
+    #[error("{path}: not an HdrHistogram V2 histogram: {reason}")]
+    Hdr {
+        /// The histogram file.
+        path: PathBuf,
+        /// What the deserializer said.
+        reason: String,
+    },
     /// Neither reports nor histograms were found.
-    #[error("{dir}: no replay reports (*.json) or latency histograms (*.hgrm) to plot")]
+    #[error("{dir}: no replay reports (*.json) or latency histograms (*.hdr, *.hgrm) to plot")]
     Empty {
         /// The results directory.
         dir: PathBuf,
@@ -369,6 +381,14 @@ pub fn load_scenarios(dir: &Path) -> Result<Vec<Scenario>, PlotError> {
                     ),
                 }
             }
+            "hdr" => {
+                let bytes = fs::read(&path).map_err(io_err(&path))?;
+                let dist = parse_hdr(&path, &bytes)?;
+                scenario_entry(&mut by_name, stem).distribution = Some(dist);
+            }
+            // The text is read back only for a scenario without its `.hdr` (results written
+            // before the engine wrote both).
+            "hgrm" if path.with_extension("hdr").is_file() => {}
             "hgrm" => {
                 let text = fs::read_to_string(&path).map_err(io_err(&path))?;
                 let dist = parse_hgrm(&path, &text)?;
@@ -422,6 +442,35 @@ pub fn parse_report(path: &Path, text: &str) -> Result<Option<Report>, PlotError
         }
     }
     Ok(Some(report))
+}
+
+/// Reads a histogram in HdrHistogram's serialized form (`engine::latency::write_hdr`: V2,
+/// compressed or not; values in ns) and gives its percentile distribution in µs, with the same
+/// iteration (5 ticks per half distance) as the `.hgrm` text.
+pub fn parse_hdr(path: &Path, bytes: &[u8]) -> Result<PercentileDistribution, PlotError> {
+    let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &bytes[..])
+        .map_err(|e| PlotError::Hdr {
+            path: path.to_path_buf(),
+            reason: format!("{e:?}"),
+        })?;
+    const SCALE: f64 = 1e3; // ns → µs
+    let mut points = Vec::new();
+    let mut total: u64 = 0;
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            total = total.saturating_add(v.count_since_last_iteration());
+            points.push(PercentilePoint {
+                value: v.value_iterated_to() as f64 / SCALE,
+                percentile: v.quantile_iterated_to(),
+                total_count: total,
+            });
+        }
+    }
+    Ok(PercentileDistribution {
+        points,
+        max: (!h.is_empty()).then(|| h.max() as f64 / SCALE),
+    })
 }
 
 /// Parses HdrHistogram's percentile-distribution text.
@@ -1262,6 +1311,40 @@ mod tests {
         let err = plot_dir(dir.path(), &dir.path().join("plots")).unwrap_err();
         assert!(matches!(err, PlotError::Empty { .. }));
         assert!(err.to_string().contains(&dir.path().display().to_string()));
+    }
+
+    /// `bench plot` reads the `.hdr` (HdrHistogram's V2 serialization) and gives the same
+    /// distribution as the histogram; beside a `.hgrm` that says otherwise, the `.hdr` wins.
+    #[test]
+    fn hdr_files_are_read_back_and_win_over_the_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = histogram(20_000, 10_000);
+        let mut f = fs::File::create(dir.path().join("s.hdr")).unwrap();
+        engine::latency::write_hdr(&h, &mut f).unwrap();
+        drop(f);
+        // A text distribution of another histogram under the same name.
+        let mut f = fs::File::create(dir.path().join("s.hgrm")).unwrap();
+        engine::latency::write_hgrm(&histogram(900_000, 100), &mut f).unwrap();
+        drop(f);
+        let scenarios = load_scenarios(dir.path()).unwrap();
+        assert_eq!(scenarios.len(), 1);
+        let d = scenarios[0].distribution.as_ref().unwrap();
+        let last = d.points.last().unwrap();
+        assert_eq!(last.percentile, 1.0);
+        assert_eq!(last.total_count, 10_000);
+        assert!((d.max.unwrap() - h.max() as f64 / 1000.0).abs() < 1e-9);
+        let median = d.points.iter().find(|p| p.percentile >= 0.5).unwrap();
+        let expected = h.value_at_quantile(0.5) as f64 / 1000.0;
+        assert!((median.value - expected).abs() / expected < 0.01);
+        // The same rows as the text of the same histogram.
+        let mut text = Vec::new();
+        engine::latency::write_hgrm(&h, &mut text).unwrap();
+        let from_text = parse_hgrm(Path::new("x.hgrm"), &String::from_utf8(text).unwrap()).unwrap();
+        assert_eq!(from_text.points.len(), d.points.len());
+        // Garbage is named.
+        fs::write(dir.path().join("s.hdr"), b"not a histogram").unwrap();
+        let err = load_scenarios(dir.path()).unwrap_err();
+        assert!(matches!(err, PlotError::Hdr { .. }), "{err}");
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub struct SinkArgs {
     #[arg(long, value_name = "FILE")]
     pub plain_credentials: Option<PathBuf>,
 
+    /// CURVE: the sink's key pair file (`audit curve-keygen`, mode 0600); the engine's egress
+    /// connects with its public key (`security.egress_server_key`, `--egress-server-key`).
+    #[arg(long, value_name = "FILE")]
+    pub curve_key: Option<PathBuf>,
+
+    /// CURVE: accept only the clients whose public keys are listed in FILE (z85, one per
+    /// line). Needs --curve-key.
+    #[arg(long, value_name = "FILE", requires = "curve_key")]
+    pub curve_clients: Option<PathBuf>,
+
     /// Allow binding a non-loopback endpoint without any authentication. Refused without
     /// this flag.
     #[arg(long)]
@@ -346,6 +356,8 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     let auth = zauth::ServerAuth {
         allow: args.allow.clone(),
         plain_credentials: args.plain_credentials.clone(),
+        curve_key: args.curve_key.clone(),
+        curve_clients: args.curve_clients.clone(),
         insecure: args.insecure,
     };
     // A ZAP handler runs only when the sink authenticates; `zauth::bind` refuses a remote

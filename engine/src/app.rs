@@ -455,8 +455,9 @@ fn probe_risk_handshakes(
         {
             None | Some(zauth::Handshake::Succeeded) => {}
             Some(refused) => bail!(
-                "risk service {ep} {refused} (engine: [security] credentials in engine.toml, \
-                 --credentials for replay)"
+                "risk service {ep} {refused} (engine: [security] credentials or \
+                 risk_server_key / curve_key in engine.toml, --credentials or --risk-server-key \
+                 / --curve-key for replay)"
             ),
         }
     }
@@ -482,7 +483,8 @@ fn watch_egress(ctx: &zmq::Context, socket: &zmq::Socket, endpoint: &str) -> any
                     eprintln!(
                         "engine: error: egress {endpoint} {refused}; accepted orders cannot be \
                          delivered, so the engine stops (exit 1). Every decision is in the \
-                         journal: fix the credentials ([security] credentials, --credentials) \
+                         journal: fix the credentials ([security] credentials or \
+                         egress_server_key, --credentials or --egress-server-key) \
                          and restart (replay: --resume) to re-send the journal's tail"
                     );
                     std::process::exit(1);
@@ -587,7 +589,7 @@ fn connect_links(
     risk: &RiskSettings,
     egress: &EgressTarget,
     stages: &StageSettings,
-    client: &zauth::ClientAuth,
+    security: &SecuritySettings,
     journal_dir: &Path,
     opened: &mut OpenedJournal,
 ) -> anyhow::Result<Links> {
@@ -601,9 +603,9 @@ fn connect_links(
         opened.checker.take(),
         resume_dir,
         last.as_ref(),
-        client,
+        &security.client,
     )?;
-    let egress = connect_egress(ctx, egress, client)?;
+    let egress = connect_egress(ctx, egress, &security.egress_client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(&stop)?;
@@ -783,6 +785,15 @@ fn write_outputs(
             "engine: latency distribution (HdrHistogram percentiles, µs) written to {}",
             path.display()
         );
+        // The same histogram in HdrHistogram's V2 compressed format, beside it.
+        let hdr = crate::latency::hdr_path_beside(path);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&hdr)
+                .with_context(|| format!("cannot create {}", hdr.display()))?,
+        );
+        crate::latency::write_hdr(&set.total, &mut f)
+            .with_context(|| format!("cannot write {}", hdr.display()))?;
+        std::io::Write::flush(&mut f).with_context(|| format!("cannot write {}", hdr.display()))?;
     }
     Ok(())
 }
@@ -809,6 +820,10 @@ const SECURITY_FLAG_KEYS: SecurityKeys = SecurityKeys {
     allow: "--allow",
     plain_credentials: "--plain-credentials",
     insecure: "--insecure",
+    curve_key: "--curve-key",
+    curve_clients: "--curve-clients",
+    risk_server_key: "--risk-server-key",
+    egress_server_key: "--egress-server-key",
 };
 
 fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
@@ -877,6 +892,12 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         &a.allow,
         a.plain_credentials.as_deref(),
         a.insecure,
+        crate::config::CurveFiles {
+            key: a.curve_key.as_deref(),
+            clients: a.curve_clients.as_deref(),
+            risk_server_key: a.risk_server_key.as_deref(),
+            egress_server_key: a.egress_server_key.as_deref(),
+        },
         &bound,
     );
     let egress = if a.out == "none" {
@@ -1094,7 +1115,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         &s.risk,
         &s.egress,
         &s.stages,
-        &s.security.client,
+        &s.security,
         &s.journal.dir,
         &mut opened,
     )?;
@@ -1244,6 +1265,13 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // run
 
+/// Tells systemd the service is ready (`READY=1` to `$NOTIFY_SOCKET`; nothing without it).
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        eprintln!("engine: warning: cannot notify systemd of readiness: {e}");
+    }
+}
+
 /// `engine run --config FILE`.
 pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = ServiceConfig::from_file(&a.config)?;
@@ -1272,7 +1300,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         &cfg.risk,
         &cfg.egress,
         &cfg.stages,
-        &cfg.security.client,
+        &cfg.security,
         &cfg.journal.dir,
         &mut opened,
     )?;
@@ -1333,6 +1361,10 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         stop,
         ..
     } = links;
+    // systemd (Type=notify, deploy/systemd/): the ingress and metrics are bound, the journal
+    // recovered, the risk service reconciled and the journal's tail re-sent. A no-op without
+    // $NOTIFY_SOCKET.
+    notify_ready();
     let mut report = Report {
         command: "run".into(),
         input: bound,

@@ -188,6 +188,26 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub insecure: bool,
 
+    /// CURVE: the engine's key pair file (`audit curve-keygen`, mode 0600). The --audit-pub
+    /// feed becomes a CURVE server with it (subscribers give its .curve.pub), and the risk and
+    /// egress connections use it as their client key (else a fresh pair per run).
+    #[arg(long, value_name = "FILE")]
+    pub curve_key: Option<PathBuf>,
+
+    /// CURVE: accept on --audit-pub only the subscribers whose public keys are in FILE (z85,
+    /// one per line). Needs --curve-key.
+    #[arg(long, value_name = "FILE")]
+    pub curve_clients: Option<PathBuf>,
+
+    /// CURVE: the risk-servers' public key file (their .curve.pub): the risk link is
+    /// encrypted, and a server without the matching secret key is refused at start-up.
+    #[arg(long, value_name = "FILE")]
+    pub risk_server_key: Option<PathBuf>,
+
+    /// CURVE: the downstream's (--out) public key file: the egress link is encrypted.
+    #[arg(long, value_name = "FILE")]
+    pub egress_server_key: Option<PathBuf>,
+
     /// Where accepted orders go: a PUSH endpoint to connect to (e.g. a `bench sink`), or
     /// `none` to only measure.
     #[arg(long, default_value = "none", value_name = "ENDPOINT|none")]
@@ -220,7 +240,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
 
-    /// Write the latency percentile distribution here (HdrHistogram text format, µs).
+    /// Write the latency percentile distribution here (HdrHistogram text format, µs), and
+    /// the histogram itself beside it with the extension .hdr (HdrHistogram's V2 compressed
+    /// format, ns; what `bench plot` reads).
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 

@@ -193,8 +193,30 @@ pub struct SecuritySettings {
     pub allow: Vec<ipnet::IpNet>,
     /// `USER:PASSWORD` file (mode 0600) the bound sockets' peers must log in with.
     pub plain_credentials: Option<PathBuf>,
+    /// The engine's CURVE key pair file: the bound sockets are CURVE servers with it, and the
+    /// client sockets use it as their own key.
+    pub curve_key: Option<PathBuf>,
+    /// Client public keys the bound sockets accept over CURVE.
+    pub curve_clients: Option<PathBuf>,
+    /// The egress PUSH socket's credentials: `client`'s PLAIN login, or CURVE with the
+    /// downstream's public key (`egress_server_key`); `client` itself carries the risk
+    /// server's key.
+    pub egress_client: zauth::ClientAuth,
     /// Accept unauthenticated peers on remote endpoints.
     pub insecure: bool,
+}
+
+/// The CURVE files of the security settings (docs/security.md, "CURVE").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CurveFiles<'a> {
+    /// The engine's key pair (`curve_key`).
+    pub key: Option<&'a Path>,
+    /// Client public keys its bound sockets accept (`curve_clients`).
+    pub clients: Option<&'a Path>,
+    /// The risk-servers' public key (`risk_server_key`).
+    pub risk_server_key: Option<&'a Path>,
+    /// The downstream's public key (`egress_server_key`).
+    pub egress_server_key: Option<&'a Path>,
 }
 
 impl SecuritySettings {
@@ -203,6 +225,8 @@ impl SecuritySettings {
         zauth::ServerAuth {
             allow: self.allow.clone(),
             plain_credentials: self.plain_credentials.clone(),
+            curve_key: self.curve_key.clone(),
+            curve_clients: self.curve_clients.clone(),
             insecure: self.insecure,
         }
     }
@@ -220,6 +244,14 @@ pub struct SecurityKeys {
     pub plain_credentials: &'static str,
     /// Insecure flag.
     pub insecure: &'static str,
+    /// The engine's CURVE key pair.
+    pub curve_key: &'static str,
+    /// CURVE client-key list.
+    pub curve_clients: &'static str,
+    /// The risk-servers' CURVE public key.
+    pub risk_server_key: &'static str,
+    /// The downstream's CURVE public key.
+    pub egress_server_key: &'static str,
 }
 
 /// The `[security]` keys of engine.toml.
@@ -228,12 +260,17 @@ pub const SECURITY_TOML_KEYS: SecurityKeys = SecurityKeys {
     allow: "security.allow",
     plain_credentials: "security.plain_credentials",
     insecure: "security.insecure",
+    curve_key: "security.curve_key",
+    curve_clients: "security.curve_clients",
+    risk_server_key: "security.risk_server_key",
+    egress_server_key: "security.egress_server_key",
 };
 
 /// Validates security settings: the client credentials file is read (mode 0600, a
 /// `USER:PASSWORD` line), the server credentials file too, every allow-list entry is a
 /// network, and each bound endpoint in `bound` (`(key, endpoint)`) that is remote has
 /// authentication or `insecure`.
+#[allow(clippy::too_many_arguments)] // one per setting, named at each call site
 pub fn check_security(
     p: &mut Problems,
     keys: SecurityKeys,
@@ -241,6 +278,7 @@ pub fn check_security(
     allow: &[String],
     plain_credentials: Option<&Path>,
     insecure: bool,
+    curve: CurveFiles<'_>,
     bound: &[(&str, &str)],
 ) -> SecuritySettings {
     let client = match credentials {
@@ -267,11 +305,70 @@ pub fn check_security(
             Err(e) => p.add(keys.plain_credentials, e.to_string()),
         }
     }
+    if let Some(f) = curve.key {
+        if let Err(e) = zauth::read_key_pair(f) {
+            p.add(keys.curve_key, e.to_string());
+        }
+    }
+    if let Some(f) = curve.clients {
+        match zauth::read_public_keys(f) {
+            Ok(k) if k.is_empty() => p.add(
+                keys.curve_clients,
+                format!("{} holds no public key", f.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => p.add(keys.curve_clients, e.to_string()),
+        }
+        if curve.key.is_none() {
+            p.add(
+                keys.curve_clients,
+                format!("needs {} (the engine's own key pair)", keys.curve_key),
+            );
+        }
+    }
+    if curve.key.is_some() && plain_credentials.is_some() {
+        p.add(
+            keys.plain_credentials,
+            format!(
+                "and {} are both set: a socket uses one mechanism",
+                keys.curve_key
+            ),
+        );
+    }
+    // The client sockets: CURVE towards a server whose public key is given, with the engine's
+    // key pair (or a fresh one); PLAIN otherwise.
+    let with_server_key = |p: &mut Problems, key_name: &str, server_key: Option<&Path>| {
+        let Some(server_key) = server_key else {
+            return client.clone();
+        };
+        if client.plain.is_some() {
+            p.add(
+                key_name,
+                format!(
+                    "and {} are both set: a socket uses one mechanism",
+                    keys.credentials
+                ),
+            );
+            return client.clone();
+        }
+        client
+            .clone()
+            .with_curve(server_key, curve.key)
+            .unwrap_or_else(|e| {
+                p.add(key_name, e.to_string());
+                client.clone()
+            })
+    };
+    let risk_client = with_server_key(p, keys.risk_server_key, curve.risk_server_key);
+    let egress_client = with_server_key(p, keys.egress_server_key, curve.egress_server_key);
     let s = SecuritySettings {
         credentials_file: credentials.map(Path::to_path_buf),
-        client,
+        client: risk_client,
         allow: nets,
         plain_credentials: plain_credentials.map(Path::to_path_buf),
+        curve_key: curve.key.map(Path::to_path_buf),
+        curve_clients: curve.clients.map(Path::to_path_buf),
+        egress_client,
         insecure,
     };
     let auth = s.server_auth();
@@ -282,8 +379,8 @@ pub fn check_security(
                     *key,
                     format!(
                         "{endpoint} is not loopback or ipc: bound sockets there need \
-                         authentication ({} or {}), or {} to accept anyone",
-                        keys.allow, keys.plain_credentials, keys.insecure
+                         authentication ({}, {} or {}), or {} to accept anyone",
+                        keys.allow, keys.plain_credentials, keys.curve_clients, keys.insecure
                     ),
                 );
             }
@@ -401,6 +498,10 @@ struct RawSecurity {
     allow: Option<Vec<String>>,
     plain_credentials: Option<PathBuf>,
     insecure: Option<bool>,
+    curve_key: Option<PathBuf>,
+    curve_clients: Option<PathBuf>,
+    risk_server_key: Option<PathBuf>,
+    egress_server_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1088,6 +1189,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         rsec.allow.as_deref().unwrap_or_default(),
         rsec.plain_credentials.as_deref(),
         rsec.insecure.unwrap_or(false),
+        CurveFiles {
+            key: rsec.curve_key.as_deref(),
+            clients: rsec.curve_clients.as_deref(),
+            risk_server_key: rsec.risk_server_key.as_deref(),
+            egress_server_key: rsec.egress_server_key.as_deref(),
+        },
         &bound,
     );
 

@@ -279,10 +279,48 @@ pub fn write_hgrm(h: &Histogram<u64>, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `h` (recorded in ns) in HdrHistogram's own binary format: the V2 encoding, DEFLATE
+/// compressed (`V2DeflateSerializer`, cookie `0x1c849314`), readable by every HdrHistogram
+/// implementation (Java's `Histogram.decodeFromCompressedByteBuffer`, HdrHistogram_c, the
+/// `hdrhistogram` crate's `Deserializer`). Values stay in ns; `bench plot` reads these files.
+pub fn write_hdr(h: &Histogram<u64>, out: &mut impl Write) -> io::Result<()> {
+    use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+    V2DeflateSerializer::new()
+        .serialize(h, out)
+        .map(|_| ())
+        .map_err(|e| io::Error::other(format!("serializing the histogram: {e:?}")))
+}
+
+/// The `.hdr` file written beside a `.hgrm` one: the same path with the extension `hdr`
+/// (`report.hgrm` → `report.hdr`).
+pub fn hdr_path_beside(hgrm: &std::path::Path) -> std::path::PathBuf {
+    hgrm.with_extension("hdr")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn hdr_round_trips_through_the_crates_deserializer() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for v in [1_000u64, 2_000, 2_000, 50_000, 7_000_000] {
+            h.record(v).unwrap();
+        }
+        let mut bytes = Vec::new();
+        write_hdr(&h, &mut bytes).unwrap();
+        // The V2 compressed cookie, big-endian, opens the file.
+        assert_eq!(&bytes[..4], &0x1c84_9314u32.to_be_bytes());
+        let back: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        assert_eq!(back, h);
+        assert_eq!(
+            hdr_path_beside(std::path::Path::new("r/x.hgrm")),
+            std::path::PathBuf::from("r/x.hdr")
+        );
+    }
 
     #[test]
     fn records_breakdown_and_skips_warmup() {

@@ -68,6 +68,16 @@ struct Args {
     #[arg(long, value_name = "MODE", default_value = "detailed", value_parser = parse_json_replies)]
     json_replies: JsonReplies,
 
+    /// CURVE: this server's key pair file (`audit curve-keygen`, mode 0600). Clients must
+    /// connect with its public key (the .curve.pub file); the link is encrypted.
+    #[arg(long, value_name = "FILE")]
+    curve_key: Option<PathBuf>,
+
+    /// CURVE: accept only the clients whose public keys are listed in FILE (z85, one per
+    /// line; their .curve.pub files concatenated). Needs --curve-key.
+    #[arg(long, value_name = "FILE", requires = "curve_key")]
+    curve_clients: Option<PathBuf>,
+
     /// Allow binding a non-loopback endpoint without any authentication (anyone who can reach
     /// it may send orders and admin requests). Refused without this flag.
     #[arg(long)]
@@ -160,6 +170,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let auth = zauth::ServerAuth {
         allow: args.allow.clone(),
         plain_credentials: args.plain_credentials.clone(),
+        curve_key: args.curve_key.clone(),
+        curve_clients: args.curve_clients.clone(),
         insecure: args.insecure,
     };
     if args.insecure {
@@ -175,6 +187,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "listening on {ep}").context("writing to stdout")?;
         }
         out.flush().context("writing to stdout")?;
+    }
+    // systemd (Type=notify, deploy/systemd/): bound and recovered. A no-op without
+    // $NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd of readiness: {e}");
     }
     server.run(&stop, &reload).context("serving")?;
     let stats = server.service().stats();

@@ -462,6 +462,7 @@ fn plain_credentials_refuse_wrong_passwords_and_serve_right_ones() {
         s.set_linger(0).unwrap();
         zauth::ClientAuth {
             plain: Some((user.into(), pass.into())),
+            ..zauth::ClientAuth::default()
         }
         .apply(&s)
         .unwrap();

@@ -19,11 +19,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! PLAIN sends the password in clear text: it authenticates, it does not encrypt. The `zmq`
-//! crate's vendored libzmq is built without libsodium, so CURVE encryption is not available in
-//! the default build ([`curve_available`] says so at run time; see `docs/security.md`).
+//! PLAIN sends the password in clear text: it authenticates, it does not encrypt. CURVE
+//! (CurveZMQ) encrypts and authenticates: the workspace builds libzmq against a libsodium
+//! compiled from source (`vendor/zmq-sys`, see `docs/security.md`), so [`curve_available`] is
+//! true in the default build. A server socket takes its key pair from [`ServerAuth::curve_key`]
+//! and, with [`ServerAuth::curve_clients`], lets in only the listed client public keys; a client
+//! sets [`ClientAuth::curve`] (the server's public key and its own pair).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod curve;
+pub use curve::{
+    check_secret_location, git_work_tree, key_pair_paths, read_key_pair, read_public_key,
+    read_public_keys, write_key_pair, CurveClient, CurveKeyPair,
+};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,9 +64,68 @@ pub enum AuthError {
     /// A remote endpoint would be bound without any authentication.
     #[error(
         "refusing to bind {0}: it is not loopback or ipc, and no authentication is configured \
-         (give an address allow-list or PLAIN credentials, or pass --insecure to accept anyone)"
+         (give an address allow-list, PLAIN credentials or a CURVE client-key list, or pass \
+         --insecure to accept anyone)"
     )]
     InsecureRemote(String),
+    /// The linked libzmq has no CURVE.
+    #[error("CURVE is not available: the linked libzmq was built without libsodium")]
+    CurveUnavailable,
+    /// PLAIN and CURVE asked of one socket: a socket has one security mechanism.
+    #[error(
+        "PLAIN credentials and CURVE are both configured: a socket uses one mechanism (CURVE \
+         encrypts and authenticates by key; drop the PLAIN credentials)"
+    )]
+    PlainAndCurve,
+    /// A client-key list without the server's own key pair.
+    #[error("a CURVE client-key list needs the server's CURVE key pair too")]
+    CurveClientsWithoutKey,
+    /// A key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    KeyIo {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A secret key file is readable by others.
+    #[error(
+        "key file {path} has mode {mode:o}: it must not be readable by group or others (chmod 600)"
+    )]
+    KeyMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A line of a key file is not a z85 key (the line itself is never quoted).
+    #[error("key file {path}, line {line}: expected `public-key = Z85`, `secret-key = Z85` or a bare 40-character z85 key")]
+    KeySyntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A key file lacks what it must hold.
+    #[error("key file {path} must hold {what}")]
+    KeyMissing {
+        /// The file.
+        path: PathBuf,
+        /// What it must hold.
+        what: &'static str,
+    },
+    /// A secret key would be written inside a git work tree.
+    #[error(
+        "refusing to write the secret key {path} inside the git work tree {root}: one `git add \
+         -A` would commit it. Write it outside the repository (e.g. --out ~/.titanic/NAME), or \
+         pass --in-work-tree if you really mean it"
+    )]
+    SecretInWorkTree {
+        /// The secret key file.
+        path: PathBuf,
+        /// The work tree's root.
+        root: PathBuf,
+    },
     /// The credentials file could not be read.
     #[error("credentials file {path}: {source}")]
     CredentialsIo {
@@ -167,6 +235,13 @@ pub struct ServerAuth {
     pub allow: Vec<IpNet>,
     /// A file of `USER:PASSWORD` lines (mode 0600); when set, peers must log in with PLAIN.
     pub plain_credentials: Option<PathBuf>,
+    /// The server's CURVE key pair file (`audit curve-keygen`, mode 0600); when set, the socket
+    /// is a CURVE server: every peer must speak CURVE with this server's public key, and the
+    /// link is encrypted.
+    pub curve_key: Option<PathBuf>,
+    /// A file of client public keys (z85, one per line); when set, only those clients get in
+    /// (checked by the ZAP handler). Needs `curve_key`.
+    pub curve_clients: Option<PathBuf>,
     /// Accept unauthenticated peers on remote endpoints (the operator's explicit choice).
     pub insecure: bool,
 }
@@ -176,15 +251,36 @@ impl fmt::Debug for ServerAuth {
         f.debug_struct("ServerAuth")
             .field("allow", &self.allow)
             .field("plain_credentials", &self.plain_credentials)
+            .field("curve_key", &self.curve_key)
+            .field("curve_clients", &self.curve_clients)
             .field("insecure", &self.insecure)
             .finish()
     }
 }
 
 impl ServerAuth {
-    /// Whether any authentication is configured (so a ZAP handler must run).
+    /// Whether any authentication is configured (so a ZAP handler must run). A CURVE key pair
+    /// alone encrypts but lets in any client that knows the server's public key: it counts
+    /// only with a client-key list (or an address allow-list or PLAIN).
     pub fn is_configured(&self) -> bool {
-        !self.allow.is_empty() || self.plain_credentials.is_some()
+        !self.allow.is_empty() || self.plain_credentials.is_some() || self.curve_clients.is_some()
+    }
+
+    /// The settings that cannot go together: PLAIN with CURVE, a client list without a key
+    /// pair, CURVE without a libzmq that has it.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        if self.curve_clients.is_some() && self.curve_key.is_none() {
+            return Err(AuthError::CurveClientsWithoutKey);
+        }
+        if self.curve_key.is_some() {
+            if self.plain_credentials.is_some() {
+                return Err(AuthError::PlainAndCurve);
+            }
+            if !curve_available() {
+                return Err(AuthError::CurveUnavailable);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -248,8 +344,25 @@ pub fn bind(
     policy: &ServerAuth,
 ) -> Result<String, AuthError> {
     let scope = scope(endpoint)?;
+    policy.validate()?;
     if scope == Scope::Remote && !policy.is_configured() && !policy.insecure {
         return Err(AuthError::InsecureRemote(endpoint.to_owned()));
+    }
+    if let (Some(path), true) = (&policy.curve_key, scope != Scope::InProcess) {
+        let key = read_key_pair(path)?;
+        // Once per socket (a socket may bind several endpoints).
+        if !socket
+            .is_curve_server()
+            .map_err(zerr("reading ZMQ_CURVE_SERVER"))?
+        {
+            widen_for_curve(socket)?;
+        }
+        socket
+            .set_curve_server(true)
+            .map_err(zerr("enabling the CURVE server"))?;
+        socket
+            .set_curve_secretkey(key.secret())
+            .map_err(zerr("setting the CURVE secret key"))?;
     }
     if policy.is_configured() && scope != Scope::InProcess {
         if !handler_running(ctx)? {
@@ -277,16 +390,49 @@ pub fn bind(
         .unwrap_or(target))
 }
 
-/// Whether the linked libzmq supports CURVE encryption (false for the default vendored build).
+/// Bytes a CURVE `MESSAGE` command adds to each frame on the wire (libzmq 4.3: the command name
+/// and its size byte, an 8-byte nonce, a 16-byte MAC and the flags byte: 34), rounded up.
+pub const CURVE_MESSAGE_OVERHEAD_BYTES: i64 = 64;
+/// The largest CURVE handshake command (`INITIATE`: cookie, nonce, vouch, client key and the
+/// socket's metadata, about 300 bytes), rounded up generously.
+pub const CURVE_HANDSHAKE_BYTES_MAX: i64 = 1024;
+
+/// libzmq applies `ZMQ_MAXMSGSIZE` to the frames on the wire, which under CURVE are the
+/// encrypted commands: the handshake's (up to [`CURVE_HANDSHAKE_BYTES_MAX`]) and each
+/// message's box ([`CURVE_MESSAGE_OVERHEAD_BYTES`] more than the plaintext). A socket with a
+/// limit for its plaintext gets the limit raised by that much (and to at least the handshake),
+/// so a 256-byte request limit does not refuse every CURVE handshake; the programs still check
+/// their own limits on what they receive. No limit (-1) stays none.
+fn widen_for_curve(socket: &zmq::Socket) -> Result<(), AuthError> {
+    let limit = socket
+        .get_maxmsgsize()
+        .map_err(zerr("reading ZMQ_MAXMSGSIZE"))?;
+    if limit >= 0 {
+        socket
+            .set_maxmsgsize(
+                limit
+                    .saturating_add(CURVE_MESSAGE_OVERHEAD_BYTES)
+                    .max(CURVE_HANDSHAKE_BYTES_MAX),
+            )
+            .map_err(zerr("raising ZMQ_MAXMSGSIZE for CURVE"))?;
+    }
+    Ok(())
+}
+
+/// Whether the linked libzmq supports CURVE encryption (true for the workspace's build of
+/// libzmq with libsodium, `vendor/zmq-sys`).
 pub fn curve_available() -> bool {
     zmq::has("curve").unwrap_or(false)
 }
 
-/// Client-side credentials for a server that asks for PLAIN.
+/// Client-side credentials: PLAIN for a server that asks for it, or CURVE (one mechanism per
+/// socket).
 #[derive(Clone, Default)]
 pub struct ClientAuth {
     /// `(user, password)`.
     pub plain: Option<(String, String)>,
+    /// The server's CURVE public key and this client's key pair.
+    pub curve: Option<CurveClient>,
 }
 
 impl fmt::Debug for ClientAuth {
@@ -294,6 +440,7 @@ impl fmt::Debug for ClientAuth {
         // Never print a password.
         f.debug_struct("ClientAuth")
             .field("plain_user", &self.plain.as_ref().map(|(u, _)| u))
+            .field("curve", &self.curve)
             .finish()
     }
 }
@@ -309,11 +456,36 @@ impl ClientAuth {
                 path: path.to_owned(),
                 line: 1,
             })?;
-        Ok(ClientAuth { plain: Some(first) })
+        Ok(ClientAuth {
+            plain: Some(first),
+            curve: None,
+        })
+    }
+
+    /// The same credentials with CURVE: the server's public key from `server_key` (a
+    /// `.curve.pub` file) and this client's key pair from `key` (a fresh pair without one).
+    pub fn with_curve(
+        self,
+        server_key: &Path,
+        key: Option<&Path>,
+    ) -> Result<ClientAuth, AuthError> {
+        if self.plain.is_some() {
+            return Err(AuthError::PlainAndCurve);
+        }
+        Ok(ClientAuth {
+            curve: Some(CurveClient::from_files(server_key, key)?),
+            ..self
+        })
     }
 
     /// Sets the credentials on a client socket (before `connect`).
     pub fn apply(&self, socket: &zmq::Socket) -> Result<(), AuthError> {
+        if let Some(curve) = &self.curve {
+            if self.plain.is_some() {
+                return Err(AuthError::PlainAndCurve);
+            }
+            curve.apply(socket)?;
+        }
         if let Some((user, pass)) = &self.plain {
             socket
                 .set_plain_username(Some(user))
@@ -391,6 +563,8 @@ pub struct ZapHandler {
 struct Policy {
     allow: Vec<IpNet>,
     users: Option<HashMap<String, String>>,
+    /// Client public keys let in over CURVE (`None`: any key the handshake accepted).
+    curve_keys: Option<Vec<[u8; 32]>>,
 }
 
 impl Policy {
@@ -406,6 +580,16 @@ impl Policy {
             if !self.allow.iter().any(|net| net.contains(&ip)) {
                 return Err("address not allowed");
             }
+        }
+        if let Some(keys) = &self.curve_keys {
+            if mechanism != "CURVE" || credentials.len() != 1 {
+                return Err("CURVE required");
+            }
+            if !keys.iter().any(|k| constant_time_eq(k, &credentials[0])) {
+                return Err("CURVE client key not on the list");
+            }
+            // The user id: the client key in z85 (32 bytes encode without fail).
+            return Ok(zmq::z85_encode(&credentials[0]).unwrap_or_default());
         }
         match &self.users {
             None => Ok(String::new()),
@@ -451,13 +635,19 @@ impl ZapHandler {
         if !policy.is_configured() {
             return Ok(None);
         }
+        policy.validate()?;
         let users = match &policy.plain_credentials {
             Some(path) => Some(read_credentials(path)?.into_iter().collect()),
+            None => None,
+        };
+        let curve_keys = match &policy.curve_clients {
+            Some(path) => Some(read_public_keys(path)?),
             None => None,
         };
         let rules = Policy {
             allow: policy.allow.clone(),
             users,
+            curve_keys,
         };
         let socket = ctx
             .socket(zmq::REP)
@@ -575,16 +765,18 @@ impl fmt::Display for Handshake {
             Handshake::Succeeded => f.write_str("handshake succeeded"),
             Handshake::Refused { status } => write!(
                 f,
-                "refused the connection (ZAP status {status}): wrong or missing credentials, or \
-                 this address is not in the server's allow-list"
+                "refused the connection (ZAP status {status}): wrong or missing credentials, \
+                 this address is not in the server's allow-list, or this CURVE client key is \
+                 not on the server's client list"
             ),
             Handshake::MechanismMismatch => f.write_str(
-                "security mechanism mismatch: the server requires credentials (PLAIN) and none \
-                 were given, or the other way round",
+                "security mechanism mismatch: the server requires credentials (PLAIN) or CURVE \
+                 and none were given, or the other way round",
             ),
             Handshake::Closed => f.write_str(
                 "closed the connection during the security handshake: it probably requires \
-                 credentials (PLAIN) and none were given, or the other way round",
+                 credentials (PLAIN) or CURVE and none were given, or the other way round, or \
+                 the CURVE server key given is not this server's",
             ),
         }
     }
@@ -898,6 +1090,7 @@ mod tests {
         let p = Policy {
             allow: vec!["127.0.0.1/32".parse().expect("net")],
             users: Some(users),
+            curve_keys: None,
         };
         let good = [b"ops".to_vec(), b"s3cret".to_vec()];
         assert_eq!(p.decide("127.0.0.1", "PLAIN", &good), Ok("ops".into()));
@@ -910,8 +1103,23 @@ mod tests {
         let open = Policy {
             allow: vec![],
             users: None,
+            curve_keys: None,
         };
         assert!(open.decide("8.8.8.8", "NULL", &[]).is_ok());
+        let listed = [7u8; 32];
+        let curve = Policy {
+            allow: vec![],
+            users: None,
+            curve_keys: Some(vec![listed]),
+        };
+        assert!(curve
+            .decide("10.0.0.1", "CURVE", &[listed.to_vec()])
+            .is_ok());
+        assert_eq!(
+            curve.decide("10.0.0.1", "CURVE", &[[8u8; 32].to_vec()]),
+            Err("CURVE client key not on the list")
+        );
+        assert_eq!(curve.decide("10.0.0.1", "NULL", &[]), Err("CURVE required"));
     }
 
     #[test]
@@ -958,6 +1166,7 @@ mod tests {
         let ep = bind(&ctx, &rep, "tcp://127.0.0.1:*", &policy).expect("bind");
         let client = |u: &str, p: &str| ClientAuth {
             plain: Some((u.into(), p.into())),
+            curve: None,
         };
         let wait = std::time::Duration::from_secs(5);
         let c2 = zmq::Context::new();
@@ -1002,6 +1211,7 @@ mod tests {
     fn debug_never_prints_passwords() {
         let c = ClientAuth {
             plain: Some(("ops".into(), "s3cret".into())),
+            curve: None,
         };
         assert!(!format!("{c:?}").contains("s3cret"));
     }

@@ -121,6 +121,7 @@ fn wrong_credentials_are_refused_and_right_ones_served() {
 
     let wrong = ClientAuth {
         plain: Some(("engine".into(), "battery-staple".into())),
+        ..ClientAuth::default()
     };
     let (answered, auth_failed) = ping(&ctx, &endpoint, "127.0.0.1", &wrong);
     assert!(!answered, "wrong password must not be served");
@@ -132,6 +133,7 @@ fn wrong_credentials_are_refused_and_right_ones_served() {
 
     let right = ClientAuth {
         plain: Some(("engine".into(), "correct-horse".into())),
+        ..ClientAuth::default()
     };
     let (answered, auth_failed) = ping(&ctx, &endpoint, "127.0.0.1", &right);
     assert!(answered, "right credentials are served");

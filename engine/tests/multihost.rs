@@ -1,0 +1,90 @@
+//! `scripts/multihost.sh` (docs/operations.md, "Multi-host rehearsal") with the binaries this
+//! test was built with: four network namespaces, CURVE on every link, a replay delivered to the
+//! sink and the journal fetched over CURVE by `audit tail`. Needs root (network namespaces):
+//! elsewhere it skips with a message (and fails under CI=true).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn multihost_rehearsal_runs_over_curve_in_network_namespaces() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        skip(
+            "multihost_rehearsal_runs_over_curve_in_network_namespaces",
+            "needs root for ip netns",
+        );
+        return;
+    }
+    // The other binaries next to the engine: built with this test's profile.
+    let bench = other_bin("bench");
+    let bin = bench.parent().unwrap().to_owned();
+    for name in ["engine", "risk-server", "audit"] {
+        let p = if name == "engine" {
+            engine_bin()
+        } else {
+            other_bin(name)
+        };
+        assert_eq!(p.parent().unwrap(), bin, "{name} beside bench");
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/multihost.sh");
+    let out = run_with_timeout(
+        Command::new("bash")
+            .arg(&script)
+            .args(["--orders", "3000", "--rate", "10000", "--delays", "0"])
+            .env("BIN", &bin),
+        Duration::from_secs(120),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if text.contains("SKIP multihost") {
+        skip(
+            "multihost_rehearsal_runs_over_curve_in_network_namespaces",
+            "no ip/tc or network namespaces here",
+        );
+        return;
+    }
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("namespaces: 5"), "{text}");
+    assert!(text.contains("(CURVE, client list)"), "{text}");
+    // Every accepted order reached the sink over CURVE, once.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("delay   0 ms:"))
+        .unwrap_or_else(|| panic!("no result line: {text}"));
+    let accepted: u64 = line
+        .split("accepted ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(accepted > 0, "{line}");
+    assert!(
+        line.contains(&format!("sink (CURVE): {accepted} orders, 0 duplicates")),
+        "{line}"
+    );
+    assert!(
+        text.contains("chain verified to record 3000"),
+        "audit tail over CURVE: {text}"
+    );
+    // The namespaces are gone.
+    let prefix = text
+        .split("prefix ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("no prefix: {text}"))
+        .to_owned();
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&prefix),
+        "namespaces {prefix}* left behind"
+    );
+}
