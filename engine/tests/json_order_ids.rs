@@ -128,10 +128,11 @@ fn json_orders_without_an_id_get_restart_safe_ids() {
         "2^63 + input_seq for each order without an id, the explicit id as sent"
     );
     // More orders, and kill -9 while they are in flight.
-    for _ in 0..200 {
+    for _ in 0..2000 {
         push.send(json_order(None).as_str(), 0).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(5));
+    // Some of them decided and sent downstream, the rest still in flight.
+    receive_until(&pull, &mut egress, |g| g.len() >= 21 + 50, LIMIT);
     signal(&svc.child, Signal::SIGKILL);
     let mut child = svc.child;
     child.wait().unwrap();
@@ -139,6 +140,10 @@ fn json_orders_without_an_id_get_restart_safe_ids() {
 
     // Run 2 on the same journal: input_seq continues after the last journaled decision.
     let before_restart = decisions(&journal);
+    eprintln!(
+        "kill -9 with {} of 2022 orders journaled",
+        before_restart.len()
+    );
     let svc = start_service(&config);
     assert_eq!(svc.next_input_seq, before_restart.len() as u64);
     let resumed_at = svc.next_input_seq;
