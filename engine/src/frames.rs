@@ -15,7 +15,9 @@
 //!  {"order_id":1,"account":7,"symbol":"AAPL","side":"BUY","qty":100,"price":185.25,"kind":"new"}
 //!  (kind defaults to "new", ts_ns to 0; "quantity" is accepted for "qty"; unknown keys refused;
 //!  "price" is a JSON number with at most 4 decimal places, converted exactly from its text by
-//!  `orders::parse_number_price_ticks`: 1000.12345 is refused, never rounded)
+//!  `orders::parse_number_price_ticks`: 1000.12345 is refused, never rounded; without
+//!  "order_id" the ingress gives the order 2^63 + its input_seq (`orders::order_ids`), and an
+//!  explicit "order_id" of 2^63 or more is refused there)
 //!
 //! Egress frame (one ZeroMQ message per egress batch of accepted orders)
 //!  0       4       6       8               12              16
@@ -222,19 +224,40 @@ pub fn encode_ingress_frame(orders: &[Order]) -> Vec<u8> {
 pub enum MessageKind {
     /// A binary frame.
     Binary,
-    /// A JSON order.
+    /// A JSON order with its own `order_id`.
     Json,
+    /// A JSON order without `order_id`: its `order_id` is 0 in the output, for the caller to
+    /// replace with [`orders::engine_assigned_order_id`] of the order's `input_seq`.
+    JsonWithoutId,
 }
 
 /// Decodes one ingress message (binary frame or JSON order) into `out`, which is cleared
 /// first. All or nothing: on error `out` is left empty. Does not allocate for binary frames
 /// when `out` has capacity for [`INGRESS_FRAME_ORDERS_MAX`] orders.
+///
+/// A JSON order may leave out `order_id` ([`MessageKind::JsonWithoutId`]); one that names an
+/// id of 2^63 or more (the range of assigned ids, [`orders::is_reserved_order_id`]) is refused.
 pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageKind, FrameError> {
     out.clear();
     let first = b.iter().find(|c| !c.is_ascii_whitespace()).copied();
     if first == Some(b'{') {
-        out.push(parse_json_order(b)?);
-        return Ok(MessageKind::Json);
+        let (order, has_id) = parse_json_order_id_optional(b)?;
+        if has_id && orders::is_reserved_order_id(order.order_id) {
+            return Err(FrameError::JsonField {
+                field: "order_id",
+                message: format!(
+                    "{} is 2^63 or more: that range is reserved for the ids the engine gives \
+                     orders without one (leave `order_id` out, or use an id below 2^63)",
+                    order.order_id
+                ),
+            });
+        }
+        out.push(order);
+        return Ok(if has_id {
+            MessageKind::Json
+        } else {
+            MessageKind::JsonWithoutId
+        });
     }
     let count = check_header(
         b,
@@ -260,7 +283,8 @@ pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageK
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonOrder<'a> {
-    order_id: u64,
+    #[serde(default)]
+    order_id: Option<u64>,
     account: u32,
     #[serde(borrow)]
     symbol: Cow<'a, str>,
@@ -277,8 +301,18 @@ struct JsonOrder<'a> {
     ts_ns: u64,
 }
 
-/// Parses one JSON order (see the module documentation for the keys).
+/// Parses one JSON order (see the module documentation for the keys); `order_id` is required
+/// (any u64).
 pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
+    match parse_json_order_id_optional(b)? {
+        (order, true) => Ok(order),
+        (_, false) => Err(FrameError::Json("missing field `order_id`".to_owned())),
+    }
+}
+
+/// Parses one JSON order whose `order_id` may be absent: `(order, false)` then, with
+/// `order.order_id` 0 for the caller to assign.
+pub fn parse_json_order_id_optional(b: &[u8]) -> Result<(Order, bool), FrameError> {
     let j: JsonOrder<'_> =
         serde_json::from_slice(b).map_err(|e| FrameError::Json(e.to_string()))?;
     let symbol = Symbol::new(&j.symbol).map_err(|e| FrameError::JsonField {
@@ -301,8 +335,8 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
             field: "price",
             message: e.to_string(),
         })?;
-    Ok(Order {
-        order_id: j.order_id,
+    let order = Order {
+        order_id: j.order_id.unwrap_or(0),
         ts_ns: j.ts_ns,
         price,
         qty: j.qty,
@@ -310,7 +344,8 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
         symbol,
         side,
         kind,
-    })
+    };
+    Ok((order, j.order_id.is_some()))
 }
 
 /// One accepted order as it leaves the engine.
@@ -584,6 +619,42 @@ mod tests {
                 ticks,
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn json_orders_without_an_id_are_marked_and_reserved_ids_refused() {
+        let mut out = Vec::new();
+        let msg = br#"{"account":7,"symbol":"AAPL","side":"B","quantity":3,"price":1}"#;
+        assert_eq!(
+            decode_ingress_message(msg, &mut out),
+            Ok(MessageKind::JsonWithoutId)
+        );
+        assert_eq!((out[0].order_id, out[0].qty), (0, 3));
+        // parse_json_order (egress and baseline readers) still needs the id.
+        let e = parse_json_order(msg).unwrap_err().to_string();
+        assert!(e.contains("missing field `order_id`"), "{e}");
+        // An explicit id below 2^63 works as before, also 0.
+        for id in [0u64, 1, (1 << 63) - 1] {
+            let msg = format!(
+                r#"{{"order_id":{id},"account":7,"symbol":"AAPL","side":"B","qty":3,"price":1}}"#
+            );
+            assert_eq!(
+                decode_ingress_message(msg.as_bytes(), &mut out),
+                Ok(MessageKind::Json)
+            );
+            assert_eq!(out[0].order_id, id);
+        }
+        // The assigned range is refused on ingress, the whole message, nothing pushed.
+        for id in [1u64 << 63, u64::MAX] {
+            let msg = format!(
+                r#"{{"order_id":{id},"account":7,"symbol":"AAPL","side":"B","qty":3,"price":1}}"#
+            );
+            let e = decode_ingress_message(msg.as_bytes(), &mut out)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("reserved"), "{e}");
+            assert!(out.is_empty());
         }
     }
 

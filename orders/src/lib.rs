@@ -5,12 +5,14 @@
 //! - [`codec`]: the fixed-size little-endian encodings used on every wire and in the journal.
 //! - [`price`]: exact decimal ↔ tick conversion (1 tick = 0.0001).
 //! - [`files`]: order files (CSV, binary, LOBSTER), loaders and writers.
+//! - [`order_ids`]: the ids given to JSON orders that carry no `order_id`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod files;
 pub mod model;
+pub mod order_ids;
 pub mod price;
 
 pub use codec::{
@@ -22,6 +24,10 @@ pub use files::{
     write_binary, write_csv, DeferredOrderFile, FileError, Format, LoadOptions, OrderFile,
 };
 pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, TICKS_PER_UNIT};
+pub use order_ids::{
+    engine_assigned_order_id, input_seq_of_assigned_order_id, is_reserved_order_id, RiskServerIds,
+    ASSIGNED_ORDER_ID_BIT,
+};
 pub use price::{
     format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,
     DecimalSyntax, PriceError,

@@ -73,10 +73,6 @@ pub const JSON_REQUEST_LEN_BYTES_MAX: usize = 4096;
 /// that is a cold path).
 pub const TEXT_REPLY_LEN_BYTES_INITIAL: usize = 4096;
 
-/// Order ids the server gives JSON orders that carry no `order_id`: `JSON_ORDER_ID_BASE + n`.
-/// The top bit keeps them clear of any exchange or generator id space.
-pub const JSON_ORDER_ID_BASE: u64 = 1 << 63;
-
 // Capacities the limits file may ask for (each config value must be in 1..=MAX).
 /// Most accounts the checker will hold.
 pub const ACCOUNTS_MAX: u64 = 1 << 20;

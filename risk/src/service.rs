@@ -17,15 +17,15 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orders::{Order, OrderKind, Reason, Side, Symbol};
+use orders::{Order, OrderKind, Reason, RiskServerIds, Side, Symbol};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::{Checker, Scope};
 use crate::config::{Limits, TradingState};
 use crate::error::{error_chain, RiskError};
 use crate::limits::{
-    ERROR_TEXT_LEN_BYTES_MAX, JSON_ORDER_ID_BASE, JSON_REQUEST_LEN_BYTES_MAX,
-    MAX_BATCH_ORDERS_DEFAULT, MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
+    ERROR_TEXT_LEN_BYTES_MAX, JSON_REQUEST_LEN_BYTES_MAX, MAX_BATCH_ORDERS_DEFAULT,
+    MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
 };
 use crate::limits::{PREFETCH_CHUNK_ORDERS, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
@@ -152,7 +152,8 @@ pub struct Service {
     config_path: Option<PathBuf>,
     stats: ServiceStats,
     verdicts: [u64; Reason::ALL.len()],
-    json_seq: u64,
+    /// Ids for JSON orders without `order_id` (`orders::order_ids`: restart-safe by the clock).
+    json_ids: RiskServerIds,
     /// Per-batch scratch, allocated for `max_batch` orders at start-up.
     decoded: Vec<Option<Order>>,
     valid: Vec<Order>,
@@ -192,7 +193,7 @@ impl Service {
             config_path: opts.config_path,
             stats: ServiceStats::default(),
             verdicts: [0; Reason::ALL.len()],
-            json_seq: 0,
+            json_ids: RiskServerIds::starting_at(wall_clock_ns()),
             json_replies: JsonReplies::Detailed,
         }
     }
@@ -560,11 +561,14 @@ impl Service {
                 .ok_or_else(|| format!("kind {k:?} is not new, cancel, fill, halt or resume"))?,
         };
         let order_id = match req.order_id {
-            Some(id) => id,
-            None => {
-                self.json_seq += 1;
-                JSON_ORDER_ID_BASE | self.json_seq
+            Some(id) if orders::is_reserved_order_id(id) => {
+                return Err(format!(
+                    "order_id {id} is 2^63 or more: that range is reserved for assigned ids \
+                     (leave `order_id` out, or use an id below 2^63)"
+                ))
             }
+            Some(id) => id,
+            None => self.json_ids.next_id(),
         };
         Ok(Order {
             order_id,
@@ -712,6 +716,47 @@ reference_price = 185.25
             side: Side::Buy,
             kind: OrderKind::New,
         }
+    }
+
+    fn json_id(s: &mut Service, json: &str) -> Result<u64, String> {
+        let req: JsonRequest = serde_json::from_str(json).unwrap();
+        s.json_order(&req).map(|o| o.order_id)
+    }
+
+    /// Issue 14 item 5: JSON orders without `order_id` get `2^63 + 2^62 + n`, n counting up
+    /// from the wall clock, so a server started later never gives an id an earlier run gave;
+    /// explicit ids work as before below 2^63 and are refused in the reserved range.
+    #[test]
+    fn json_orders_without_an_id_get_restart_safe_ids() {
+        let req = r#"{"symbol":"AAPL","quantity":1,"price":185.25}"#;
+        let mut first = service(8);
+        let ids: Vec<u64> = (0..1000)
+            .map(|_| json_id(&mut first, req).unwrap())
+            .collect();
+        let tag = (1u64 << 63) | (1 << 62);
+        assert!(ids.iter().all(|id| id & tag == tag), "{:x}", ids[0]);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        // A restarted server (a new Service, as risk-server builds at start-up).
+        let mut second = service(8);
+        let next = json_id(&mut second, req).unwrap();
+        assert!(next > ids[999], "{next} must be above {}", ids[999]);
+        // Each is accepted by the checker as a new id: no false duplicate.
+        let mut reply = Vec::new();
+        second.handle(req.as_bytes(), &mut reply);
+        second.handle(req.as_bytes(), &mut reply);
+        assert_eq!(text(&reply), "OK");
+        // Explicit ids.
+        let with =
+            |id: u64| format!(r#"{{"symbol":"AAPL","quantity":1,"price":185.25,"order_id":{id}}}"#);
+        assert_eq!(json_id(&mut second, &with(5)), Ok(5));
+        assert_eq!(
+            json_id(&mut second, &with((1 << 63) - 1)),
+            Ok((1 << 63) - 1)
+        );
+        let e = json_id(&mut second, &with(1 << 63)).unwrap_err();
+        assert!(e.contains("reserved"), "{e}");
+        second.handle(with(u64::MAX).as_bytes(), &mut reply);
+        assert!(text(&reply).starts_with("ERROR"), "{}", text(&reply));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   time (`t_sched`) and the push time (`t_in`);
 //! - **service** ([`PullIngress`]): a ZeroMQ PULL socket carrying binary order frames or JSON
 //!   orders ([`crate::frames`]); a bad message is counted, logged (rate-limited) and skipped.
+//!   A JSON order without `order_id` gets `2^63 + input_seq` ([`orders::engine_assigned_order_id`]).
 //!
 //! Both take only as many orders as the risk ring has room for; a full ring makes the
 //! ingress wait (counted in `engine_ingress_backpressure_waits_total`). The PULL ingress only
@@ -20,7 +21,7 @@ use orders::Order;
 use rtrb::Producer;
 
 use crate::clock::Clock;
-use crate::frames::decode_ingress_message;
+use crate::frames::{decode_ingress_message, MessageKind};
 use crate::limits::{
     BAD_FRAME_LOG_INTERVAL_NS, INGRESS_FRAME_ORDERS_MAX, INGRESS_MESSAGES_PER_WORK_MAX,
 };
@@ -271,7 +272,14 @@ impl Stage for PullIngress {
             messages += 1;
             let now = self.clock.now_ns();
             match decode_ingress_message(&self.msg, &mut self.scratch) {
-                Ok(_) => {
+                Ok(kind) => {
+                    if kind == MessageKind::JsonWithoutId {
+                        // One order: its id comes from its journal position (restart-safe,
+                        // `orders::order_ids`).
+                        for o in &mut self.scratch {
+                            o.order_id = orders::engine_assigned_order_id(self.next_seq);
+                        }
+                    }
                     let n = self.scratch.len();
                     let Ok(chunk) = self.out.write_chunk_uninit(n) else {
                         // Cannot happen: room for a full frame was checked above.
@@ -481,9 +489,15 @@ mod tests {
         )
         .unwrap();
         push.send(r#"{"order_id":9"#, 0).unwrap();
+        // Without order_id: 2^63 + its input_seq.
+        push.send(
+            r#"{"account":1,"symbol":"AAPL","side":"S","quantity":2,"price":1}"#,
+            0,
+        )
+        .unwrap();
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while got.len() < 4 && std::time::Instant::now() < deadline {
+        while got.len() < 5 && std::time::Instant::now() < deadline {
             ing.do_work().unwrap();
             while let Ok(x) = c.pop() {
                 got.push(x);
@@ -492,11 +506,13 @@ mod tests {
         }
         assert_eq!(
             got.iter().map(|x| x.input_seq).collect::<Vec<_>>(),
-            vec![40, 41, 42, 43],
+            vec![40, 41, 42, 43, 44],
             "dense input_seq across frames, bad ones skipped"
         );
         assert_eq!(got[3].order.order_id, 9);
         assert_eq!(got[3].order.price, 15_000);
+        assert_eq!(got[4].order.order_id, (1 << 63) + 44);
+        assert_eq!(got[4].order.qty, 2);
         // Give the last bad message time to arrive, then check the count.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while m.ingress.bad_frames.load(Relaxed) < 2 && std::time::Instant::now() < deadline {
@@ -504,7 +520,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert_eq!(m.ingress.bad_frames.load(Relaxed), 2);
-        assert_eq!(m.ingress.orders.load(Relaxed), 4);
+        assert_eq!(m.ingress.orders.load(Relaxed), 5);
         stop.store(true, Relaxed);
         assert_eq!(ing.do_work().unwrap(), Step::Done);
     }
