@@ -641,7 +641,8 @@ fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    if let Some(root) = git_work_tree(&dir) {
+    // The workspace's one work-tree check (zauth), as `audit curve-keygen` uses.
+    if let Some(root) = zauth::git_work_tree(&dir) {
         if a.in_work_tree {
             eprintln!(
                 "audit keygen: warning: {} is inside the git work tree {} (--in-work-tree); \
@@ -673,15 +674,6 @@ fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
         hex::encode(audit::key_id(&key.verifying_key()))
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The root of the git work tree `dir` lies in: the nearest ancestor (of its canonical path)
-/// holding a `.git` directory or file (a worktree or submodule), as git itself finds it.
-fn git_work_tree(dir: &std::path::Path) -> Option<PathBuf> {
-    let dir = std::fs::canonicalize(dir).ok()?;
-    dir.ancestors()
-        .find(|d| d.join(".git").exists())
-        .map(std::path::Path::to_path_buf)
 }
 
 // ---------------------------------------------------------------------------------------------
