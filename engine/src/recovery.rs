@@ -128,6 +128,15 @@ const SNAPSHOT_CHUNKS: usize = 4;
 /// allocated. The hash is compared with the journal's record by the caller before the state
 /// is used.
 fn load_snapshot(path: &Path, limits: &risk::Limits) -> Result<Loaded, String> {
+    load_snapshot_in(path, limits, SNAPSHOT_CHUNK_BYTES)
+}
+
+/// [`load_snapshot`] in chunks of `chunk_bytes`.
+fn load_snapshot_in(
+    path: &Path,
+    limits: &risk::Limits,
+    chunk_bytes: usize,
+) -> Result<Loaded, String> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -171,6 +180,7 @@ fn load_snapshot(path: &Path, limits: &risk::Limits) -> Result<Loaded, String> {
             to_hash: full_tx,
             free: free_rx,
             made: 0,
+            chunk_bytes: chunk_bytes.max(1),
         };
         // A restore that succeeds has read the file to its end (it wants exactly `len` bytes
         // and then the end of the file), so every byte of it went to the hash.
@@ -198,6 +208,8 @@ struct HashedChunks {
     free: std::sync::mpsc::Receiver<Vec<u8>>,
     /// Chunks allocated so far (at most [`SNAPSHOT_CHUNKS`]).
     made: usize,
+    /// Bytes of a chunk.
+    chunk_bytes: usize,
 }
 
 impl HashedChunks {
@@ -214,7 +226,7 @@ impl HashedChunks {
         self.pos = 0;
         let mut buf = if self.made < SNAPSHOT_CHUNKS {
             self.made += 1;
-            vec![0u8; SNAPSHOT_CHUNK_BYTES]
+            vec![0u8; self.chunk_bytes]
         } else {
             self.free
                 .recv()
@@ -752,4 +764,45 @@ pub(crate) fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Dec
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A snapshot file read in chunks (many more than the buffers in flight, so that they are
+    /// recycled): the state, length and SHA-256 are those of the file read whole; a byte more
+    /// or less, or a missing file, is refused.
+    #[test]
+    fn a_snapshot_loads_in_chunks_with_the_hash_of_the_whole_file() {
+        let limits =
+            risk::Limits::from_toml_str(crate::app::BUILT_IN_LIMITS_TOML, "built-in").unwrap();
+        let bytes = risk::Checker::new(limits.clone()).state_bytes();
+        assert!(bytes.len() > 16 * SNAPSHOT_CHUNKS, "{} bytes", bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.snap");
+        std::fs::write(&path, &bytes).unwrap();
+        for chunk in [1, 16, 100, SNAPSHOT_CHUNK_BYTES] {
+            let (c, len, sha) = load_snapshot_in(&path, &limits, chunk).unwrap();
+            assert_eq!(len, bytes.len() as u64);
+            assert_eq!(sha, audit::snapshot::sha256(&bytes), "chunks of {chunk}");
+            assert_eq!(c.state_bytes(), bytes);
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        let e = load_snapshot_in(&path, &limits, 16)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("length"), "{e}");
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let e = load_snapshot_in(&path, &limits, 16)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("length"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = load_snapshot(&path, &limits).map(|_| ()).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+    }
 }
