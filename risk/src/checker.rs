@@ -99,7 +99,7 @@ struct PositionSlot {
 /// Flat, 24 bytes, so that key + value make a 32-byte slot, two per cache line (the table
 /// holds one per slot, so its size is the table's memory traffic). The acceptance time lives
 /// in the horizon ring, found through `tag`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Zeroable)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct IdSlot {
     price: i64,
     /// Open quantity in bits 0..48 (0: closed; the slot then only remembers the id), the side

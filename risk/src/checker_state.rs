@@ -402,10 +402,7 @@ impl Checker {
         }
         let n = r.u64()?;
         let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
-        // Zeroed, not written: the inserts below fault its pages in front to back (hash
-        // order), and `prefault` then touches any page they did not reach.
-        c.ids =
-            IdTable::with_capacity_zeroed(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
+        c.ids = IdTable::with_capacity(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
         let mut tally = ConsistencyTally::new(&c);
         let mut open = 0u64;
         let mut prev: Option<u64> = None;
@@ -434,7 +431,6 @@ impl Checker {
             open += u64::from(slot.open_qty() > 0);
             c.ids.insert(id, slot);
         }
-        c.ids.prefault();
         r.end()?;
         if open != open_count {
             return Err(invalid(format!("{open} open orders, {open_count} counted")));

@@ -79,7 +79,7 @@ const _: () = assert!(
         < 2 * GROW_PREPARE_LOAD_PERCENT * GROW_MIGRATE_SLOTS_PER_INSERT
 );
 
-#[derive(Debug, Clone, Copy, Default, bytemuck::Zeroable)]
+#[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]
 struct Slot<V> {
     key: u64,
@@ -436,41 +436,6 @@ impl<V: Copy + Default> IdTable<V> {
     }
 }
 
-/// Bytes of a page of memory, for [`IdTable::prefault`] (the base page size of the targets
-/// this runs on; a larger page only makes the walk touch some pages more than once).
-const PAGE_BYTES: usize = 4096;
-
-impl<V: Copy + Default + bytemuck::Zeroable> IdTable<V> {
-    /// [`IdTable::with_capacity`], allocated zeroed and not written: a table that is filled
-    /// at once (a restore inserting millions of ids front to back) faults its pages in as the
-    /// inserts reach them, instead of writing every slot first and then again. An empty slot
-    /// is all zeros (key [`EMPTY`], value zeroed). Call [`IdTable::prefault`] once filled.
-    pub fn with_capacity_zeroed(capacity: usize) -> Self {
-        IdTable {
-            cur: Table::from_slots(bytemuck::allocation::zeroed_vec(slots_for(capacity))),
-            old: None,
-            cursor: 0,
-            next: None,
-            grows: 0,
-        }
-    }
-}
-
-impl<V: Copy + Default> IdTable<V> {
-    /// Writes one slot of every page of the table (its own value back), so that pages no
-    /// insert reached are faulted in now, before the first order, as
-    /// [`IdTable::with_capacity`] does for the whole table.
-    pub fn prefault(&mut self) {
-        let step = (PAGE_BYTES / slot_bytes::<V>()).max(1);
-        for t in std::iter::once(&mut self.cur).chain(self.old.as_mut()) {
-            for i in (0..t.slots.len()).step_by(step) {
-                // `black_box`: the store of the value just loaded must not be elided.
-                t.slots[i] = std::hint::black_box(t.slots[i]);
-            }
-        }
-    }
-}
-
 /// The order in which ids sit in a table of any size (their home slot is the top bits of
 /// this): inserting ids in ascending `hash_order` into an empty table touches it front to back
 /// (a restored risk state loads millions of ids this way, `checker_state.rs`).
@@ -494,36 +459,6 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// A table allocated zeroed (a restore's) holds, finds and removes as one whose slots
-    /// were all written, and `prefault` changes nothing it holds.
-    #[test]
-    fn a_zeroed_table_behaves_as_a_written_one() {
-        let mut z: IdTable<u64> = IdTable::with_capacity_zeroed(3_000);
-        let mut w: IdTable<u64> = IdTable::with_capacity(3_000);
-        assert_eq!(z.slots(), w.slots());
-        let mut ids: Vec<u64> = (1..=5_000u64)
-            .map(|i| i.wrapping_mul(0x2545_F491))
-            .collect();
-        ids.sort_by_key(|&k| hash_order(k));
-        for &k in &ids {
-            assert_eq!(z.insert(k, k ^ 7), w.insert(k, k ^ 7));
-        }
-        z.prefault();
-        for &k in ids.iter().step_by(3) {
-            assert_eq!(z.remove(k), w.remove(k));
-        }
-        for &k in &ids {
-            assert_eq!(z.get(k), w.get(k));
-        }
-        assert_eq!(z.len(), w.len());
-        let (mut a, mut b): (Vec<_>, Vec<_>) = (
-            z.iter().map(|(k, v)| (k, *v)).collect(),
-            w.iter().map(|(k, v)| (k, *v)).collect(),
-        );
-        a.sort_unstable();
-        b.sort_unstable();
-        assert_eq!(a, b);
-    }
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u64, u32),
