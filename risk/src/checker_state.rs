@@ -23,7 +23,7 @@ use super::{position_key, symbol_key, ConsistencyTally, SELL_BIT};
 use super::{AccountSlot, Checker, IdSlot, PositionSlot, SymbolSlot, QTY_MASK, REMEMBERED_BIT};
 use crate::checks::PositionView;
 use crate::config::{Limits, TradingState};
-use crate::idtable::{hash_order, IdTable};
+use crate::idtable::{hash_order, IdTable, IdTableBuilder};
 
 /// First bytes of an encoded state.
 pub const STATE_MAGIC: [u8; 8] = *b"TTNCRSK1";
@@ -402,10 +402,10 @@ impl Checker {
         }
         let n = r.u64()?;
         let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
-        c.ids = IdTable::with_capacity(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
+        // Built in one sequential pass (the ids come in hash order), then put in place.
+        let mut ids = IdTableBuilder::new(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
         let mut tally = ConsistencyTally::new(&c);
         let mut open = 0u64;
-        let mut prev: Option<u64> = None;
         for _ in 0..n {
             let e = r.array::<ID_ENTRY_LEN_BYTES>()?;
             let id = le_u64(&e, 0);
@@ -415,10 +415,6 @@ impl Checker {
                 position: le_u32(&e, 24),
                 tag: le_u32(&e, 28),
             };
-            if id == 0 || prev.is_some_and(|p| hash_order(id) <= p) {
-                return Err(invalid(format!("order ids not in hash order at {id}")));
-            }
-            prev = Some(hash_order(id));
             if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
                 return Err(invalid(format!("order {id}: flags")));
             }
@@ -429,8 +425,11 @@ impl Checker {
             // the open ones are kept for the end (the check `verify_consistency` makes).
             tally.add(&c, id, &slot).map_err(StateError::Invalid)?;
             open += u64::from(slot.open_qty() > 0);
-            c.ids.insert(id, slot);
+            if !ids.push(id, slot) {
+                return Err(invalid(format!("order ids not in hash order at {id}")));
+            }
         }
+        c.ids = ids.finish();
         r.end()?;
         if open != open_count {
             return Err(invalid(format!("{open} open orders, {open_count} counted")));
