@@ -44,7 +44,8 @@
 //!
 //! So an insert costs at most ~40 slot writes and ~3 slot moves more than usual while a growth
 //! is under way. [`IdTable::reserve_to`] (a reload that raises the capacity: an admin action)
-//! rebuilds in one go.
+//! rebuilds in one go. [`IdTableBuilder`] builds a table from ids in hash order (a restored
+//! risk state) in one sequential pass over its slots.
 
 /// Smallest table, in slots.
 const SLOTS_MIN: usize = 16;
