@@ -217,20 +217,25 @@ impl HashedChunks {
     /// end of the file.
     fn next_chunk(&mut self) -> std::io::Result<bool> {
         let done = std::mem::take(&mut self.buf);
-        if self.filled > 0 {
-            self.to_hash
-                .send((done, self.filled))
-                .map_err(|_| std::io::Error::other("the hashing thread is gone"))?;
-        }
-        self.filled = 0;
+        let done_len = std::mem::replace(&mut self.filled, 0);
         self.pos = 0;
-        let mut buf = if self.made < SNAPSHOT_CHUNKS {
-            self.made += 1;
-            vec![0u8; self.chunk_bytes]
+        let mut buf = if done_len == 0 && !done.is_empty() {
+            // Nothing in it to hash (the end of the file was reached): read into it again.
+            done
         } else {
-            self.free
-                .recv()
-                .map_err(|_| std::io::Error::other("the hashing thread is gone"))?
+            if done_len > 0 {
+                self.to_hash
+                    .send((done, done_len))
+                    .map_err(|_| std::io::Error::other("the hashing thread is gone"))?;
+            }
+            if self.made < SNAPSHOT_CHUNKS {
+                self.made += 1;
+                vec![0u8; self.chunk_bytes]
+            } else {
+                self.free
+                    .recv()
+                    .map_err(|_| std::io::Error::other("the hashing thread is gone"))?
+            }
         };
         let mut filled = 0;
         while filled < buf.len() {
