@@ -115,17 +115,154 @@ impl Candidate {
 /// A snapshot file loaded: the state it holds, its length and SHA-256.
 type Loaded = (risk::Checker, u64, [u8; 32]);
 
-/// Reads, hashes (on a second thread) and restores a snapshot file.
+/// Bytes of one chunk a snapshot file is read in ([`load_snapshot`]).
+const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// Chunks in flight between the reading (and decoding) thread and the hashing one: the
+/// reader may run this far ahead of the hash.
+const SNAPSHOT_CHUNKS: usize = 4;
+
+/// Reads, hashes and restores a snapshot file in one pass: the file is read in chunks of
+/// [`SNAPSHOT_CHUNK_BYTES`] that [`risk::Checker::restore_state_from`] decodes as they come,
+/// and each chunk, once decoded, goes to a second thread that hashes it — the bytes hashed
+/// are the bytes decoded, and no buffer of the whole file (86 MB for 2.7 M open orders) is
+/// allocated. The hash is compared with the journal's record by the caller before the state
+/// is used.
 fn load_snapshot(path: &Path, limits: &risk::Limits) -> Result<Loaded, String> {
-    let bytes = audit::snapshot::read_snapshot_bytes(path).map_err(|e| e.to_string())?;
-    let (sha, restored) = std::thread::scope(|s| {
-        let hasher = s.spawn(|| audit::snapshot::sha256(&bytes));
-        let restored = risk::Checker::restore_state(limits.clone(), &bytes);
+    load_snapshot_in(path, limits, SNAPSHOT_CHUNK_BYTES)
+}
+
+/// [`load_snapshot`] in chunks of `chunk_bytes`.
+fn load_snapshot_in(
+    path: &Path,
+    limits: &risk::Limits,
+    chunk_bytes: usize,
+) -> Result<Loaded, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("snapshot file {} is missing", path.display()))
+        }
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read the metadata of {}: {e}", path.display()))?
+        .len();
+    if len > audit::limits::SNAPSHOT_FILE_BYTES_MAX {
+        return Err(format!(
+            "snapshot file {} is larger than {} bytes",
+            path.display(),
+            audit::limits::SNAPSHOT_FILE_BYTES_MAX
+        ));
+    }
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(SNAPSHOT_CHUNKS);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SNAPSHOT_CHUNKS);
+    let (hashed, restored) = std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            let mut total = 0u64;
+            for (buf, n) in full_rx {
+                h.update(&buf[..n]);
+                total += n as u64;
+                // The reader may be done with its chunks already.
+                let _ = free_tx.try_send(buf);
+            }
+            (total, <[u8; 32]>::from(h.finalize()))
+        });
+        let mut chunks = HashedChunks {
+            // One byte more than the metadata says: a file that grew is read to its new
+            // length's first extra byte and refused (the restore wants exactly `len`).
+            file: std::io::Read::take(file, len.saturating_add(1)),
+            buf: Vec::new(),
+            filled: 0,
+            pos: 0,
+            to_hash: full_tx,
+            free: free_rx,
+            made: 0,
+            chunk_bytes: chunk_bytes.max(1),
+        };
+        // A restore that succeeds has read the file to its end (it wants exactly `len` bytes
+        // and then the end of the file), so every byte of it went to the hash.
+        let restored = risk::Checker::restore_state_from(limits.clone(), &mut chunks, len);
+        // Closes the channel: the hashing thread finishes.
+        drop(chunks);
         (hasher.join(), restored)
     });
-    let sha = sha.map_err(|_| "the hashing thread panicked".to_owned())?;
-    let checker = restored.map_err(|e| e.to_string())?;
-    Ok((checker, bytes.len() as u64, sha))
+    let (total, sha) = hashed.map_err(|_| "the hashing thread panicked".to_owned())?;
+    let checker = restored.map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((checker, total, sha))
+}
+
+/// A snapshot file as a [`std::io::Read`] of chunks, each handed to the hashing thread once
+/// read past ([`load_snapshot`]).
+struct HashedChunks {
+    file: std::io::Take<std::fs::File>,
+    /// The chunk being read from: `buf[pos..filled]` is left.
+    buf: Vec<u8>,
+    filled: usize,
+    pos: usize,
+    /// To the hashing thread (closed when this is dropped).
+    to_hash: std::sync::mpsc::SyncSender<(Vec<u8>, usize)>,
+    /// Chunks the hashing thread is done with.
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Chunks allocated so far (at most [`SNAPSHOT_CHUNKS`]).
+    made: usize,
+    /// Bytes of a chunk.
+    chunk_bytes: usize,
+}
+
+impl HashedChunks {
+    /// Hands the current chunk to the hashing thread and fills the next one; `false` at the
+    /// end of the file.
+    fn next_chunk(&mut self) -> std::io::Result<bool> {
+        let done = std::mem::take(&mut self.buf);
+        let done_len = std::mem::replace(&mut self.filled, 0);
+        self.pos = 0;
+        let mut buf = if done_len == 0 && !done.is_empty() {
+            // Nothing in it to hash (the end of the file was reached): read into it again.
+            done
+        } else {
+            if done_len > 0 {
+                self.to_hash
+                    .send((done, done_len))
+                    .map_err(|_| std::io::Error::other("the hashing thread is gone"))?;
+            }
+            if self.made < SNAPSHOT_CHUNKS {
+                self.made += 1;
+                vec![0u8; self.chunk_bytes]
+            } else {
+                self.free
+                    .recv()
+                    .map_err(|_| std::io::Error::other("the hashing thread is gone"))?
+            }
+        };
+        let mut filled = 0;
+        while filled < buf.len() {
+            match std::io::Read::read(&mut self.file, &mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf = buf;
+        self.filled = filled;
+        Ok(filled > 0)
+    }
+}
+
+impl std::io::Read for HashedChunks {
+    #[inline]
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.filled && !self.next_chunk()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.filled - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// The risk state the pass builds.
@@ -632,4 +769,45 @@ pub(crate) fn last_decision(writer: &audit::Writer) -> anyhow::Result<Option<Dec
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A snapshot file read in chunks (many more than the buffers in flight, so that they are
+    /// recycled): the state, length and SHA-256 are those of the file read whole; a byte more
+    /// or less, or a missing file, is refused.
+    #[test]
+    fn a_snapshot_loads_in_chunks_with_the_hash_of_the_whole_file() {
+        let limits =
+            risk::Limits::from_toml_str(crate::app::BUILT_IN_LIMITS_TOML, "built-in").unwrap();
+        let bytes = risk::Checker::new(limits.clone()).state_bytes();
+        assert!(bytes.len() > 16 * SNAPSHOT_CHUNKS, "{} bytes", bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.snap");
+        std::fs::write(&path, &bytes).unwrap();
+        for chunk in [1, 16, 100, SNAPSHOT_CHUNK_BYTES] {
+            let (c, len, sha) = load_snapshot_in(&path, &limits, chunk).unwrap();
+            assert_eq!(len, bytes.len() as u64);
+            assert_eq!(sha, audit::snapshot::sha256(&bytes), "chunks of {chunk}");
+            assert_eq!(c.state_bytes(), bytes);
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        let e = load_snapshot_in(&path, &limits, 16)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("length"), "{e}");
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let e = load_snapshot_in(&path, &limits, 16)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.contains("length"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = load_snapshot(&path, &limits).map(|_| ()).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+    }
 }

@@ -19,11 +19,11 @@ use sha2::{Digest, Sha256};
 
 use orders::Symbol;
 
-use super::{position_key, symbol_key, SELL_BIT};
+use super::{position_key, symbol_key, ConsistencyTally, SELL_BIT};
 use super::{AccountSlot, Checker, IdSlot, PositionSlot, SymbolSlot, QTY_MASK, REMEMBERED_BIT};
 use crate::checks::PositionView;
 use crate::config::{Limits, TradingState};
-use crate::idtable::hash_order;
+use crate::idtable::{hash_order, IdTable, IdTableBuilder};
 
 /// First bytes of an encoded state.
 pub const STATE_MAGIC: [u8; 8] = *b"TTNCRSK1";
@@ -59,6 +59,9 @@ pub enum StateError {
     /// A value is out of range or inconsistent.
     #[error("invalid state: {0}")]
     Invalid(String),
+    /// The bytes could not be read ([`Checker::restore_state_from`]).
+    #[error("reading the state: {0}")]
+    Read(String),
 }
 
 /// SHA-256 of the limits in force, as parsed (their origin left out): a state is restored
@@ -90,27 +93,28 @@ fn state_of(code: u8) -> Result<TradingState, StateError> {
     }
 }
 
-/// Little-endian reads over a byte slice; every read is bounds-checked.
-struct Bytes<'a> {
-    b: &'a [u8],
-    off: usize,
+/// Little-endian reads from a byte stream of `len` bytes; every read is bounds-checked.
+struct Src<R> {
+    r: R,
+    off: u64,
+    len: u64,
 }
 
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
-        let end = self
-            .off
-            .checked_add(n)
-            .filter(|&e| e <= self.b.len())
-            .ok_or(StateError::Length(self.b.len()))?;
-        let s = &self.b[self.off..end];
-        self.off = end;
-        Ok(s)
-    }
+impl<R: std::io::Read> Src<R> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
         let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
+        if self.len.saturating_sub(self.off) < N as u64 {
+            return Err(self.length());
+        }
+        self.r.read_exact(&mut a).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.length(),
+            _ => StateError::Read(e.to_string()),
+        })?;
+        self.off += N as u64;
         Ok(a)
+    }
+    fn length(&self) -> StateError {
+        StateError::Length(usize::try_from(self.len).unwrap_or(usize::MAX))
     }
     fn u32(&mut self) -> Result<u32, StateError> {
         Ok(u32::from_le_bytes(self.array()?))
@@ -126,16 +130,43 @@ impl<'a> Bytes<'a> {
     }
     /// A count of entries of `entry` bytes each that must fit in what is left.
     fn count(&mut self, n: u64, entry: usize) -> Result<usize, StateError> {
-        let left = (self.b.len() - self.off) as u64;
+        let left = self.len.saturating_sub(self.off);
         let fits = match n.checked_mul(entry as u64) {
             Some(need) => need <= left,
             None => false,
         };
         if !fits {
-            return Err(StateError::Length(self.b.len()));
+            return Err(self.length());
         }
-        Ok(n as usize)
+        usize::try_from(n).map_err(|_| self.length())
     }
+    /// Every byte read, and the stream ends there.
+    fn end(&mut self) -> Result<(), StateError> {
+        let mut more = [0u8; 1];
+        let at_end = loop {
+            match self.r.read(&mut more) {
+                Ok(n) => break n == 0,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StateError::Read(e.to_string())),
+            }
+        };
+        if self.off != self.len || !at_end {
+            return Err(self.length());
+        }
+        Ok(())
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
 }
 
 fn invalid(what: impl Into<String>) -> StateError {
@@ -220,11 +251,27 @@ impl Checker {
     }
 
     /// Builds a checker under `limits` holding the state `bytes` encode
-    /// ([`Checker::encode_state`] of a checker under the same limits). Its tables are
-    /// allocated to the limits' capacity as [`Checker::new`] does. Errors: other limits, a
-    /// malformed or inconsistent state.
+    /// ([`Checker::encode_state`] of a checker under the same limits): see
+    /// [`Checker::restore_state_from`].
     pub fn restore_state(limits: Limits, bytes: &[u8]) -> Result<Checker, StateError> {
-        let mut r = Bytes { b: bytes, off: 0 };
+        Self::restore_state_from(limits, bytes, bytes.len() as u64)
+    }
+
+    /// Builds a checker under `limits` holding the state that the `len` bytes `r` yields
+    /// encode, read as a stream (a snapshot file read in chunks, hashed as it is read: no
+    /// buffer of the whole file). The order-id table is sized from the encoded count (to the
+    /// limits' capacity at least, as [`Checker::new`] does), with an eighth more room so that
+    /// the first inserts after the restore do not start a growth. Errors: other limits, a
+    /// malformed or inconsistent state, fewer or more than `len` bytes, a read error.
+    ///
+    /// The consistency check ([`Checker::verify_consistency`]'s) runs as the ids are
+    /// inserted: O(entries), not a pass over the whole table.
+    pub fn restore_state_from<R: std::io::Read>(
+        limits: Limits,
+        r: R,
+        len: u64,
+    ) -> Result<Checker, StateError> {
+        let mut r = Src { r, off: 0, len };
         if r.array::<8>()? != STATE_MAGIC || r.u32()? != STATE_VERSION {
             return Err(StateError::Format);
         }
@@ -239,10 +286,8 @@ impl Checker {
                 expected: hex_of(&expected),
             });
         }
-        // The order-id count is at the end: peek at it to size the table once (with an eighth
-        // more room, so that the first inserts after the restore do not start a growth).
-        let ids_hint = peek_id_count(bytes).unwrap_or(0);
-        let mut c = Checker::with_id_capacity(limits, ids_hint.saturating_add(ids_hint / 8));
+        // The order-id table is built once its count is read (below).
+        let mut c = Checker::with_id_table(limits, IdTable::with_capacity(0));
         // Rebuilt in the encoded order (configured ones included), not `new`'s.
         c.accounts.clear();
         c.account_index.clear();
@@ -357,38 +402,35 @@ impl Checker {
         }
         let n = r.u64()?;
         let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
+        // Built in one sequential pass (the ids come in hash order), then put in place.
+        let mut ids = IdTableBuilder::new(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
+        let mut tally = ConsistencyTally::new(&c);
         let mut open = 0u64;
-        let mut prev: Option<u64> = None;
         for _ in 0..n {
-            let id = r.u64()?;
+            let e = r.array::<ID_ENTRY_LEN_BYTES>()?;
+            let id = le_u64(&e, 0);
             let slot = IdSlot {
-                price: r.i64()?,
-                qty_flags: r.u64()?,
-                position: r.u32()?,
-                tag: r.u32()?,
+                price: i64::from_le_bytes(le_u64(&e, 8).to_le_bytes()),
+                qty_flags: le_u64(&e, 16),
+                position: le_u32(&e, 24),
+                tag: le_u32(&e, 28),
             };
-            if id == 0 || prev.is_some_and(|p| hash_order(id) <= p) {
-                return Err(invalid(format!("order ids not in hash order at {id}")));
-            }
-            prev = Some(hash_order(id));
             if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
                 return Err(invalid(format!("order {id}: flags")));
             }
             if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
                 return Err(invalid(format!("order {id}: position out of range")));
             }
-            if slot.open_qty() == 0 && !slot.remembered() {
-                return Err(invalid(format!("order {id}: neither open nor remembered")));
-            }
-            if slot.remembered() && c.ring.get(c.ring_index(&slot)).map(|e| e.0) != Some(id) {
-                return Err(invalid(format!("order {id}: not in the horizon ring")));
-            }
+            // Remembered ids own their ring entry, closed ones are remembered, the sums of
+            // the open ones are kept for the end (the check `verify_consistency` makes).
+            tally.add(&c, id, &slot).map_err(StateError::Invalid)?;
             open += u64::from(slot.open_qty() > 0);
-            c.ids.insert(id, slot);
+            if !ids.push(id, slot) {
+                return Err(invalid(format!("order ids not in hash order at {id}")));
+            }
         }
-        if r.off != bytes.len() {
-            return Err(StateError::Length(bytes.len()));
-        }
+        c.ids = ids.finish();
+        r.end()?;
         if open != open_count {
             return Err(invalid(format!("{open} open orders, {open_count} counted")));
         }
@@ -402,28 +444,11 @@ impl Checker {
         if (c.accounts.len(), c.symbols.len()) != (na, ns) {
             return Err(invalid("a configured account or symbol is missing"));
         }
-        c.verify_consistency().map_err(StateError::Invalid)?;
+        // Ids are distinct (strictly rising hash order, a bijection), so every entry added is
+        // one in the table; the sums were taken over all of them.
+        tally.finish(&c).map_err(StateError::Invalid)?;
         Ok(c)
     }
-}
-
-/// The order-id count of encoded state (walking the counts of the sections before it), or
-/// `None` when the bytes are too short; restore checks everything again.
-fn peek_id_count(bytes: &[u8]) -> Option<usize> {
-    let mut r = Bytes {
-        b: bytes,
-        off: STATE_HEADER_LEN_BYTES,
-    };
-    for entry in [ACCOUNT_LEN_BYTES, SYMBOL_LEN_BYTES, POSITION_LEN_BYTES] {
-        let n = r.u32().ok()?;
-        let n = r.count(u64::from(n), entry).ok()?;
-        r.take(n * entry).ok()?;
-    }
-    let n = r.u64().ok()?;
-    let n = r.count(n, RING_ENTRY_LEN_BYTES).ok()?;
-    r.take(n * RING_ENTRY_LEN_BYTES).ok()?;
-    let n = r.u64().ok()?;
-    r.count(n, ID_ENTRY_LEN_BYTES).ok()
 }
 
 fn hex_of(b: &[u8]) -> String {

@@ -1482,6 +1482,84 @@ fn state_of_a_grown_table_restores() {
     r.verify_consistency().unwrap();
 }
 
+/// A snapshot file is restored as a stream (`restore_state_from`, issue 13 item 1: no buffer
+/// of the whole file): read in pieces of any size it gives the same checker as from one
+/// slice, and it must be exactly `len` bytes — fewer, more, or a read error is refused.
+#[test]
+fn state_restores_from_a_stream_read_in_pieces_and_wants_exactly_its_length() {
+    /// Yields at most `piece` bytes per read, then fails with `error` where given.
+    struct Pieces<'a> {
+        b: &'a [u8],
+        piece: usize,
+        error_at: Option<usize>,
+        off: usize,
+    }
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.error_at.is_some_and(|e| self.off >= e) {
+                return Err(std::io::Error::other("injected read error"));
+            }
+            let n = out.len().min(self.piece).min(self.b.len() - self.off);
+            out[..n].copy_from_slice(&self.b[self.off..self.off + n]);
+            self.off += n;
+            Ok(n)
+        }
+    }
+    let l = limits("");
+    let mut c = Checker::new(l.clone());
+    for id in 1..=600u64 {
+        let o = if id % 3 == 0 {
+            cancel(id - 1, 1)
+        } else {
+            buy(id, 1 + (id % 7) as u32, "LOW", 1, px(10.0))
+        };
+        c.check(&o, id);
+    }
+    let bytes = c.state_bytes();
+    let len = bytes.len() as u64;
+    for piece in [1, 7, 40, 4096] {
+        let src = Pieces {
+            b: &bytes,
+            piece,
+            error_at: None,
+            off: 0,
+        };
+        let r = Checker::restore_state_from(l.clone(), src, len).unwrap();
+        assert_eq!(r.state_bytes(), bytes, "pieces of {piece}");
+        r.verify_consistency().unwrap();
+    }
+    // The restored checker decides as the original: a duplicate of an open id, a new one.
+    let mut r = Checker::restore_state(l.clone(), &bytes).unwrap();
+    for o in [
+        buy(599, 1, "LOW", 1, px(10.0)),
+        buy(601, 1, "LOW", 1, px(10.0)),
+    ] {
+        assert_eq!(r.check(&o, 700), c.check(&o, 700));
+    }
+    assert_eq!(r.state_bytes(), c.state_bytes());
+
+    let pieces = |b, error_at| Pieces {
+        b,
+        piece: 64,
+        error_at,
+        off: 0,
+    };
+    // Fewer bytes than `len`.
+    let err = Checker::restore_state_from(l.clone(), pieces(&bytes, None), len + 1);
+    assert!(matches!(err, Err(crate::StateError::Length(_))), "{err:?}");
+    // More bytes than `len`.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = Checker::restore_state_from(l.clone(), pieces(&longer, None), len);
+    assert!(matches!(err, Err(crate::StateError::Length(_))), "{err:?}");
+    // A read error half way.
+    let err = Checker::restore_state_from(l.clone(), pieces(&bytes, Some(bytes.len() / 2)), len);
+    assert!(
+        matches!(&err, Err(crate::StateError::Read(e)) if e.contains("injected")),
+        "{err:?}"
+    );
+}
+
 /// Issue 13 item 1: what a snapshot holds is bounded by the windows (the duplicate horizon, one
 /// throttle state per account, one position per account × symbol) and the open orders, not by
 /// the journal: with every order closed, the encoded state after 10× more orders has the same

@@ -44,7 +44,8 @@
 //!
 //! So an insert costs at most ~40 slot writes and ~3 slot moves more than usual while a growth
 //! is under way. [`IdTable::reserve_to`] (a reload that raises the capacity: an admin action)
-//! rebuilds in one go.
+//! rebuilds in one go. [`IdTableBuilder`] builds a table from ids in hash order (a restored
+//! risk state) in one sequential pass over its slots.
 
 /// Smallest table, in slots.
 const SLOTS_MIN: usize = 16;
@@ -436,6 +437,79 @@ impl<V: Copy + Default> IdTable<V> {
     }
 }
 
+/// Builds an [`IdTable`] from ids given in strictly ascending [`hash_order`] (a restored
+/// risk state, `checker_state.rs`) in one sequential pass: each entry goes to its home slot or
+/// just after the previous one — where inserting them one by one into an empty table puts
+/// them (no entry is displaced when every new one has the furthest home) — and the empty
+/// slots between are written as the pass reaches them. So the slot array is written once,
+/// front to back, instead of being written whole when allocated and then again by the
+/// inserts. Entries that would run past the end (a run at the very end of the table) are
+/// inserted normally at [`IdTableBuilder::finish`].
+#[derive(Debug)]
+pub struct IdTableBuilder<V> {
+    slots: Vec<Slot<V>>,
+    /// Slots of the finished table.
+    n: usize,
+    shift: u32,
+    len: usize,
+    prev: Option<u64>,
+    wrapped: Vec<(u64, V)>,
+}
+
+impl<V: Copy + Default> IdTableBuilder<V> {
+    /// A builder of a table with room for `capacity` ids at load ≤ 50 % (as
+    /// [`IdTable::with_capacity`]); give it at most `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        let n = slots_for(capacity);
+        IdTableBuilder {
+            slots: Vec::with_capacity(n),
+            n,
+            shift: 64 - n.trailing_zeros(),
+            len: 0,
+            prev: None,
+            wrapped: Vec::new(),
+        }
+    }
+
+    /// Adds `key` (non-zero, after every key added so far in [`hash_order`]); `false`, adding
+    /// nothing, if it is not.
+    pub fn push(&mut self, key: u64, value: V) -> bool {
+        let h = hash_order(key);
+        if key == EMPTY || self.prev.is_some_and(|p| h <= p) {
+            return false;
+        }
+        self.prev = Some(h);
+        let home = (h >> self.shift) as usize;
+        let at = home.max(self.slots.len());
+        if at >= self.n {
+            self.wrapped.push((key, value));
+            return true;
+        }
+        self.slots.resize(at, Slot::default());
+        self.slots.push(Slot { key, value });
+        self.len += 1;
+        true
+    }
+
+    /// The table: the rest of the slots written empty, then the entries that ran past the end
+    /// inserted.
+    pub fn finish(mut self) -> IdTable<V> {
+        self.slots.resize(self.n, Slot::default());
+        let mut cur = Table::from_slots(self.slots);
+        cur.len = self.len;
+        for (k, v) in self.wrapped {
+            cur.insert(k, v);
+        }
+        IdTable {
+            cur,
+            old: None,
+            cursor: 0,
+            next: None,
+            grows: 0,
+        }
+    }
+}
+
 /// The order in which ids sit in a table of any size (their home slot is the top bits of
 /// this): inserting ids in ascending `hash_order` into an empty table touches it front to back
 /// (a restored risk state loads millions of ids this way, `checker_state.rs`).
@@ -458,6 +532,52 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    /// A table built from hash-ordered ids in one pass is laid out exactly as one they were
+    /// inserted into one by one, including a run that wraps past the end; out-of-order or zero
+    /// keys are refused.
+    #[test]
+    fn a_built_table_is_the_inserted_one() {
+        for (cap, count) in [(16usize, 12u64), (3_000, 3_000), (64, 50)] {
+            let mut ids: Vec<u64> = (1..=count).map(|i| i.wrapping_mul(0x2545_F491)).collect();
+            ids.sort_by_key(|&k| hash_order(k));
+            // Ids whose home is the last slot, so that the run wraps.
+            let slots = slots_for(cap);
+            let last: Vec<u64> = (1..u64::MAX)
+                .filter(|&k| (hash_order(k) >> (64 - slots.trailing_zeros())) as usize == slots - 1)
+                .take(3)
+                .collect();
+            let mut all: Vec<u64> = ids.iter().copied().take(count as usize - 3).collect();
+            all.extend(&last);
+            all.sort_by_key(|&k| hash_order(k));
+            all.dedup();
+            let mut b = IdTableBuilder::new(cap);
+            let mut t = IdTable::with_capacity(cap);
+            for &k in &all {
+                assert!(b.push(k, k ^ 5));
+                t.insert(k, k ^ 5);
+            }
+            let built = b.finish();
+            assert_eq!(built.len(), t.len());
+            let a: Vec<(u64, u64)> = built.iter().map(|(k, v)| (k, *v)).collect();
+            let e: Vec<(u64, u64)> = t.iter().map(|(k, v)| (k, *v)).collect();
+            assert_eq!(a, e, "capacity {cap}");
+            for &k in &all {
+                assert_eq!(built.get(k), Some(&(k ^ 5)));
+            }
+        }
+        let mut b: IdTableBuilder<u32> = IdTableBuilder::new(16);
+        let (x, y) = if hash_order(1) < hash_order(2) {
+            (1, 2)
+        } else {
+            (2, 1)
+        };
+        assert!(b.push(y, 0));
+        assert!(!b.push(x, 0), "out of hash order");
+        assert!(!b.push(y, 0), "the same key again");
+        assert!(!b.push(0, 0), "key 0");
+        assert_eq!(b.finish().len(), 1);
+    }
 
     #[derive(Debug, Clone)]
     enum Op {
