@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Sourced by the scripts that run the workspace's binaries (bench.sh, audit-crash-loop.sh): they
+# Sourced by the scripts that run the workspace's binaries (bench.sh, audit-crash-loop.sh,
+# restart-bench.sh, durability-bench.sh, multihost.sh, readme-check.sh): they
 # find them through cargo, never through a hard-coded `target/release`, so that CARGO_TARGET_DIR,
 # `build.target-dir` in a cargo config and CARGO_BUILD_TARGET are all respected.
 #
+#   cargo_target_dir             prints cargo's target directory (CARGO_TARGET_DIR, configs)
 #   cargo_release_dir            prints the directory cargo puts release binaries in
 #   cargo_release_bins PKG_ARGS  builds release binaries (cargo's progress and errors visible on
 #                                stderr), then sets BIN to that directory
@@ -11,8 +13,8 @@
 # Run from the workspace root (the scripts `cd` there first).
 
 # The target directory, from `cargo metadata` (which resolves CARGO_TARGET_DIR and cargo configs
-# the way `cargo build` does), then the triple subdirectory when CARGO_BUILD_TARGET is set.
-cargo_release_dir() {
+# the way `cargo build` does).
+cargo_target_dir() {
   local meta dir
   meta=$(cargo metadata --format-version 1 --no-deps) || {
     echo "cargo metadata failed: is this the workspace root, with cargo on PATH?" >&2
@@ -25,6 +27,14 @@ cargo_release_dir() {
     echo "cannot read target_directory from cargo metadata" >&2
     return 1
   fi
+  printf '%s\n' "$dir"
+}
+
+# The release binaries' directory: the target directory, then the triple subdirectory when
+# CARGO_BUILD_TARGET is set.
+cargo_release_dir() {
+  local dir
+  dir=$(cargo_target_dir) || return 1
   if [ -n "${CARGO_BUILD_TARGET:-}" ]; then
     dir="$dir/$CARGO_BUILD_TARGET"
   fi

@@ -13,7 +13,8 @@
 # audit namespace fetches the journal from `audit serve` over CURVE and checks its chain.
 #
 # Needs root (ip netns, tc). Without root it prints SKIP and exits 0 (exit 1 under CI=true).
-# Binaries: $BIN if set (e.g. BIN=target/debug), else a release build through cargo
+# Binaries: $BIN if set (a directory holding engine, risk-server, audit and bench, e.g. the one
+# engine/tests/multihost.rs gets from cargo), else a release build found through cargo
 # (scripts/cargo-bins.sh). Only addresses inside the namespaces (10.77.0.0/24) are used; the
 # namespaces are removed on exit.
 set -euo pipefail
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --orders) ORDERS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --delays) DELAYS=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -54,10 +54,10 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   echo "readme-check.sh: note: uncommitted changes are not checked (the clone is of $COMMIT)" >&2
 fi
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  CARGO_TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    grep -o '"target_directory":"[^"]*"' | head -n 1 | cut -d'"' -f4)
+  # shellcheck source=scripts/cargo-bins.sh
+  . scripts/cargo-bins.sh
+  CARGO_TARGET_DIR=$(cargo_target_dir) || exit 2
 fi
-[ -n "$CARGO_TARGET_DIR" ] || { echo "readme-check.sh: no target directory from cargo metadata" >&2; exit 2; }
 export CARGO_TARGET_DIR
 export CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
