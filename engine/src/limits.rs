@@ -63,8 +63,11 @@ const _: () = assert!(BACKOFF_PARK_MAX_NS <= HANDOFF_PARK_MAX_NS);
 const _: () = assert!(HANDOFF_PARK_MAX_NS <= JOURNAL_MAINTAIN_INTERVAL_NS);
 
 /// The shared duty-cycle thread under `backoff` yields its core (`sched_yield`) for this long
-/// before the next replayed order is due, and blocks on its sockets otherwise (also while a
-/// risk reply is awaited). On this project's 2-vCPU VMs a blocked thread pays ~25–30 µs to be
+/// before the next replayed order is due (whether or not a risk reply is awaited meanwhile),
+/// and blocks on its sockets otherwise, so a reply awaited with no order due soon is blocked
+/// for. At 100 k/s an order is always due within the window, so the thread yields throughout
+/// (`docs/results.md`, "where the 100 k/s tail comes from": blocking instead while a reply is
+/// awaited doubled the median and did not remove the tail). On this project's 2-vCPU VMs a blocked thread pays ~25–30 µs to be
 /// woken by its timer (the vCPU was halted): every order was that late, and its request went
 /// out from a cold vCPU. Yielding through the last stretch makes the schedule exact to a few
 /// µs and halved the median at 10 k orders/s; yielding during the round trip as well measured

@@ -706,8 +706,8 @@ where
                             // spinning could only catch sockets and time, and polling a ZeroMQ
                             // socket is a system call (a non-blocking receive polls its
                             // mailbox). Instead: yield while the next order is due within
-                            // SHARED_YIELD_WINDOW_NS, block on the sockets otherwise, also
-                            // while a risk reply is on its way (see that constant for why).
+                            // SHARED_YIELD_WINDOW_NS (a risk reply awaited or not), block on
+                            // the sockets otherwise (see that constant for why).
                             let now = clock.now_ns();
                             let until_due = deadline.saturating_sub(now);
                             if until_due <= SCHEDULE_SLEEP_MIN_NS {
