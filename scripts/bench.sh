@@ -24,6 +24,12 @@
 #   tcp-10k-<mode>       risk-server over tcp, --rate 10000, --threading <mode>
 #   tcp-100k-<mode>      the same at --rate 100000
 #   inline-100k-<mode>   --risk inline --idle spin at --rate 100000
+#   inline-100k-pinned   the same, placed as docs/tuning.md tells a tuned host: the engine's
+#                        shared thread pinned to the last CPU of the affinity mask (--pin; its
+#                        other threads kept off that CPU), the sink on the other CPUs (taskset).
+#                        Only with 2 or more CPUs in the mask. Run scripts/tune-host.sh --apply
+#                        --cores <that CPU> first for the tuned host's figures (kernel threads
+#                        and IRQs off the CPU); the suite itself changes nothing on the host.
 #   tcp-max-<mode>       risk-server over tcp, --rate max (latency there is queueing)
 #   inline-max-<mode>    --risk inline, --rate max
 #   tcp-500k-auto        risk-server over tcp, --rate 500000
@@ -50,7 +56,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --smoke) QUICK=smoke ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
@@ -86,6 +92,7 @@ rm -f "$OUT"/*.json "$OUT"/*.hgrm "$OUT"/*.hdr "$OUT"/sink/*.json "$OUT/summary.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench.XXXXXX")
 PIDS=()
 SKIPPED=()
+SINK_WRAP=()
 FAILED=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -124,8 +131,8 @@ stop_risk() { kill -TERM "$RISK_PID" 2>/dev/null || true; wait "$RISK_PID" 2>/de
 start_sink() {
   local name=$1; shift
   local log="$WORK/sink-$name.log"
-  "$BIN/bench" sink --bind 'tcp://127.0.0.1:*' --idle-exit-ms 0 --report "$OUT/sink/$name.json" "$@" \
-    >"$log" 2>&1 &
+  ${SINK_WRAP[@]+"${SINK_WRAP[@]}"} "$BIN/bench" sink --bind 'tcp://127.0.0.1:*' --idle-exit-ms 0 \
+    --report "$OUT/sink/$name.json" "$@" >"$log" 2>&1 &
   SINK_PID=$!
   PIDS+=("$SINK_PID")
   SINK=$(wait_line "$log" '^sink: bound to ' 'bench sink' | sed 's/^sink: bound to //')
@@ -268,6 +275,21 @@ for rate in 10000 100000; do
         --threading "$mode" --warmup $((n / 20))
     fi
   done
+  if [ "$rate" = 100000 ]; then
+    # The tuned placement (see the header): the spinning thread alone on the last CPU.
+    mapfile -t CPUS < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)), sep="\n")')
+    if [ "${#CPUS[@]}" -ge 2 ]; then
+      PIN_CPU=${CPUS[-1]}
+      OTHERS=$(IFS=,; echo "${CPUS[*]:0:${#CPUS[@]}-1}")
+      SINK_WRAP=(taskset -c "$OTHERS")
+      replay "inline-$k-pinned" "$WORK/rate-$rate.bin" --risk inline --idle spin --rate "$rate" \
+        --threading auto --pin "$PIN_CPU" --warmup $((n / 20))
+      SINK_WRAP=()
+    else
+      echo "==> inline-$k-pinned: SKIPPED, one CPU in the affinity mask (nothing to pin apart)"
+      SKIPPED+=("inline-$k-pinned")
+    fi
+  fi
   # The baseline on the same orders at the same rate; beyond what it sustains, fewer of them.
   limit=$n
   if [ "$rate" -gt 10000 ] && [ "$limit" -gt "$BASELINE_ORDERS" ]; then limit=$BASELINE_ORDERS; fi

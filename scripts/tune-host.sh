@@ -18,6 +18,9 @@ readonly BUSY_POLL_US=50                 # net.core.busy_poll / busy_read recomm
 readonly CSTATE_EXIT_LATENCY_MAX_US=10   # deepest enabled C-state on a pinned core, in us
 readonly TIMER_SLACK_MAX_NS=1000         # timer slack at or below this is ok, in ns
 readonly CAP_IPC_LOCK_BIT=14             # capability(7): lets mlockall ignore RLIMIT_MEMLOCK
+readonly PF_KTHREAD=$((0x00200000))      # /proc/PID/stat flags: a kernel thread
+readonly PF_NO_SETAFFINITY=$((0x04000000)) # ... whose affinity only the kernel sets (per-CPU, workqueue)
+readonly CPUMASK_MAX_CPUS=64             # the workqueue cpumask is handled up to this many CPUs
 
 # TUNE_HOST_ROOT: prefix for /proc, /sys and /etc (tests point it at a fake tree). With it set,
 # --apply writes only under that prefix and runs no system command.
@@ -39,7 +42,8 @@ Checks or applies the host settings that matter for the engine's tail latency
                  RECOMMENDED, CURRENT. Needs no root; exits 0 whatever it finds.
   --apply        As root: change the settings that can change at run time (CPU governor,
                  transparent huge pages, swap, swappiness, NUMA balancing, C-states, clocksource,
-                 busy polling, irqbalance and IRQ affinity), printing how to revert each one.
+                 busy polling, irqbalance and IRQ affinity, movable kernel threads and the
+                 unbound-workqueue CPU mask), printing how to revert each one.
                  Never edits boot configuration: prints the kernel command line to use instead.
   --dry-run      With --apply: print what would change, change nothing (no root needed).
   --cores LIST   The CPUs the engine's pinned stages will use, as a kernel CPU list
@@ -472,6 +476,93 @@ check_smt() {
   row "$status" "smt siblings" "no online sibling of $CORES_LIST" "${parts[*]} (smt control: $control)"
 }
 
+# Movable kernel threads (kthreads whose affinity user space may set: not per-CPU, not workqueue
+# workers) that may run on a pinned core. A spinning stage shares its core with whatever the
+# scheduler puts there; a kernel thread such as kdamond or khugepaged can take it for
+# milliseconds (docs/tuning.md, "Kernel threads"). Prints "PID COMM LIST" per thread.
+movable_kthreads_on_cores() {
+  local d stat rest flags list cpus c comm
+  local -a f
+  for d in "$PROC"/[0-9]*; do
+    stat=$(read_file "$d/stat") || continue
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    flags=${f[6]:-0}
+    [[ $flags =~ ^[0-9]+$ ]] || continue
+    (((flags & PF_KTHREAD) != 0 && (flags & PF_NO_SETAFFINITY) == 0)) || continue
+    list=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' "$d/status" 2>/dev/null) || continue
+    [[ -n $list ]] || continue
+    cpus=$(expand_cpulist "$list") || continue
+    [[ $(wc -w <<<"$cpus") -gt 1 ]] || continue # bound to one CPU: per-CPU work
+    for c in $CORES; do
+      if in_set "$c" "$cpus"; then
+        comm=$(read_file "$d/comm") || comm="?"
+        printf '%s %s %s\n' "${d##*/}" "$comm" "$list"
+        break
+      fi
+    done
+  done
+}
+
+check_kthreads() {
+  local lines n first
+  lines=$(movable_kthreads_on_cores)
+  n=$(grep -c . <<<"$lines" || true)
+  if [[ $n -eq 0 ]]; then
+    row ok "kernel threads" "movable ones off $CORES_LIST" "none may run on $CORES_LIST"
+  else
+    first=$(head -n 1 <<<"$lines")
+    read -r -a f <<<"$first"
+    row differs "kernel threads" "movable ones off $CORES_LIST" "$n may run on $CORES_LIST (e.g. ${f[1]} -> ${f[2]})"
+  fi
+}
+
+# "3" or "ffffffff,0000000f" -> the CPUs of the mask, as a space-separated list. Fails on
+# anything else, or on a mask of more than CPUMASK_MAX_CPUS CPUs.
+cpumask_to_cpus() {
+  local hex=${1//,/} out=() i v
+  [[ $hex =~ ^[0-9a-fA-F]+$ ]] || return 1
+  hex=$(sed 's/^0*//' <<<"$hex")
+  [[ ${#hex} -le $((CPUMASK_MAX_CPUS / 4)) ]] || return 1
+  [[ -n $hex ]] || { printf ''; return 0; }
+  v=$((16#$hex))
+  for ((i = 0; i < CPUMASK_MAX_CPUS; i++)); do
+    if (((v >> i) & 1)); then out+=("$i"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+
+# "0 1" -> "3" (hex, in 32-bit groups separated by commas as the kernel prints masks).
+cpus_to_cpumask() {
+  local v=0 c lo hi
+  for c in $1; do
+    [[ $c -lt $CPUMASK_MAX_CPUS ]] || return 1
+    v=$((v | (1 << c)))
+  done
+  lo=$((v & 0xffffffff))
+  hi=$(((v >> 32) & 0xffffffff))
+  if [[ $hi -ne 0 ]]; then printf '%x,%08x' "$hi" "$lo"; else printf '%x' "$lo"; fi
+}
+
+# The CPUs unbound workqueues (kworker/uN:M, writeback, ...) may run on.
+check_workqueue_mask() {
+  local f="$SYS/devices/virtual/workqueue/cpumask" v cpus c on=""
+  if ! v=$(read_file "$f"); then
+    row unknown "workqueue cpumask" "housekeeping CPUs only" "unknown (no $f)"
+    return
+  fi
+  if ! cpus=$(cpumask_to_cpus "$v"); then
+    row unknown "workqueue cpumask" "housekeeping CPUs only" "$v (not understood)"
+    return
+  fi
+  for c in $CORES; do in_set "$c" "$cpus" && on="${on:+$on,}$c"; done
+  if [[ -z $on ]]; then
+    row ok "workqueue cpumask" "housekeeping CPUs only" "$v"
+  else
+    row differs "workqueue cpumask" "housekeeping CPUs only" "$v (includes $on)"
+  fi
+}
+
 run_checks() {
   printf '%-8s %-26s %-40s %s\n' STATUS SETTING RECOMMENDED CURRENT
   check_governor
@@ -480,6 +571,8 @@ run_checks() {
   check_boot_cpulist rcu_nocbs "$CORES_LIST"
   check_irqbalance
   check_irq_affinity
+  check_kthreads
+  check_workqueue_mask
   check_thp "transparent hugepages" "$SYS/kernel/mm/transparent_hugepage/enabled"
   check_thp "thp defrag" "$SYS/kernel/mm/transparent_hugepage/defrag"
   check_swap
@@ -589,6 +682,26 @@ apply_all() {
         fi
       done
     done
+  fi
+  # Kernel threads that user space may move, and unbound workqueues: to the housekeeping CPUs.
+  if [[ -z $HOUSEKEEPING_LIST ]]; then
+    not_applied "kernel threads" "--cores covers every online CPU: no CPU left for them"
+  else
+    local pid comm list
+    while read -r pid comm list; do
+      [[ -n $pid ]] || continue
+      run_system "kthread $pid ($comm)" "taskset -pc $list $pid" taskset -pc "$HOUSEKEEPING_LIST" "$pid"
+    done <<<"$(movable_kthreads_on_cores)"
+    local wq="$SYS/devices/virtual/workqueue/cpumask" mask
+    if old=$(read_file "$wq"); then
+      if mask=$(cpus_to_cpumask "$HOUSEKEEPING"); then
+        local cpus_now
+        cpus_now=$(cpumask_to_cpus "$old") || cpus_now=""
+        [[ $cpus_now == "$HOUSEKEEPING" ]] || set_value "workqueue cpumask" "$wq" "$mask" "$old"
+      else
+        not_applied "workqueue cpumask" "more than $CPUMASK_MAX_CPUS CPUs: write the mask by hand"
+      fi
+    fi
   fi
   # Transparent huge pages.
   for f in enabled defrag; do

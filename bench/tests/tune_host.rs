@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Every SETTING the check prints, in order.
-const SETTINGS: [&str; 19] = [
+const SETTINGS: [&str; 21] = [
     "cpufreq governor",
     "isolcpus",
     "nohz_full",
     "rcu_nocbs",
     "irqbalance",
     "irq affinity",
+    "kernel threads",
+    "workqueue cpumask",
     "transparent hugepages",
     "thp defrag",
     "swap",
@@ -184,6 +186,29 @@ fn fake_host(root: &Path) {
     put(root, "proc/irq/24/smp_affinity_list", "0-3");
     put(root, "proc/irq/25/smp_affinity_list", "0-1");
     put(root, "proc/4242/comm", "irqbalance");
+    // Kernel threads (flags: PF_KTHREAD 0x200000, PF_NO_SETAFFINITY 0x4000000). Only kdamond.0
+    // is movable and may run on 2,3: ksoftirqd/2 is per-CPU, the kworker is the workqueue
+    // mask's, khugepaged is already off 2,3, and pid 500 is a user process.
+    for (pid, comm, flags, cpus) in [
+        (83, "kdamond.0", 0x20_0040, "0-3"),
+        (20, "ksoftirqd/2", 0x20_0040, "2"),
+        (30, "kworker/u8:1-events_unbound", 0x420_0060, "0-3"),
+        (84, "khugepaged", 0x20_0040, "0-1"),
+        (500, "my prog) x", 0x40_0100, "0-3"),
+    ] {
+        put(
+            root,
+            &format!("proc/{pid}/stat"),
+            &format!("{pid} ({comm}) S 2 0 0 0 -1 {flags} 0 0 0 0 1 2 0 0 20 0 1 0 5"),
+        );
+        put(root, &format!("proc/{pid}/comm"), comm);
+        put(
+            root,
+            &format!("proc/{pid}/status"),
+            &format!("Name:\t{comm}\nCpus_allowed:\tf\nCpus_allowed_list:\t{cpus}"),
+        );
+    }
+    put(root, "sys/devices/virtual/workqueue/cpumask", "f");
     put(
         root,
         "etc/default/irqbalance",
@@ -249,6 +274,12 @@ fn check_judges_a_known_host_truthfully() {
         ("rcu_nocbs", "differs", "absent"),
         ("irqbalance", "ok", "running (pid 4242), banned CPUs 2-3"),
         ("irq affinity", "differs", "1 of 2 IRQs may run on 2,3"),
+        (
+            "kernel threads",
+            "differs",
+            "1 may run on 2,3 (e.g. kdamond.0 -> 0-3)",
+        ),
+        ("workqueue cpumask", "differs", "f (includes 2,3)"),
         ("transparent hugepages", "differs", "always"),
         ("thp defrag", "ok", "madvise"),
         ("swap", "differs", "1 device(s) active, 1024 KiB used"),
@@ -355,6 +386,16 @@ fn apply_changes_run_time_settings_prints_reverts_and_dry_run_changes_nothing() 
         "{out}"
     );
     assert!(out.contains("would run     irqbalance"), "{out}");
+    // The movable kernel thread goes to the housekeeping CPUs, and only it; so do unbound
+    // workqueues.
+    assert!(
+        out.contains("would run     kthread 83 (kdamond.0)") && out.contains("taskset -pc 0,1 83"),
+        "{out}"
+    );
+    for other in ["kthread 20 ", "kthread 30 ", "kthread 84 ", "kthread 500 "] {
+        assert!(!out.contains(other), "{other} is not to be moved: {out}");
+    }
+    assert_eq!(read(root, "sys/devices/virtual/workqueue/cpumask"), "3");
     assert!(out.contains("not changed   smt sibling cpu1"), "{out}");
     assert!(
         out.contains("isolcpus=managed_irq,domain,2,3 nohz_full=2,3 rcu_nocbs=2,3"),
