@@ -239,7 +239,12 @@ impl fmt::Display for Threading {
         for t in &self.threads {
             write!(f, "; thread {} runs {} on ", t.name, t.stages.join("→"))?;
             match t.core {
-                Some(c) if t.idle == "spin" && self.mode == ThreadingMode::Shared => {
+                // The pipeline confines the other threads only when the mask has another core.
+                Some(c)
+                    if t.idle == "spin"
+                        && self.mode == ThreadingMode::Shared
+                        && self.cores_in_mask > 1 =>
+                {
                     write!(f, "core {c} (the process's other threads kept off it)")?
                 }
                 Some(c) => write!(f, "core {c}")?,
@@ -333,5 +338,23 @@ mod tests {
             line.contains("ingress→risk→journal→egress on core 3"),
             "{line}"
         );
+        assert!(!line.contains("kept off"), "backoff moves nothing: {line}");
+    }
+
+    #[test]
+    fn the_start_up_line_says_other_threads_are_kept_off_only_when_they_can_be() {
+        let cores = PerStage::all(Some(1));
+        let idle = PerStage::all(IdleMode::Spin);
+        let two = plan(ThreadingMode::Shared, ThreadingKind::Auto, 2, &cores, &idle);
+        assert!(
+            two.to_string()
+                .contains("core 1 (the process's other threads kept off it)"),
+            "{two}"
+        );
+        // One core in the mask: there is nowhere else for them to go.
+        let one = plan(ThreadingMode::Shared, ThreadingKind::Auto, 1, &cores, &idle);
+        let line = one.to_string();
+        assert!(line.contains("on core 1, idle spin"), "{line}");
+        assert!(!line.contains("kept off"), "{line}");
     }
 }
