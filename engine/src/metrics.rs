@@ -409,7 +409,6 @@ impl MetricsServer {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::io::{Read, Write};
 
     #[test]
     fn depths_come_from_counters() {

@@ -217,7 +217,7 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
                 ),
             ));
         }
-        if f.kind == "counter" && !(sample.value >= 0.0) {
+        if f.kind == "counter" && (sample.value.is_nan() || sample.value < 0.0) {
             return Err(err(
                 n,
                 format!("counter {} has value {}", sample.name, sample.value),
@@ -235,7 +235,7 @@ pub fn parse(text: &str) -> Result<Exposition, ParseError> {
 
 fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
+        .find(['{', ' '])
         .ok_or_else(|| format!("no value in {line:?}"))?;
     let name = &line[..name_end];
     if !is_name(name) {
@@ -388,6 +388,10 @@ mod tests {
             ("# TYPE a gauge\na_total 1\n# EOF\n", "does not belong"),
             (
                 "# TYPE a counter\na_total -1\n# EOF\n",
+                "counter a_total has value",
+            ),
+            (
+                "# TYPE a counter\na_total NaN\n# EOF\n",
                 "counter a_total has value",
             ),
             ("# TYPE a gauge\na 1\n\n# EOF\n", "blank line"),
