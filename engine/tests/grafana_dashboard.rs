@@ -92,6 +92,14 @@ fn running_engine() -> &'static str {
                 "the engine's latency gauges never moved; stderr: {lines:#?}"
             );
         };
+        if let Some(theirs) = common::reference_openmetrics_families("grafana_dashboard", &body) {
+            let ours: Vec<String> = e
+                .families
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.kind))
+                .collect();
+            assert_eq!(theirs, ours, "the reference parser reads the same families");
+        }
         let taken = e.value("engine_ingress_orders_total", &[]).unwrap() as u64;
         assert!((1..=sent).contains(&taken), "{taken} of {sent} orders taken");
         assert_eq!(
