@@ -31,6 +31,13 @@ if ! python3 -c 'import zmq, sys; sys.exit(0 if hasattr(zmq.Socket, "recv_into")
     || echo "pyzmq could not be installed (python3 -m pip install pyzmq failed, also with --break-system-packages): the migration tests (engine/tests/migration.rs) will fail under CI=true" >&2
 fi
 python3 -c 'import zmq; print("pyzmq", zmq.__version__)' || true
+# prometheus-client: the reference OpenMetrics parser that the metrics tests check every
+# endpoint's exposition with (engine/tests/service_metrics.rs, grafana_dashboard.rs; issue 15).
+if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+  python3 -m pip install --quiet prometheus-client \
+    || python3 -m pip install --quiet --break-system-packages prometheus-client \
+    || echo "prometheus-client could not be installed: the metrics tests will fail under CI=true" >&2
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "not root: the tmpfs full-disk tests cannot mount (they fail under CI=true, skip elsewhere)" >&2
 fi

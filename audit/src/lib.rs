@@ -43,7 +43,9 @@ pub use publish::{kind_name, record_json, FeedFormat, Publisher, PublisherStats,
 pub use reader::{Position, Reader, Record, Records};
 pub use scan::{RecordView, SegmentFile, VisitError};
 pub use security::zap_handler_running;
-pub use serve::{serve, serve_secure, GapFill, ServeStats};
+pub use serve::{
+    serve, serve_counted, serve_secure, GapFill, ServeCollector, ServeCounters, ServeStats,
+};
 pub use snapshot::{SnapshotProblem, SnapshotRecord};
 pub use tail::{tail, TailOptions, TailRecord, TailStats};
 pub use verify::{journal_bytes, verify, VerifyOptions, VerifyReport};

@@ -116,6 +116,14 @@ struct ServeArgs {
     /// loopback, ipc or inproc needs --allow or --plain-credentials, or --insecure.
     #[arg(long, value_name = "ENDPOINT")]
     bind: String,
+    /// Serve metrics over HTTP on this address (ip:port, e.g. 127.0.0.1:9102; port 0 picks
+    /// one, printed on stdout as "metrics on http://ADDR/metrics" after the listening line) in
+    /// the OpenMetrics text format: requests answered, records and bytes sent, errors by
+    /// status, the head sequence, authenticated connections (docs/monitoring.md). Off by
+    /// default. The endpoint has no authentication: bind it to loopback unless Prometheus runs
+    /// elsewhere.
+    #[arg(long, value_name = "ADDR", value_parser = metrics_endpoint::parse_addr)]
+    metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     security: ServerSecurityArgs,
 }
@@ -704,16 +712,45 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // One ZAP handler for this process's context, started before the bind.
     let zap = zauth::ZapHandler::start(&ctx, &policy).context("starting the ZAP handler")?;
+    let counters = Arc::new(audit::ServeCounters::default());
+    let metrics = match a.metrics {
+        None => None,
+        Some(addr) => {
+            let collector = audit::ServeCollector::new(
+                Arc::clone(&counters),
+                zap.as_ref().map(zauth::ZapHandler::shared_stats),
+            );
+            Some(
+                metrics_endpoint::MetricsServer::start(
+                    &addr.to_string(),
+                    metrics_endpoint::registry_of(collector),
+                    metrics_endpoint::POLL_INTERVAL_DEFAULT,
+                )
+                .context("--metrics")?,
+            )
+        }
+    };
     let mut on_bound = |ep: &str| {
         println!("listening {ep}");
+        if let Some(m) = &metrics {
+            println!("metrics on http://{}/metrics", m.addr());
+        }
         let _ = std::io::stdout().flush();
         // systemd (Type=notify, deploy/systemd/): bound. A no-op without $NOTIFY_SOCKET.
         if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
             eprintln!("audit serve: warning: cannot notify systemd of readiness: {e}");
         }
     };
-    let stats = audit::serve_secure(&ctx, &a.dir, &a.bind, &policy, &stop, &mut on_bound)
-        .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
+    let stats = audit::serve_counted(
+        &ctx,
+        &a.dir,
+        &a.bind,
+        &policy,
+        &stop,
+        &mut on_bound,
+        &counters,
+    )
+    .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
     eprintln!(
         "audit serve: stopped after {} requests, {} records sent, {} errors",
         stats.requests, stats.records, stats.errors

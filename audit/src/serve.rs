@@ -6,7 +6,9 @@
 //! [`SERVE_INDEX_EVERY_RECORDS`]-th record so that a request seeks instead of scanning.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use metrics_endpoint::bump;
 
 use zauth::ServerAuth;
 
@@ -44,6 +46,49 @@ pub struct ServeStats {
     pub records: u64,
     /// Requests answered with an error status.
     pub errors: u64,
+}
+
+/// The counters of a running service, written by its thread alone (relaxed load and store)
+/// and read by the metrics endpoint (`audit serve --metrics`) at scrape time.
+#[derive(Debug, Default)]
+pub struct ServeCounters {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Records sent.
+    pub records: AtomicU64,
+    /// Reply bytes sent (headers, entries and error texts).
+    pub reply_bytes: AtomicU64,
+    /// Requests answered with status bad-request (not a 32-byte gap request).
+    pub bad_requests: AtomicU64,
+    /// Requests answered with status journal-error (the journal could not be read or verified).
+    pub journal_errors: AtomicU64,
+    /// The head sequence number the latest answer reported (0: empty journal).
+    pub head_seq: AtomicU64,
+}
+
+impl ServeCounters {
+    /// Counts one reply (`header` decoded from it, `len` bytes in all).
+    pub fn count(&self, header: &GapReplyHeader, len: usize) {
+        bump(&self.requests, 1);
+        bump(&self.reply_bytes, len as u64);
+        match header.status {
+            STATUS_OK => bump(&self.records, u64::from(header.count)),
+            STATUS_BAD_REQUEST => bump(&self.bad_requests, 1),
+            _ => bump(&self.journal_errors, 1),
+        }
+        self.head_seq.store(header.head_seq, Ordering::Relaxed);
+    }
+
+    /// The counts as [`ServeStats`].
+    pub fn stats(&self) -> ServeStats {
+        let bad = self.bad_requests.load(Ordering::Relaxed);
+        let journal = self.journal_errors.load(Ordering::Relaxed);
+        ServeStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            errors: bad.saturating_add(journal),
+        }
+    }
 }
 
 impl GapFill {
@@ -220,6 +265,21 @@ pub fn serve_secure(
     stop: &AtomicBool,
     on_bound: &mut dyn FnMut(&str),
 ) -> Result<ServeStats, JournalError> {
+    let counters = ServeCounters::default();
+    serve_counted(ctx, dir, endpoint, auth, stop, on_bound, &counters)
+}
+
+/// [`serve_secure`], counting into `counters` as it goes (the metrics endpoint of
+/// `audit serve --metrics` reads them while it runs). Returns the counts at the end.
+pub fn serve_counted(
+    ctx: &zmq::Context,
+    dir: &Path,
+    endpoint: &str,
+    auth: &ServerAuth,
+    stop: &AtomicBool,
+    on_bound: &mut dyn FnMut(&str),
+    counters: &ServeCounters,
+) -> Result<ServeStats, JournalError> {
     let socket = ctx
         .socket(zmq::REP)
         .map_err(|e| JournalError::zmq("create REP socket", endpoint, e))?;
@@ -232,7 +292,6 @@ pub fn serve_secure(
     let bound = bind_server(ctx, &socket, endpoint, auth)?;
     on_bound(&bound);
     let mut gap = GapFill::new(dir);
-    let mut stats = ServeStats::default();
     let mut out = Vec::with_capacity(SERVE_REPLY_BYTES_MAX);
     // A signal (SIGTERM, SIGINT: the caller's stop request) interrupts a blocking call with
     // EINTR: the loop then looks at `stop` again instead of failing.
@@ -259,17 +318,159 @@ pub fn serve_secure(
             ),
         }
         let (header, _) = GapReplyHeader::decode(&out)?;
-        stats.requests += 1;
-        if header.status == STATUS_OK {
-            stats.records += header.count as u64;
-        } else {
-            stats.errors += 1;
-        }
+        counters.count(&header, out.len());
         match socket.send(&out[..], 0) {
             // Interrupted by the stop request: the reply is lost, the loop ends.
             Ok(()) | Err(zmq::Error::EINTR) => {}
             Err(e) => return Err(JournalError::zmq("send", &bound, e)),
         }
     }
-    Ok(stats)
+    Ok(counters.stats())
+}
+
+/// The collector of `audit serve --metrics`: reads a service's [`ServeCounters`] (and, when
+/// the server authenticates, its ZAP handler's counters) at every scrape. Sample names (a
+/// counter family `x` is sampled as `x_total`; docs/monitoring.md is the reference):
+///
+/// | sample | type | labels |
+/// |---|---|---|
+/// | `audit_serve_requests_total` | counter | |
+/// | `audit_serve_records_total` | counter | |
+/// | `audit_serve_reply_bytes_total` | counter | |
+/// | `audit_serve_errors_total` | counter | `status` = `bad-request`, `journal-error` |
+/// | `audit_serve_head_seq` | gauge | |
+/// | `audit_serve_connections_total` | counter | `result` = `accepted`, `refused` |
+#[derive(Debug)]
+pub struct ServeCollector {
+    counters: std::sync::Arc<ServeCounters>,
+    zap: Option<std::sync::Arc<zauth::ZapStats>>,
+}
+
+impl ServeCollector {
+    /// A collector over `counters` and the ZAP handler's counters, if one runs (without one,
+    /// no connection is authenticated: both counts stay 0).
+    pub fn new(
+        counters: std::sync::Arc<ServeCounters>,
+        zap: Option<std::sync::Arc<zauth::ZapStats>>,
+    ) -> Self {
+        ServeCollector { counters, zap }
+    }
+}
+
+impl metrics_endpoint::Collector for ServeCollector {
+    fn encode(&self, mut enc: metrics_endpoint::DescriptorEncoder) -> std::fmt::Result {
+        use metrics_endpoint::{counter, counter_family, gauge};
+        let c = &*self.counters;
+        let e = &mut enc;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            e,
+            "audit_serve_requests",
+            "Gap-fill requests answered.",
+            l(&c.requests),
+        )?;
+        counter(
+            e,
+            "audit_serve_records",
+            "Journal records sent in gap-fill replies.",
+            l(&c.records),
+        )?;
+        counter(
+            e,
+            "audit_serve_reply_bytes",
+            "Reply bytes sent.",
+            l(&c.reply_bytes),
+        )?;
+        counter_family(
+            e,
+            "audit_serve_errors",
+            "Requests answered with an error status.",
+            ["status"],
+            [
+                (["bad-request"], l(&c.bad_requests)),
+                (["journal-error"], l(&c.journal_errors)),
+            ],
+        )?;
+        gauge(
+            e,
+            "audit_serve_head_seq",
+            "Head sequence number reported by the latest reply (0: empty journal or no request yet).",
+            l(&c.head_seq),
+        )?;
+        let (accepted, refused) = self.zap.as_ref().map_or((0, 0), |z| {
+            (
+                z.accepted.load(Ordering::Relaxed),
+                z.refused.load(Ordering::Relaxed),
+            )
+        });
+        counter_family(
+            e,
+            "audit_serve_connections",
+            "Connections authenticated by the ZAP handler (0 without authentication).",
+            ["result"],
+            [(["accepted"], accepted), (["refused"], refused)],
+        )
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_replies_by_status_and_exposes_them() {
+        let c = Arc::new(ServeCounters::default());
+        let ok = GapReplyHeader {
+            status: STATUS_OK,
+            count: 3,
+            head_seq: 9,
+            head_hash: GENESIS_HASH,
+        };
+        c.count(&ok, 100);
+        c.count(
+            &GapReplyHeader {
+                status: STATUS_BAD_REQUEST,
+                count: 0,
+                ..ok
+            },
+            50,
+        );
+        c.count(
+            &GapReplyHeader {
+                status: STATUS_JOURNAL_ERROR,
+                count: 0,
+                ..ok
+            },
+            60,
+        );
+        assert_eq!(
+            c.stats(),
+            ServeStats {
+                requests: 3,
+                records: 3,
+                errors: 2
+            }
+        );
+        let zap = Arc::new(zauth::ZapStats::default());
+        zap.accepted.store(4, Ordering::Relaxed);
+        let text = metrics_endpoint::render(&metrics_endpoint::registry_of(ServeCollector::new(
+            Arc::clone(&c),
+            Some(zap),
+        )));
+        let e = metrics_endpoint::exposition::parse(&text).unwrap();
+        assert_eq!(e.value("audit_serve_requests_total", &[]), Some(3.0));
+        assert_eq!(e.value("audit_serve_records_total", &[]), Some(3.0));
+        assert_eq!(e.value("audit_serve_reply_bytes_total", &[]), Some(210.0));
+        assert_eq!(
+            e.value("audit_serve_errors_total", &[("status", "journal-error")]),
+            Some(1.0)
+        );
+        assert_eq!(e.value("audit_serve_head_seq", &[]), Some(9.0));
+        assert_eq!(
+            e.value("audit_serve_connections_total", &[("result", "accepted")]),
+            Some(4.0)
+        );
+    }
 }

@@ -957,8 +957,8 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
         }
     };
     if let Some(addr) = &a.metrics {
-        if addr.parse::<std::net::SocketAddr>().is_err() {
-            p.add("--metrics", format!("{addr:?} is not ip:port"));
+        if let Err(e) = metrics_endpoint::parse_addr(addr) {
+            p.add("--metrics", e);
         }
     }
     if !p.0.is_empty() {

@@ -304,7 +304,9 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub lock_memory: bool,
 
-    /// Serve Prometheus metrics on this address (`127.0.0.1:9100`) during the replay.
+    /// Serve metrics over HTTP on this address (ip:port, e.g. `127.0.0.1:9100`; port 0 picks
+    /// one) during the replay, in the OpenMetrics text format that Prometheus scrapes
+    /// (docs/monitoring.md). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 

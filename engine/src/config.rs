@@ -6,7 +6,6 @@
 //! so both commands run the same pipeline. `examples/engine.toml` documents every key.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -1159,8 +1158,8 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
     // [metrics]
     let metrics_bind = raw.metrics.and_then(|m| m.bind);
     if let Some(b) = &metrics_bind {
-        if b.parse::<SocketAddr>().is_err() {
-            p.add("metrics.bind", format!("{b:?} is not ip:port"));
+        if let Err(e) = metrics_endpoint::parse_addr(b) {
+            p.add("metrics.bind", e);
         }
     }
 

@@ -1,4 +1,4 @@
-//! Counters the stages publish and the Prometheus text endpoint that reads them.
+//! Counters the stages publish and the OpenMetrics endpoint that reads them when scraped.
 //!
 //! Each stage owns one cache-padded block of counters and is its only writer: it updates them
 //! once per batch with a relaxed load + store (no locked instruction, no false sharing with
@@ -6,7 +6,9 @@
 //! depths need no counter of their own: the depth of a ring is what its producer pushed minus
 //! what its consumer took.
 //!
-//! Metric names (all prefixed `engine_`):
+//! The endpoint encodes with `prometheus-client` (crate `metrics-endpoint`): a collector reads
+//! the atomics at scrape time, so the stages pay nothing per scrape. Sample names (all prefixed
+//! `engine_`; a counter family `engine_x` is sampled as `engine_x_total`):
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
@@ -29,12 +31,10 @@
 //! | `engine_egress_backpressure_waits_total` | counter | | times downstream was not writable |
 //! | `engine_ring_depth` | gauge | `ring` | orders waiting in `ingress_risk`, `risk_journal`, `journal_egress` |
 //! | `engine_latency_us` | gauge | `outcome`, `quantile` | recent latency quantiles (0.5 … 0.999, 1 = max) |
-//! | `engine_latency_count` | counter | `outcome` | orders recorded in the latency histograms |
+//! | `engine_latency_recorded_total` | counter | `outcome` | orders recorded in the latency histograms |
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
@@ -191,241 +191,217 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    pub fn render_prometheus(&self) -> String {
-        let mut s = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        let i = &self.ingress;
+    /// Every metric in the OpenMetrics text format, as the endpoint serves it.
+    pub fn render_openmetrics(self: &Arc<Self>) -> String {
+        metrics_endpoint::render(&registry(Arc::clone(self)))
+    }
+}
+
+/// A registry whose one collector reads `metrics` at every scrape.
+pub fn registry(metrics: Arc<Metrics>) -> metrics_endpoint::Registry {
+    metrics_endpoint::registry_of(Collect(metrics))
+}
+
+/// The collector: reads every counter and gauge when scraped (on the metrics thread; the
+/// stages never wait for it).
+#[derive(Debug)]
+struct Collect(Arc<Metrics>);
+
+const QUANTILES: [&str; 5] = ["0.5", "0.9", "0.99", "0.999", "1"];
+
+fn quantiles(g: &LatencyGauges) -> [&AtomicU64; 5] {
+    [&g.p50_ns, &g.p90_ns, &g.p99_ns, &g.p999_ns, &g.max_ns]
+}
+
+fn us(ns: &AtomicU64) -> f64 {
+    ns.load(Relaxed) as f64 / 1e3
+}
+
+impl metrics_endpoint::Collector for Collect {
+    fn encode(&self, mut enc: metrics_endpoint::DescriptorEncoder) -> std::fmt::Result {
+        use metrics_endpoint::{counter, counter_family, gauge, gauge_family};
+        let m = &*self.0;
+        let e = &mut enc;
+        let i = &m.ingress;
         counter(
-            "engine_ingress_orders_total",
+            e,
+            "engine_ingress_orders",
             "Orders taken in.",
             i.orders.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_ingress_bad_frames_total",
+            e,
+            "engine_ingress_bad_frames",
             "Ingress messages refused.",
             i.bad_frames.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_ingress_backpressure_waits_total",
+            e,
+            "engine_ingress_backpressure_waits",
             "Rounds the ingress found the risk ring full.",
             i.backpressure_waits.load(Relaxed),
-        );
-        let r = &self.risk;
+        )?;
+        let r = &m.risk;
         counter(
-            "engine_risk_batches_total",
+            e,
+            "engine_risk_batches",
             "Risk requests sent.",
             r.batches.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_risk_orders_total",
+            e,
+            "engine_risk_orders",
             "Orders decided by the risk stage.",
             r.orders.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_risk_timeouts_total",
+            e,
+            "engine_risk_timeouts",
             "Risk batches rejected risk-timeout.",
             r.timeouts.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_risk_failed_batches_total",
+            e,
+            "engine_risk_failed_batches",
             "Risk batches rejected risk-error.",
             r.failed_batches.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_risk_failovers_total",
+            e,
+            "engine_risk_failovers",
             "Moves to the next risk endpoint.",
             r.failovers.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_risk_backpressure_waits_total",
+            e,
+            "engine_risk_backpressure_waits",
             "Rounds the risk stage found the journal ring full.",
             r.backpressure_waits.load(Relaxed),
-        );
-        let j = &self.journal;
+        )?;
+        let j = &m.journal;
         counter(
-            "engine_journal_records_total",
+            e,
+            "engine_journal_records",
             "Decision records appended.",
             j.records.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_journal_backpressure_waits_total",
+            e,
+            "engine_journal_backpressure_waits",
             "Rounds the journal found the egress ring full.",
             j.backpressure_waits.load(Relaxed),
-        );
+        )?;
         counter(
-            "engine_journal_publish_failures_total",
+            e,
+            "engine_journal_publish_failures",
             "Live-feed sends that failed after their record was appended (gap fill recovers them).",
             j.publish_failures.load(Relaxed),
-        );
-        let e = &self.egress;
+        )?;
+        let o = &m.egress;
         counter(
-            "engine_egress_orders_total",
+            e,
+            "engine_egress_orders",
             "Accepted orders handed to ZeroMQ.",
-            e.orders.load(Relaxed),
-        );
+            o.orders.load(Relaxed),
+        )?;
         counter(
-            "engine_egress_frames_total",
+            e,
+            "engine_egress_frames",
             "Egress frames sent.",
-            e.frames.load(Relaxed),
-        );
+            o.frames.load(Relaxed),
+        )?;
         counter(
-            "engine_egress_backpressure_waits_total",
+            e,
+            "engine_egress_backpressure_waits",
             "Times downstream was not writable.",
-            e.backpressure_waits.load(Relaxed),
-        );
-        let _ = writeln!(
-            s,
-            "# HELP engine_risk_wait_max_us Longest single risk round trip.\n# TYPE engine_risk_wait_max_us gauge\nengine_risk_wait_max_us {:.3}",
-            r.wait_max_ns.load(Relaxed) as f64 / 1e3
-        );
-        let _ = writeln!(
-            s,
-            "# HELP engine_decisions_total Decisions by reason.\n# TYPE engine_decisions_total counter"
-        );
-        for reason in Reason::ALL {
-            let _ = writeln!(
-                s,
-                "engine_decisions_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                j.by_reason[reason.code() as usize].load(Relaxed)
-            );
-        }
-        let d = self.ring_depths();
-        let _ = writeln!(
-            s,
-            "# HELP engine_ring_depth Orders waiting in a ring.\n# TYPE engine_ring_depth gauge\nengine_ring_depth{{ring=\"ingress_risk\"}} {}\nengine_ring_depth{{ring=\"risk_journal\"}} {}\nengine_ring_depth{{ring=\"journal_egress\"}} {}",
-            d.ingress_risk, d.risk_journal, d.journal_egress
-        );
-        let _ = writeln!(
-            s,
-            "# HELP engine_latency_us Recent latency quantiles from scheduled arrival to journal (rejected) or egress send (accepted).\n# TYPE engine_latency_us gauge"
-        );
-        for (outcome, g) in [
-            ("accepted", &self.latency_accepted),
-            ("rejected", &self.latency_rejected),
-        ] {
-            for (q, v) in [
-                ("0.5", &g.p50_ns),
-                ("0.9", &g.p90_ns),
-                ("0.99", &g.p99_ns),
-                ("0.999", &g.p999_ns),
-                ("1", &g.max_ns),
-            ] {
-                let _ = writeln!(
-                    s,
-                    "engine_latency_us{{outcome=\"{outcome}\",quantile=\"{q}\"}} {:.3}",
-                    v.load(Relaxed) as f64 / 1e3
-                );
-            }
-        }
-        let _ = writeln!(
-            s,
-            "# HELP engine_latency_count Orders recorded in the latency histograms.\n# TYPE engine_latency_count counter"
-        );
-        for (outcome, g) in [
-            ("accepted", &self.latency_accepted),
-            ("rejected", &self.latency_rejected),
-        ] {
-            let _ = writeln!(
-                s,
-                "engine_latency_count{{outcome=\"{outcome}\"}} {}",
-                g.count.load(Relaxed)
-            );
-        }
-        s
+            o.backpressure_waits.load(Relaxed),
+        )?;
+        gauge(
+            e,
+            "engine_risk_wait_max_us",
+            "Longest single risk round trip.",
+            us(&r.wait_max_ns),
+        )?;
+        counter_family(
+            e,
+            "engine_decisions",
+            "Decisions by reason.",
+            ["reason"],
+            Reason::ALL.iter().map(|reason| {
+                (
+                    [reason.as_str()],
+                    j.by_reason[reason.code() as usize].load(Relaxed),
+                )
+            }),
+        )?;
+        let d = m.ring_depths();
+        gauge_family(
+            e,
+            "engine_ring_depth",
+            "Orders waiting in a ring.",
+            ["ring"],
+            [
+                (["ingress_risk"], d.ingress_risk),
+                (["risk_journal"], d.risk_journal),
+                (["journal_egress"], d.journal_egress),
+            ],
+        )?;
+        let outcomes = [
+            ("accepted", &*m.latency_accepted),
+            ("rejected", &*m.latency_rejected),
+        ];
+        gauge_family(
+            e,
+            "engine_latency_us",
+            "Recent latency quantiles from scheduled arrival to journal (rejected) or egress send (accepted).",
+            ["outcome", "quantile"],
+            outcomes.iter().flat_map(|(outcome, g)| {
+                QUANTILES
+                    .iter()
+                    .zip(quantiles(g))
+                    .map(move |(q, v)| ([*outcome, *q], us(v)))
+            }),
+        )?;
+        counter_family(
+            e,
+            "engine_latency_recorded",
+            "Orders recorded in the latency histograms.",
+            ["outcome"],
+            outcomes
+                .iter()
+                .map(|(outcome, g)| ([*outcome], g.count.load(Relaxed))),
+        )
     }
 }
 
 /// Errors of the metrics endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr}: {message}")]
-pub struct MetricsError {
-    /// The bind address.
-    pub addr: String,
-    /// Why.
-    pub message: String,
-}
+pub use metrics_endpoint::MetricsError;
 
-/// The HTTP thread serving `GET /metrics` (any path answers the same text).
+/// The HTTP thread serving `GET /metrics` (any path answers the same text) in the OpenMetrics
+/// format.
 #[derive(Debug)]
-pub struct MetricsServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    addr: String,
-}
+pub struct MetricsServer(metrics_endpoint::MetricsServer);
 
 impl MetricsServer {
-    /// Binds `addr` (`host:port`; port 0 picks one) and serves `metrics` from a thread of its
-    /// own, off the hot path.
+    /// Binds `addr` (`ip:port`; port 0 picks one) and serves `metrics` from a thread of its
+    /// own, off the hot path: the counters are read when scraped.
     pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer, MetricsError> {
-        let server = tiny_http::Server::http(addr).map_err(|e| MetricsError {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
-        let bound = server.server_addr().to_string();
-        let content_type =
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
-                .map_err(|()| MetricsError {
-                    addr: addr.to_owned(),
-                    message: "bad content-type header".into(),
-                })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                while !stop2.load(Relaxed) {
-                    match server.recv_timeout(Duration::from_millis(METRICS_POLL_MS)) {
-                        Ok(Some(req)) => {
-                            let body = metrics.render_prometheus();
-                            let resp = tiny_http::Response::from_string(body)
-                                .with_header(content_type.clone());
-                            if let Err(e) = req.respond(resp) {
-                                tracing::debug!("metrics client went away: {e}");
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!("metrics endpoint: {e}");
-                            std::thread::sleep(Duration::from_millis(METRICS_POLL_MS));
-                        }
-                    }
-                }
-            })
-            .map_err(|e| MetricsError {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?;
-        Ok(MetricsServer {
-            stop,
-            thread: Some(thread),
-            addr: bound,
-        })
+        metrics_endpoint::MetricsServer::start(
+            addr,
+            registry(metrics),
+            Duration::from_millis(METRICS_POLL_MS),
+        )
+        .map(MetricsServer)
     }
 
     /// The bound address (`ip:port`).
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.0.addr()
     }
 
     /// Stops and joins the thread.
-    pub fn stop(mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.0.stop();
     }
 }
 
@@ -433,7 +409,6 @@ impl Drop for MetricsServer {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::io::{Read, Write};
 
     #[test]
     fn depths_come_from_counters() {
@@ -458,24 +433,34 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_every_family() {
-        let m = Metrics::default();
+    fn openmetrics_text_has_every_family_and_reads_the_counters() {
+        let m = Arc::new(Metrics::default());
         bump(&m.journal.by_reason[Reason::RiskTimeout.code() as usize], 2);
-        let t = m.render_prometheus();
+        bump(&m.ingress.orders, 5);
+        raise(&m.risk.wait_max_ns, 1_500);
+        m.latency_accepted.p99_ns.store(2_250, Relaxed);
+        bump(&m.latency_rejected.count, 9);
+        let t = m.render_openmetrics();
         for needle in [
-            "engine_ingress_orders_total 0",
-            "engine_decisions_total{reason=\"risk-timeout\"} 2",
-            "engine_ring_depth{ring=\"journal_egress\"} 0",
-            "engine_latency_us{outcome=\"accepted\",quantile=\"0.99\"}",
-            "# TYPE engine_egress_backpressure_waits_total counter",
+            "# TYPE engine_egress_backpressure_waits counter\n",
+            "engine_ingress_orders_total 5\n",
+            "engine_decisions_total{reason=\"risk-timeout\"} 2\n",
+            "engine_ring_depth{ring=\"ingress_risk\"} 5\n",
+            "engine_risk_wait_max_us 1.5\n",
+            "engine_latency_us{outcome=\"accepted\",quantile=\"0.99\"} 2.25\n",
+            "engine_latency_recorded_total{outcome=\"rejected\"} 9\n",
         ] {
-            assert!(t.contains(needle), "missing {needle}");
+            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
         }
-        // Every sample line is `name{labels} value`.
-        for line in t.lines().filter(|l| !l.starts_with('#')) {
-            let (_, v) = line.rsplit_once(' ').unwrap();
-            v.parse::<f64>().unwrap();
-        }
+        assert!(t.ends_with("# EOF\n"));
+        let e = metrics_endpoint::exposition::parse(&t).unwrap();
+        // Every reason is present, zero or not.
+        assert_eq!(
+            e.family("engine_decisions").unwrap().samples.len(),
+            Reason::ALL.len()
+        );
+        assert_eq!(e.sum("engine_decisions_total"), 2.0);
+        assert_eq!(e.family("engine_latency_us").unwrap().samples.len(), 10);
     }
 
     #[test]
@@ -483,12 +468,14 @@ mod tests {
         let m = Arc::new(Metrics::default());
         bump(&m.egress.frames, 42);
         let server = MetricsServer::start("127.0.0.1:0", Arc::clone(&m)).unwrap();
-        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        conn.read_to_string(&mut body).unwrap();
-        assert!(body.starts_with("HTTP/1.0 200"), "{body}");
-        assert!(body.contains("engine_egress_frames_total 42"));
+        let s =
+            metrics_endpoint::exposition::scrape(server.addr(), Duration::from_secs(10)).unwrap();
+        assert_eq!(s.content_type, metrics_endpoint::CONTENT_TYPE);
+        assert!(
+            s.body.contains("engine_egress_frames_total 42\n"),
+            "{}",
+            s.body
+        );
         server.stop();
     }
 }

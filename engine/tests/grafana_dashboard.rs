@@ -1,14 +1,131 @@
 //! The Grafana dashboard in `docs/grafana/engine-dashboard.json` must stay importable and must
 //! only query series the engine exports: every metric name and every `label="value"` matcher
-//! in its queries is looked up in the text `Metrics::render_prometheus` produces, and every
-//! panel is described in `docs/monitoring.md`.
+//! in its queries is looked up in what a running `engine run` serves on its metrics endpoint
+//! (scraped over HTTP after real orders went through it), and every panel is described in
+//! `docs/monitoring.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use engine::metrics::Metrics;
+use metrics_endpoint::exposition::{parse, scrape, Exposition};
 use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// What a running engine serves once orders have gone through it, in the test binary's
+/// lifetime started once: `engine run` with an ingress and a metrics endpoint on free ports,
+/// fed one order every 20 ms over a real PUSH socket until the latency gauges have been
+/// published (at most once a second, at the end of a batch), scraped, then stopped with
+/// SIGTERM. The scrape must be valid OpenMetrics with the OpenMetrics content type, and the
+/// counters must have moved by what was sent.
+fn running_engine() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (ingress, metrics) = (
+            format!("tcp://127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let config = dir.path().join("engine.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[ingress]\nbind = \"{ingress}\"\n[journal]\ndir = \"{}\"\n[metrics]\nbind = \"{metrics}\"\n",
+                dir.path().join("journal").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(common::engine_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = common::lines_of(child.stderr.take().unwrap());
+        let ctx = zmq::Context::new();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.set_linger(0).unwrap();
+        push.connect(&ingress).unwrap();
+        let t = Instant::now();
+        let mut sent = 0u64;
+        let (body, e) = loop {
+            let order = orders::Order {
+                order_id: sent + 1,
+                ts_ns: 0,
+                price: 1_852_500,
+                qty: if sent % 3 == 2 { 5_000_000 } else { 100 },
+                account: 7,
+                symbol: orders::Symbol::new("AAPL").unwrap(),
+                side: orders::Side::Buy,
+                kind: orders::OrderKind::New,
+            };
+            push.send(engine::frames::encode_ingress_frame(&[order]), 0)
+                .unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            if let Ok(s) = scrape(&metrics, Duration::from_secs(10)) {
+                assert_eq!(s.content_type, metrics_endpoint::CONTENT_TYPE);
+                let e = parse(&s.body)
+                    .unwrap_or_else(|err| panic!("not OpenMetrics: {err}\n{}", s.body));
+                let recorded = e.sum("engine_latency_recorded_total");
+                let decided = e.value("engine_journal_records_total", &[]).unwrap();
+                if recorded > 0.0 && decided >= 3.0 {
+                    break (s.body, e);
+                }
+            }
+            let lines: Vec<String> = stderr.try_iter().collect();
+            assert!(
+                t.elapsed() < LIMIT,
+                "the engine's latency gauges never moved; stderr: {lines:#?}"
+            );
+        };
+        if let Some(theirs) = common::reference_openmetrics_families("grafana_dashboard", &body) {
+            let ours: Vec<String> = e
+                .families
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.kind))
+                .collect();
+            assert_eq!(theirs, ours, "the reference parser reads the same families");
+        }
+        let taken = e.value("engine_ingress_orders_total", &[]).unwrap() as u64;
+        assert!((1..=sent).contains(&taken), "{taken} of {sent} orders taken");
+        assert_eq!(
+            e.value("engine_journal_records_total", &[]),
+            Some(e.sum("engine_decisions_total")),
+            "every record is one decision"
+        );
+        assert!(e.value("engine_decisions_total", &[("reason", "max-qty")]).unwrap() >= 1.0);
+        assert!(
+            e.value("engine_latency_us", &[("outcome", "accepted"), ("quantile", "1")])
+                .unwrap()
+                > 0.0
+        );
+        common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < LIMIT, "SIGTERM ends the engine");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        body
+    })
+}
+
+fn running_engine_exposition() -> Exposition {
+    parse(running_engine()).unwrap()
+}
 
 fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -132,12 +249,9 @@ fn extractor_finds_names_and_matchers() {
 #[test]
 fn dashboard_queries_only_metrics_the_engine_renders() {
     let d = dashboard();
-    let rendered = Metrics::default().render_prometheus();
-    let exported: BTreeSet<&str> = rendered
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap_or(""))
-        .collect();
+    let rendered = running_engine();
+    let exposition = running_engine_exposition();
+    let exported: BTreeSet<&str> = exposition.sample_names();
 
     let all = exprs(&d);
     assert!(!all.is_empty(), "the dashboard has queries");
@@ -148,7 +262,7 @@ fn dashboard_queries_only_metrics_the_engine_renders() {
         for n in names {
             assert!(
                 exported.contains(n.as_str()),
-                "dashboard queries {n}, which render_prometheus does not emit (exported: {exported:?})\n  in: {e}"
+                "dashboard queries {n}, which the running engine does not serve (exported: {exported:?})\n  in: {e}"
             );
             used.insert(n);
         }
@@ -159,7 +273,7 @@ fn dashboard_queries_only_metrics_the_engine_renders() {
             let needle = format!("{label}=\"{value}\"");
             assert!(
                 rendered.contains(&needle),
-                "dashboard matches {needle}, which render_prometheus never emits\n  in: {e}"
+                "dashboard matches {needle}, which the running engine never serves\n  in: {e}"
             );
         }
     }
@@ -227,10 +341,8 @@ fn every_panel_is_described_in_the_monitoring_doc() {
             "docs/monitoring.md has no `### {title}` section"
         );
     }
-    // The doc names every exported metric family too.
-    let rendered = Metrics::default().render_prometheus();
-    for l in rendered.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = l.split(' ').nth(2).expect("# TYPE name type");
+    // The doc names every sample name the running engine serves too.
+    for name in running_engine_exposition().sample_names() {
         assert!(
             doc.contains(name),
             "docs/monitoring.md does not mention {name}"

@@ -13,6 +13,7 @@
 //! - [`client`]: [`RiskClient`], one REQ message per batch, timeout, Lazy Pirate, failover.
 //! - [`recover`]: [`replay_journal`], state from the audit journal's decision records.
 //! - [`limits`]: every compile-time limit, units last.
+//! - [`metrics`]: the service's counters and the collector of `risk-server --metrics`.
 //!
 //! A rejection is a verdict ([`orders::Reason`]), never an error; [`RiskError`] is for
 //! sockets, files and configuration.
@@ -28,6 +29,7 @@ mod hash;
 mod idtable;
 pub mod json_client;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod recover;
 pub mod server;

@@ -18,7 +18,8 @@ use risk::{replay_journal, Checker, JsonReplies, Limits, Server, Service, Servic
 /// requests ({"admin":"halt"|"reduce"|"resume"|"reload"|"stats"|"snapshot"}, optionally with
 /// "account" or "symbol") on the same socket. Protocol: docs/formats/risk-protocol.md.
 ///
-/// Prints "listening on <endpoint>" on stdout for every bound endpoint once it serves.
+/// Prints "listening on <endpoint>" on stdout for every bound endpoint once it serves (and,
+/// with --metrics, "metrics on http://<ip:port>/metrics").
 /// SIGHUP reloads the limits file without dropping state (a bad file is logged and the old
 /// limits stay); SIGINT / SIGTERM stop it cleanly (exit code 0). Logs go to stderr
 /// (RUST_LOG=debug|info|warn, default info). Exit code 1: unusable limits file, journal or
@@ -82,6 +83,14 @@ struct Args {
     /// it may send orders and admin requests). Refused without this flag.
     #[arg(long)]
     insecure: bool,
+
+    /// Serve metrics over HTTP on this address (ip:port, e.g. 127.0.0.1:9101; port 0 picks
+    /// one, printed on stdout as "metrics on http://ADDR/metrics") in the OpenMetrics text
+    /// format: requests, orders checked, verdicts by reason, bad requests, voids, hellos,
+    /// reloads, authenticated connections (docs/monitoring.md). Off by default. The endpoint
+    /// has no authentication: bind it to loopback unless Prometheus runs elsewhere.
+    #[arg(long, value_name = "ADDR", value_parser = metrics_endpoint::parse_addr)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_json_replies(text: &str) -> Result<JsonReplies, String> {
@@ -177,14 +186,35 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.insecure {
         tracing::warn!("--insecure: remote endpoints accept unauthenticated peers");
     }
-    let _zap = zauth::ZapHandler::start(&ctx, &auth).context("starting ZAP authentication")?;
+    let zap = zauth::ZapHandler::start(&ctx, &auth).context("starting ZAP authentication")?;
+    let counters = service.counters();
     let mut server =
         Server::bind_secure(&ctx, &args.bind, service, &auth).context("binding the REP socket")?;
+    let metrics = match args.metrics {
+        None => None,
+        Some(addr) => {
+            let collector = risk::metrics::RiskCollector::new(
+                counters,
+                zap.as_ref().map(zauth::ZapHandler::shared_stats),
+            );
+            Some(
+                metrics_endpoint::MetricsServer::start(
+                    &addr.to_string(),
+                    metrics_endpoint::registry_of(collector),
+                    metrics_endpoint::POLL_INTERVAL_DEFAULT,
+                )
+                .context("--metrics")?,
+            )
+        }
+    };
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         for ep in server.endpoints() {
             writeln!(out, "listening on {ep}").context("writing to stdout")?;
+        }
+        if let Some(m) = &metrics {
+            writeln!(out, "metrics on http://{}/metrics", m.addr()).context("writing to stdout")?;
         }
         out.flush().context("writing to stdout")?;
     }

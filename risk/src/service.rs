@@ -15,6 +15,8 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orders::{Order, OrderKind, Reason, RiskServerIds, Side, Symbol};
@@ -28,6 +30,7 @@ use crate::limits::{
     MAX_BATCH_ORDERS_MAX, TEXT_REPLY_LEN_BYTES_INITIAL,
 };
 use crate::limits::{PREFETCH_CHUNK_ORDERS, VOID_BATCH_IDS_MAX};
+use crate::metrics::ServiceCounters;
 use crate::protocol::{
     decode_request_header, encode_error_reply, encode_hello_result, encode_reply_header,
     encode_verdict, encode_void_result, hello_journal_point, peek_batch_id, raw_order_id,
@@ -35,6 +38,7 @@ use crate::protocol::{
     RequestHeader, Status, REQUEST_MAGIC, REQUEST_TYPE_HELLO, REQUEST_TYPE_VOID,
 };
 use crate::undo::VoidOutcome;
+use metrics_endpoint::bump;
 
 /// Counters of the service, as the admin `stats` request returns them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,8 +154,8 @@ pub struct Service {
     checker: Checker,
     max_batch: usize,
     config_path: Option<PathBuf>,
-    stats: ServiceStats,
-    verdicts: [u64; Reason::ALL.len()],
+    /// Counters, also read by the metrics endpoint (`crate::metrics`).
+    counters: Arc<ServiceCounters>,
     /// Ids for JSON orders without `order_id` (`orders::order_ids`: restart-safe by the clock).
     json_ids: RiskServerIds,
     /// Per-batch scratch, allocated for `max_batch` orders at start-up.
@@ -191,8 +195,7 @@ impl Service {
             decoded: vec![None; max_batch],
             valid: vec![Order::default(); max_batch],
             config_path: opts.config_path,
-            stats: ServiceStats::default(),
-            verdicts: [0; Reason::ALL.len()],
+            counters: Arc::new(ServiceCounters::default()),
             json_ids: RiskServerIds::starting_at(wall_clock_ns()),
             json_replies: JsonReplies::Detailed,
         }
@@ -241,22 +244,21 @@ impl Service {
 
     /// Counters so far.
     pub fn stats(&self) -> ServiceStats {
-        let mut s = self.stats.clone();
-        s.verdicts = Reason::ALL
-            .iter()
-            .zip(self.verdicts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| (r.as_str().to_owned(), n))
-            .collect();
+        let mut s = self.counters.snapshot();
         let (slots, grows) = self.checker.id_table_stats();
         s.order_id_table_slots = slots as u64;
         s.order_id_table_grows = grows;
         s
     }
 
+    /// The counters, shared: the metrics endpoint reads them while the service runs.
+    pub fn counters(&self) -> Arc<ServiceCounters> {
+        Arc::clone(&self.counters)
+    }
+
     /// Counts a reply the socket could not send.
     pub fn count_send_error(&mut self) {
-        self.stats.send_errors += 1;
+        bump(&self.counters.send_errors, 1);
     }
 
     /// Reloads the limits file given at start-up, keeping all live state. On error the old
@@ -272,7 +274,7 @@ impl Service {
                 Ok(())
             }
             Err(e) => {
-                self.stats.reload_failures += 1;
+                bump(&self.counters.reload_failures, 1);
                 Err(e)
             }
         }
@@ -281,13 +283,13 @@ impl Service {
     /// Replaces the limits, keeping all live state.
     pub fn set_limits(&mut self, limits: Limits) {
         self.checker.set_limits(limits);
-        self.stats.reloads += 1;
+        bump(&self.counters.reloads, 1);
     }
 
     /// Answers a request that arrived as several frames (not part of the protocol).
     pub fn handle_multipart(&mut self, first: &[u8], reply: &mut Vec<u8>) {
-        self.stats.requests += 1;
-        self.stats.malformed += 1;
+        bump(&self.counters.requests, 1);
+        bump(&self.counters.malformed, 1);
         let text = "multi-part requests are not supported: send one frame";
         if first.starts_with(&REQUEST_MAGIC) {
             encode_error_reply(peek_batch_id(first), Status::Malformed, text, reply);
@@ -298,7 +300,17 @@ impl Service {
 
     /// Answers one request frame; `reply` is replaced by the reply frame.
     pub fn handle(&mut self, request: &[u8], reply: &mut Vec<u8>) {
-        self.stats.requests += 1;
+        self.dispatch(request, reply);
+        // The order-id table's size, for the metrics endpoint (two stores per request).
+        let (slots, grows) = self.checker.id_table_stats();
+        self.counters
+            .order_id_table_slots
+            .store(slots as u64, Relaxed);
+        self.counters.order_id_table_grows.store(grows, Relaxed);
+    }
+
+    fn dispatch(&mut self, request: &[u8], reply: &mut Vec<u8>) {
+        bump(&self.counters.requests, 1);
         reply.clear();
         if request.starts_with(&REQUEST_MAGIC) {
             self.handle_batch(request, reply);
@@ -307,7 +319,7 @@ impl Service {
         match request.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => self.handle_json(request, reply),
             _ => {
-                self.stats.malformed += 1;
+                bump(&self.counters.malformed, 1);
                 error_text(
                     reply,
                     format_args!(
@@ -321,7 +333,7 @@ impl Service {
     fn handle_batch(&mut self, request: &[u8], reply: &mut Vec<u8>) {
         let max_len = request_v2_len_bytes(self.max_batch);
         if request.len() > max_len {
-            self.stats.too_large += 1;
+            bump(&self.counters.too_large, 1);
             let text = format!(
                 "request of {} bytes exceeds the maximum of {max_len} ({} orders)",
                 request.len(),
@@ -334,9 +346,9 @@ impl Service {
             Ok(h) => h,
             Err(e) => {
                 if e.status() == Status::TooLarge {
-                    self.stats.too_large += 1;
+                    bump(&self.counters.too_large, 1);
                 } else {
-                    self.stats.malformed += 1;
+                    bump(&self.counters.malformed, 1);
                 }
                 encode_error_reply(peek_batch_id(request), e.status(), &e.to_string(), reply);
                 return;
@@ -353,7 +365,7 @@ impl Service {
         if !self.checker.begin_batch(h.session_id, h.batch_id) {
             // A void of this session named this batch before it arrived: the client has
             // already rejected its orders; applying it now would over-count.
-            self.stats.refused_voided_batches += 1;
+            bump(&self.counters.refused_voided_batches, 1);
             let text = "this batch was voided before it arrived; nothing was applied";
             encode_error_reply(h.batch_id, Status::Voided, text, reply);
             return;
@@ -397,12 +409,12 @@ impl Service {
                     Reason::InvalidOrder,
                 ),
             };
-            self.verdicts[reason.code() as usize] += 1;
+            bump(&self.counters.verdicts[reason.code() as usize], 1);
             encode_verdict(i, order_id, reason, reply);
         }
         self.checker.end_batch();
-        self.stats.batches += 1;
-        self.stats.batch_orders += count as u64;
+        bump(&self.counters.batches, 1);
+        bump(&self.counters.batch_orders, count as u64);
     }
 
     /// A void request: undo the named batches of the session if they are the newest applied
@@ -429,13 +441,13 @@ impl Service {
         );
         for (i, (&id, &outcome)) in ids[..count].iter().zip(&outcomes[..count]).enumerate() {
             match outcome {
-                VoidOutcome::Voided => self.stats.voided_batches += 1,
-                VoidOutcome::Unknown => self.stats.void_unknown += 1,
-                VoidOutcome::TooOld => self.stats.void_too_old += 1,
+                VoidOutcome::Voided => bump(&self.counters.voided_batches, 1),
+                VoidOutcome::Unknown => bump(&self.counters.void_unknown, 1),
+                VoidOutcome::TooOld => bump(&self.counters.void_too_old, 1),
             }
             encode_void_result(i, id, outcome, reply);
         }
-        self.stats.void_requests += 1;
+        bump(&self.counters.void_requests, 1);
     }
 
     /// A hello: reconcile with the client's journal (see [`Checker::reconcile`]) and tell the
@@ -443,10 +455,10 @@ impl Service {
     fn handle_hello(&mut self, request: &[u8], h: &RequestHeader, reply: &mut Vec<u8>) {
         let point = hello_journal_point(request);
         let (outcome, voided) = self.checker.reconcile(h.session_id, point);
-        self.stats.hello_requests += 1;
-        self.stats.reconciled_batches += voided;
+        bump(&self.counters.hello_requests, 1);
+        bump(&self.counters.reconciled_batches, voided);
         if outcome == VoidOutcome::TooOld {
-            self.stats.reconcile_refusals += 1;
+            bump(&self.counters.reconcile_refusals, 1);
         }
         if point.prev_session != 0 {
             tracing::info!(
@@ -480,7 +492,7 @@ impl Service {
 
     fn handle_json(&mut self, request: &[u8], reply: &mut Vec<u8>) {
         if request.len() > JSON_REQUEST_LEN_BYTES_MAX {
-            self.stats.too_large += 1;
+            bump(&self.counters.too_large, 1);
             let len = request.len();
             if self.short_reject(
                 reply,
@@ -500,7 +512,7 @@ impl Service {
         let req: JsonRequest = match serde_json::from_slice(request) {
             Ok(r) => r,
             Err(e) => {
-                self.stats.malformed += 1;
+                bump(&self.counters.malformed, 1);
                 if self.short_reject(reply, format_args!("malformed JSON request: {e}")) {
                     return;
                 }
@@ -516,8 +528,8 @@ impl Service {
             None => match self.json_order(&req) {
                 Ok(order) => {
                     let reason = self.checker.check(&order, wall_clock_ns());
-                    self.verdicts[reason.code() as usize] += 1;
-                    self.stats.json_orders += 1;
+                    bump(&self.counters.verdicts[reason.code() as usize], 1);
+                    bump(&self.counters.json_orders, 1);
                     if reason.is_accepted() {
                         reply.extend_from_slice(b"OK");
                     } else if self.json_replies == JsonReplies::Short {
@@ -534,7 +546,7 @@ impl Service {
                     }
                 }
                 Err(text) => {
-                    self.stats.malformed += 1;
+                    bump(&self.counters.malformed, 1);
                     if self.short_reject(reply, format_args!("malformed JSON order: {text}")) {
                         return;
                     }
@@ -583,7 +595,7 @@ impl Service {
     }
 
     fn handle_admin(&mut self, cmd: &str, req: JsonRequest, reply: &mut Vec<u8>) {
-        self.stats.admin_requests += 1;
+        bump(&self.counters.admin_requests, 1);
         let value = match self.admin(cmd, &req) {
             Ok(v) => v,
             Err(e) => serde_json::json!({ "ok": false, "error": e }),

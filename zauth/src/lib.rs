@@ -677,6 +677,12 @@ impl ZapHandler {
     pub fn stats(&self) -> &ZapStats {
         &self.stats
     }
+
+    /// The accept / refuse counters, shared (a metrics endpoint reads them while the handler
+    /// runs).
+    pub fn shared_stats(&self) -> Arc<ZapStats> {
+        Arc::clone(&self.stats)
+    }
 }
 
 impl Drop for ZapHandler {

@@ -392,3 +392,55 @@ pub fn skip(test: &str, why: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
 }
+
+/// Parses an OpenMetrics text exposition with the reference implementation's parser (the
+/// Python client's `prometheus_client.openmetrics.parser`, independent of ours): panics with
+/// its complaint if it refuses the text, else returns `name type` of every family it read.
+/// `None` (after a skip message; a failure under `CI=true`) when python3 or the module is
+/// missing: `python3 -m pip install prometheus-client` (scripts/ci.sh installs it).
+pub fn reference_openmetrics_families(test: &str, text: &str) -> Option<Vec<String>> {
+    use std::io::Write as _;
+    const SCRIPT: &str = "import sys\n\
+        try:\n    from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        except ImportError:\n    sys.exit(3)\n\
+        for f in text_string_to_metric_families(sys.stdin.read()):\n    print(f.name, f.type)\n";
+    let child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            skip(test, &format!("python3 is not runnable ({e})"));
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    match out.status.code() {
+        Some(0) => Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Some(3) => {
+            skip(
+                test,
+                "python3 has no prometheus_client: python3 -m pip install prometheus-client",
+            );
+            None
+        }
+        _ => panic!(
+            "the reference OpenMetrics parser refuses the exposition: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
