@@ -171,6 +171,50 @@ fn the_final_error_is_plain_text_or_one_json_line() {
     assert!(err.contains("text") && err.contains("json"), "{err}");
 }
 
+/// A parent that closed its end of the stderr pipe: log lines are dropped, the run goes on and
+/// ends with its own exit code (tracing-subscriber's fallback `eprintln!` panicked on the failed
+/// write; in `audit serve` that killed the ZAP thread and left clients without an answer).
+#[test]
+fn a_closed_stderr_costs_the_log_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = order_file(dir.path());
+    let run = |args: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(engine_bin())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let t = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t.elapsed() < LIMIT, "the replay must end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let j = dir.path().join("j");
+    let status = run(&[
+        "replay".as_ref(),
+        file.as_os_str(),
+        "--journal".as_ref(),
+        j.as_os_str(),
+        "--risk".as_ref(),
+        "inline".as_ref(),
+        "--max-errors".as_ref(),
+        "1".as_ref(),
+    ]);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(decisions(&j).len(), 60);
+    // The final error too: exit code 2, not a panic's 101.
+    let missing = dir.path().join("missing.csv");
+    let status = run(&["replay".as_ref(), missing.as_os_str()]);
+    assert_eq!(status.code(), Some(2), "{status:?}");
+}
+
 /// Starts a server that prints `needle` on stdout once bound; stops it with SIGTERM and
 /// returns its stderr.
 fn serve_then_stop(mut cmd: Command, needle: &str) -> String {

@@ -7,7 +7,7 @@
 //! It lives here, in the crate every binary already depends on, so that the flag, the filter
 //! and the format are written once (docs/operations.md, "Logs").
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
@@ -74,9 +74,14 @@ pub fn init(args: &LogArgs) -> Result<(), LoggingError> {
     let value = std::env::var(FILTER_ENV).ok();
     let filter = filter_from(value.as_deref())?;
     TEXT_FORMAT.store(args.log_format == LogFormat::Text, Relaxed);
+    // A log line that cannot be written (stderr closed: a parent that stopped reading) is
+    // dropped. tracing-subscriber's default reports the failure with `eprintln!`, which panics
+    // on the same closed stderr: a ZAP handler thread logging a refusal died of it, and its
+    // clients waited for an answer (audit/tests/security.rs).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let installed = match args.log_format {
         // Colour codes only on a terminal: a log redirected to a file or journald stays plain.
         LogFormat::Text => builder
@@ -104,7 +109,8 @@ pub fn print_final_error(text: &str) {
     {
         tracing::error!(target: "exit", "{text}");
     } else {
-        eprintln!("{text}");
+        // Not `eprintln!`: it panics when stderr is closed, and the exit code would be lost.
+        let _ = writeln!(std::io::stderr(), "{text}");
     }
 }
 
