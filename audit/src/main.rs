@@ -706,10 +706,7 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // --insecure; then say so.
     let scope = zauth::scope(&a.bind).context("--bind")?;
     if scope == zauth::Scope::Remote && !policy.is_configured() && policy.insecure {
-        tracing::warn!(
-            "--insecure: {} accepts unauthenticated peers",
-            a.bind
-        );
+        tracing::warn!("--insecure: {} accepts unauthenticated peers", a.bind);
     }
     // One ZAP handler for this process's context, started before the bind.
     let zap = zauth::ZapHandler::start(&ctx, &policy).context("starting the ZAP handler")?;
@@ -725,7 +722,9 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
     tracing::info!(
         "stopped after {} requests, {} records sent, {} errors",
-        stats.requests, stats.records, stats.errors
+        stats.requests,
+        stats.records,
+        stats.errors
     );
     if let Some(zap) = &zap {
         use std::sync::atomic::Ordering::Relaxed;

@@ -376,7 +376,10 @@ fn the_allow_list_refuses_a_client_from_another_address() {
     serve_err.read_to_string(&mut err).unwrap();
     let counts = err
         .lines()
-        .find_map(|l| l.split_once(" INFO audit: authentication: ").map(|(_, r)| r))
+        .find_map(|l| {
+            l.split_once(" INFO audit: authentication: ")
+                .map(|(_, r)| r)
+        })
         .unwrap_or_else(|| panic!("no authentication counts: {err}"));
     let numbers: Vec<u64> = counts
         .split_whitespace()

@@ -571,7 +571,8 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     if args.audit_sub.is_some() {
         tracing::info!(
             "{} audit events, {} with a wrong SHA-256",
-            rep.audit_events, rep.audit_bad_digests
+            rep.audit_events,
+            rep.audit_bad_digests
         );
     }
     let summary = format!(

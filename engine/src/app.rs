@@ -399,7 +399,9 @@ fn hello_risk(
             risk::VoidOutcome::Voided if session != 0 => tracing::info!(
                 "risk service {ep} reconciled with the journal (session {session:016x} \
                  through batch {}, order {} of it): {} batch(es) undone in whole or in part",
-                point.journaled_batch, point.journaled_orders, r.voided
+                point.journaled_batch,
+                point.journaled_orders,
+                r.voided
             ),
             risk::VoidOutcome::Voided => {}
             risk::VoidOutcome::Unknown => tracing::info!(
@@ -1322,9 +1324,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bound = zauth::bind(&ctx, &pull, &cfg.ingress.bind, &server_auth)
         .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
     if cfg.security.insecure && zauth::scope(&bound).ok() == Some(zauth::Scope::Remote) {
-        tracing::warn!(
-            "security.insecure: ingress {bound} accepts unauthenticated peers"
-        );
+        tracing::warn!("security.insecure: ingress {bound} accepts unauthenticated peers");
     }
     warn_placement(&cfg.stages);
     tracing::info!("{}", pipeline::threading_plan(&cfg.stages));

@@ -27,7 +27,10 @@ fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
             for field in ["timestamp", "level", "target"] {
                 assert!(v[field].is_string(), "no {field} in {l}");
             }
-            assert!(v["fields"]["message"].is_string(), "no fields.message in {l}");
+            assert!(
+                v["fields"]["message"].is_string(),
+                "no fields.message in {l}"
+            );
             v
         })
         .collect()
@@ -85,7 +88,10 @@ fn engine_replay_logs_json_lines_and_rust_log_sets_the_level() {
     let lv = levels(&lines);
     assert!(lv.contains(&"INFO") && lv.contains(&"WARN"), "{lv:?}");
     let text = messages(&lines);
-    assert!(text.contains("skipped ") && text.contains("line 62"), "{text}");
+    assert!(
+        text.contains("skipped ") && text.contains("line 62"),
+        "{text}"
+    );
     assert!(text.contains("next: audit verify"), "{text}");
     assert!(
         lines
@@ -142,13 +148,19 @@ fn the_final_error_is_plain_text_or_one_json_line() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let text = run("text");
-    assert!(text.starts_with("error: ") && text.contains("missing.csv"), "{text}");
+    assert!(
+        text.starts_with("error: ") && text.contains("missing.csv"),
+        "{text}"
+    );
     let json = run("json");
     let lines = json_lines(&json);
     let last = lines.last().expect("an error line");
     assert_eq!(last["level"], "ERROR", "{json}");
     let msg = last["fields"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("error: ") && msg.contains("missing.csv"), "{json}");
+    assert!(
+        msg.starts_with("error: ") && msg.contains("missing.csv"),
+        "{json}"
+    );
 
     // A RUST_LOG that does not parse is a usage error that names the variable.
     let out = run_with_timeout(
@@ -252,9 +264,12 @@ fn risk_server_logs_json_lines_and_rust_log_sets_the_level() {
     write_builtin_limits(&limits);
     let risk = |rust_log: Option<&str>| {
         let mut cmd = Command::new(other_bin("risk-server"));
-        cmd.arg("--config")
-            .arg(&limits)
-            .args(["--bind", "tcp://127.0.0.1:*", "--log-format", "json"]);
+        cmd.arg("--config").arg(&limits).args([
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--log-format",
+            "json",
+        ]);
         match rust_log {
             Some(v) => cmd.env("RUST_LOG", v),
             None => cmd.env_remove("RUST_LOG"),
@@ -371,12 +386,17 @@ fn progress_is_drawn_on_a_terminal_only() {
     // A pipe.
     let args = gen("a.bin", "text");
     let out = run_with_timeout(
-        Command::new(&args[0]).args(&args[1..]).env_remove("RUST_LOG"),
+        Command::new(&args[0])
+            .args(&args[1..])
+            .env_remove("RUST_LOG"),
         LIMIT,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains('\r') && !stderr.contains("events ["), "{stderr:?}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("events ["),
+        "{stderr:?}"
+    );
     // engine replay without --no-progress, into a pipe.
     let file = order_file(dir.path());
     let out = run_with_timeout(
@@ -391,7 +411,10 @@ fn progress_is_drawn_on_a_terminal_only() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains('\r') && !stderr.contains("orders ("), "{stderr:?}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("orders ("),
+        "{stderr:?}"
+    );
 
     // A terminal: `script` runs the command on a pty and copies what it wrote.
     let has_script = Command::new("script")
@@ -421,6 +444,9 @@ fn progress_is_drawn_on_a_terminal_only() {
     let tty = on_pty(gen("b.bin", "text"));
     assert!(tty.contains("bench gen: 65536/70000 events"), "{tty:?}");
     let tty = on_pty(gen("c.bin", "json"));
-    assert!(!tty.contains("65536/70000"), "no bar with JSON logs: {tty:?}");
+    assert!(
+        !tty.contains("65536/70000"),
+        "no bar with JSON logs: {tty:?}"
+    );
     assert!(tty.contains("\"level\":\"INFO\""), "{tty:?}");
 }

@@ -40,7 +40,9 @@ pub struct LogArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
     /// `RUST_LOG` holds something that is not a filter directive.
-    #[error("{FILTER_ENV}={value:?} is not a log filter (e.g. info, warn, engine=debug): {source}")]
+    #[error(
+        "{FILTER_ENV}={value:?} is not a log filter (e.g. info, warn, engine=debug): {source}"
+    )]
     BadFilter {
         /// The variable's text.
         value: String,
@@ -62,10 +64,12 @@ pub fn filter_from(value: Option<&str>) -> Result<EnvFilter, LoggingError> {
     let builder = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into());
     match value.map(str::trim) {
         None | Some("") => Ok(builder.parse_lossy("")),
-        Some(text) => builder.parse(text).map_err(|source| LoggingError::BadFilter {
-            value: text.to_owned(),
-            source,
-        }),
+        Some(text) => builder
+            .parse(text)
+            .map_err(|source| LoggingError::BadFilter {
+                value: text.to_owned(),
+                source,
+            }),
     }
 }
 

@@ -157,11 +157,10 @@ fn is_raw_start(b: &[char], i: usize) -> bool {
 }
 
 fn is_char_literal(b: &[char], i: usize) -> bool {
-    match (b.get(i + 1), b.get(i + 2)) {
-        (Some('\\'), _) => true,
-        (Some(_), Some('\'')) => true,
-        _ => false,
-    }
+    matches!(
+        (b.get(i + 1), b.get(i + 2)),
+        (Some('\\'), _) | (Some(_), Some('\''))
+    )
 }
 
 /// `code` (from [`code_only`]) with every `#[cfg(test)]` item blanked: the attribute, then the
