@@ -590,9 +590,17 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         if rep.ok { "OK" } else { "FAILED" }
     );
     if rep.ok {
-        tracing::info!("{summary}");
+        tracing::info!(ok = true, orders = rep.orders, "{summary}");
     } else {
-        tracing::warn!("{summary}");
+        tracing::warn!(
+            ok = false,
+            orders = rep.orders,
+            duplicates = rep.duplicates,
+            out_of_order = rep.out_of_order,
+            missing = rep.missing,
+            bad_frames = rep.bad_frames,
+            "{summary}"
+        );
     }
     for m in &rep.journal_mismatch_examples {
         tracing::warn!("journal check: {m}");

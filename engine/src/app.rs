@@ -482,6 +482,7 @@ fn watch_egress(ctx: &zmq::Context, socket: &zmq::Socket, endpoint: &str) -> any
                 Ok(None | Some(zauth::Handshake::Succeeded | zauth::Handshake::Closed)) => {}
                 Ok(Some(refused)) => {
                     tracing::error!(
+                        endpoint = %endpoint,
                         "egress {endpoint} {refused}; accepted orders cannot be \
                          delivered, so the engine stops (exit 1). Every decision is in the \
                          journal: fix the credentials ([security] credentials or \

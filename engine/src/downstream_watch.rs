@@ -125,13 +125,18 @@ impl DownstreamWatch {
                     match v {
                         Verdict::Quiet => {}
                         Verdict::Waiting(d) => tracing::warn!(
+                            endpoint = %endpoint,
+                            waited_s = d.as_secs(),
                             "waiting for downstream {endpoint}: no egress frame taken for \
                              {} s, and the wait backs up to the ingress (nothing is dropped). Is \
                              a sink bound there (e.g. `bench sink --bind {endpoint}`)?",
                             d.as_secs()
                         ),
                         Verdict::Flowing => {
-                            tracing::info!("downstream {endpoint} is taking frames again")
+                            tracing::info!(
+                                endpoint = %endpoint,
+                                "downstream {endpoint} is taking frames again"
+                            )
                         }
                     }
                 }

@@ -179,6 +179,8 @@ pub fn on_start(
         return Ok(true);
     }
     tracing::info!(
+        endpoint = %endpoint,
+        orders = tail.len(),
         "re-sending the accepted orders of the journal's tail to {endpoint} \
          (at-least-once): {} orders; an absent downstream is waited for, SIGINT/SIGTERM stops",
         tail.len()
@@ -186,6 +188,8 @@ pub fn on_start(
     match redeliver_tail(sock, endpoint, tail, out_format, max_batch, stop, waits)? {
         Redelivery::Done { sent } => {
             tracing::info!(
+                endpoint = %endpoint,
+                sent,
                 "resumed: re-sent {sent} accepted orders from the journal's tail \
                  (at-least-once)"
             );
@@ -193,6 +197,8 @@ pub fn on_start(
         }
         Redelivery::Stopped { sent } => {
             tracing::info!(
+                endpoint = %endpoint,
+                sent,
                 "stopped by signal while re-sending the journal's tail: downstream took \
                  {sent} accepted orders before the stop and was not taking more ({} waits); \
                  nothing is lost: the orders are in the journal and the next start re-sends them",
