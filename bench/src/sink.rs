@@ -589,18 +589,11 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         rep.journal_checked,
         if rep.ok { "OK" } else { "FAILED" }
     );
+    // The counts are in the line (ending on the verdict) and in --report's JSON.
     if rep.ok {
-        tracing::info!(ok = true, orders = rep.orders, "{summary}");
+        tracing::info!("{summary}");
     } else {
-        tracing::warn!(
-            ok = false,
-            orders = rep.orders,
-            duplicates = rep.duplicates,
-            out_of_order = rep.out_of_order,
-            missing = rep.missing,
-            bad_frames = rep.bad_frames,
-            "{summary}"
-        );
+        tracing::warn!("{summary}");
     }
     for m in &rep.journal_mismatch_examples {
         tracing::warn!("journal check: {m}");
