@@ -69,8 +69,9 @@ elif [ "$QUICK" = 1 ]; then
 else
   ORDERS=1000000; RATE_MS=10000; BASELINE_ORDERS=50000; LOBSTER_MAX=99
 fi
-# The tools' own "next:" hints are for a person at a prompt, not for this suite's output.
-nohint() { "$@" 2> >(grep -v '^next: ' >&2); }
+# The tools' own "next:" hints (log target `hint`) are for a person at a prompt, not for this
+# suite's output.
+nohint() { RUST_LOG="${RUST_LOG:-info},hint=off" "$@"; }
 # On a terminal, each scenario's line says how far the suite is (scenarios done, time so far).
 DONE=0
 say() {

@@ -4,7 +4,7 @@
 //! 2 usage, I/O or configuration errors.
 #![forbid(unsafe_code)]
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,9 @@ use orders::{decode_decision, decode_order, format_price_ticks, Order};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// `--log-format text|json` (RUST_LOG sets the levels).
+    #[command(flatten)]
+    log: orders::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,10 +266,14 @@ struct AppendTestArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = orders::logging::init(&cli.log) {
+        orders::logging::print_final_error(&format!("audit: error: {e}"));
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("audit: error: {e:#}");
+            orders::logging::print_final_error(&format!("audit: error: {e:#}"));
             let damaged = e.chain().any(|c| {
                 c.downcast_ref::<JournalError>()
                     .is_some_and(|j| j.is_damage())
@@ -317,7 +324,8 @@ fn cmd_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
         bail!("{}: not a directory", a.dir.display());
     }
-    let bar = if std::io::stderr().is_terminal() && !a.json {
+    // A bar on a terminal only, with text logs (orders::logging::progress_on_terminal).
+    let bar = if orders::logging::progress_on_terminal() && !a.json {
         let total = audit::journal_bytes(&a.dir).unwrap_or(0);
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
@@ -354,7 +362,8 @@ fn cmd_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", verify_json(&a, &report, secs));
             } else {
                 print_verify(&a, &report, secs, opts.pubkey.as_ref());
-                eprintln!(
+                tracing::info!(
+                    target: "hint",
                     "next: audit dump {} --from 1 --to 10    (read the records)",
                     a.dir.display()
                 );
@@ -618,8 +627,8 @@ fn cmd_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
 fn cmd_curve_keygen(a: CurveKeygenArgs) -> anyhow::Result<ExitCode> {
     let (secret, _) = zauth::key_pair_paths(&a.out);
     if let Some(root) = zauth::check_secret_location(&secret, a.in_work_tree)? {
-        eprintln!(
-            "audit curve-keygen: warning: {} is inside the git work tree {} (--in-work-tree): \
+        tracing::warn!(
+            "{} is inside the git work tree {} (--in-work-tree): \
              never commit it",
             secret.display(),
             root.display()
@@ -652,8 +661,8 @@ fn cmd_keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
     // The workspace's one work-tree check (zauth), as `audit curve-keygen` uses.
     if let Some(root) = zauth::git_work_tree(&dir) {
         if a.in_work_tree {
-            eprintln!(
-                "audit keygen: warning: {} is inside the git work tree {} (--in-work-tree); \
+            tracing::warn!(
+                "{} is inside the git work tree {} (--in-work-tree); \
                  never commit it",
                 secret.display(),
                 root.display()
@@ -705,10 +714,7 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // --insecure; then say so.
     let scope = zauth::scope(&a.bind).context("--bind")?;
     if scope == zauth::Scope::Remote && !policy.is_configured() && policy.insecure {
-        eprintln!(
-            "audit serve: warning: --insecure: {} accepts unauthenticated peers",
-            a.bind
-        );
+        tracing::warn!("--insecure: {} accepts unauthenticated peers", a.bind);
     }
     // One ZAP handler for this process's context, started before the bind.
     let zap = zauth::ZapHandler::start(&ctx, &policy).context("starting the ZAP handler")?;
@@ -738,7 +744,7 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = std::io::stdout().flush();
         // systemd (Type=notify, deploy/systemd/): bound. A no-op without $NOTIFY_SOCKET.
         if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-            eprintln!("audit serve: warning: cannot notify systemd of readiness: {e}");
+            tracing::warn!("cannot notify systemd of readiness: {e}");
         }
     };
     let stats = audit::serve_counted(
@@ -751,14 +757,16 @@ fn cmd_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         &counters,
     )
     .with_context(|| format!("serving {} on {}", a.dir.display(), a.bind))?;
-    eprintln!(
-        "audit serve: stopped after {} requests, {} records sent, {} errors",
-        stats.requests, stats.records, stats.errors
+    tracing::info!(
+        "stopped after {} requests, {} records sent, {} errors",
+        stats.requests,
+        stats.records,
+        stats.errors
     );
     if let Some(zap) = &zap {
         use std::sync::atomic::Ordering::Relaxed;
-        eprintln!(
-            "audit serve: authentication: {} connections accepted, {} refused",
+        tracing::info!(
+            "authentication: {} connections accepted, {} refused",
             zap.stats().accepted.load(Relaxed),
             zap.stats().refused.load(Relaxed)
         );
@@ -902,7 +910,7 @@ fn cmd_append_test(a: AppendTestArgs) -> anyhow::Result<ExitCode> {
     };
     let (mut w, rec) = Writer::open(&a.dir, opts)
         .with_context(|| format!("opening {} for append", a.dir.display()))?;
-    eprintln!(
+    tracing::info!(
         "recovered records={} next_seq={} truncated_bytes={} truncated_from_seq={}",
         rec.records,
         rec.next_seq,

@@ -252,7 +252,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     let file = OrderFile::open(&args.file, &opts)
         .with_context(|| format!("cannot load {}", args.file.display()))?;
     for line in file.skipped_report() {
-        eprintln!("bench baseline: skipped {line}");
+        tracing::warn!("skipped {line}");
     }
     let n = args.limit.unwrap_or(usize::MAX).min(file.len());
 
@@ -284,7 +284,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
     // As the engine's stage threads (engine/src/pipeline.rs): a sleep until an order is due
     // ends within 1 µs instead of the default 50 µs timer slack.
     if let Err(e) = nix::sys::prctl::set_timerslack(1_000) {
-        eprintln!("bench baseline: timer slack unchanged ({e}); sleeps may end up to 50 µs late");
+        tracing::warn!("timer slack unchanged ({e}); sleeps may end up to 50 µs late");
     }
     let clock = Clock::new();
     let mut accepted_set = LatencySet::new();

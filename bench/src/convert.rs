@@ -156,7 +156,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     for line in &report.skipped_report {
-        eprintln!("bench convert: skipped {line}");
+        tracing::warn!("skipped {line}");
     }
     println!(
         "bench convert: {} ({}{}) -> {} ({format}): {} orders, {} bad lines skipped",

@@ -610,24 +610,31 @@ pub fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
         breach_share: args.breach_share,
     };
     let mut generator = Generator::new(cfg).context("invalid generator settings")?;
-    // Progress on a terminal only: every 64 Ki events, at most 4 redraws a second.
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let total = args.orders;
-    let started = std::time::Instant::now();
-    let mut last_draw = started;
+    // A progress bar on a terminal only, with text logs (orders::logging): moved every 64 Ki
+    // events (indicatif redraws at most 20 times a second).
+    let bar = orders::logging::progress_on_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(args.orders);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("bench gen: {pos}/{len} events [{bar:30}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    });
     let mut done = 0u64;
     let events = generator.by_ref().inspect(|_| {
         done += 1;
-        if tty && done % 65_536 == 0 && last_draw.elapsed().as_millis() >= 250 {
-            last_draw = std::time::Instant::now();
-            eprint!("\rbench gen: {done}/{total} events   ");
+        if done % 65_536 == 0 {
+            if let Some(b) = &bar {
+                b.set_position(done);
+            }
         }
     });
     let written = files::write_orders(&args.out, format, events)
         .map_err(GenError::from)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    if tty && last_draw != started {
-        eprint!("\r{:60}\r", "");
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let s = generator.stats();
     println!(
@@ -641,7 +648,8 @@ pub fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
         s.off_collar,
         s.restricted,
     );
-    eprintln!(
+    tracing::info!(
+        target: "hint",
         "next: engine replay {} --journal ./journal --fresh    (through the whole pipeline; \
          `bench convert` for another format)",
         args.out.display()

@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// `--log-format text|json` (RUST_LOG sets the levels).
+    #[command(flatten)]
+    log: orders::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +44,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = orders::logging::init(&cli.log) {
+        orders::logging::print_final_error(&format!("bench: error: {e}"));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Gen(args) => bench::gen::run(args),
         Command::Convert(args) => bench::convert::run(args),
@@ -53,7 +60,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bench: error: {e:#}");
+            orders::logging::print_final_error(&format!("bench: error: {e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -375,8 +375,8 @@ pub fn load_scenarios(dir: &Path) -> Result<Vec<Scenario>, PlotError> {
                     Some(report) => {
                         scenario_entry(&mut by_name, stem).report = Some(report);
                     }
-                    None => eprintln!(
-                        "note: skipping {}: not a replay report (no `throughput_per_s`)",
+                    None => tracing::info!(
+                        "skipping {}: not a replay report (no `throughput_per_s`)",
                         path.display()
                     ),
                 }

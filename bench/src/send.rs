@@ -17,7 +17,6 @@
 //! At the end the socket lingers until ZeroMQ has handed every message to the engine (at most
 //! `--linger-ms`), so that the process ending does not drop the last frames.
 
-use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -123,7 +122,7 @@ impl WaitReport {
         }
         self.last = Some(now);
         Some(format!(
-            "bench send: waiting for the engine at {} to take orders ({sent} sent so far, waiting \
+            "waiting for the engine at {} to take orders ({sent} sent so far, waiting \
              {} s): is `engine run` up, with this [ingress] bind?",
             self.endpoint,
             now.saturating_duration_since(since).as_secs()
@@ -151,7 +150,7 @@ fn send_one(
             }
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
                 if let Some(line) = wait.on_wait(sent, Instant::now()) {
-                    eprintln!("{line}");
+                    tracing::warn!("{line}");
                 }
                 match socket.poll(zmq::POLLOUT, WAIT_POLL_MS) {
                     Ok(_) | Err(zmq::Error::EINTR) => {}
@@ -184,7 +183,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let file = OrderFile::open(&args.file, &opts)
         .with_context(|| format!("cannot load the order file {}", args.file.display()))?;
     for line in file.skipped_report() {
-        eprintln!("bench send: skipped {line}");
+        tracing::warn!("skipped {line}");
     }
     let orders = &file.orders()[..args.limit.unwrap_or(usize::MAX).min(file.len())];
 
@@ -197,8 +196,8 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     push.set_linger(args.linger_ms).context("ZMQ_LINGER")?;
     push.connect(&args.to)
         .with_context(|| format!("cannot connect to {}", args.to))?;
-    eprintln!(
-        "bench send: {} orders from {} to {} ({}, rate {})",
+    tracing::info!(
+        "{} orders from {} to {} ({}, rate {})",
         orders.len(),
         args.file.display(),
         args.to,
@@ -209,7 +208,18 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         args.rate
     );
 
-    let progress = !args.no_progress && std::io::stderr().is_terminal();
+    // A progress bar on a terminal only, with text logs (orders::logging).
+    let progress = (!args.no_progress && orders::logging::progress_on_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(orders.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "bench send: {pos}/{len} orders ({per_sec}) [{bar:30}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
     let mut wait = WaitReport {
         endpoint: args.to.clone(),
         every: WAIT_REPORT_EVERY,
@@ -262,34 +272,32 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         };
         k += n;
         messages += 1;
-        if progress && last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            let _ = write!(
-                std::io::stderr(),
-                "\rbench send: {k}/{} orders ({:.0}/s)   ",
-                orders.len(),
-                k as f64 / t0.elapsed().as_secs_f64().max(1e-9)
-            );
+        if let Some(bar) = &progress {
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                bar.set_position(k as u64);
+            }
         }
     }
-    if progress {
-        eprint!("\r{:60}\r", "");
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
     }
     let took = t0.elapsed();
-    eprintln!(
-        "bench send: handing the last messages to the engine (at most {} ms)",
+    tracing::info!(
+        "handing the last messages to the engine (at most {} ms)",
         args.linger_ms
     );
     drop(push);
     drop(ctx);
-    eprintln!(
-        "bench send: sent {} orders in {messages} messages to {} in {:.3} s ({:.0} orders/s)",
+    tracing::info!(
+        "sent {} orders in {messages} messages to {} in {:.3} s ({:.0} orders/s)",
         orders.len(),
         args.to,
         took.as_secs_f64(),
         orders.len() as f64 / took.as_secs_f64().max(1e-9)
     );
-    eprintln!(
+    tracing::info!(
+        target: "hint",
         "next: the engine's metrics (engine_ingress_orders_total, engine_egress_orders_total) on \
          its [metrics] bind, e.g. `curl -s http://127.0.0.1:9100/metrics | grep _total`; the \
          decisions with `audit dump DIR` (its [journal] dir)"

@@ -424,11 +424,11 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
             if let (Some(after), Some(ms)) = (args.stall_after, args.stall_ms) {
                 if rep.orders >= after {
                     stalled = true;
-                    eprintln!("sink: stalling for {ms} ms after {} orders", rep.orders);
+                    tracing::info!("stalling for {ms} ms after {} orders", rep.orders);
                     std::thread::sleep(Duration::from_millis(ms));
                     rep.stalled_ms = ms;
                     last_arrival = Instant::now();
-                    eprintln!("sink: pulling again");
+                    tracing::info!("pulling again");
                 }
             }
         }
@@ -469,7 +469,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                 Ok(entry) => entries.push(entry),
                 Err(e) => {
                     rep.bad_frames += 1;
-                    eprintln!("sink: bad JSON order of {} bytes: {e}", msg.len());
+                    tracing::warn!("bad JSON order of {} bytes: {e}", msg.len());
                     continue;
                 }
             }
@@ -479,7 +479,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                 Ok(frame) => entries.extend(frame.iter()),
                 Err(e) => {
                     rep.bad_frames += 1;
-                    eprintln!("sink: bad frame of {} bytes: {e}", msg.len());
+                    tracing::warn!("bad frame of {} bytes: {e}", msg.len());
                     continue;
                 }
             }
@@ -569,13 +569,14 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         && rep.missing == 0
         && rep.journal_mismatches == 0;
     if args.audit_sub.is_some() {
-        eprintln!(
-            "sink: {} audit events, {} with a wrong SHA-256",
-            rep.audit_events, rep.audit_bad_digests
+        tracing::info!(
+            "{} audit events, {} with a wrong SHA-256",
+            rep.audit_events,
+            rep.audit_bad_digests
         );
     }
-    eprintln!(
-        "sink: {} orders in {} frames ({} distinct), {} duplicates{}, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
+    let summary = format!(
+        "{} orders in {} frames ({} distinct), {} duplicates{}, {} out of order, {} missing, {} bad frames, journal checks {}/{} failed — {}",
         rep.orders,
         rep.frames,
         rep.unique,
@@ -588,8 +589,14 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
         rep.journal_checked,
         if rep.ok { "OK" } else { "FAILED" }
     );
+    // The counts are in the line (ending on the verdict) and in --report's JSON.
+    if rep.ok {
+        tracing::info!("{summary}");
+    } else {
+        tracing::warn!("{summary}");
+    }
     for m in &rep.journal_mismatch_examples {
-        eprintln!("sink: journal check: {m}");
+        tracing::warn!("journal check: {m}");
     }
     if let Some(p) = &args.report {
         let text = serde_json::to_string_pretty(&rep).context("cannot encode the report")?;

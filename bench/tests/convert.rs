@@ -165,7 +165,8 @@ fn bad_input_fails_with_location_and_exit_code_1() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("2 orders, 1 bad lines skipped"), "{stdout}");
     assert!(
-        stderr.contains("bench convert: skipped ")
+        stderr.contains(" WARN ")
+            && stderr.contains("skipped ")
             && stderr.contains("bad.csv: line 3, column 6 (price)"),
         "{stderr}"
     );

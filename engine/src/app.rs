@@ -4,7 +4,6 @@
 //! egress connected) and the end (journal synced, embedded risk stopped, report).
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -114,11 +113,11 @@ fn open_journal(
         );
     }
     for w in &r.warnings {
-        eprintln!("engine: warning: {w}");
+        tracing::warn!("{w}");
     }
     if r.records_before > 0 {
-        eprintln!(
-            "engine: recovered {} in {:.1} ms (snapshot {:.1} ms, journal tail {:.1} ms): {} \
+        tracing::info!(
+            "recovered {} in {:.1} ms (snapshot {:.1} ms, journal tail {:.1} ms): {} \
              records, {} segment(s) from seq {} read and verified (`audit verify` checks the \
              rest); risk state {}",
             s.dir.display(),
@@ -312,8 +311,8 @@ fn connect_risk(
                 .with_context(|| {
                 format!("cannot connect to JSON risk service {endpoints:?}")
             })?;
-            eprintln!(
-                "engine: --risk-protocol json: one round trip per order to {} (OK accepts, any \
+            tracing::info!(
+                "--risk-protocol json: one round trip per order to {} (OK accepts, any \
                  other reply is risk-refused); throughput is capped at 1/RTT",
                 endpoints.join(" ")
             );
@@ -367,8 +366,8 @@ fn hello_risk(
                 status: "unsupported-type",
                 ..
             }) => {
-                eprintln!(
-                    "engine: warning: risk service {ep} does not speak the hello request (an \
+                tracing::warn!(
+                    "risk service {ep} does not speak the hello request (an \
                      older risk-server): its batch bound is not checked, and it is not \
                      reconciled with the journal (after a kill of the engine, restart it with \
                      --recover-from {dir})"
@@ -381,30 +380,32 @@ fn hello_risk(
                  risk service (if it was restarted, with --recover-from {dir}) and resume again"
             ),
             Err(e) => {
-                eprintln!(
-                    "engine: warning: {e}; starting anyway (risk timeouts until it answers; its \
+                tracing::warn!(
+                    "{e}; starting anyway (risk timeouts until it answers; its \
                      batch bound is not known, and a batch above it stops the engine)"
                 );
                 continue;
             }
         };
         if (r.max_batch as usize) < asked {
-            eprintln!(
-                "engine: risk service {ep} accepts batches of at most {} orders (its \
+            tracing::warn!(
+                "risk service {ep} accepts batches of at most {} orders (its \
                  --max-batch); risk batches are capped at that (--max-batch here: {asked})",
                 r.max_batch
             );
         }
         let session = point.prev_session;
         match r.outcome {
-            risk::VoidOutcome::Voided if session != 0 => eprintln!(
-                "engine: risk service {ep} reconciled with the journal (session {session:016x} \
+            risk::VoidOutcome::Voided if session != 0 => tracing::info!(
+                "risk service {ep} reconciled with the journal (session {session:016x} \
                  through batch {}, order {} of it): {} batch(es) undone in whole or in part",
-                point.journaled_batch, point.journaled_orders, r.voided
+                point.journaled_batch,
+                point.journaled_orders,
+                r.voided
             ),
             risk::VoidOutcome::Voided => {}
-            risk::VoidOutcome::Unknown => eprintln!(
-                "engine: risk service {ep} has no record of session {session:016x}, on which the \
+            risk::VoidOutcome::Unknown => tracing::info!(
+                "risk service {ep} has no record of session {session:016x}, on which the \
                  journal ends (restarted, recovered from the journal, or another server): \
                  nothing to reconcile"
             ),
@@ -480,8 +481,9 @@ fn watch_egress(ctx: &zmq::Context, socket: &zmq::Socket, endpoint: &str) -> any
                 // `Closed` is not final: libzmq retries, and a refusal shows on a later attempt.
                 Ok(None | Some(zauth::Handshake::Succeeded | zauth::Handshake::Closed)) => {}
                 Ok(Some(refused)) => {
-                    eprintln!(
-                        "engine: error: egress {endpoint} {refused}; accepted orders cannot be \
+                    tracing::error!(
+                        endpoint = %endpoint,
+                        "egress {endpoint} {refused}; accepted orders cannot be \
                          delivered, so the engine stops (exit 1). Every decision is in the \
                          journal: fix the credentials ([security] credentials or \
                          egress_server_key, --credentials or --egress-server-key) \
@@ -625,7 +627,7 @@ fn warn_placement(stages: &crate::config::StageSettings) {
     let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated").unwrap_or_default();
     let isolated = crate::topology::parse_cpu_list(&isolated);
     for w in crate::topology::placement_warnings(&stages.cores, &stages.idle, &isolated) {
-        eprintln!("engine: warning: {w}");
+        tracing::warn!("{w}");
     }
 }
 
@@ -687,7 +689,7 @@ fn finish(
             Ok((written, problem)) => {
                 report.journal.snapshots = written;
                 if let Some(p) = problem {
-                    eprintln!("engine: warning: risk-state snapshots stopped: {p}");
+                    tracing::warn!("risk-state snapshots stopped: {p}");
                 }
             }
             Err(e) => report.errors.push(format!("final snapshot record: {e}")),
@@ -770,7 +772,7 @@ fn write_outputs(
         let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write the report {}", path.display()))?;
-        eprintln!("engine: report written to {}", path.display());
+        tracing::info!("report written to {}", path.display());
     }
     if let Some((path, set)) = hgrm {
         let mut f = std::io::BufWriter::new(
@@ -781,8 +783,8 @@ fn write_outputs(
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::Write::flush(&mut f)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!(
-            "engine: latency distribution (HdrHistogram percentiles, µs) written to {}",
+        tracing::info!(
+            "latency distribution (HdrHistogram percentiles, µs) written to {}",
             path.display()
         );
         // The same histogram in HdrHistogram's V2 compressed format, beside it.
@@ -1041,15 +1043,15 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         let file = opened_file.load_from(0).with_context(load_context)?;
         for line in file.skipped_report() {
-            eprintln!("engine: skipped {line}");
+            tracing::warn!("skipped {line}");
         }
         (Some(file), None)
     };
     if a.fresh {
         let n = wipe_journal(&s.journal.dir)?;
         if n > 0 {
-            eprintln!(
-                "engine: --fresh: deleted {n} journal file(s) in {}",
+            tracing::info!(
+                "--fresh: deleted {n} journal file(s) in {}",
                 s.journal.dir.display()
             );
         }
@@ -1069,8 +1071,8 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         };
         let t = std::time::Instant::now();
         let file = d.load_from(from).with_context(load_context)?;
-        eprintln!(
-            "engine: read orders {from}..{} of {} in {:.1} ms (the {from} before were decided \
+        tracing::info!(
+            "read orders {from}..{} of {} in {:.1} ms (the {from} before were decided \
              already: not read)",
             file.len(),
             file.path().display(),
@@ -1132,19 +1134,20 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         ..
     } = links;
     warn_placement(&s.stages);
-    eprintln!("engine: {}", pipeline::threading_plan(&s.stages));
+    tracing::info!("{}", pipeline::threading_plan(&s.stages));
     lock_memory(s.stages.lock_memory)?;
     let metrics_server = match &a.metrics {
         None => None,
         Some(addr) => {
             let m = MetricsServer::start(addr, Arc::clone(&metrics))?;
-            eprintln!("engine: metrics on http://{}/metrics", m.addr());
+            tracing::info!("metrics on http://{}/metrics", m.addr());
             Some(m)
         }
     };
     let total = file.len();
     let to_send = total.saturating_sub(start) as u64;
-    let progress = (!a.no_progress && std::io::stderr().is_terminal()).then(|| {
+    // A bar on a terminal only, with text logs (orders::logging::progress_on_terminal).
+    let progress = (!a.no_progress && orders::logging::progress_on_terminal()).then(|| {
         let pb = indicatif::ProgressBar::new(to_send);
         pb.set_style(
             indicatif::ProgressStyle::with_template(
@@ -1195,8 +1198,8 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     if report.resumed {
         // The restart time (docs/results.md, "Restart time"): from the command's start to
         // the pipeline taking its first order.
-        eprintln!(
-            "engine: restart: ready to decide input_seq {start} after {:.1} ms (journal \
+        tracing::info!(
+            "restart: ready to decide input_seq {start} after {:.1} ms (journal \
              recovery, order file, links)",
             started.elapsed().as_secs_f64() * 1e3
         );
@@ -1239,26 +1242,29 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         a.hgrm.as_deref().map(|p| (p, &all)),
     )?;
     if !report.errors.is_empty() {
+        // The command's final error print, one line per stage error.
         for e in &report.errors {
-            eprintln!("error: {e}");
+            orders::logging::print_final_error(&format!("error: {e}"));
         }
         return Ok(ExitCode::FAILURE);
     }
     if stop.load(Relaxed) {
-        eprintln!(
-            "engine: stopped by signal after {} orders; continue with --resume",
+        tracing::info!(
+            "stopped by signal after {} orders; continue with --resume",
             report.orders
         );
     }
-    eprintln!(
-        "{}",
-        crate::hints::after_replay(
-            &s.journal.dir,
-            s.journal.checkpoint.is_some(),
-            a.report.as_deref(),
-            a.hgrm.as_deref()
-        )
+    // The `next:` hints, one event per line, under target `hint` (RUST_LOG=info,hint=off
+    // hides them).
+    let hint = crate::hints::after_replay(
+        &s.journal.dir,
+        s.journal.checkpoint.is_some(),
+        a.report.as_deref(),
+        a.hgrm.as_deref(),
     );
+    for line in hint.lines() {
+        tracing::info!(target: "hint", "{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1268,7 +1274,7 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// Tells systemd the service is ready (`READY=1` to `$NOTIFY_SOCKET`; nothing without it).
 fn notify_ready() {
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-        eprintln!("engine: warning: cannot notify systemd of readiness: {e}");
+        tracing::warn!("cannot notify systemd of readiness: {e}");
     }
 }
 
@@ -1319,23 +1325,21 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bound = zauth::bind(&ctx, &pull, &cfg.ingress.bind, &server_auth)
         .with_context(|| format!("cannot bind the ingress on {}", cfg.ingress.bind))?;
     if cfg.security.insecure && zauth::scope(&bound).ok() == Some(zauth::Scope::Remote) {
-        eprintln!(
-            "engine: warning: security.insecure: ingress {bound} accepts unauthenticated peers"
-        );
+        tracing::warn!("security.insecure: ingress {bound} accepts unauthenticated peers");
     }
     warn_placement(&cfg.stages);
-    eprintln!("engine: {}", pipeline::threading_plan(&cfg.stages));
+    tracing::info!("{}", pipeline::threading_plan(&cfg.stages));
     lock_memory(cfg.stages.lock_memory)?;
     let metrics_server = match &cfg.metrics_bind {
         None => None,
         Some(addr) => {
             let m = MetricsServer::start(addr, Arc::clone(&metrics))?;
-            eprintln!("engine: metrics on http://{}/metrics", m.addr());
+            tracing::info!("metrics on http://{}/metrics", m.addr());
             Some(m)
         }
     };
-    eprintln!(
-        "engine: ingress bound to {bound}; journal {} ({} records, next input_seq {next_seq}); risk {}; egress {}",
+    tracing::info!(
+        "ingress bound to {bound}; journal {} ({} records, next input_seq {next_seq}); risk {}; egress {}",
         cfg.journal.dir.display(),
         opened.records_before,
         risk_target_name(&cfg.risk.target),
@@ -1428,14 +1432,16 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = metrics_server {
         m.stop();
     }
-    eprint!("{}", report.table());
+    // The run's report, on stdout as `engine replay`'s: the command's product, not a log line.
+    print!("{}", report.table());
     if !report.errors.is_empty() {
+        // The command's final error print, one line per stage error.
         for e in &report.errors {
-            eprintln!("error: {e}");
+            orders::logging::print_final_error(&format!("error: {e}"));
         }
         return Ok(ExitCode::FAILURE);
     }
-    eprintln!("engine: stopped cleanly; journal synced");
+    tracing::info!("stopped cleanly; journal synced");
     Ok(ExitCode::SUCCESS)
 }
 

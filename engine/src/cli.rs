@@ -19,6 +19,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// `--log-format text|json` (RUST_LOG sets the levels).
+    #[command(flatten)]
+    pub log: orders::logging::LogArgs,
 }
 
 /// The engine's commands.

@@ -6,7 +6,7 @@
 //! but not yet handed to ZeroMQ (the `journal_egress` ring depth) and the frames ZeroMQ took —
 //! every [`SAMPLE_EVERY`]; nothing is added to the order path. When orders wait for egress and
 //! no frame is taken for [`STALL_AFTER`], it prints
-//! `engine: waiting for downstream ENDPOINT …` with what to do, again every
+//! `waiting for downstream ENDPOINT …` with what to do, again every
 //! [`REPORT_EVERY`] while it lasts, and one line when frames flow again.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -124,14 +124,19 @@ impl DownstreamWatch {
                     let v = w.sample(pending, frames.load(Relaxed), Instant::now());
                     match v {
                         Verdict::Quiet => {}
-                        Verdict::Waiting(d) => eprintln!(
-                            "engine: waiting for downstream {endpoint}: no egress frame taken for \
+                        Verdict::Waiting(d) => tracing::warn!(
+                            endpoint = %endpoint,
+                            waited_s = d.as_secs(),
+                            "waiting for downstream {endpoint}: no egress frame taken for \
                              {} s, and the wait backs up to the ingress (nothing is dropped). Is \
                              a sink bound there (e.g. `bench sink --bind {endpoint}`)?",
                             d.as_secs()
                         ),
                         Verdict::Flowing => {
-                            eprintln!("engine: downstream {endpoint} is taking frames again")
+                            tracing::info!(
+                                endpoint = %endpoint,
+                                "downstream {endpoint} is taking frames again"
+                            )
                         }
                     }
                 }

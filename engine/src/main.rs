@@ -9,14 +9,11 @@ use clap::Parser;
 use engine::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = orders::logging::init(&cli.log) {
+        orders::logging::print_final_error(&format!("error: {e}"));
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Run(a) => engine::app::serve(a),
         Command::Replay(a) => engine::app::replay(*a),
@@ -24,7 +21,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", chain_text(&e));
+            orders::logging::print_final_error(&format!("error: {}", chain_text(&e)));
             ExitCode::from(2)
         }
     }

@@ -84,7 +84,7 @@ impl WaitReporter {
         }
         self.last = Some(now);
         Some(format!(
-            "engine: waiting for downstream {} to take the journal's tail: {sent} of {} accepted \
+            "waiting for downstream {} to take the journal's tail: {sent} of {} accepted \
              orders re-sent, waiting {} s. Start the downstream (e.g. `bench sink --bind {}`), \
              or stop with SIGINT/SIGTERM: nothing is lost, the next start re-sends them",
             self.endpoint,
@@ -146,7 +146,7 @@ pub fn redeliver_tail(
         }
         let mut report = |now: Instant| {
             if let Some(line) = reporter.on_wait(sent, now) {
-                eprintln!("{line}");
+                tracing::warn!("{line}");
             }
         };
         let taken = send_reporting(socket, frame.finish(), waits, stop, &mut report)
@@ -178,22 +178,28 @@ pub fn on_start(
     if records_before == 0 {
         return Ok(true);
     }
-    eprintln!(
-        "engine: re-sending the accepted orders of the journal's tail to {endpoint} \
+    tracing::info!(
+        endpoint = %endpoint,
+        orders = tail.len(),
+        "re-sending the accepted orders of the journal's tail to {endpoint} \
          (at-least-once): {} orders; an absent downstream is waited for, SIGINT/SIGTERM stops",
         tail.len()
     );
     match redeliver_tail(sock, endpoint, tail, out_format, max_batch, stop, waits)? {
         Redelivery::Done { sent } => {
-            eprintln!(
-                "engine: resumed: re-sent {sent} accepted orders from the journal's tail \
+            tracing::info!(
+                endpoint = %endpoint,
+                sent,
+                "resumed: re-sent {sent} accepted orders from the journal's tail \
                  (at-least-once)"
             );
             Ok(true)
         }
         Redelivery::Stopped { sent } => {
-            eprintln!(
-                "engine: stopped by signal while re-sending the journal's tail: downstream took \
+            tracing::info!(
+                endpoint = %endpoint,
+                sent,
+                "stopped by signal while re-sending the journal's tail: downstream took \
                  {sent} accepted orders before the stop and was not taking more ({} waits); \
                  nothing is lost: the orders are in the journal and the next start re-sends them",
                 waits.load(Relaxed)

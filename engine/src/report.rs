@@ -287,9 +287,9 @@ impl Report {
             let _ = writeln!(s, "  bad input     {} skipped", self.bad_input);
         }
         if !self.errors.is_empty() {
-            // The text goes to stderr once, as `error: …` (and into the JSON report): for
-            // `engine run` the table is on stderr too, so printing it here as well showed every
-            // error twice.
+            // The text goes to stderr once, as `error: …` (the final error print, and into the
+            // JSON report): printed in the table as well, every error showed twice wherever
+            // stdout and stderr meet (a terminal, journald).
             let _ = writeln!(
                 s,
                 "  errors        {} (on stderr: error: …)",

@@ -196,7 +196,10 @@ fn bench_send_feeds_run_end_to_end() {
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
-        assert!(err.contains("bench send: sent "), "{err}");
+        assert!(
+            err.contains(" INFO ") && err.contains(" orders in "),
+            "{err}"
+        );
         assert!(err.contains("next:"), "{err}");
     }
     let (status, s) = sink.finish(LIMIT);

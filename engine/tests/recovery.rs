@@ -284,7 +284,9 @@ fn an_unusable_snapshot_falls_back_loudly_to_the_same_state() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("warning: risk snapshot") && err.contains(&name(&newest.1)),
+        err.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("risk snapshot"))
+            && err.contains(&name(&newest.1)),
         "{err}"
     );
 }

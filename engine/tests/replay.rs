@@ -349,7 +349,8 @@ fn bad_order_lines_are_named_and_nothing_is_journaled() {
     // Each skipped line is reported with its place (issue 13 item 17), not only counted.
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("engine: skipped ")
+        err.contains(" WARN ")
+            && err.contains("skipped ")
             && err.contains("orders.csv: line 52, column ")
             && err.contains("(qty)"),
         "{err}"

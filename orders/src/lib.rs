@@ -6,11 +6,14 @@
 //! - [`price`]: exact decimal ↔ tick conversion (1 tick = 0.0001).
 //! - [`files`]: order files (CSV, binary, LOBSTER), loaders and writers.
 //! - [`order_ids`]: the ids given to JSON orders that carry no `order_id`.
+//! - `logging` (feature `logging`): the binaries' one log set-up (`--log-format`, `RUST_LOG`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod codec;
 pub mod files;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod model;
 pub mod order_ids;
 pub mod price;

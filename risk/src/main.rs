@@ -21,8 +21,8 @@ use risk::{replay_journal, Checker, JsonReplies, Limits, Server, Service, Servic
 /// Prints "listening on <endpoint>" on stdout for every bound endpoint once it serves (and,
 /// with --metrics, "metrics on http://<ip:port>/metrics").
 /// SIGHUP reloads the limits file without dropping state (a bad file is logged and the old
-/// limits stay); SIGINT / SIGTERM stop it cleanly (exit code 0). Logs go to stderr
-/// (RUST_LOG=debug|info|warn, default info). Exit code 1: unusable limits file, journal or
+/// limits stay); SIGINT / SIGTERM stop it cleanly (exit code 0). Logs go to stderr as text
+/// or JSON lines (--log-format; levels: RUST_LOG=debug|info|warn, default info). Exit code 1: unusable limits file, journal or
 /// endpoint; 2: bad command line.
 #[derive(Debug, Parser)]
 #[command(name = "risk-server", version, verbatim_doc_comment)]
@@ -91,6 +91,9 @@ struct Args {
     /// has no authentication: bind it to loopback unless Prometheus runs elsewhere.
     #[arg(long, value_name = "ADDR", value_parser = metrics_endpoint::parse_addr)]
     metrics: Option<std::net::SocketAddr>,
+    /// `--log-format text|json` (RUST_LOG sets the levels).
+    #[command(flatten)]
+    log: orders::logging::LogArgs,
 }
 
 fn parse_json_replies(text: &str) -> Result<JsonReplies, String> {
@@ -109,27 +112,17 @@ fn parse_max_batch(text: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    if let Err(e) = orders::logging::init(&args.log) {
+        orders::logging::print_final_error(&format!("risk-server: error: {e}"));
+        return ExitCode::from(2);
+    }
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("risk-server: error: {e:#}");
+            orders::logging::print_final_error(&format!("risk-server: error: {e:#}"));
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only on a terminal: a log redirected to a file or journald stays plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
