@@ -6,9 +6,11 @@
 //! - [`price`]: exact decimal ↔ tick conversion (1 tick = 0.0001).
 //! - [`files`]: order files (CSV, binary, LOBSTER), loaders and writers.
 //! - [`order_ids`]: the ids given to JSON orders that carry no `order_id`.
+//! - [`account_names`]: account names interned to account ids, and their journal record.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod account_names;
 pub mod codec;
 pub mod files;
 pub mod model;
@@ -27,6 +29,11 @@ pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, T
 pub use order_ids::{
     engine_assigned_order_id, input_seq_of_assigned_order_id, is_reserved_order_id, RiskServerIds,
     ASSIGNED_ORDER_ID_BIT,
+};
+pub use account_names::{
+    decode_account_name_record, encode_account_name_record, is_named_account,
+    validate_account_name, AccountNameError, AccountNameRecord, AccountNames, KIND_ACCOUNT_NAME,
+    NAMED_ACCOUNT_BASE,
 };
 pub use price::{
     format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,
