@@ -125,6 +125,17 @@ fn init_logging() {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = Limits::from_file(&args.config).context("loading the limits")?;
+    if let Some(name) = limits.account_names.keys().next() {
+        // The name table is the engine's (recorded in its journal) and the risk protocol does
+        // not carry it: a limit keyed by name cannot be applied here, and is never ignored.
+        anyhow::bail!(
+            "{}: accounts.{name}: limits keyed by account name are not supported by a \
+             standalone risk-server (it does not learn the engine's account name table); key \
+             the account by its number, or run the engine with --risk embedded or --risk \
+             inline (docs/risk.md, \"Account names\")",
+            args.config.display()
+        );
+    }
     let mut checker = Checker::new(limits);
     if let Some(dir) = &args.recover_from {
         let stats = replay_journal(&mut checker, dir)

@@ -266,6 +266,16 @@ impl Service {
             None => Err(RiskError::NoConfigPath),
             Some(path) => Limits::from_file(path).map_err(RiskError::from),
         };
+        // Names keep the ids they had: the table is the engine's, fixed for this run.
+        let result = result.and_then(|mut limits| {
+            let known = &self.checker.limits().named_account_ids;
+            limits
+                .resolve_account_names(|n| {
+                    known.iter().find(|(_, k)| k.as_str() == n).map(|(&id, _)| id)
+                })
+                .map_err(RiskError::AccountName)?;
+            Ok(limits)
+        });
         match result {
             Ok(limits) => {
                 self.set_limits(limits);
