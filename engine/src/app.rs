@@ -47,6 +47,8 @@ struct OpenedJournal {
     checker: Option<risk::Checker>,
     /// The accepted orders of the journal's tail to re-send downstream.
     redelivery: Vec<crate::frames::EgressEntry>,
+    /// The account name table (the journal's, and the names interned at start-up).
+    account_names: orders::AccountNames,
 }
 
 /// What recovery rebuilds besides the head: the inline or embedded checks' state (under their
@@ -87,6 +89,7 @@ fn open_journal(
     s: &JournalSettings,
     auth: &zauth::ServerAuth,
     spec: &crate::recovery::RecoverySpec,
+    file_names: Option<&orders::AccountNames>,
 ) -> anyhow::Result<OpenedJournal> {
     let checkpoint = match &s.checkpoint {
         None => None,
@@ -103,7 +106,40 @@ fn open_journal(
         checkpoint,
     };
     let started = std::time::Instant::now();
-    let r = crate::recovery::recover(&s.dir, opts, spec)?;
+    let mut r = crate::recovery::recover(&s.dir, opts, spec)?;
+    // The account name table: the journal's, then the limits file's names and the order
+    // file's, each new one journaled before any decision (crate::account_names).
+    let mut account_names = std::mem::take(&mut r.account_names);
+    let mut limits = spec.limits.clone();
+    let limit_names: Vec<String> = limits
+        .iter()
+        .flat_map(|l| l.account_names.keys().cloned())
+        .collect();
+    let new_names = crate::account_names::settle(
+        &mut r.writer,
+        &mut account_names,
+        s.max_account_names,
+        limit_names
+            .iter()
+            .map(String::as_str)
+            .chain(file_names.into_iter().flat_map(|f| f.iter().map(|(_, n)| n))),
+    )?;
+    if new_names > 0 || !account_names.is_empty() {
+        eprintln!(
+            "engine: account names: {} in the table ({new_names} new, journaled), capacity {}",
+            account_names.len(),
+            account_names.capacity()
+        );
+    }
+    if let Some(l) = &mut limits {
+        if !l.account_names.is_empty() {
+            l.resolve_account_names(|n| account_names.id(n))
+                .map_err(anyhow::Error::msg)?;
+            if let Some(c) = &mut r.checker {
+                c.set_limits(l.clone());
+            }
+        }
+    }
     let recovery = r.recovery;
     if recovery.truncated_bytes > 0 {
         tracing::warn!(
@@ -158,7 +194,7 @@ fn open_journal(
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
-    if let (Some(limits), true) = (&spec.limits, s.snapshots.enabled()) {
+    if let (Some(limits), true) = (&limits, s.snapshots.enabled()) {
         let source = crate::snapshots::StateSource {
             limits: limits.clone(),
             snapshot: r.snapshot_used,
@@ -180,7 +216,24 @@ fn open_journal(
         records_before: r.records_before,
         checker: r.checker,
         redelivery: r.redelivery,
+        account_names,
     })
+}
+
+/// Gives an order file's named accounts the ids of the journal's table (the file's own ids
+/// are first-seen order in the file: the same unless the journal saw other names first).
+fn map_file_accounts(
+    file: &mut orders::OrderFile,
+    table: &orders::AccountNames,
+) -> anyhow::Result<()> {
+    if let Some(map) = crate::account_names::file_map(file.account_names(), table)? {
+        file.map_accounts(|a| {
+            a.checked_sub(orders::NAMED_ACCOUNT_BASE)
+                .and_then(|i| map.get(i as usize).copied())
+                .unwrap_or(a)
+        });
+    }
+    Ok(())
 }
 
 /// The built-in limits of the embedded risk service when no limits file is given: the
@@ -961,6 +1014,11 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             p.add("--metrics", format!("{addr:?} is not ip:port"));
         }
     }
+    if let Some(n) = a.max_account_names {
+        if let Err(e) = crate::account_names::check_capacity(n, a.segment_size_bytes) {
+            p.add("--max-account-names", e.to_string());
+        }
+    }
     if !p.0.is_empty() {
         let lines: Vec<String> = p.0.iter().map(|x| x.to_string()).collect();
         bail!("invalid arguments:\n  {}", lines.join("\n  "));
@@ -980,6 +1038,9 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             pub_endpoint: a.audit_pub.clone(),
             json_pub_endpoint: None,
             pub_format: a.audit_format.into(),
+            max_account_names: a
+                .max_account_names
+                .unwrap_or_else(|| crate::account_names::default_capacity(a.segment_size_bytes)),
             snapshots: crate::snapshots::SnapshotSettings {
                 every_records: a.snapshot_every_records,
                 every_ms: a.snapshot_every_ms,
@@ -1060,7 +1121,16 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
     let spec = recovery_spec(&s.risk, &s.egress, &s.stages)?;
-    let mut opened = open_journal(&ctx, &s.journal, &server_auth, &spec)?;
+    let mut opened = open_journal(
+        &ctx,
+        &s.journal,
+        &server_auth,
+        &spec,
+        loaded.as_ref().map(|f| f.account_names()),
+    )?;
+    if let Some(file) = &mut loaded {
+        map_file_accounts(file, &opened.account_names)?;
+    }
     if let Some(d) = deferred {
         // From the newest decision's input (it is compared with the journal below).
         let from = match (&opened.last, a.resume) {
@@ -1081,6 +1151,19 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let Some(file) = loaded else {
         bail!("the order file {} was not loaded", a.file.display());
     };
+    if file.account_names().is_empty() && !opened.account_names.is_empty() {
+        // Account numbers of the named range would be taken for names.
+        if let Some(o) = file.iter().find(|o| orders::is_named_account(o.account)) {
+            bail!(
+                "the order file {} uses account number {} (order_id {}), an id of the \
+                 journal's account names (from {}): give the account by name",
+                a.file.display(),
+                o.account,
+                o.order_id,
+                orders::NAMED_ACCOUNT_BASE
+            );
+        }
+    }
     let skipped = file.skipped();
     let start = match (&opened.last, a.resume) {
         (None, _) if opened.records_before == 0 => 0,
@@ -1293,7 +1376,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
     let spec = recovery_spec(&cfg.risk, &cfg.egress, &cfg.stages)?;
-    let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec)?;
+    let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec, None)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
     let mut links = connect_links(
         &ctx,

@@ -1,0 +1,247 @@
+//! The engine's account name table ([`orders::account_names`]): names (`ACC11`) interned to
+//! account ids of the named range (≥ 2^31, first-seen order), recorded in the journal.
+//!
+//! - **Recorded before use.** A name new to the table gets a kind-4 record
+//!   ([`audit::KIND_ACCOUNT_NAME`]) appended before any decision that uses its id: `engine
+//!   replay` interns the order file's names (and the limits file's) at start-up, before the
+//!   pipeline decides anything, so a verifier reading the journal alone sees every name.
+//! - **Found again on restart, cheaply.** The whole table is the journal writer's segment
+//!   prologue ([`audit::Writer::push_prologue`]): every segment the engine creates starts with
+//!   one kind-4 record per name. Recovery reads at least the last segment ([`crate::recovery`]),
+//!   so it sees the whole table without reading older segments; each record's `table_len`
+//!   tells whether the table is whole (a crash in the middle of a prologue leaves it partial:
+//!   then every record is read for it, [`read_all`], with a warning). Names keep their ids
+//!   across restarts, whatever the snapshots cover: the table is not in the risk-state
+//!   snapshot, and needs not be.
+//! - **Fixed capacity.** `--max-account-names` (default [`default_capacity`]) bounds the
+//!   table; a name beyond it is an error, never a silent reuse. The prologue of a full table
+//!   must fit in half a segment, which bounds the capacity by the segment size.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use orders::account_names::{ACCOUNT_NAME_RECORD_LEN_MAX, NAMED_ACCOUNT_BASE};
+use orders::AccountNames;
+
+/// Default `--max-account-names`, when the segment size allows it.
+pub const ACCOUNT_NAMES_DEFAULT: usize = 65_536;
+
+/// Bytes one name takes in a segment's prologue at most (a record of the largest payload).
+pub const PROLOGUE_BYTES_PER_NAME: usize = 32 + ACCOUNT_NAME_RECORD_LEN_MAX.next_multiple_of(8) + 32;
+
+/// The most names whose prologue fits in half a segment of `segment_size_bytes`.
+pub fn capacity_for_segment(segment_size_bytes: u64) -> usize {
+    let capacity = usize::try_from(segment_size_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(audit::format::SEGMENT_HEADER_LEN_BYTES);
+    capacity / 2 / PROLOGUE_BYTES_PER_NAME
+}
+
+/// `--max-account-names` when not given: [`ACCOUNT_NAMES_DEFAULT`], or fewer when the segment
+/// is too small for their prologue.
+pub fn default_capacity(segment_size_bytes: u64) -> usize {
+    ACCOUNT_NAMES_DEFAULT.min(capacity_for_segment(segment_size_bytes))
+}
+
+/// Checks a `--max-account-names` against the segment size.
+pub fn check_capacity(max_names: usize, segment_size_bytes: u64) -> anyhow::Result<()> {
+    let fits = capacity_for_segment(segment_size_bytes);
+    anyhow::ensure!(
+        max_names <= fits,
+        "--max-account-names {max_names}: the table is written at the start of every journal \
+         segment and may take at most half of one; {segment_size_bytes}-byte segments hold \
+         {fits} names (raise --segment-size or lower --max-account-names)"
+    );
+    Ok(())
+}
+
+/// Collects the kind-4 records of a pass over the journal.
+#[derive(Debug, Default)]
+pub struct NameCollector {
+    table: AccountNames,
+    /// The largest `table_len` seen: the table had at least that many names.
+    table_len: u32,
+}
+
+impl NameCollector {
+    /// Takes one kind-4 record; a record that does not decode or contradicts the names before
+    /// it is damage (the open is refused: the ids would be ambiguous).
+    pub fn visit(&mut self, seq: u64, payload: &[u8]) -> Result<(), audit::VisitError> {
+        let r = orders::decode_account_name_record(payload)
+            .map_err(|e| format!("journal record {seq}: {e}"))?;
+        self.table_len = self.table_len.max(r.table_len);
+        if self.table.name(r.id).is_none() && (r.id - NAMED_ACCOUNT_BASE) as usize > self.table.len()
+        {
+            // A later name before an earlier one: only a partial prologue is read here
+            // (`finish` tells). Skip it; the full read sees them all in order.
+            return Ok(());
+        }
+        self.table
+            .insert_recorded(r.id, r.name)
+            .map_err(|e| format!("journal record {seq}: {e}"))?;
+        Ok(())
+    }
+
+    /// The table, when the records read hold all of it; else what is missing.
+    pub fn finish(self) -> Result<AccountNames, String> {
+        if (self.table.len() as u64) < u64::from(self.table_len) {
+            return Err(format!(
+                "{} of {} names",
+                self.table.len(),
+                self.table_len
+            ));
+        }
+        Ok(self.table)
+    }
+}
+
+/// The table from every record of the journal in `dir` (the slow path: each record read and
+/// its hash checked).
+pub fn read_all(dir: &Path) -> anyhow::Result<AccountNames> {
+    let reader = audit::Reader::open(dir)
+        .with_context(|| format!("cannot read the journal in {}", dir.display()))?;
+    let mut names = NameCollector::default();
+    for rec in reader.iter_from(1) {
+        let rec = rec.with_context(|| {
+            format!(
+                "cannot read the journal in {} for its account names",
+                dir.display()
+            )
+        })?;
+        if rec.kind == audit::KIND_ACCOUNT_NAME {
+            names
+                .visit(rec.seq, &rec.payload)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    names.finish().map_err(|missing| {
+        anyhow::anyhow!(
+            "the journal in {} does not hold its whole account name table ({missing}): \
+             records are missing",
+            dir.display()
+        )
+    })
+}
+
+/// Ns since the Unix epoch, for the records appended here.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Start-up: interns `names` (the limits file's, then the order file's) into `table` (the
+/// journal's, as recovered) under `max_names`, appends a kind-4 record for each new one
+/// before anything else is appended, and makes the whole table the writer's segment
+/// prologue. Returns how many names were new.
+pub fn settle<'a>(
+    writer: &mut audit::Writer,
+    table: &mut AccountNames,
+    max_names: usize,
+    names: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<usize> {
+    table.reserve_to(max_names);
+    let ts = now_ns();
+    let mut new = 0;
+    for name in names {
+        let (id, fresh) = table
+            .intern(name)
+            .context("cannot give the account name an id")?;
+        if fresh {
+            let payload = table.record_of(id).context("a name just interned has no id")?;
+            writer
+                .append(audit::KIND_ACCOUNT_NAME, ts, &payload)
+                .context("cannot journal an account name")?;
+            new += 1;
+        }
+    }
+    if new > 0 {
+        writer
+            .sync()
+            .context("cannot sync the account name records")?;
+    }
+    for (id, _) in table.iter() {
+        let payload = table.record_of(id).context("a name of the table has no id")?;
+        writer
+            .push_prologue(audit::KIND_ACCOUNT_NAME, &payload)
+            .context("the account name table does not fit the journal's segments")?;
+    }
+    Ok(new)
+}
+
+/// Maps an order file's local name ids (first-seen order in the file) to `table`'s. Returns
+/// `None` when the ids are the same (the common case: a resume of the same file, or a first
+/// run), else the map, indexed by local id − 2^31.
+pub fn file_map(file: &AccountNames, table: &AccountNames) -> anyhow::Result<Option<Vec<u32>>> {
+    let mut map = Vec::with_capacity(file.len());
+    let mut same = true;
+    for (local, name) in file.iter() {
+        let id = table
+            .id(name)
+            .with_context(|| format!("account name {name:?} has no id in the table"))?;
+        same &= id == local;
+        map.push(id);
+    }
+    Ok((!same).then_some(map))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn record(id_off: u32, table_len: u32, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        orders::encode_account_name_record(NAMED_ACCOUNT_BASE + id_off, table_len, name, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_whole_table_is_found_and_a_partial_one_is_told() {
+        let mut c = NameCollector::default();
+        c.visit(1, &record(0, 1, "A")).unwrap();
+        c.visit(2, &record(1, 2, "B")).unwrap();
+        c.visit(3, &record(0, 2, "A")).unwrap(); // a prologue restating them
+        let t = c.finish().unwrap();
+        assert_eq!(t.id("B"), Some(NAMED_ACCOUNT_BASE + 1));
+
+        // The start of a prologue lost: names 2 and 3 of 3 only.
+        let mut c = NameCollector::default();
+        c.visit(9, &record(1, 3, "B")).unwrap();
+        c.visit(10, &record(2, 3, "C")).unwrap();
+        assert_eq!(c.finish().unwrap_err(), "0 of 3 names");
+
+        // A contradiction is damage.
+        let mut c = NameCollector::default();
+        c.visit(1, &record(0, 1, "A")).unwrap();
+        assert!(c.visit(2, &record(0, 1, "Z")).is_err());
+        assert!(c.visit(3, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn file_ids_map_to_the_table() {
+        let mut file = AccountNames::with_capacity(10);
+        file.intern("X").unwrap();
+        file.intern("Y").unwrap();
+        let mut table = AccountNames::with_capacity(10);
+        table.intern("X").unwrap();
+        table.intern("Y").unwrap();
+        assert_eq!(file_map(&file, &table).unwrap(), None);
+        let mut table = AccountNames::with_capacity(10);
+        table.intern("Y").unwrap();
+        table.intern("X").unwrap();
+        assert_eq!(
+            file_map(&file, &table).unwrap(),
+            Some(vec![NAMED_ACCOUNT_BASE + 1, NAMED_ACCOUNT_BASE])
+        );
+    }
+
+    #[test]
+    fn capacity_follows_the_segment_size() {
+        assert_eq!(default_capacity(64 << 20), ACCOUNT_NAMES_DEFAULT);
+        let small = default_capacity(64 << 10);
+        assert!(small > 0 && small < ACCOUNT_NAMES_DEFAULT);
+        check_capacity(small, 64 << 10).unwrap();
+        assert!(check_capacity(small + 1, 64 << 10).is_err());
+    }
+}
