@@ -185,6 +185,49 @@ pub fn file_map(file: &AccountNames, table: &AccountNames) -> anyhow::Result<Opt
     Ok((!same).then_some(map))
 }
 
+/// `engine run`: the ingress's copy of the table. A JSON order naming an account new to the
+/// table interns it here and sends its kind-4 record to the journal stage ([`NamesInbox`])
+/// before the order goes on: the journal stage appends the records it has received before
+/// each batch of decisions, so the record precedes the first decision that uses the id (the
+/// name is sent before the order is pushed, and the decision reaches the journal stage only
+/// after the order went through the rings). A lookup of a known name allocates nothing;
+/// only a new name does (once).
+#[derive(Debug)]
+pub struct IngressNames {
+    table: AccountNames,
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+/// The journal stage's end of [`IngressNames`]: the kind-4 records of names interned by the
+/// ingress, in id order.
+#[derive(Debug)]
+pub struct NamesInbox(pub std::sync::mpsc::Receiver<Vec<u8>>);
+
+/// Splits the table (with its capacity) between the ingress and the journal stage.
+pub fn ingress_channel(table: AccountNames) -> (IngressNames, NamesInbox) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (IngressNames { table, tx }, NamesInbox(rx))
+}
+
+impl IngressNames {
+    /// The id of `name`, interning it (and sending its record) when new; a bad name or a full
+    /// table is an error for the order (counted and logged as a bad message, never reused).
+    pub fn id_of(&mut self, name: &str) -> Result<u32, String> {
+        if let Some(id) = self.table.id(name) {
+            return Ok(id);
+        }
+        let (id, _) = self.table.intern(name).map_err(|e| e.to_string())?;
+        let payload = self
+            .table
+            .record_of(id)
+            .ok_or_else(|| "a name just interned has no id".to_owned())?;
+        self.tx
+            .send(payload)
+            .map_err(|_| "the journal stage has stopped".to_owned())?;
+        Ok(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

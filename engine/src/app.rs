@@ -1489,13 +1489,20 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let clock = Clock::new();
     let t_start = clock.now_ns();
     let watch = crate::downstream_watch::start_for(&cfg.egress, &metrics)?;
+    // JSON orders may name their account: the ingress interns new names and the journal
+    // stage records them before the decisions that use them (crate::account_names).
+    let (names, inbox) =
+        crate::account_names::ingress_channel(std::mem::take(&mut opened.account_names));
+    let mut log = opened.log;
+    log.names_inbox = Some(inbox);
     let result = pipeline::run(
         IngressSource::Pull {
             socket: pull,
             next_seq,
+            names: Some(names),
         },
         gate,
-        opened.log,
+        log,
         egress,
         &popts,
         clock,

@@ -238,10 +238,20 @@ pub enum MessageKind {
 /// A JSON order may leave out `order_id` ([`MessageKind::JsonWithoutId`]); one that names an
 /// id of 2^63 or more (the range of assigned ids, [`orders::is_reserved_order_id`]) is refused.
 pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageKind, FrameError> {
+    decode_ingress_message_with(b, out, &mut no_account_names)
+}
+
+/// [`decode_ingress_message`], with the account names of JSON orders given their ids by
+/// `account_id` ([`parse_json_order_with`]).
+pub fn decode_ingress_message_with(
+    b: &[u8],
+    out: &mut Vec<Order>,
+    account_id: &mut dyn FnMut(&str) -> Result<u32, String>,
+) -> Result<MessageKind, FrameError> {
     out.clear();
     let first = b.iter().find(|c| !c.is_ascii_whitespace()).copied();
     if first == Some(b'{') {
-        let (order, has_id) = parse_json_order_id_optional(b)?;
+        let (order, has_id) = parse_json_order_with(b, account_id)?;
         if has_id && orders::is_reserved_order_id(order.order_id) {
             return Err(FrameError::JsonField {
                 field: "order_id",
@@ -280,12 +290,23 @@ pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageK
     Ok(MessageKind::Binary)
 }
 
+/// A JSON order's `account`: a number (below 2^31), or a name (`"ACC11"`,
+/// [`orders::account_names`]).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonAccount<'a> {
+    Number(u32),
+    #[serde(borrow)]
+    Name(Cow<'a, str>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonOrder<'a> {
     #[serde(default)]
     order_id: Option<u64>,
-    account: u32,
+    #[serde(borrow)]
+    account: JsonAccount<'a>,
     #[serde(borrow)]
     symbol: Cow<'a, str>,
     #[serde(borrow)]
@@ -311,10 +332,44 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
 }
 
 /// Parses one JSON order whose `order_id` may be absent: `(order, false)` then, with
-/// `order.order_id` 0 for the caller to assign.
+/// `order.order_id` 0 for the caller to assign. An account name is refused (see
+/// [`parse_json_order_with`]).
 pub fn parse_json_order_id_optional(b: &[u8]) -> Result<(Order, bool), FrameError> {
+    parse_json_order_with(b, &mut no_account_names)
+}
+
+/// The resolver of a JSON path that takes no account names.
+pub fn no_account_names(name: &str) -> Result<u32, String> {
+    Err(format!(
+        "{name:?} is an account name, and this path takes account numbers only"
+    ))
+}
+
+/// [`parse_json_order_id_optional`], with account names given their ids by `account_id`
+/// (`engine run`: the ingress's share of the journal's name table). A numeric `account` must
+/// be below 2^31: the ids from 2^31 are those of names.
+pub fn parse_json_order_with(
+    b: &[u8],
+    account_id: &mut dyn FnMut(&str) -> Result<u32, String>,
+) -> Result<(Order, bool), FrameError> {
     let j: JsonOrder<'_> =
         serde_json::from_slice(b).map_err(|e| FrameError::Json(e.to_string()))?;
+    let account = match &j.account {
+        JsonAccount::Number(n) if orders::is_named_account(*n) => {
+            return Err(FrameError::JsonField {
+                field: "account",
+                message: format!(
+                    "{n}: account numbers from {} are the ids of account names; send the name",
+                    orders::NAMED_ACCOUNT_BASE
+                ),
+            })
+        }
+        JsonAccount::Number(n) => *n,
+        JsonAccount::Name(name) => account_id(name).map_err(|message| FrameError::JsonField {
+            field: "account",
+            message,
+        })?,
+    };
     let symbol = Symbol::new(&j.symbol).map_err(|e| FrameError::JsonField {
         field: "symbol",
         message: e.to_string(),
@@ -340,7 +395,7 @@ pub fn parse_json_order_id_optional(b: &[u8]) -> Result<(Order, bool), FrameErro
         ts_ns: j.ts_ns,
         price,
         qty: j.qty,
-        account: j.account,
+        account,
         symbol,
         side,
         kind,

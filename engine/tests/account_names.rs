@@ -350,3 +350,143 @@ fn a_standalone_risk_server_refuses_limits_keyed_by_name() {
         "{stderr}"
     );
 }
+
+/// `engine run` with JSON orders whose `account` is a name: interned on the fly, each name's
+/// record in the journal before the first decision using it, the ids kept across a restart,
+/// the limit keyed by name applied (embedded risk), a full table refusing the order (counted
+/// as a bad message, never reusing an id).
+#[test]
+fn engine_run_takes_json_orders_with_account_names() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = tmp.path().join("journal");
+    let limits = tmp.path().join("limits.toml");
+    std::fs::write(&limits, LIMITS).unwrap();
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let downstream = pull.get_last_endpoint().unwrap().unwrap();
+    let config = tmp.path().join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingress]\nbind = \"tcp://127.0.0.1:*\"\n[risk]\nmode = \"embedded\"\nlimits = \"{}\"\n\
+             [journal]\ndir = \"{}\"\nsegment_size_bytes = 65536\nmax_account_names = 4\n\
+             [egress]\nconnect = \"{downstream}\"\nformat = \"json\"\n",
+            limits.display(),
+            journal.display(),
+        ),
+    )
+    .unwrap();
+    let run = |orders: &[(&str, u64)], expect_accepted: usize| {
+        let mut child = Command::new(engine_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let line = wait_for_line(&stderr, "ingress bound to ", LIMIT);
+        let ingress = line
+            .split("ingress bound to ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect(&ingress).unwrap();
+        for (account, qty) in orders {
+            let account = if account.parse::<u64>().is_ok() {
+                account.to_string()
+            } else {
+                format!("{account:?}")
+            };
+            let msg = format!(
+                r#"{{"account":{account},"symbol":"S0001","side":"BUY","quantity":{qty},"price":10.5}}"#
+            );
+            push.send(msg.as_str(), 0).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let mut got = 0;
+        while got < expect_accepted {
+            assert!(t.elapsed() < LIMIT, "egress stalled at {got}");
+            if pull.poll(zmq::POLLIN, 100).unwrap() > 0 {
+                pull.recv_bytes(0).unwrap();
+                got += 1;
+            }
+        }
+        // Let the refused ones be decided too, then stop cleanly.
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        assert!(child.wait().unwrap().success());
+        stderr.iter().collect::<Vec<String>>()
+    };
+
+    // Run 1: ACC12 (limits file: max_order_qty 10) and two new names; one order over
+    // ACC12's limit; an account number of the named range (refused: send the name).
+    let first = [
+        ("ACC11", 50),
+        ("ACC12", 5),
+        ("ACC12", 50),
+        ("desk-7", 1),
+        ("7", 1),
+        ("ACC11", 2),
+        ("2147483650", 1),
+    ];
+    let log = run(&first, 5);
+    audit_verify(&journal);
+    let names = names_bound_before_use(&journal);
+    assert_eq!(
+        names,
+        BTreeMap::from([
+            ("ACC12".to_owned(), BASE),
+            ("ACC11".to_owned(), BASE + 1),
+            ("desk-7".to_owned(), BASE + 2)
+        ])
+    );
+    assert!(
+        log.iter().any(|l| l.contains("account names are the ids") || l.contains("are the ids of account names")),
+        "the number of the named range is refused: {log:#?}"
+    );
+    let decided: Vec<(u32, orders::Reason)> = records(&journal)
+        .iter()
+        .filter(|r| r.kind == audit::KIND_DECISION)
+        .map(|r| {
+            let d = orders::decode_decision(&r.payload).unwrap();
+            (d.order.account, d.reason)
+        })
+        .collect();
+    use orders::Reason::{Accepted, MaxQty};
+    assert_eq!(
+        decided,
+        [
+            (BASE + 1, Accepted),
+            (BASE, Accepted),
+            (BASE, MaxQty),
+            (BASE + 2, Accepted),
+            (7, Accepted),
+            (BASE + 1, Accepted),
+        ]
+    );
+
+    // Run 2 on the same journal: the names keep their ids; a new one gets the next; the
+    // table (capacity 4) is then full and a fifth name is refused, not given a used id.
+    run(&[("desk-7", 1), ("NEW", 1), ("ACC11", 1), ("FIFTH", 1)], 3);
+    audit_verify(&journal);
+    let names = names_bound_before_use(&journal);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names["NEW"], BASE + 3);
+    let tail: Vec<u32> = records(&journal)
+        .iter()
+        .filter(|r| r.kind == audit::KIND_DECISION)
+        .skip(6)
+        .map(|r| orders::decode_decision(&r.payload).unwrap().order.account)
+        .collect();
+    assert_eq!(tail, [BASE + 2, BASE + 3, BASE + 1]);
+    let text = dump(&journal, false);
+    assert!(text.contains("account_name=NEW"), "{text}");
+}
