@@ -579,9 +579,7 @@ fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8])
                 "account={} account_name={} table_len={}",
                 r.id, r.name, r.table_len
             )),
-            Err(e) => {
-                return format!("{head} undecodable ({e}) payload={}", hex::encode(payload))
-            }
+            Err(e) => return format!("{head} undecodable ({e}) payload={}", hex::encode(payload)),
         },
         _ => Ok(format!("payload={}", hex::encode(payload))),
     };

@@ -504,7 +504,8 @@ impl Writer {
     pub fn push_prologue(&mut self, kind: u16, payload: &[u8]) -> Result<(), JournalError> {
         let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
         let len = record_len_for(payload.len());
-        if payload.len() > PAYLOAD_LEN_BYTES_MAX as usize || self.prologue_bytes + len > capacity / 2
+        if payload.len() > PAYLOAD_LEN_BYTES_MAX as usize
+            || self.prologue_bytes + len > capacity / 2
         {
             return Err(JournalError::Config {
                 what: "segment prologue",
@@ -1465,7 +1466,10 @@ mod prologue_tests {
         for seg in &listing.segments[1..] {
             let i = (seg.first_seq - 1) as usize;
             assert_eq!((all[i].kind, &all[i].payload[..]), (4, &b"first"[..]));
-            assert_eq!((all[i + 1].kind, &all[i + 1].payload[..]), (4, &b"second"[..]));
+            assert_eq!(
+                (all[i + 1].kind, &all[i + 1].payload[..]),
+                (4, &b"second"[..])
+            );
             assert_eq!(all[i + 2].kind, 1);
         }
         // Only there: 101 records of kind 1, two prologue records per rolled segment.

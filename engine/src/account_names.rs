@@ -27,7 +27,8 @@ use orders::AccountNames;
 pub const ACCOUNT_NAMES_DEFAULT: usize = 65_536;
 
 /// Bytes one name takes in a segment's prologue at most (a record of the largest payload).
-pub const PROLOGUE_BYTES_PER_NAME: usize = 32 + ACCOUNT_NAME_RECORD_LEN_MAX.next_multiple_of(8) + 32;
+pub const PROLOGUE_BYTES_PER_NAME: usize =
+    32 + ACCOUNT_NAME_RECORD_LEN_MAX.next_multiple_of(8) + 32;
 
 /// The most names whose prologue fits in half a segment of `segment_size_bytes`.
 pub fn capacity_for_segment(segment_size_bytes: u64) -> usize {
@@ -70,7 +71,8 @@ impl NameCollector {
         let r = orders::decode_account_name_record(payload)
             .map_err(|e| format!("journal record {seq}: {e}"))?;
         self.table_len = self.table_len.max(r.table_len);
-        if self.table.name(r.id).is_none() && (r.id - NAMED_ACCOUNT_BASE) as usize > self.table.len()
+        if self.table.name(r.id).is_none()
+            && (r.id - NAMED_ACCOUNT_BASE) as usize > self.table.len()
         {
             // A later name before an earlier one: only a partial prologue is read here
             // (`finish` tells). Skip it; the full read sees them all in order.
@@ -85,11 +87,7 @@ impl NameCollector {
     /// The table, when the records read hold all of it; else what is missing.
     pub fn finish(self) -> Result<AccountNames, String> {
         if (self.table.len() as u64) < u64::from(self.table_len) {
-            return Err(format!(
-                "{} of {} names",
-                self.table.len(),
-                self.table_len
-            ));
+            return Err(format!("{} of {} names", self.table.len(), self.table_len));
         }
         Ok(self.table)
     }
@@ -148,7 +146,9 @@ pub fn settle<'a>(
             .intern(name)
             .context("cannot give the account name an id")?;
         if fresh {
-            let payload = table.record_of(id).context("a name just interned has no id")?;
+            let payload = table
+                .record_of(id)
+                .context("a name just interned has no id")?;
             writer
                 .append(audit::KIND_ACCOUNT_NAME, ts, &payload)
                 .context("cannot journal an account name")?;
@@ -161,7 +161,9 @@ pub fn settle<'a>(
             .context("cannot sync the account name records")?;
     }
     for (id, _) in table.iter() {
-        let payload = table.record_of(id).context("a name of the table has no id")?;
+        let payload = table
+            .record_of(id)
+            .context("a name of the table has no id")?;
         writer
             .push_prologue(audit::KIND_ACCOUNT_NAME, &payload)
             .context("the account name table does not fit the journal's segments")?;

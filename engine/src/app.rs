@@ -119,10 +119,11 @@ fn open_journal(
         &mut r.writer,
         &mut account_names,
         s.max_account_names,
-        limit_names
-            .iter()
-            .map(String::as_str)
-            .chain(file_names.into_iter().flat_map(|f| f.iter().map(|(_, n)| n))),
+        limit_names.iter().map(String::as_str).chain(
+            file_names
+                .into_iter()
+                .flat_map(|f| f.iter().map(|(_, n)| n)),
+        ),
     )?;
     if new_names > 0 || !account_names.is_empty() {
         eprintln!(

@@ -118,7 +118,11 @@ fn dump(dir: &Path, json: bool) -> String {
         c.arg("--json");
     }
     let out = run_with_timeout(&mut c, LIMIT);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -157,7 +161,8 @@ fn csv_names_are_journaled_before_use_verified_dumped_and_limited_by_name() {
     // audit dump shows the name records and the name of each decision's account.
     let text = dump(&journal, false);
     assert!(
-        text.contains("kind=account-name") && text.contains("account=2147483648 account_name=ACC12"),
+        text.contains("kind=account-name")
+            && text.contains("account=2147483648 account_name=ACC12"),
         "{text}"
     );
     let mut per_order = HashMap::new();
@@ -185,12 +190,20 @@ fn csv_names_are_journaled_before_use_verified_dumped_and_limited_by_name() {
         let (name, reason) = &per_order[id];
         let name = name.as_deref();
         let numeric = account.parse::<u32>().is_ok();
-        assert_eq!(name.is_none(), numeric, "order {id}: {account} shown as {name:?}");
+        assert_eq!(
+            name.is_none(),
+            numeric,
+            "order {id}: {account} shown as {name:?}"
+        );
         if !numeric {
             assert_eq!(name, Some(*account));
         }
         let over = *account == "ACC12" && *qty > 10;
-        assert_eq!(reason == "max-qty", over, "order {id} ({account}, qty {qty}): {reason}");
+        assert_eq!(
+            reason == "max-qty",
+            over,
+            "order {id} ({account}, qty {qty}): {reason}"
+        );
     }
 }
 
@@ -205,7 +218,12 @@ fn a_resume_keeps_the_ids_of_names_across_restarts() {
     let file1 = tmp.path().join("a.csv");
     write_csv(&file1, &first);
     let journal = tmp.path().join("j");
-    replay(&file1, &journal, &limits, &["--snapshot-every-records", "128"]);
+    replay(
+        &file1,
+        &journal,
+        &limits,
+        &["--snapshot-every-records", "128"],
+    );
     let before = names_bound_before_use(&journal);
     assert!(
         std::fs::read_dir(&journal)
@@ -220,11 +238,23 @@ fn a_resume_keeps_the_ids_of_names_across_restarts() {
     // journal's), the last order run 1 decided is the same, then more orders.
     let mut second: Vec<(u64, &str, &str, u64)> = first.clone();
     second[0].1 = "ZED";
-    second.extend(flow(300, &["ZED", "ACC11", "ACC12"]).into_iter().map(|(i, a, s, q)| (2000 + i, a, s, q)));
+    second.extend(
+        flow(300, &["ZED", "ACC11", "ACC12"])
+            .into_iter()
+            .map(|(i, a, s, q)| (2000 + i, a, s, q)),
+    );
     let file2 = tmp.path().join("b.csv");
     write_csv(&file2, &second);
-    let stderr = replay(&file2, &journal, &limits, &["--resume", "--snapshot-every-records", "128"]);
-    assert!(stderr.contains("from snapshot"), "restart from a snapshot: {stderr}");
+    let stderr = replay(
+        &file2,
+        &journal,
+        &limits,
+        &["--resume", "--snapshot-every-records", "128"],
+    );
+    assert!(
+        stderr.contains("from snapshot"),
+        "restart from a snapshot: {stderr}"
+    );
     assert!(
         stderr.contains("(1 new, journaled)"),
         "ZED is the only new name: {stderr}"
@@ -254,7 +284,10 @@ fn a_resume_keeps_the_ids_of_names_across_restarts() {
             .find_map(|f| f.strip_prefix("account="))
             .unwrap();
         let expected = second[(id - 1) as usize].1;
-        match line.split(' ').find_map(|f| f.strip_prefix("account_name=")) {
+        match line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("account_name="))
+        {
             Some(name) => {
                 assert_eq!(name, expected);
                 assert_eq!(account.parse::<u32>().unwrap(), after[name]);
@@ -296,7 +329,10 @@ fn a_full_table_and_mixed_ranges_are_refused_not_reused() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("account name table is full (2 names)"), "{stderr}");
+    assert!(
+        stderr.contains("account name table is full (2 names)"),
+        "{stderr}"
+    );
 
     // An account number of the named range in a file without names, against a journal
     // whose table gives that id to a name: refused (it would be taken for the name).
@@ -326,7 +362,8 @@ fn a_full_table_and_mixed_ranges_are_refused_not_reused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("uses account number 2147483649") && stderr.contains("give the account by name"),
+        stderr.contains("uses account number 2147483649")
+            && stderr.contains("give the account by name"),
         "{stderr}"
     );
 }
@@ -346,7 +383,8 @@ fn a_standalone_risk_server_refuses_limits_keyed_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("accounts.ACC12") && stderr.contains("not supported by a standalone risk-server"),
+        stderr.contains("accounts.ACC12")
+            && stderr.contains("not supported by a standalone risk-server"),
         "{stderr}"
     );
 }
@@ -449,7 +487,8 @@ fn engine_run_takes_json_orders_with_account_names() {
         ])
     );
     assert!(
-        log.iter().any(|l| l.contains("account names are the ids") || l.contains("are the ids of account names")),
+        log.iter().any(|l| l.contains("account names are the ids")
+            || l.contains("are the ids of account names")),
         "the number of the named range is refused: {log:#?}"
     );
     let decided: Vec<(u32, orders::Reason)> = records(&journal)

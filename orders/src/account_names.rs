@@ -268,7 +268,8 @@ pub fn decode_account_name_record(
             name_len: 0,
         });
     }
-    let u32_at = |o: usize| u32::from_le_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
     let id = u32_at(0);
     let table_len = u32_at(4);
     let name_len = u16::from_le_bytes([payload[8], payload[9]]) as usize;
@@ -296,6 +297,7 @@ pub fn decode_account_name_record(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use proptest::prelude::*;
 
@@ -344,12 +346,13 @@ mod tests {
         encode_account_name_record(NAMED_ACCOUNT_BASE + 1, 2, "ACC11", &mut out);
         assert_eq!(
             out,
-            [
-                0x01, 0x00, 0x00, 0x80, 0x02, 0, 0, 0, 5, 0, 0, 0, b'A', b'C', b'C', b'1', b'1'
-            ]
+            [0x01, 0x00, 0x00, 0x80, 0x02, 0, 0, 0, 5, 0, 0, 0, b'A', b'C', b'C', b'1', b'1']
         );
         let r = decode_account_name_record(&out).unwrap();
-        assert_eq!((r.id, r.table_len, r.name), (NAMED_ACCOUNT_BASE + 1, 2, "ACC11"));
+        assert_eq!(
+            (r.id, r.table_len, r.name),
+            (NAMED_ACCOUNT_BASE + 1, 2, "ACC11")
+        );
     }
 
     #[test]

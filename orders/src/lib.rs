@@ -17,6 +17,11 @@ pub mod model;
 pub mod order_ids;
 pub mod price;
 
+pub use account_names::{
+    decode_account_name_record, encode_account_name_record, is_named_account,
+    validate_account_name, AccountNameError, AccountNameRecord, AccountNames, KIND_ACCOUNT_NAME,
+    NAMED_ACCOUNT_BASE,
+};
 pub use codec::{
     decision_risk_reply, decode_decision, decode_order, encode_decision,
     encode_decision_with_reply, encode_order, DecodeError, DECISION_LEN_BYTES,
@@ -29,11 +34,6 @@ pub use model::{Decision, Order, OrderKind, Reason, Side, Symbol, SymbolError, T
 pub use order_ids::{
     engine_assigned_order_id, input_seq_of_assigned_order_id, is_reserved_order_id, RiskServerIds,
     ASSIGNED_ORDER_ID_BIT,
-};
-pub use account_names::{
-    decode_account_name_record, encode_account_name_record, is_named_account,
-    validate_account_name, AccountNameError, AccountNameRecord, AccountNames, KIND_ACCOUNT_NAME,
-    NAMED_ACCOUNT_BASE,
 };
 pub use price::{
     format_price_ticks, parse_decimal_ticks, parse_number_price_ticks, parse_price_ticks,

@@ -805,12 +805,9 @@ fn validate(raw: RawFile, origin: &str, source: &str) -> Result<Limits, ConfigEr
         }
     }
     if !account_names.is_empty() {
-        if let Some(id) = accounts
-            .keys()
-            .find(|&&id| orders::is_named_account(id))
-        {
+        if let Some(id) = accounts.keys().find(|&&id| orders::is_named_account(id)) {
             v.push(
-                &format!("accounts.{id}"),
+                format!("accounts.{id}"),
                 format!(
                     "account numbers from {} are the ids of account names: not allowed in a \
                      file that names accounts",

@@ -271,7 +271,10 @@ impl Service {
             let known = &self.checker.limits().named_account_ids;
             limits
                 .resolve_account_names(|n| {
-                    known.iter().find(|(_, k)| k.as_str() == n).map(|(&id, _)| id)
+                    known
+                        .iter()
+                        .find(|(_, k)| k.as_str() == n)
+                        .map(|(&id, _)| id)
                 })
                 .map_err(RiskError::AccountName)?;
             Ok(limits)

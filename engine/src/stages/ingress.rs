@@ -281,9 +281,9 @@ impl Stage for PullIngress {
             messages += 1;
             let now = self.clock.now_ns();
             let decoded = match &mut self.names {
-                Some(n) => decode_ingress_message_with(&self.msg, &mut self.scratch, &mut |a| {
-                    n.id_of(a)
-                }),
+                Some(n) => {
+                    decode_ingress_message_with(&self.msg, &mut self.scratch, &mut |a| n.id_of(a))
+                }
                 None => {
                     decode_ingress_message_with(&self.msg, &mut self.scratch, &mut no_account_names)
                 }

@@ -119,7 +119,6 @@ impl AuditLog {
         Ok(())
     }
 
-
     /// Appends the records of the snapshots the snapshot thread has made (between batches:
     /// from `maintain`), publishes and commits them.
     fn append_snapshot_records(&mut self, now_ns: u64) -> Result<(), audit::JournalError> {

@@ -353,12 +353,23 @@ mod tests {
         assert_eq!(names.name(B + 1), Some("acc-2"));
         // A name with a space, or one too long, is a bad field, not a name.
         let m = err("order_id,account,symbol,side,qty,price\n1,\"A B\",A,B,1,1\n");
-        assert!(m.contains("column 2 (account)") && m.contains("account name"), "{m}");
+        assert!(
+            m.contains("column 2 (account)") && m.contains("account name"),
+            "{m}"
+        );
         // Numbers of the named range and names do not mix in one file.
-        let m = err("order_id,account,symbol,side,qty,price\n1,2147483648,A,B,1,1\n2,ACC1,A,B,1,1\n");
-        assert!(m.contains("line 2, column 2 (account)") && m.contains("below 2147483648"), "{m}");
+        let m =
+            err("order_id,account,symbol,side,qty,price\n1,2147483648,A,B,1,1\n2,ACC1,A,B,1,1\n");
+        assert!(
+            m.contains("line 2, column 2 (account)") && m.contains("below 2147483648"),
+            "{m}"
+        );
         // Without names they are still account numbers.
-        let (o, _) = load("order_id,account,symbol,side,qty,price\n1,4294967295,A,B,1,1\n", 0).unwrap();
+        let (o, _) = load(
+            "order_id,account,symbol,side,qty,price\n1,4294967295,A,B,1,1\n",
+            0,
+        )
+        .unwrap();
         assert_eq!(o[0].account, u32::MAX);
     }
 
