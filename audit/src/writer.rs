@@ -484,7 +484,7 @@ impl Writer {
             // The prologue first: a reader of this segment alone sees it.
             let prologue = std::mem::take(&mut self.prologue);
             let mut written = Ok(());
-            for (kind, payload) in &prologue {
+            for (kind, payload) in prologue.iter().rev() {
                 if let Err(e) = self.write_record(*kind, ts_ns, payload) {
                     written = Err(e);
                     break;
@@ -499,7 +499,9 @@ impl Writer {
     /// Records to write first in every segment this writer creates from now on (a roll-over
     /// writes them before the record that caused it), e.g. a table that a reader of the last
     /// segment alone must know ([`crate::KIND_ACCOUNT_NAME`]). They are added to the records
-    /// already pushed. Refused ([`JournalError::Config`], nothing pushed) when the prologue
+    /// already pushed, and written **newest pushed first**: a crash in the middle of a
+    /// prologue leaves the newest records, so a reader can tell from them (a table's length)
+    /// that older ones are missing. Refused ([`JournalError::Config`], nothing pushed) when the prologue
     /// would take more than half of a segment.
     pub fn push_prologue(&mut self, kind: u16, payload: &[u8]) -> Result<(), JournalError> {
         let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
@@ -1465,10 +1467,11 @@ mod prologue_tests {
         let all: Vec<_> = reader.iter_from(1).map(|r| r.unwrap()).collect();
         for seg in &listing.segments[1..] {
             let i = (seg.first_seq - 1) as usize;
-            assert_eq!((all[i].kind, &all[i].payload[..]), (4, &b"first"[..]));
+            // Newest pushed first.
+            assert_eq!((all[i].kind, &all[i].payload[..]), (4, &b"second"[..]));
             assert_eq!(
                 (all[i + 1].kind, &all[i + 1].payload[..]),
-                (4, &b"second"[..])
+                (4, &b"first"[..])
             );
             assert_eq!(all[i + 2].kind, 1);
         }

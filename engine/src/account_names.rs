@@ -7,7 +7,7 @@
 //!   pipeline decides anything, so a verifier reading the journal alone sees every name.
 //! - **Found again on restart, cheaply.** The whole table is the journal writer's segment
 //!   prologue ([`audit::Writer::push_prologue`]): every segment the engine creates starts with
-//!   one kind-4 record per name. Recovery reads at least the last segment ([`crate::recovery`]),
+//!   one kind-4 record per name, newest first. Recovery reads at least the last segment ([`crate::recovery`]),
 //!   so it sees the whole table without reading older segments; each record's `table_len`
 //!   tells whether the table is whole (a crash in the middle of a prologue leaves it partial:
 //!   then every record is read for it, [`read_all`], with a warning). Names keep their ids
@@ -20,7 +20,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use orders::account_names::{ACCOUNT_NAME_RECORD_LEN_MAX, NAMED_ACCOUNT_BASE};
+use orders::account_names::ACCOUNT_NAME_RECORD_LEN_MAX;
 use orders::AccountNames;
 
 /// Default `--max-account-names`, when the segment size allows it.
@@ -56,40 +56,63 @@ pub fn check_capacity(max_names: usize, segment_size_bytes: u64) -> anyhow::Resu
     Ok(())
 }
 
-/// Collects the kind-4 records of a pass over the journal.
+/// Collects the kind-4 records of a pass over the journal. They may come in any order (a
+/// segment's prologue is written newest name first, [`audit::Writer::push_prologue`]).
 #[derive(Debug, Default)]
 pub struct NameCollector {
-    table: AccountNames,
+    by_id: std::collections::BTreeMap<u32, String>,
+    by_name: std::collections::HashMap<String, u32>,
     /// The largest `table_len` seen: the table had at least that many names.
     table_len: u32,
 }
 
 impl NameCollector {
-    /// Takes one kind-4 record; a record that does not decode or contradicts the names before
-    /// it is damage (the open is refused: the ids would be ambiguous).
+    /// Takes one kind-4 record; a record that does not decode or contradicts another binding
+    /// is damage (the open is refused: the ids would be ambiguous).
     pub fn visit(&mut self, seq: u64, payload: &[u8]) -> Result<(), audit::VisitError> {
         let r = orders::decode_account_name_record(payload)
             .map_err(|e| format!("journal record {seq}: {e}"))?;
         self.table_len = self.table_len.max(r.table_len);
-        if self.table.name(r.id).is_none()
-            && (r.id - NAMED_ACCOUNT_BASE) as usize > self.table.len()
-        {
-            // A later name before an earlier one: only a partial prologue is read here
-            // (`finish` tells). Skip it; the full read sees them all in order.
-            return Ok(());
+        let by_id = self.by_id.get(&r.id).map(String::as_str);
+        let by_name = self.by_name.get(r.name).copied();
+        match (by_id, by_name) {
+            (Some(n), Some(id)) if n == r.name && id == r.id => Ok(()),
+            (None, None) => {
+                self.by_id.insert(r.id, r.name.to_owned());
+                self.by_name.insert(r.name.to_owned(), r.id);
+                Ok(())
+            }
+            _ => Err(format!(
+                "journal record {seq}: account name {:?} bound to id {}, but the journal \
+                 binds {} before",
+                r.name,
+                r.id,
+                match (by_id, by_name) {
+                    (Some(n), _) if n != r.name => format!("that id to {n:?}"),
+                    (_, Some(id)) => format!("that name to id {id}"),
+                    _ => "otherwise".to_owned(),
+                }
+            )
+            .into()),
         }
-        self.table
-            .insert_recorded(r.id, r.name)
-            .map_err(|e| format!("journal record {seq}: {e}"))?;
-        Ok(())
     }
 
-    /// The table, when the records read hold all of it; else what is missing.
+    /// The table, when the records read hold all of it (every id below 2^31 + the largest
+    /// `table_len` seen); else how many of how many names were found.
     pub fn finish(self) -> Result<AccountNames, String> {
-        if (self.table.len() as u64) < u64::from(self.table_len) {
-            return Err(format!("{} of {} names", self.table.len(), self.table_len));
+        let want = u64::from(self.table_len);
+        if (self.by_id.len() as u64) < want {
+            return Err(format!("{} of {} names", self.by_id.len(), want));
         }
-        Ok(self.table)
+        let mut table = AccountNames::with_capacity(0);
+        for (id, name) in &self.by_id {
+            // Dense from the base: `decode` bounds each id by its `table_len`, so as many
+            // ids as the largest `table_len` are exactly those below base + table_len.
+            table
+                .insert_recorded(*id, name)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(table)
     }
 }
 
@@ -234,6 +257,7 @@ impl IngressNames {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use orders::NAMED_ACCOUNT_BASE;
 
     fn record(id_off: u32, table_len: u32, name: &str) -> Vec<u8> {
         let mut out = Vec::new();
@@ -250,16 +274,23 @@ mod tests {
         let t = c.finish().unwrap();
         assert_eq!(t.id("B"), Some(NAMED_ACCOUNT_BASE + 1));
 
-        // The start of a prologue lost: names 2 and 3 of 3 only.
+        // A prologue (newest first) cut after its first two records: 2 of 3 names.
         let mut c = NameCollector::default();
-        c.visit(9, &record(1, 3, "B")).unwrap();
-        c.visit(10, &record(2, 3, "C")).unwrap();
-        assert_eq!(c.finish().unwrap_err(), "0 of 3 names");
+        c.visit(9, &record(2, 3, "C")).unwrap();
+        c.visit(10, &record(1, 2, "B")).unwrap();
+        assert_eq!(c.finish().unwrap_err(), "2 of 3 names");
+        // Whole, in any order.
+        let mut c = NameCollector::default();
+        c.visit(9, &record(2, 3, "C")).unwrap();
+        c.visit(10, &record(1, 2, "B")).unwrap();
+        c.visit(11, &record(0, 1, "A")).unwrap();
+        assert_eq!(c.finish().unwrap().id("C"), Some(NAMED_ACCOUNT_BASE + 2));
 
         // A contradiction is damage.
         let mut c = NameCollector::default();
         c.visit(1, &record(0, 1, "A")).unwrap();
         assert!(c.visit(2, &record(0, 1, "Z")).is_err());
+        assert!(c.visit(2, &record(1, 2, "A")).is_err());
         assert!(c.visit(3, &[1, 2, 3]).is_err());
     }
 

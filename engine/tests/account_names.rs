@@ -529,3 +529,79 @@ fn engine_run_takes_json_orders_with_account_names() {
     let text = dump(&journal, false);
     assert!(text.contains("account_name=NEW"), "{text}");
 }
+
+/// A crash in the middle of a segment's prologue leaves the last segment with part of the
+/// table: recovery sees it from `table_len`, reads every record for the table instead, and
+/// says so; the names keep their ids.
+#[test]
+fn a_partial_prologue_falls_back_to_reading_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("j");
+    let opts = audit::WriterOptions {
+        segment_size_bytes: 4096,
+        ..audit::WriterOptions::default()
+    };
+    let (mut w, _) = audit::Writer::open(&dir, opts.clone()).unwrap();
+    let mut table = orders::AccountNames::with_capacity(3);
+    for name in ["A", "B", "C"] {
+        let (id, _) = table.intern(name).unwrap();
+        let payload = table.record_of(id).unwrap();
+        w.append(audit::KIND_ACCOUNT_NAME, 1, &payload).unwrap();
+        w.push_prologue(audit::KIND_ACCOUNT_NAME, &payload).unwrap();
+    }
+    // Decisions until the second segment starts (with the prologue), then stop.
+    let order = orders::Order {
+        order_id: 1,
+        ts_ns: 0,
+        price: 10,
+        qty: 1,
+        account: BASE + 2,
+        symbol: orders::Symbol::new("S1").unwrap(),
+        side: orders::Side::Buy,
+        kind: orders::OrderKind::New,
+    };
+    let mut buf = [0u8; orders::DECISION_LEN_BYTES];
+    let mut input_seq = 0;
+    loop {
+        let d = orders::Decision {
+            input_seq,
+            order,
+            reason: orders::Reason::Accepted,
+            t_in_ns: 0,
+            t_decided_ns: 0,
+            t_checked_ns: 0,
+            risk_session: 0,
+            risk_batch: 0,
+            risk_batch_orders: 0,
+        };
+        orders::encode_decision(&d, &mut buf);
+        w.append(audit::KIND_DECISION, 1, &buf).unwrap();
+        input_seq += 1;
+        if w.current_segment().unwrap().file_name().unwrap() != "00000000000000000001.seg" {
+            break;
+        }
+    }
+    let last = w.current_segment().unwrap().to_path_buf();
+    drop(w);
+    // The intact journal: the whole table from its last segment alone.
+    let spec = engine::recovery::RecoverySpec::default();
+    let r = engine::recovery::recover(&dir, opts.clone(), &spec).unwrap();
+    assert!(r.recovery.verified_from_seq > 1);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!(r.account_names, table);
+    drop(r);
+    // Keep only the first prologue record of the last segment (record of 80 bytes at 128:
+    // the newest name, C, whose table_len is 3): a crash there wrote nothing after it.
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[128 + 80..].fill(0);
+    std::fs::write(&last, bytes).unwrap();
+    let r = engine::recovery::recover(&dir, opts, &spec).unwrap();
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("1 of 3 names") && w.contains("reading every record")),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(r.account_names, table);
+}
