@@ -17,7 +17,8 @@
 //!  "price" is a JSON number with at most 4 decimal places, converted exactly from its text by
 //!  `orders::parse_number_price_ticks`: 1000.12345 is refused, never rounded; without
 //!  "order_id" the ingress gives the order 2^63 + its input_seq (`orders::order_ids`), and an
-//!  explicit "order_id" of 2^63 or more is refused there)
+//!  explicit "order_id" of 2^63 or more is refused there; "account" is a number below 2^31 or
+//!  an account name, "ACC11", interned by the ingress (`crate::account_names`))
 //!
 //! Egress frame (one ZeroMQ message per egress batch of accepted orders)
 //!  0       4       6       8               12              16
