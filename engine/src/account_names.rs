@@ -152,11 +152,11 @@ fn now_ns() -> u64 {
 }
 
 /// Start-up: interns `names` (the limits file's, then the order file's) into `table` (the
-/// journal's, as recovered) under `max_names`, appends a kind-4 record for each new one
-/// before anything else is appended, and makes the whole table the writer's segment
-/// prologue. Returns how many names were new.
+/// journal's, as recovered) under `max_names`, appends (and publishes) a kind-4 record for
+/// each new one before anything else is appended, and makes the whole table the writer's
+/// segment prologue. Returns how many names were new.
 pub fn settle<'a>(
-    writer: &mut audit::Writer,
+    log: &mut crate::stages::journal::AuditLog,
     table: &mut AccountNames,
     max_names: usize,
     names: impl IntoIterator<Item = &'a str>,
@@ -172,22 +172,26 @@ pub fn settle<'a>(
             let payload = table
                 .record_of(id)
                 .context("a name just interned has no id")?;
-            writer
-                .append(audit::KIND_ACCOUNT_NAME, ts, &payload)
+            log.append_account_name(ts, &payload)
                 .context("cannot journal an account name")?;
             new += 1;
         }
     }
     if new > 0 {
-        writer
+        log.writer
             .sync()
             .context("cannot sync the account name records")?;
+        if let Some(p) = &mut log.publisher {
+            // The live feed: a failure here is gap-filled like any other (the records are
+            // in the journal).
+            let _ = p.flush();
+        }
     }
     for (id, _) in table.iter() {
         let payload = table
             .record_of(id)
             .context("a name of the table has no id")?;
-        writer
+        log.writer
             .push_prologue(audit::KIND_ACCOUNT_NAME, &payload)
             .context("the account name table does not fit the journal's segments")?;
     }

@@ -107,40 +107,6 @@ fn open_journal(
     };
     let started = std::time::Instant::now();
     let mut r = crate::recovery::recover(&s.dir, opts, spec)?;
-    // The account name table: the journal's, then the limits file's names and the order
-    // file's, each new one journaled before any decision (crate::account_names).
-    let mut account_names = std::mem::take(&mut r.account_names);
-    let mut limits = spec.limits.clone();
-    let limit_names: Vec<String> = limits
-        .iter()
-        .flat_map(|l| l.account_names.keys().cloned())
-        .collect();
-    let new_names = crate::account_names::settle(
-        &mut r.writer,
-        &mut account_names,
-        s.max_account_names,
-        limit_names.iter().map(String::as_str).chain(
-            file_names
-                .into_iter()
-                .flat_map(|f| f.iter().map(|(_, n)| n)),
-        ),
-    )?;
-    if new_names > 0 || !account_names.is_empty() {
-        eprintln!(
-            "engine: account names: {} in the table ({new_names} new, journaled), capacity {}",
-            account_names.len(),
-            account_names.capacity()
-        );
-    }
-    if let Some(l) = &mut limits {
-        if !l.account_names.is_empty() {
-            l.resolve_account_names(|n| account_names.id(n))
-                .map_err(anyhow::Error::msg)?;
-            if let Some(c) = &mut r.checker {
-                c.set_limits(l.clone());
-            }
-        }
-    }
     let recovery = r.recovery;
     if recovery.truncated_bytes > 0 {
         tracing::warn!(
@@ -195,6 +161,40 @@ fn open_journal(
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
+    // The account name table: the journal's, then the limits file's names and the order
+    // file's, each new one journaled before any decision (crate::account_names).
+    let mut account_names = std::mem::take(&mut r.account_names);
+    let mut limits = spec.limits.clone();
+    let limit_names: Vec<String> = limits
+        .iter()
+        .flat_map(|l| l.account_names.keys().cloned())
+        .collect();
+    let new_names = crate::account_names::settle(
+        &mut log,
+        &mut account_names,
+        s.max_account_names,
+        limit_names.iter().map(String::as_str).chain(
+            file_names
+                .into_iter()
+                .flat_map(|f| f.iter().map(|(_, n)| n)),
+        ),
+    )?;
+    if new_names > 0 || !account_names.is_empty() {
+        eprintln!(
+            "engine: account names: {} in the table ({new_names} new, journaled), capacity {}",
+            account_names.len(),
+            account_names.capacity()
+        );
+    }
+    if let Some(l) = &mut limits {
+        if !l.account_names.is_empty() {
+            l.resolve_account_names(|n| account_names.id(n))
+                .map_err(anyhow::Error::msg)?;
+            if let Some(c) = &mut r.checker {
+                c.set_limits(l.clone());
+            }
+        }
+    }
     if let (Some(limits), true) = (&limits, s.snapshots.enabled()) {
         let source = crate::snapshots::StateSource {
             limits: limits.clone(),
@@ -203,7 +203,8 @@ fn open_journal(
         let snapshots = crate::snapshots::Snapshotter::spawn(
             s.dir.clone(),
             source,
-            r.records_before,
+            // The head now: the account-name records appended above included.
+            log.writer.next_seq().saturating_sub(1),
             s.snapshots,
             s.durability != audit::Durability::None,
         )

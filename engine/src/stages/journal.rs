@@ -102,21 +102,31 @@ impl AuditLog {
                 input_seq: 0,
                 message: format!("cannot journal an account name: {}", chain(&e)),
             };
-            let ts = self.last_ts_ns;
-            let a = self
-                .writer
-                .append(audit::KIND_ACCOUNT_NAME, ts, &payload)
+            self.append_account_name(self.last_ts_ns, &payload)
                 .map_err(fail)?;
             self.writer
                 .push_prologue(audit::KIND_ACCOUNT_NAME, &payload)
                 .map_err(fail)?;
-            if let Some(p) = &mut self.publisher {
-                if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_ACCOUNT_NAME, ts, &payload) {
-                    self.publish_failed(a.seq, ts, &e);
-                }
-            }
         }
         Ok(())
+    }
+
+    /// Appends one account-name record (kind 4) and publishes it on the live feed; returns
+    /// its sequence number. The caller makes it part of the segment prologue.
+    pub fn append_account_name(
+        &mut self,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<u64, audit::JournalError> {
+        let a = self
+            .writer
+            .append(audit::KIND_ACCOUNT_NAME, ts_ns, payload)?;
+        if let Some(p) = &mut self.publisher {
+            if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_ACCOUNT_NAME, ts_ns, payload) {
+                self.publish_failed(a.seq, ts_ns, &e);
+            }
+        }
+        Ok(a.seq)
     }
 
     /// Appends the records of the snapshots the snapshot thread has made (between batches:
