@@ -355,22 +355,6 @@ pub fn parse_json_order_with(
 ) -> Result<(Order, bool), FrameError> {
     let j: JsonOrder<'_> =
         serde_json::from_slice(b).map_err(|e| FrameError::Json(e.to_string()))?;
-    let account = match &j.account {
-        JsonAccount::Number(n) if orders::is_named_account(*n) => {
-            return Err(FrameError::JsonField {
-                field: "account",
-                message: format!(
-                    "{n}: account numbers from {} are the ids of account names; send the name",
-                    orders::NAMED_ACCOUNT_BASE
-                ),
-            })
-        }
-        JsonAccount::Number(n) => *n,
-        JsonAccount::Name(name) => account_id(name).map_err(|message| FrameError::JsonField {
-            field: "account",
-            message,
-        })?,
-    };
     let symbol = Symbol::new(&j.symbol).map_err(|e| FrameError::JsonField {
         field: "symbol",
         message: e.to_string(),
@@ -391,6 +375,23 @@ pub fn parse_json_order_with(
             field: "price",
             message: e.to_string(),
         })?;
+    // Last: a name is interned (and recorded) only for an order that is otherwise valid.
+    let account = match &j.account {
+        JsonAccount::Number(n) if orders::is_named_account(*n) => {
+            return Err(FrameError::JsonField {
+                field: "account",
+                message: format!(
+                    "{n}: account numbers from {} are the ids of account names; send the name",
+                    orders::NAMED_ACCOUNT_BASE
+                ),
+            })
+        }
+        JsonAccount::Number(n) => *n,
+        JsonAccount::Name(name) => account_id(name).map_err(|message| FrameError::JsonField {
+            field: "account",
+            message,
+        })?,
+    };
     let order = Order {
         order_id: j.order_id.unwrap_or(0),
         ts_ns: j.ts_ns,
@@ -643,6 +644,35 @@ mod tests {
             Err(FrameError::Order { index: 2, .. })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn json_accounts_are_numbers_below_2_31_or_names() {
+        let msg = |account: &str| {
+            format!(
+                r#"{{"order_id":1,"account":{account},"symbol":"AAPL","side":"B","qty":1,"price":1}}"#
+            )
+        };
+        let mut asked = Vec::new();
+        let mut resolve = |n: &str| {
+            asked.push(n.to_owned());
+            Ok(orders::NAMED_ACCOUNT_BASE + 5)
+        };
+        let (o, _) = parse_json_order_with(msg("\"ACC11\"").as_bytes(), &mut resolve).unwrap();
+        assert_eq!(o.account, orders::NAMED_ACCOUNT_BASE + 5);
+        let (o, _) = parse_json_order_with(msg("7").as_bytes(), &mut resolve).unwrap();
+        assert_eq!(o.account, 7);
+        // A number of the named range is refused: the name must be sent.
+        let e = parse_json_order_with(msg("2147483648").as_bytes(), &mut resolve).unwrap_err();
+        assert!(e.to_string().contains("send the name"), "{e}");
+        // An order that is bad otherwise never interns its name.
+        let bad =
+            r#"{"order_id":1,"account":"NEW","symbol":"TOOLONGSYM","side":"B","qty":1,"price":1}"#;
+        assert!(parse_json_order_with(bad.as_bytes(), &mut resolve).is_err());
+        assert_eq!(asked, ["ACC11"]);
+        // Paths without a table refuse names.
+        let e = parse_json_order_id_optional(msg("\"ACC11\"").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("account name"), "{e}");
     }
 
     #[test]
