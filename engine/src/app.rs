@@ -390,6 +390,42 @@ fn connect_risk(
     }
 }
 
+/// Start-up: the account name table to every remote risk service (after its hello), so that
+/// its limits keyed by name apply to the journal's ids (`docs/formats/risk-protocol.md`,
+/// "Account names"). Nothing is sent for an empty table. A server that refuses them (a
+/// conflicting binding: another engine's table) stops the start; an older server that does not
+/// know the request gets a warning (it has no limits keyed by name: it would have refused the
+/// file). Names interned later by `engine run` are not sent: such a server refuses their
+/// orders `unknown-account` while it has limits keyed by a name it cannot bind.
+fn send_account_names(
+    client: &mut risk::RiskClient,
+    endpoints: &[String],
+    timeout: Duration,
+    table: &orders::AccountNames,
+) -> anyhow::Result<()> {
+    if table.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<(u32, &str)> = table.iter().collect();
+    let wait = timeout.max(Duration::from_millis(RISK_HELLO_WAIT_MS));
+    for ep in endpoints {
+        match client.send_account_names(ep, &names, wait) {
+            Ok(()) => eprintln!(
+                "engine: risk service {ep}: sent the account name table ({} names)",
+                names.len()
+            ),
+            Err(risk::RiskError::Names { text, .. }) if text.starts_with("unsupported-type") => {
+                eprintln!(
+                    "engine: warning: risk service {ep} does not take account names (an older \
+                     risk-server): orders of named accounts get its [defaults]"
+                );
+            }
+            Err(e) => return Err(e).context("cannot send the account name table"),
+        }
+    }
+    Ok(())
+}
+
 /// Start-up hello with every remote risk service (`docs/formats/risk-protocol.md`, "Hello"):
 /// each says its batch bound, and the client caps its batches to the lowest; on a resume each
 /// undoes the batches of the session the journal ends on that the journal does not hold
@@ -660,6 +696,10 @@ fn connect_links(
         last.as_ref(),
         &security.client,
     )?;
+    let mut gate = gate;
+    if let (RiskTarget::Remote { endpoints }, Gate::Client(client)) = (&risk.target, &mut gate) {
+        send_account_names(client, endpoints, risk.timeout, &opened.account_names)?;
+    }
     let egress = connect_egress(ctx, egress, &security.egress_client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));

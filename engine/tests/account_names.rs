@@ -369,24 +369,50 @@ fn a_full_table_and_mixed_ranges_are_refused_not_reused() {
 }
 
 #[test]
-fn a_standalone_risk_server_refuses_limits_keyed_by_name() {
+fn a_remote_risk_server_learns_the_table_and_applies_limits_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let limits = tmp.path().join("limits.toml");
     std::fs::write(&limits, LIMITS).unwrap();
+    let server = RiskServer::start(&limits);
+    let file = tmp.path().join("o.csv");
+    let rows = flow(400, &["ACC11", "ACC12"]);
+    write_csv(&file, &rows);
+    let journal = tmp.path().join("j");
     let out = run_with_timeout(
-        Command::new(other_bin("risk-server"))
-            .arg("--config")
-            .arg(&limits)
-            .args(["--bind", "tcp://127.0.0.1:0"]),
+        replay_cmd(&file, &journal, &tmp.path().join("r.json")).args(["--risk", &server.endpoint]),
         LIMIT,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("accounts.ACC12")
-            && stderr.contains("not supported by a standalone risk-server"),
+        stderr.contains("sent the account name table (2 names)"),
         "{stderr}"
     );
+    audit_verify(&journal);
+    // The server applies ACC12's limit (max_order_qty 10) to the id the engine gave ACC12,
+    // and nothing else is rejected for quantity.
+    let names = names_bound_before_use(&journal);
+    let acc12 = names["ACC12"];
+    let mut checked = 0;
+    for r in records(&journal) {
+        if r.kind != audit::KIND_DECISION {
+            continue;
+        }
+        let d = orders::decode_decision(&r.payload).unwrap();
+        let over = d.order.account == acc12 && d.order.qty > 10;
+        assert_eq!(
+            d.reason == orders::Reason::MaxQty,
+            over,
+            "order {} (account {}, qty {}): {:?}",
+            d.order.order_id,
+            d.order.account,
+            d.order.qty,
+            d.reason
+        );
+        assert_ne!(d.reason, orders::Reason::UnknownAccount, "{d:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, rows.len());
 }
 
 /// `engine run` with JSON orders whose `account` is a name: interned on the fly, each name's

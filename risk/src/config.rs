@@ -566,14 +566,28 @@ impl Limits {
         &mut self,
         id_of: impl Fn(&str) -> Option<u32>,
     ) -> Result<(), String> {
+        match self.bind_account_names(id_of)?.first() {
+            None => Ok(()),
+            Some(name) => Err(format!(
+                "{}: accounts.{name}: the account name has no account id",
+                self.origin
+            )),
+        }
+    }
+
+    /// [`Limits::resolve_account_names`] for the names `id_of` knows; returns those it does
+    /// not (their overrides do not apply yet). An id also configured by number is an error.
+    pub fn bind_account_names(
+        &mut self,
+        id_of: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Vec<String>, String> {
         let mut ids = BTreeMap::new();
+        let mut unknown = Vec::new();
         for name in self.account_names.keys() {
-            let id = id_of(name).ok_or_else(|| {
-                format!(
-                    "{}: accounts.{name}: the account name has no account id",
-                    self.origin
-                )
-            })?;
+            let Some(id) = id_of(name) else {
+                unknown.push(name.clone());
+                continue;
+            };
             if self.accounts.contains_key(&id) {
                 return Err(format!(
                     "{}: accounts.{name}: its id {id} is also configured by number",
@@ -583,7 +597,13 @@ impl Limits {
             ids.insert(id, name.clone());
         }
         self.named_account_ids = ids;
-        Ok(())
+        Ok(unknown)
+    }
+
+    /// Whether an override keyed by name has no id yet: an order of an account of the named
+    /// range that the service cannot name might be that account.
+    pub fn has_unbound_account_names(&self) -> bool {
+        self.named_account_ids.len() < self.account_names.len()
     }
 
     /// Reads and validates a limits file.

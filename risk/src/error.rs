@@ -96,6 +96,14 @@ pub enum RiskError {
         /// The endpoint.
         endpoint: String,
     },
+    /// A names request was not answered `ok` (in time).
+    #[error("risk service {endpoint} did not take the account names: {text}")]
+    Names {
+        /// The endpoint.
+        endpoint: String,
+        /// What happened (the reply's status and text, a timeout, an unusable reply).
+        text: String,
+    },
 }
 
 impl RiskError {

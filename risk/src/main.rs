@@ -125,15 +125,13 @@ fn init_logging() {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = Limits::from_file(&args.config).context("loading the limits")?;
-    if let Some(name) = limits.account_names.keys().next() {
-        // The name table is the engine's (recorded in its journal) and the risk protocol does
-        // not carry it: a limit keyed by name cannot be applied here, and is never ignored.
-        anyhow::bail!(
-            "{}: accounts.{name}: limits keyed by account name are not supported by a \
-             standalone risk-server (it does not learn the engine's account name table); key \
-             the account by its number, or run the engine with --risk embedded or --risk \
-             inline (docs/risk.md, \"Account names\")",
-            args.config.display()
+    if !limits.account_names.is_empty() {
+        // The name table is the engine's: it sends it (names requests) after its hello. Until
+        // a name is bound, orders of named accounts this server cannot name are refused
+        // `unknown-account`, never checked under other limits.
+        tracing::info!(
+            names = limits.account_names.len(),
+            "limits keyed by account name apply once a client sends its account name table"
         );
     }
     let mut checker = Checker::new(limits);
