@@ -62,6 +62,10 @@ pub const KIND_ORDER: u16 = 2;
 /// Record kind of a snapshot: the payload is a [`snapshot::SnapshotRecord`] (48 bytes) naming
 /// a snapshot file of the journal directory and its SHA-256.
 pub const KIND_SNAPSHOT: u16 = 3;
+/// Record kind of an account-name binding: the payload binds an account name to its id in
+/// the named range ([`orders::account_names`], 12 + name_len bytes); appended before the first
+/// decision that uses the id.
+pub const KIND_ACCOUNT_NAME: u16 = orders::KIND_ACCOUNT_NAME;
 
 /// Parses a hex SHA-256 hash (64 hex characters).
 pub fn parse_hash(text: &str) -> Result<[u8; HASH_LEN_BYTES], JournalError> {

@@ -37,7 +37,9 @@ enum Cmd {
     /// Verify every record's hash, the links between segments, sequence continuity and the
     /// checkpoints. Exit 0 when intact, 1 at the first bad record, 2 on usage/I/O errors.
     Verify(VerifyArgs),
-    /// Print records (decisions and orders decoded by name, other payloads as hex).
+    /// Print records (decisions and orders decoded by name, other payloads as hex). An account
+    /// of the named range is shown with its name (`account_name=`), from the journal's
+    /// account-name records (kind 4).
     Dump(DumpArgs),
     /// Make an Ed25519 key pair for checkpoints: PREFIX.key (secret, mode 0600), PREFIX.pub.
     Keygen(KeygenArgs),
@@ -539,6 +541,26 @@ fn order_text(o: &Order) -> String {
     )
 }
 
+/// The name of a decision's or order's account, from the account-name records read so far.
+fn account_name_of(kind: u16, payload: &[u8], names: &orders::AccountNames) -> Option<String> {
+    let account = match kind {
+        KIND_DECISION => decode_decision(payload).ok()?.order.account,
+        KIND_ORDER => decode_order(payload).ok()?.account,
+        _ => return None,
+    };
+    names.name(account).map(str::to_owned)
+}
+
+/// Takes a kind-4 record into the table; a record that does not decode or contradicts the
+/// table is left to `audit dump`'s line for it (undecodable) and `audit verify`.
+fn learn_account_name(kind: u16, payload: &[u8], names: &mut orders::AccountNames) {
+    if kind == audit::KIND_ACCOUNT_NAME {
+        if let Ok(r) = orders::decode_account_name_record(payload) {
+            let _ = names.insert_recorded(r.id, r.name);
+        }
+    }
+}
+
 fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8]) -> String {
     let head = format!(
         "seq={seq} ts_ns={ts_ns} kind={} hash={}",
@@ -569,6 +591,13 @@ fn record_text(seq: u64, hash: &[u8; 32], kind: u16, ts_ns: u64, payload: &[u8])
                 .unwrap_or_default()
         }),
         KIND_ORDER => decode_order(payload).map(|o| order_text(&o)),
+        audit::KIND_ACCOUNT_NAME => match orders::decode_account_name_record(payload) {
+            Ok(r) => Ok(format!(
+                "account={} account_name={} table_len={}",
+                r.id, r.name, r.table_len
+            )),
+            Err(e) => return format!("{head} undecodable ({e}) payload={}", hex::encode(payload)),
+        },
         _ => Ok(format!("payload={}", hex::encode(payload))),
     };
     match body {
@@ -592,6 +621,18 @@ fn cmd_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
     if to < a.from {
         bail!("--to {to} is before --from {}", a.from);
     }
+    // The account names bound before --from (kind-4 records), so that the records printed
+    // show them too.
+    let mut names = orders::AccountNames::with_capacity(0);
+    if a.from > 1 {
+        for r in reader.iter_from(1) {
+            let r = r.context("reading the journal")?;
+            if r.seq >= a.from {
+                break;
+            }
+            learn_account_name(r.kind, &r.payload, &mut names);
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for r in reader.iter_from(a.from) {
@@ -605,10 +646,21 @@ fn cmd_dump(a: DumpArgs) -> anyhow::Result<ExitCode> {
         if r.seq > to {
             break;
         }
+        learn_account_name(r.kind, &r.payload, &mut names);
+        let name = account_name_of(r.kind, &r.payload, &names);
         let line = if a.json {
-            record_json(r.seq, &r.hash, r.kind, r.ts_ns, &r.payload).to_string()
+            let mut v = record_json(r.seq, &r.hash, r.kind, r.ts_ns, &r.payload);
+            if let (Some(n), Some(m)) = (name, v.as_object_mut()) {
+                m.insert("account_name".into(), serde_json::Value::String(n));
+            }
+            v.to_string()
         } else {
-            record_text(r.seq, &r.hash, r.kind, r.ts_ns, &r.payload)
+            let mut line = record_text(r.seq, &r.hash, r.kind, r.ts_ns, &r.payload);
+            if let Some(n) = name {
+                line.push_str(" account_name=");
+                line.push_str(&n);
+            }
+            line
         };
         if !emit(&mut out, &line)? {
             return Ok(ExitCode::SUCCESS);

@@ -326,6 +326,7 @@ pub fn kind_name(kind: u16) -> String {
         KIND_DECISION => "decision".into(),
         KIND_ORDER => "order".into(),
         KIND_SNAPSHOT => "snapshot".into(),
+        crate::KIND_ACCOUNT_NAME => "account-name".into(),
         k => format!("kind-{k}"),
     }
 }
@@ -369,6 +370,7 @@ fn decision_fields(d: &Decision, m: &mut Map<String, Value>) {
 /// One record as a JSON object: `seq`, `hash` (hex), `kind`, `kind_name`, `ts_ns`, and for
 /// decisions `order_id`, the order's fields, `verdict` (`accepted`/`rejected`) and `reason`;
 /// for orders the order's fields; for snapshots `covered_seq`, `file`, `file_len`, `sha256`;
+/// for account names `account`, `account_name`, `table_len`;
 /// for other kinds (or undecodable payloads) `payload_hex`.
 pub fn record_json(
     seq: u64,
@@ -408,6 +410,13 @@ pub fn record_json(
             }
             None => Err(String::new()),
         },
+        crate::KIND_ACCOUNT_NAME => orders::decode_account_name_record(payload)
+            .map(|r| {
+                m.insert("account".into(), json!(r.id));
+                m.insert("account_name".into(), json!(r.name));
+                m.insert("table_len".into(), json!(r.table_len));
+            })
+            .map_err(|e| e.to_string()),
         _ => Err(String::new()),
     };
     if let Err(e) = decoded {

@@ -279,6 +279,10 @@ pub struct Writer {
     /// `msync` calls made on appended records (for metrics and tests).
     msyncs: u64,
     lock: Flock<File>,
+    /// Records written first in every new segment ([`Writer::push_prologue`]): kind, payload.
+    prologue: Vec<(u16, Vec<u8>)>,
+    /// Bytes the prologue takes in a segment.
+    prologue_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -437,6 +441,8 @@ impl Writer {
             deferred: None,
             msyncs: 0,
             lock,
+            prologue: Vec::new(),
+            prologue_bytes: 0,
         };
         Ok((writer, recovery))
     }
@@ -465,10 +471,84 @@ impl Writer {
                 max: self.max_payload_len(),
             });
         }
+        if record_len > capacity - self.prologue_bytes {
+            // It would not fit after the prologue in a new segment.
+            return Err(JournalError::RecordTooLarge {
+                payload_len,
+                max: self.max_payload_len(),
+            });
+        }
         let seg = self.seg.as_ref().ok_or(JournalError::Poisoned)?;
         if seg.write_off + record_len > seg.map.len() {
             self.roll()?;
+            // The prologue first: a reader of this segment alone sees it.
+            let prologue = std::mem::take(&mut self.prologue);
+            let mut written = Ok(());
+            for (kind, payload) in prologue.iter().rev() {
+                if let Err(e) = self.write_record(*kind, ts_ns, payload) {
+                    written = Err(e);
+                    break;
+                }
+            }
+            self.prologue = prologue;
+            written?;
         }
+        self.write_record(kind, ts_ns, payload)
+    }
+
+    /// Records to write first in every segment this writer creates from now on (a roll-over
+    /// writes them before the record that caused it), e.g. a table that a reader of the last
+    /// segment alone must know ([`crate::KIND_ACCOUNT_NAME`]). They are added to the records
+    /// already pushed, and written **newest pushed first**: a crash in the middle of a
+    /// prologue leaves the newest records, so a reader can tell from them (a table's length)
+    /// that older ones are missing. Refused ([`JournalError::Config`], nothing pushed) when the prologue
+    /// would take more than half of a segment.
+    pub fn push_prologue(&mut self, kind: u16, payload: &[u8]) -> Result<(), JournalError> {
+        let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
+        let len = record_len_for(payload.len());
+        if payload.len() > PAYLOAD_LEN_BYTES_MAX as usize
+            || self.prologue_bytes + len > capacity / 2
+        {
+            return Err(JournalError::Config {
+                what: "segment prologue",
+                detail: format!(
+                    "{} bytes of prologue records would take more than half of a {}-byte \
+                     segment",
+                    self.prologue_bytes + len,
+                    self.segment_size_bytes
+                ),
+            });
+        }
+        self.prologue.push((kind, payload.to_vec()));
+        self.prologue_bytes += len;
+        Ok(())
+    }
+
+    /// Bytes the prologue records take at the start of each new segment.
+    pub fn prologue_bytes(&self) -> usize {
+        self.prologue_bytes
+    }
+
+    /// The largest total of prologue records [`Writer::push_prologue`] accepts.
+    pub fn prologue_bytes_max(&self) -> usize {
+        (self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES) / 2
+    }
+
+    /// Appends one record at the write position, which has room for it.
+    fn write_record(
+        &mut self,
+        kind: u16,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<Appended, JournalError> {
+        let payload_len = payload.len();
+        let record_len = record_len_for(payload_len);
+        let seg = self.seg.as_ref().ok_or(JournalError::Poisoned)?;
+        assert!(
+            seg.write_off + record_len <= seg.map.len(),
+            "journal writer: a record of {record_len} bytes at offset {} does not fit the segment",
+            seg.write_off
+        );
         let seq = self.next_seq;
         let mut header = [0u8; RECORD_HEADER_LEN_BYTES];
         RecordHeader {
@@ -1353,5 +1433,78 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RECORDS"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod prologue_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn small() -> WriterOptions {
+        WriterOptions {
+            segment_size_bytes: 4096,
+            durability: Durability::None,
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn every_new_segment_starts_with_the_prologue() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p");
+        let (mut w, _) = Writer::open(&dir, small()).unwrap();
+        w.append(1, 1, &[1u8; 100]).unwrap();
+        w.push_prologue(4, b"first").unwrap();
+        w.push_prologue(4, b"second").unwrap();
+        for i in 0..100 {
+            w.append(1, i, &[1u8; 100]).unwrap();
+        }
+        drop(w);
+        let listing = crate::scan::list_segments(&dir).unwrap();
+        assert!(listing.segments.len() >= 3, "rolled over");
+        let reader = crate::Reader::open(&dir).unwrap();
+        let all: Vec<_> = reader.iter_from(1).map(|r| r.unwrap()).collect();
+        for seg in &listing.segments[1..] {
+            let i = (seg.first_seq - 1) as usize;
+            // Newest pushed first.
+            assert_eq!((all[i].kind, &all[i].payload[..]), (4, &b"second"[..]));
+            assert_eq!(
+                (all[i + 1].kind, &all[i + 1].payload[..]),
+                (4, &b"first"[..])
+            );
+            assert_eq!(all[i + 2].kind, 1);
+        }
+        // Only there: 101 records of kind 1, two prologue records per rolled segment.
+        assert_eq!(all.iter().filter(|r| r.kind == 1).count(), 101);
+        assert_eq!(
+            all.iter().filter(|r| r.kind == 4).count(),
+            2 * (listing.segments.len() - 1)
+        );
+        let report = crate::verify(&dir, &crate::VerifyOptions::default()).unwrap();
+        assert_eq!(report.records, all.len() as u64);
+    }
+
+    #[test]
+    fn a_prologue_over_half_a_segment_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut w, _) = Writer::open(&tmp.path().join("q"), small()).unwrap();
+        let max = w.prologue_bytes_max();
+        let mut pushed = 0;
+        while w.push_prologue(4, &[7u8; 40]).is_ok() {
+            pushed += 1;
+        }
+        assert!(pushed > 0 && w.prologue_bytes() <= max);
+        assert!(matches!(
+            w.push_prologue(4, &[7u8; 40]),
+            Err(JournalError::Config { .. })
+        ));
+        // A record that cannot fit after the prologue in a new segment is refused up front.
+        let room = 4096 - SEGMENT_HEADER_LEN_BYTES - w.prologue_bytes();
+        let too_big = vec![0u8; room - 64 + 8];
+        assert!(matches!(
+            w.append(1, 0, &too_big),
+            Err(JournalError::RecordTooLarge { .. })
+        ));
     }
 }

@@ -46,6 +46,8 @@ struct OpenedJournal {
     checker: Option<risk::Checker>,
     /// The accepted orders of the journal's tail to re-send downstream.
     redelivery: Vec<crate::frames::EgressEntry>,
+    /// The account name table (the journal's, and the names interned at start-up).
+    account_names: orders::AccountNames,
 }
 
 /// What recovery rebuilds besides the head: the inline or embedded checks' state (under their
@@ -86,6 +88,7 @@ fn open_journal(
     s: &JournalSettings,
     auth: &zauth::ServerAuth,
     spec: &crate::recovery::RecoverySpec,
+    file_names: Option<&orders::AccountNames>,
 ) -> anyhow::Result<OpenedJournal> {
     let checkpoint = match &s.checkpoint {
         None => None,
@@ -102,7 +105,7 @@ fn open_journal(
         checkpoint,
     };
     let started = std::time::Instant::now();
-    let r = crate::recovery::recover(&s.dir, opts, spec)?;
+    let mut r = crate::recovery::recover(&s.dir, opts, spec)?;
     let recovery = r.recovery;
     if recovery.truncated_bytes > 0 {
         tracing::warn!(
@@ -157,7 +160,41 @@ fn open_journal(
         ),
     };
     let mut log = AuditLog::new(r.writer, publisher);
-    if let (Some(limits), true) = (&spec.limits, s.snapshots.enabled()) {
+    // The account name table: the journal's, then the limits file's names and the order
+    // file's, each new one journaled before any decision (crate::account_names).
+    let mut account_names = std::mem::take(&mut r.account_names);
+    let mut limits = spec.limits.clone();
+    let limit_names: Vec<String> = limits
+        .iter()
+        .flat_map(|l| l.account_names.keys().cloned())
+        .collect();
+    let new_names = crate::account_names::settle(
+        &mut log,
+        &mut account_names,
+        s.max_account_names,
+        limit_names.iter().map(String::as_str).chain(
+            file_names
+                .into_iter()
+                .flat_map(|f| f.iter().map(|(_, n)| n)),
+        ),
+    )?;
+    if new_names > 0 || !account_names.is_empty() {
+        tracing::info!(
+            "account names: {} in the table ({new_names} new, journaled), capacity {}",
+            account_names.len(),
+            account_names.capacity()
+        );
+    }
+    if let Some(l) = &mut limits {
+        if !l.account_names.is_empty() {
+            l.resolve_account_names(|n| account_names.id(n))
+                .map_err(anyhow::Error::msg)?;
+            if let Some(c) = &mut r.checker {
+                c.set_limits(l.clone());
+            }
+        }
+    }
+    if let (Some(limits), true) = (&limits, s.snapshots.enabled()) {
         let source = crate::snapshots::StateSource {
             limits: limits.clone(),
             snapshot: r.snapshot_used,
@@ -165,7 +202,8 @@ fn open_journal(
         let snapshots = crate::snapshots::Snapshotter::spawn(
             s.dir.clone(),
             source,
-            r.records_before,
+            // The head now: the account-name records appended above included.
+            log.writer.next_seq().saturating_sub(1),
             s.snapshots,
             s.durability != audit::Durability::None,
         )
@@ -179,7 +217,24 @@ fn open_journal(
         records_before: r.records_before,
         checker: r.checker,
         redelivery: r.redelivery,
+        account_names,
     })
+}
+
+/// Gives an order file's named accounts the ids of the journal's table (the file's own ids
+/// are first-seen order in the file: the same unless the journal saw other names first).
+fn map_file_accounts(
+    file: &mut orders::OrderFile,
+    table: &orders::AccountNames,
+) -> anyhow::Result<()> {
+    if let Some(map) = crate::account_names::file_map(file.account_names(), table)? {
+        file.map_accounts(|a| {
+            a.checked_sub(orders::NAMED_ACCOUNT_BASE)
+                .and_then(|i| map.get(i as usize).copied())
+                .unwrap_or(a)
+        });
+    }
+    Ok(())
 }
 
 /// The built-in limits of the embedded risk service when no limits file is given: the
@@ -332,6 +387,42 @@ fn connect_risk(
             Ok((Gate::Client(Box::new(client)), None))
         }
     }
+}
+
+/// Start-up: the account name table to every remote risk service (after its hello), so that
+/// its limits keyed by name apply to the journal's ids (`docs/formats/risk-protocol.md`,
+/// "Account names"). Nothing is sent for an empty table. A server that refuses them (a
+/// conflicting binding: another engine's table) stops the start; an older server that does not
+/// know the request gets a warning (it has no limits keyed by name: it would have refused the
+/// file). Names interned later by `engine run` are not sent: such a server refuses their
+/// orders `unknown-account` while it has limits keyed by a name it cannot bind.
+fn send_account_names(
+    client: &mut risk::RiskClient,
+    endpoints: &[String],
+    timeout: Duration,
+    table: &orders::AccountNames,
+) -> anyhow::Result<()> {
+    if table.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<(u32, &str)> = table.iter().collect();
+    let wait = timeout.max(Duration::from_millis(RISK_HELLO_WAIT_MS));
+    for ep in endpoints {
+        match client.send_account_names(ep, &names, wait) {
+            Ok(()) => tracing::info!(
+                "risk service {ep}: sent the account name table ({} names)",
+                names.len()
+            ),
+            Err(risk::RiskError::Names { text, .. }) if text.starts_with("unsupported-type") => {
+                tracing::warn!(
+                    "risk service {ep} does not take account names (an older risk-server): \
+                     orders of named accounts get its [defaults]"
+                );
+            }
+            Err(e) => return Err(e).context("cannot send the account name table"),
+        }
+    }
+    Ok(())
 }
 
 /// Start-up hello with every remote risk service (`docs/formats/risk-protocol.md`, "Hello"):
@@ -607,6 +698,10 @@ fn connect_links(
         last.as_ref(),
         &security.client,
     )?;
+    let mut gate = gate;
+    if let (RiskTarget::Remote { endpoints }, Gate::Client(client)) = (&risk.target, &mut gate) {
+        send_account_names(client, endpoints, risk.timeout, &opened.account_names)?;
+    }
     let egress = connect_egress(ctx, egress, &security.egress_client)?;
     // Signals before the redelivery, which may wait for an absent downstream.
     let stop = Arc::new(AtomicBool::new(false));
@@ -963,6 +1058,11 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             p.add("--metrics", e);
         }
     }
+    if let Some(n) = a.max_account_names {
+        if let Err(e) = crate::account_names::check_capacity(n, a.segment_size_bytes) {
+            p.add("--max-account-names", e.to_string());
+        }
+    }
     if !p.0.is_empty() {
         let lines: Vec<String> = p.0.iter().map(|x| x.to_string()).collect();
         bail!("invalid arguments:\n  {}", lines.join("\n  "));
@@ -982,6 +1082,9 @@ fn validate_replay(a: &ReplayArgs) -> anyhow::Result<ReplaySettings> {
             pub_endpoint: a.audit_pub.clone(),
             json_pub_endpoint: None,
             pub_format: a.audit_format.into(),
+            max_account_names: a
+                .max_account_names
+                .unwrap_or_else(|| crate::account_names::default_capacity(a.segment_size_bytes)),
             snapshots: crate::snapshots::SnapshotSettings {
                 every_records: a.snapshot_every_records,
                 every_ms: a.snapshot_every_ms,
@@ -1062,7 +1165,16 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
     let spec = recovery_spec(&s.risk, &s.egress, &s.stages)?;
-    let mut opened = open_journal(&ctx, &s.journal, &server_auth, &spec)?;
+    let mut opened = open_journal(
+        &ctx,
+        &s.journal,
+        &server_auth,
+        &spec,
+        loaded.as_ref().map(|f| f.account_names()),
+    )?;
+    if let Some(file) = &mut loaded {
+        map_file_accounts(file, &opened.account_names)?;
+    }
     if let Some(d) = deferred {
         // From the newest decision's input (it is compared with the journal below).
         let from = match (&opened.last, a.resume) {
@@ -1083,6 +1195,19 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let Some(file) = loaded else {
         bail!("the order file {} was not loaded", a.file.display());
     };
+    if file.account_names().is_empty() && !opened.account_names.is_empty() {
+        // Account numbers of the named range would be taken for names.
+        if let Some(o) = file.iter().find(|o| orders::is_named_account(o.account)) {
+            bail!(
+                "the order file {} uses account number {} (order_id {}), an id of the \
+                 journal's account names (from {}): give the account by name",
+                a.file.display(),
+                o.account,
+                o.order_id,
+                orders::NAMED_ACCOUNT_BASE
+            );
+        }
+    }
     let skipped = file.skipped();
     let start = match (&opened.last, a.resume) {
         (None, _) if opened.records_before == 0 => 0,
@@ -1299,7 +1424,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let _zap =
         zauth::ZapHandler::start(&ctx, &server_auth).context("cannot start ZAP authentication")?;
     let spec = recovery_spec(&cfg.risk, &cfg.egress, &cfg.stages)?;
-    let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec)?;
+    let mut opened = open_journal(&ctx, &cfg.journal, &server_auth, &spec, None)?;
     let next_seq = opened.last.map_or(0, |d| d.input_seq + 1);
     let mut links = connect_links(
         &ctx,
@@ -1410,13 +1535,20 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let clock = Clock::new();
     let t_start = clock.now_ns();
     let watch = crate::downstream_watch::start_for(&cfg.egress, &metrics)?;
+    // JSON orders may name their account: the ingress interns new names and the journal
+    // stage records them before the decisions that use them (crate::account_names).
+    let (names, inbox) =
+        crate::account_names::ingress_channel(std::mem::take(&mut opened.account_names));
+    let mut log = opened.log;
+    log.names_inbox = Some(inbox);
     let result = pipeline::run(
         IngressSource::Pull {
             socket: pull,
             next_seq,
+            names: Some(names),
         },
         gate,
-        opened.log,
+        log,
         egress,
         &popts,
         clock,

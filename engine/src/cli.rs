@@ -142,6 +142,13 @@ pub struct ReplayArgs {
     #[arg(long, default_value_t = crate::config::SEGMENT_SIZE_BYTES_DEFAULT, value_name = "BYTES")]
     pub segment_size_bytes: u64,
 
+    /// Most account names (`ACC11` in a CSV file's account column) the journal's name table
+    /// may hold; each gets an id from 2^31 up, recorded in the journal before its first use.
+    /// A name beyond it is an error. Default 65536, or what half a journal segment holds
+    /// (the table is restated at the start of every segment). docs/formats/audit-log.md.
+    #[arg(long, value_name = "N")]
+    pub max_account_names: Option<usize>,
+
     /// Risk-state snapshot (inline and embedded risk) after this many decisions, so that a
     /// restart replays only the journal after it (0: no snapshots). docs/engine.md, "Resume".
     #[arg(long, default_value_t = crate::limits::SNAPSHOT_EVERY_RECORDS_DEFAULT, value_name = "N")]

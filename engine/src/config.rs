@@ -148,6 +148,9 @@ pub struct JournalSettings {
     pub pub_format: audit::FeedFormat,
     /// Risk-state snapshots (inline and embedded risk).
     pub snapshots: crate::snapshots::SnapshotSettings,
+    /// Capacity of the account name table (`--max-account-names`,
+    /// `journal.max_account_names`; [`crate::account_names`]).
+    pub max_account_names: usize,
 }
 
 /// Where accepted orders go.
@@ -534,6 +537,7 @@ struct RawJournal {
     pub_format: Option<String>,
     snapshot_every_records: Option<i64>,
     snapshot_every_ms: Option<i64>,
+    max_account_names: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -940,6 +944,17 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
         i64::MAX,
     );
     check_segment_size(&mut p, "journal.segment_size_bytes", segment_size_bytes);
+    let max_account_names: usize = int_in(
+        &mut p,
+        "journal.max_account_names",
+        rj.max_account_names,
+        crate::account_names::default_capacity(segment_size_bytes),
+        0,
+        i64::from(u32::MAX),
+    );
+    if let Err(e) = crate::account_names::check_capacity(max_account_names, segment_size_bytes) {
+        p.add("journal.max_account_names", e.to_string());
+    }
     let every_records: u64 = int_in(
         &mut p,
         "journal.checkpoint_every_records",
@@ -1216,6 +1231,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<ServiceConfig, ConfigError> 
             json_pub_endpoint: rj.json_pub_endpoint,
             pub_format,
             snapshots,
+            max_account_names,
         },
         egress,
         stages,

@@ -17,7 +17,8 @@
 //!  "price" is a JSON number with at most 4 decimal places, converted exactly from its text by
 //!  `orders::parse_number_price_ticks`: 1000.12345 is refused, never rounded; without
 //!  "order_id" the ingress gives the order 2^63 + its input_seq (`orders::order_ids`), and an
-//!  explicit "order_id" of 2^63 or more is refused there)
+//!  explicit "order_id" of 2^63 or more is refused there; "account" is a number below 2^31 or
+//!  an account name, "ACC11", interned by the ingress (`crate::account_names`))
 //!
 //! Egress frame (one ZeroMQ message per egress batch of accepted orders)
 //!  0       4       6       8               12              16
@@ -238,10 +239,20 @@ pub enum MessageKind {
 /// A JSON order may leave out `order_id` ([`MessageKind::JsonWithoutId`]); one that names an
 /// id of 2^63 or more (the range of assigned ids, [`orders::is_reserved_order_id`]) is refused.
 pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageKind, FrameError> {
+    decode_ingress_message_with(b, out, &mut no_account_names)
+}
+
+/// [`decode_ingress_message`], with the account names of JSON orders given their ids by
+/// `account_id` ([`parse_json_order_with`]).
+pub fn decode_ingress_message_with(
+    b: &[u8],
+    out: &mut Vec<Order>,
+    account_id: &mut dyn FnMut(&str) -> Result<u32, String>,
+) -> Result<MessageKind, FrameError> {
     out.clear();
     let first = b.iter().find(|c| !c.is_ascii_whitespace()).copied();
     if first == Some(b'{') {
-        let (order, has_id) = parse_json_order_id_optional(b)?;
+        let (order, has_id) = parse_json_order_with(b, account_id)?;
         if has_id && orders::is_reserved_order_id(order.order_id) {
             return Err(FrameError::JsonField {
                 field: "order_id",
@@ -280,12 +291,23 @@ pub fn decode_ingress_message(b: &[u8], out: &mut Vec<Order>) -> Result<MessageK
     Ok(MessageKind::Binary)
 }
 
+/// A JSON order's `account`: a number (below 2^31), or a name (`"ACC11"`,
+/// [`orders::account_names`]).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonAccount<'a> {
+    Number(u32),
+    #[serde(borrow)]
+    Name(Cow<'a, str>),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonOrder<'a> {
     #[serde(default)]
     order_id: Option<u64>,
-    account: u32,
+    #[serde(borrow)]
+    account: JsonAccount<'a>,
     #[serde(borrow)]
     symbol: Cow<'a, str>,
     #[serde(borrow)]
@@ -311,8 +333,26 @@ pub fn parse_json_order(b: &[u8]) -> Result<Order, FrameError> {
 }
 
 /// Parses one JSON order whose `order_id` may be absent: `(order, false)` then, with
-/// `order.order_id` 0 for the caller to assign.
+/// `order.order_id` 0 for the caller to assign. An account name is refused (see
+/// [`parse_json_order_with`]).
 pub fn parse_json_order_id_optional(b: &[u8]) -> Result<(Order, bool), FrameError> {
+    parse_json_order_with(b, &mut no_account_names)
+}
+
+/// The resolver of a JSON path that takes no account names.
+pub fn no_account_names(name: &str) -> Result<u32, String> {
+    Err(format!(
+        "{name:?} is an account name, and this path takes account numbers only"
+    ))
+}
+
+/// [`parse_json_order_id_optional`], with account names given their ids by `account_id`
+/// (`engine run`: the ingress's share of the journal's name table). A numeric `account` must
+/// be below 2^31: the ids from 2^31 are those of names.
+pub fn parse_json_order_with(
+    b: &[u8],
+    account_id: &mut dyn FnMut(&str) -> Result<u32, String>,
+) -> Result<(Order, bool), FrameError> {
     let j: JsonOrder<'_> =
         serde_json::from_slice(b).map_err(|e| FrameError::Json(e.to_string()))?;
     let symbol = Symbol::new(&j.symbol).map_err(|e| FrameError::JsonField {
@@ -335,12 +375,29 @@ pub fn parse_json_order_id_optional(b: &[u8]) -> Result<(Order, bool), FrameErro
             field: "price",
             message: e.to_string(),
         })?;
+    // Last: a name is interned (and recorded) only for an order that is otherwise valid.
+    let account = match &j.account {
+        JsonAccount::Number(n) if orders::is_named_account(*n) => {
+            return Err(FrameError::JsonField {
+                field: "account",
+                message: format!(
+                    "{n}: account numbers from {} are the ids of account names; send the name",
+                    orders::NAMED_ACCOUNT_BASE
+                ),
+            })
+        }
+        JsonAccount::Number(n) => *n,
+        JsonAccount::Name(name) => account_id(name).map_err(|message| FrameError::JsonField {
+            field: "account",
+            message,
+        })?,
+    };
     let order = Order {
         order_id: j.order_id.unwrap_or(0),
         ts_ns: j.ts_ns,
         price,
         qty: j.qty,
-        account: j.account,
+        account,
         symbol,
         side,
         kind,
@@ -587,6 +644,35 @@ mod tests {
             Err(FrameError::Order { index: 2, .. })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn json_accounts_are_numbers_below_2_31_or_names() {
+        let msg = |account: &str| {
+            format!(
+                r#"{{"order_id":1,"account":{account},"symbol":"AAPL","side":"B","qty":1,"price":1}}"#
+            )
+        };
+        let mut asked = Vec::new();
+        let mut resolve = |n: &str| {
+            asked.push(n.to_owned());
+            Ok(orders::NAMED_ACCOUNT_BASE + 5)
+        };
+        let (o, _) = parse_json_order_with(msg("\"ACC11\"").as_bytes(), &mut resolve).unwrap();
+        assert_eq!(o.account, orders::NAMED_ACCOUNT_BASE + 5);
+        let (o, _) = parse_json_order_with(msg("7").as_bytes(), &mut resolve).unwrap();
+        assert_eq!(o.account, 7);
+        // A number of the named range is refused: the name must be sent.
+        let e = parse_json_order_with(msg("2147483648").as_bytes(), &mut resolve).unwrap_err();
+        assert!(e.to_string().contains("send the name"), "{e}");
+        // An order that is bad otherwise never interns its name.
+        let bad =
+            r#"{"order_id":1,"account":"NEW","symbol":"TOOLONGSYM","side":"B","qty":1,"price":1}"#;
+        assert!(parse_json_order_with(bad.as_bytes(), &mut resolve).is_err());
+        assert_eq!(asked, ["ACC11"]);
+        // Paths without a table refuse names.
+        let e = parse_json_order_id_optional(msg("\"ACC11\"").as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("account name"), "{e}");
     }
 
     #[test]

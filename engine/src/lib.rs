@@ -31,6 +31,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod account_names;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -57,6 +57,8 @@ pub enum IngressSource {
         socket: zmq::Socket,
         /// input_seq of the first order taken.
         next_seq: u64,
+        /// The account name table for JSON orders naming their account (`None`: refused).
+        names: Option<crate::account_names::IngressNames>,
     },
 }
 
@@ -454,14 +456,18 @@ impl AnyIngress {
                 Arc::clone(stop),
                 metrics,
             )),
-            IngressSource::Pull { socket, next_seq } => AnyIngress::Pull(PullIngress::new(
+            IngressSource::Pull {
                 socket,
                 next_seq,
-                out,
-                clock,
-                Arc::clone(stop),
-                metrics,
-            )),
+                names,
+            } => {
+                let ingress =
+                    PullIngress::new(socket, next_seq, out, clock, Arc::clone(stop), metrics);
+                AnyIngress::Pull(match names {
+                    Some(n) => ingress.with_account_names(n),
+                    None => ingress,
+                })
+            }
         }
     }
 

@@ -86,6 +86,11 @@ pub struct Recovered {
     pub redelivery: Vec<EgressEntry>,
     /// Warnings to show (an unusable snapshot, named).
     pub warnings: Vec<String>,
+    /// The account name table recorded in the journal (kind-4 records,
+    /// [`crate::account_names`]): from the records the pass read (the last segment starts
+    /// with the whole table, its prologue), or from every record when those did not hold it
+    /// whole (a warning says so).
+    pub account_names: orders::AccountNames,
     /// Time spent loading the snapshot (read, SHA-256, restore), and in the pass over the
     /// journal's tail (open, verify, replay), ms.
     pub load_ms: f64,
@@ -355,6 +360,8 @@ struct Pass {
     visited: Option<(u64, [u8; 32])>,
     replayed: u64,
     redelivery: VecDeque<EgressEntry>,
+    /// The account names the records read bind.
+    names: crate::account_names::NameCollector,
 }
 
 impl audit::TailVisitor for Pass {
@@ -418,6 +425,7 @@ impl audit::TailVisitor for Pass {
                 self.last.clear();
                 self.last.extend_from_slice(r.payload);
             }
+            audit::KIND_ACCOUNT_NAME => self.names.visit(r.seq, r.payload)?,
             audit::KIND_SNAPSHOT if self.risk.wanted() => {
                 let Some(rec) = audit::SnapshotRecord::decode(r.payload) else {
                     return Ok(());
@@ -501,6 +509,7 @@ pub fn recover(
         visited: None,
         replayed: 0,
         redelivery: VecDeque::new(),
+        names: crate::account_names::NameCollector::default(),
     };
     let t0 = std::time::Instant::now();
     let opened = std::thread::scope(|s| {
@@ -558,6 +567,16 @@ pub fn recover(
         // No decision in the records read (a tail of other records): look further back.
         last = last_decision(&writer)?;
     }
+    let account_names = match pass.names.finish() {
+        Ok(table) => table,
+        Err(missing) => {
+            warnings.push(format!(
+                "the journal's tail does not hold the whole account name table ({missing}): \
+                 reading every record for it"
+            ));
+            crate::account_names::read_all(dir)?
+        }
+    };
     let keep_from = records_before.saturating_sub(pass.window).max(1);
     let redelivery: Vec<EgressEntry> = pass
         .redelivery
@@ -640,6 +659,7 @@ pub fn recover(
         snapshot_used,
         redelivery,
         warnings,
+        account_names,
         load_ms,
         tail_ms,
     })

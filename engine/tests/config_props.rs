@@ -36,6 +36,7 @@ const KEYS: &[(&str, &str)] = &[
     ("journal", "snapshot_every_records"),
     ("journal", "snapshot_every_ms"),
     ("journal", "segment_size_bytes"),
+    ("journal", "max_account_names"),
     ("journal", "checkpoint_key"),
     ("journal", "checkpoint_every_records"),
     ("journal", "checkpoint_every_ms"),
@@ -193,6 +194,7 @@ fn base() -> Vec<((String, String), String)> {
         ("journal", "snapshot_every_records", "1000000".into()),
         ("journal", "snapshot_every_ms", "60000".into()),
         ("journal", "segment_size_bytes", "67108864".into()),
+        ("journal", "max_account_names", "65536".into()),
         ("journal", "checkpoint_key", f),
         ("journal", "checkpoint_every_records", "100000".into()),
         ("journal", "checkpoint_every_ms", "1000".into()),
@@ -229,6 +231,9 @@ fn related(key: &str) -> &'static [&'static str] {
             &["journal.pub_endpoint", "journal.json_pub_endpoint"]
         }
         "egress.connect" | "egress.sndhwm" => &["egress.connect", "egress.sndhwm"],
+        "journal.segment_size_bytes" | "journal.max_account_names" => {
+            &["journal.segment_size_bytes", "journal.max_account_names"]
+        }
         _ => &[],
     }
 }
@@ -259,6 +264,11 @@ fn assert_within_bounds(c: &ServiceConfig) {
             .contains(&seg)
             && seg % audit::limits::SEGMENT_SIZE_ALIGN_BYTES == 0,
         "accepted segment_size_bytes {seg}"
+    );
+    assert!(
+        c.journal.max_account_names <= engine::account_names::capacity_for_segment(seg),
+        "accepted max_account_names {} for {seg}-byte segments",
+        c.journal.max_account_names
     );
     if let audit::Durability::Interval { records, ms } = c.journal.durability {
         assert!(records >= 1 && ms >= 1);

@@ -7,9 +7,11 @@
 //! - [`files`]: order files (CSV, binary, LOBSTER), loaders and writers.
 //! - [`order_ids`]: the ids given to JSON orders that carry no `order_id`.
 //! - `logging` (feature `logging`): the binaries' one log set-up (`--log-format`, `RUST_LOG`).
+//! - [`account_names`]: account names interned to account ids, and their journal record.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod account_names;
 pub mod codec;
 pub mod files;
 #[cfg(feature = "logging")]
@@ -18,6 +20,11 @@ pub mod model;
 pub mod order_ids;
 pub mod price;
 
+pub use account_names::{
+    decode_account_name_record, encode_account_name_record, is_named_account,
+    validate_account_name, AccountNameError, AccountNameRecord, AccountNames, KIND_ACCOUNT_NAME,
+    NAMED_ACCOUNT_BASE,
+};
 pub use codec::{
     decision_risk_reply, decode_decision, decode_order, encode_decision,
     encode_decision_with_reply, encode_order, DecodeError, DECISION_LEN_BYTES,

@@ -229,7 +229,7 @@ fn usize_of(v: u64) -> usize {
 
 impl AccountSlot {
     fn resolve(limits: &Limits, account: u32) -> Self {
-        Self::resolve_with(limits, account, limits.accounts.get(&account))
+        Self::resolve_with(limits, account, limits.account_limits(account))
     }
 
     /// What an account the file does not name gets.
@@ -1086,7 +1086,10 @@ impl Checker {
     // Tables.
 
     fn install_configured(&mut self) {
-        let accounts: Vec<u32> = self.limits.accounts.keys().copied().collect();
+        let accounts: Vec<u32> = (self.limits.accounts.keys())
+            .chain(self.limits.named_account_ids.keys())
+            .copied()
+            .collect();
         for a in accounts {
             self.intern_account(a);
         }

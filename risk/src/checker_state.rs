@@ -71,6 +71,7 @@ pub enum StateError {
 pub fn limits_digest(limits: &Limits) -> [u8; 32] {
     let canonical = Limits {
         origin: String::new(),
+        named_account_ids: Default::default(),
         ..limits.clone()
     };
     Sha256::digest(format!("{canonical:?}").as_bytes()).into()

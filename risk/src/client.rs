@@ -49,8 +49,9 @@ use crate::error::{check_endpoint, RiskError};
 use crate::limits::{MAX_BATCH_ORDERS_MAX, VOID_BATCH_IDS_MAX};
 use crate::protocol::{
     decode_hello_result, decode_reply_header, decode_verdict, decode_void_result,
-    encode_hello_request, encode_request_v2, encode_void_request, reply_text, request_v2_len_bytes,
-    void_request_len_bytes, HelloResult, JournalPoint, Status, HELLO_REQUEST_LEN_BYTES,
+    encode_hello_request, encode_names_request, encode_request_v2, encode_void_request, reply_text,
+    request_v2_len_bytes, void_request_len_bytes, HelloResult, JournalPoint, Status,
+    HELLO_REQUEST_LEN_BYTES, NAMES_PER_REQUEST_MAX,
 };
 use crate::undo::VoidOutcome;
 
@@ -303,6 +304,66 @@ impl RiskClient {
         }
         self.max_batch = self.max_batch.min(bound);
         Ok(result)
+    }
+
+    /// Sends the account names `names` (`(id, name)`, the engine's table) to `endpoint` (one
+    /// of those given at connect; blocking, at most `wait` per request, on a socket of its
+    /// own), in requests of at most [`NAMES_PER_REQUEST_MAX`] and [`RiskClient::max_batch`]
+    /// names: the server binds its limits keyed by name to these ids. See
+    /// `docs/formats/risk-protocol.md`, "Account names".
+    pub fn send_account_names(
+        &mut self,
+        endpoint: &str,
+        names: &[(u32, &str)],
+        wait: Duration,
+    ) -> Result<(), RiskError> {
+        let fail = |text: String| RiskError::Names {
+            endpoint: endpoint.to_owned(),
+            text,
+        };
+        let per_request = NAMES_PER_REQUEST_MAX.min(self.max_batch).max(1);
+        let socket = open_socket(&self.ctx, endpoint, &self.auth)?;
+        let mut request = Vec::new();
+        let mut reply = zmq::Message::new();
+        for chunk in names.chunks(per_request) {
+            let request_id = self.next_batch_id;
+            self.next_batch_id = self.next_batch_id.wrapping_add(1);
+            encode_names_request(self.session_id, request_id, chunk, &mut request);
+            let deadline = Instant::now() + wait;
+            for events in [zmq::POLLOUT, zmq::POLLIN] {
+                loop {
+                    let io = if events == zmq::POLLOUT {
+                        try_send(&socket, &request)
+                    } else {
+                        try_recv(&socket, &mut reply)
+                    };
+                    match io {
+                        Io::Done => break,
+                        Io::Reset => return Err(fail("the connection was reset".into())),
+                        Io::WouldBlock => {
+                            let ms = remaining_ms(deadline).ok_or_else(|| {
+                                fail(format!("no reply within {} ms", wait.as_millis()))
+                            })?;
+                            // An error (EINTR) shows at the next try.
+                            let _ = socket.poll(events, ms);
+                        }
+                    }
+                }
+            }
+            let frame: &[u8] = &reply;
+            let h = decode_reply_header(frame).map_err(|e| fail(e.to_string()))?;
+            if h.batch_id != request_id {
+                return Err(fail("the reply is not to this request".into()));
+            }
+            if h.status != Status::Ok {
+                return Err(fail(format!(
+                    "{}: {}",
+                    h.status.as_str(),
+                    reply_text(frame, &h)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The largest batch this client sends: the `max_batch` given at connect, lowered to the

@@ -224,6 +224,15 @@ pub struct Limits {
     pub defaults: DefaultLimits,
     /// Per-account overrides.
     pub accounts: BTreeMap<u32, AccountLimits>,
+    /// Per-account overrides keyed by account name (`[accounts.ACC11]`,
+    /// [`orders::account_names`]); they apply once [`Limits::resolve_account_names`] has given
+    /// each name its id.
+    pub account_names: BTreeMap<String, AccountLimits>,
+    /// The ids of the names of [`Limits::account_names`], from the engine's name table
+    /// ([`Limits::resolve_account_names`]). Not part of the file: not in
+    /// [`crate::limits_digest`] (the table, recorded in the journal, is the same across
+    /// restarts).
+    pub named_account_ids: BTreeMap<u32, String>,
     /// Per-symbol overrides.
     pub symbols: BTreeMap<Symbol, SymbolLimits>,
 }
@@ -541,6 +550,62 @@ impl Validator<'_> {
 }
 
 impl Limits {
+    /// The overrides of `account`: by number, or by the name bound to it.
+    pub fn account_limits(&self, account: u32) -> Option<&AccountLimits> {
+        self.accounts.get(&account).or_else(|| {
+            self.named_account_ids
+                .get(&account)
+                .and_then(|n| self.account_names.get(n))
+        })
+    }
+
+    /// Binds every name of [`Limits::account_names`] to its id through `id_of` (the engine's
+    /// account name table); a name without an id is an error naming it (an override that
+    /// cannot be applied is never ignored silently).
+    pub fn resolve_account_names(
+        &mut self,
+        id_of: impl Fn(&str) -> Option<u32>,
+    ) -> Result<(), String> {
+        match self.bind_account_names(id_of)?.first() {
+            None => Ok(()),
+            Some(name) => Err(format!(
+                "{}: accounts.{name}: the account name has no account id",
+                self.origin
+            )),
+        }
+    }
+
+    /// [`Limits::resolve_account_names`] for the names `id_of` knows; returns those it does
+    /// not (their overrides do not apply yet). An id also configured by number is an error.
+    pub fn bind_account_names(
+        &mut self,
+        id_of: impl Fn(&str) -> Option<u32>,
+    ) -> Result<Vec<String>, String> {
+        let mut ids = BTreeMap::new();
+        let mut unknown = Vec::new();
+        for name in self.account_names.keys() {
+            let Some(id) = id_of(name) else {
+                unknown.push(name.clone());
+                continue;
+            };
+            if self.accounts.contains_key(&id) {
+                return Err(format!(
+                    "{}: accounts.{name}: its id {id} is also configured by number",
+                    self.origin
+                ));
+            }
+            ids.insert(id, name.clone());
+        }
+        self.named_account_ids = ids;
+        Ok(unknown)
+    }
+
+    /// Whether an override keyed by name has no id yet: an order of an account of the named
+    /// range that the service cannot name might be that account.
+    pub fn has_unbound_account_names(&self) -> bool {
+        self.named_account_ids.len() < self.account_names.len()
+    }
+
     /// Reads and validates a limits file.
     pub fn from_file(path: &Path) -> Result<Limits, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -562,7 +627,7 @@ impl Limits {
     /// Effective per-order quantity limit for an account / symbol pair (`None`: not configured).
     pub fn max_order_qty(&self, account: u32, symbol: Symbol) -> u64 {
         pick(
-            self.accounts.get(&account).and_then(|a| a.max_order_qty),
+            self.account_limits(account).and_then(|a| a.max_order_qty),
             self.symbols.get(&symbol).and_then(|s| s.max_order_qty),
             self.defaults.max_order_qty,
         )
@@ -696,18 +761,23 @@ fn validate(raw: RawFile, origin: &str, source: &str) -> Result<Limits, ConfigEr
     };
 
     let mut accounts = BTreeMap::new();
+    let mut account_names = BTreeMap::new();
     for (key, a) in raw.accounts.unwrap_or_default() {
         let prefix = format!("accounts.{key}");
-        let id = match key.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => {
-                v.push(
-                    &prefix,
-                    "account keys must be account numbers (0..=4294967295)",
-                );
-                continue;
-            }
+        let id = if key.bytes().all(|b| b.is_ascii_digit()) {
+            key.parse::<u32>().ok()
+        } else {
+            None
         };
+        let named = id.is_none() && orders::validate_account_name(&key).is_ok();
+        if id.is_none() && !named {
+            v.push(
+                &prefix,
+                "account keys must be account numbers (0..=4294967295) or account names (1 to \
+                 32 printable ASCII characters, no space, not all digits)",
+            );
+            continue;
+        }
         let limits = AccountLimits {
             state: v.state(&format!("{prefix}.state"), a.state.as_deref()),
             max_order_qty: v.int_in(
@@ -743,17 +813,36 @@ fn validate(raw: RawFile, origin: &str, source: &str) -> Result<Limits, ConfigEr
                 defaults.throttle,
             ),
         };
-        if accounts.insert(id, limits).is_some() {
-            v.push(&prefix, format!("account {id} is configured twice"));
+        match id {
+            Some(id) => {
+                if accounts.insert(id, limits).is_some() {
+                    v.push(&prefix, format!("account {id} is configured twice"));
+                }
+            }
+            None => {
+                account_names.insert(key.clone(), limits);
+            }
         }
     }
-    if accounts.len() as u64 > capacity.max_accounts {
+    if !account_names.is_empty() {
+        if let Some(id) = accounts.keys().find(|&&id| orders::is_named_account(id)) {
+            v.push(
+                format!("accounts.{id}"),
+                format!(
+                    "account numbers from {} are the ids of account names: not allowed in a \
+                     file that names accounts",
+                    orders::NAMED_ACCOUNT_BASE
+                ),
+            );
+        }
+    }
+    if (accounts.len() + account_names.len()) as u64 > capacity.max_accounts {
         v.push(
             "capacity.max_accounts",
             format!(
                 "is {} but {} accounts are configured",
                 capacity.max_accounts,
-                accounts.len()
+                accounts.len() + account_names.len()
             ),
         );
     }
@@ -835,6 +924,8 @@ fn validate(raw: RawFile, origin: &str, source: &str) -> Result<Limits, ConfigEr
         capacity,
         defaults,
         accounts,
+        account_names,
+        named_account_ids: BTreeMap::new(),
         symbols,
     })
 }
@@ -894,7 +985,7 @@ burst_orders = 3
 [accounts.7]
 max_order_qty = 0
 credit_limit_notional = 0
-[accounts.x7]
+[accounts."x 7"]
 [symbols.TOOLONGSYMBOL]
 [symbols.AAPL]
 reference_price = 0.00001
@@ -913,7 +1004,7 @@ collar_ticks = -1
             "defaults.burst_orders: burst_orders needs max_orders_per_s",
             "accounts.7.max_order_qty: must be > 0 (got 0)",
             "accounts.7.credit_limit_notional: must be > 0 (got 0)",
-            "accounts.x7: account keys must be account numbers (0..=4294967295)",
+            "accounts.x 7: account keys must be account numbers (0..=4294967295) or account names (1 to 32 printable ASCII characters, no space, not all digits)",
             "symbols.AAPL.reference_price: price \"0.00001\" has more than 4 decimal places (1 tick = 0.0001)",
             "symbols.AAPL.collar_ticks: must be ≥ 0 (got -1)",
             "symbols.TOOLONGSYMBOL: symbol \"TOOLONGSYMBOL\" is longer than 8 characters",

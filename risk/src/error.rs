@@ -40,6 +40,9 @@ pub enum RiskError {
     /// A reload was asked for but the service has no limits file.
     #[error("reload asked for, but this risk service was started without a limits file")]
     NoConfigPath,
+    /// A limits file names an account whose name has no id here.
+    #[error("{0} (account names get their ids when the engine starts: restart it to add one)")]
+    AccountName(String),
     /// The audit journal could not be read.
     #[error("cannot read the audit journal in {}", dir.display())]
     Journal {
@@ -92,6 +95,14 @@ pub enum RiskError {
     HelloReply {
         /// The endpoint.
         endpoint: String,
+    },
+    /// A names request was not answered `ok` (in time).
+    #[error("risk service {endpoint} did not take the account names: {text}")]
+    Names {
+        /// The endpoint.
+        endpoint: String,
+        /// What happened (the reply's status and text, a timeout, an unusable reply).
+        text: String,
     },
 }
 

@@ -127,6 +127,15 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = Limits::from_file(&args.config).context("loading the limits")?;
+    if !limits.account_names.is_empty() {
+        // The name table is the engine's: it sends it (names requests) after its hello. Until
+        // a name is bound, orders of named accounts this server cannot name are refused
+        // `unknown-account`, never checked under other limits.
+        tracing::info!(
+            names = limits.account_names.len(),
+            "limits keyed by account name apply once a client sends its account name table"
+        );
+    }
     let mut checker = Checker::new(limits);
     if let Some(dir) = &args.recover_from {
         let stats = replay_journal(&mut checker, dir)

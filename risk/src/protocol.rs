@@ -94,6 +94,14 @@ pub const REQUEST_TYPE_VOID: u16 = 2;
 /// Request type (version 2): a client's first request to a server: it learns the server's
 /// batch bound, and reconciles the server with the client's journal after a restart.
 pub const REQUEST_TYPE_HELLO: u16 = 3;
+/// Request type (version 2): account names the client's orders may carry, bound to their ids
+/// (the engine's name table, `orders::account_names`), so that limits keyed by name apply.
+pub const REQUEST_TYPE_NAMES: u16 = 4;
+/// Bytes of one entry of a names request: `id u32 | name_len u16 | 0 u16 | name [32]`.
+pub const NAME_ENTRY_LEN_BYTES: usize = 40;
+/// Most entries of one names request (and never more than the server's `max_batch`: an entry
+/// is smaller than an order, so a names request is never larger than a batch).
+pub const NAMES_PER_REQUEST_MAX: usize = 1024;
 
 /// Size of the request header.
 pub const REQUEST_HEADER_LEN_BYTES: usize = 32;
@@ -274,6 +282,22 @@ pub enum ProtocolError {
     /// A hello request whose count is not 1.
     #[error("a hello request carries count 1, not {0}")]
     HelloCount(u32),
+    /// A names request with no entry, or more than allowed.
+    #[error("a names request carries {count} names, not 1..={max}")]
+    NamesCount {
+        /// Entries.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A names request entry that is not a valid binding.
+    #[error("names request entry {index}: {what}")]
+    NameEntry {
+        /// Its index.
+        index: usize,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 impl ProtocolError {
@@ -444,6 +468,68 @@ pub fn encode_hello_request(
     HELLO_REQUEST_LEN_BYTES
 }
 
+/// Length of a names request of `count` entries.
+pub const fn names_request_len_bytes(count: usize) -> usize {
+    REQUEST_V2_HEADER_LEN_BYTES + count * NAME_ENTRY_LEN_BYTES
+}
+
+/// Writes a names request binding `names` (`(id, name)`, at most [`NAMES_PER_REQUEST_MAX`],
+/// each name at most 32 bytes) into `out` (cleared first).
+pub fn encode_names_request(
+    session_id: u64,
+    request_id: u64,
+    names: &[(u32, &str)],
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.resize(names_request_len_bytes(names.len()), 0);
+    encode_header(
+        PROTOCOL_VERSION_2,
+        REQUEST_TYPE_NAMES,
+        request_id,
+        0,
+        names.len(),
+        out,
+    );
+    out[RQ_SESSION_OFFSET..REQUEST_V2_HEADER_LEN_BYTES].copy_from_slice(&session_id.to_le_bytes());
+    for (i, (id, name)) in names.iter().enumerate() {
+        let at = REQUEST_V2_HEADER_LEN_BYTES + i * NAME_ENTRY_LEN_BYTES;
+        let e = &mut out[at..at + NAME_ENTRY_LEN_BYTES];
+        e[0..4].copy_from_slice(&id.to_le_bytes());
+        let n = name.len().min(orders::account_names::ACCOUNT_NAME_LEN_MAX);
+        e[4..6].copy_from_slice(&(n as u16).to_le_bytes());
+        e[8..8 + n].copy_from_slice(&name.as_bytes()[..n]);
+    }
+}
+
+/// Entry `index` of a validated names request frame: `(id, name)`, checked (an id of the
+/// named range, a valid name, reserved and padding bytes zero).
+pub fn names_request_entry(frame: &[u8], index: usize) -> Result<(u32, &str), ProtocolError> {
+    let at = REQUEST_V2_HEADER_LEN_BYTES + index * NAME_ENTRY_LEN_BYTES;
+    let e = &frame[at..at + NAME_ENTRY_LEN_BYTES];
+    let bad = |what: String| ProtocolError::NameEntry { index, what };
+    let id = u32_at(e, 0);
+    let len = u16_at(e, 4) as usize;
+    if u16_at(e, 6) != 0 {
+        return Err(bad("reserved bytes are not zero".into()));
+    }
+    if len == 0 || len > orders::account_names::ACCOUNT_NAME_LEN_MAX {
+        return Err(bad(format!("name length {len}")));
+    }
+    if e[8 + len..].iter().any(|&b| b != 0) {
+        return Err(bad("padding after the name is not zero".into()));
+    }
+    if !orders::is_named_account(id) {
+        return Err(bad(format!(
+            "id {id} is below {}",
+            orders::NAMED_ACCOUNT_BASE
+        )));
+    }
+    let name = std::str::from_utf8(&e[8..8 + len]).map_err(|_| bad("name is not UTF-8".into()))?;
+    orders::validate_account_name(name).map_err(|e| bad(e.to_string()))?;
+    Ok((id, name))
+}
+
 /// The journal point of a validated hello request frame.
 pub fn hello_journal_point(frame: &[u8]) -> JournalPoint {
     JournalPoint {
@@ -563,7 +649,8 @@ pub fn decode_request_header(
     let kind = u16_at(frame, RQ_TYPE_OFFSET);
     let void = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_VOID;
     let hello = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_HELLO;
-    if kind != REQUEST_TYPE_CHECK && !void && !hello {
+    let names = version == PROTOCOL_VERSION_2 && kind == REQUEST_TYPE_NAMES;
+    if kind != REQUEST_TYPE_CHECK && !void && !hello && !names {
         return Err(ProtocolError::Type(kind));
     }
     if u32_at(frame, RQ_RESERVED_OFFSET) != 0 {
@@ -592,6 +679,15 @@ pub fn decode_request_header(
             return Err(ProtocolError::Reserved);
         }
         HELLO_REQUEST_LEN_BYTES
+    } else if names {
+        let max = NAMES_PER_REQUEST_MAX.min(max_batch.max(1));
+        if count == 0 || count as usize > max {
+            return Err(ProtocolError::NamesCount {
+                count: count as usize,
+                max,
+            });
+        }
+        names_request_len_bytes(count as usize)
     } else if void {
         let max = crate::limits::VOID_BATCH_IDS_MAX;
         if count == 0 || count as usize > max {
@@ -873,6 +969,44 @@ mod tests {
         );
         out[REPLY_HEADER_LEN_BYTES + 8] = 9;
         assert_eq!(decode_void_result(&out, 0), Err(ProtocolError::Outcome(9)));
+    }
+
+    #[test]
+    fn names_requests_round_trip_and_refuse_bad_entries() {
+        use orders::NAMED_ACCOUNT_BASE as B;
+        let mut req = Vec::new();
+        encode_names_request(9, 77, &[(B, "ACC11"), (B + 1, "desk-7")], &mut req);
+        assert_eq!(req.len(), names_request_len_bytes(2));
+        assert_eq!(req.len(), 40 + 2 * 40);
+        let h = decode_request_header(&req, 16).unwrap();
+        assert_eq!(
+            (h.kind, h.batch_id, h.count, h.session_id),
+            (REQUEST_TYPE_NAMES, 77, 2, 9)
+        );
+        assert_eq!(names_request_entry(&req, 0).unwrap(), (B, "ACC11"));
+        assert_eq!(names_request_entry(&req, 1).unwrap(), (B + 1, "desk-7"));
+        // Entry layout: id u32 | name_len u16 | 0 u16 | name [32] NUL-padded.
+        assert_eq!(&req[40..48], &[0, 0, 0, 0x80, 5, 0, 0, 0]);
+        assert_eq!(&req[48..53], b"ACC11");
+        // More names than the server's batch bound: refused.
+        assert!(matches!(
+            decode_request_header(&req, 1),
+            Err(ProtocolError::NamesCount { count: 2, max: 1 })
+        ));
+        let bad = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut r = req.clone();
+            edit(&mut r);
+            names_request_entry(&r, 0).unwrap_err().to_string()
+        };
+        assert!(bad(&|r| r[46] = 1).contains("reserved"));
+        assert!(bad(&|r| r[43] = 0).contains("below"));
+        assert!(bad(&|r| r[60] = b'x').contains("padding"));
+        assert!(bad(&|r| r[44] = 0).contains("length"));
+        assert!(bad(&|r| r[48] = b' ').contains("account name"));
+        // Version 1 has no names request.
+        let mut v1 = req.clone();
+        v1[4] = 1;
+        assert!(decode_request_header(&v1, 16).is_err());
     }
 
     #[test]

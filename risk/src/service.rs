@@ -33,9 +33,10 @@ use crate::limits::{PREFETCH_CHUNK_ORDERS, VOID_BATCH_IDS_MAX};
 use crate::metrics::ServiceCounters;
 use crate::protocol::{
     decode_request_header, encode_error_reply, encode_hello_result, encode_reply_header,
-    encode_verdict, encode_void_result, hello_journal_point, peek_batch_id, raw_order_id,
-    reply_len_bytes, request_order, request_v2_len_bytes, void_batch_id, HelloResult, ReplyHeader,
-    RequestHeader, Status, REQUEST_MAGIC, REQUEST_TYPE_HELLO, REQUEST_TYPE_VOID,
+    encode_verdict, encode_void_result, hello_journal_point, names_request_entry, peek_batch_id,
+    raw_order_id, reply_len_bytes, request_order, request_v2_len_bytes, void_batch_id, HelloResult,
+    ReplyHeader, RequestHeader, Status, REQUEST_MAGIC, REQUEST_TYPE_HELLO, REQUEST_TYPE_NAMES,
+    REQUEST_TYPE_VOID,
 };
 use crate::undo::VoidOutcome;
 use metrics_endpoint::bump;
@@ -84,6 +85,9 @@ pub struct ServiceStats {
     /// Hello requests answered.
     #[serde(default)]
     pub hello_requests: u64,
+    /// Names requests answered (account names a client sent).
+    #[serde(default)]
+    pub names_requests: u64,
     /// Batches undone by the reconciliation of a hello (a restarted client's journal did not
     /// hold them).
     #[serde(default)]
@@ -161,6 +165,8 @@ pub struct Service {
     /// Per-batch scratch, allocated for `max_batch` orders at start-up.
     decoded: Vec<Option<Order>>,
     valid: Vec<Order>,
+    /// Account names a client sent (names requests): the engine's table, as far as learned.
+    names: orders::AccountNames,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,7 +204,59 @@ impl Service {
             counters: Arc::new(ServiceCounters::default()),
             json_ids: RiskServerIds::starting_at(wall_clock_ns()),
             json_replies: JsonReplies::Detailed,
+            names: orders::AccountNames::with_capacity(orders::account_names::ACCOUNT_NAMES_MAX),
         }
+    }
+
+    /// A names request: learn the bindings (in order; the first bad or conflicting entry ends
+    /// it with an error reply, those before it kept), then bind the limits keyed by those
+    /// names.
+    fn handle_names(&mut self, request: &[u8], h: &RequestHeader, reply: &mut Vec<u8>) {
+        self.stats.names_requests += 1;
+        for i in 0..h.count as usize {
+            let learned = names_request_entry(request, i)
+                .map_err(|e| e.to_string())
+                .and_then(|(id, name)| {
+                    self.names
+                        .insert_recorded(id, name)
+                        .map_err(|e| format!("names request entry {i}: {e}"))
+                });
+            if let Err(text) = learned {
+                self.stats.malformed += 1;
+                encode_error_reply(h.batch_id, Status::Malformed, &text, reply);
+                return;
+            }
+        }
+        if !self.checker.limits().account_names.is_empty() {
+            let mut limits = self.checker.limits().clone();
+            let names = &self.names;
+            match limits.bind_account_names(|n| names.id(n)) {
+                Ok(_) if limits.named_account_ids != self.checker.limits().named_account_ids => {
+                    tracing::info!(
+                        bound = limits.named_account_ids.len(),
+                        of = limits.account_names.len(),
+                        "limits keyed by account name bound to the client's ids"
+                    );
+                    self.checker.set_limits(limits);
+                }
+                Ok(_) => {}
+                Err(text) => {
+                    self.stats.malformed += 1;
+                    encode_error_reply(h.batch_id, Status::Malformed, &text, reply);
+                    return;
+                }
+            }
+        }
+        reply.resize(reply_len_bytes(0), 0);
+        encode_reply_header(
+            &ReplyHeader {
+                status: Status::Ok,
+                batch_id: h.batch_id,
+                count: 0,
+                text_len: 0,
+            },
+            reply,
+        );
     }
 
     /// How JSON orders are answered from now on (default [`JsonReplies::Detailed`]).
@@ -268,6 +326,31 @@ impl Service {
             None => Err(RiskError::NoConfigPath),
             Some(path) => Limits::from_file(path).map_err(RiskError::from),
         };
+        // Names keep the ids they had (the table is the engine's): those bound before, and
+        // those a client sent (names requests). A name with no id yet is refused where no
+        // client sends names (the embedded service: the engine bound every name at start);
+        // a standalone server gates its accounts until a client names them.
+        let result = result.and_then(|mut limits| {
+            let known = &self.checker.limits().named_account_ids;
+            let names = &self.names;
+            let unknown = limits
+                .bind_account_names(|n| {
+                    names.id(n).or_else(|| {
+                        known
+                            .iter()
+                            .find(|(_, k)| k.as_str() == n)
+                            .map(|(&id, _)| id)
+                    })
+                })
+                .map_err(RiskError::AccountName)?;
+            if let (Some(name), true) = (unknown.first(), self.names.is_empty()) {
+                return Err(RiskError::AccountName(format!(
+                    "{}: accounts.{name}: the account name has no account id",
+                    limits.origin
+                )));
+            }
+            Ok(limits)
+        });
         match result {
             Ok(limits) => {
                 self.set_limits(limits);
@@ -362,6 +445,10 @@ impl Service {
             self.handle_hello(request, &h, reply);
             return;
         }
+        if h.kind == REQUEST_TYPE_NAMES {
+            self.handle_names(request, &h, reply);
+            return;
+        }
         if !self.checker.begin_batch(h.session_id, h.batch_id) {
             // A void of this session named this batch before it arrived: the client has
             // already rejected its orders; applying it now would over-count.
@@ -392,6 +479,9 @@ impl Service {
             self.valid[valid] = *o;
             valid += 1;
         }
+        // A limit keyed by a name not bound yet could be that of any named account this
+        // service cannot name: such orders are refused, never checked under other limits.
+        let gate_names = self.checker.limits().has_unbound_account_names();
         let mut warmed = 0; // valid orders whose loads have been started
         for i in 0..count {
             if i % PREFETCH_CHUNK_ORDERS == 0 {
@@ -403,6 +493,13 @@ impl Service {
             }
             self.checker.begin_order();
             let (order_id, reason) = match &self.decoded[i] {
+                Some(o)
+                    if gate_names
+                        && orders::is_named_account(o.account)
+                        && self.names.name(o.account).is_none() =>
+                {
+                    (o.order_id, Reason::UnknownAccount)
+                }
                 Some(o) => (o.order_id, self.checker.check(o, h.now_ns)),
                 None => (
                     raw_order_id(request_order(request, i)),
@@ -1060,6 +1157,63 @@ reference_price = 185.25
         let mut reply = Vec::new();
         s.handle(&req, &mut reply);
         reply
+    }
+
+    #[test]
+    fn limits_keyed_by_name_wait_for_the_clients_names_then_apply() {
+        use orders::NAMED_ACCOUNT_BASE as B;
+        let text_of = format!("{LIMITS}\n[accounts.ACC12]\nmax_order_qty = 10\n");
+        let limits = Limits::from_toml_str(&text_of, "t").unwrap();
+        let mut s = Service::new(
+            Checker::new(limits),
+            ServiceOptions {
+                max_batch_orders: 16,
+                config_path: None,
+            },
+        );
+        let order = |id: u64, account: u32, qty: u64| Order {
+            account,
+            ..order(id, qty)
+        };
+        let reasons = |reply: &[u8], n: usize| -> Vec<Reason> {
+            (0..n)
+                .map(|i| decode_verdict(reply, i).unwrap().1)
+                .collect()
+        };
+        // Before the names: a named account the server cannot name is refused (it could be
+        // ACC12's); numeric accounts are checked as ever.
+        let r = batch_v2(&mut s, 7, 1, &[order(1, B, 50), order(2, 4, 50)]);
+        assert_eq!(reasons(&r, 2), [Reason::UnknownAccount, Reason::Accepted]);
+        // The names: ACC12 is B + 1.
+        let mut req = Vec::new();
+        crate::protocol::encode_names_request(7, 2, &[(B, "ACC11"), (B + 1, "ACC12")], &mut req);
+        let mut reply = Vec::new();
+        s.handle(&req, &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!((h.status, h.batch_id, h.count), (Status::Ok, 2, 0));
+        let r = batch_v2(
+            &mut s,
+            7,
+            3,
+            &[order(3, B, 50), order(4, B + 1, 50), order(5, B + 1, 5)],
+        );
+        assert_eq!(
+            reasons(&r, 3),
+            [Reason::Accepted, Reason::MaxQty, Reason::Accepted]
+        );
+        // A conflicting binding (another table) is refused, the learned one kept.
+        crate::protocol::encode_names_request(7, 4, &[(B, "OTHER")], &mut req);
+        s.handle(&req, &mut reply);
+        let h = decode_reply_header(&reply).unwrap();
+        assert_eq!(h.status, Status::Malformed);
+        assert!(
+            reply_text(&reply, &h).contains("OTHER"),
+            "{}",
+            reply_text(&reply, &h)
+        );
+        let r = batch_v2(&mut s, 7, 5, &[order(6, B + 1, 50)]);
+        assert_eq!(reasons(&r, 1), [Reason::MaxQty]);
+        assert_eq!(s.stats().names_requests, 2);
     }
 
     fn void_req(s: &mut Service, session: u64, ids: &[u64]) -> Vec<(u64, VoidOutcome)> {

@@ -21,7 +21,7 @@ use orders::Order;
 use rtrb::Producer;
 
 use crate::clock::Clock;
-use crate::frames::{decode_ingress_message, MessageKind};
+use crate::frames::{decode_ingress_message_with, no_account_names, MessageKind};
 use crate::limits::{
     BAD_FRAME_LOG_INTERVAL_NS, INGRESS_FRAME_ORDERS_MAX, INGRESS_MESSAGES_PER_WORK_MAX,
 };
@@ -199,6 +199,8 @@ pub struct PullIngress {
     metrics: Arc<Metrics>,
     next_log_ns: u64,
     unlogged_bad: u64,
+    /// The account name table of JSON orders naming their account (`None`: names refused).
+    names: Option<crate::account_names::IngressNames>,
 }
 
 impl std::fmt::Debug for PullIngress {
@@ -230,7 +232,14 @@ impl PullIngress {
             metrics,
             next_log_ns: 0,
             unlogged_bad: 0,
+            names: None,
         }
+    }
+
+    /// Takes JSON orders whose `account` is a name, interned through `names`.
+    pub fn with_account_names(mut self, names: crate::account_names::IngressNames) -> Self {
+        self.names = Some(names);
+        self
     }
 
     fn bad_message(&mut self, len: usize, err: &crate::frames::FrameError, now: u64) {
@@ -271,7 +280,15 @@ impl Stage for PullIngress {
             }
             messages += 1;
             let now = self.clock.now_ns();
-            match decode_ingress_message(&self.msg, &mut self.scratch) {
+            let decoded = match &mut self.names {
+                Some(n) => {
+                    decode_ingress_message_with(&self.msg, &mut self.scratch, &mut |a| n.id_of(a))
+                }
+                None => {
+                    decode_ingress_message_with(&self.msg, &mut self.scratch, &mut no_account_names)
+                }
+            };
+            match decoded {
                 Ok(kind) => {
                     if kind == MessageKind::JsonWithoutId {
                         // One order: its id comes from its journal position (restart-safe,

@@ -40,6 +40,11 @@ pub trait DecisionLog: Send {
     fn publish_failures(&self) -> u64 {
         0
     }
+    /// Before a batch of decisions: appends the account-name records the ingress sent
+    /// ([`crate::account_names::IngressNames`]), so that each precedes the decisions using it.
+    fn record_names(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// The real decision log: the audit journal writer and its optional live publisher.
@@ -65,6 +70,8 @@ pub struct AuditLog {
     pub snapshots: Option<Snapshotter>,
     /// Snapshot records appended.
     pub snapshots_recorded: u64,
+    /// Account-name records from the ingress (`engine run`), appended before each batch.
+    pub names_inbox: Option<crate::account_names::NamesInbox>,
 }
 
 impl AuditLog {
@@ -78,8 +85,48 @@ impl AuditLog {
             next_publish_log_ns: 0,
             last_ts_ns: 0,
             snapshots: None,
+            names_inbox: None,
             snapshots_recorded: 0,
         }
+    }
+
+    /// Appends (and publishes) the account-name records in `inbox`, each also made part of
+    /// the segment prologue ([`crate::account_names`]).
+    fn record_names_from(
+        &mut self,
+        inbox: &crate::account_names::NamesInbox,
+    ) -> Result<(), StageError> {
+        // Cold: a record only when a JSON order named an account new to the table.
+        while let Ok(payload) = inbox.0.try_recv() {
+            let fail = |e: audit::JournalError| StageError::Journal {
+                input_seq: 0,
+                message: format!("cannot journal an account name: {}", chain(&e)),
+            };
+            self.append_account_name(self.last_ts_ns, &payload)
+                .map_err(fail)?;
+            self.writer
+                .push_prologue(audit::KIND_ACCOUNT_NAME, &payload)
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one account-name record (kind 4) and publishes it on the live feed; returns
+    /// its sequence number. The caller makes it part of the segment prologue.
+    pub fn append_account_name(
+        &mut self,
+        ts_ns: u64,
+        payload: &[u8],
+    ) -> Result<u64, audit::JournalError> {
+        let a = self
+            .writer
+            .append(audit::KIND_ACCOUNT_NAME, ts_ns, payload)?;
+        if let Some(p) = &mut self.publisher {
+            if let Err(e) = p.publish(a.seq, &a.hash, audit::KIND_ACCOUNT_NAME, ts_ns, payload) {
+                self.publish_failed(a.seq, ts_ns, &e);
+            }
+        }
+        Ok(a.seq)
     }
 
     /// Appends the records of the snapshots the snapshot thread has made (between batches:
@@ -220,6 +267,15 @@ impl DecisionLog for AuditLog {
         Ok(a.seq)
     }
 
+    fn record_names(&mut self) -> Result<(), StageError> {
+        let Some(inbox) = self.names_inbox.take() else {
+            return Ok(());
+        };
+        let r = self.record_names_from(&inbox);
+        self.names_inbox = Some(inbox);
+        r
+    }
+
     #[inline]
     fn end_batch(&mut self) -> Result<(), StageError> {
         // Group commit (`batch`; a no-op under the other policies): the batch's records are on
@@ -349,6 +405,9 @@ impl<L: DecisionLog> Stage for JournalStage<L> {
                 Step::Idle
             });
         }
+        // The names the ingress interned before it pushed these orders (their records were
+        // sent before the orders, and the orders' decisions are visible now).
+        self.log.record_names()?;
         // Room for the whole batch downstream, so every accepted order can be handed on at
         // once. An abandoned egress (it failed) has room for everything: records still go to
         // the journal, which is the source of truth.

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use super::error::{shorten, Column, FileError, FileErrorKind, Location};
 use super::BadLines;
+use crate::account_names::{is_named_account, AccountNames, ACCOUNT_NAMES_MAX};
 use crate::model::{Order, OrderKind, Side, Symbol};
 use crate::price::{format_price_ticks, parse_price_ticks, PriceError};
 
@@ -34,7 +35,10 @@ const REQUIRED_COLUMNS: usize = 6;
 const _: () = assert!(C_PRICE + 1 == REQUIRED_COLUMNS && C_TS >= REQUIRED_COLUMNS);
 
 const EXPECT_U64: &str = "a non-negative integer";
-const EXPECT_ACCOUNT: &str = "an account number from 0 to 4294967295";
+const EXPECT_ACCOUNT: &str = "an account number from 0 to 4294967295, or an account name of 1 to \
+     32 printable ASCII characters (no space), not all digits";
+const EXPECT_ACCOUNT_LOW: &str = "an account number below 2147483648 in a file that also names \
+     accounts (the ids from 2147483648 are those of account names)";
 const EXPECT_SYMBOL: &str = "a symbol of 1 to 8 characters from A-Z, 0-9, '.', '-', '_'";
 const EXPECT_SIDE: &str = "B, S, BUY or SELL (any case), 1 or 2 (FIX)";
 const EXPECT_PRICE: &str = "a decimal price such as 185.25";
@@ -77,8 +81,15 @@ fn bad(expected: &'static str, found: &[u8]) -> FileErrorKind {
     }
 }
 
-/// Reads every order of a CSV text.
-pub fn parse(path: &Path, text: &[u8], bad_lines: &mut BadLines) -> Result<Vec<Order>, FileError> {
+/// Reads every order of a CSV text. Account names are interned into `names` (file-local:
+/// first-seen order, see [`crate::account_names`]); a file that names accounts may not also
+/// use account numbers of the named range (≥ 2^31).
+pub fn parse(
+    path: &Path,
+    text: &[u8],
+    bad_lines: &mut BadLines,
+    names: &mut AccountNames,
+) -> Result<Vec<Order>, FileError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -145,6 +156,8 @@ pub fn parse(path: &Path, text: &[u8], bad_lines: &mut BadLines) -> Result<Vec<O
     let req = |c: usize| index[c].unwrap_or(0); // present: checked just above
 
     let mut orders = Vec::with_capacity(text.len() / 48);
+    // The first account number of the named range (line, text), refused once a name is seen.
+    let mut first_high_number: Option<(u64, String)> = None;
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -167,8 +180,13 @@ pub fn parse(path: &Path, text: &[u8], bad_lines: &mut BadLines) -> Result<Vec<O
             ))?;
             continue;
         }
-        match parse_record(&record, &index, req) {
-            Ok(order) => orders.push(order),
+        match parse_record(&record, &index, req, names) {
+            Ok(order) => {
+                if is_named_account(order.account) && names.name(order.account).is_none() {
+                    first_high_number.get_or_insert_with(|| (line, order.account.to_string()));
+                }
+                orders.push(order)
+            }
             Err((c, kind)) => bad_lines.skip(FileError::new(
                 path,
                 Location::Line {
@@ -182,13 +200,32 @@ pub fn parse(path: &Path, text: &[u8], bad_lines: &mut BadLines) -> Result<Vec<O
             ))?,
         }
     }
+    if let (false, Some((line, text))) = (names.is_empty(), first_high_number) {
+        return Err(FileError::new(
+            path,
+            Location::Line {
+                line,
+                column: Some(Column {
+                    index: req(C_ACCOUNT) + 1,
+                    name: COLUMNS[C_ACCOUNT],
+                }),
+            },
+            bad(EXPECT_ACCOUNT_LOW, text.as_bytes()),
+        ));
+    }
     Ok(orders)
+}
+
+/// A new table for a file's names: as many as the named range holds.
+pub(crate) fn file_names() -> AccountNames {
+    AccountNames::with_capacity(ACCOUNT_NAMES_MAX)
 }
 
 fn parse_record(
     record: &csv::ByteRecord,
     index: &[Option<usize>; COLUMNS.len()],
     req: impl Fn(usize) -> usize,
+    names: &mut AccountNames,
 ) -> Result<Order, (usize, FileErrorKind)> {
     let field = |c: usize| record.get(req(c)).unwrap_or(b"");
     let opt_field = |c: usize| index[c].and_then(|i| record.get(i)).unwrap_or(b"");
@@ -196,9 +233,20 @@ fn parse_record(
     let f = field(C_ORDER_ID);
     let order_id = parse_u64(f).ok_or_else(|| (C_ORDER_ID, bad(EXPECT_U64, f)))?;
     let f = field(C_ACCOUNT);
-    let account = parse_u64(f)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| (C_ACCOUNT, bad(EXPECT_ACCOUNT, f)))?;
+    let account = if f.iter().all(u8::is_ascii_digit) {
+        parse_u64(f)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| (C_ACCOUNT, bad(EXPECT_ACCOUNT, f)))?
+    } else {
+        let name = std::str::from_utf8(f).map_err(|_| (C_ACCOUNT, bad(EXPECT_ACCOUNT, f)))?;
+        match names.intern(name) {
+            Ok((id, _)) => id,
+            Err(crate::account_names::AccountNameError::Invalid(_)) => {
+                return Err((C_ACCOUNT, bad(EXPECT_ACCOUNT, f)))
+            }
+            Err(e) => return Err((C_ACCOUNT, FileErrorKind::Csv(e.to_string()))),
+        }
+    };
     let f = field(C_SYMBOL);
     let symbol = std::str::from_utf8(f)
         .ok()
@@ -278,9 +326,51 @@ mod tests {
     use super::*;
 
     fn load(text: &str, max_errors: u64) -> Result<(Vec<Order>, u64), FileError> {
+        load_named(text, max_errors).map(|(o, s, _)| (o, s))
+    }
+
+    fn load_named(
+        text: &str,
+        max_errors: u64,
+    ) -> Result<(Vec<Order>, u64, AccountNames), FileError> {
         let mut bad = BadLines::new(max_errors);
-        let orders = parse(Path::new("t.csv"), text.as_bytes(), &mut bad)?;
-        Ok((orders, bad.skipped()))
+        let mut names = file_names();
+        let orders = parse(Path::new("t.csv"), text.as_bytes(), &mut bad, &mut names)?;
+        Ok((orders, bad.skipped(), names))
+    }
+
+    #[test]
+    fn account_names_are_interned_in_first_seen_order() {
+        use crate::account_names::NAMED_ACCOUNT_BASE as B;
+        let (o, _, names) = load_named(
+            "order_id,account,symbol,side,qty,price\n1,ACC11,A,B,1,1\n2,7,A,S,1,1\n3,acc-2,A,1,1,1\n4,ACC11,A,2,1,1\n",
+            0,
+        )
+        .unwrap();
+        let accounts: Vec<u32> = o.iter().map(|o| o.account).collect();
+        assert_eq!(accounts, [B, 7, B + 1, B]);
+        assert_eq!(names.name(B), Some("ACC11"));
+        assert_eq!(names.name(B + 1), Some("acc-2"));
+        // A name with a space, or one too long, is a bad field, not a name.
+        let m = err("order_id,account,symbol,side,qty,price\n1,\"A B\",A,B,1,1\n");
+        assert!(
+            m.contains("column 2 (account)") && m.contains("account name"),
+            "{m}"
+        );
+        // Numbers of the named range and names do not mix in one file.
+        let m =
+            err("order_id,account,symbol,side,qty,price\n1,2147483648,A,B,1,1\n2,ACC1,A,B,1,1\n");
+        assert!(
+            m.contains("line 2, column 2 (account)") && m.contains("below 2147483648"),
+            "{m}"
+        );
+        // Without names they are still account numbers.
+        let (o, _) = load(
+            "order_id,account,symbol,side,qty,price\n1,4294967295,A,B,1,1\n",
+            0,
+        )
+        .unwrap();
+        assert_eq!(o[0].account, u32::MAX);
     }
 
     fn err(text: &str) -> String {

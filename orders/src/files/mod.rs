@@ -48,6 +48,7 @@ pub use csv_file::HEADER as CSV_HEADER;
 pub use error::{Column, FileError, FileErrorKind, Location};
 pub use lobster::{parse_time_ns as parse_lobster_time_ns, LobsterCounts};
 
+use crate::account_names::AccountNames;
 use crate::model::{Order, Symbol};
 use limits::{
     GZIP_INFLATED_BYTES_MAX_DEFAULT, GZIP_MAGIC, LOBSTER_ACCOUNTS_DEFAULT, SKIPPED_LISTED_MAX,
@@ -193,6 +194,9 @@ pub struct OrderFile {
     skipped: u64,
     skipped_errors: Vec<FileError>,
     lobster: Option<LobsterCounts>,
+    /// The account names of a CSV file, file-local ids in first-seen order
+    /// ([`crate::account_names`]); empty for other formats.
+    account_names: AccountNames,
 }
 
 /// An order file opened by [`OrderFile::open_deferred`]: a binary file whose header was
@@ -263,6 +267,7 @@ impl DeferredOrderFile {
                     skipped: 0,
                     skipped_errors: Vec::new(),
                     lobster: None,
+                    account_names: AccountNames::default(),
                 })
             }
         }
@@ -378,12 +383,16 @@ impl OrderFile {
         };
         let mut bad = BadLines::new(opts.max_errors);
         let mut lobster_counts = None;
+        let mut account_names = AccountNames::default();
         let orders = match format {
             Format::Binary => {
                 let count = binary::check_header(path, data)?;
                 binary::decode_records(path, data, count)?
             }
-            Format::Csv => csv_file::parse(path, text_of(data), &mut bad)?,
+            Format::Csv => {
+                account_names = csv_file::file_names();
+                csv_file::parse(path, text_of(data), &mut bad, &mut account_names)?
+            }
             Format::Lobster => {
                 let symbol = match opts.symbol {
                     Some(s) => s,
@@ -408,6 +417,7 @@ impl OrderFile {
             skipped: bad.skipped(),
             skipped_errors: bad.listed,
             lobster: lobster_counts,
+            account_names,
         })
     }
 
@@ -490,6 +500,20 @@ impl OrderFile {
             out.push(format!("… and {unlisted} more"));
         }
         out
+    }
+
+    /// The account names of the file (CSV only), with file-local ids in first-seen order from
+    /// [`crate::account_names::NAMED_ACCOUNT_BASE`]: the orders carry these ids.
+    pub fn account_names(&self) -> &AccountNames {
+        &self.account_names
+    }
+
+    /// Rewrites every order's account through `map` (the engine maps file-local name ids to
+    /// its journal's table). Orders before [`OrderFile::first_index`] are not held.
+    pub fn map_accounts(&mut self, map: impl Fn(u32) -> u32) {
+        for o in &mut self.orders {
+            o.account = map(o.account);
+        }
     }
 
     /// For a LOBSTER file, the rows imported per LOBSTER event type.
