@@ -22,6 +22,7 @@
 //! | `risk_server_void_batches_total` | counter | `outcome` = `voided`, `unknown`, `too-old` |
 //! | `risk_server_refused_voided_batches_total` | counter | |
 //! | `risk_server_hello_requests_total` | counter | |
+//! | `risk_server_names_requests_total` | counter | |
 //! | `risk_server_reconciled_batches_total` | counter | |
 //! | `risk_server_reconcile_refusals_total` | counter | |
 //! | `risk_server_order_id_table_slots` | gauge | |
@@ -73,6 +74,8 @@ pub struct ServiceCounters {
     pub refused_voided_batches: AtomicU64,
     /// Hello requests answered.
     pub hello_requests: AtomicU64,
+    /// Account-name requests (the engine's name table) received.
+    pub names_requests: AtomicU64,
     /// Batches undone by the reconciliation of a hello.
     pub reconciled_batches: AtomicU64,
     /// Hellos whose reconciliation could not undo what it had to.
@@ -103,6 +106,7 @@ impl Default for ServiceCounters {
             void_too_old: AtomicU64::new(0),
             refused_voided_batches: AtomicU64::new(0),
             hello_requests: AtomicU64::new(0),
+            names_requests: AtomicU64::new(0),
             reconciled_batches: AtomicU64::new(0),
             reconcile_refusals: AtomicU64::new(0),
             order_id_table_slots: AtomicU64::new(0),
@@ -140,6 +144,7 @@ impl ServiceCounters {
             void_too_old: l(&self.void_too_old),
             refused_voided_batches: l(&self.refused_voided_batches),
             hello_requests: l(&self.hello_requests),
+            names_requests: l(&self.names_requests),
             reconciled_batches: l(&self.reconciled_batches),
             reconcile_refusals: l(&self.reconcile_refusals),
             order_id_table_slots: l(&self.order_id_table_slots),
@@ -263,6 +268,12 @@ impl Collector for RiskCollector {
             "risk_server_hello_requests",
             "Hello requests answered.",
             l(&c.hello_requests),
+        )?;
+        counter(
+            e,
+            "risk_server_names_requests",
+            "Account-name requests (an engine's name table) received.",
+            l(&c.names_requests),
         )?;
         counter(
             e,

@@ -212,7 +212,7 @@ impl Service {
     /// it with an error reply, those before it kept), then bind the limits keyed by those
     /// names.
     fn handle_names(&mut self, request: &[u8], h: &RequestHeader, reply: &mut Vec<u8>) {
-        self.stats.names_requests += 1;
+        bump(&self.counters.names_requests, 1);
         for i in 0..h.count as usize {
             let learned = names_request_entry(request, i)
                 .map_err(|e| e.to_string())
@@ -222,7 +222,7 @@ impl Service {
                         .map_err(|e| format!("names request entry {i}: {e}"))
                 });
             if let Err(text) = learned {
-                self.stats.malformed += 1;
+                bump(&self.counters.malformed, 1);
                 encode_error_reply(h.batch_id, Status::Malformed, &text, reply);
                 return;
             }
@@ -241,7 +241,7 @@ impl Service {
                 }
                 Ok(_) => {}
                 Err(text) => {
-                    self.stats.malformed += 1;
+                    bump(&self.counters.malformed, 1);
                     encode_error_reply(h.batch_id, Status::Malformed, &text, reply);
                     return;
                 }
