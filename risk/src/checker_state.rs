@@ -67,15 +67,24 @@ pub enum StateError {
 /// SHA-256 of the limits in force, as parsed (their origin left out): a state is restored
 /// only under the limits it was made with. Taken over the limits' `Debug` form, which is
 /// deterministic (ordered maps) but belongs to this build: another engine version may see
-/// other digests, and then rebuilds from the journal instead.
+/// other digests, and then rebuilds from the journal instead. Limits without account names
+/// digest as they did before names existed (the two name maps, empty, are left out of the
+/// text), so an upgrade keeps the snapshots of journals that use no names.
 pub fn limits_digest(limits: &Limits) -> [u8; 32] {
     let canonical = Limits {
         origin: String::new(),
         named_account_ids: Default::default(),
         ..limits.clone()
     };
-    Sha256::digest(format!("{canonical:?}").as_bytes()).into()
+    let mut text = format!("{canonical:?}");
+    if canonical.account_names.is_empty() {
+        text = text.replacen(NO_NAMES_DEBUG, "", 1);
+    }
+    Sha256::digest(text.as_bytes()).into()
 }
+
+/// The name maps of [`Limits`] in its `Debug` form when they are empty.
+const NO_NAMES_DEBUG: &str = ", account_names: {}, named_account_ids: {}";
 
 fn state_code(s: TradingState) -> u8 {
     match s {

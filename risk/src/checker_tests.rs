@@ -1596,3 +1596,25 @@ fn snapshot_size_is_bounded_by_the_windows_and_restores_the_horizon() {
     }
     assert_eq!(r.state_bytes(), c.state_bytes());
 }
+
+#[test]
+fn limits_without_names_keep_the_digest_of_the_builds_before_names() {
+    // examples/limits.toml (the engine's built-in limits) as the build before account names
+    // digested it: its snapshots name this digest, and an upgrade must not throw them away.
+    let l =
+        Limits::from_toml_str(include_str!("../../examples/limits.toml"), "any origin").unwrap();
+    let hex: String = crate::limits_digest(&l)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hex,
+        "5dec9795030a694365c1c5e140e61b32339e4c82f0200db9060e044c115f3c4a"
+    );
+    // A limit keyed by a name is another set of limits.
+    let mut named = l.clone();
+    named
+        .account_names
+        .insert("ACC11".to_owned(), AccountLimits::default());
+    assert_ne!(crate::limits_digest(&named), crate::limits_digest(&l));
+}
