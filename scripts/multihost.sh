@@ -61,7 +61,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-in_ns() { local h=$1; shift; ip netns exec "$P-$h" "$@"; }
+# In a subshell (`in_ns … &`, `$(in_ns …)`) it execs, so that `$!` is the service itself and
+# cleanup's kill reaches it (a kill of the subshell left the service running, orphaned).
+in_ns() {
+  local h=$1
+  shift
+  if [ "$BASH_SUBSHELL" -gt 0 ]; then exec ip netns exec "$P-$h" "$@"; fi
+  ip netns exec "$P-$h" "$@"
+}
 
 # --- the network: one bridge, one veth pair per host ---------------------------------------
 ip netns add "$P-switch"
@@ -78,6 +85,7 @@ for h in $HOSTS; do
   in_ns "$h" ip link set lo up
 done
 echo "namespaces: $(ip netns list | grep -c "^$P-") ($HOSTS, switch; prefix $P-); subnet 10.77.0.0/24"
+echo "work dir: $WORK (removed at exit, with every service started in it)"
 
 # --- keys: one pair per host, outside any git work tree --------------------------------------
 K=$WORK/keys

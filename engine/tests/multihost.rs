@@ -87,4 +87,43 @@ fn multihost_rehearsal_runs_over_curve_in_network_namespaces() {
         !String::from_utf8_lossy(&list.stdout).contains(&prefix),
         "namespaces {prefix}* left behind"
     );
+    // No service outlives the script (a kill of a backgrounded subshell once left the
+    // risk-server and audit serve running, orphaned): none has its work dir on its command
+    // line any more.
+    let work = text
+        .split("work dir: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no work dir: {text}"))
+        .to_owned();
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = processes_mentioning(&work);
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// Command lines of the running processes that contain `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !is_pid {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
 }
