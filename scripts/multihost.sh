@@ -4,12 +4,13 @@
 # namespace of its own, joined by veth pairs to a bridge in a fifth namespace, with CURVE on every
 # link (keys from `audit curve-keygen`, each server accepting only the engine's public key).
 #
-#   scripts/multihost.sh [--orders N] [--rate R] [--delays "0 1 50"]
+#   scripts/multihost.sh [--orders N] [--rate R] [--delays "0 1 50 150"]
 #
 # For each one-way delay D (ms; `tc netem` on the risk host's interface, so the risk round trip
-# grows by D: 0 = plain veth, 1 = LAN, 50 = WAN) it replays the same N orders at R orders/s through
+# grows by D: 0 = plain veth, 1 = LAN, 50 = WAN, 150 = past the 100 ms timeout; where the kernel has no sch_netem, a relay in the
+# risk host, scripts/delay_relay.py, holds the risk server's replies D ms instead) it replays the same N orders at R orders/s through
 # `engine replay --risk tcp://10.77.0.2:5555` and prints the report's figures (accepted, rejected,
-# risk batches, mean batch, timeouts, p50/p99 latency). After the last run, `audit tail` in the
+# risk batches, mean batch, timeouts, p50/p99 latency), with a fresh risk server per delay. After the last run, `audit tail` in the
 # audit namespace fetches the journal from `audit serve` over CURVE and checks its chain.
 #
 # Needs root (ip netns, tc). Without root it prints SKIP and exits 0 (exit 1 under CI=true).
@@ -22,13 +23,13 @@ cd "$(dirname "$0")/.."
 
 ORDERS=20000
 RATE=20000
-DELAYS="0 1 50"
+DELAYS="0 1 50 150"
 while [ $# -gt 0 ]; do
   case "$1" in
     --orders) ORDERS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --delays) DELAYS=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -97,24 +98,46 @@ cp "$K/engine.curve.pub" "$K/clients"   # every server lets in only the engine
 "$BIN/bench" gen --orders "$ORDERS" --accounts 16 --symbols 20 --seed 15 --out "$WORK/orders.bin" >/dev/null
 cp examples/limits.toml "$WORK/limits.toml"
 
-in_ns risk "$BIN/risk-server" --config "$WORK/limits.toml" --bind "tcp://${ADDR[risk]}:5555" \
-  --curve-key "$K/risk.curve" --curve-clients "$K/clients" >"$WORK/risk.out" 2>"$WORK/risk.err" &
-PIDS+=($!)
-sleep 0.5
-grep -q "listening on" "$WORK/risk.out" || { cat "$WORK/risk.err"; echo "risk-server did not start"; exit 1; }
+# A fresh risk server per case: one that had seen the orders of an earlier case would reject them
+# all as duplicate order ids.
+start_risk() {
+  in_ns risk "$BIN/risk-server" --config "$WORK/limits.toml" --bind "tcp://${ADDR[risk]}:5555" \
+    --curve-key "$K/risk.curve" --curve-clients "$K/clients" >"$WORK/risk.out" 2>"$WORK/risk.err" &
+  RISK=$!
+  PIDS+=($RISK)
+  for _ in $(seq 50); do grep -q "listening on" "$WORK/risk.out" && break; sleep 0.1; done
+  grep -q "listening on" "$WORK/risk.out" || { cat "$WORK/risk.err"; echo "risk-server did not start"; exit 1; }
+}
+stop_risk() { kill "$RISK" 2>/dev/null || true; wait "$RISK" 2>/dev/null || true; }
+start_risk
 echo "risk-server: $(head -n1 "$WORK/risk.out") (CURVE, client list)"
+stop_risk
 
 NETEM=1
 if ! in_ns risk tc qdisc add dev eth0 root netem delay 1ms 2>/dev/null; then
   NETEM=0
-  echo "note: tc netem is not available in this kernel (sch_netem): the delayed cases are skipped"
+  echo "note: tc netem is not available in this kernel (sch_netem): each delay is made by a relay in the risk host instead (scripts/delay_relay.py: the risk server's replies held D ms, as netem on its interface holds its packets)"
 fi
 in_ns risk tc qdisc del dev eth0 root 2>/dev/null || true
 for D in $DELAYS; do
   in_ns risk tc qdisc del dev eth0 root 2>/dev/null || true
+  RISK_PORT=5555
+  HOW=""
+  start_risk
   if [ "$D" != 0 ]; then
-    if [ "$NETEM" = 0 ]; then echo "delay $D ms: SKIP (no netem)"; continue; fi
-    in_ns risk tc qdisc add dev eth0 root netem delay "${D}ms"
+    if [ "$NETEM" = 1 ]; then
+      in_ns risk tc qdisc add dev eth0 root netem delay "${D}ms"
+      HOW=" (netem)"
+    else
+      in_ns risk python3 scripts/delay_relay.py "${ADDR[risk]}" 5556 "${ADDR[risk]}" 5555 "$D" \
+        >"$WORK/relay$D.out" 2>"$WORK/relay$D.err" &
+      RELAY=$!
+      PIDS+=($RELAY)
+      for _ in $(seq 50); do grep -q "relay ready" "$WORK/relay$D.out" && break; sleep 0.1; done
+      grep -q "relay ready" "$WORK/relay$D.out" || { cat "$WORK/relay$D.err"; echo "delay relay did not start"; exit 1; }
+      RISK_PORT=5556
+      HOW=" (relay)"
+    fi
   fi
   rm -rf "$WORK/journal"
   in_ns sink "$BIN/bench" sink --bind "tcp://${ADDR[sink]}:5600" --curve-key "$K/sink.curve" \
@@ -126,18 +149,24 @@ for D in $DELAYS; do
   start=$(date +%s.%N)
   in_ns engine "$BIN/engine" replay "$WORK/orders.bin" --rate "$RATE" --no-progress \
     --journal "$WORK/journal" --fresh --report "$WORK/r$D.json" \
-    --risk "tcp://${ADDR[risk]}:5555" --risk-server-key "$K/risk.curve.pub" --curve-key "$K/engine.curve" \
+    --risk "tcp://${ADDR[risk]}:$RISK_PORT" --risk-server-key "$K/risk.curve.pub" --curve-key "$K/engine.curve" \
     --out "tcp://${ADDR[sink]}:5600" --egress-server-key "$K/sink.curve.pub" \
     >"$WORK/engine$D.out" 2>"$WORK/engine$D.err" || { cat "$WORK/engine$D.err"; exit 1; }
   end=$(date +%s.%N)
   D_LAST=$D
   wait "$SINK" || true
-  python3 - "$WORK/r$D.json" "$D" "$start" "$end" "$WORK/sink$D.json" <<'EOF'
+  if [ -n "${RELAY:-}" ]; then
+    kill "$RELAY" 2>/dev/null || true
+    wait "$RELAY" 2>/dev/null || true
+    RELAY=""
+  fi
+  stop_risk
+  python3 - "$WORK/r$D.json" "$D" "$start" "$end" "$WORK/sink$D.json" "$HOW" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 sink = json.load(open(sys.argv[5]))
 risk, lat = r["risk"], r["latency_us"]
-print(f"delay {sys.argv[2]:>3} ms: orders {r['orders']}, accepted {r['accepted']}, rejected {r['rejected']}, "
+print(f"delay {sys.argv[2]:>3} ms{sys.argv[6]}: orders {r['orders']}, accepted {r['accepted']}, rejected {r['rejected']}, "
       f"risk batches {risk['batches']}, mean batch {risk['mean_batch']:.1f}, timeouts {risk['timeouts']}, "
       f"max wait {risk['wait_max_us']/1000:.1f} ms, p50 {lat['p50']/1000:.2f} ms, p99 {lat['p99']/1000:.2f} ms, "
       f"throughput {r['throughput_per_s']:.0f}/s, wall {float(sys.argv[4]) - float(sys.argv[3]):.1f} s; "

@@ -36,7 +36,9 @@ fn multihost_rehearsal_runs_over_curve_in_network_namespaces() {
     let out = run_with_timeout(
         Command::new("bash")
             .arg(&script)
-            .args(["--orders", "3000", "--rate", "10000", "--delays", "0"])
+            .args([
+                "--orders", "3000", "--rate", "10000", "--delays", "0 50 150",
+            ])
             .env("BIN", &bin),
         Duration::from_secs(120),
     );
@@ -70,6 +72,36 @@ fn multihost_rehearsal_runs_over_curve_in_network_namespaces() {
     assert!(
         line.contains(&format!("sink (CURVE): {accepted} orders, 0 duplicates")),
         "{line}"
+    );
+    // 50 ms one way (netem, or the relay where the kernel has none): inside the 100 ms
+    // timeout, the same verdicts, larger batches. 150 ms: every batch times out within the
+    // deadline and every order is rejected.
+    let figure = |line: &str, key: &str| -> f64 {
+        line.split(&format!("{key} "))
+            .nth(1)
+            .and_then(|s| s.split([',', ' ']).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    let at = |d: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("delay {d:>3} ms")))
+            .unwrap_or_else(|| panic!("no {d} ms line: {text}"))
+            .to_owned()
+    };
+    let (wan, late) = (at("50"), at("150"));
+    assert_eq!(figure(&wan, "accepted") as u64, accepted, "{wan}");
+    assert_eq!(figure(&wan, "timeouts"), 0.0, "{wan}");
+    assert!(
+        figure(&wan, "mean batch") > figure(line, "mean batch"),
+        "batches grow with the round trip: {line} / {wan}"
+    );
+    assert_eq!(figure(&late, "accepted"), 0.0, "{late}");
+    assert_eq!(figure(&late, "rejected"), 3000.0, "{late}");
+    assert!(figure(&late, "timeouts") > 0.0, "{late}");
+    assert!(
+        figure(&late, "max wait") < 150.0,
+        "no wait much past the 100 ms timeout: {late}"
     );
     assert!(
         text.contains("chain verified to record 3000"),
