@@ -225,6 +225,8 @@ pub fn file_map(file: &AccountNames, table: &AccountNames) -> anyhow::Result<Opt
 pub struct IngressNames {
     table: AccountNames,
     tx: std::sync::mpsc::Sender<Vec<u8>>,
+    /// A remote risk client's feed ([`risk::RiskClient::feed_names_from`]), if there is one.
+    risk_tx: Option<std::sync::mpsc::Sender<(u32, String)>>,
 }
 
 /// The journal stage's end of [`IngressNames`]: the kind-4 records of names interned by the
@@ -235,10 +237,23 @@ pub struct NamesInbox(pub std::sync::mpsc::Receiver<Vec<u8>>);
 /// Splits the table (with its capacity) between the ingress and the journal stage.
 pub fn ingress_channel(table: AccountNames) -> (IngressNames, NamesInbox) {
     let (tx, rx) = std::sync::mpsc::channel();
-    (IngressNames { table, tx }, NamesInbox(rx))
+    (
+        IngressNames {
+            table,
+            tx,
+            risk_tx: None,
+        },
+        NamesInbox(rx),
+    )
 }
 
 impl IngressNames {
+    /// New names also go to `tx` (a remote risk client, which sends them to its server
+    /// before the batch holding the first order that uses them).
+    pub fn also_to_risk(&mut self, tx: std::sync::mpsc::Sender<(u32, String)>) {
+        self.risk_tx = Some(tx);
+    }
+
     /// The id of `name`, interning it (and sending its record) when new; a bad name or a full
     /// table is an error for the order (counted and logged as a bad message, never reused).
     pub fn id_of(&mut self, name: &str) -> Result<u32, String> {
@@ -250,6 +265,11 @@ impl IngressNames {
             .table
             .record_of(id)
             .ok_or_else(|| "a name just interned has no id".to_owned())?;
+        if let Some(risk) = &self.risk_tx {
+            // Before the order is pushed, like the record: the risk stage takes it before
+            // the batch that holds the order. A client gone means the pipeline is stopping.
+            let _ = risk.send((id, name.to_owned()));
+        }
         self.tx
             .send(payload)
             .map_err(|_| "the journal stage has stopped".to_owned())?;

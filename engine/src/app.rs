@@ -394,8 +394,9 @@ fn connect_risk(
 /// "Account names"). Nothing is sent for an empty table. A server that refuses them (a
 /// conflicting binding: another engine's table) stops the start; an older server that does not
 /// know the request gets a warning (it has no limits keyed by name: it would have refused the
-/// file). Names interned later by `engine run` are not sent: such a server refuses their
-/// orders `unknown-account` while it has limits keyed by a name it cannot bind.
+/// file). The client keeps the table: names `engine run` interns later go to the current
+/// server before the first batch that uses them, and a reconnect sends the whole table again
+/// ([`risk::RiskClient::learn_names`]).
 fn send_account_names(
     client: &mut risk::RiskClient,
     endpoints: &[String],
@@ -406,14 +407,22 @@ fn send_account_names(
         return Ok(());
     }
     let names: Vec<(u32, &str)> = table.iter().collect();
+    // The client keeps its servers in step with the table from here on (a reconnect, names
+    // interned later).
+    let owned: Vec<(u32, String)> = names.iter().map(|(i, n)| (*i, (*n).to_owned())).collect();
+    client.learn_names(&owned);
     let wait = timeout.max(Duration::from_millis(RISK_HELLO_WAIT_MS));
     for ep in endpoints {
         match client.send_account_names(ep, &names, wait) {
-            Ok(()) => tracing::info!(
-                "risk service {ep}: sent the account name table ({} names)",
-                names.len()
-            ),
+            Ok(()) => {
+                client.names_held(ep, names.len());
+                tracing::info!(
+                    "risk service {ep}: sent the account name table ({} names)",
+                    names.len()
+                )
+            }
             Err(risk::RiskError::Names { text, .. }) if text.starts_with("unsupported-type") => {
+                client.names_held(ep, names.len());
                 tracing::warn!(
                     "risk service {ep} does not take account names (an older risk-server): \
                      orders of named accounts get its [defaults]"
@@ -1484,7 +1493,7 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Links {
-        gate,
+        mut gate,
         embedded,
         egress,
         stop,
@@ -1537,8 +1546,14 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let watch = crate::downstream_watch::start_for(&cfg.egress, &metrics)?;
     // JSON orders may name their account: the ingress interns new names and the journal
     // stage records them before the decisions that use them (crate::account_names).
-    let (names, inbox) =
+    let (mut names, inbox) =
         crate::account_names::ingress_channel(std::mem::take(&mut opened.account_names));
+    if let Gate::Client(client) = &mut gate {
+        // A remote server learns the names interned from here on before their first batch.
+        let (tx, rx) = std::sync::mpsc::channel();
+        names.also_to_risk(tx);
+        client.feed_names_from(rx);
+    }
     let mut log = opened.log;
     log.names_inbox = Some(inbox);
     let result = pipeline::run(

@@ -556,6 +556,119 @@ fn engine_run_takes_json_orders_with_account_names() {
     assert!(text.contains("account_name=NEW"), "{text}");
 }
 
+/// `engine run` with a remote risk-server whose limits are keyed by name, on a fresh journal:
+/// no name is known at start-up, so none is sent then; each name interned from a JSON order
+/// reaches the server before the batch that holds the order, and the server applies ACC12's
+/// limit (max_order_qty 10) to it instead of refusing it `unknown-account`. A second engine
+/// run on the same journal (table sent at start-up) against a restarted server adds a name
+/// later too.
+#[test]
+fn engine_run_sends_names_interned_later_to_a_remote_risk_server() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = tmp.path().join("journal");
+    let limits = tmp.path().join("limits.toml");
+    std::fs::write(&limits, LIMITS).unwrap();
+    let ctx = zmq::Context::new();
+    let pull = ctx.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let downstream = pull.get_last_endpoint().unwrap().unwrap();
+    let run = |endpoint: &str, orders: &[(&str, u64)], expect_accepted: usize| {
+        let config = tmp.path().join("engine.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[ingress]\nbind = \"tcp://127.0.0.1:*\"\n[risk]\nmode = \"remote\"\n\
+                 endpoints = [\"{endpoint}\"]\n[journal]\ndir = \"{}\"\n\
+                 [egress]\nconnect = \"{downstream}\"\nformat = \"json\"\n",
+                journal.display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(engine_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let line = wait_for_line(&stderr, "ingress bound to ", LIMIT);
+        let ingress = line
+            .split("ingress bound to ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let push = ctx.socket(zmq::PUSH).unwrap();
+        push.connect(&ingress).unwrap();
+        for (account, qty) in orders {
+            let msg = format!(
+                r#"{{"account":"{account}","symbol":"S0001","side":"BUY","quantity":{qty},"price":10.5}}"#
+            );
+            push.send(msg.as_str(), 0).unwrap();
+            // One order per batch, so that a name's first order is not alone in proving it.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let t = std::time::Instant::now();
+        let mut got = 0;
+        while got < expect_accepted {
+            assert!(t.elapsed() < LIMIT, "egress stalled at {got}");
+            if pull.poll(zmq::POLLIN, 100).unwrap() > 0 {
+                pull.recv_bytes(0).unwrap();
+                got += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        assert!(child.wait().unwrap().success());
+    };
+    let decided = || -> Vec<(u32, orders::Reason)> {
+        records(&journal)
+            .iter()
+            .filter(|r| r.kind == audit::KIND_DECISION)
+            .map(|r| {
+                let d = orders::decode_decision(&r.payload).unwrap();
+                (d.order.account, d.reason)
+            })
+            .collect()
+    };
+    use orders::Reason::{Accepted, MaxQty};
+
+    let server = RiskServer::start(&limits);
+    run(
+        &server.endpoint,
+        &[("ACC11", 50), ("ACC12", 5), ("ACC12", 50), ("ACC11", 2)],
+        3,
+    );
+    audit_verify(&journal);
+    let names = names_bound_before_use(&journal);
+    assert_eq!(
+        decided(),
+        [
+            (names["ACC11"], Accepted),
+            (names["ACC12"], Accepted),
+            (names["ACC12"], MaxQty),
+            (names["ACC11"], Accepted),
+        ]
+    );
+    drop(server);
+
+    // A restarted server: the table goes at start-up, a new name later.
+    let server = RiskServer::start(&limits);
+    run(&server.endpoint, &[("desk-9", 20), ("ACC12", 20)], 1);
+    audit_verify(&journal);
+    let names = names_bound_before_use(&journal);
+    let all = decided();
+    assert_eq!(
+        all[4..],
+        [(names["desk-9"], Accepted), (names["ACC12"], MaxQty)]
+    );
+}
+
 /// A crash in the middle of a segment's prologue leaves the last segment with part of the
 /// table: recovery sees it from `table_len`, reads every record for the table instead, and
 /// says so; the names keep their ids.

@@ -128,6 +128,13 @@ pub struct RiskClient {
     replied_orders: u32,
     /// Why the last `Refused` batch was refused (the server's text).
     refusal: String,
+    /// The engine's account-name table as this client knows it (ids in order from
+    /// `orders::NAMED_ACCOUNT_BASE`), for the servers that must learn it.
+    names: Vec<(u32, String)>,
+    /// Per endpoint: how many of `names` it is known to hold (0 again after a reconnect).
+    names_known: Vec<usize>,
+    /// Names interned after start-up (`engine run`'s ingress), taken before each batch.
+    names_feed: Option<std::sync::mpsc::Receiver<(u32, String)>>,
 }
 
 impl std::fmt::Debug for RiskClient {
@@ -230,7 +237,80 @@ impl RiskClient {
             replied_through: 0,
             replied_orders: 0,
             refusal: String::new(),
+            names: Vec::new(),
+            names_known: vec![0; endpoints.len()],
+            names_feed: None,
         })
+    }
+
+    /// Adds `names` (the next ids of the engine's account-name table, in order) to the table
+    /// this client keeps its servers in step with: before its next batch to an endpoint that
+    /// does not hold them all, it sends them ([`RiskClient::send_account_names`]) under that
+    /// batch's deadline.
+    pub fn learn_names(&mut self, names: &[(u32, String)]) {
+        self.names.extend_from_slice(names);
+    }
+
+    /// Records that `endpoint` holds the first `count` names of the table (sent at start-up).
+    pub fn names_held(&mut self, endpoint: &str, count: usize) {
+        if let Some(i) = self.endpoints.iter().position(|e| e == endpoint) {
+            self.names_known[i] = count.min(self.names.len());
+        }
+    }
+
+    /// Names interned later arrive on `feed` (from the engine's ingress, each sent before the
+    /// order that uses it): taken before every batch, so a server learns a name before the
+    /// first batch that holds an order of it.
+    pub fn feed_names_from(&mut self, feed: std::sync::mpsc::Receiver<(u32, String)>) {
+        self.names_feed = Some(feed);
+    }
+
+    /// Sends the current endpoint the names it lacks, within `deadline`; `Err` holds the
+    /// batch's outcome when they could not be sent (the batch is then not sent: a server
+    /// without the names would refuse those orders `unknown-account`).
+    fn sync_names(&mut self, deadline: Instant, out: &mut [Reason]) -> Result<(), BatchOutcome> {
+        let i = self.current;
+        let from = self.names_known[i];
+        let endpoint = self.endpoints[i].clone();
+        let table = std::mem::take(&mut self.names);
+        let send = |client: &mut RiskClient, from: usize| {
+            let refs: Vec<(u32, &str)> = table[from..]
+                .iter()
+                .map(|(id, n)| (*id, n.as_str()))
+                .collect();
+            let wait = deadline.saturating_duration_since(Instant::now());
+            client.send_account_names(&endpoint, &refs, wait)
+        };
+        let mut result = send(self, from);
+        if result.is_err() && from > 0 && Instant::now() < deadline {
+            // The server may have restarted and lost the first names: the whole table.
+            result = send(self, 0);
+        }
+        let n = table.len();
+        self.names = table;
+        match result {
+            Ok(()) => {
+                self.names_known[i] = n;
+                Ok(())
+            }
+            Err(RiskError::Names { text, .. }) if text.starts_with("unsupported-type") => {
+                // An older server: it has no limits keyed by name. Do not ask again.
+                self.names_known[i] = n;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "risk service {endpoint}: could not send {} account name(s): {e}; the \
+                     batch is not sent",
+                    n.saturating_sub(from)
+                );
+                if Instant::now() >= deadline {
+                    Err(self.timed_out(out, None))
+                } else {
+                    Err(self.failed(out))
+                }
+            }
+        }
     }
 
     /// A hello to endpoint `endpoint` (one of those given at connect; blocking, at most
@@ -469,6 +549,16 @@ impl RiskClient {
             match open_socket(&self.ctx, &self.endpoints[self.current], &self.auth) {
                 Ok(s) => self.socket = Some(s),
                 Err(_) => return BatchPoll::Ready(self.failed(out)),
+            }
+        }
+        if let Some(feed) = &self.names_feed {
+            while let Ok(name) = feed.try_recv() {
+                self.names.push(name);
+            }
+        }
+        if self.names_known[self.current] < self.names.len() {
+            if let Err(outcome) = self.sync_names(deadline, out) {
+                return BatchPoll::Ready(outcome);
             }
         }
         // Batches given up on at this endpoint first: void them (same deadline). The void
@@ -717,6 +807,8 @@ impl RiskClient {
     /// A socket error: the REQ state machine may be stuck, so start over on the same endpoint.
     fn reset_failed(&mut self, out: &mut [Reason]) -> BatchOutcome {
         self.socket = open_socket(&self.ctx, &self.endpoints[self.current], &self.auth).ok();
+        // A new connection may reach a restarted server: send it the whole name table.
+        self.names_known[self.current] = 0;
         self.failed(out)
     }
 
@@ -736,6 +828,8 @@ impl RiskClient {
         }
         // If this fails (context terminated), the next batch tries again and fails fast.
         self.socket = open_socket(&self.ctx, &self.endpoints[self.current], &self.auth).ok();
+        // A new connection may reach a restarted server: send it the whole name table.
+        self.names_known[self.current] = 0;
         BatchOutcome::TimedOut
     }
 }
