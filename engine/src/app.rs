@@ -1548,8 +1548,9 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // stage records them before the decisions that use them (crate::account_names).
     let (mut names, inbox) =
         crate::account_names::ingress_channel(std::mem::take(&mut opened.account_names));
-    if let Gate::Client(client) = &mut gate {
-        // A remote server learns the names interned from here on before their first batch.
+    if let (Gate::Client(client), None) = (&mut gate, &embedded) {
+        // A remote server learns the names interned from here on before their first batch
+        // (an embedded one checks with limits the engine bound to its table at start-up).
         let (tx, rx) = std::sync::mpsc::channel();
         names.also_to_risk(tx);
         client.feed_names_from(rx);
