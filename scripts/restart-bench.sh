@@ -12,7 +12,7 @@
 # Lines printed per run: the engine's `recovered … in … ms` (journal + risk state), `read
 # orders …` (the binary input from the resume point), `restart: ready … after … ms` (the
 # restart time: command start to the pipeline taking its first order), and the wall time of
-# the whole process (which adds the exit: freeing the risk state's tables).
+# the whole process (which adds the exit: freeing the risk state's tables) with its CPU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/cargo-bins.sh
@@ -43,7 +43,7 @@ for n in 1000000 20000000; do
 done
 for i in $(seq 1 "$runs"); do
   for n in 1000000 20000000; do
-    /usr/bin/time -f "$n run $i: wall %e s, max rss %M KB" \
+    /usr/bin/time -f "$n run $i: wall %e s, cpu %U s user + %S s sys, max rss %M KB" \
       "$BIN/engine" replay "$work/$flow-$n.bin" --resume --rate max --risk inline --out none \
         --journal "$work/j-$flow-$n" --no-progress --report /dev/null 2>&1 |
       grep -E "recovered|read orders|restart: ready|wall" | sed 's/ records, [0-9]* segment.*risk state/ records; risk state/'

@@ -506,6 +506,7 @@ movable_kthreads_on_cores() {
 
 check_kthreads() {
   local lines n first
+  local -a f
   lines=$(movable_kthreads_on_cores)
   n=$(grep -c . <<<"$lines" || true)
   if [[ $n -eq 0 ]]; then

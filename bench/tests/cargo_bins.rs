@@ -114,6 +114,38 @@ fn no_script_hard_codes_the_target_directory() {
             }
         }
     }
+    // Nor does a command the docs tell a reader to run.
+    let mut docs = vec![root().join("README.md")];
+    let mut dirs = vec![root().join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                docs.push(p);
+            }
+        }
+    }
+    assert!(docs.len() >= 10, "{docs:?}");
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for (i, l) in text.lines().enumerate() {
+            for fixed in [
+                "target/release",
+                "target/debug",
+                "CARGO_TARGET_DIR/release",
+                "CARGO_TARGET_DIR/debug",
+            ] {
+                assert!(
+                    !l.contains(fixed),
+                    "{}:{}: names {fixed}: {l}",
+                    doc.display(),
+                    i + 1
+                );
+            }
+        }
+    }
     for script in [
         "bench.sh",
         "audit-crash-loop.sh",
