@@ -421,7 +421,6 @@ fn a_remote_risk_server_learns_the_table_and_applies_limits_by_name() {
 /// as a bad message, never reusing an id).
 #[test]
 fn engine_run_takes_json_orders_with_account_names() {
-    use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();
     let journal = tmp.path().join("journal");
     let limits = tmp.path().join("limits.toml");
@@ -443,24 +442,7 @@ fn engine_run_takes_json_orders_with_account_names() {
     )
     .unwrap();
     let run = |orders: &[(&str, u64)], expect_accepted: usize| {
-        let mut child = Command::new(engine_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let line = wait_for_line(&stderr, "ingress bound to ", LIMIT);
-        let ingress = line
-            .split("ingress bound to ")
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let (child, stderr, ingress) = start_engine_run(&config, LIMIT);
         let push = ctx.socket(zmq::PUSH).unwrap();
         push.connect(&ingress).unwrap();
         for (account, qty) in orders {
@@ -474,19 +456,7 @@ fn engine_run_takes_json_orders_with_account_names() {
             );
             push.send(msg.as_str(), 0).unwrap();
         }
-        let t = std::time::Instant::now();
-        let mut got = 0;
-        while got < expect_accepted {
-            assert!(t.elapsed() < LIMIT, "egress stalled at {got}");
-            if pull.poll(zmq::POLLIN, 100).unwrap() > 0 {
-                pull.recv_bytes(0).unwrap();
-                got += 1;
-            }
-        }
-        // Let the refused ones be decided too, then stop cleanly.
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&child, nix::sys::signal::Signal::SIGTERM);
-        assert!(child.wait().unwrap().success());
+        receive_then_stop(&pull, child, expect_accepted);
         stderr.iter().collect::<Vec<String>>()
     };
 
@@ -564,7 +534,6 @@ fn engine_run_takes_json_orders_with_account_names() {
 /// later too.
 #[test]
 fn engine_run_sends_names_interned_later_to_a_remote_risk_server() {
-    use std::process::Stdio;
     let tmp = tempfile::tempdir().unwrap();
     let journal = tmp.path().join("journal");
     let limits = tmp.path().join("limits.toml");
@@ -585,24 +554,8 @@ fn engine_run_sends_names_interned_later_to_a_remote_risk_server() {
             ),
         )
         .unwrap();
-        let mut child = Command::new(engine_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let line = wait_for_line(&stderr, "ingress bound to ", LIMIT);
-        let ingress = line
-            .split("ingress bound to ")
-            .nth(1)
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        // `_stderr` keeps the reader of the engine's log alive (its pipe never fills).
+        let (child, _stderr, ingress) = start_engine_run(&config, LIMIT);
         let push = ctx.socket(zmq::PUSH).unwrap();
         push.connect(&ingress).unwrap();
         for (account, qty) in orders {
@@ -613,18 +566,7 @@ fn engine_run_sends_names_interned_later_to_a_remote_risk_server() {
             // One order per batch, so that a name's first order is not alone in proving it.
             std::thread::sleep(Duration::from_millis(20));
         }
-        let t = std::time::Instant::now();
-        let mut got = 0;
-        while got < expect_accepted {
-            assert!(t.elapsed() < LIMIT, "egress stalled at {got}");
-            if pull.poll(zmq::POLLIN, 100).unwrap() > 0 {
-                pull.recv_bytes(0).unwrap();
-                got += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&child, nix::sys::signal::Signal::SIGTERM);
-        assert!(child.wait().unwrap().success());
+        receive_then_stop(&pull, child, expect_accepted);
     };
     let decided = || -> Vec<(u32, orders::Reason)> {
         records(&journal)
@@ -743,4 +685,21 @@ fn a_partial_prologue_falls_back_to_reading_every_record() {
         r.warnings
     );
     assert_eq!(r.account_names, table);
+}
+
+/// Takes `accepted` messages from `pull` (failing after `LIMIT`), lets the refused orders be
+/// decided too, then stops `engine run` with SIGTERM and checks it exits cleanly.
+fn receive_then_stop(pull: &zmq::Socket, mut child: std::process::Child, accepted: usize) {
+    let t = std::time::Instant::now();
+    let mut got = 0;
+    while got < accepted {
+        assert!(t.elapsed() < LIMIT, "egress stalled at {got}");
+        if pull.poll(zmq::POLLIN, 100).unwrap() > 0 {
+            pull.recv_bytes(0).unwrap();
+            got += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().unwrap().success());
 }

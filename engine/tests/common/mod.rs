@@ -293,6 +293,30 @@ macro_rules! in_each_threading_mode {
 }
 
 /// Sends a signal to a child.
+/// `engine run --config CONFIG`, its stderr read line by line: the child, those lines, and the
+/// endpoint its ingress bound (from its `ingress bound to ENDPOINT; …` line, within `limit`).
+pub fn start_engine_run(config: &Path, limit: Duration) -> (Child, mpsc::Receiver<String>, String) {
+    let mut child = Command::new(engine_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let line = wait_for_line(&stderr, "ingress bound to ", limit);
+    let ingress = line
+        .split("ingress bound to ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (child, stderr, ingress)
+}
+
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
