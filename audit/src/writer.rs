@@ -283,6 +283,9 @@ pub struct Writer {
     prologue: Vec<(u16, Vec<u8>)>,
     /// Bytes the prologue takes in a segment.
     prologue_bytes: usize,
+    /// CPUs the spare-segment thread runs on ([`Writer::set_background_cpus`]); empty: those
+    /// of the thread that appends (a thread inherits its creator's affinity mask).
+    background_cpus: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -443,6 +446,7 @@ impl Writer {
             lock,
             prologue: Vec::new(),
             prologue_bytes: 0,
+            background_cpus: Vec::new(),
         };
         Ok((writer, recovery))
     }
@@ -588,7 +592,12 @@ impl Writer {
         if !self.spare_started && seg.write_off > seg.map.len() / 2 {
             self.spare_started = true;
             // Half full: prepare the next segment in the background (once per segment).
-            self.spare = spawn_spare(&self.dir, self.segment_size_bytes, self.durability.syncs());
+            self.spare = spawn_spare(
+                &self.dir,
+                self.segment_size_bytes,
+                self.durability.syncs(),
+                &self.background_cpus,
+            );
         }
 
         match self.durability {
@@ -627,6 +636,15 @@ impl Writer {
         let capacity = self.segment_size_bytes as usize - SEGMENT_HEADER_LEN_BYTES;
         let by_segment = capacity - RECORD_HEADER_LEN_BYTES - HASH_LEN_BYTES;
         (by_segment / RECORD_ALIGN_BYTES * RECORD_ALIGN_BYTES).min(PAYLOAD_LEN_BYTES_MAX as usize)
+    }
+
+    /// Runs the background work of later appends (the thread that prepares the next segment,
+    /// zero-filling tens of MiB) on `cpus`; empty: on the appending thread's own CPUs, which
+    /// a new thread inherits. A caller whose appending thread spins pinned on a core gives the
+    /// process's other cores here, or the preparer would take that core's time slices from it
+    /// (milliseconds per segment). Applies from the next spare on.
+    pub fn set_background_cpus(&mut self, cpus: Vec<usize>) {
+        self.background_cpus = cpus;
     }
 
     /// The sequence number the next append gets.
@@ -1179,15 +1197,39 @@ struct Spare {
 
 /// Prepares the next segment on a background thread while the current one fills; `None`
 /// when no thread can be started (the roll-over then makes the segment itself).
-fn spawn_spare(dir: &Path, size: u64, durable: bool) -> Option<Spare> {
+/// With `cpus` non-empty the thread first moves itself onto those CPUs.
+fn spawn_spare(dir: &Path, size: u64, durable: bool, cpus: &[usize]) -> Option<Spare> {
     let tmp = dir.join(SPARE_SEGMENT_FILE_NAME);
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
+    let cpus = cpus.to_vec();
     let handle = std::thread::Builder::new()
-        .name("audit-spare".into())
-        .spawn(move || prepare_blank(tmp, size, durable, Some(&stop)))
+        .name(SPARE_THREAD_NAME.into())
+        .spawn(move || {
+            if !cpus.is_empty() {
+                if let Err(e) = set_own_affinity(&cpus) {
+                    tracing::warn!(
+                        "the spare-segment thread stays on its creator's CPUs ({e}); it may \
+                         take time from a pinned thread"
+                    );
+                }
+            }
+            prepare_blank(tmp, size, durable, Some(&stop))
+        })
         .ok()?;
     Some(Spare { handle, cancel })
+}
+
+/// Name of the thread that prepares the next segment.
+pub const SPARE_THREAD_NAME: &str = "audit-spare";
+
+/// Sets the calling thread's affinity mask to `cpus`.
+fn set_own_affinity(cpus: &[usize]) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &c in cpus {
+        set.set(c)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
 }
 
 /// Gives a blank segment its header and its name (`first_seq`), then maps it. The header is

@@ -139,6 +139,26 @@ fn record_error(errors: &Errors, stage: StageId, e: &StageError, stop: &AtomicBo
     }
 }
 
+/// CPUs for the journal's background threads when the journal stage runs pinned on `core`:
+/// the affinity mask (`mask`) without any pinned stage's core (`pinned`), or without `core` alone when
+/// that leaves nothing; empty (no change) when the journal stage is not pinned or the mask has
+/// no other CPU. A thread inherits its creator's mask, so without this the segment preparer
+/// would run on the pinned core and take its time slices (issue 12: stalls of 4–15 ms).
+fn background_cpus(core: Option<usize>, pinned: &[Option<usize>], mask: Vec<usize>) -> Vec<usize> {
+    let Some(core) = core else {
+        return Vec::new();
+    };
+    let free: Vec<usize> = mask
+        .iter()
+        .copied()
+        .filter(|c| !pinned.contains(&Some(*c)))
+        .collect();
+    if !free.is_empty() {
+        return free;
+    }
+    mask.into_iter().filter(|&c| c != core).collect()
+}
+
 /// Thread set-up common to all stages: pinning and a fine timer slack.
 fn prepare_thread(stage: &str, core: Option<usize>) {
     if let Some(id) = core {
@@ -305,8 +325,17 @@ where
             (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
         let recorder = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
         let (core, mut idle) = (st.cores.journal, stage_idle(StageId::Journal));
+        let background = background_cpus(
+            core,
+            &StageId::ALL.map(|s| *st.cores.get(s)),
+            threading::affinity_mask_ids(),
+        );
+        let mut log = log;
         spawn(StageId::Journal, move || {
             prepare_thread(StageId::Journal.as_str(), core);
+            if !background.is_empty() {
+                log.keep_background_threads_on(&background);
+            }
             let links = journal_links.recv().unwrap_or_default();
             let mut s = JournalStage::new(log, b_rx, c_tx, max_batch, clock, metrics, recorder);
             if let Err(e) = run_linked(&mut s, &mut idle, &clock, &links) {
@@ -597,6 +626,7 @@ where
     let accepted_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
     let rejected_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
     let out_format = opts.out_format;
+    let mut log = log;
     let handle = {
         let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
         std::thread::Builder::new()
@@ -609,6 +639,9 @@ where
                             "could not keep the other threads off the spinning thread's core: {e}"
                         );
                     }
+                }
+                if core.is_some() && !others.is_empty() {
+                    log.keep_background_threads_on(&others);
                 }
                 let mut ingress = Some(AnyIngress::new(
                     ingress,
@@ -844,6 +877,23 @@ mod tests {
     use crate::stages::risk::GateOutcome;
     use crate::threading::ThreadingKind;
     use orders::{decode_decision, Order, Reason, Symbol};
+
+    /// The journal's background threads go where no pinned stage runs; when every CPU of the
+    /// mask is pinned, anywhere but the journal stage's own core; unpinned, nowhere special.
+    #[test]
+    fn background_cpus_avoid_pinned_cores() {
+        assert!(background_cpus(None, &[None; 4], vec![0, 1]).is_empty());
+        // Shared thread pinned on 1 of 0-1.
+        assert_eq!(background_cpus(Some(1), &[Some(1)], vec![0, 1]), [0]);
+        // Dedicated on 0-5, stages on 2,3,4,5: the journal's helpers on 0-1.
+        let pins = [Some(2), Some(3), Some(4), Some(5)];
+        assert_eq!(background_cpus(Some(4), &pins, (0..6).collect()), [0, 1]);
+        // Every CPU pinned: off the journal's core at least.
+        let pins = [Some(0), Some(1), Some(2), Some(3)];
+        assert_eq!(background_cpus(Some(2), &pins, vec![0, 1, 2, 3]), [0, 1, 3]);
+        // A one-CPU mask: nothing to move to.
+        assert!(background_cpus(Some(0), &[Some(0)], vec![0]).is_empty());
+    }
 
     /// Rejects every 5th order (max-qty), accepts the rest; optionally slow.
     struct Gate {

@@ -45,6 +45,9 @@ pub trait DecisionLog: Send {
     fn record_names(&mut self) -> Result<(), StageError> {
         Ok(())
     }
+    /// Runs the log's background threads (the next segment's preparer) on `cpus` rather than
+    /// on the appending thread's core: called when that thread is pinned.
+    fn keep_background_threads_on(&mut self, _cpus: &[usize]) {}
 }
 
 /// The real decision log: the audit journal writer and its optional live publisher.
@@ -265,6 +268,10 @@ impl DecisionLog for AuditLog {
             }
         }
         Ok(a.seq)
+    }
+
+    fn keep_background_threads_on(&mut self, cpus: &[usize]) {
+        self.writer.set_background_cpus(cpus.to_vec());
     }
 
     fn record_names(&mut self) -> Result<(), StageError> {
