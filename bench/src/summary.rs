@@ -269,6 +269,12 @@ fn baseline_at<'a>(rows: &'a [Row], rate: &RateClass) -> Option<&'a Row> {
     rows.iter().find(|r| r.report.baseline && &r.rate == rate)
 }
 
+/// The baseline at `--rate max`: one order at a time, so its latency has no queue in it.
+fn baseline_unqueued(rows: &[Row]) -> Option<&Row> {
+    rows.iter()
+        .find(|r| r.report.baseline && r.rate == RateClass::Max)
+}
+
 /// Checks one target against the rows of a run.
 fn verdict(t: &Target, rows: &[Row]) -> Verdict {
     let Some(row) = find(rows, t.scenario) else {
@@ -286,12 +292,35 @@ fn verdict(t: &Target, rows: &[Row]) -> Verdict {
                     t.scenario
                 ));
             };
+            // A baseline that fell behind its rate measured its own queue: a ratio to that
+            // flatters anything. Compare with its latency where it queues nothing instead: at
+            // --rate max it sends one order at a time, so each order's latency is its own.
+            let (base, note) = if base.fell_behind().is_some() {
+                let Some(unqueued) = baseline_unqueued(rows) else {
+                    return Verdict::NoData(format!(
+                        "{} fell behind its rate, and no baseline ran at --rate max to compare \
+                         with",
+                        base.name
+                    ));
+                };
+                (
+                    unqueued,
+                    format!(
+                        " ({} fell behind its rate: compared with the baseline's unqueued \
+                         latency, one order at a time at --rate max)",
+                        base.name
+                    ),
+                )
+            } else {
+                (base, String::new())
+            };
             let b = t.figure.of(&base.report);
             let ratio = if b > 0.0 { v / b } else { f64::INFINITY };
-            let mut text = format!("{shown} = {ratio:.2}× {} {}", base.name, t.figure.fmt(b));
-            if base.fell_behind().is_some() {
-                text.push_str(" (the baseline fell behind its rate)");
-            }
+            let text = format!(
+                "{shown} = {ratio:.2}× {} {}{note}",
+                base.name,
+                t.figure.fmt(b)
+            );
             (ratio <= k, text)
         }
         Bound::AtLeastOf(other, k) => {
@@ -485,10 +514,11 @@ pub fn summarize(dir: &std::path::Path) -> anyhow::Result<String> {
         out,
         "Targets (docs/results.md; threading auto unless a scenario names a mode; ratios within this run)"
     );
-    let _ = writeln!(out, "{:<56}{:<52}verdict", "target", "measured");
+    let _ = writeln!(out, "{:<56}{:<51} verdict", "target", "measured");
     for t in &TARGETS {
         let (measured, verdict) = verdict(t, &rows).columns();
-        let _ = writeln!(out, "{:<56}{:<52}{}", describe(t), measured, verdict);
+        // A long measurement still leaves a space before its verdict.
+        let _ = writeln!(out, "{:<56}{:<51} {}", describe(t), measured, verdict);
     }
     Ok(out)
 }
@@ -694,7 +724,54 @@ mod tests {
             "{row}"
         );
         let t = line(&s, "tcp-10k-auto p50");
-        assert!(t.contains("the baseline fell behind its rate"), "{t}");
+        assert!(
+            t.contains("baseline-max 70.0 µs (baseline-10k fell behind its rate: compared with"),
+            "{t}"
+        );
+        // Nothing unqueued to compare with: no verdict rather than a flattering one.
+        fs::remove_file(d.path().join("baseline-max.json")).unwrap();
+        let s = summarize(d.path()).unwrap();
+        let t = line(&s, "tcp-10k-auto p50");
+        assert!(
+            t.contains("no data (baseline-10k fell behind its rate, and no baseline ran at"),
+            "{t}"
+        );
+    }
+
+    /// A baseline that fell behind measured its queue (hundreds of ms): the targets compare
+    /// with the baseline's unqueued latency at --rate max instead, which can fail them.
+    #[test]
+    fn a_baseline_that_fell_behind_is_replaced_by_its_unqueued_latency() {
+        let d = run_dir();
+        write(
+            d.path(),
+            "baseline-10k",
+            "rate 10000/s",
+            7_500.0,
+            200_000.0,
+            500_000.0,
+            true,
+        );
+        write(
+            d.path(),
+            "baseline-max",
+            "rate max",
+            7_000.0,
+            100.0,
+            150.0,
+            true,
+        );
+        let s = summarize(d.path()).unwrap();
+        // tcp-10k-auto: p50 90 µs, p99 500 µs.
+        let t = line(&s, "tcp-10k-auto p50");
+        assert!(
+            t.contains("= 0.90× baseline-max 100.0 µs (baseline-10k fell behind"),
+            "{t}"
+        );
+        assert!(t.ends_with("met"), "{t}");
+        let t = line(&s, "tcp-10k-auto p99");
+        assert!(t.contains("= 3.33× baseline-max"), "{t}");
+        assert!(t.ends_with("NOT MET"), "{t}");
     }
 
     #[test]
