@@ -57,5 +57,14 @@ pub(crate) fn map_writable(
     // SAFETY: the file is at least `len` bytes and its blocks are allocated (`Allocated` is
     // only made after `fallocate`/zero-fill succeeded), and the exclusive journal lock keeps
     // every other writer out; the journal itself never truncates a segment while it is mapped.
-    unsafe { map_segment(file, len) }
+    let map = unsafe { map_segment(file, len) }?;
+    // No read-around on faults. The writer touches the mapping front to back, one record at a
+    // time; a page of a segment that is only `fallocate`d (the first segment, the tail of a
+    // resumed one) is not in the page cache, and a fault there read ahead `read_ahead_kb` of
+    // the file (8 MiB on this project's VM): the kernel allocated and zeroed thousands of
+    // pages inside one append, 19 ms (issue 12, docs/results.md "Seventh session"). With
+    // MADV_RANDOM a fault brings in its own page only. Advice, not a requirement: a kernel
+    // that refuses it costs time, never correctness.
+    let _ = map.advise(memmap2::Advice::Random);
+    Ok(map)
 }
