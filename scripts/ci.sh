@@ -38,6 +38,15 @@ if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
     || python3 -m pip install --quiet --break-system-packages prometheus-client \
     || echo "prometheus-client could not be installed: the metrics tests will fail under CI=true" >&2
 fi
+# fincore (util-linux-extra on Debian 12+, util-linux before) for the page-cache residency test
+# of a new journal's first segment (audit/tests/mapping_advice.rs).
+if ! command -v fincore >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && { apt-get install -y -qq util-linux-extra || apt-get install -y -qq util-linux; }
+  fi
+  command -v fincore >/dev/null 2>&1 \
+    || echo "fincore is missing and cannot be installed here: the page-cache test of audit/tests/mapping_advice.rs will fail under CI=true" >&2
+fi
 if [ "$(id -u)" != 0 ]; then
   echo "not root: the tmpfs full-disk tests cannot mount (they fail under CI=true, skip elsewhere)" >&2
 fi

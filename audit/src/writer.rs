@@ -1306,7 +1306,11 @@ fn create_segment(
         "{}{SEGMENT_TMP_SUFFIX}",
         name.trim_end_matches(crate::format::SEGMENT_SUFFIX)
     ));
-    let blank = prepare_blank(tmp, size, durable, None)?;
+    // Zero-filled like a spare: the pages are then in the page cache, and the appender's
+    // first write to each is a cheap fault, not a read of the file (segments are mapped
+    // without read-around, `mmap.rs`, so each such read would be one page per fault).
+    let never = AtomicBool::new(false);
+    let blank = prepare_blank(tmp, size, durable, Some(&never))?;
     install_segment(dir, blank, index, first_seq, prev_hash, durable, lock)
 }
 
