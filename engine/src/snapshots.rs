@@ -318,7 +318,12 @@ impl Follower {
         // builds the state: a restart with nothing to do stays quick).
         while self.appended.load(Ordering::Acquire) <= head {
             if self.stop.load(Ordering::Acquire) {
-                return Ok(());
+                // Records appended just before the stop (stored before the flag) are still
+                // to be covered by the final snapshot.
+                if self.appended.load(Ordering::Acquire) <= head {
+                    return Ok(());
+                }
+                break;
             }
             std::thread::park_timeout(Duration::from_millis(SNAPSHOT_POLL_MS));
         }
