@@ -26,8 +26,8 @@ use crate::format::{
 };
 use crate::limits::{
     PAYLOAD_LEN_BYTES_MAX, SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
-    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, SYNC_INTERVAL_MS_DEFAULT,
-    SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
+    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, SPARE_PACE_CHUNK_BYTES, SPARE_PACE_PAUSE_US,
+    SYNC_INTERVAL_MS_DEFAULT, SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::mmap::{map_writable, Allocated};
 use crate::scan::{
@@ -270,6 +270,9 @@ pub struct Writer {
     spare: Option<Spare>,
     /// Whether the spare for the current segment was started (once per segment).
     spare_started: bool,
+    /// Whether the spare was told to finish at full speed (three quarters of the segment
+    /// filled; once per segment).
+    spare_hurried: bool,
     /// Earlier segments whose pages may not be on stable storage yet (rolled over under
     /// `none`, or found on open); a checkpoint `fdatasync`s them first.
     pending_sync: Vec<PathBuf>,
@@ -440,6 +443,7 @@ impl Writer {
             checkpoint,
             spare: None,
             spare_started: false,
+            spare_hurried: false,
             pending_sync,
             deferred: None,
             msyncs: 0,
@@ -589,6 +593,13 @@ impl Writer {
         seg.write_off = off + record_len;
         self.next_seq = seq + 1;
         self.head = hash;
+        if self.spare_started && !self.spare_hurried && seg.write_off > seg.map.len() / 4 * 3 {
+            // Three quarters full: the spare stops pacing itself (SPARE_PACE_CHUNK_BYTES).
+            self.spare_hurried = true;
+            if let Some(sp) = &self.spare {
+                sp.hurry.store(true, Ordering::Relaxed);
+            }
+        }
         if !self.spare_started && seg.write_off > seg.map.len() / 2 {
             self.spare_started = true;
             // Half full: prepare the next segment in the background (once per segment).
@@ -853,6 +864,7 @@ impl Writer {
         }
         let index = self.seg.as_ref().ok_or(JournalError::Poisoned)?.index + 1;
         let spare = self.spare.take().map(|sp| {
+            sp.hurry.store(true, Ordering::Relaxed);
             sp.handle.join().unwrap_or_else(|_| {
                 Err(JournalError::io(
                     "prepare segment",
@@ -893,6 +905,7 @@ impl Writer {
             }
         }
         self.spare_started = false;
+        self.spare_hurried = false;
         Ok(())
     }
 }
@@ -1121,7 +1134,7 @@ fn allocate(file: &File, path: &Path, len: u64) -> Result<Allocated, JournalErro
         Ok(()) => Ok(Allocated { len }),
         Err(errno) if is_full(errno) => Err(full(errno.into())),
         Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => {
-            zero_fill_file(file, path, len, None)?;
+            zero_fill_file(file, path, len, None, None)?;
             Ok(Allocated { len })
         }
         Err(errno) => Err(JournalError::io("fallocate", path, errno.into())),
@@ -1141,12 +1154,13 @@ struct Blank {
 /// and, with `zero_fill`, written with zeros so that its blocks are ordinary written blocks:
 /// the first write to each page through the mapping is then a cheap fault (on ext4 a page
 /// of a merely pre-allocated, "unwritten" extent costs a journal transaction on first write).
-/// `zero_fill` is `Some(cancel)` for a spare: zero-filling stops early when `cancel` is set.
+/// `zero_fill`: with `cancel`, zero-filling stops early when it is set; with `hurry` (a spare),
+/// it is paced until `hurry` is set ([`SPARE_PACE_CHUNK_BYTES`]).
 fn prepare_blank(
     tmp: PathBuf,
     size: u64,
     durable: bool,
-    zero_fill: Option<&AtomicBool>,
+    zero_fill: Option<ZeroFill<'_>>,
 ) -> Result<Blank, JournalError> {
     let _ = std::fs::remove_file(&tmp);
     let file = OpenOptions::new()
@@ -1165,8 +1179,8 @@ fn prepare_blank(
         })?;
     let made = (|| {
         let allocated = allocate(&file, &tmp, size)?;
-        if let Some(cancel) = zero_fill {
-            zero_fill_file(&file, &tmp, size, Some(cancel))?;
+        if let Some(z) = zero_fill {
+            zero_fill_file(&file, &tmp, size, Some(z.cancel), z.hurry)?;
         }
         if durable {
             file.sync_all()
@@ -1187,12 +1201,23 @@ fn prepare_blank(
     }
 }
 
+/// How a blank segment is zero-filled ([`prepare_blank`]).
+#[derive(Debug, Clone, Copy)]
+struct ZeroFill<'a> {
+    /// Stop early (the writer closes).
+    cancel: &'a AtomicBool,
+    /// `Some`: paced until set (a spare); `None`: at full speed.
+    hurry: Option<&'a AtomicBool>,
+}
+
 /// The next segment, being prepared on a background thread.
 #[derive(Debug)]
 struct Spare {
     handle: JoinHandle<Result<Blank, JournalError>>,
     /// Set when the writer closes: the preparer stops zero-filling and removes its file.
     cancel: Arc<AtomicBool>,
+    /// Set when the writer will need the spare soon: the preparer stops pacing itself.
+    hurry: Arc<AtomicBool>,
 }
 
 /// Prepares the next segment on a background thread while the current one fills; `None`
@@ -1202,6 +1227,8 @@ fn spawn_spare(dir: &Path, size: u64, durable: bool, cpus: &[usize]) -> Option<S
     let tmp = dir.join(SPARE_SEGMENT_FILE_NAME);
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
+    let hurry = Arc::new(AtomicBool::new(false));
+    let hurry_here = Arc::clone(&hurry);
     let cpus = cpus.to_vec();
     let handle = std::thread::Builder::new()
         .name(SPARE_THREAD_NAME.into())
@@ -1214,10 +1241,18 @@ fn spawn_spare(dir: &Path, size: u64, durable: bool, cpus: &[usize]) -> Option<S
                     );
                 }
             }
-            prepare_blank(tmp, size, durable, Some(&stop))
+            let z = ZeroFill {
+                cancel: &stop,
+                hurry: Some(&hurry_here),
+            };
+            prepare_blank(tmp, size, durable, Some(z))
         })
         .ok()?;
-    Some(Spare { handle, cancel })
+    Some(Spare {
+        handle,
+        cancel,
+        hurry,
+    })
 }
 
 /// Name of the thread that prepares the next segment.
@@ -1310,7 +1345,11 @@ fn create_segment(
     // first write to each is a cheap fault, not a read of the file (segments are mapped
     // without read-around, `mmap.rs`, so each such read would be one page per fault).
     let never = AtomicBool::new(false);
-    let blank = prepare_blank(tmp, size, durable, Some(&never))?;
+    let z = ZeroFill {
+        cancel: &never,
+        hurry: None,
+    };
+    let blank = prepare_blank(tmp, size, durable, Some(z))?;
     install_segment(dir, blank, index, first_seq, prev_hash, durable, lock)
 }
 
@@ -1319,9 +1358,11 @@ fn zero_fill_file(
     path: &Path,
     len: u64,
     cancel: Option<&AtomicBool>,
-) -> Result<(), JournalError> {
-    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
+    hurry: Option<&AtomicBool>,
+) -> Result<u64, JournalError> {
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.max(SPARE_PACE_CHUNK_BYTES)];
     let mut off = 0u64;
+    let mut pauses = 0u64;
     while off < len {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(JournalError::io(
@@ -1330,7 +1371,13 @@ fn zero_fill_file(
                 std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"),
             ));
         }
-        let n = (len - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
+        let paced = hurry.is_some_and(|h| !h.load(Ordering::Relaxed));
+        let chunk = if paced {
+            SPARE_PACE_CHUNK_BYTES
+        } else {
+            ZERO_FILL_CHUNK_BYTES
+        };
+        let n = (len - off).min(chunk as u64) as usize;
         file.write_all_at(&zeros[..n], off).map_err(|e| {
             match e.raw_os_error().map(Errno::from_raw) {
                 Some(Errno::ENOSPC) | Some(Errno::EDQUOT) | Some(Errno::EFBIG) => {
@@ -1344,8 +1391,12 @@ fn zero_fill_file(
             }
         })?;
         off += n as u64;
+        if paced && off < len {
+            std::thread::sleep(std::time::Duration::from_micros(SPARE_PACE_PAUSE_US));
+            pauses += 1;
+        }
     }
-    Ok(())
+    Ok(pauses)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
@@ -1552,5 +1603,70 @@ mod prologue_tests {
             w.append(1, 0, &too_big),
             Err(JournalError::RecordTooLarge { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod spare_pacing_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A spare's zero-fill pauses after every paced block until it is told to hurry; a segment
+    /// made when it is needed (no `hurry`) never pauses.
+    #[test]
+    fn a_spare_zero_fill_is_paced_until_hurried() {
+        let tmp = tempfile::tempdir().unwrap();
+        let len = 4 * SPARE_PACE_CHUNK_BYTES as u64;
+        let f = |name: &str| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(tmp.path().join(name))
+                .unwrap()
+        };
+        let never = AtomicBool::new(false);
+        let calm = AtomicBool::new(false);
+        let paced = zero_fill_file(&f("a"), tmp.path(), len, Some(&never), Some(&calm)).unwrap();
+        assert_eq!(paced, 3, "a pause after every block but the last");
+        let hurried = AtomicBool::new(true);
+        let fast = zero_fill_file(&f("b"), tmp.path(), len, Some(&never), Some(&hurried)).unwrap();
+        assert_eq!(fast, 0);
+        let unpaced = zero_fill_file(&f("c"), tmp.path(), len, Some(&never), None).unwrap();
+        assert_eq!(unpaced, 0);
+        for name in ["a", "b", "c"] {
+            let bytes = std::fs::read(tmp.path().join(name)).unwrap();
+            assert_eq!(bytes.len() as u64, len);
+            assert!(bytes.iter().all(|&b| b == 0));
+        }
+    }
+
+    /// The writer tells the spare to hurry once three quarters of the segment are written
+    /// (it was started at half), not before.
+    #[test]
+    fn the_writer_hurries_the_spare_at_three_quarters() {
+        let tmp = tempfile::tempdir().unwrap();
+        let size = 4u64 << 20;
+        let opts = WriterOptions {
+            segment_size_bytes: size,
+            durability: Durability::None,
+            checkpoint: None,
+        };
+        let (mut w, _) = Writer::open(tmp.path(), opts).unwrap();
+        let payload = [5u8; 4000];
+        let fill = |w: &Writer| w.seg.as_ref().unwrap().write_off as u64 * 100 / size;
+        while fill(&w) <= 55 {
+            w.append(crate::KIND_DECISION, 1, &payload).unwrap();
+        }
+        let hurry = Arc::clone(&w.spare.as_ref().expect("spare started at half").hurry);
+        assert!(
+            !hurry.load(Ordering::Relaxed),
+            "not hurried at {}%",
+            fill(&w)
+        );
+        while fill(&w) <= 76 {
+            w.append(crate::KIND_DECISION, 1, &payload).unwrap();
+        }
+        assert!(hurry.load(Ordering::Relaxed), "hurried at {}%", fill(&w));
     }
 }
