@@ -74,11 +74,12 @@ pub const ZERO_FILL_CHUNK_BYTES: usize = MIB as usize;
 /// The spare segment is zero-filled in blocks of this size with a pause of
 /// [`SPARE_PACE_PAUSE_US`] after each (at most ~1 GiB/s), until the appender has filled three
 /// quarters of its segment or needs the spare, when it finishes at full speed. Written all at
-/// once, its 64 MiB of fresh page cache stalled the CPU that wrote it for milliseconds at a time
-/// on our VM (the hypervisor backs guest pages on first touch), and with it whatever else ran
-/// there (the risk server, ZeroMQ's I/O threads): tcp 100 k/s p99.9 ≤ 2 ms in 7 of 15 runs
-/// unpaced, 10 of 11 paced (0.23–2.32 ms); blocks of 256 KiB with 250 µs pauses did worse (7 of
-/// 8, 0.63–2.97 ms: four times the wake-ups). docs/results.md, "Seventh session".
+/// once, its 64 MiB of fresh page cache stalled the order path for milliseconds on our VM, with
+/// no preemption or disk wait the guest could see (most likely the hypervisor backing fresh
+/// guest pages on first touch, stalling the vCPU and whatever ran there): tcp 100 k/s p99.9
+/// ≤ 2 ms in 7 of 15 runs unpaced, 10 of 11 paced (0.23–2.32 ms); blocks of 256 KiB with
+/// 250 µs pauses did worse (7 of 8, 0.63–2.97 ms: four times the wake-ups). docs/results.md,
+/// "Seventh session".
 pub const SPARE_PACE_CHUNK_BYTES: usize = MIB as usize;
 /// The pause after each paced block of the spare's zero-fill, µs.
 pub const SPARE_PACE_PAUSE_US: u64 = 1_000;
