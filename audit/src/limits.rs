@@ -68,11 +68,12 @@ const _: () = assert!(READ_CHUNK_BYTES >= 2 * RECORD_LEN_BYTES_MAX as usize);
 /// open orders is well below it.
 pub const SNAPSHOT_FILE_BYTES_MAX: u64 = 1024 * MIB;
 
-/// Zero-fill block used when `fallocate` is not supported by the file system.
+/// Block of every zero-fill: a spare segment, a segment made when none was ready, and the
+/// fallback where `fallocate` is not supported by the file system.
 pub const ZERO_FILL_CHUNK_BYTES: usize = MIB as usize;
 
-/// The spare segment is zero-filled in blocks of this size with a pause of
-/// [`SPARE_PACE_PAUSE_US`] after each (at most ~1 GiB/s), until the appender has filled three
+/// The spare segment is zero-filled with a pause of this many µs after each
+/// [`ZERO_FILL_CHUNK_BYTES`] block (at most ~1 GiB/s), until the appender has filled three
 /// quarters of its segment or needs the spare, when it finishes at full speed. Written all at
 /// once, its 64 MiB of fresh page cache stalled the order path for milliseconds on our VM, with
 /// no preemption or disk wait the guest could see (most likely the hypervisor backing fresh
@@ -80,8 +81,6 @@ pub const ZERO_FILL_CHUNK_BYTES: usize = MIB as usize;
 /// ≤ 2 ms in 7 of 15 runs unpaced, 10 of 11 paced (0.23–2.32 ms); blocks of 256 KiB with
 /// 250 µs pauses did worse (7 of 8, 0.63–2.97 ms: four times the wake-ups). docs/results.md,
 /// "Seventh session".
-pub const SPARE_PACE_CHUNK_BYTES: usize = MIB as usize;
-/// The pause after each paced block of the spare's zero-fill, µs.
 pub const SPARE_PACE_PAUSE_US: u64 = 1_000;
 
 // ---------------------------------------------------------------------------------------------

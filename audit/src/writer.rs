@@ -26,8 +26,8 @@ use crate::format::{
 };
 use crate::limits::{
     PAYLOAD_LEN_BYTES_MAX, SEGMENT_SIZE_ALIGN_BYTES, SEGMENT_SIZE_BYTES_DEFAULT,
-    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, SPARE_PACE_CHUNK_BYTES, SPARE_PACE_PAUSE_US,
-    SYNC_INTERVAL_MS_DEFAULT, SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
+    SEGMENT_SIZE_BYTES_MAX, SEGMENT_SIZE_BYTES_MIN, SPARE_PACE_PAUSE_US, SYNC_INTERVAL_MS_DEFAULT,
+    SYNC_INTERVAL_RECORDS_DEFAULT, ZERO_FILL_CHUNK_BYTES,
 };
 use crate::mmap::{map_writable, Allocated};
 use crate::scan::{
@@ -594,7 +594,7 @@ impl Writer {
         self.next_seq = seq + 1;
         self.head = hash;
         if self.spare_started && !self.spare_hurried && seg.write_off > seg.map.len() / 4 * 3 {
-            // Three quarters full: the spare stops pacing itself (SPARE_PACE_CHUNK_BYTES).
+            // Three quarters full: the spare stops pacing itself (SPARE_PACE_PAUSE_US).
             self.spare_hurried = true;
             if let Some(sp) = &self.spare {
                 sp.hurry.store(true, Ordering::Relaxed);
@@ -1155,7 +1155,7 @@ struct Blank {
 /// the first write to each page through the mapping is then a cheap fault (on ext4 a page
 /// of a merely pre-allocated, "unwritten" extent costs a journal transaction on first write).
 /// `zero_fill`: with `cancel`, zero-filling stops early when it is set; with `hurry` (a spare),
-/// it is paced until `hurry` is set ([`SPARE_PACE_CHUNK_BYTES`]).
+/// it is paced until `hurry` is set ([`SPARE_PACE_PAUSE_US`]).
 fn prepare_blank(
     tmp: PathBuf,
     size: u64,
@@ -1180,7 +1180,7 @@ fn prepare_blank(
     let made = (|| {
         let allocated = allocate(&file, &tmp, size)?;
         if let Some(z) = zero_fill {
-            zero_fill_file(&file, &tmp, size, Some(z.cancel), z.hurry)?;
+            zero_fill_file(&file, &tmp, size, z.cancel, z.hurry)?;
         }
         if durable {
             file.sync_all()
@@ -1204,8 +1204,8 @@ fn prepare_blank(
 /// How a blank segment is zero-filled ([`prepare_blank`]).
 #[derive(Debug, Clone, Copy)]
 struct ZeroFill<'a> {
-    /// Stop early (the writer closes).
-    cancel: &'a AtomicBool,
+    /// Stop early when set (the writer closes); `None`: never.
+    cancel: Option<&'a AtomicBool>,
     /// `Some`: paced until set (a spare); `None`: at full speed.
     hurry: Option<&'a AtomicBool>,
 }
@@ -1242,7 +1242,7 @@ fn spawn_spare(dir: &Path, size: u64, durable: bool, cpus: &[usize]) -> Option<S
                 }
             }
             let z = ZeroFill {
-                cancel: &stop,
+                cancel: Some(&stop),
                 hurry: Some(&hurry_here),
             };
             prepare_blank(tmp, size, durable, Some(z))
@@ -1344,15 +1344,17 @@ fn create_segment(
     // Zero-filled like a spare: the pages are then in the page cache, and the appender's
     // first write to each is a cheap fault, not a read of the file (segments are mapped
     // without read-around, `mmap.rs`, so each such read would be one page per fault).
-    let never = AtomicBool::new(false);
     let z = ZeroFill {
-        cancel: &never,
+        cancel: None,
         hurry: None,
     };
     let blank = prepare_blank(tmp, size, durable, Some(z))?;
     install_segment(dir, blank, index, first_seq, prev_hash, durable, lock)
 }
 
+/// Writes `len` bytes of zeros to `file` in [`ZERO_FILL_CHUNK_BYTES`] blocks; stops with an
+/// error once `cancel` is set; with `hurry`, pauses [`SPARE_PACE_PAUSE_US`] after each block
+/// while `hurry` is unset. Returns the pauses taken.
 fn zero_fill_file(
     file: &File,
     path: &Path,
@@ -1360,7 +1362,7 @@ fn zero_fill_file(
     cancel: Option<&AtomicBool>,
     hurry: Option<&AtomicBool>,
 ) -> Result<u64, JournalError> {
-    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES.max(SPARE_PACE_CHUNK_BYTES)];
+    let zeros = vec![0u8; ZERO_FILL_CHUNK_BYTES];
     let mut off = 0u64;
     let mut pauses = 0u64;
     while off < len {
@@ -1371,13 +1373,7 @@ fn zero_fill_file(
                 std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"),
             ));
         }
-        let paced = hurry.is_some_and(|h| !h.load(Ordering::Relaxed));
-        let chunk = if paced {
-            SPARE_PACE_CHUNK_BYTES
-        } else {
-            ZERO_FILL_CHUNK_BYTES
-        };
-        let n = (len - off).min(chunk as u64) as usize;
+        let n = (len - off).min(ZERO_FILL_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], off).map_err(|e| {
             match e.raw_os_error().map(Errno::from_raw) {
                 Some(Errno::ENOSPC) | Some(Errno::EDQUOT) | Some(Errno::EFBIG) => {
@@ -1391,7 +1387,7 @@ fn zero_fill_file(
             }
         })?;
         off += n as u64;
-        if paced && off < len {
+        if off < len && hurry.is_some_and(|h| !h.load(Ordering::Relaxed)) {
             std::thread::sleep(std::time::Duration::from_micros(SPARE_PACE_PAUSE_US));
             pauses += 1;
         }
@@ -1616,7 +1612,7 @@ mod spare_pacing_tests {
     #[test]
     fn a_spare_zero_fill_is_paced_until_hurried() {
         let tmp = tempfile::tempdir().unwrap();
-        let len = 4 * SPARE_PACE_CHUNK_BYTES as u64;
+        let len = 4 * ZERO_FILL_CHUNK_BYTES as u64;
         let f = |name: &str| {
             OpenOptions::new()
                 .read(true)
