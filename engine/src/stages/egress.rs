@@ -1,8 +1,9 @@
-//! The egress stage: accepted orders out over ZeroMQ PUSH, one frame per batch.
+//! The egress stage: accepted orders out over ZeroMQ PUSH, in batch frames.
 //!
 //! It takes everything waiting (at most `max_batch` per unit of work), encodes it as egress
-//! frames ([`crate::frames`]; at most [`crate::limits::egress_frame_orders`] orders each) into a
-//! buffer allocated at start-up and hands them to ZeroMQ without blocking. If downstream cannot take it (no peer connected — the socket is `ZMQ_IMMEDIATE`,
+//! frames ([`crate::frames`]; at most [`crate::limits::egress_frame_orders`] orders each) into
+//! a buffer allocated at start-up and hands them to ZeroMQ without blocking. If downstream
+//! cannot take a frame (no peer connected — the socket is `ZMQ_IMMEDIATE`,
 //! so nothing queues for absent peers — or its high-water mark is reached), egress waits for
 //! the socket to become writable, [`EGRESS_POLL_MS`] at a time, and tries again, counting each
 //! wait in `engine_egress_backpressure_waits_total`. It never drops: while it waits its ring
@@ -229,7 +230,7 @@ impl Stage for EgressStage {
     /// orders have gone. One frame per call would move at most one frame's orders (16 with
     /// the default send queue) per round of a shared duty cycle, and every stage before it
     /// would then work in batches of that size once the rings filled: at `--rate max`,
-    /// batches of 16.6 orders on average, 1.3-1.5 M orders/s with a sink against 2.0-2.3 M
+    /// batches of 16.6 orders on average, 1.1-1.5 M orders/s with a sink against 2.0-2.3 M
     /// without one (docs/results.md, "Seventh session").
     fn do_work(&mut self) -> Result<Step, StageError> {
         let mut sent = 0usize;
