@@ -1420,6 +1420,24 @@ impl ConsistencyTally {
         }
     }
 
+    /// Loads what [`ConsistencyTally::add`] will read for `slot` (its horizon ring entry, its
+    /// position and the position's sums) and returns a digest of it: independent calls for
+    /// many entries overlap their cache misses. A hint.
+    #[inline]
+    pub(crate) fn touch(&self, c: &Checker, slot: &IdSlot) -> u64 {
+        let mut acc = 0;
+        if slot.remembered() {
+            acc ^= c.ring.get(c.ring_index(slot)).map_or(0, |e| e.0);
+        }
+        let p = slot.position as usize;
+        if slot.open_qty() > 0 {
+            acc ^= c.positions.get(p).map_or(0, |ps| u64::from(ps.account));
+            acc ^= self.open_buy.get(p).copied().unwrap_or(0);
+            acc ^= self.open_sell.get(p).copied().unwrap_or(0);
+        }
+        acc
+    }
+
     /// Checks one order-id entry of `c` and adds it to the sums.
     pub(crate) fn add(&mut self, c: &Checker, id: u64, slot: &IdSlot) -> Result<(), String> {
         self.entries += 1;

@@ -36,6 +36,10 @@ const SYMBOL_LEN_BYTES: usize = 20;
 const POSITION_LEN_BYTES: usize = 32;
 const RING_ENTRY_LEN_BYTES: usize = 16;
 const ID_ENTRY_LEN_BYTES: usize = 32;
+/// Order-id entries a restore reads, and hands to its consistency check, together.
+const ID_BLOCK_ENTRIES: usize = 1024;
+/// Blocks of entries decoded ahead of the consistency check, at most.
+const TALLY_BLOCKS_QUEUED: usize = 4;
 
 /// Why encoded state bytes cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,15 +117,20 @@ struct Src<R> {
 impl<R: std::io::Read> Src<R> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
         let mut a = [0u8; N];
-        if self.len.saturating_sub(self.off) < N as u64 {
+        self.fill(&mut a)?;
+        Ok(a)
+    }
+    /// Reads exactly `out.len()` bytes into `out`.
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), StateError> {
+        if self.len.saturating_sub(self.off) < out.len() as u64 {
             return Err(self.length());
         }
-        self.r.read_exact(&mut a).map_err(|e| match e.kind() {
+        self.r.read_exact(out).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => self.length(),
             _ => StateError::Read(e.to_string()),
         })?;
-        self.off += N as u64;
-        Ok(a)
+        self.off += out.len() as u64;
+        Ok(())
     }
     fn length(&self) -> StateError {
         StateError::Length(usize::try_from(self.len).unwrap_or(usize::MAX))
@@ -269,10 +278,10 @@ impl Checker {
 
     /// Builds a checker under `limits` holding the state that the `len` bytes `r` yields
     /// encode, read as a stream (a snapshot file read in chunks, hashed as it is read: no
-    /// buffer of the whole file). The order-id table is sized from the encoded count (to the
-    /// limits' capacity at least, as [`Checker::new`] does), with an eighth more room so that
-    /// the first inserts after the restore do not start a growth. Errors: other limits, a
-    /// malformed or inconsistent state, fewer or more than `len` bytes, a read error.
+    /// buffer of the whole file). The order-id table is made at the limits' capacity, as
+    /// [`Checker::new`] makes it, and the encoded ids become its base, drained into it behind
+    /// the first inserts (`idtable.rs`, "A restore drained behind the inserts"). Errors: other
+    /// limits, a malformed or inconsistent state, fewer or more than `len` bytes, a read error.
     ///
     /// The consistency check ([`Checker::verify_consistency`]'s) runs as the ids are
     /// inserted: O(entries), not a pass over the whole table.
@@ -412,33 +421,92 @@ impl Checker {
         }
         let n = r.u64()?;
         let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
-        // Built in one sequential pass (the ids come in hash order), then put in place.
-        let mut ids = IdTableBuilder::new(Checker::id_capacity(&c.limits, n.saturating_add(n / 8)));
-        let mut tally = ConsistencyTally::new(&c);
-        let mut open = 0u64;
-        for _ in 0..n {
-            let e = r.array::<ID_ENTRY_LEN_BYTES>()?;
-            let id = le_u64(&e, 0);
-            let slot = IdSlot {
-                price: i64::from_le_bytes(le_u64(&e, 8).to_le_bytes()),
-                qty_flags: le_u64(&e, 16),
-                position: le_u32(&e, 24),
-                tag: le_u32(&e, 28),
-            };
-            if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
-                return Err(invalid(format!("order {id}: flags")));
+        // Kept as the table's base, written in one sequential pass (the ids come in hash
+        // order) and drained into the table behind the first inserts (`idtable.rs`): the
+        // restore does not build a table for them. The table itself is the configured one.
+        let mut ids = IdTableBuilder::new(Checker::id_capacity(&c.limits, 0), n)
+            .ok_or_else(|| invalid(format!("{n} order ids: more than a table indexes")))?;
+        // In blocks of entries: one read per block. The consistency check of a block runs on
+        // a second thread while the next block is decoded and put in the base: its reads (the
+        // horizon ring entries that remembered ids own, the positions and their sums) miss
+        // the cache, and it was the largest part of a restore after the file's hash. That
+        // thread loads what a block's checks read for all its entries first, so that the
+        // misses overlap.
+        let (open, tally) = std::thread::scope(|s| {
+            let (to_tally, blocks) =
+                std::sync::mpsc::sync_channel::<Vec<(u64, IdSlot)>>(TALLY_BLOCKS_QUEUED);
+            let (free_tx, free) =
+                std::sync::mpsc::sync_channel::<Vec<(u64, IdSlot)>>(TALLY_BLOCKS_QUEUED + 2);
+            let checker = &c;
+            let tallier = s.spawn(move || -> Result<ConsistencyTally, String> {
+                let mut tally = ConsistencyTally::new(checker);
+                for block in blocks {
+                    let mut acc = 0u64;
+                    for (_, slot) in &block {
+                        acc ^= tally.touch(checker, slot);
+                    }
+                    std::hint::black_box(acc);
+                    // Remembered ids own their ring entry, closed ones are remembered, the
+                    // sums of the open ones are kept for the end (the check
+                    // `verify_consistency` makes).
+                    for (id, slot) in &block {
+                        tally.add(checker, *id, slot)?;
+                    }
+                    // The decoder may have made all its blocks already.
+                    let _ = free_tx.try_send(block);
+                }
+                Ok(tally)
+            });
+            let decoded = (|| -> Result<u64, StateError> {
+                let mut open = 0u64;
+                let mut bytes = vec![0u8; ID_BLOCK_ENTRIES * ID_ENTRY_LEN_BYTES];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(ID_BLOCK_ENTRIES);
+                    left -= k;
+                    let bytes = &mut bytes[..k * ID_ENTRY_LEN_BYTES];
+                    r.fill(bytes)?;
+                    let mut block = free
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(ID_BLOCK_ENTRIES));
+                    block.clear();
+                    for e in bytes.chunks_exact(ID_ENTRY_LEN_BYTES) {
+                        let id = le_u64(e, 0);
+                        let slot = IdSlot {
+                            price: i64::from_le_bytes(le_u64(e, 8).to_le_bytes()),
+                            qty_flags: le_u64(e, 16),
+                            position: le_u32(e, 24),
+                            tag: le_u32(e, 28),
+                        };
+                        if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
+                            return Err(invalid(format!("order {id}: flags")));
+                        }
+                        if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
+                            return Err(invalid(format!("order {id}: position out of range")));
+                        }
+                        open += u64::from(slot.open_qty() > 0);
+                        if !ids.push(id, slot) {
+                            return Err(invalid(format!("order ids not in hash order at {id}")));
+                        }
+                        block.push((id, slot));
+                    }
+                    if to_tally.send(block).is_err() {
+                        // The check failed: its error is the one reported.
+                        break;
+                    }
+                }
+                Ok(open)
+            })();
+            drop(to_tally);
+            let tally = tallier
+                .join()
+                .unwrap_or_else(|_| Err("the consistency check panicked".to_owned()));
+            match (decoded, tally) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(e)) => Err(StateError::Invalid(e)),
+                (Ok(open), Ok(tally)) => Ok((open, tally)),
             }
-            if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
-                return Err(invalid(format!("order {id}: position out of range")));
-            }
-            // Remembered ids own their ring entry, closed ones are remembered, the sums of
-            // the open ones are kept for the end (the check `verify_consistency` makes).
-            tally.add(&c, id, &slot).map_err(StateError::Invalid)?;
-            open += u64::from(slot.open_qty() > 0);
-            if !ids.push(id, slot) {
-                return Err(invalid(format!("order ids not in hash order at {id}")));
-            }
-        }
+        })?;
         c.ids = ids.finish();
         r.end()?;
         if open != open_count {

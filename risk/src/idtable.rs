@@ -44,8 +44,22 @@
 //!
 //! So an insert costs at most ~40 slot writes and ~3 slot moves more than usual while a growth
 //! is under way. [`IdTable::reserve_to`] (a reload that raises the capacity: an admin action)
-//! rebuilds in one go. [`IdTableBuilder`] builds a table from ids in hash order (a restored
-//! risk state) in one sequential pass over its slots.
+//! rebuilds in one go.
+//!
+//! # A restore drained behind the inserts
+//! A restored risk state holds millions of ids (2.7 M open orders after 20 M generated
+//! orders). Building the whole table before the first order wrote 256 MB of fresh pages, so
+//! the restart grew with the state. [`IdTableBuilder`] instead keeps the restored ids as a
+//! **base**: the entries exactly as they come (ascending [`hash_order`], 32 bytes each, no
+//! empty slots), with a directory of where each range of hash prefixes starts, so a lookup
+//! reads one directory entry and a bucket of ~1–2 entries. The current table starts at the
+//! configured capacity, as in a fresh start. Lookups and removals look in the base too (a
+//! removal marks the entry empty, nothing moves); each insert first moves the next
+//! [`BASE_DRAIN_PER_INSERT`] base entries into the current table (each one counted as an
+//! insert for the growth above, so growth keeps pace). When the base is drained it is freed
+//! and the table is the plain one again. So the restore writes the base once (the size of
+//! the snapshot's entries, a third of the table's) and the rest of the work is spread over the
+//! first inserts, a few slot moves each.
 
 /// Smallest table, in slots.
 const SLOTS_MIN: usize = 16;
@@ -79,6 +93,14 @@ const _: () = assert!(
     LOAD_MAX_PERCENT * GROW_MIGRATE_SLOTS_PER_INSERT + 100
         < 2 * GROW_PREPARE_LOAD_PERCENT * GROW_MIGRATE_SLOTS_PER_INSERT
 );
+/// Restored (base) entries moved into the current table per insert, at most: a base of `n`
+/// ids is drained within `n / 2` inserts.
+pub const BASE_DRAIN_PER_INSERT: usize = 2;
+/// Base slots looked at per insert, at most (removed entries are skipped, not moved): the
+/// bound on one insert's drain work when many restored ids were removed in a row.
+pub const BASE_DRAIN_SCAN_PER_INSERT: usize = 16;
+/// Directory buckets of a base per entry, at least (a power of two, so ~1–2 entries a bucket).
+const BASE_ENTRIES_PER_BUCKET: usize = 2;
 
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]
@@ -97,9 +119,19 @@ const _: () = assert!(std::mem::align_of::<Slot<u8>>() == SLOT_ALIGN_BYTES);
 /// Where an entry lives: a handle from [`IdTable::find`], valid until the table next changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotRef {
-    /// In the old table (a growth is migrating).
-    old: bool,
+    level: Level,
     i: usize,
+}
+
+/// Which of an [`IdTable`]'s arrays holds an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// The current table.
+    Cur,
+    /// The old table (a growth is migrating).
+    Old,
+    /// The restored entries not yet drained (module docs).
+    Base,
 }
 
 /// One open-addressing table (the current one, or the old one while a growth migrates).
@@ -209,6 +241,42 @@ impl<V: Copy + Default> Table<V> {
     }
 }
 
+/// Restored entries in ascending [`hash_order`] (module docs, "A restore drained behind the
+/// inserts"). A removed or drained entry keeps its place with the key [`EMPTY`].
+#[derive(Debug, Clone)]
+struct Base<V> {
+    slots: Vec<Slot<V>>,
+    /// `dir[b]..dir[b + 1]`: the entries whose hash's top bits are `b`.
+    dir: Vec<u32>,
+    /// `64 − log2(buckets)`.
+    shift: u32,
+    /// Entries not removed or drained.
+    len: usize,
+    /// Next slot to drain: every slot before it is empty.
+    cursor: usize,
+}
+
+impl<V> Base<V> {
+    #[inline]
+    fn bucket(&self, key: u64) -> usize {
+        (hash_order(key) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn find(&self, key: u64) -> Option<usize> {
+        let b = self.bucket(key);
+        let (from, to) = (self.dir[b] as usize, self.dir[b + 1] as usize);
+        (from..to).find(|&i| self.slots[i].key == key)
+    }
+
+    fn remove_at(&mut self, i: usize) -> &V {
+        debug_assert_ne!(self.slots[i].key, EMPTY);
+        self.slots[i].key = EMPTY;
+        self.len -= 1;
+        &self.slots[i].value
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct IdTable<V> {
@@ -222,6 +290,8 @@ pub struct IdTable<V> {
     next: Option<Vec<Slot<V>>>,
     /// Growths started.
     grows: u64,
+    /// Restored entries being drained into `cur` (module docs).
+    base: Option<Box<Base<V>>>,
 }
 
 impl<V: Copy + Default> IdTable<V> {
@@ -233,12 +303,21 @@ impl<V: Copy + Default> IdTable<V> {
             cursor: 0,
             next: None,
             grows: 0,
+            base: None,
         }
     }
 
     /// Ids held.
     pub fn len(&self) -> usize {
-        self.cur.len + self.old.as_ref().map_or(0, |t| t.len)
+        self.cur.len
+            + self.old.as_ref().map_or(0, |t| t.len)
+            + self.base.as_ref().map_or(0, |b| b.len)
+    }
+
+    /// Restored ids not yet drained into the current table (module docs).
+    #[cfg(test)]
+    pub fn base_len(&self) -> usize {
+        self.base.as_ref().map_or(0, |b| b.len)
     }
 
     /// Ids the current table holds at load 50 % (growth starts a little before).
@@ -275,14 +354,16 @@ impl<V: Copy + Default> IdTable<V> {
                 cursor: 0,
                 next: None,
                 grows: self.grows,
+                base: None,
             };
         }
     }
 
-    /// Bytes of the slot arrays (both tables while migrating).
+    /// Bytes of the slot arrays (both tables while migrating, and the base's entries).
     pub fn footprint_bytes(&self) -> usize {
         let old = self.old.as_ref().map_or(0, |t| t.slots.len());
-        (self.cur.slots.len() + old) * slot_bytes::<V>()
+        let base = self.base.as_ref().map_or(0, |b| b.slots.len());
+        (self.cur.slots.len() + old + base) * slot_bytes::<V>()
     }
 
     /// Reads the home slot of `key` and returns a digest of it, so that its cache line is
@@ -293,6 +374,10 @@ impl<V: Copy + Default> IdTable<V> {
         let mut acc = t.slots[t.home(key)].key;
         if let Some(o) = &self.old {
             acc ^= o.slots[o.home(key)].key;
+        }
+        if let Some(b) = &self.base {
+            let at = b.dir[b.bucket(key)] as usize;
+            acc ^= b.slots.get(at).map_or(0, |s| s.key);
         }
         acc
     }
@@ -305,38 +390,56 @@ impl<V: Copy + Default> IdTable<V> {
             return None;
         }
         if let Some(i) = self.cur.find(key) {
-            return Some(SlotRef { old: false, i });
+            return Some(SlotRef {
+                level: Level::Cur,
+                i,
+            });
         }
-        let i = self.old.as_ref()?.find(key)?;
-        Some(SlotRef { old: true, i })
+        self.find_cold(key)
     }
 
-    #[inline]
-    fn table(&self, old: bool) -> &Table<V> {
-        match (&self.old, old) {
-            (Some(t), true) => t,
-            _ => &self.cur,
+    /// [`IdTable::find`] past the current table: the old table and the base.
+    #[cold]
+    #[inline(never)]
+    fn find_cold(&self, key: u64) -> Option<SlotRef> {
+        if let Some(i) = self.old.as_ref().and_then(|t| t.find(key)) {
+            return Some(SlotRef {
+                level: Level::Old,
+                i,
+            });
         }
+        let i = self.base.as_ref()?.find(key)?;
+        Some(SlotRef {
+            level: Level::Base,
+            i,
+        })
     }
 
+    /// The slot `r` names (from [`IdTable::find`], so its level exists).
     #[inline]
-    fn table_mut(&mut self, old: bool) -> &mut Table<V> {
-        match (&mut self.old, old) {
-            (Some(t), true) => t,
-            _ => &mut self.cur,
+    fn slot(&self, r: SlotRef) -> &Slot<V> {
+        match (r.level, &self.old, &self.base) {
+            (Level::Old, Some(t), _) => &t.slots[r.i],
+            (Level::Base, _, Some(b)) => &b.slots[r.i],
+            _ => &self.cur.slots[r.i],
         }
     }
 
     /// The value in slot `r` (from [`IdTable::find`]).
     #[inline]
     pub fn at(&self, r: SlotRef) -> &V {
-        &self.table(r.old).slots[r.i].value
+        &self.slot(r).value
     }
 
-    /// The value in slot `r` (from [`IdTable::find`]), mutably.
+    /// The value in slot `r` (from [`IdTable::find`]), mutably. A base entry is changed where
+    /// it is.
     #[inline]
     pub fn at_mut(&mut self, r: SlotRef) -> &mut V {
-        &mut self.table_mut(r.old).slots[r.i].value
+        match (r.level, &mut self.old, &mut self.base) {
+            (Level::Old, Some(t), _) => &mut t.slots[r.i].value,
+            (Level::Base, _, Some(b)) => &mut b.slots[r.i].value,
+            _ => &mut self.cur.slots[r.i].value,
+        }
     }
 
     /// The value of `key`.
@@ -353,11 +456,20 @@ impl<V: Copy + Default> IdTable<V> {
         if key == EMPTY {
             return None;
         }
+        if self.base.is_some() {
+            self.drain_step();
+        }
         self.grow_step();
-        let moved = match &mut self.old {
+        let mut moved = match &mut self.old {
             Some(old) => old.find(key).map(|i| old.remove_at(i)),
             None => None,
         };
+        if let Some(b) = &mut self.base {
+            if let Some(i) = b.find(key) {
+                debug_assert!(moved.is_none(), "a key lives in one table");
+                moved = Some(*b.remove_at(i));
+            }
+        }
         let replaced = self.cur.insert(key, value);
         debug_assert!(
             moved.is_none() || replaced.is_none(),
@@ -367,9 +479,13 @@ impl<V: Copy + Default> IdTable<V> {
     }
 
     /// Removes the entry in slot `r` (from [`IdTable::find`]), shifting the rest of its probe
-    /// run back so no tombstone is left.
+    /// run back so no tombstone is left (a base entry is marked empty where it is).
     pub fn remove_at(&mut self, r: SlotRef) -> V {
-        self.table_mut(r.old).remove_at(r.i)
+        match (r.level, &mut self.old, &mut self.base) {
+            (Level::Old, Some(t), _) => t.remove_at(r.i),
+            (Level::Base, _, Some(b)) => *b.remove_at(r.i),
+            _ => self.cur.remove_at(r.i),
+        }
     }
 
     /// Removes `key`.
@@ -377,14 +493,49 @@ impl<V: Copy + Default> IdTable<V> {
         self.find(key).map(|r| self.remove_at(r))
     }
 
-    /// Every (id, value): the current table's in slot order, then the old one's.
+    /// Every (id, value): the current table's in slot order, then the old one's, then the
+    /// base's.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.cur
             .slots
             .iter()
             .chain(self.old.iter().flat_map(|t| t.slots.iter()))
+            .chain(self.base.iter().flat_map(|b| b.slots[b.cursor..].iter()))
             .filter(|s| s.key != EMPTY)
             .map(|s| (s.key, &s.value))
+    }
+
+    /// Moves up to [`BASE_DRAIN_PER_INSERT`] base entries into the current table, looking at
+    /// no more than [`BASE_DRAIN_SCAN_PER_INSERT`] base slots; frees the base once drained.
+    /// Each entry moved is an insert for the growth ([`IdTable::grow_step`] runs before it),
+    /// so the current table stays at load ≤ 50 % and a growth under way finishes in time.
+    fn drain_step(&mut self) {
+        let mut moved = 0;
+        for _ in 0..BASE_DRAIN_SCAN_PER_INSERT {
+            let Some(b) = &mut self.base else {
+                return;
+            };
+            if b.len == 0 {
+                self.base = None;
+                return;
+            }
+            // `len > 0`: a live entry lies at or after the cursor.
+            let s = b.slots[b.cursor];
+            b.cursor += 1;
+            if s.key == EMPTY {
+                continue;
+            }
+            b.remove_at(b.cursor - 1);
+            self.grow_step();
+            self.cur.insert(s.key, s.value);
+            moved += 1;
+            if moved == BASE_DRAIN_PER_INSERT {
+                break;
+            }
+        }
+        if self.base.as_ref().is_some_and(|b| b.len == 0) {
+            self.base = None;
+        }
     }
 
     /// The bounded growth work of one insert (module docs): start or continue the prepare
@@ -437,76 +588,78 @@ impl<V: Copy + Default> IdTable<V> {
     }
 }
 
-/// Builds an [`IdTable`] from ids given in strictly ascending [`hash_order`] (a restored
-/// risk state, `checker_state.rs`) in one sequential pass: each entry goes to its home slot or
-/// just after the previous one — where inserting them one by one into an empty table puts
-/// them (no entry is displaced when every new one has the furthest home) — and the empty
-/// slots between are written as the pass reaches them. So the slot array is written once,
-/// front to back, instead of being written whole when allocated and then again by the
-/// inserts. Entries that would run past the end (a run at the very end of the table) are
-/// inserted normally at [`IdTableBuilder::finish`].
+/// Builds an [`IdTable`] holding ids given in strictly ascending [`hash_order`] (a restored
+/// risk state, `checker_state.rs`) as its base (module docs, "A restore drained behind the
+/// inserts"): the entries are written once, front to back, with no empty slots, and the
+/// directory as they come. The current table is made at the capacity given, as
+/// [`IdTable::with_capacity`] makes it.
 #[derive(Debug)]
 pub struct IdTableBuilder<V> {
-    slots: Vec<Slot<V>>,
-    /// Slots of the finished table.
-    n: usize,
-    shift: u32,
-    len: usize,
+    capacity: usize,
+    base: Base<V>,
     prev: Option<u64>,
-    wrapped: Vec<(u64, V)>,
+    /// Entries announced ([`IdTableBuilder::new`]); no more are taken.
+    count: usize,
 }
 
 impl<V: Copy + Default> IdTableBuilder<V> {
-    /// A builder of a table with room for `capacity` ids at load ≤ 50 % (as
-    /// [`IdTable::with_capacity`]); give it at most `capacity` ids.
-    pub fn new(capacity: usize) -> Self {
-        let n = slots_for(capacity);
-        IdTableBuilder {
-            slots: Vec::with_capacity(n),
-            n,
-            shift: 64 - n.trailing_zeros(),
-            len: 0,
-            prev: None,
-            wrapped: Vec::new(),
+    /// A builder of a table with room for `capacity` ids at load ≤ 50 % in its current table,
+    /// holding the `count` ids to be pushed as its base. `None` if `count` is above
+    /// `u32::MAX` (the directory's index).
+    pub fn new(capacity: usize, count: usize) -> Option<Self> {
+        if u32::try_from(count).is_err() {
+            return None;
         }
+        let buckets = (count / BASE_ENTRIES_PER_BUCKET)
+            .max(SLOTS_MIN)
+            .checked_next_power_of_two()?;
+        let mut dir = Vec::with_capacity(buckets + 1);
+        dir.push(0);
+        Some(IdTableBuilder {
+            capacity,
+            base: Base {
+                slots: Vec::with_capacity(count),
+                dir,
+                shift: 64 - buckets.trailing_zeros(),
+                len: 0,
+                cursor: 0,
+            },
+            prev: None,
+            count,
+        })
     }
 
-    /// Adds `key` (non-zero, after every key added so far in [`hash_order`]); `false`, adding
-    /// nothing, if it is not.
+    /// Adds `key` (non-zero, after every key added so far in [`hash_order`], and no more keys
+    /// than announced); `false`, adding nothing, if it is not.
     pub fn push(&mut self, key: u64, value: V) -> bool {
         let h = hash_order(key);
-        if key == EMPTY || self.prev.is_some_and(|p| h <= p) {
+        if key == EMPTY || self.prev.is_some_and(|p| h <= p) || self.base.len == self.count {
             return false;
         }
         self.prev = Some(h);
-        let home = (h >> self.shift) as usize;
-        let at = home.max(self.slots.len());
-        if at >= self.n {
-            self.wrapped.push((key, value));
-            return true;
+        let b = &mut self.base;
+        // Buckets up to this key's start here (`dir[j]` is where bucket `j` starts; bucket
+        // `j`'s end is `dir[j + 1]`).
+        let bucket = (h >> b.shift) as usize;
+        let at = b.slots.len() as u32; // ≤ count ≤ u32::MAX
+        while b.dir.len() <= bucket {
+            b.dir.push(at);
         }
-        self.slots.resize(at, Slot::default());
-        self.slots.push(Slot { key, value });
-        self.len += 1;
+        b.slots.push(Slot { key, value });
+        b.len += 1;
         true
     }
 
-    /// The table: the rest of the slots written empty, then the entries that ran past the end
-    /// inserted.
+    /// The table: the directory closed, the current table made.
     pub fn finish(mut self) -> IdTable<V> {
-        self.slots.resize(self.n, Slot::default());
-        let mut cur = Table::from_slots(self.slots);
-        cur.len = self.len;
-        for (k, v) in self.wrapped {
-            cur.insert(k, v);
+        let buckets = 1usize << (64 - self.base.shift);
+        let end = self.base.slots.len() as u32;
+        self.base.dir.resize(buckets + 1, end);
+        let mut t = IdTable::with_capacity(self.capacity);
+        if self.base.len > 0 {
+            t.base = Some(Box::new(self.base));
         }
-        IdTable {
-            cur,
-            old: None,
-            cursor: 0,
-            next: None,
-            grows: 0,
-        }
+        t
     }
 }
 
@@ -533,40 +686,41 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// A table built from hash-ordered ids in one pass is laid out exactly as one they were
-    /// inserted into one by one, including a run that wraps past the end; out-of-order or zero
-    /// keys are refused.
+    /// Distinct non-zero keys in ascending hash order.
+    fn hash_sorted(mut keys: Vec<u64>) -> Vec<u64> {
+        keys.retain(|&k| k != 0);
+        keys.sort_by_key(|&k| hash_order(k));
+        keys.dedup();
+        keys
+    }
+
+    /// A table built from hash-ordered ids holds them all as its base (its current table is
+    /// the configured one, empty); the builder refuses out-of-order, repeated and zero keys
+    /// and more keys than announced.
     #[test]
-    fn a_built_table_is_the_inserted_one() {
-        for (cap, count) in [(16usize, 12u64), (3_000, 3_000), (64, 50)] {
-            let mut ids: Vec<u64> = (1..=count).map(|i| i.wrapping_mul(0x2545_F491)).collect();
-            ids.sort_by_key(|&k| hash_order(k));
-            // Ids whose home is the last slot, so that the run wraps.
-            let slots = slots_for(cap);
-            let last: Vec<u64> = (1..u64::MAX)
-                .filter(|&k| (hash_order(k) >> (64 - slots.trailing_zeros())) as usize == slots - 1)
-                .take(3)
-                .collect();
-            let mut all: Vec<u64> = ids.iter().copied().take(count as usize - 3).collect();
-            all.extend(&last);
-            all.sort_by_key(|&k| hash_order(k));
-            all.dedup();
-            let mut b = IdTableBuilder::new(cap);
-            let mut t = IdTable::with_capacity(cap);
+    fn a_built_table_holds_its_ids_as_a_base() {
+        for (cap, count) in [(16usize, 12u64), (3_000, 3_000), (64, 50), (16, 5_000)] {
+            let all = hash_sorted((1..=count).map(|i| i.wrapping_mul(0x2545_F491)).collect());
+            let mut b = IdTableBuilder::new(cap, all.len()).unwrap();
             for &k in &all {
                 assert!(b.push(k, k ^ 5));
-                t.insert(k, k ^ 5);
             }
+            assert!(!b.push(all[0] ^ 1, 0), "more than announced");
             let built = b.finish();
-            assert_eq!(built.len(), t.len());
-            let a: Vec<(u64, u64)> = built.iter().map(|(k, v)| (k, *v)).collect();
-            let e: Vec<(u64, u64)> = t.iter().map(|(k, v)| (k, *v)).collect();
-            assert_eq!(a, e, "capacity {cap}");
+            assert_eq!(built.len(), all.len());
+            assert_eq!(built.base_len(), all.len());
+            assert_eq!(built.slots(), IdTable::<u64>::with_capacity(cap).slots());
             for &k in &all {
-                assert_eq!(built.get(k), Some(&(k ^ 5)));
+                assert_eq!(built.get(k), Some(&(k ^ 5)), "capacity {cap}");
             }
+            let mut got: Vec<(u64, u64)> = built.iter().map(|(k, v)| (k, *v)).collect();
+            got.sort_unstable();
+            let mut want: Vec<(u64, u64)> = all.iter().map(|&k| (k, k ^ 5)).collect();
+            want.sort_unstable();
+            assert_eq!(got, want);
+            assert_eq!(built.get(0), None);
         }
-        let mut b: IdTableBuilder<u32> = IdTableBuilder::new(16);
+        let mut b: IdTableBuilder<u32> = IdTableBuilder::new(16, 4).unwrap();
         let (x, y) = if hash_order(1) < hash_order(2) {
             (1, 2)
         } else {
@@ -577,6 +731,63 @@ mod tests {
         assert!(!b.push(y, 0), "the same key again");
         assert!(!b.push(0, 0), "key 0");
         assert_eq!(b.finish().len(), 1);
+        assert!(IdTableBuilder::<u32>::new(16, 0)
+            .unwrap()
+            .finish()
+            .base
+            .is_none());
+    }
+
+    /// Inserts drain the base, at most `BASE_DRAIN_PER_INSERT` entries each and looking at
+    /// no more than `BASE_DRAIN_SCAN_PER_INSERT` slots, while the current table grows to hold
+    /// them at load ≤ 50 %; the base is freed once drained and every id stays findable.
+    #[test]
+    fn inserts_drain_the_base_with_bounded_work() {
+        let restored = hash_sorted(
+            (1..=20_000u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9))
+                .collect(),
+        );
+        let mut b = IdTableBuilder::new(64, restored.len()).unwrap();
+        for &k in &restored {
+            assert!(b.push(k, k as u32));
+        }
+        let mut t = b.finish();
+        // Remove a run of restored ids at the front: the drain skips them, a bounded number
+        // of slots per insert.
+        for &k in &restored[..500] {
+            assert_eq!(t.remove(k), Some(k as u32));
+        }
+        let mut inserts = 0u64;
+        while t.base.is_some() {
+            let before = t.base_len();
+            let cursor = t.base.as_ref().map_or(0, |b| b.cursor);
+            let k = (1u64 << 40) + inserts;
+            assert_eq!(t.insert(k, 9), None);
+            inserts += 1;
+            let (after, cursor_after) = t
+                .base
+                .as_ref()
+                .map_or((0, usize::MAX), |b| (b.len, b.cursor));
+            assert!(
+                before - after <= BASE_DRAIN_PER_INSERT,
+                "moved {}",
+                before - after
+            );
+            if t.base.is_some() {
+                assert!(cursor_after - cursor <= BASE_DRAIN_SCAN_PER_INSERT);
+            }
+            assert!(t.cur.len * 100 <= t.cur.slots.len() * LOAD_MAX_PERCENT);
+            assert!(inserts < 20_000, "the base never drains");
+        }
+        assert!(t.grows() >= 4, "the current table grew to hold the base");
+        assert_eq!(t.len(), restored.len() - 500 + inserts as usize);
+        for &k in &restored[500..] {
+            assert_eq!(t.get(k), Some(&(k as u32)));
+        }
+        for &k in &restored[..500] {
+            assert_eq!(t.get(k), None);
+        }
     }
 
     #[derive(Debug, Clone)]
@@ -584,6 +795,7 @@ mod tests {
         Insert(u64, u32),
         Remove(u64),
         Get(u64),
+        Change(u64, u32),
     }
 
     fn key() -> impl Strategy<Value = u64> {
@@ -599,14 +811,27 @@ mod tests {
             (key(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
             key().prop_map(Op::Remove),
             key().prop_map(Op::Get),
+            (key(), any::<u32>()).prop_map(|(k, v)| Op::Change(k, v)),
         ]
     }
 
     proptest! {
         #[test]
-        fn behaves_like_a_hash_map(ops in prop::collection::vec(op(), 0..400), cap in 0usize..40) {
-            let mut t = IdTable::<u32>::with_capacity(cap);
+        fn behaves_like_a_hash_map(
+            ops in prop::collection::vec(op(), 0..400),
+            cap in 0usize..40,
+            restored in prop::collection::vec(key(), 0..120),
+        ) {
+            // Restored ids (the base, drained behind the inserts) and then the operations.
+            let restored = hash_sorted(restored);
+            let mut b = IdTableBuilder::new(cap, restored.len()).unwrap();
             let mut m = HashMap::new();
+            for &k in &restored {
+                prop_assert!(b.push(k, (k >> 3) as u32));
+                m.insert(k, (k >> 3) as u32);
+            }
+            let mut t = b.finish();
+            prop_assert_eq!(t.len(), m.len());
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
@@ -616,6 +841,15 @@ mod tests {
                     }
                     Op::Remove(k) => prop_assert_eq!(t.remove(k), m.remove(&k)),
                     Op::Get(k) => prop_assert_eq!(t.get(k), m.get(&k)),
+                    Op::Change(k, v) => {
+                        if let Some(r) = t.find(k) {
+                            *t.at_mut(r) = v;
+                            prop_assert_eq!(t.at(r), &v);
+                        }
+                        if let Some(e) = m.get_mut(&k) {
+                            *e = v;
+                        }
+                    }
                 }
                 prop_assert_eq!(t.len(), m.len());
             }
@@ -753,6 +987,19 @@ mod tests {
         assert!(t.capacity() >= 1000);
         for j in 1..k {
             assert_eq!(t.get(j), Some(&7));
+        }
+        // A restored base is moved in by the rebuild too.
+        let restored = hash_sorted((1..=300u64).map(|i| i << 24).collect());
+        let mut b = IdTableBuilder::new(16, restored.len()).unwrap();
+        for &k in &restored {
+            assert!(b.push(k, 3u32));
+        }
+        let mut t = b.finish();
+        t.reserve_to(2000);
+        assert!(t.base.is_none());
+        assert_eq!(t.len(), restored.len());
+        for &k in &restored {
+            assert_eq!(t.get(k), Some(&3));
         }
     }
 }
