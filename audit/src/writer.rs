@@ -486,7 +486,9 @@ impl Writer {
                 max: self.max_payload_len(),
             });
         }
-        let seg = self.seg.as_ref().ok_or(JournalError::Poisoned)?;
+        let Some(seg) = self.seg.as_ref() else {
+            return Err(JournalError::Poisoned);
+        };
         if seg.write_off + record_len > seg.map.len() {
             self.roll()?;
             // The prologue first: a reader of this segment alone sees it.
@@ -551,7 +553,9 @@ impl Writer {
     ) -> Result<Appended, JournalError> {
         let payload_len = payload.len();
         let record_len = record_len_for(payload_len);
-        let seg = self.seg.as_ref().ok_or(JournalError::Poisoned)?;
+        let Some(seg) = self.seg.as_ref() else {
+            return Err(JournalError::Poisoned);
+        };
         assert!(
             seg.write_off + record_len <= seg.map.len(),
             "journal writer: a record of {record_len} bytes at offset {} does not fit the segment",
@@ -578,7 +582,9 @@ impl Writer {
             &ZEROS[..pad],
             &mut hash,
         );
-        let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+        let Some(seg) = self.seg.as_mut() else {
+            return Err(JournalError::Poisoned);
+        };
         let off = seg.write_off;
         let rec = &mut seg.map[off..off + record_len];
         debug_assert!(rec[..4].iter().all(|&b| b == 0), "appending over data");
@@ -825,13 +831,17 @@ impl Writer {
     /// a write-back error the kernel may have dropped the dirty pages, so what is on disk is
     /// unknown and appending more would hide it (reopening re-verifies the files).
     fn sync_range(&mut self) -> Result<(), JournalError> {
-        let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+        let Some(seg) = self.seg.as_mut() else {
+            return Err(JournalError::Poisoned);
+        };
         if seg.write_off > seg.synced_off {
             let (from, len) = (seg.synced_off, seg.write_off - seg.synced_off);
             if let Err(e) = seg.map.flush_range(from, len) {
                 return Err(self.poison_io("msync", e));
             }
-            let seg = self.seg.as_mut().ok_or(JournalError::Poisoned)?;
+            let Some(seg) = self.seg.as_mut() else {
+                return Err(JournalError::Poisoned);
+            };
             seg.synced_off = seg.write_off;
             self.msyncs += 1;
         }
@@ -862,7 +872,10 @@ impl Writer {
             // The old segment is complete on disk before the next one exists.
             self.sync_range()?;
         }
-        let index = self.seg.as_ref().ok_or(JournalError::Poisoned)?.index + 1;
+        let Some(seg) = self.seg.as_ref() else {
+            return Err(JournalError::Poisoned);
+        };
+        let index = seg.index + 1;
         let spare = self.spare.take().map(|sp| {
             sp.hurry.store(true, Ordering::Relaxed);
             sp.handle.join().unwrap_or_else(|_| {

@@ -395,6 +395,10 @@ impl<V: Copy + Default> IdTable<V> {
                 i,
             });
         }
+        if self.old.is_none() && self.base.is_none() {
+            // The usual case (no growth, no restored ids left): a miss costs no call.
+            return None;
+        }
         self.find_cold(key)
     }
 
