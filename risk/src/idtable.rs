@@ -101,6 +101,11 @@ pub const BASE_DRAIN_PER_INSERT: usize = 2;
 pub const BASE_DRAIN_SCAN_PER_INSERT: usize = 16;
 /// Directory buckets of a base per entry, at least (a power of two, so ~1–2 entries a bucket).
 const BASE_ENTRIES_PER_BUCKET: usize = 2;
+/// `log2` of the entries in one chunk of a base: 8,192 entries of 32 bytes, 256 KiB, freed
+/// when the drain has passed them.
+const BASE_CHUNK_SHIFT: u32 = 13;
+/// Entries in one chunk of a base.
+pub const BASE_CHUNK_ENTRIES: usize = 1 << BASE_CHUNK_SHIFT;
 
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]
@@ -242,17 +247,22 @@ impl<V: Copy + Default> Table<V> {
 }
 
 /// Restored entries in ascending [`hash_order`] (module docs, "A restore drained behind the
-/// inserts"). A removed or drained entry keeps its place with the key [`EMPTY`].
+/// inserts"), in chunks of [`BASE_CHUNK_ENTRIES`]. A removed or drained entry keeps its place
+/// with the key [`EMPTY`]; a chunk the drain has passed is freed then, so that no insert frees
+/// the whole base at once (86 MB took 6–8 ms to unmap here).
 #[derive(Debug, Clone)]
 struct Base<V> {
-    slots: Vec<Slot<V>>,
+    /// Every chunk holds [`BASE_CHUNK_ENTRIES`] entries but the last; a passed one is empty.
+    chunks: Vec<Box<[Slot<V>]>>,
+    /// Entries written.
+    n: usize,
     /// `dir[b]..dir[b + 1]`: the entries whose hash's top bits are `b`.
     dir: Vec<u32>,
     /// `64 − log2(buckets)`.
     shift: u32,
     /// Entries not removed or drained.
     len: usize,
-    /// Next slot to drain: every slot before it is empty.
+    /// Next entry to drain: every entry before it is empty, and its chunk may be freed.
     cursor: usize,
 }
 
@@ -263,17 +273,39 @@ impl<V> Base<V> {
     }
 
     #[inline]
+    fn slot(&self, i: usize) -> &Slot<V> {
+        &self.chunks[i >> BASE_CHUNK_SHIFT][i & (BASE_CHUNK_ENTRIES - 1)]
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, i: usize) -> &mut Slot<V> {
+        &mut self.chunks[i >> BASE_CHUNK_SHIFT][i & (BASE_CHUNK_ENTRIES - 1)]
+    }
+
+    #[inline]
     fn find(&self, key: u64) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
         let b = self.bucket(key);
-        let (from, to) = (self.dir[b] as usize, self.dir[b + 1] as usize);
-        (from..to).find(|&i| self.slots[i].key == key)
+        // Entries before the cursor are empty (and their chunk may be gone).
+        let from = (self.dir[b] as usize).max(self.cursor);
+        let to = self.dir[b + 1] as usize;
+        (from..to).find(|&i| self.slot(i).key == key)
     }
 
     fn remove_at(&mut self, i: usize) -> &V {
-        debug_assert_ne!(self.slots[i].key, EMPTY);
-        self.slots[i].key = EMPTY;
+        debug_assert!(i >= self.cursor);
+        let s = self.slot_mut(i);
+        debug_assert_ne!(s.key, EMPTY);
+        s.key = EMPTY;
         self.len -= 1;
-        &self.slots[i].value
+        &self.slot(i).value
+    }
+
+    /// The entries not yet passed by the drain (empty ones included).
+    fn live_slots(&self) -> impl Iterator<Item = &Slot<V>> + '_ {
+        (self.cursor..self.n).map(move |i| self.slot(i))
     }
 }
 
@@ -362,7 +394,10 @@ impl<V: Copy + Default> IdTable<V> {
     /// Bytes of the slot arrays (both tables while migrating, and the base's entries).
     pub fn footprint_bytes(&self) -> usize {
         let old = self.old.as_ref().map_or(0, |t| t.slots.len());
-        let base = self.base.as_ref().map_or(0, |b| b.slots.len());
+        let base = self
+            .base
+            .as_ref()
+            .map_or(0, |b| b.chunks.iter().map(|c| c.len()).sum());
         (self.cur.slots.len() + old + base) * slot_bytes::<V>()
     }
 
@@ -376,8 +411,10 @@ impl<V: Copy + Default> IdTable<V> {
             acc ^= o.slots[o.home(key)].key;
         }
         if let Some(b) = &self.base {
-            let at = b.dir[b.bucket(key)] as usize;
-            acc ^= b.slots.get(at).map_or(0, |s| s.key);
+            let at = (b.dir[b.bucket(key)] as usize).max(b.cursor);
+            if b.len > 0 && at < b.n {
+                acc ^= b.slot(at).key;
+            }
         }
         acc
     }
@@ -424,7 +461,7 @@ impl<V: Copy + Default> IdTable<V> {
     fn slot(&self, r: SlotRef) -> &Slot<V> {
         match (r.level, &self.old, &self.base) {
             (Level::Old, Some(t), _) => &t.slots[r.i],
-            (Level::Base, _, Some(b)) => &b.slots[r.i],
+            (Level::Base, _, Some(b)) => b.slot(r.i),
             _ => &self.cur.slots[r.i],
         }
     }
@@ -441,7 +478,7 @@ impl<V: Copy + Default> IdTable<V> {
     pub fn at_mut(&mut self, r: SlotRef) -> &mut V {
         match (r.level, &mut self.old, &mut self.base) {
             (Level::Old, Some(t), _) => &mut t.slots[r.i].value,
-            (Level::Base, _, Some(b)) => &mut b.slots[r.i].value,
+            (Level::Base, _, Some(b)) => &mut b.slot_mut(r.i).value,
             _ => &mut self.cur.slots[r.i].value,
         }
     }
@@ -504,7 +541,7 @@ impl<V: Copy + Default> IdTable<V> {
             .slots
             .iter()
             .chain(self.old.iter().flat_map(|t| t.slots.iter()))
-            .chain(self.base.iter().flat_map(|b| b.slots[b.cursor..].iter()))
+            .chain(self.base.iter().flat_map(|b| b.live_slots()))
             .filter(|s| s.key != EMPTY)
             .map(|s| (s.key, &s.value))
     }
@@ -514,31 +551,51 @@ impl<V: Copy + Default> IdTable<V> {
     /// Each entry moved is an insert for the growth ([`IdTable::grow_step`] runs before it),
     /// so the current table stays at load ≤ 50 % and a growth under way finishes in time.
     fn drain_step(&mut self) {
+        let Some(b) = &mut self.base else {
+            return;
+        };
+        if b.len == 0 {
+            // Nothing left to move (the rest was removed): free one chunk per insert.
+            let c = b.cursor >> BASE_CHUNK_SHIFT;
+            if let Some(chunk) = b.chunks.get_mut(c) {
+                *chunk = Box::default();
+            }
+            b.cursor = ((c + 1) << BASE_CHUNK_SHIFT).min(b.n);
+            if b.cursor == b.n {
+                self.base = None;
+            }
+            return;
+        }
         let mut moved = 0;
         for _ in 0..BASE_DRAIN_SCAN_PER_INSERT {
             let Some(b) = &mut self.base else {
                 return;
             };
-            if b.len == 0 {
-                self.base = None;
-                return;
-            }
             // `len > 0`: a live entry lies at or after the cursor.
-            let s = b.slots[b.cursor];
+            let i = b.cursor;
+            let s = *b.slot(i);
             b.cursor += 1;
+            if s.key != EMPTY {
+                // Passed by the cursor: no longer in the base (its slot is not read again).
+                b.len -= 1;
+            }
+            if b.cursor & (BASE_CHUNK_ENTRIES - 1) == 0 || b.cursor == b.n {
+                // The drain has passed this chunk.
+                b.chunks[i >> BASE_CHUNK_SHIFT] = Box::default();
+            }
+            if b.cursor == b.n {
+                debug_assert_eq!(b.len, 0);
+                self.base = None;
+            }
             if s.key == EMPTY {
                 continue;
             }
-            b.remove_at(b.cursor - 1);
             self.grow_step();
             self.cur.insert(s.key, s.value);
             moved += 1;
             if moved == BASE_DRAIN_PER_INSERT {
                 break;
             }
-        }
-        if self.base.as_ref().is_some_and(|b| b.len == 0) {
-            self.base = None;
         }
     }
 
@@ -601,6 +658,8 @@ impl<V: Copy + Default> IdTable<V> {
 pub struct IdTableBuilder<V> {
     capacity: usize,
     base: Base<V>,
+    /// The chunk being filled.
+    chunk: Vec<Slot<V>>,
     prev: Option<u64>,
     /// Entries announced ([`IdTableBuilder::new`]); no more are taken.
     count: usize,
@@ -622,12 +681,14 @@ impl<V: Copy + Default> IdTableBuilder<V> {
         Some(IdTableBuilder {
             capacity,
             base: Base {
-                slots: Vec::with_capacity(count),
+                chunks: Vec::with_capacity(count.div_ceil(BASE_CHUNK_ENTRIES)),
+                n: 0,
                 dir,
                 shift: 64 - buckets.trailing_zeros(),
                 len: 0,
                 cursor: 0,
             },
+            chunk: Vec::new(),
             prev: None,
             count,
         })
@@ -637,7 +698,7 @@ impl<V: Copy + Default> IdTableBuilder<V> {
     /// than announced); `false`, adding nothing, if it is not.
     pub fn push(&mut self, key: u64, value: V) -> bool {
         let h = hash_order(key);
-        if key == EMPTY || self.prev.is_some_and(|p| h <= p) || self.base.len == self.count {
+        if key == EMPTY || self.prev.is_some_and(|p| h <= p) || self.base.n == self.count {
             return false;
         }
         self.prev = Some(h);
@@ -645,19 +706,32 @@ impl<V: Copy + Default> IdTableBuilder<V> {
         // Buckets up to this key's start here (`dir[j]` is where bucket `j` starts; bucket
         // `j`'s end is `dir[j + 1]`).
         let bucket = (h >> b.shift) as usize;
-        let at = b.slots.len() as u32; // ≤ count ≤ u32::MAX
+        let at = b.n as u32; // < count ≤ u32::MAX
         while b.dir.len() <= bucket {
             b.dir.push(at);
         }
-        b.slots.push(Slot { key, value });
+        if self.chunk.capacity() == 0 {
+            self.chunk = Vec::with_capacity(BASE_CHUNK_ENTRIES.min(self.count - b.n));
+        }
+        self.chunk.push(Slot { key, value });
+        if self.chunk.len() == self.chunk.capacity() {
+            b.chunks
+                .push(std::mem::take(&mut self.chunk).into_boxed_slice());
+        }
+        b.n += 1;
         b.len += 1;
         true
     }
 
     /// The table: the directory closed, the current table made.
     pub fn finish(mut self) -> IdTable<V> {
+        if !self.chunk.is_empty() {
+            self.base
+                .chunks
+                .push(std::mem::take(&mut self.chunk).into_boxed_slice());
+        }
         let buckets = 1usize << (64 - self.base.shift);
-        let end = self.base.slots.len() as u32;
+        let end = self.base.n as u32;
         self.base.dir.resize(buckets + 1, end);
         let mut t = IdTable::with_capacity(self.capacity);
         if self.base.len > 0 {
@@ -778,8 +852,12 @@ mod tests {
                 "moved {}",
                 before - after
             );
-            if t.base.is_some() {
+            if let Some(b) = &t.base {
                 assert!(cursor_after - cursor <= BASE_DRAIN_SCAN_PER_INSERT);
+                // The chunks the drain has passed are freed as it passes them.
+                let passed = cursor_after >> BASE_CHUNK_SHIFT;
+                assert!(b.chunks[..passed].iter().all(|c| c.is_empty()));
+                assert!(b.chunks[passed..].iter().all(|c| !c.is_empty()));
             }
             assert!(t.cur.len * 100 <= t.cur.slots.len() * LOAD_MAX_PERCENT);
             assert!(inserts < 20_000, "the base never drains");
@@ -792,6 +870,44 @@ mod tests {
         for &k in &restored[..500] {
             assert_eq!(t.get(k), None);
         }
+    }
+
+    /// A base whose ids were all removed is freed one chunk per insert, never all at once.
+    #[test]
+    fn a_removed_base_is_freed_a_chunk_per_insert() {
+        let restored = hash_sorted(
+            (1..=50_000u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9))
+                .collect(),
+        );
+        let mut b = IdTableBuilder::new(64, restored.len()).unwrap();
+        for &k in &restored {
+            assert!(b.push(k, 1u8));
+        }
+        let mut t = b.finish();
+        let chunks = restored.len().div_ceil(BASE_CHUNK_ENTRIES);
+        assert_eq!(t.base.as_ref().unwrap().chunks.len(), chunks);
+        for &k in &restored {
+            assert_eq!(t.remove(k), Some(1));
+        }
+        assert_eq!(t.len(), 0);
+        let mut inserts = 0;
+        while let Some(b) = &t.base {
+            let live = b.chunks.iter().filter(|c| !c.is_empty()).count();
+            t.insert((1 << 50) + inserts, 2);
+            inserts += 1;
+            let after = t
+                .base
+                .as_ref()
+                .map_or(0, |b| b.chunks.iter().filter(|c| !c.is_empty()).count());
+            assert!(
+                live - after <= 1,
+                "freed {} chunks in one insert",
+                live - after
+            );
+        }
+        assert_eq!(inserts as usize, chunks);
+        assert_eq!(t.len(), chunks);
     }
 
     #[derive(Debug, Clone)]
