@@ -248,9 +248,10 @@ impl<V: Copy + Default> Table<V> {
 }
 
 /// Restored entries in ascending [`hash_order`] (module docs, "A restore drained behind the
-/// inserts"), in chunks of [`BASE_CHUNK_ENTRIES`]. A removed or drained entry keeps its place
-/// with the key [`EMPTY`]; a chunk the drain has passed is freed then, so that no insert frees
-/// the whole base at once (86 MB took 6–8 ms to unmap here).
+/// inserts"), in chunks of [`BASE_CHUNK_ENTRIES`]. A removed entry keeps its place with the key
+/// [`EMPTY`]; entries before the drain's cursor are never read again, and a chunk the cursor
+/// has passed is freed then, so that no insert frees the whole base at once (86 MB took
+/// 6–8 ms to unmap here).
 #[derive(Debug, Clone)]
 struct Base<V> {
     /// Every chunk holds [`BASE_CHUNK_ENTRIES`] entries but the last; a passed one is empty.
@@ -263,7 +264,8 @@ struct Base<V> {
     shift: u32,
     /// Entries not removed or drained.
     len: usize,
-    /// Next entry to drain: every entry before it is empty, and its chunk may be freed.
+    /// Next entry to drain: the entries before it are passed (drained or removed; not read
+    /// again), and their chunks freed.
     cursor: usize,
 }
 
@@ -548,7 +550,8 @@ impl<V: Copy + Default> IdTable<V> {
     }
 
     /// Moves up to [`BASE_DRAIN_PER_INSERT`] base entries into the current table, looking at
-    /// no more than [`BASE_DRAIN_SCAN_PER_INSERT`] base slots; frees the base once drained.
+    /// no more than [`BASE_DRAIN_SCAN_PER_INSERT`] base slots, and frees each chunk it passes
+    /// (one chunk per call once every entry left was removed); drops the base at its end.
     /// Each entry moved is an insert for the growth ([`IdTable::grow_step`] runs before it),
     /// so the current table stays at load ≤ 50 % and a growth under way finishes in time.
     fn drain_step(&mut self) {
