@@ -776,6 +776,16 @@ mod tests {
         keys
     }
 
+    /// A table of capacity `cap` built with `keys` (hash-sorted) as its base, `value(k)` each;
+    /// every push must be taken.
+    fn built<V: Copy + Default>(cap: usize, keys: &[u64], value: impl Fn(u64) -> V) -> IdTable<V> {
+        let mut b = IdTableBuilder::new(cap, keys.len()).unwrap();
+        for &k in keys {
+            assert!(b.push(k, value(k)));
+        }
+        b.finish()
+    }
+
     /// A table built from hash-ordered ids holds them all as its base (its current table is
     /// the configured one, empty); the builder refuses out-of-order, repeated and zero keys
     /// and more keys than announced.
@@ -830,11 +840,7 @@ mod tests {
                 .map(|i| i.wrapping_mul(0x9E37_79B9))
                 .collect(),
         );
-        let mut b = IdTableBuilder::new(64, restored.len()).unwrap();
-        for &k in &restored {
-            assert!(b.push(k, k as u32));
-        }
-        let mut t = b.finish();
+        let mut t = built(64, &restored, |k| k as u32);
         // Remove a run of restored ids at the front: the drain skips them, a bounded number
         // of slots per insert.
         for &k in &restored[..500] {
@@ -884,11 +890,7 @@ mod tests {
                 .map(|i| i.wrapping_mul(0x9E37_79B9))
                 .collect(),
         );
-        let mut b = IdTableBuilder::new(64, restored.len()).unwrap();
-        for &k in &restored {
-            assert!(b.push(k, 1u8));
-        }
-        let mut t = b.finish();
+        let mut t = built(64, &restored, |_| 1u8);
         let chunks = restored.len().div_ceil(BASE_CHUNK_ENTRIES);
         assert_eq!(t.base.as_ref().unwrap().chunks.len(), chunks);
         for &k in &restored {
@@ -948,13 +950,8 @@ mod tests {
         ) {
             // Restored ids (the base, drained behind the inserts) and then the operations.
             let restored = hash_sorted(restored);
-            let mut b = IdTableBuilder::new(cap, restored.len()).unwrap();
-            let mut m = HashMap::new();
-            for &k in &restored {
-                prop_assert!(b.push(k, (k >> 3) as u32));
-                m.insert(k, (k >> 3) as u32);
-            }
-            let mut t = b.finish();
+            let mut t = built(cap, &restored, |k| (k >> 3) as u32);
+            let mut m: HashMap<u64, u32> = restored.iter().map(|&k| (k, (k >> 3) as u32)).collect();
             prop_assert_eq!(t.len(), m.len());
             for op in ops {
                 match op {
@@ -1114,11 +1111,7 @@ mod tests {
         }
         // A restored base is moved in by the rebuild too.
         let restored = hash_sorted((1..=300u64).map(|i| i << 24).collect());
-        let mut b = IdTableBuilder::new(16, restored.len()).unwrap();
-        for &k in &restored {
-            assert!(b.push(k, 3u32));
-        }
-        let mut t = b.finish();
+        let mut t = built(16, &restored, |_| 3u32);
         t.reserve_to(2000);
         assert!(t.base.is_none());
         assert_eq!(t.len(), restored.len());
