@@ -312,6 +312,23 @@ mod tests {
     use crate::frames::EgressFrame;
     use rtrb::RingBuffer;
 
+    /// An egress stage on `socket` reading `c`, counting into `m`, recording from input_seq 0.
+    fn stage_on(
+        socket: Option<zmq::Socket>,
+        c: rtrb::Consumer<Outbound>,
+        max_batch: usize,
+        m: &Arc<Metrics>,
+    ) -> EgressStage {
+        EgressStage::new(
+            socket,
+            c,
+            max_batch,
+            Clock::new(),
+            Arc::clone(m),
+            Recorder::new(0, false),
+        )
+    }
+
     fn outbound(i: u64) -> Outbound {
         Outbound {
             input_seq: i,
@@ -345,14 +362,7 @@ mod tests {
             p.push(outbound(i)).unwrap();
         }
         drop(p);
-        let mut stage = EgressStage::new(
-            Some(push),
-            c,
-            3,
-            Clock::new(),
-            Arc::clone(&m),
-            Recorder::new(0, false),
-        );
+        let mut stage = stage_on(Some(push), c, 3, &m);
         // The sink binds only after a while: egress must wait, not drop.
         let ctx2 = ctx.clone();
         let endpoint2 = endpoint.clone();
@@ -410,15 +420,7 @@ mod tests {
             p.push(outbound(i)).unwrap();
         }
         let m = Arc::new(Metrics::default());
-        let mut stage = EgressStage::new(
-            Some(push),
-            c,
-            64,
-            Clock::new(),
-            Arc::clone(&m),
-            Recorder::new(0, false),
-        )
-        .nonblocking();
+        let mut stage = stage_on(Some(push), c, 64, &m).nonblocking();
         let per_frame = crate::limits::egress_frame_orders(
             crate::limits::EGRESS_SNDHWM_MESSAGES_DEFAULT as usize,
             64,
@@ -493,15 +495,7 @@ mod tests {
         push.connect(&endpoint).unwrap();
         let (mut p, c) = RingBuffer::new(4096);
         let m = Arc::new(Metrics::default());
-        let mut stage = EgressStage::new(
-            Some(push),
-            c,
-            8,
-            Clock::new(),
-            Arc::clone(&m),
-            Recorder::new(0, false),
-        )
-        .nonblocking();
+        let mut stage = stage_on(Some(push), c, 8, &m).nonblocking();
         // One order at a time until downstream (not reading) cannot take a frame.
         let mut next = 0u64;
         let t0 = std::time::Instant::now();
