@@ -36,10 +36,8 @@ const SYMBOL_LEN_BYTES: usize = 20;
 const POSITION_LEN_BYTES: usize = 32;
 const RING_ENTRY_LEN_BYTES: usize = 16;
 const ID_ENTRY_LEN_BYTES: usize = 32;
-/// Order-id entries a restore reads, and hands to its consistency check, together.
+/// Order-id entries a restore reads together (one read of 32 KiB).
 const ID_BLOCK_ENTRIES: usize = 1024;
-/// Blocks of entries decoded ahead of the consistency check, at most.
-const TALLY_BLOCKS_QUEUED: usize = 4;
 
 /// Why encoded state bytes cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -426,87 +424,43 @@ impl Checker {
         // restore does not build a table for them. The table itself is the configured one.
         let mut ids = IdTableBuilder::new(Checker::id_capacity(&c.limits, 0), n)
             .ok_or_else(|| invalid(format!("{n} order ids: more than a table indexes")))?;
-        // In blocks of entries: one read per block. The consistency check of a block runs on
-        // a second thread while the next block is decoded and put in the base: its reads (the
-        // horizon ring entries that remembered ids own, the positions and their sums) miss
-        // the cache, and it was the largest part of a restore after the file's hash. That
-        // thread loads what a block's checks read for all its entries first, so that the
-        // misses overlap.
-        let (open, tally) = std::thread::scope(|s| {
-            let (to_tally, blocks) =
-                std::sync::mpsc::sync_channel::<Vec<(u64, IdSlot)>>(TALLY_BLOCKS_QUEUED);
-            let (free_tx, free) =
-                std::sync::mpsc::sync_channel::<Vec<(u64, IdSlot)>>(TALLY_BLOCKS_QUEUED + 2);
-            let checker = &c;
-            let tallier = s.spawn(move || -> Result<ConsistencyTally, String> {
-                let mut tally = ConsistencyTally::new(checker);
-                for block in blocks {
-                    let mut acc = 0u64;
-                    for (_, slot) in &block {
-                        acc ^= tally.touch(checker, slot);
+        // In blocks of entries: one read per block. Each entry is checked and added to the
+        // consistency sums as it is decoded, while it is in the cache. (A second thread for
+        // the check, fed blocks of decoded entries, was no faster once the sums were kept
+        // per position: the blocks crossed cores, and a restart is CPU-bound on two.)
+        let (open, tally) = {
+            let mut tally = ConsistencyTally::new(&c);
+            let mut open = 0u64;
+            let mut bytes = vec![0u8; ID_BLOCK_ENTRIES * ID_ENTRY_LEN_BYTES];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(ID_BLOCK_ENTRIES);
+                left -= k;
+                let bytes = &mut bytes[..k * ID_ENTRY_LEN_BYTES];
+                r.fill(bytes)?;
+                for e in bytes.chunks_exact(ID_ENTRY_LEN_BYTES) {
+                    let id = le_u64(e, 0);
+                    let slot = IdSlot {
+                        price: i64::from_le_bytes(le_u64(e, 8).to_le_bytes()),
+                        qty_flags: le_u64(e, 16),
+                        position: le_u32(e, 24),
+                        tag: le_u32(e, 28),
+                    };
+                    if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
+                        return Err(invalid(format!("order {id}: flags")));
                     }
-                    std::hint::black_box(acc);
-                    // Remembered ids own their ring entry, closed ones are remembered, the
-                    // sums of the open ones are kept for the end (the check
-                    // `verify_consistency` makes).
-                    for (id, slot) in &block {
-                        tally.add(checker, *id, slot)?;
+                    if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
+                        return Err(invalid(format!("order {id}: position out of range")));
                     }
-                    // The decoder may have made all its blocks already.
-                    let _ = free_tx.try_send(block);
+                    open += u64::from(slot.open_qty() > 0);
+                    if !ids.push(id, slot) {
+                        return Err(invalid(format!("order ids not in hash order at {id}")));
+                    }
+                    tally.add(&c, id, &slot).map_err(StateError::Invalid)?;
                 }
-                Ok(tally)
-            });
-            let decoded = (|| -> Result<u64, StateError> {
-                let mut open = 0u64;
-                let mut bytes = vec![0u8; ID_BLOCK_ENTRIES * ID_ENTRY_LEN_BYTES];
-                let mut left = n;
-                while left > 0 {
-                    let k = left.min(ID_BLOCK_ENTRIES);
-                    left -= k;
-                    let bytes = &mut bytes[..k * ID_ENTRY_LEN_BYTES];
-                    r.fill(bytes)?;
-                    let mut block = free
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(ID_BLOCK_ENTRIES));
-                    block.clear();
-                    for e in bytes.chunks_exact(ID_ENTRY_LEN_BYTES) {
-                        let id = le_u64(e, 0);
-                        let slot = IdSlot {
-                            price: i64::from_le_bytes(le_u64(e, 8).to_le_bytes()),
-                            qty_flags: le_u64(e, 16),
-                            position: le_u32(e, 24),
-                            tag: le_u32(e, 28),
-                        };
-                        if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
-                            return Err(invalid(format!("order {id}: flags")));
-                        }
-                        if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
-                            return Err(invalid(format!("order {id}: position out of range")));
-                        }
-                        open += u64::from(slot.open_qty() > 0);
-                        if !ids.push(id, slot) {
-                            return Err(invalid(format!("order ids not in hash order at {id}")));
-                        }
-                        block.push((id, slot));
-                    }
-                    if to_tally.send(block).is_err() {
-                        // The check failed: its error is the one reported.
-                        break;
-                    }
-                }
-                Ok(open)
-            })();
-            drop(to_tally);
-            let tally = tallier
-                .join()
-                .unwrap_or_else(|_| Err("the consistency check panicked".to_owned()));
-            match (decoded, tally) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(StateError::Invalid(e)),
-                (Ok(open), Ok(tally)) => Ok((open, tally)),
             }
-        })?;
+            (open, tally)
+        };
         c.ids = ids.finish();
         r.end()?;
         if open != open_count {

@@ -1618,3 +1618,59 @@ fn limits_without_names_keep_the_digest_of_the_builds_before_names() {
         .insert("ACC11".to_owned(), AccountLimits::default());
     assert_ne!(crate::limits_digest(&named), crate::limits_digest(&l));
 }
+
+/// A restore checks every order-id entry against the rest of the state (the sums
+/// `verify_consistency` compares), and names what does not add up: each change below is to a
+/// value an entry may hold, so only that check can refuse it.
+#[test]
+fn a_restore_refuses_entries_the_rest_of_the_state_does_not_sum_to() {
+    let l = prop_limits();
+    let mut c = Checker::new(l.clone());
+    for o in [
+        buy(1, 1, "AAA", 10, 100_000),
+        sell(2, 1, "BBB", 5, 200_000),
+        buy(3, 3, "AAA", 7, 100_000),
+    ] {
+        assert_eq!(c.check(&o, 5), Reason::Accepted);
+    }
+    assert_eq!(c.check(&cancel(1, 10), 6), Reason::Accepted);
+    let bytes = c.state_bytes();
+    let n = c.ids.len();
+    assert_eq!(n, 3, "two open orders and one closed, remembered id");
+    let ids_at = bytes.len() - n * 32;
+    let entry = |id: u64| {
+        (0..n)
+            .map(|i| ids_at + i * 32)
+            .find(|&at| bytes[at..at + 8] == id.to_le_bytes())
+            .expect("the id is encoded")
+    };
+    let field = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let refused = |b: Vec<u8>, says: &str| {
+        let err = Checker::restore_state(l.clone(), &b)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "expected '{says}' in: {err}");
+    };
+    Checker::restore_state(l.clone(), &bytes).unwrap();
+
+    // One more open share than the position holds.
+    let mut b = bytes.clone();
+    let at = entry(2) + 16;
+    b[at..at + 8].copy_from_slice(&(field(&bytes, at) + 1).to_le_bytes());
+    refused(b, "open orders sum to");
+    // Another price: the account's open notional differs.
+    let mut b = bytes.clone();
+    let at = entry(3) + 8;
+    b[at..at + 8].copy_from_slice(&(field(&bytes, at) + 1).to_le_bytes());
+    refused(b, "open notional");
+    // A remembered id pointing at another horizon entry.
+    let mut b = bytes.clone();
+    let at = entry(1) + 28;
+    b[at] ^= 1;
+    refused(b, "does not own horizon ring entry");
+    // A closed id no longer remembered.
+    let mut b = bytes.clone();
+    let at = entry(1) + 16;
+    b[at..at + 8].copy_from_slice(&(field(&bytes, at) & !(1 << 63)).to_le_bytes());
+    refused(b, "neither open nor remembered");
+}
