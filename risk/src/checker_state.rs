@@ -27,24 +27,37 @@ use crate::idtable::{hash_order, IdTable, IdTableBuilder};
 
 /// First bytes of an encoded state.
 pub const STATE_MAGIC: [u8; 8] = *b"TTNCRSK1";
-/// Version of the encoding.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the encoding written: 2, order ids packed in blocks of fixed widths.
+pub const STATE_VERSION: u32 = 2;
+/// The first version, still read: order ids as fixed entries of 32 bytes.
+pub const STATE_VERSION_FIXED_IDS: u32 = 1;
 /// Bytes of the fixed header (magic, version, flags, limits digest, scalars).
 pub const STATE_HEADER_LEN_BYTES: usize = 8 + 4 + 4 + 32 + 8 + 8 + 8 + 8;
 const ACCOUNT_LEN_BYTES: usize = 48;
 const SYMBOL_LEN_BYTES: usize = 20;
 const POSITION_LEN_BYTES: usize = 32;
 const RING_ENTRY_LEN_BYTES: usize = 16;
+/// Bytes of an order-id entry of version 1, and the most an entry of version 2 takes.
 const ID_ENTRY_LEN_BYTES: usize = 32;
-/// Order-id entries a restore reads together (one read of 32 KiB).
+/// Order-id entries in one block of version 2 (all but the last, which holds the rest), and
+/// the entries a restore of either version reads together.
 const ID_BLOCK_ENTRIES: usize = 1024;
+/// Bytes of a version-2 block's field widths: order id, price, order word, position, tag.
+const ID_WIDTHS_BYTES: usize = 5;
+/// Most bytes of each field of a version-2 entry.
+const ID_WIDTHS_MAX: [u8; ID_WIDTHS_BYTES] = [8, 8, 8, 4, 4];
+/// Bits of a version-2 order word: open quantity in bits 2.., sell in bit 1, remembered in
+/// bit 0.
+const ORDER_WORD_BITS: u32 = 48 + 2;
 
 /// Why encoded state bytes cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
     /// Not a risk state (magic) or another version of the encoding.
-    #[error("not a risk state of version {STATE_VERSION} (magic or version differ)")]
+    #[error(
+        "not a risk state of version {STATE_VERSION_FIXED_IDS} or {STATE_VERSION} (magic or version differ)"
+    )]
     Format,
     /// Made under other limits than those given: a replay under these limits would build
     /// another state.
@@ -186,6 +199,42 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
+/// The fields of a version-2 order-id entry: the id, the price zigzag-encoded (`0, -1, 1, -2,
+/// …` as `0, 1, 2, 3, …`), the order word, the position index and the horizon tag.
+#[inline]
+fn id_fields(id: u64, s: &IdSlot) -> [u64; ID_WIDTHS_BYTES] {
+    debug_assert_eq!(s.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT), 0);
+    let word = (s.qty_flags & QTY_MASK) << 2
+        | u64::from(s.qty_flags & SELL_BIT != 0) << 1
+        | u64::from(s.qty_flags & REMEMBERED_BIT != 0);
+    let zigzag = ((s.price << 1) ^ (s.price >> 63)) as u64;
+    [id, zigzag, word, u64::from(s.position), u64::from(s.tag)]
+}
+
+/// Checks a decoded order-id entry, adds it to the base and to the consistency sums; counts
+/// it in `open` if its order is open.
+#[inline]
+fn take_id(
+    c: &Checker,
+    ids: &mut IdTableBuilder<IdSlot>,
+    tally: &mut ConsistencyTally,
+    open: &mut u64,
+    id: u64,
+    slot: IdSlot,
+) -> Result<(), StateError> {
+    if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
+        return Err(invalid(format!("order {id}: flags")));
+    }
+    if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
+        return Err(invalid(format!("order {id}: position out of range")));
+    }
+    *open += u64::from(slot.open_qty() > 0);
+    if !ids.push(id, slot) {
+        return Err(invalid(format!("order ids not in hash order at {id}")));
+    }
+    tally.add(c, id, &slot).map_err(StateError::Invalid)
+}
+
 fn invalid(what: impl Into<String>) -> StateError {
     StateError::Invalid(what.into())
 }
@@ -195,6 +244,12 @@ impl Checker {
     /// `docs/formats/risk-state.md`). The undo log is not state (a restored checker starts
     /// with none, as one rebuilt from the journal does). Allocates (cold path).
     pub fn encode_state(&self, out: &mut Vec<u8>) {
+        self.encode_state_as(out, STATE_VERSION);
+    }
+
+    /// [`Checker::encode_state`] in `version` ([`STATE_VERSION`], or
+    /// [`STATE_VERSION_FIXED_IDS`] for the tests that restore the first version).
+    pub(crate) fn encode_state_as(&self, out: &mut Vec<u8>, version: u32) {
         let mut ids: Vec<(u64, IdSlot)> = self.ids.iter().map(|(k, v)| (k, *v)).collect();
         // In the table's hash order: canonical (equal states, equal bytes), and a restore
         // inserts front to back. The table keeps its entries in that order already (Robin
@@ -208,10 +263,11 @@ impl Checker {
                 + self.symbols.len() * SYMBOL_LEN_BYTES
                 + self.positions.len() * POSITION_LEN_BYTES
                 + self.ring.len() * RING_ENTRY_LEN_BYTES
-                + ids.len() * ID_ENTRY_LEN_BYTES,
+                + ids.len() * ID_ENTRY_LEN_BYTES
+                + ids.len().div_ceil(ID_BLOCK_ENTRIES) * ID_WIDTHS_BYTES,
         );
         out.extend_from_slice(&STATE_MAGIC);
-        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&limits_digest(&self.limits));
         out.extend_from_slice(&u64::from(state_code(self.global_admin_state)).to_le_bytes());
@@ -251,12 +307,32 @@ impl Checker {
             out.extend_from_slice(&t.to_le_bytes());
         }
         out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-        for (id, s) in &ids {
-            out.extend_from_slice(&id.to_le_bytes());
-            out.extend_from_slice(&s.price.to_le_bytes());
-            out.extend_from_slice(&s.qty_flags.to_le_bytes());
-            out.extend_from_slice(&s.position.to_le_bytes());
-            out.extend_from_slice(&s.tag.to_le_bytes());
+        if version == STATE_VERSION_FIXED_IDS {
+            for (id, s) in &ids {
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&s.price.to_le_bytes());
+                out.extend_from_slice(&s.qty_flags.to_le_bytes());
+                out.extend_from_slice(&s.position.to_le_bytes());
+                out.extend_from_slice(&s.tag.to_le_bytes());
+            }
+            return;
+        }
+        // Each block: the bytes its largest value of each field needs, then its entries with
+        // each field cut to that many bytes.
+        for block in ids.chunks(ID_BLOCK_ENTRIES) {
+            let mut any = [0u64; ID_WIDTHS_BYTES];
+            for (id, slot) in block {
+                for (a, f) in any.iter_mut().zip(id_fields(*id, slot)) {
+                    *a |= f;
+                }
+            }
+            let widths = any.map(|a| (u64::BITS - a.leading_zeros()).div_ceil(8).max(1) as u8);
+            out.extend_from_slice(&widths);
+            for (id, slot) in block {
+                for (w, f) in widths.iter().zip(id_fields(*id, slot)) {
+                    out.extend_from_slice(&f.to_le_bytes()[..usize::from(*w)]);
+                }
+            }
         }
     }
 
@@ -289,7 +365,11 @@ impl Checker {
         len: u64,
     ) -> Result<Checker, StateError> {
         let mut r = Src { r, off: 0, len };
-        if r.array::<8>()? != STATE_MAGIC || r.u32()? != STATE_VERSION {
+        if r.array::<8>()? != STATE_MAGIC {
+            return Err(StateError::Format);
+        }
+        let version = r.u32()?;
+        if version != STATE_VERSION && version != STATE_VERSION_FIXED_IDS {
             return Err(StateError::Format);
         }
         if r.u32()? != 0 {
@@ -418,7 +498,13 @@ impl Checker {
             c.ring.push_back((id, t));
         }
         let n = r.u64()?;
-        let n = r.count(n, ID_ENTRY_LEN_BYTES)?;
+        // Each entry takes at least one byte a field (version 2), 32 in version 1.
+        let least = if version == STATE_VERSION_FIXED_IDS {
+            ID_ENTRY_LEN_BYTES
+        } else {
+            ID_WIDTHS_BYTES
+        };
+        let n = r.count(n, least)?;
         // Kept as the table's base, written in one sequential pass (the ids come in hash
         // order) and drained into the table behind the first inserts (`idtable.rs`): the
         // restore does not build a table for them. The table itself is the configured one.
@@ -428,39 +514,66 @@ impl Checker {
         // consistency sums as it is decoded, while it is in the cache. (A second thread for
         // the check, fed blocks of decoded entries, was no faster once the sums were kept
         // per position: the blocks crossed cores, and a restart is CPU-bound on two.)
-        let (open, tally) = {
-            let mut tally = ConsistencyTally::new(&c);
-            let mut open = 0u64;
-            let mut bytes = vec![0u8; ID_BLOCK_ENTRIES * ID_ENTRY_LEN_BYTES];
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(ID_BLOCK_ENTRIES);
-                left -= k;
-                let bytes = &mut bytes[..k * ID_ENTRY_LEN_BYTES];
+        let mut tally = ConsistencyTally::new(&c);
+        let mut open = 0u64;
+        // 8 bytes more than a block: a field is read as the 8 bytes at its start, masked.
+        let mut buf = vec![0u8; ID_BLOCK_ENTRIES * ID_ENTRY_LEN_BYTES + 8];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(ID_BLOCK_ENTRIES);
+            left -= k;
+            if version == STATE_VERSION_FIXED_IDS {
+                let bytes = &mut buf[..k * ID_ENTRY_LEN_BYTES];
                 r.fill(bytes)?;
                 for e in bytes.chunks_exact(ID_ENTRY_LEN_BYTES) {
-                    let id = le_u64(e, 0);
                     let slot = IdSlot {
                         price: i64::from_le_bytes(le_u64(e, 8).to_le_bytes()),
                         qty_flags: le_u64(e, 16),
                         position: le_u32(e, 24),
                         tag: le_u32(e, 28),
                     };
-                    if slot.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT) != 0 {
-                        return Err(invalid(format!("order {id}: flags")));
-                    }
-                    if slot.open_qty() > 0 && slot.position as usize >= c.positions.len() {
-                        return Err(invalid(format!("order {id}: position out of range")));
-                    }
-                    open += u64::from(slot.open_qty() > 0);
-                    if !ids.push(id, slot) {
-                        return Err(invalid(format!("order ids not in hash order at {id}")));
-                    }
-                    tally.add(&c, id, &slot).map_err(StateError::Invalid)?;
+                    take_id(&c, &mut ids, &mut tally, &mut open, le_u64(e, 0), slot)?;
                 }
+                continue;
             }
-            (open, tally)
-        };
+            let widths = r.array::<ID_WIDTHS_BYTES>()?;
+            if widths
+                .iter()
+                .zip(ID_WIDTHS_MAX)
+                .any(|(&w, most)| w == 0 || w > most)
+            {
+                return Err(invalid(format!("order-id block widths {widths:?}")));
+            }
+            let mut at = [0usize; ID_WIDTHS_BYTES];
+            let mut mask = [0u64; ID_WIDTHS_BYTES];
+            let mut entry = 0usize;
+            for i in 0..ID_WIDTHS_BYTES {
+                at[i] = entry;
+                entry += usize::from(widths[i]);
+                mask[i] = u64::MAX >> (64 - 8 * u32::from(widths[i]));
+            }
+            let this = r.count(k as u64, entry)?;
+            let bytes = &mut buf[..this * entry];
+            r.fill(bytes)?;
+            for j in 0..k {
+                let e = j * entry;
+                let field = |i: usize| le_u64(&buf, e + at[i]) & mask[i];
+                let (id, zigzag, word) = (field(0), field(1), field(2));
+                if word >> ORDER_WORD_BITS != 0 {
+                    return Err(invalid(format!("order {id}: order word")));
+                }
+                let slot = IdSlot {
+                    price: (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64),
+                    qty_flags: word >> 2
+                        | if word & 2 != 0 { SELL_BIT } else { 0 }
+                        | if word & 1 != 0 { REMEMBERED_BIT } else { 0 },
+                    // At most 4 bytes each (checked above).
+                    position: field(3) as u32,
+                    tag: field(4) as u32,
+                };
+                take_id(&c, &mut ids, &mut tally, &mut open, id, slot)?;
+            }
+        }
         c.ids = ids.finish();
         r.end()?;
         if open != open_count {

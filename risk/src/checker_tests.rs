@@ -1402,7 +1402,7 @@ proptest! {
 
     /// Restoring outside input never panics: a truncated state or one with a byte changed is
     /// refused or (where the change is to a value the state may hold) gives a consistent
-    /// checker.
+    /// checker, in either version of the encoding; version 1 restores to the same state.
     #[test]
     fn restoring_damaged_state_never_panics(
         actions in prop::collection::vec(arb_action(), 1..80),
@@ -1414,16 +1414,22 @@ proptest! {
         for d in &decisions_of(&actions) {
             c.apply_decision(d);
         }
-        let bytes = c.state_bytes();
-        let mut flipped = bytes.clone();
-        flipped[at.index(bytes.len())] ^= mask;
-        if let Ok(r) = Checker::restore_state(prop_limits(), &flipped) {
-            if let Err(e) = r.verify_consistency() {
-                return Err(TestCaseError::fail(e));
+        // Both versions read (version 1: fixed id entries, what engines before 2 wrote).
+        let mut v1 = Vec::new();
+        c.encode_state_as(&mut v1, crate::checker::state::STATE_VERSION_FIXED_IDS);
+        let v1_restored = Checker::restore_state(prop_limits(), &v1).unwrap();
+        prop_assert_eq!(v1_restored.state_bytes(), c.state_bytes());
+        for bytes in [c.state_bytes(), v1] {
+            let mut flipped = bytes.clone();
+            flipped[at.index(bytes.len())] ^= mask;
+            if let Ok(r) = Checker::restore_state(prop_limits(), &flipped) {
+                if let Err(e) = r.verify_consistency() {
+                    return Err(TestCaseError::fail(e));
+                }
             }
+            let short = &bytes[..cut.index(bytes.len())];
+            prop_assert!(Checker::restore_state(prop_limits(), short).is_err());
         }
-        let short = &bytes[..cut.index(bytes.len())];
-        prop_assert!(Checker::restore_state(prop_limits(), short).is_err());
     }
 }
 
@@ -1634,7 +1640,9 @@ fn a_restore_refuses_entries_the_rest_of_the_state_does_not_sum_to() {
         assert_eq!(c.check(&o, 5), Reason::Accepted);
     }
     assert_eq!(c.check(&cancel(1, 10), 6), Reason::Accepted);
-    let bytes = c.state_bytes();
+    // Version 1: fixed entries, whose fields are at known places.
+    let mut bytes = Vec::new();
+    c.encode_state_as(&mut bytes, crate::checker::state::STATE_VERSION_FIXED_IDS);
     let n = c.ids.len();
     assert_eq!(n, 3, "two open orders and one closed, remembered id");
     let ids_at = bytes.len() - n * 32;
@@ -1673,4 +1681,117 @@ fn a_restore_refuses_entries_the_rest_of_the_state_does_not_sum_to() {
     let at = entry(1) + 16;
     b[at..at + 8].copy_from_slice(&(field(&bytes, at) & !(1 << 63)).to_le_bytes());
     refused(b, "neither open nor remembered");
+}
+
+/// Version 2 packs the order ids in blocks of 1,024, each field cut to the bytes its block
+/// needs; version 1 (fixed 32-byte entries, what engines before it wrote) still restores, to
+/// the same state. Both are restored across several blocks, with ids of every size.
+#[test]
+fn ids_pack_in_blocks_and_version_1_still_restores() {
+    let l = limits("");
+    let mut c = Checker::new(l.clone());
+    for i in 1..=3_000u64 {
+        let id = if i % 3 == 0 {
+            u64::MAX - i
+        } else {
+            i * 1_000_003
+        };
+        let (account, qty) = (1 + (i % 7) as u32, 1 + i % 5);
+        let o = if i % 2 == 0 {
+            buy(id, account, "LOW", qty, px(10.0) + (i % 9) as i64)
+        } else {
+            sell(id, account, "LOW", qty, px(10.0) - (i % 9) as i64)
+        };
+        assert_eq!(c.check(&o, i), Reason::Accepted, "order {i}");
+        if i % 10 == 0 {
+            assert_eq!(c.check(&cancel(id, qty), i), Reason::Accepted);
+        }
+    }
+    let v2 = c.state_bytes();
+    let mut v1 = Vec::new();
+    c.encode_state_as(&mut v1, crate::checker::state::STATE_VERSION_FIXED_IDS);
+    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(v1[8..12].try_into().unwrap()), 1);
+    for bytes in [&v2, &v1] {
+        let r = Checker::restore_state(l.clone(), bytes).unwrap();
+        assert_eq!(r.state_bytes(), v2);
+        r.verify_consistency().unwrap();
+    }
+    // The large ids (a third) take 8 bytes in every block; the rest of the fields are small.
+    // (Ids cancelled before the last 1,000 orders are forgotten.)
+    let n = c.ids.len();
+    assert!(n > 2 * 1024, "{n} ids: three blocks");
+    let prefix = v1.len() - n * 32;
+    assert!(
+        v2.len() - prefix < n * 20,
+        "{} bytes for {n} ids",
+        v2.len() - prefix
+    );
+
+    // Small ids: a block of them packs to 12 bytes an id or less (here: 2-byte ids).
+    let mut small = Checker::new(l.clone());
+    for id in 1..=1_000u64 {
+        let o = buy(id, 1 + (id % 7) as u32, "LOW", 1, px(10.0));
+        assert_eq!(small.check(&o, id), Reason::Accepted);
+    }
+    let (s2, mut s1) = (small.state_bytes(), Vec::new());
+    small.encode_state_as(&mut s1, crate::checker::state::STATE_VERSION_FIXED_IDS);
+    let section = s2.len() - (s1.len() - 1_000 * 32);
+    assert!(section <= 5 + 1_000 * 12, "{section} bytes for 1,000 ids");
+}
+
+/// A version-2 block is refused when a width is 0 or more than its field holds, or an order
+/// word has bits above the 48-bit quantity and the two flags; wider fields than needed are
+/// read as they are.
+#[test]
+fn version_2_blocks_are_checked() {
+    let l = prop_limits();
+    let mut c = Checker::new(l.clone());
+    assert_eq!(
+        c.check(&sell(7, 1, "AAA", 10, 100_000), 5),
+        Reason::Accepted
+    );
+    let mut v1 = Vec::new();
+    c.encode_state_as(&mut v1, crate::checker::state::STATE_VERSION_FIXED_IDS);
+    let prefix = v1.len() - 32;
+    let e = &v1[prefix..];
+    let field = |at: usize, len: usize| {
+        let mut a = [0u8; 8];
+        a[..len].copy_from_slice(&e[at..at + len]);
+        u64::from_le_bytes(a)
+    };
+    let (id, price, qf, pos, tag) = (
+        field(0, 8),
+        field(8, 8) as i64,
+        field(16, 8),
+        field(24, 4),
+        field(28, 4),
+    );
+    let word = (qf & ((1 << 48) - 1)) << 2 | (qf >> 62 & 1) << 1 | qf >> 63;
+    assert_eq!(word, 10 << 2 | 2 | 1, "10 open, sell, remembered");
+    let zigzag = ((price << 1) ^ (price >> 63)) as u64;
+    // The id section as version 2 with the given widths and order word.
+    let v2 = |widths: [u8; 5], word: u64| {
+        let mut b = c.state_bytes()[..prefix].to_vec();
+        b.extend_from_slice(&widths);
+        for (w, f) in widths.iter().zip([id, zigzag, word, pos, tag]) {
+            b.extend_from_slice(&f.to_le_bytes()[..usize::from(*w).min(8)]);
+        }
+        b
+    };
+    let canonical = c.state_bytes();
+    assert_eq!(v2([1, 3, 1, 1, 1], word), canonical, "the encoder's widths");
+    let wide = Checker::restore_state(l.clone(), &v2([8, 8, 8, 4, 4], word)).unwrap();
+    assert_eq!(wide.state_bytes(), canonical);
+    for widths in [
+        [0, 3, 1, 1, 1],
+        [9, 3, 1, 1, 1],
+        [1, 3, 1, 5, 1],
+        [1, 3, 1, 1, 5],
+    ] {
+        let err = Checker::restore_state(l.clone(), &v2(widths, word)).unwrap_err();
+        assert!(err.to_string().contains("widths"), "{widths:?}: {err}");
+    }
+    let err = Checker::restore_state(l.clone(), &v2([8, 8, 8, 4, 4], word | 1 << 50));
+    assert!(err.unwrap_err().to_string().contains("order word"));
 }
