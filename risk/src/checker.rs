@@ -1431,7 +1431,7 @@ impl ConsistencyTally {
     }
 
     /// Checks one order-id entry of `c` and adds it to the sums.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(&mut self, c: &Checker, id: u64, slot: &IdSlot) -> Result<(), String> {
         self.entries += 1;
         if slot.remembered() {
