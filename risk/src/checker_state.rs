@@ -204,7 +204,13 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 /// …` as `0, 1, 2, 3, …`), the order word, the position index and the horizon tag.
 #[inline]
 fn id_fields(id: u64, s: &IdSlot) -> [u64; ID_WIDTHS_BYTES] {
-    debug_assert_eq!(s.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT), 0);
+    // The checker never sets other bits; the order word would drop them.
+    assert_eq!(
+        s.qty_flags & !(QTY_MASK | SELL_BIT | REMEMBERED_BIT),
+        0,
+        "order {id}: qty_flags {:#x} has bits outside the open quantity and the two flags",
+        s.qty_flags
+    );
     let word = (s.qty_flags & QTY_MASK) << 2
         | u64::from(s.qty_flags & SELL_BIT != 0) << 1
         | u64::from(s.qty_flags & REMEMBERED_BIT != 0);
