@@ -1,6 +1,6 @@
-//! `scripts/cargo-bins.sh`, the way the suite scripts find the workspace's binaries: through
-//! cargo's own idea of the target directory, so that `CARGO_TARGET_DIR` (and a triple in
-//! `CARGO_BUILD_TARGET`) is respected instead of a hard-coded `target/release`.
+//! `scripts/cargo-bins.sh`, the way the suite scripts find the workspace's binaries: in the
+//! directory cargo's own build messages name, so that `CARGO_TARGET_DIR`, a triple and any
+//! cargo config are respected instead of a hard-coded (or derived) `target/release`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -13,20 +13,14 @@ fn root() -> PathBuf {
         .unwrap()
 }
 
-/// Runs `snippet` in bash at the workspace root after sourcing the helper, with `env` set and
-/// cargo's own target variables cleared first.
-fn run(snippet: &str, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
+/// Runs `snippet` in bash at the workspace root after sourcing the helper.
+fn run(snippet: &str) -> Output {
+    Command::new("bash")
+        .arg("-c")
         .arg(format!(". scripts/cargo-bins.sh && {snippet}"))
         .current_dir(root())
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_BUILD_TARGET_DIR");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("bash runs")
+        .output()
+        .expect("bash runs")
 }
 
 fn stdout_line(o: &Output) -> String {
@@ -39,55 +33,74 @@ fn stdout_line(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim_end().to_owned()
 }
 
+/// `cargo_bins_dir` builds and prints the directory cargo's own build messages name: here the
+/// one this test's `bench` binary was built in, whatever the target directory (the README check
+/// runs this suite with `CARGO_TARGET_DIR` outside the clone), triple and profile.
 #[test]
-fn the_release_dir_follows_cargo_target_dir() {
-    let elsewhere = tempfile::tempdir().unwrap();
-    let dir = elsewhere.path().to_str().unwrap();
-    let o = run("cargo_release_dir", &[("CARGO_TARGET_DIR", dir)]);
-    assert_eq!(stdout_line(&o), format!("{dir}/release"));
-
-    let o = run(
-        "cargo_release_dir",
-        &[
-            ("CARGO_TARGET_DIR", dir),
-            ("CARGO_BUILD_TARGET", "x86_64-unknown-linux-gnu"),
-        ],
-    );
-    assert_eq!(
-        stdout_line(&o),
-        format!("{dir}/x86_64-unknown-linux-gnu/release")
-    );
+fn the_bins_dir_is_the_one_cargo_built_them_in() {
+    let profile = if cfg!(debug_assertions) {
+        ""
+    } else {
+        "--release"
+    };
+    // The caller's CARGO_TARGET_DIR and CARGO_BUILD_TARGET are kept: they are what this test
+    // binary was built with.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". scripts/cargo-bins.sh && cargo_bins_dir {profile} -p bench --bin bench"
+        ))
+        .current_dir(root())
+        .output()
+        .expect("bash runs");
+    let built = Path::new(env!("CARGO_BIN_EXE_bench")).parent().unwrap();
+    assert_eq!(Path::new(&stdout_line(&o)), built);
 }
 
+/// The directory is read from the "executable" fields of cargo's compiler-artifact messages
+/// (null for libraries and build scripts), wherever they point; no executable, or
+/// executables in two directories, is an error that says so.
 #[test]
-fn without_cargo_target_dir_it_is_the_workspace_target() {
-    let o = run("cargo_release_dir", &[]);
-    let got = stdout_line(&o);
-    // No cargo config of the repository moves it; a user-level one could, so compare with
-    // what cargo itself says rather than assume `target`.
-    let meta = Command::new("cargo")
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(root())
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&meta.stdout).unwrap();
-    let target = v["target_directory"].as_str().unwrap();
-    assert_eq!(got, format!("{target}/release"));
+fn the_dir_comes_from_the_build_messages() {
+    let messages = r#"{"reason":"compiler-artifact","target":{"name":"build-script-build"},"executable":null,"fresh":true}
+{"reason":"compiler-artifact","target":{"name":"engine"},"executable":"/else where/x86_64-unknown-linux-gnu/release/engine","fresh":false}
+{"reason":"compiler-artifact","target":{"name":"bench"},"executable":"/else where/x86_64-unknown-linux-gnu/release/bench","fresh":true}
+{"reason":"build-finished","success":true}"#;
+    let feed = |m: &str| {
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(". scripts/cargo-bins.sh && bins_dir_of_messages")
+            .current_dir(root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), m.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(
+        stdout_line(&feed(messages)),
+        "/else where/x86_64-unknown-linux-gnu/release"
+    );
+    let two = messages.replace("/release/bench", "/debug/bench");
+    let o = feed(&two);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("more than one directory"));
+    let o = feed(r#"{"reason":"compiler-artifact","executable":null}"#);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no executable"));
 }
 
 #[test]
 fn missing_binaries_are_named() {
     let elsewhere = tempfile::tempdir().unwrap();
     let dir = elsewhere.path().to_str().unwrap();
-    let o = run(
-        "BIN=$(cargo_release_dir) && require_bins engine bench",
-        &[("CARGO_TARGET_DIR", dir)],
-    );
+    let o = run(&format!("BIN='{dir}' && require_bins engine bench"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("not built in {dir}/release: engine bench")),
+        err.contains(&format!("not built in {dir}: engine bench")),
         "{err}"
     );
 }
@@ -109,6 +122,14 @@ fn no_script_hard_codes_the_target_directory() {
                 assert!(
                     !l.contains(fixed) || (script == "cargo-bins.sh" && l.starts_with('#')),
                     "{script}:{}: names {fixed}: {l}",
+                    i + 1
+                );
+            }
+            // Nor derives a profile directory itself: the helper takes cargo's word for it.
+            for derived in ["/release", "/debug"] {
+                assert!(
+                    l.trim_start().starts_with('#') || !l.contains(derived),
+                    "{script}:{}: builds a path ending in {derived}: {l}",
                     i + 1
                 );
             }
