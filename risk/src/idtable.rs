@@ -833,6 +833,12 @@ mod tests {
         keys
     }
 
+    /// The ids `1 × step, 2 × step, …, n × step` (wrapping), hash-sorted: `n` ids spread over
+    /// the key space (`step` odd).
+    fn spread_ids(n: u64, step: u64) -> Vec<u64> {
+        hash_sorted((1..=n).map(|i| i.wrapping_mul(step)).collect())
+    }
+
     /// A table of capacity `cap` built with `keys` (hash-sorted) as its base, `value(k)` each;
     /// every push must be taken.
     fn built<V: Copy + Default + Send + 'static>(
@@ -853,7 +859,7 @@ mod tests {
     #[test]
     fn a_built_table_holds_its_ids_as_a_base() {
         for (cap, count) in [(16usize, 12u64), (3_000, 3_000), (64, 50), (16, 5_000)] {
-            let all = hash_sorted((1..=count).map(|i| i.wrapping_mul(0x2545_F491)).collect());
+            let all = spread_ids(count, 0x2545_F491);
             let mut b = IdTableBuilder::new(cap, all.len()).unwrap();
             for &k in &all {
                 assert!(b.push(k, k ^ 5));
@@ -896,11 +902,7 @@ mod tests {
     /// them at load ≤ 50 %; the base is freed once drained and every id stays findable.
     #[test]
     fn inserts_drain_the_base_with_bounded_work() {
-        let restored = hash_sorted(
-            (1..=20_000u64)
-                .map(|i| i.wrapping_mul(0x9E37_79B9))
-                .collect(),
-        );
+        let restored = spread_ids(20_000, 0x9E37_79B9);
         let mut t = built(64, &restored, |k| k as u32);
         // Remove a run of restored ids at the front: the drain skips them, a bounded number
         // of slots per insert.
@@ -949,11 +951,7 @@ mod tests {
     #[test]
     fn a_large_base_takes_its_chunks_from_the_maker() {
         let count = 3 * BASE_CHUNK_ENTRIES + 5;
-        let keys = hash_sorted(
-            (1..=count as u64)
-                .map(|i| i.wrapping_mul(0x2545_F491))
-                .collect(),
-        );
+        let keys = spread_ids(count as u64, 0x2545_F491);
         let mut b = IdTableBuilder::new(64, keys.len()).unwrap();
         assert!(b.made.is_some(), "a maker for {count} ids");
         for &k in &keys {
@@ -994,11 +992,7 @@ mod tests {
     /// A base whose ids were all removed is freed one chunk per insert, never all at once.
     #[test]
     fn a_removed_base_is_freed_a_chunk_per_insert() {
-        let restored = hash_sorted(
-            (1..=50_000u64)
-                .map(|i| i.wrapping_mul(0x9E37_79B9))
-                .collect(),
-        );
+        let restored = spread_ids(50_000, 0x9E37_79B9);
         let mut t = built(64, &restored, |_| 1u8);
         let chunks = restored.len().div_ceil(BASE_CHUNK_ENTRIES);
         assert_eq!(t.base.as_ref().unwrap().chunks.len(), chunks);
