@@ -309,6 +309,15 @@ impl<V> Base<V> {
         &self.slot(i).value
     }
 
+    /// Entries the chunks still hold (empty ones included): every chunk before the cursor's
+    /// is freed, the cursor's and those after it are whole (the last one short). O(1): a
+    /// batch's prefetch asks for the table's footprint.
+    fn held(&self) -> usize {
+        let held = self.n - (self.cursor & !(BASE_CHUNK_ENTRIES - 1));
+        debug_assert_eq!(held, self.chunks.iter().map(|c| c.len()).sum::<usize>());
+        held
+    }
+
     /// The entries not yet passed by the drain (empty ones included).
     fn live_slots(&self) -> impl Iterator<Item = &Slot<V>> + '_ {
         (self.cursor..self.n).map(move |i| self.slot(i))
@@ -400,10 +409,7 @@ impl<V: Copy + Default> IdTable<V> {
     /// Bytes of the slot arrays (both tables while migrating, and the base's entries).
     pub fn footprint_bytes(&self) -> usize {
         let old = self.old.as_ref().map_or(0, |t| t.slots.len());
-        let base = self
-            .base
-            .as_ref()
-            .map_or(0, |b| b.chunks.iter().map(|c| c.len()).sum());
+        let base = self.base.as_ref().map_or(0, |b| b.held());
         (self.cur.slots.len() + old + base) * slot_bytes::<V>()
     }
 
@@ -931,6 +937,7 @@ mod tests {
                 let passed = cursor_after >> BASE_CHUNK_SHIFT;
                 assert!(b.chunks[..passed].iter().all(|c| c.is_empty()));
                 assert!(b.chunks[passed..].iter().all(|c| !c.is_empty()));
+                assert_eq!(b.held(), b.chunks.iter().map(|c| c.len()).sum::<usize>());
             }
             assert!(t.cur.len * 100 <= t.cur.slots.len() * LOAD_MAX_PERCENT);
             assert!(inserts < 20_000, "the base never drains");
@@ -1014,6 +1021,9 @@ mod tests {
                 "freed {} chunks in one insert",
                 live - after
             );
+            if let Some(b) = &t.base {
+                assert_eq!(b.held(), b.chunks.iter().map(|c| c.len()).sum::<usize>());
+            }
         }
         assert_eq!(inserts as usize, chunks);
         assert_eq!(t.len(), chunks);
