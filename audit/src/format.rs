@@ -367,7 +367,7 @@ const SHA256_BLOCK_BYTES: usize = 64;
 /// Fewest bytes SHA-256's padding adds: the `0x80` byte and the 64-bit length.
 const SHA256_PAD_MIN_BYTES: usize = 9;
 /// Blocks of the stack buffer [`chain_hash_parts`] hashes a small record in.
-pub const SMALL_HASH_BLOCKS: usize = 4;
+const SMALL_HASH_BLOCKS: usize = 4;
 /// SHA-256's initial hash value (FIPS 180-4, section 5.3.3).
 const SHA256_IV: [u32; 8] = [
     0x6a09_e667,
