@@ -45,6 +45,8 @@ use serde::Serialize;
 
 /// How often the receive loop wakes to check its exit conditions.
 const SINK_POLL_MS: i64 = 50;
+/// Frames taken one after the other without a poll, at most (see the receive loop).
+const SINK_RECVS_PER_POLL: usize = 64;
 /// Duplicates / mismatches listed in the report at most (the counts are exact).
 const SINK_LISTED_MAX: usize = 100;
 /// input_seq values below this are tracked in a bitset; larger ones in a hash set.
@@ -405,6 +407,7 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
     let mut first_frame: Option<Instant> = None;
     let mut last_frame = Instant::now();
     let mut msg = zmq::Message::new();
+    let mut recvs_since_poll = 0usize;
     let mut last_json_seq: Option<u64> = None;
     let mut entries: Vec<EgressEntry> =
         Vec::with_capacity(engine::frames::EGRESS_FRAME_ENTRIES_MAX);
@@ -432,22 +435,30 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let (pull_ready, sub_ready) = {
-            let mut items = Vec::with_capacity(2);
-            items.push(pull.as_poll_item(zmq::POLLIN));
-            if let Some(sub) = &sub {
-                items.push(sub.as_poll_item(zmq::POLLIN));
-            }
-            match zmq::poll(&mut items, SINK_POLL_MS) {
+        // While frames keep coming, take the next one without polling first (a poll is a
+        // system call per frame, and at `--rate max` the sink shares the cores with the
+        // engine it measures); poll the sockets again every SINK_RECVS_PER_POLL frames (the
+        // audit SUB) and once the PULL socket is empty.
+        let backlog = recvs_since_poll > 0 && recvs_since_poll < SINK_RECVS_PER_POLL;
+        let (pull_ready, sub_ready) = if backlog {
+            (true, false)
+        } else {
+            recvs_since_poll = 0;
+            let mut items = [
+                pull.as_poll_item(zmq::POLLIN),
+                match &sub {
+                    Some(sub) => sub.as_poll_item(zmq::POLLIN),
+                    None => pull.as_poll_item(zmq::POLLIN),
+                },
+            ];
+            let n = if sub.is_some() { 2 } else { 1 };
+            match zmq::poll(&mut items[..n], SINK_POLL_MS) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => return Err(e).context("poll"),
             }
-            (
-                items[0].is_readable(),
-                items.get(1).is_some_and(|i| i.is_readable()),
-            )
+            (items[0].is_readable(), n == 2 && items[1].is_readable())
         };
         if let (true, Some(sub)) = (sub_ready, &sub) {
             drain_audit_events(sub, &mut rep)?;
@@ -456,8 +467,11 @@ pub fn run(args: SinkArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         match pull.recv(&mut msg, zmq::DONTWAIT) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+            Ok(()) => recvs_since_poll += 1,
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                recvs_since_poll = 0;
+                continue;
+            }
             Err(e) => return Err(e).context("receive"),
         }
         let now = Instant::now();
