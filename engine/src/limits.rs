@@ -113,13 +113,20 @@ pub const INGRESS_RCVHWM_MESSAGES_DEFAULT: i32 = 1_000;
 /// The queue is counted in frames, and a frame carries one order at low rates, so a short
 /// queue fills whenever ZeroMQ's I/O thread is slow to wake: at 100 k/s, 16 one-order frames
 /// are 160 µs, less than a wake-up of a halted vCPU under load, and egress then waited on
-/// back-pressure for ms (docs/results.md, "The egress queue in orders"). 1024 frames of at most
-/// 16 orders hold 10 ms at 100 k/s with the same 16 Ki orders in the window.
+/// back-pressure for ms (docs/results.md, "The egress queue in orders"). 1024 frames hold 10 ms
+/// at 100 k/s of one-order frames.
 pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 1_024;
 /// Orders ZeroMQ's egress send queue may hold: a frame carries at most this many divided by
 /// the send high-water mark (and at most `max_batch`), so that a longer queue means smaller
-/// frames, not a longer redelivery window.
-pub const EGRESS_QUEUE_ORDERS: usize = 16 * 1_024;
+/// frames, not a longer redelivery window. 64 Ki: frames of up to 64 orders with the default
+/// queue. It was 16 Ki (16 orders a frame) until issue 12's tenth session: at `--rate max`
+/// that is 62 k frames per million orders, and each frame costs a message, its copy and a
+/// receive in the engine, ZeroMQ's I/O threads and the consumer, which on a 2-core host share
+/// the cores with the pipeline (`split` 2.8–3.0 M/s with frames of ≤ 16 orders, 3.5–4.0 with
+/// ≤ 64–128; docs/results.md, "Tenth session"). The price is the redelivery window: a resume
+/// after `kill -9` re-sends up to 64 Ki more recent orders (duplicates the consumer drops by
+/// `input_seq`), never fewer.
+pub const EGRESS_QUEUE_ORDERS: usize = 64 * 1_024;
 
 /// Most orders in one egress frame: [`EGRESS_QUEUE_ORDERS`] spread over `sndhwm` frames, at
 /// least 1, at most `max_batch`.
@@ -216,7 +223,7 @@ mod tests {
 
     #[test]
     fn the_redelivery_window_covers_ring_send_queue_and_kernel_buffer() {
-        // Defaults: 8192-slot ring, 1024 frames of at most 16 orders queued, 256 KiB kernel
+        // Defaults: 8192-slot ring, 1024 frames of at most 64 orders queued, 256 KiB kernel
         // buffer.
         let w = redelivery_window_records(
             RING_CAPACITY_ORDERS_DEFAULT,
@@ -224,7 +231,7 @@ mod tests {
             EGRESS_SNDHWM_MESSAGES_DEFAULT as usize,
             EGRESS_SNDBUF_BYTES as usize,
         );
-        assert_eq!(w, 8_192 + (1_024 + 8) * 16 + 2 * 256 * 1_024 / 64);
+        assert_eq!(w, 8_192 + (1_024 + 8) * 64 + 2 * 256 * 1_024 / 64);
         // Each part counts: a larger ring or buffer widens the window; so do larger frames
         // (a short queue of up to `max_batch` orders each).
         assert!(redelivery_window_records(16_384, 1_024, 1_024, 262_144) > w);
@@ -239,8 +246,8 @@ mod tests {
             let queued = hwm * egress_frame_orders(hwm, 1_024);
             assert!(queued <= EGRESS_QUEUE_ORDERS.max(hwm), "{hwm}: {queued}");
         }
-        assert_eq!(egress_frame_orders(1_024, 1_024), 16);
-        assert_eq!(egress_frame_orders(16, 1_024), 1_024);
+        assert_eq!(egress_frame_orders(1_024, 1_024), 64);
+        assert_eq!(egress_frame_orders(64, 1_024), 1_024);
         assert_eq!(egress_frame_orders(16, 8), 8, "never above max_batch");
         assert_eq!(egress_frame_orders(100_000, 1_024), 1, "never below 1");
         assert_eq!(egress_frame_orders(0, 1_024), 1_024, "no division by zero");

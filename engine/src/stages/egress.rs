@@ -401,8 +401,8 @@ mod tests {
     }
 
     /// One `do_work` sends up to `max_batch` orders in as many frames as the send queue's
-    /// frame size needs (16 orders with the default high-water mark), not one frame: in a
-    /// shared duty cycle one frame per round throttled every stage to batches of 16.
+    /// frame size needs (64 orders with the default high-water mark), not one frame: in a
+    /// shared duty cycle one frame per round throttled every stage to batches of one frame.
     #[test]
     fn one_unit_of_work_sends_up_to_max_batch_orders_in_several_frames() {
         let ctx = zmq::Context::new();
@@ -415,17 +415,17 @@ mod tests {
         push.set_sndhwm(crate::limits::EGRESS_SNDHWM_MESSAGES_DEFAULT)
             .unwrap();
         push.connect(&endpoint).unwrap();
-        let (mut p, c) = RingBuffer::new(128);
-        for i in 0..100 {
+        let (mut p, c) = RingBuffer::new(512);
+        for i in 0..300 {
             p.push(outbound(i)).unwrap();
         }
         let m = Arc::new(Metrics::default());
-        let mut stage = stage_on(Some(push), c, 64, &m).nonblocking();
+        let mut stage = stage_on(Some(push), c, 256, &m).nonblocking();
         let per_frame = crate::limits::egress_frame_orders(
             crate::limits::EGRESS_SNDHWM_MESSAGES_DEFAULT as usize,
-            64,
+            256,
         );
-        assert_eq!(per_frame, 16);
+        assert_eq!(per_frame, 64);
         // The peer is connected once a frame can be sent (the PUSH connects in the background).
         let step = loop {
             match stage.do_work().unwrap() {
@@ -435,21 +435,21 @@ mod tests {
         };
         assert_eq!(
             step,
-            Step::Worked(64),
+            Step::Worked(256),
             "max_batch orders in one unit of work"
         );
-        assert_eq!(m.egress.frames.load(Relaxed), 4, "frames of 16");
-        assert_eq!(stage.do_work().unwrap(), Step::Worked(36), "the rest");
-        assert_eq!(m.egress.frames.load(Relaxed), 7, "16 + 16 + 4");
+        assert_eq!(m.egress.frames.load(Relaxed), 4, "frames of 64");
+        assert_eq!(stage.do_work().unwrap(), Step::Worked(44), "the rest");
+        assert_eq!(m.egress.frames.load(Relaxed), 5, "4 × 64 + 44");
         assert_eq!(stage.do_work().unwrap(), Step::Idle, "nothing left");
         let mut got = 0;
-        while got < 100 {
+        while got < 300 {
             let msg = pull.recv_bytes(0).unwrap();
             let f = EgressFrame::parse(&msg).unwrap();
             assert!(f.iter().count() <= per_frame);
             got += f.iter().count();
         }
-        assert_eq!(got, 100);
+        assert_eq!(got, 300);
     }
 
     #[test]
