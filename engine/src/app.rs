@@ -1268,7 +1268,14 @@ pub fn replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         ..
     } = links;
     warn_placement(&s.stages);
-    tracing::info!("{}", pipeline::threading_plan(&s.stages));
+    tracing::info!(
+        "{}",
+        pipeline::threading_plan(
+            &s.stages,
+            s.schedule
+                .workload(matches!(s.risk.target, RiskTarget::Inline { .. }))
+        )
+    );
     lock_memory(s.stages.lock_memory)?;
     let metrics_server = match &a.metrics {
         None => None,
@@ -1462,7 +1469,10 @@ pub fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("security.insecure: ingress {bound} accepts unauthenticated peers");
     }
     warn_placement(&cfg.stages);
-    tracing::info!("{}", pipeline::threading_plan(&cfg.stages));
+    tracing::info!(
+        "{}",
+        pipeline::threading_plan(&cfg.stages, crate::threading::Workload::Paced)
+    );
     lock_memory(cfg.stages.lock_memory)?;
     let metrics_server = match &cfg.metrics_bind {
         None => None,

@@ -749,13 +749,16 @@ pub fn check_stages(p: &mut Problems, keys: &StageKeys, s: &StageSettings, pull_
     for cp in core_problems.0 {
         p.add(format!("{}{}", cp.key, keys.core_suffix), cp.message);
     }
-    if s.threading == ThreadingKind::Shared {
-        let distinct: Vec<usize> = StageId::ALL
-            .into_iter()
-            .filter_map(|st| *s.cores.get(st))
+    let distinct = |stages: &[StageId]| -> Vec<usize> {
+        stages
+            .iter()
+            .filter_map(|&st| *s.cores.get(st))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .collect();
+            .collect()
+    };
+    if s.threading == ThreadingKind::Shared {
+        let distinct = distinct(&StageId::ALL);
         if distinct.len() > 1 {
             p.add(
                 keys.threading,
@@ -764,6 +767,23 @@ pub fn check_stages(p: &mut Problems, keys: &StageKeys, s: &StageSettings, pull_
                      the stages name cores {distinct:?}"
                 ),
             );
+        }
+    }
+    if s.threading == ThreadingKind::Split {
+        for (thread, stages) in [
+            ("ingress and risk", [StageId::Ingress, StageId::Risk]),
+            ("journal and egress", [StageId::Journal, StageId::Egress]),
+        ] {
+            let distinct = distinct(&stages);
+            if distinct.len() > 1 {
+                p.add(
+                    keys.threading,
+                    format!(
+                        "split runs {thread} on one thread, which is pinned to one core; \
+                         they name cores {distinct:?}"
+                    ),
+                );
+            }
         }
     }
 }
@@ -1555,6 +1575,33 @@ mod tests {
         assert!(ks.contains(&"pipeline.ring_capacity".to_owned()), "{ks:?}");
         let ks = keys("[pipeline]\nthreading = \"shared\"\n[stages.ingress]\ncore = 0\n[stages.egress]\ncore = 1\n");
         assert!(ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
+        // Split pins each of its two threads to one core: the stages of one thread may not
+        // name two, the two threads may.
+        let ks = keys("[pipeline]\nthreading = \"split\"\n[stages.ingress]\ncore = 0\n[stages.egress]\ncore = 1\n");
+        assert!(!ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
+        let ks = keys("[pipeline]\nthreading = \"split\"\n[stages.journal]\ncore = 0\n[stages.egress]\ncore = 1\n");
+        assert!(ks.contains(&"pipeline.threading".to_owned()), "{ks:?}");
+        let split = StageSettings {
+            threading: ThreadingKind::Split,
+            cores: PerStage {
+                ingress: Some(0),
+                risk: Some(1),
+                journal: Some(1),
+                egress: Some(1),
+            },
+            ..StageSettings::default()
+        };
+        let mut p = Problems::default();
+        check_stages(&mut p, &STAGE_FLAG_KEYS, &split, false);
+        assert!(
+            find(
+                &p.0,
+                "--threading",
+                "split runs ingress and risk on one thread"
+            ),
+            "{:?}",
+            p.0
+        );
     }
 
     /// `risk.protocol` (issue 14): binary by default; json only with a remote service; a bad

@@ -34,7 +34,8 @@ use crate::stages::journal::{DecisionLog, JournalStage};
 use crate::stages::risk::{RiskGate, RiskStage};
 use crate::stages::{run_linked, Decided, Inbound, Outbound, Stage, StageError, Step};
 use crate::threading::{
-    self, cores_in_affinity_mask, Threading, ThreadingMode, SHARED_THREAD_NAME,
+    self, cores_in_affinity_mask, Threading, ThreadingMode, Workload, SHARED_THREAD_NAME,
+    SPLIT_BACK_THREAD_NAME, SPLIT_FRONT_THREAD_NAME,
 };
 use crate::topology::{PerStage, StageId};
 use crate::waitset::WaitSet;
@@ -60,6 +61,17 @@ pub enum IngressSource {
         /// The account name table for JSON orders naming their account (`None`: refused).
         names: Option<crate::account_names::IngressNames>,
     },
+}
+
+impl IngressSource {
+    /// What `auto` makes of this input checked inline (or not) ([`threading::choose`]): a
+    /// replay at `--rate max` is bulk work, anything else paced.
+    pub fn workload(&self, checks_inline: bool) -> Workload {
+        match self {
+            IngressSource::Replay { schedule, .. } => schedule.workload(checks_inline),
+            IngressSource::Pull { .. } => Workload::Paced,
+        }
+    }
 }
 
 impl std::fmt::Debug for IngressSource {
@@ -191,10 +203,11 @@ pub struct SpawnError {
     pub source: std::io::Error,
 }
 
-/// The threading mode and threads `opts` give on this host (what [`run`] will use).
-pub fn threading_plan(st: &StageSettings) -> Threading {
+/// The threading mode and threads `opts` give on this host for `workload` (what [`run`] will
+/// use).
+pub fn threading_plan(st: &StageSettings, workload: Workload) -> Threading {
     let cores_in_mask = cores_in_affinity_mask();
-    let mode = threading::choose(st.threading, cores_in_mask);
+    let mode = threading::choose(st.threading, cores_in_mask, workload);
     let idle = resolve(&st.idle, &st.cores, cores_in_mask);
     threading::plan(mode, st.threading, cores_in_mask, &st.cores, &idle)
 }
@@ -218,9 +231,21 @@ where
     G: RiskGate + 'static,
     L: DecisionLog + 'static,
 {
-    let plan = threading_plan(&opts.stages);
+    let plan = threading_plan(&opts.stages, ingress.workload(gate.checks_inline()));
     match plan.mode {
         ThreadingMode::Dedicated => run_dedicated(
+            ingress,
+            gate,
+            log,
+            egress_socket,
+            opts,
+            clock,
+            stop,
+            metrics,
+            supervise,
+            plan,
+        ),
+        ThreadingMode::Split => run_split(
             ingress,
             gate,
             log,
@@ -740,44 +765,18 @@ where
                     match mode {
                         IdleMode::Spin => std::hint::spin_loop(),
                         IdleMode::Yield => std::thread::yield_now(),
-                        IdleMode::Backoff => {
-                            // No spin phase: no other thread feeds this one's rings, so
-                            // spinning could only catch sockets and time, and polling a ZeroMQ
-                            // socket is a system call (a non-blocking receive polls its
-                            // mailbox). Instead: yield while the next order is due within
-                            // SHARED_YIELD_WINDOW_NS (a risk reply awaited or not), block on
-                            // the sockets otherwise (see that constant for why).
-                            let now = clock.now_ns();
-                            let until_due = deadline.saturating_sub(now);
-                            if until_due <= SCHEDULE_SLEEP_MIN_NS {
-                                std::hint::spin_loop();
-                                continue;
-                            }
-                            // Wake up a window before the next order is due, and yield
-                            // through the window.
-                            let wake = deadline.saturating_sub(SHARED_YIELD_WINDOW_NS);
-                            waits.clear(wake.min(now.saturating_add(HANDOFF_PARK_MAX_NS)));
-                            if let Some(s) = &ingress {
-                                s.register_waits(&mut waits);
-                            }
-                            if let Some(s) = &risk {
-                                s.register_waits(&mut waits);
-                            }
-                            if let Some(s) = &journal {
-                                s.register_waits(&mut waits);
-                            }
-                            if let Some(s) = &egress {
-                                s.register_waits(&mut waits);
-                            }
-                            if waits.ready_now() {
-                                continue;
-                            }
-                            if until_due <= SHARED_YIELD_WINDOW_NS {
-                                std::thread::yield_now();
-                                continue;
-                            }
-                            waits.wait(&clock);
-                        }
+                        IdleMode::Backoff => backoff_round(
+                            &clock,
+                            deadline,
+                            &mut waits,
+                            |w| {
+                                register(&ingress, w);
+                                register(&risk, w);
+                                register(&journal, w);
+                                register(&egress, w);
+                            },
+                            |w| w.wait(&clock),
+                        ),
                     }
                 }
                 out
@@ -813,6 +812,289 @@ where
         panics,
         idle,
         threading,
+    ))
+}
+
+/// Adds what the stage in `slot` (if it still runs) waits for to `w`.
+#[inline]
+fn register<S: Stage>(slot: &Option<S>, w: &mut WaitSet) {
+    if let Some(s) = slot {
+        s.register_waits(w);
+    }
+}
+
+/// The idle round of a duty-cycle thread (`shared`, `split`) in `backoff`, after a round in
+/// which none of its stages worked; `deadline` is the earliest one they returned.
+///
+/// No spin phase: spinning could only catch sockets and time, and polling a ZeroMQ socket is
+/// a system call (a non-blocking receive polls its mailbox). Instead: yield while the next
+/// order is due within [`SHARED_YIELD_WINDOW_NS`] (a risk reply awaited or not), otherwise
+/// `register` the stages' sockets and deadlines and `block` on them (see that constant for
+/// why), at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen.
+#[inline]
+fn backoff_round(
+    clock: &Clock,
+    deadline: u64,
+    waits: &mut WaitSet,
+    register: impl FnOnce(&mut WaitSet),
+    block: impl FnOnce(&mut WaitSet),
+) {
+    let now = clock.now_ns();
+    let until_due = deadline.saturating_sub(now);
+    if until_due <= SCHEDULE_SLEEP_MIN_NS {
+        std::hint::spin_loop();
+        return;
+    }
+    // Wake up a window before the next order is due, and yield through the window.
+    let wake = deadline.saturating_sub(SHARED_YIELD_WINDOW_NS);
+    waits.clear(wake.min(now.saturating_add(HANDOFF_PARK_MAX_NS)));
+    register(waits);
+    if waits.ready_now() {
+        return;
+    }
+    if until_due <= SHARED_YIELD_WINDOW_NS {
+        std::thread::yield_now();
+        return;
+    }
+    block(waits);
+}
+
+/// Runs two stages as one thread's duty cycle (a thread of `split` mode) until both are done,
+/// in order: `a` then `b`, like the shared thread's four. `end_a` and `end_b` take each stage
+/// when it ends (its ring ends dropped). After a round with work the thread rings the other
+/// thread (`links`); after a round without, `spin`/`yield` poll again and `backoff` waits on
+/// its stages' sockets, their earliest deadline and its `bell`, which the other thread rings
+/// when it pushes onto or frees room on the ring between them.
+#[allow(clippy::too_many_arguments)]
+fn run_pair<A: Stage, B: Stage>(
+    mut a: Option<A>,
+    a_id: StageId,
+    mut end_a: impl FnMut(A),
+    mut b: Option<B>,
+    b_id: StageId,
+    mut end_b: impl FnMut(B),
+    mode: IdleMode,
+    bell: &Bell,
+    links: &Links,
+    clock: &Clock,
+    errors: &Errors,
+    stop: &AtomicBool,
+) {
+    let mut waits = WaitSet::new(0);
+    loop {
+        let mut worked = 0usize;
+        let mut deadline = u64::MAX;
+        duty(
+            &mut a,
+            a_id,
+            &mut worked,
+            &mut deadline,
+            errors,
+            stop,
+            &mut end_a,
+        );
+        duty(
+            &mut b,
+            b_id,
+            &mut worked,
+            &mut deadline,
+            errors,
+            stop,
+            &mut end_b,
+        );
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        if worked > 0 {
+            links.wake();
+            continue;
+        }
+        match mode {
+            IdleMode::Spin => std::hint::spin_loop(),
+            IdleMode::Yield => std::thread::yield_now(),
+            IdleMode::Backoff => backoff_round(
+                clock,
+                deadline,
+                &mut waits,
+                |w| {
+                    register(&a, w);
+                    register(&b, w);
+                },
+                |w| {
+                    bell.park_polling(w, clock, || {
+                        a.as_ref().is_some_and(Stage::ready) || b.as_ref().is_some_and(Stage::ready)
+                    });
+                },
+            ),
+        }
+    }
+    // Both stages are gone (their ring ends dropped): let the other thread notice at once.
+    links.wake_now();
+}
+
+/// Two threads, each a duty cycle of two stages ([`crate::threading`], `split`): `front`
+/// runs ingress → risk, `back` runs journal → egress. Ring B crosses between them; rings A and
+/// C stay inside a thread. The risk stage and egress are non-blocking as in `shared`, so that
+/// neither stage of a thread blocks while the other has work.
+#[allow(clippy::too_many_arguments)]
+fn run_split<G, L>(
+    ingress: IngressSource,
+    gate: G,
+    log: L,
+    egress_socket: Option<zmq::Socket>,
+    opts: &PipelineOptions,
+    clock: Clock,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    mut supervise: impl FnMut(),
+    threading: Threading,
+) -> Result<PipelineResult<G, L>, SpawnError>
+where
+    G: RiskGate + 'static,
+    L: DecisionLog + 'static,
+{
+    let st = &opts.stages;
+    let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
+    let (front_core, back_core) = (threading.threads[0].core, threading.threads[1].core);
+    let (front_idle, back_idle) = (idle.ingress, idle.journal);
+    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
+    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
+    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let errors: Errors = Arc::new(Mutex::new(Vec::new()));
+    let max_batch = st.max_batch;
+    let bell = |stage: StageId| Bell::with_eventfd().map_err(|source| SpawnError { stage, source });
+    let (front_bell, back_bell) = (bell(StageId::Ingress)?, bell(StageId::Journal)?);
+    // Each thread waits for the other's waker, sent once both exist.
+    let (back_links_tx, back_links) = mpsc::channel::<Links>();
+    let (front_links_tx, front_links) = mpsc::channel::<Links>();
+
+    // Downstream first, so that it runs when the first decisions arrive.
+    let back = {
+        let (metrics, stop, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let rejected_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+        let accepted_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
+        let out_format = opts.out_format;
+        let background = background_cpus(
+            back_core,
+            &[front_core, back_core],
+            threading::affinity_mask_ids(),
+        );
+        let bell = Arc::clone(&back_bell);
+        let mut log = log;
+        std::thread::Builder::new()
+            .name(SPLIT_BACK_THREAD_NAME.to_owned())
+            .spawn(move || {
+                prepare_thread(SPLIT_BACK_THREAD_NAME, back_core);
+                if !background.is_empty() {
+                    log.keep_background_threads_on(&background);
+                }
+                let links = back_links.recv().unwrap_or_default();
+                let journal = JournalStage::new(
+                    log,
+                    b_rx,
+                    c_tx,
+                    max_batch,
+                    clock,
+                    Arc::clone(&metrics),
+                    rejected_rec,
+                );
+                let egress = EgressStage::new(
+                    egress_socket,
+                    c_rx,
+                    max_batch,
+                    clock,
+                    Arc::clone(&metrics),
+                    accepted_rec,
+                )
+                .with_format(out_format)
+                .nonblocking();
+                let (mut journal_out, mut egress_out) = (None, None);
+                run_pair(
+                    Some(journal),
+                    StageId::Journal,
+                    |s: JournalStage<L>| journal_out = Some(s.finish()),
+                    Some(egress),
+                    StageId::Egress,
+                    |s: EgressStage| egress_out = Some(s.finish()),
+                    back_idle,
+                    &bell,
+                    &links,
+                    &clock,
+                    &errors,
+                    &stop,
+                );
+                (journal_out, egress_out)
+            })
+            .map_err(|source| SpawnError {
+                stage: StageId::Journal,
+                source,
+            })?
+    };
+    let front = {
+        let (metrics, stop, errors) =
+            (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&errors));
+        let bell = Arc::clone(&front_bell);
+        std::thread::Builder::new()
+            .name(SPLIT_FRONT_THREAD_NAME.to_owned())
+            .spawn(move || {
+                prepare_thread(SPLIT_FRONT_THREAD_NAME, front_core);
+                let links = front_links.recv().unwrap_or_default();
+                let ingress =
+                    AnyIngress::new(ingress, a_tx, max_batch, clock, &stop, Arc::clone(&metrics));
+                let risk = RiskStage::new(gate, a_rx, b_tx, max_batch, clock, Arc::clone(&metrics))
+                    .nonblocking();
+                let (mut t0_ns, mut gate) = (None, None);
+                run_pair(
+                    Some(ingress),
+                    StageId::Ingress,
+                    |s: AnyIngress| t0_ns = s.t0_ns(),
+                    Some(risk),
+                    StageId::Risk,
+                    |s: RiskStage<G>| gate = Some(s.into_gate()),
+                    front_idle,
+                    &bell,
+                    &links,
+                    &clock,
+                    &errors,
+                    &stop,
+                );
+                (t0_ns, gate)
+            })
+            .map_err(|source| SpawnError {
+                stage: StageId::Ingress,
+                source,
+            })?
+    };
+    // A thread that already ended (it failed at once) has dropped its receiver: nothing to do.
+    let _ = front_links_tx.send(Links {
+        upstream: None,
+        downstream: Some(Waker::new(back_bell, back.thread().clone())),
+    });
+    let _ = back_links_tx.send(Links {
+        upstream: Some(Waker::new(front_bell, front.thread().clone())),
+        downstream: None,
+    });
+    while !(front.is_finished() && back.is_finished()) {
+        supervise();
+        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
+    }
+    supervise();
+    let mut panics = Vec::new();
+    let (t0_ns, gate) = front.join().unwrap_or_else(|_| {
+        for s in [StageId::Ingress, StageId::Risk] {
+            panics.push((s, "the split mode's front thread panicked".to_owned()));
+        }
+        (None, None)
+    });
+    let (journal, egress) = back.join().unwrap_or_else(|_| {
+        for s in [StageId::Journal, StageId::Egress] {
+            panics.push((s, "the split mode's back thread panicked".to_owned()));
+        }
+        (None, None)
+    });
+    Ok(assemble(
+        t0_ns, gate, journal, egress, errors, panics, idle, threading,
     ))
 }
 
@@ -953,7 +1235,11 @@ mod tests {
             .collect()
     }
 
-    const MODES: [ThreadingKind; 2] = [ThreadingKind::Dedicated, ThreadingKind::Shared];
+    const MODES: [ThreadingKind; 3] = [
+        ThreadingKind::Dedicated,
+        ThreadingKind::Split,
+        ThreadingKind::Shared,
+    ];
 
     fn opts(ring: usize, batch: usize, threading: ThreadingKind) -> PipelineOptions {
         PipelineOptions {

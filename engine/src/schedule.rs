@@ -35,6 +35,12 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// What threading `auto` makes of a replay on this schedule whose checks are inline (or
+    /// not) ([`crate::threading::choose`]): as fast as possible is bulk work, any pace is paced.
+    pub fn workload(&self, checks_inline: bool) -> crate::threading::Workload {
+        crate::threading::Workload::of(matches!(self, Schedule::Max), checks_inline)
+    }
+
     /// Offset in ns from `t0` of the `k`-th order of the run, or `None` for [`Schedule::Max`].
     /// `ts_first` is the (monotonic) file timestamp of the run's first order, `ts_k` that of
     /// order `k`.

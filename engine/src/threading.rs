@@ -5,12 +5,25 @@
 //!  dedicated   ingress │ risk │ journal │ egress      one thread per stage, each optionally
 //!                                                     pinned; hops between stages cross
 //!                                                     threads (a wake-up when the other parks)
+//!  split       ingress → risk │ journal → egress      two threads, each a duty cycle of two
+//!                                                     stages (Aeron's SHARED_NETWORK): the
+//!                                                     checks and the hashing run on
+//!                                                     different cores; one hop crosses
 //!  shared      ingress → risk → journal → egress      one thread runs the four `do_work`s in
 //!                                                     stage order (a composite duty cycle);
 //!                                                     a hop is a ring push and pop
 //!  auto        dedicated when the affinity mask has a core for every stage thread plus one
-//!              for ZeroMQ's I/O thread (5), shared otherwise
+//!              for ZeroMQ's I/O thread (5); else split for a replay at `--rate max` with
+//!              `--risk inline` and at least 2 cores; else shared
 //! ```
+//! Why `auto` splits only an as-fast-as-possible replay with inline checks: with a fixed rate
+//! or live input the stages are idle between orders, and the hop between the two threads
+//! wakes a parked one (tens of µs on a shared core), which `shared` avoids; at `--rate max` no
+//! thread parks, the hop is a ring push and pop, and the two halves of each order's work
+//! (the checks; the SHA-256 chain and the push) run on two cores at once. With embedded or
+//! remote risk the checks already run on another thread (the server's), and a second busy
+//! engine thread only competes with it: `shared` measured as fast or faster there
+//! (docs/results.md, "Tenth session").
 //! The rings stay in every mode: they are the stage boundaries and carry back-pressure. In
 //! `shared` mode no stage blocks while another has work: the risk stage sends a batch and
 //! polls for its verdicts, egress keeps a frame that downstream cannot take yet, and when no
@@ -39,6 +52,8 @@ pub enum ThreadingKind {
     Auto,
     /// One thread per stage.
     Dedicated,
+    /// Two threads: ingress and risk on one, journal and egress on the other.
+    Split,
     /// All stages on one thread, in a duty cycle.
     Shared,
 }
@@ -49,6 +64,7 @@ impl ThreadingKind {
         match self {
             ThreadingKind::Auto => "auto",
             ThreadingKind::Dedicated => "dedicated",
+            ThreadingKind::Split => "split",
             ThreadingKind::Shared => "shared",
         }
     }
@@ -60,9 +76,9 @@ impl fmt::Display for ThreadingKind {
     }
 }
 
-/// A threading mode name that is not `auto`, `dedicated` or `shared`.
+/// A threading mode name that is not `auto`, `dedicated`, `split` or `shared`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown threading mode {0:?} (expected auto, dedicated or shared)")]
+#[error("unknown threading mode {0:?} (expected auto, dedicated, split or shared)")]
 pub struct ThreadingKindError(pub String);
 
 impl FromStr for ThreadingKind {
@@ -71,6 +87,7 @@ impl FromStr for ThreadingKind {
         match s.trim() {
             "auto" => Ok(ThreadingKind::Auto),
             "dedicated" => Ok(ThreadingKind::Dedicated),
+            "split" => Ok(ThreadingKind::Split),
             "shared" => Ok(ThreadingKind::Shared),
             other => Err(ThreadingKindError(other.to_owned())),
         }
@@ -83,6 +100,8 @@ impl FromStr for ThreadingKind {
 pub enum ThreadingMode {
     /// One thread per stage.
     Dedicated,
+    /// Two threads: ingress and risk; journal and egress.
+    Split,
     /// One thread for all stages.
     Shared,
 }
@@ -92,6 +111,7 @@ impl ThreadingMode {
     pub fn as_str(self) -> &'static str {
         match self {
             ThreadingMode::Dedicated => "dedicated",
+            ThreadingMode::Split => "split",
             ThreadingMode::Shared => "shared",
         }
     }
@@ -103,14 +123,53 @@ impl fmt::Display for ThreadingMode {
     }
 }
 
-/// Decides `auto` from the number of cores in the process's affinity mask: `dedicated` only
-/// with [`DEDICATED_CORES_MIN`] of them, else `shared` (four stage threads on fewer cores
-/// would hand orders between threads by wake-ups, each costing tens of µs on a shared core).
-pub fn choose(kind: ThreadingKind, cores_in_mask: usize) -> ThreadingMode {
+/// Cores `auto` wants before it picks `split` for a replay at `--rate max`.
+pub const SPLIT_CORES_MIN: usize = 2;
+
+/// What the run is, as far as `auto` cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workload {
+    /// Orders as fast as they can be taken (`engine replay --rate max`), checked by the risk
+    /// stage itself (`--risk inline`): throughput is the measure, no stage is idle between
+    /// orders, and all of the CPU work is the stage threads'.
+    BulkInline,
+    /// Orders as fast as they can be taken, checked by a risk server's thread (embedded) or
+    /// process (remote): that thread already works beside the stages.
+    Bulk,
+    /// Orders at their own pace (a fixed-rate or timed replay, live input): each order's
+    /// latency is the measure, and the stages are idle between orders.
+    #[default]
+    Paced,
+}
+
+impl Workload {
+    /// The workload of a run at `rate_max` (or not) whose checks are inline (or not).
+    pub fn of(rate_max: bool, checks_inline: bool) -> Workload {
+        match (rate_max, checks_inline) {
+            (true, true) => Workload::BulkInline,
+            (true, false) => Workload::Bulk,
+            (false, _) => Workload::Paced,
+        }
+    }
+}
+
+/// Decides `auto` from the number of cores in the process's affinity mask and the workload:
+/// `dedicated` only with [`DEDICATED_CORES_MIN`] of them (four stage threads on fewer cores
+/// would hand orders between threads by wake-ups, each costing tens of µs on a shared core);
+/// with fewer, `split` for a [`Workload::BulkInline`] run on at least [`SPLIT_CORES_MIN`] (no
+/// thread parks, so the hop costs no wake-up, and the work is spread over two cores), else
+/// `shared`.
+pub fn choose(kind: ThreadingKind, cores_in_mask: usize, workload: Workload) -> ThreadingMode {
     match kind {
         ThreadingKind::Dedicated => ThreadingMode::Dedicated,
+        ThreadingKind::Split => ThreadingMode::Split,
         ThreadingKind::Shared => ThreadingMode::Shared,
         ThreadingKind::Auto if cores_in_mask >= DEDICATED_CORES_MIN => ThreadingMode::Dedicated,
+        ThreadingKind::Auto
+            if workload == Workload::BulkInline && cores_in_mask >= SPLIT_CORES_MIN =>
+        {
+            ThreadingMode::Split
+        }
         ThreadingKind::Auto => ThreadingMode::Shared,
     }
 }
@@ -149,10 +208,16 @@ pub struct Threading {
 
 /// Name of the shared mode's one thread.
 pub const SHARED_THREAD_NAME: &str = "engine";
+/// Name of the split mode's thread that runs ingress and risk.
+pub const SPLIT_FRONT_THREAD_NAME: &str = "front";
+/// Name of the split mode's thread that runs journal and egress.
+pub const SPLIT_BACK_THREAD_NAME: &str = "back";
 
 /// The thread plan of `mode`: per-stage cores and idle strategies as given for `dedicated`;
 /// for `shared`, the one thread takes the first stage's core that is set and the ingress
-/// stage's idle strategy (a single `--idle`/`--pin` value applies to every stage, so to it).
+/// stage's idle strategy (a single `--idle`/`--pin` value applies to every stage, so to it);
+/// for `split`, each thread takes the first core set of its two stages and its first stage's
+/// idle strategy.
 pub fn plan(
     mode: ThreadingMode,
     requested: ThreadingKind,
@@ -170,6 +235,20 @@ pub fn plan(
                 idle: idle.get(s).as_str(),
             })
             .collect(),
+        ThreadingMode::Split => vec![
+            ThreadPlan {
+                name: SPLIT_FRONT_THREAD_NAME,
+                stages: vec![StageId::Ingress.as_str(), StageId::Risk.as_str()],
+                core: cores.ingress.or(cores.risk),
+                idle: idle.ingress.as_str(),
+            },
+            ThreadPlan {
+                name: SPLIT_BACK_THREAD_NAME,
+                stages: vec![StageId::Journal.as_str(), StageId::Egress.as_str()],
+                core: cores.journal.or(cores.egress),
+                idle: idle.journal.as_str(),
+            },
+        ],
         ThreadingMode::Shared => vec![ThreadPlan {
             name: SHARED_THREAD_NAME,
             stages: StageId::ALL.into_iter().map(StageId::as_str).collect(),
@@ -232,9 +311,13 @@ impl fmt::Display for Threading {
         if self.requested == "auto" {
             write!(
                 f,
-                " (auto: {} core(s) in the affinity mask, dedicated needs {DEDICATED_CORES_MIN})",
+                " (auto: {} core(s) in the affinity mask, dedicated needs {DEDICATED_CORES_MIN}",
                 self.cores_in_mask
             )?;
+            f.write_str(match self.mode {
+                ThreadingMode::Split => "; split: a replay at --rate max, inline checks)",
+                _ => ")",
+            })?;
         }
         for t in &self.threads {
             write!(f, "; thread {} runs {} on ", t.name, t.stages.join("→"))?;
@@ -267,30 +350,67 @@ mod tests {
 
     #[test]
     fn auto_picks_dedicated_only_with_a_core_per_stage_thread_and_one_for_zeromq() {
-        for cores in 1..DEDICATED_CORES_MIN {
-            assert_eq!(
-                choose(ThreadingKind::Auto, cores),
-                ThreadingMode::Shared,
-                "{cores} cores"
-            );
+        for workload in [Workload::Paced, Workload::Bulk, Workload::BulkInline] {
+            for cores in [DEDICATED_CORES_MIN, 6, 16, 128] {
+                assert_eq!(
+                    choose(ThreadingKind::Auto, cores, workload),
+                    ThreadingMode::Dedicated,
+                    "{cores} cores, {workload:?}"
+                );
+            }
         }
-        for cores in [DEDICATED_CORES_MIN, 6, 16, 128] {
+        for cores in 1..DEDICATED_CORES_MIN {
+            for workload in [Workload::Paced, Workload::Bulk] {
+                assert_eq!(
+                    choose(ThreadingKind::Auto, cores, workload),
+                    ThreadingMode::Shared,
+                    "{cores} cores, {workload:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn auto_splits_a_bulk_inline_replay_below_dedicated_when_there_are_two_cores() {
+        assert_eq!(
+            choose(ThreadingKind::Auto, 1, Workload::BulkInline),
+            ThreadingMode::Shared,
+            "one core: nothing to split over"
+        );
+        for cores in SPLIT_CORES_MIN..DEDICATED_CORES_MIN {
             assert_eq!(
-                choose(ThreadingKind::Auto, cores),
-                ThreadingMode::Dedicated,
+                choose(ThreadingKind::Auto, cores, Workload::BulkInline),
+                ThreadingMode::Split,
                 "{cores} cores"
             );
         }
     }
 
     #[test]
+    fn the_workload_is_bulk_only_at_rate_max_and_inline_only_with_inline_checks() {
+        assert_eq!(Workload::of(true, true), Workload::BulkInline);
+        assert_eq!(Workload::of(true, false), Workload::Bulk);
+        assert_eq!(Workload::of(false, true), Workload::Paced);
+        assert_eq!(Workload::of(false, false), Workload::Paced);
+    }
+
+    #[test]
     fn an_explicit_mode_is_kept_whatever_the_cores() {
         for cores in [1, 2, 5, 64] {
-            assert_eq!(
-                choose(ThreadingKind::Dedicated, cores),
-                ThreadingMode::Dedicated
-            );
-            assert_eq!(choose(ThreadingKind::Shared, cores), ThreadingMode::Shared);
+            for workload in [Workload::Paced, Workload::Bulk, Workload::BulkInline] {
+                assert_eq!(
+                    choose(ThreadingKind::Dedicated, cores, workload),
+                    ThreadingMode::Dedicated
+                );
+                assert_eq!(
+                    choose(ThreadingKind::Split, cores, workload),
+                    ThreadingMode::Split
+                );
+                assert_eq!(
+                    choose(ThreadingKind::Shared, cores, workload),
+                    ThreadingMode::Shared
+                );
+            }
         }
     }
 
@@ -299,6 +419,7 @@ mod tests {
         for k in [
             ThreadingKind::Auto,
             ThreadingKind::Dedicated,
+            ThreadingKind::Split,
             ThreadingKind::Shared,
         ] {
             assert_eq!(k.as_str().parse::<ThreadingKind>(), Ok(k));
@@ -339,6 +460,26 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("kept off"), "backoff moves nothing: {line}");
+        let p = plan(ThreadingMode::Split, ThreadingKind::Auto, 2, &cores, &idle);
+        assert_eq!(p.threads.len(), 2);
+        assert_eq!(p.threads[0].stages, vec!["ingress", "risk"]);
+        assert_eq!(p.threads[0].core, Some(3), "risk's core: ingress has none");
+        assert_eq!(p.threads[1].stages, vec!["journal", "egress"]);
+        assert_eq!(p.threads[1].core, Some(4));
+        let line = p.to_string();
+        assert!(line.contains("threading split (auto: 2 core(s)"), "{line}");
+        assert!(
+            line.contains("a replay at --rate max, inline checks"),
+            "{line}"
+        );
+        assert!(
+            line.contains("thread front runs ingress→risk on core 3"),
+            "{line}"
+        );
+        assert!(
+            line.contains("thread back runs journal→egress on core 4"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -24,8 +24,9 @@ use nix::sys::time::TimeSpec;
 
 use crate::clock::Clock;
 
-/// Sockets a thread can wait on at once: one per stage at most.
-pub const WAIT_SOCKETS_MAX: usize = 4;
+/// Sockets a thread can wait on at once: one per stage at most, and the thread's bell
+/// ([`crate::wake::Bell::park_polling`]).
+pub const WAIT_SOCKETS_MAX: usize = 5;
 
 /// One round's wait: sockets and the earliest deadline (see the module docs).
 #[derive(Debug, Clone)]
@@ -92,6 +93,17 @@ impl WaitSet {
         }
     }
 
+    /// Also end the wait when the descriptor `fd` becomes readable (an eventfd that the caller
+    /// owns and keeps open until the wait returns).
+    pub fn fd(&mut self, fd: RawFd) {
+        if self.len < WAIT_SOCKETS_MAX {
+            self.fds[self.len] = fd;
+            self.len += 1;
+        } else {
+            self.ready_now = true;
+        }
+    }
+
     /// Blocks until a registered socket may be ready or the deadline (on `clock`) has come,
     /// whichever is first; returns at once if something was ready already. A signal ends the
     /// wait early (the caller's loop notices the stop flag).
@@ -107,7 +119,8 @@ impl WaitSet {
         let mut pfds: [PollFd<'_>; WAIT_SOCKETS_MAX] = std::array::from_fn(|i| {
             // SAFETY: each registered descriptor is the `ZMQ_FD` of a socket that the caller's
             // stages own and keep open for this whole call (`wait` borrows the set, the stages
-            // are not touched until it returns); libzmq closes it only with the socket. Unused
+            // are not touched until it returns; libzmq closes it only with the socket), or the
+            // eventfd of the calling thread's bell, which outlives the call ([`WaitSet::fd`]). Unused
             // slots (index ≥ `len`) borrow descriptor 0 only to fill the array and are never
             // passed to `ppoll` (`-1` may not be borrowed).
             let fd = unsafe { BorrowedFd::borrow_raw(self.fds[i].max(0)) };

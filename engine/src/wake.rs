@@ -27,13 +27,24 @@
 //!
 //! Cost on the hot path: per batch, one `SeqCst` fence and one relaxed load per neighbour; an
 //! `unpark` (a futex wake, one system call) only when the neighbour is actually parked.
+//!
+//! A thread that also waits on sockets (a `split` mode thread, whose risk stage awaits a reply
+//! or whose egress awaits room downstream: [`crate::threading`]) cannot park and poll at once,
+//! so its bell has an eventfd ([`Bell::with_eventfd`]): it polls the descriptor beside its
+//! sockets ([`Bell::park_polling`]), and a neighbour that rings writes to it as well as
+//! unparking. The protocol above is unchanged; the descriptor is one more way to end the wait.
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::Duration;
 
 use crossbeam::utils::CachePadded;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::clock::Clock;
+use crate::waitset::WaitSet;
 
 /// The parked side of a hand-off: owned (for parking) by exactly one stage thread.
 #[derive(Debug, Default)]
@@ -43,12 +54,55 @@ pub struct Bell {
     sleeping: CachePadded<AtomicBool>,
     /// Times a neighbour unparked the owner (cold path; for tests and diagnostics).
     wakeups: AtomicU64,
+    /// Written when a neighbour rings, for an owner that polls it beside its sockets.
+    event: Option<EventFd>,
 }
 
 impl Bell {
     /// A new bell, shared between its owner and the owner's neighbours.
     pub fn new() -> Arc<Bell> {
         Arc::new(Bell::default())
+    }
+
+    /// A bell whose owner waits in [`Bell::park_polling`]: a ring also writes its eventfd.
+    pub fn with_eventfd() -> std::io::Result<Arc<Bell>> {
+        let event =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+                .map_err(std::io::Error::from)?;
+        Ok(Arc::new(Bell {
+            event: Some(event),
+            ..Bell::default()
+        }))
+    }
+
+    /// Called by the owner thread only, for a bell made by [`Bell::with_eventfd`]: waits on
+    /// `waits` (its sockets and deadline) and this bell's eventfd unless `ready()` (called
+    /// after the flag is published) reports work. Returns whether it waited. A bell without
+    /// an eventfd parks as [`Bell::park`] does, until the deadline of `waits`.
+    pub fn park_polling(
+        &self,
+        waits: &mut WaitSet,
+        clock: &Clock,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let park = !ready();
+        if park {
+            match &self.event {
+                Some(e) => {
+                    waits.fd(e.as_raw_fd());
+                    waits.wait(clock);
+                    // Consume the rings that ended it (non-blocking: none is no error).
+                    let _ = e.read();
+                }
+                None => std::thread::park_timeout(Duration::from_nanos(
+                    waits.deadline_ns().saturating_sub(clock.now_ns()),
+                )),
+            }
+        }
+        self.sleeping.store(false, Ordering::Relaxed);
+        park
     }
 
     /// Called by the owner thread only: parks for at most `timeout` unless `ready()` (called
@@ -98,12 +152,21 @@ impl Waker {
             && self.bell.sleeping.swap(false, Ordering::Relaxed)
         {
             self.bell.wakeups.fetch_add(1, Ordering::Relaxed);
-            self.thread.unpark();
+            self.ring();
         }
     }
 
     /// Unparks the owner whatever its flag says: at the end of a stream (a ring end dropped).
     pub fn wake_now(&self) {
+        self.ring();
+    }
+
+    fn ring(&self) {
+        if let Some(e) = &self.bell.event {
+            // Fails only when the counter would overflow, i.e. it is already far from zero:
+            // the owner's wait ends anyway.
+            let _ = e.write(1);
+        }
         self.thread.unpark();
     }
 }
@@ -153,6 +216,58 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::Instant;
+
+    /// `split` mode's bell: a thread waiting in `park_polling` on a socket that never becomes
+    /// ready, with a 10 s deadline, is woken by the neighbour's push through the eventfd; and
+    /// a bell whose owner is not waiting gets no write (the flag says so), so the next wait
+    /// is not cut short by a stale ring.
+    #[test]
+    fn a_polling_thread_is_woken_through_the_eventfd() {
+        let ctx = zmq::Context::new();
+        let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(4);
+        let bell = Bell::with_eventfd().unwrap();
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let consumer = {
+            let bell = Arc::clone(&bell);
+            let quiet = ctx.socket(zmq::PULL).unwrap();
+            quiet.bind("inproc://bell-quiet").unwrap();
+            std::thread::spawn(move || {
+                let clock = Clock::new();
+                let mut told = false;
+                let mut waits = WaitSet::new(0);
+                loop {
+                    if let Ok(v) = rx.pop() {
+                        return v;
+                    }
+                    waits.clear(clock.now_ns() + 10_000_000_000);
+                    waits.socket(&quiet, zmq::POLLIN);
+                    bell.park_polling(&mut waits, &clock, || {
+                        if !told {
+                            told = true;
+                            let _ = parked_tx.send(());
+                        }
+                        !rx.is_empty()
+                    });
+                }
+            })
+        };
+        let waker = Waker::new(Arc::clone(&bell), consumer.thread().clone());
+        parked_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        tx.push(7).unwrap();
+        waker.wake();
+        assert_eq!(consumer.join().unwrap(), 7);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "woken by the eventfd, not by the 10 s deadline: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(bell.wakeups(), 1);
+        // Nobody waits now: a ring is a no-op.
+        waker.wake();
+        assert_eq!(bell.wakeups(), 1, "no sleeper, no ring");
+    }
 
     /// A consumer parked with a 10 s timeout is woken by the producer's push well before it.
     #[test]

@@ -562,7 +562,7 @@ fn inline_and_embedded_risk_give_identical_journals() {
         "a varied flow: {} decisions, reasons {reasons:?}",
         embedded.len()
     );
-    for mode in ["dedicated", "shared"] {
+    for mode in ["dedicated", "split", "shared"] {
         let inline = run("inline", mode);
         assert_eq!(inline.len(), embedded.len());
         for (a, b) in inline.iter().zip(&embedded) {

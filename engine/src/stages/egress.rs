@@ -249,7 +249,10 @@ impl Stage for EgressStage {
     }
 
     fn ready(&self) -> bool {
-        !self.input.is_empty() || self.input.is_abandoned()
+        // A held frame waits for room downstream, which `register_waits` polls for: the
+        // orders behind it on the ring are no work until then (a thread that parks on its
+        // bell would otherwise take them for work and spin).
+        (self.held.is_none() && !self.input.is_empty()) || self.input.is_abandoned()
     }
 
     fn register_waits(&self, w: &mut crate::waitset::WaitSet) {
@@ -515,6 +518,11 @@ mod tests {
             p.push(outbound(next)).unwrap();
             next += 1;
         }
+        assert!(
+            !stage.ready(),
+            "orders behind a held frame are no work until downstream has room (a parking \
+             thread would spin)"
+        );
         // Downstream reads (ZeroMQ's I/O thread may already have made room): the held order
         // and the three go out as one frame, not as the held one-order frame and three more.
         let mut got = Vec::new();

@@ -51,6 +51,13 @@ pub trait RiskGate: Send {
     /// Endpoint changes so far.
     fn failovers(&self) -> u64;
 
+    /// Whether the checks run in this call on the calling thread (`--risk inline`), rather
+    /// than on a server's thread or process: what threading `auto` weighs
+    /// ([`crate::threading::Workload`]).
+    fn checks_inline(&self) -> bool {
+        false
+    }
+
     /// Starts a batch without blocking (the shared duty cycle). `Pending`: call
     /// [`RiskGate::poll_batch`] with the same `orders` and `out` until it is ready. The
     /// default runs [`RiskGate::check_batch`] (a gate that never waits, or a test stand-in).
@@ -249,6 +256,9 @@ impl RiskGate for Gate {
             Gate::Inline(i) => i.check_batch(orders, now_ns, out),
             Gate::Json(j) => RiskGate::check_batch(j.as_mut(), orders, now_ns, out),
         }
+    }
+    fn checks_inline(&self) -> bool {
+        matches!(self, Gate::Inline(_))
     }
     fn failovers(&self) -> u64 {
         match self {
@@ -482,6 +492,12 @@ impl<G: RiskGate> Stage for RiskStage<G> {
     }
 
     fn ready(&self) -> bool {
+        if self.in_flight.is_some() {
+            // Its verdicts come through the socket (and its deadline), which `register_waits`
+            // polls for: the orders on the ring are no work until then (a thread that parks
+            // on its bell, `split` mode's, would otherwise take them for work and spin).
+            return false;
+        }
         // Orders waiting and room for their verdicts, or a neighbour gone.
         (!self.input.is_empty() && (self.out.slots() > 0 || self.out.is_abandoned()))
             || self.input.is_abandoned()
@@ -743,6 +759,10 @@ mod tests {
             assert_eq!(s.do_work().unwrap(), Step::Idle, "pending: nothing decided");
         }
         assert!(oc.is_empty());
+        assert!(
+            !s.ready(),
+            "orders on ring A are no work while a batch is in flight (a parking thread would spin)"
+        );
         answers.store(1, Relaxed);
         assert_eq!(
             s.do_work().unwrap(),

@@ -275,7 +275,7 @@ pub fn replay_cmd_in(mode: &str, file: &Path, journal: &Path, report: &Path) -> 
 }
 
 /// Runs a guarantee test (a function taking the threading mode) once in each mode:
-/// `NAME::dedicated` and `NAME::shared`.
+/// `NAME::dedicated`, `NAME::split` and `NAME::shared`.
 #[macro_export]
 macro_rules! in_each_threading_mode {
     ($($name:ident),+ $(,)?) => {$(
@@ -283,6 +283,10 @@ macro_rules! in_each_threading_mode {
             #[test]
             fn dedicated() {
                 super::$name("dedicated")
+            }
+            #[test]
+            fn split() {
+                super::$name("split")
             }
             #[test]
             fn shared() {
