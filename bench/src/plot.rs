@@ -696,7 +696,7 @@ fn latency_curves(scenarios: &[Scenario]) -> Vec<Curve> {
 /// `tcp-10k-dedicated` → (`tcp-10k`, Some(`dedicated`)); a name without a mode is its own group.
 fn split_threading(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('-') {
-        Some((group, mode)) if ["auto", "dedicated", "shared"].contains(&mode) => {
+        Some((group, mode)) if ["auto", "dedicated", "split", "shared"].contains(&mode) => {
             (group, Some(mode))
         }
         _ => (name, None),

@@ -71,7 +71,7 @@ impl RateClass {
 }
 
 /// Threading modes a scenario name may end with.
-const THREADING_MODES: [&str; 3] = ["auto", "dedicated", "shared"];
+const THREADING_MODES: [&str; 4] = ["auto", "dedicated", "split", "shared"];
 
 /// One scenario with a report.
 #[derive(Debug, Clone)]

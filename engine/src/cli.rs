@@ -224,8 +224,8 @@ pub struct ReplayArgs {
     pub out: String,
 
     /// Send high-water mark of the egress PUSH socket, in frames (1..=16384). A frame carries
-    /// at most 16384 / this many orders (and at most --max-batch), so ZeroMQ's queue holds
-    /// at most 16 Ki orders whatever the value: frames queued in ZeroMQ are lost if the engine
+    /// at most 65536 / this many orders (and at most --max-batch), so ZeroMQ's queue holds
+    /// at most 64 Ki orders whatever the value: frames queued in ZeroMQ are lost if the engine
     /// is killed, and `--resume` re-sends a journal tail that covers them. A short queue of
     /// big frames fills while ZeroMQ's I/O thread is slow to wake (back-pressure at 100 k/s);
     /// a long one of small frames absorbs that.
@@ -302,10 +302,13 @@ pub struct ReplayArgs {
     pub pin: Option<String>,
 
     /// How stages map onto threads: `dedicated` (one thread per stage, for a tuned host with a
-    /// core for each), `shared` (all four stages in one duty cycle on one thread: a hop between
-    /// stages is a ring push and pop, no wake-up) or `auto` (dedicated when the CPU affinity
-    /// mask has a core for every stage thread plus one for ZeroMQ's I/O thread, else shared).
-    /// With `shared`, --idle's ingress strategy is the thread's.
+    /// core for each), `split` (ingress and risk on one thread, journal and egress on another:
+    /// the checks and the SHA-256 chain on two cores), `shared` (all four stages in one duty
+    /// cycle on one thread: a hop between stages is a ring push and pop, no wake-up) or `auto`
+    /// (dedicated when the CPU affinity mask has a core for every stage thread plus one for
+    /// ZeroMQ's I/O thread; else split for --rate max with --risk inline on 2 or more cores;
+    /// else shared). With `shared`, --idle's ingress strategy is the thread's; with `split`,
+    /// each thread takes its first stage's.
     #[arg(long, value_enum, default_value_t = crate::threading::ThreadingKind::Auto, value_name = "MODE")]
     pub threading: crate::threading::ThreadingKind,
 

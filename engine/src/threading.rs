@@ -47,7 +47,8 @@ pub const DEDICATED_CORES_MIN: usize = DEDICATED_STAGE_THREADS + 1;
 /// The threading mode as configured (before `auto` is decided).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ThreadingKind {
-    /// `dedicated` with a core for every stage thread and ZeroMQ's I/O thread, else `shared`.
+    /// `dedicated` with a core for every stage thread and ZeroMQ's I/O thread; else `split`
+    /// for `--rate max` with `--risk inline` on 2 or more cores; else `shared`.
     #[default]
     Auto,
     /// One thread per stage.
