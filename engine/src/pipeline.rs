@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rtrb::RingBuffer;
+use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::clock::Clock;
 use crate::config::StageSettings;
@@ -232,57 +232,63 @@ where
     L: DecisionLog + 'static,
 {
     let plan = threading_plan(&opts.stages, ingress.workload(gate.checks_inline()));
+    let parts = Parts {
+        ingress,
+        gate,
+        log,
+        egress_socket,
+        clock,
+        stop,
+        metrics,
+    };
     match plan.mode {
-        ThreadingMode::Dedicated => run_dedicated(
-            ingress,
-            gate,
-            log,
-            egress_socket,
-            opts,
-            clock,
-            stop,
-            metrics,
-            supervise,
-            plan,
-        ),
-        ThreadingMode::Split => run_split(
-            ingress,
-            gate,
-            log,
-            egress_socket,
-            opts,
-            clock,
-            stop,
-            metrics,
-            supervise,
-            plan,
-        ),
-        ThreadingMode::Shared => run_shared(
-            ingress,
-            gate,
-            log,
-            egress_socket,
-            opts,
-            clock,
-            stop,
-            metrics,
-            supervise,
-            plan,
-        ),
+        ThreadingMode::Dedicated => run_dedicated(parts, opts, supervise, plan),
+        ThreadingMode::Split => run_split(parts, opts, supervise, plan),
+        ThreadingMode::Shared => run_shared(parts, opts, supervise, plan),
     }
 }
 
-/// One thread per stage.
-#[allow(clippy::too_many_arguments)]
-fn run_dedicated<G, L>(
+/// What every threading mode's runner takes apart into its threads' stages.
+struct Parts<G, L> {
     ingress: IngressSource,
     gate: G,
     log: L,
     egress_socket: Option<zmq::Socket>,
-    opts: &PipelineOptions,
     clock: Clock,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+}
+
+/// The three rings of a run, `capacity` slots each, allocated at start-up: A (ingress → risk),
+/// B (risk → journal), C (journal → egress, accepted orders).
+#[allow(clippy::type_complexity)]
+fn rings(
+    capacity: usize,
+) -> (
+    (Producer<Inbound>, Consumer<Inbound>),
+    (Producer<Decided>, Consumer<Decided>),
+    (Producer<Outbound>, Consumer<Outbound>),
+) {
+    (
+        RingBuffer::new(capacity),
+        RingBuffer::new(capacity),
+        RingBuffer::new(capacity),
+    )
+}
+
+/// Calls `supervise` every [`SUPERVISE_INTERVAL_MS`] until `finished()`, then once more.
+fn supervise_until(finished: impl Fn() -> bool, supervise: &mut impl FnMut()) {
+    while !finished() {
+        supervise();
+        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
+    }
+    supervise();
+}
+
+/// One thread per stage.
+fn run_dedicated<G, L>(
+    parts: Parts<G, L>,
+    opts: &PipelineOptions,
     mut supervise: impl FnMut(),
     threading: Threading,
 ) -> Result<PipelineResult<G, L>, SpawnError>
@@ -290,11 +296,18 @@ where
     G: RiskGate + 'static,
     L: DecisionLog + 'static,
 {
+    let Parts {
+        ingress,
+        gate,
+        log,
+        egress_socket,
+        clock,
+        stop,
+        metrics,
+    } = parts;
     let st = &opts.stages;
     let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
-    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
-    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
-    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let ((a_tx, a_rx), (b_tx, b_rx), (c_tx, c_rx)) = rings(st.ring_capacity);
     let errors: Errors = Arc::new(Mutex::new(Vec::new()));
     let max_batch = st.max_batch;
 
@@ -447,15 +460,15 @@ where
         downstream: None,
     });
 
-    while !(ingress.is_finished()
-        && risk.is_finished()
-        && journal.is_finished()
-        && egress.is_finished())
-    {
-        supervise();
-        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
-    }
-    supervise();
+    supervise_until(
+        || {
+            ingress.is_finished()
+                && risk.is_finished()
+                && journal.is_finished()
+                && egress.is_finished()
+        },
+        &mut supervise,
+    );
 
     let mut panics = Vec::new();
     let t0_ns = ingress.join().unwrap_or_else(|_| {
@@ -614,16 +627,9 @@ fn duty<S: Stage>(
 /// [`SHARED_YIELD_WINDOW_NS`], and otherwise blocks in one `ppoll` on the
 /// sockets its stages wait for and the earliest deadline (an order due, a risk timeout,
 /// journal maintenance), at most [`HANDOFF_PARK_MAX_NS`] so that a stop flag is seen.
-#[allow(clippy::too_many_arguments)]
 fn run_shared<G, L>(
-    ingress: IngressSource,
-    gate: G,
-    log: L,
-    egress_socket: Option<zmq::Socket>,
+    parts: Parts<G, L>,
     opts: &PipelineOptions,
-    clock: Clock,
-    stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
     mut supervise: impl FnMut(),
     threading: Threading,
 ) -> Result<PipelineResult<G, L>, SpawnError>
@@ -631,6 +637,15 @@ where
     G: RiskGate + 'static,
     L: DecisionLog + 'static,
 {
+    let Parts {
+        ingress,
+        gate,
+        log,
+        egress_socket,
+        clock,
+        stop,
+        metrics,
+    } = parts;
     let st = &opts.stages;
     let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
     let mode = threading::shared_idle(&idle);
@@ -643,9 +658,7 @@ where
         .filter(|&c| Some(c) != core)
         .collect();
     let confine = core.is_some() && mode == IdleMode::Spin && !others.is_empty();
-    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
-    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
-    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let ((a_tx, a_rx), (b_tx, b_rx), (c_tx, c_rx)) = rings(st.ring_capacity);
     let errors: Errors = Arc::new(Mutex::new(Vec::new()));
     let max_batch = st.max_batch;
     let accepted_rec = Recorder::new(opts.warmup_until_seq, opts.publish_latency);
@@ -786,11 +799,7 @@ where
                 source,
             })?
     };
-    while !handle.is_finished() {
-        supervise();
-        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
-    }
-    supervise();
+    supervise_until(|| handle.is_finished(), &mut supervise);
     let mut panics = Vec::new();
     let out = handle.join().unwrap_or_else(|_| {
         for s in StageId::ALL {
@@ -936,16 +945,9 @@ fn run_pair<A: Stage, B: Stage>(
 /// runs ingress → risk, `back` runs journal → egress. Ring B crosses between them; rings A and
 /// C stay inside a thread. The risk stage and egress are non-blocking as in `shared`, so that
 /// neither stage of a thread blocks while the other has work.
-#[allow(clippy::too_many_arguments)]
 fn run_split<G, L>(
-    ingress: IngressSource,
-    gate: G,
-    log: L,
-    egress_socket: Option<zmq::Socket>,
+    parts: Parts<G, L>,
     opts: &PipelineOptions,
-    clock: Clock,
-    stop: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
     mut supervise: impl FnMut(),
     threading: Threading,
 ) -> Result<PipelineResult<G, L>, SpawnError>
@@ -953,13 +955,20 @@ where
     G: RiskGate + 'static,
     L: DecisionLog + 'static,
 {
+    let Parts {
+        ingress,
+        gate,
+        log,
+        egress_socket,
+        clock,
+        stop,
+        metrics,
+    } = parts;
     let st = &opts.stages;
     let idle = resolve(&st.idle, &st.cores, threading.cores_in_mask);
     let (front_core, back_core) = (threading.threads[0].core, threading.threads[1].core);
     let (front_idle, back_idle) = (idle.ingress, idle.journal);
-    let (a_tx, a_rx) = RingBuffer::<Inbound>::new(st.ring_capacity);
-    let (b_tx, b_rx) = RingBuffer::<Decided>::new(st.ring_capacity);
-    let (c_tx, c_rx) = RingBuffer::<Outbound>::new(st.ring_capacity);
+    let ((a_tx, a_rx), (b_tx, b_rx), (c_tx, c_rx)) = rings(st.ring_capacity);
     let errors: Errors = Arc::new(Mutex::new(Vec::new()));
     let max_batch = st.max_batch;
     let bell = |stage: StageId| Bell::with_eventfd().map_err(|source| SpawnError { stage, source });
@@ -1075,11 +1084,7 @@ where
         upstream: Some(Waker::new(front_bell, front.thread().clone())),
         downstream: None,
     });
-    while !(front.is_finished() && back.is_finished()) {
-        supervise();
-        std::thread::sleep(Duration::from_millis(SUPERVISE_INTERVAL_MS));
-    }
-    supervise();
+    supervise_until(|| front.is_finished() && back.is_finished(), &mut supervise);
     let mut panics = Vec::new();
     let (t0_ns, gate) = front.join().unwrap_or_else(|_| {
         for s in [StageId::Ingress, StageId::Risk] {
