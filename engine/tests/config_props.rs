@@ -103,6 +103,7 @@ fn value() -> impl Strategy<Value = String> {
         "inline",
         "remote",
         "dedicated",
+        "split",
         "shared",
         "none",
         "always",
