@@ -122,8 +122,8 @@ pub const EGRESS_SNDHWM_MESSAGES_DEFAULT: i32 = 1_024;
 /// queue. It was 16 Ki (16 orders a frame) until issue 12's tenth session: at `--rate max`
 /// that is 62 k frames per million orders, and each frame costs a message, its copy and a
 /// receive in the engine, ZeroMQ's I/O threads and the consumer, which on a 2-core host share
-/// the cores with the pipeline (`split` 2.8–3.0 M/s with frames of ≤ 16 orders, 3.5–4.0 with
-/// ≤ 64–128; docs/results.md, "Tenth session"). The price is the redelivery window: a resume
+/// the cores with the pipeline (inline `--rate max` in `split`, medians of 4: 3.00 M/s with
+/// frames of ≤ 16 orders, 3.55 with ≤ 64, 3.99 with ≤ 128; docs/results.md, "Tenth session"). The price is the redelivery window: a resume
 /// after `kill -9` re-sends up to 64 Ki more recent orders (duplicates the consumer drops by
 /// `input_seq`), never fewer.
 pub const EGRESS_QUEUE_ORDERS: usize = 64 * 1_024;

@@ -873,7 +873,8 @@ fn backoff_round(
 /// when it ends (its ring ends dropped). After a round with work the thread rings the other
 /// thread (`links`); after a round without, `spin`/`yield` poll again and `backoff` waits on
 /// its stages' sockets, their earliest deadline and its `bell`, which the other thread rings
-/// when it pushes onto or frees room on the ring between them.
+/// after each of its rounds with work (so after it pushed onto or freed room on the ring
+/// between them).
 #[allow(clippy::too_many_arguments)]
 fn run_pair<A: Stage, B: Stage>(
     mut a: Option<A>,
